@@ -1,0 +1,103 @@
+"""Process configuration from the environment (DESIGN §6).
+
+Everything else is an instance setting in the database.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_DATA_DIR = "~/.local/share/codex-pooler"
+
+
+def data_dir_from_env(environ: dict[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    return Path(env.get("CODEX_POOLER_DATA_DIR") or DEFAULT_DATA_DIR).expanduser()
+
+
+def _read_or_create_secret(path: Path, nbytes: int) -> bytes:
+    """A random secret kept in the data dir (mode 0600), created on first use."""
+    if path.exists():
+        return decode_key(path.read_text().strip())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = secrets.token_bytes(nbytes)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(base64.b64encode(raw).decode())
+    return raw
+
+
+def decode_key(text: str) -> bytes:
+    """A 32-byte key given raw (32 chars) or base64 / urlsafe base64."""
+    text = text.strip()
+    for decoder in (base64.b64decode, base64.urlsafe_b64decode):
+        try:
+            raw = decoder(text + "=" * (-len(text) % 4))
+        except ValueError:
+            continue
+        if len(raw) == 32:
+            return raw
+    if len(text.encode()) == 32:
+        return text.encode()
+    raise ValueError("a secret key must be 32 bytes, raw or base64")
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path
+    database_url: str | None
+    secret_key: bytes
+    upstream_secret_key: bytes
+    upstream_secret_keys_old: tuple[bytes, ...]
+    upstream_base_url: str
+    auth_base_url: str
+    host: str
+    port: int
+    role: str
+    log_level: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+
+def load_config(environ: dict[str, str] | None = None) -> Config:
+    env = dict(os.environ if environ is None else environ)
+    data_dir = data_dir_from_env(env)
+    database_url = env.get("DATABASE_URL") or None
+    if env.get("CODEX_POOLER_SECRET_KEY"):
+        secret_key = env["CODEX_POOLER_SECRET_KEY"].encode()
+    else:
+        secret_key = _read_or_create_secret(data_dir / "secret_key", 32)
+    if env.get("CODEX_POOLER_UPSTREAM_SECRET_KEY"):
+        upstream_key = decode_key(env["CODEX_POOLER_UPSTREAM_SECRET_KEY"])
+    elif database_url is None:
+        upstream_key = _read_or_create_secret(data_dir / "upstream_secret_key", 32)
+    else:
+        raise ValueError(
+            "CODEX_POOLER_UPSTREAM_SECRET_KEY is required when DATABASE_URL is set "
+            "(32 bytes, raw or base64)"
+        )
+    old = tuple(
+        decode_key(part)
+        for part in env.get("CODEX_POOLER_UPSTREAM_SECRET_KEYS_OLD", "").split(",")
+        if part.strip()
+    )
+    return Config(
+        data_dir=data_dir,
+        database_url=database_url,
+        secret_key=secret_key,
+        upstream_secret_key=upstream_key,
+        upstream_secret_keys_old=old,
+        upstream_base_url=env.get("CODEX_POOLER_UPSTREAM_BASE_URL", "https://chatgpt.com").rstrip("/"),
+        auth_base_url=env.get("CODEX_POOLER_AUTH_BASE_URL", "https://auth.openai.com").rstrip("/"),
+        host=env.get("CODEX_POOLER_HOST", "127.0.0.1"),
+        port=int(env.get("CODEX_POOLER_HTTP_PORT", "4000")),
+        role=env.get("CODEX_POOLER_ROLE", "all"),
+        log_level=env.get("CODEX_POOLER_LOG_LEVEL", "info"),
+    )

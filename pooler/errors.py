@@ -1,0 +1,158 @@
+"""The gateway's one exception tree, mapped to the client's protocol at each surface.
+
+    PoolerError                         (status, OpenAI error type, stable code)
+    ├── BadRequest                      400 invalid_request_error
+    │   ├── InvalidJson                 400 invalid_json
+    │   ├── UnsupportedMediaType        415 unsupported_media_type
+    │   └── BodyTooLarge                413 request_too_large
+    ├── AuthError                       401 authentication_error
+    │   ├── ApiKeyMissing               401 api_key_missing
+    │   └── ApiKeyInvalid               401 api_key_invalid
+    ├── NotFound                        404 not_found_error
+    ├── UsageLimitReached               429 usage_limit_reached (resets_at, Retry-After)
+    ├── NoEligibleBackend               503 no_eligible_backend (Retry-After)
+    └── UpstreamError                   502 upstream_error
+
+No httpx, h11 or psycopg exception reaches a handler: the edges map them into this tree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+
+class PoolerError(Exception):
+    status = 500
+    error_type = "server_error"
+    code = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        retry_after: float | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.param = param
+        self.retry_after = retry_after
+        self.extra = extra or {}
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {
+            "message": self.message,
+            "type": self.error_type,
+            "code": self.code,
+            "param": self.param,
+        }
+        error.update(self.extra)
+        return {"error": error}
+
+    def body_bytes(self) -> bytes:
+        return json.dumps(self.body(), separators=(",", ":")).encode()
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        headers = [(b"content-type", b"application/json")]
+        if self.retry_after is not None:
+            seconds = max(1, math.ceil(self.retry_after))
+            headers.append((b"retry-after", str(seconds).encode()))
+        return headers
+
+
+class BadRequest(PoolerError):
+    status = 400
+    error_type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class InvalidJson(BadRequest):
+    code = "invalid_json"
+
+
+class UnsupportedMediaType(BadRequest):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class BodyTooLarge(BadRequest):
+    status = 413
+    code = "request_too_large"
+
+
+class AuthError(PoolerError):
+    status = 401
+    error_type = "authentication_error"
+    code = "api_key_invalid"
+
+
+class ApiKeyMissing(AuthError):
+    code = "api_key_missing"
+
+
+class ApiKeyInvalid(AuthError):
+    code = "api_key_invalid"
+
+
+class NotFound(PoolerError):
+    status = 404
+    error_type = "not_found_error"
+    code = "unsupported_endpoint"
+
+
+class MethodNotAllowed(PoolerError):
+    status = 405
+    error_type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class UsageLimitReached(PoolerError):
+    """Every eligible account is out of quota; `resets_at` is the earliest reset."""
+
+    status = 429
+    error_type = "usage_limit_reached"
+    code = "usage_limit_reached"
+
+    def __init__(self, message: str, *, resets_at: float, plan_type: str | None = None) -> None:
+        now = time.time()
+        super().__init__(
+            message,
+            retry_after=max(1.0, resets_at - now),
+            extra={
+                "resets_at": int(resets_at),
+                "resets_in_seconds": max(0, int(resets_at - now)),
+                "plan_type": plan_type,
+            },
+        )
+        self.resets_at = resets_at
+
+
+class NoEligibleBackend(PoolerError):
+    status = 503
+    error_type = "server_error"
+    code = "no_eligible_backend"
+
+
+class PinnedContinuationUnavailable(PoolerError):
+    status = 409
+    error_type = "invalid_request_error"
+    code = "pinned_continuation_unavailable"
+
+
+class UpstreamError(PoolerError):
+    status = 502
+    error_type = "server_error"
+    code = "upstream_error"
+
+
+class ServiceUnavailable(PoolerError):
+    status = 503
+    error_type = "server_error"
+    code = "service_unavailable"
