@@ -94,7 +94,9 @@ def load_config(environ: dict[str, str] | None = None) -> Config:
         secret_key=secret_key,
         upstream_secret_key=upstream_key,
         upstream_secret_keys_old=old,
-        upstream_base_url=env.get("CODEX_POOLER_UPSTREAM_BASE_URL", "https://chatgpt.com").rstrip("/"),
+        upstream_base_url=env.get("CODEX_POOLER_UPSTREAM_BASE_URL", "https://chatgpt.com").rstrip(
+            "/"
+        ),
         auth_base_url=env.get("CODEX_POOLER_AUTH_BASE_URL", "https://auth.openai.com").rstrip("/"),
         host=env.get("CODEX_POOLER_HOST", "127.0.0.1"),
         port=int(env.get("CODEX_POOLER_HTTP_PORT", "4000")),

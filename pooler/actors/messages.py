@@ -1,0 +1,146 @@
+"""The messages account actors and the PoolSupervisor exchange. Small frozen dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pooler.protocol.ratelimit import RateLimitSnapshot
+
+if TYPE_CHECKING:
+    from pooler.actors.runtime import Mailbox, ReplyTo
+    from pooler.routing.choose import Choice
+    from pooler.routing.snapshot import AccountSnapshot
+    from pooler.upstream.http1 import UpstreamPool
+
+
+# Outcome kinds a handler reports when it releases a lease.
+OK = "ok"
+USAGE_LIMIT = "usage_limit"
+RATE_LIMITED = "rate_limited"
+SERVER_ERROR = "server_error"
+UNAUTHORIZED = "unauthorized"
+TRANSPORT_ERROR = "transport_error"
+TIMEOUT = "timeout"
+CLIENT_ERROR = "client_error"
+CANCELLED = "cancelled"
+STREAM_FAILED = "stream_failed"
+
+FAILOVER_KINDS = frozenset({USAGE_LIMIT, RATE_LIMITED, SERVER_ERROR, TRANSPORT_ERROR, TIMEOUT})
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    lease_id: int
+    account_id: str
+    label: str
+    chatgpt_account_id: str
+    access_token: str
+    upstream: UpstreamPool
+    mailbox: Mailbox[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    kind: str
+    status: int | None = None
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    resets_at: float | None = None
+    retry_after: float | None = None
+    rate_limits: RateLimitSnapshot | None = None
+
+
+# --- to an AccountActor -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Confirm:
+    reply_to: ReplyTo[Lease | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    lease_id: int
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshNow:
+    """Refresh because the upstream said 401 to `stale_token`; reply with a usable token."""
+
+    stale_token: str
+    reply_to: ReplyTo[str]
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshFinished:
+    access_token: str | None
+    refresh_generation: int
+    reauth_reason: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetLifecycle:
+    lifecycle: str
+    max_in_flight: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GetSnapshot:
+    reply_to: ReplyTo[AccountSnapshot]
+
+
+# --- to the PoolSupervisor ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseCandidate:
+    snapshot: AccountSnapshot
+    mailbox: Mailbox[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRequest:
+    pool_id: str
+    continuity_keys: tuple[bytes, ...]
+    exclude: frozenset[str]
+    reply_to: ReplyTo[tuple[Choice, list[LeaseCandidate]]]
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotChanged:
+    snapshot: AccountSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class PinConversation:
+    pool_id: str
+    continuity_keys: tuple[bytes, ...]
+    account_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyConfig:
+    """A fresh runtime snapshot from the database (start, stop or update actors)."""
+
+    snapshot: Any
+    reply_to: ReplyTo[None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListSnapshots:
+    reply_to: ReplyTo[list[AccountSnapshot]]
+
+
+@dataclass(frozen=True, slots=True)
+class CrashAccount:
+    """Fault injection: make the account's running actor raise (tests, chaos drills)."""
+
+    account_id: str
+    reply_to: ReplyTo[bool]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountDown:
+    account_id: str

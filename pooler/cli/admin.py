@@ -1,0 +1,236 @@
+"""`pooler admin ...`: the admin pages' operations for scripts and tests, through the same
+service layer (pooler.store). Changes reach a running gateway at once (NOTIFY)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+
+from pooler.config import load_config
+from pooler.crypto import Keyring
+from pooler.db import Database
+from pooler.store import accounts, keys, operators, pools
+from pooler.store.common import Conn, StoreError
+
+T = TypeVar("T")
+
+
+def register(commands: Any) -> None:
+    admin = commands.add_parser("admin", help="manage operators, Pools, accounts and keys")
+    groups = admin.add_subparsers(dest="group", required=True, metavar="GROUP")
+
+    owner = groups.add_parser("owner", help="instance owner").add_subparsers(
+        dest="action", required=True
+    )
+    create = owner.add_parser("create", help="create the instance owner")
+    create.add_argument("--email", required=True)
+    create.add_argument("--password-stdin", action="store_true", required=True)
+    _json(create).set_defaults(handler=owner_create)
+    _json(owner.add_parser("list", help="list operators")).set_defaults(handler=owner_list)
+
+    pool = groups.add_parser("pool", help="Pools").add_subparsers(dest="action", required=True)
+    create = pool.add_parser("create", help="create a Pool")
+    create.add_argument("name")
+    create.add_argument("--strategy", default="least_used")
+    _json(create).set_defaults(handler=pool_create)
+    update = pool.add_parser("update", help="change a Pool")
+    update.add_argument("name")
+    update.add_argument("--strategy")
+    update.add_argument("--status", choices=["active", "disabled"])
+    update.add_argument("--retry-budget", type=int)
+    update.add_argument("--quota-threshold", type=float, dest="quota_threshold_percent")
+    update.add_argument("--max-in-flight", type=int, dest="max_in_flight_per_account")
+    _json(update).set_defaults(handler=pool_update)
+    _json(pool.add_parser("list", help="list Pools")).set_defaults(handler=pool_list)
+
+    account = groups.add_parser("account", help="upstream accounts").add_subparsers(
+        dest="action", required=True
+    )
+    imp = account.add_parser("import", help="import a Codex auth.json into a Pool")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--pool", required=True)
+    imp.add_argument("--label")
+    _json(imp).set_defaults(handler=account_import)
+    lst = account.add_parser("list", help="list accounts with lifecycle and quota")
+    lst.add_argument("--pool")
+    _json(lst).set_defaults(handler=account_list)
+
+    key = groups.add_parser("key", help="Pool API keys").add_subparsers(
+        dest="action", required=True
+    )
+    create = key.add_parser("create", help="create a key (printed once)")
+    create.add_argument("--pool", required=True)
+    create.add_argument("--name", default="default")
+    _json(create).set_defaults(handler=key_create)
+    lst = key.add_parser("list", help="list keys")
+    lst.add_argument("--pool")
+    _json(lst).set_defaults(handler=key_list)
+    revoke = key.add_parser("revoke", help="revoke a key by prefix or id")
+    revoke.add_argument("key")
+    _json(revoke).set_defaults(handler=key_revoke)
+
+
+def _json(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _run(fn: Callable[[Conn], T]) -> T:
+    from pooler.cli.run import CommandError
+    from pooler.embedded import resolve_database_url
+    from pooler.migrate import migrate
+
+    config = load_config()
+    url = resolve_database_url(config)
+    migrate(url)
+    db = Database.open(url, min_size=1, max_size=1)
+    try:
+        return db.run_sync(fn)
+    except StoreError as exc:
+        raise CommandError(exc.message) from exc
+    finally:
+        db.close()
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _emit(args: argparse.Namespace, value: Any, text: str) -> int:
+    print(json.dumps(_plain(value), indent=2) if args.json else text)
+    return 0
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    table = [header, *rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table
+    )
+
+
+def owner_create(args: argparse.Namespace) -> int:
+    password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        from pooler.cli.run import CommandError
+
+        raise CommandError("no password on standard input")
+    operator = _run(lambda conn: operators.create_owner(conn, args.email, password, actor="cli"))
+    return _emit(args, operator, f"owner {operator.email} created")
+
+
+def owner_list(args: argparse.Namespace) -> int:
+    found = _run(operators.list_operators)
+    rows = [[o.email, o.role, o.status] for o in found]
+    return _emit(args, found, _table(rows, ["EMAIL", "ROLE", "STATUS"]))
+
+
+def pool_create(args: argparse.Namespace) -> int:
+    pool = _run(lambda conn: pools.create_pool(conn, args.name, args.strategy, actor="cli"))
+    return _emit(args, pool, f"pool {pool.name} created (strategy {pool.strategy})")
+
+
+def pool_update(args: argparse.Namespace) -> int:
+    changes = {
+        name: getattr(args, name)
+        for name in (
+            "strategy",
+            "status",
+            "retry_budget",
+            "quota_threshold_percent",
+            "max_in_flight_per_account",
+        )
+        if getattr(args, name) is not None
+    }
+    pool = _run(lambda conn: pools.update_pool(conn, args.name, actor="cli", **changes))
+    return _emit(args, pool, f"pool {pool.name} updated")
+
+
+def pool_list(args: argparse.Namespace) -> int:
+    found = _run(pools.list_pools)
+    rows = [[p.name, p.strategy, p.status, str(p.retry_budget)] for p in found]
+    return _emit(args, found, _table(rows, ["NAME", "STRATEGY", "STATUS", "RETRIES"]))
+
+
+def account_import(args: argparse.Namespace) -> int:
+    from pooler.cli.run import CommandError
+
+    try:
+        auth_json = json.loads(args.file.read_text())
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"cannot read {args.file}: {exc}") from exc
+    config = load_config()
+    keyring = Keyring(config.upstream_secret_key, config.upstream_secret_keys_old)
+    account = _run(
+        lambda conn: accounts.import_account(
+            conn, keyring, args.pool, auth_json, args.label, actor="cli"
+        )
+    )
+    return _emit(
+        args, account, f"account {account.label} ({account.email or '-'}) imported into {args.pool}"
+    )
+
+
+def account_list(args: argparse.Namespace) -> int:
+    found = _run(lambda conn: accounts.list_accounts(conn, args.pool))
+    rows = []
+    for a in found:
+        quota = {(q.family, q.window): q.used_percent for q in a.quota}
+        primary = quota.get(("codex", "primary"))
+        secondary = quota.get(("codex", "secondary"))
+        rows.append(
+            [
+                a.label,
+                a.email or "-",
+                a.plan_type or "-",
+                a.lifecycle,
+                ",".join(a.pools) or "-",
+                f"{primary:.0f}%" if primary is not None else "-",
+                f"{secondary:.0f}%" if secondary is not None else "-",
+            ]
+        )
+    header = ["LABEL", "EMAIL", "PLAN", "LIFECYCLE", "POOLS", "5H", "WEEK"]
+    return _emit(args, found, _table(rows, header))
+
+
+def key_create(args: argparse.Namespace) -> int:
+    config = load_config()
+    raw, key = _run(
+        lambda conn: keys.create_key(conn, config.secret_key, args.pool, args.name, actor="cli")
+    )
+    if args.json:
+        return _emit(args, {"key": raw, **_plain(key)}, "")
+    print(raw)
+    print(
+        f"(key {key.key_prefix}… for pool {key.pool_name}: shown once, store it now)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def key_list(args: argparse.Namespace) -> int:
+    found = _run(lambda conn: keys.list_keys(conn, args.pool))
+    rows = [[k.key_prefix, k.pool_name, k.name, k.status] for k in found]
+    return _emit(args, found, _table(rows, ["PREFIX", "POOL", "NAME", "STATUS"]))
+
+
+def key_revoke(args: argparse.Namespace) -> int:
+    key = _run(lambda conn: keys.revoke_key(conn, args.key, actor="cli"))
+    return _emit(args, key, f"key {key.key_prefix} revoked")

@@ -1,0 +1,160 @@
+"""`pooler serve`, `pooler migrate`, `pooler emulator` and `pooler demo`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from pooler.config import Config, load_config
+from pooler.db import Database
+from pooler.embedded import resolve_database_url
+from pooler.migrate import migrate
+from pooler.serving import host_port, wait_for_signal
+
+log = logging.getLogger("pooler.cli")
+
+
+class CommandError(Exception):
+    """A command failed for a reason the user can fix; printed without a traceback."""
+
+
+def register(commands: Any) -> None:
+    serve = commands.add_parser("serve", help="run the gateway (migrates first)")
+    serve.add_argument("--host", default=None, help="listen address (CODEX_POOLER_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (CODEX_POOLER_HTTP_PORT, 4000)")
+    serve.set_defaults(handler=serve_command)
+
+    mig = commands.add_parser("migrate", help="apply database migrations")
+    mig.add_argument("--json", action="store_true")
+    mig.set_defaults(handler=migrate_command)
+
+    emu = commands.add_parser("emulator", help="run the fake Codex upstream and OAuth server")
+    emu.add_argument("--host", default="127.0.0.1")
+    emu.add_argument("--port", type=int, default=4100)
+    emu.add_argument("--accounts", type=int, default=3)
+    emu.add_argument("--token-ttl", type=float, default=3600.0, help="access token lifetime (s)")
+    emu.add_argument("--percent-per-request", type=float, default=2.0)
+    emu.add_argument("--write-auth-json", type=Path, default=None, metavar="DIR")
+    emu.set_defaults(handler=emulator_command)
+
+    demo = commands.add_parser("demo", help="emulator + gateway + a seeded Pool, account and key")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=4000)
+    demo.add_argument("--emulator-port", type=int, default=0)
+    demo.add_argument("--data-dir", type=Path, default=None, help="default: a new temporary dir")
+    demo.set_defaults(handler=demo_command)
+
+
+def open_database(config: Config) -> tuple[str, Database]:
+    try:
+        url = resolve_database_url(config)
+        migrate(url)
+        return url, Database.open(url)
+    except Exception as exc:
+        raise CommandError(f"cannot open the database: {exc}") from exc
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    config = load_config()
+    logging.getLogger().setLevel(config.log_level.upper())
+    host = args.host or config.host
+    port = args.port if args.port is not None else config.port
+    _, db = open_database(config)
+    try:
+        trio.run(_serve, config, db, host, port)
+    finally:
+        db.close()
+    return 0
+
+
+async def _serve(config: Config, db: Database, host: str, port: int) -> None:
+    from pooler.server import run_gateway
+
+    async with trio.open_nursery() as nursery:
+        running = await nursery.start(
+            partial(run_gateway, config, db, host, port, shutdown_trigger=wait_for_signal)
+        )
+        print(f"Codex Pooler listening on http://{host_port(host, running.port)}", flush=True)
+
+
+def migrate_command(args: argparse.Namespace) -> int:
+    config = load_config()
+    url = resolve_database_url(config)
+    applied = migrate(url)
+    if args.json:
+        import json
+
+        print(json.dumps({"applied": applied}))
+    else:
+        print(
+            f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else "")
+        )
+    return 0
+
+
+def emulator_command(args: argparse.Namespace) -> int:
+    from pooler.emulator.server import run_emulator_cli
+
+    run_emulator_cli(
+        args.host,
+        args.port,
+        args.accounts,
+        args.token_ttl,
+        args.write_auth_json,
+        args.percent_per_request,
+    )
+    return 0
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="codex-pooler-demo-"))
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["CODEX_POOLER_DATA_DIR"] = str(data_dir)
+    config = load_config(env)
+    _, db = open_database(config)
+    try:
+        trio.run(_demo, config, db, args)
+    finally:
+        db.close()
+    return 0
+
+
+async def _demo(config: Config, db: Database, args: argparse.Namespace) -> None:
+    from pooler.cli.demo import seed_demo
+    from pooler.emulator.server import serve_emulator
+    from pooler.emulator.state import EmulatorState
+    from pooler.server import run_gateway
+
+    state = EmulatorState(accounts=3)
+    async with trio.open_nursery() as nursery:
+        emulator_port = await nursery.start(serve_emulator, state, "127.0.0.1", args.emulator_port)
+        emulator_url = f"http://127.0.0.1:{emulator_port}"
+        config = replace(config, upstream_base_url=emulator_url, auth_base_url=emulator_url)
+        raw_key = await db.run(partial(seed_demo, config=config, state=state))
+
+        async def gateway_then_stop(task_status: trio.TaskStatus[Any]) -> None:
+            await run_gateway(
+                config,
+                db,
+                args.host,
+                args.port,
+                shutdown_trigger=wait_for_signal,
+                task_status=task_status,
+            )
+            nursery.cancel_scope.cancel()
+
+        running = await nursery.start(gateway_then_stop)
+        from pooler.cli.demo import demo_banner
+
+        print(
+            demo_banner(host_port(args.host, running.port), emulator_url, raw_key, config),
+            flush=True,
+        )

@@ -1,0 +1,94 @@
+"""One fake ChatGPT account: identity, current tokens, quota windows, prompt cache."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pooler.emulator.tokens import Identity, TokenSet, mint_token_set
+from pooler.emulator.usage import PRIMARY_MINUTES, SECONDARY_MINUTES, QuotaWindow
+
+PROMPT_CACHE_KEYS = 4096
+CACHED_SHARE = 0.9
+
+
+def account_uuid(seed: str, index: int) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"codex-emulator:{seed}:account:{index}"))
+
+
+def user_id_for(seed: str, index: int) -> str:
+    digest = hashlib.sha256(f"codex-emulator:{seed}:user:{index}".encode()).hexdigest()
+    return f"user-{digest[:24]}"
+
+
+@dataclass
+class FakeAccount:
+    index: int
+    label: str
+    account_id: str
+    email: str
+    plan_type: str
+    user_id: str
+    tokens: TokenSet
+    primary: QuotaWindow
+    secondary: QuotaWindow
+    prompt_cache: OrderedDict[str, int] = field(default_factory=OrderedDict)
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(self.account_id, self.user_id, self.email, self.plan_type)
+
+    @property
+    def access_token(self) -> str:
+        return self.tokens.access_token
+
+    @property
+    def refresh_token(self) -> str:
+        return self.tokens.refresh_token
+
+    @property
+    def id_token(self) -> str:
+        return self.tokens.id_token
+
+    @property
+    def last_refresh(self) -> str:
+        """When the current tokens were issued, RFC 3339 UTC (auth.json `last_refresh`)."""
+        moment = datetime.fromtimestamp(self.tokens.issued_at, UTC)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def cached_tokens(self, prompt_cache_key: str | None, input_tokens: int) -> int:
+        """Simulate the prompt cache: a repeated key hits for most of the shorter prompt."""
+        if not prompt_cache_key:
+            return 0
+        previous = self.prompt_cache.pop(prompt_cache_key, None)
+        self.prompt_cache[prompt_cache_key] = input_tokens
+        while len(self.prompt_cache) > PROMPT_CACHE_KEYS:
+            self.prompt_cache.popitem(last=False)
+        if previous is None:
+            return 0
+        return int(min(previous, input_tokens) * CACHED_SHARE)
+
+    def clear_usage(self) -> None:
+        for window in (self.primary, self.secondary):
+            window.used_percent = 0.0
+        self.prompt_cache.clear()
+
+
+def make_account(seed: str, index: int, now: float, token_ttl: float) -> FakeAccount:
+    """Account `index` (1-based); identity is a function of (seed, index) only."""
+    account_id = account_uuid(seed, index)
+    identity = Identity(account_id, user_id_for(seed, index), f"user{index}@emulator.test", "plus")
+    return FakeAccount(
+        index=index,
+        label=f"account-{index}",
+        account_id=account_id,
+        email=identity.email,
+        plan_type=identity.plan_type,
+        user_id=identity.user_id,
+        tokens=mint_token_set(identity, now, token_ttl),
+        primary=QuotaWindow(origin=now, minutes=PRIMARY_MINUTES),
+        secondary=QuotaWindow(origin=now, minutes=SECONDARY_MINUTES),
+    )

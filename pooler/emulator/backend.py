@@ -1,0 +1,92 @@
+"""The small JSON routes of the fake backend: models, usage and legacy compact."""
+
+from __future__ import annotations
+
+import time
+
+from pooler.emulator import inbound
+from pooler.emulator.asgi import (
+    JSON,
+    Receive,
+    Scope,
+    Send,
+    query,
+    read_body,
+    request_headers,
+    send_bytes,
+    send_json,
+    send_rejection,
+)
+from pooler.emulator.events import Turn, compaction_item, usage_dict
+from pooler.emulator.models import MODELS_BODY, MODELS_ETAG
+from pooler.emulator.rejections import Rejection, bad_request
+from pooler.emulator.state import EmulatorState, Grant
+
+
+async def _authenticate(state: EmulatorState, scope: Scope, send: Send, now: float) -> Grant | None:
+    headers = request_headers(scope)
+    grant = state.authenticate(
+        headers.get(b"authorization"), headers.get(b"chatgpt-account-id"), now
+    )
+    if isinstance(grant, Rejection):
+        state.record(scope["method"], scope["path"], status=grant.status, now=now)
+        await send_rejection(send, grant)
+        return None
+    return grant
+
+
+async def handle_models(state: EmulatorState, scope: Scope, receive: Receive, send: Send) -> None:
+    now = time.time()
+    grant = await _authenticate(state, scope, send, now)
+    if grant is None:
+        return
+    if not query(scope).get("client_version"):
+        state.record("GET", scope["path"], grant=grant, status=400, now=now)
+        missing = bad_request("client_version is required", param="client_version")
+        return await send_rejection(send, missing)
+    etag = (b"etag", MODELS_ETAG.encode())
+    if request_headers(scope).get(b"if-none-match") == MODELS_ETAG:
+        state.record("GET", scope["path"], grant=grant, status=304, now=now)
+        await send({"type": "http.response.start", "status": 304, "headers": [etag]})
+        return await send({"type": "http.response.body", "body": b""})
+    state.record("GET", scope["path"], grant=grant, status=200, now=now)
+    await send_bytes(send, 200, MODELS_BODY, [JSON, etag])
+
+
+async def handle_usage(state: EmulatorState, scope: Scope, receive: Receive, send: Send) -> None:
+    now = time.time()
+    grant = await _authenticate(state, scope, send, now)
+    if grant is None:
+        return
+    state.record("GET", scope["path"], grant=grant, status=200, now=now)
+    await send_json(send, 200, state.usage_payload(grant.account, now))
+
+
+async def handle_compact(state: EmulatorState, scope: Scope, receive: Receive, send: Send) -> None:
+    """Legacy unary compaction: JSON whose `output` is one `compaction` item."""
+    now = time.time()
+    grant = await _authenticate(state, scope, send, now)
+    if grant is None:
+        return
+    raw = await read_body(receive)
+    if raw is None:
+        return
+    data = inbound.decode_body(raw, request_headers(scope).get(b"content-encoding"))
+    body = inbound.parse_object(data) if isinstance(data, bytes) else data
+    if isinstance(body, Rejection):
+        state.record("POST", scope["path"], grant=grant, status=body.status, now=now)
+        return await send_rejection(send, body)
+    assert isinstance(data, bytes)
+    model = body.get("model") if isinstance(body.get("model"), str) else inbound.DEFAULT_MODEL
+    turn = Turn(inbound.new_id("resp"), str(model), int(now), max(1, len(data) // 4))
+    item = compaction_item(turn)
+    state.record("POST", scope["path"], grant=grant, status=200, now=now)
+    state.charge(grant.account, now)
+    payload = {
+        "id": turn.response_id,
+        "object": "response.compaction",
+        "created_at": turn.created_at,
+        "output": [item],
+        "usage": usage_dict(turn, len(item["encrypted_content"]) // 8),
+    }
+    await send_json(send, 200, payload, [(b"x-request-id", inbound.new_id("req").encode())])

@@ -1,0 +1,208 @@
+"""The stream event sequence of one response (protocol §4.1), as plain dicts. Pure.
+
+Text:       created → in_progress → output_item.added → content_part.added →
+            N * output_text.delta → output_text.done → content_part.done →
+            output_item.done → completed
+Tool call:  created → in_progress → output_item.added → function_call_arguments.delta →
+            function_call_arguments.done → output_item.done → completed
+Compaction: created → in_progress → output_item.added → output_item.done → completed
+Prewarm (`generate: false`): created → completed.
+Every event carries `sequence_number`, counting from 0.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pooler.emulator.replies import CompactionReply, Reply, TextReply, ToolCallReply
+
+
+@dataclass(frozen=True)
+class Turn:
+    """Everything about one response besides its content."""
+
+    response_id: str
+    model: str
+    created_at: int
+    input_tokens: int
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    deltas: int = 4
+
+
+def encode_sse(event: dict[str, Any]) -> bytes:
+    data = json.dumps(event, separators=(",", ":"))
+    return f"event: {event['type']}\ndata: {data}\n\n".encode()
+
+
+def split_text(text: str, pieces: int) -> list[str]:
+    """`text` in `pieces` consecutive chunks of near-equal size (fewer when it is shorter)."""
+    pieces = max(1, min(pieces, len(text)))
+    size, extra = divmod(len(text), pieces)
+    chunks, start = [], 0
+    for index in range(pieces):
+        end = start + size + (1 if index < extra else 0)
+        chunks.append(text[start:end])
+        start = end
+    return chunks
+
+
+def pad_text(text: str, pieces: int) -> str:
+    """`text` repeated until it splits into `pieces` chunks (load tests ask for N deltas)."""
+    text = text or "."
+    while len(text) < pieces:
+        text = f"{text} {text}"
+    return text
+
+
+def usage_dict(turn: Turn, output_tokens: int) -> dict[str, Any]:
+    output = output_tokens + turn.reasoning_tokens
+    return {
+        "input_tokens": turn.input_tokens,
+        "input_tokens_details": {"cached_tokens": turn.cached_tokens},
+        "output_tokens": output,
+        "output_tokens_details": {"reasoning_tokens": turn.reasoning_tokens},
+        "total_tokens": turn.input_tokens + output,
+    }
+
+
+def response_object(
+    turn: Turn, status: str, output: list[dict[str, Any]], usage: dict[str, Any] | None
+) -> dict[str, Any]:
+    return {
+        "id": turn.response_id,
+        "object": "response",
+        "created_at": turn.created_at,
+        "status": status,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": None,
+        "model": turn.model,
+        "output": output,
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "store": False,
+        "metadata": {},
+        "usage": usage,
+    }
+
+
+def _suffix(turn: Turn) -> str:
+    return turn.response_id.removeprefix("resp_")
+
+
+def _text_events(turn: Turn, text: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    item_id = f"msg_{_suffix(turn)}"
+    part = {"type": "output_text", "text": text, "annotations": []}
+    where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+    item = {"id": item_id, "type": "message", "role": "assistant", "status": "completed"}
+    events: list[dict[str, Any]] = [
+        {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": {**item, "status": "in_progress", "content": []},
+        },
+        {"type": "response.content_part.added", **where, "part": {**part, "text": ""}},
+    ]
+    for piece in split_text(text, turn.deltas):
+        events.append(
+            {"type": "response.output_text.delta", **where, "delta": piece, "logprobs": []}
+        )
+    final = {**item, "content": [part]}
+    events += [
+        {"type": "response.output_text.done", **where, "text": text, "logprobs": []},
+        {"type": "response.content_part.done", **where, "part": part},
+        {"type": "response.output_item.done", "output_index": 0, "item": final},
+    ]
+    return events, final
+
+
+def _tool_call_events(
+    turn: Turn, reply: ToolCallReply
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    item_id = f"fc_{_suffix(turn)}"
+    item = {
+        "id": item_id,
+        "type": "function_call",
+        "status": "in_progress",
+        "call_id": f"call_{_suffix(turn)}",
+        "name": reply.name,
+        "arguments": "",
+    }
+    final = {**item, "status": "completed", "arguments": reply.arguments}
+    where = {"item_id": item_id, "output_index": 0}
+    events = [
+        {"type": "response.output_item.added", "output_index": 0, "item": item},
+        {"type": "response.function_call_arguments.delta", **where, "delta": reply.arguments},
+        {"type": "response.function_call_arguments.done", **where, "arguments": reply.arguments},
+        {"type": "response.output_item.done", "output_index": 0, "item": final},
+    ]
+    return events, final
+
+
+def compaction_item(turn: Turn) -> dict[str, Any]:
+    digest = hashlib.sha256(turn.response_id.encode()).digest()
+    opaque = "emu_cmp_" + base64.urlsafe_b64encode(digest * 4).decode().rstrip("=")
+    return {"type": "compaction", "id": f"cmp_{_suffix(turn)}", "encrypted_content": opaque}
+
+
+def _compaction_events(turn: Turn) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    final = compaction_item(turn)
+    events = [
+        {"type": "response.output_item.added", "output_index": 0, "item": final},
+        {"type": "response.output_item.done", "output_index": 0, "item": final},
+    ]
+    return events, final
+
+
+def _output_tokens(item: dict[str, Any]) -> int:
+    if item["type"] == "message":
+        return len(item["content"][0]["text"]) // 4 + 1
+    if item["type"] == "function_call":
+        return len(item["arguments"]) // 4 + 1
+    return len(item["encrypted_content"]) // 8
+
+
+def build_events(reply: Reply, turn: Turn, *, generate: bool = True) -> list[dict[str, Any]]:
+    """The whole event sequence for one response, numbered."""
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": response_object(turn, "in_progress", [], None)},
+    ]
+    output: list[dict[str, Any]] = []
+    if generate:
+        events.append(
+            {
+                "type": "response.in_progress",
+                "response": response_object(turn, "in_progress", [], None),
+            }
+        )
+        if isinstance(reply, TextReply):
+            body, item = _text_events(turn, reply.text)
+        elif isinstance(reply, ToolCallReply):
+            body, item = _tool_call_events(turn, reply)
+        else:
+            assert isinstance(reply, CompactionReply)
+            body, item = _compaction_events(turn)
+        events += body
+        output.append(item)
+    usage = usage_dict(turn, sum(_output_tokens(item) for item in output))
+    events.append(
+        {
+            "type": "response.completed",
+            "response": response_object(turn, "completed", output, usage),
+        }
+    )
+    for number, event in enumerate(events):
+        event["sequence_number"] = number
+    return events
+
+
+def completed_usage(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The usage of a built sequence's `response.completed` event."""
+    usage = events[-1].get("response", {}).get("usage")
+    return usage if isinstance(usage, dict) else None

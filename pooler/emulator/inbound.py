@@ -1,0 +1,116 @@
+"""Reading a `/responses` request: body decoding, validation, the turn to answer. Pure."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import zstandard
+
+from pooler.emulator import rejections as rj
+from pooler.emulator.accounts import FakeAccount
+from pooler.emulator.events import Turn, pad_text
+from pooler.emulator.replies import Reply, TextReply, decide_reply
+
+DEFAULT_MODEL = "gpt-5.5"
+MAX_BODY_BYTES = 64 * 1024 * 1024
+MAX_DELTAS = 100_000
+REASONING_TOKENS = 16
+
+
+def decode_body(raw: bytes, content_encoding: str | None) -> bytes | rj.Rejection:
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return raw
+    if encoding != "zstd":
+        return rj.bad_request(
+            f"Unsupported Content-Encoding {encoding!r}", code="unsupported_encoding"
+        )
+    try:
+        reader = zstandard.ZstdDecompressor().decompressobj()
+        data = reader.decompress(raw)
+    except zstandard.ZstdError:
+        return rj.bad_request("The zstd request body could not be decoded", code="invalid_body")
+    if len(data) > MAX_BODY_BYTES:
+        return rj.bad_request("The request body is too large", code="request_too_large")
+    return data
+
+
+def parse_object(data: bytes) -> dict[str, Any] | rj.Rejection:
+    try:
+        body = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return rj.bad_request(
+            "We could not parse the JSON body of your request.", code="invalid_json"
+        )
+    if not isinstance(body, dict):
+        return rj.bad_request("The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def validate_http(body: dict[str, Any]) -> rj.Rejection | None:
+    """The ChatGPT backend only streams and never stores."""
+    if body.get("stream") is not True:
+        return rj.bad_request("Stream must be set to true", param="stream")
+    if body.get("store") is True:
+        return rj.bad_request("Store must be set to false", param="store")
+    return None
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """Load-test knobs from `x-emulator-delay-ms` and `x-emulator-events`."""
+
+    delay_s: float = 0.0
+    deltas: int | None = None
+
+
+def knobs_from(headers: dict[bytes, str]) -> Knobs:
+    delay = _number(headers.get(b"x-emulator-delay-ms"))
+    deltas = _number(headers.get(b"x-emulator-events"))
+    return Knobs(
+        delay_s=max(0.0, delay or 0.0) / 1000,
+        deltas=None if deltas is None else int(min(MAX_DELTAS, max(1, deltas))),
+    )
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(16)}"
+
+
+def plan_turn(
+    body: dict[str, Any], body_bytes: int, account: FakeAccount, knobs: Knobs, now: float
+) -> tuple[Reply, Turn]:
+    """Decide the reply and usage of one response; updates the account's prompt cache."""
+    reply = decide_reply(body)
+    deltas = 4
+    if knobs.deltas is not None and isinstance(reply, TextReply):
+        reply, deltas = TextReply(pad_text(reply.text, knobs.deltas)), knobs.deltas
+    input_tokens = max(1, body_bytes // 4)
+    cache_key = body.get("prompt_cache_key")
+    cached = account.cached_tokens(cache_key if isinstance(cache_key, str) else None, input_tokens)
+    model = body.get("model")
+    turn = Turn(
+        response_id=new_id("resp"),
+        model=model if isinstance(model, str) and model else DEFAULT_MODEL,
+        created_at=int(now),
+        input_tokens=input_tokens,
+        cached_tokens=cached,
+        reasoning_tokens=REASONING_TOKENS if _reasoning(body) else 0,
+        deltas=deltas,
+    )
+    return reply, turn
+
+
+def _reasoning(body: dict[str, Any]) -> bool:
+    reasoning = body.get("reasoning")
+    return isinstance(reasoning, dict) and reasoning.get("effort") not in (None, "none")

@@ -1,0 +1,55 @@
+"""The fake model catalog served on `GET /backend-api/codex/models` (protocol §1.5)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+_LEVELS = [
+    {"effort": "low", "description": "Fast responses with lighter reasoning"},
+    {"effort": "medium", "description": "Balances speed and reasoning depth"},
+    {"effort": "high", "description": "Greater reasoning depth for complex problems"},
+    {"effort": "xhigh", "description": "Extra high reasoning depth for complex problems"},
+]
+
+
+def model_info(
+    slug: str, display_name: str, priority: int, *, visible: bool = True
+) -> dict[str, Any]:
+    """One ModelInfo with every field the Codex CLI requires, plus the common optional ones."""
+    return {
+        "slug": slug,
+        "display_name": display_name,
+        "description": f"{display_name} served by the Codex emulator.",
+        "default_reasoning_level": "medium",
+        "supported_reasoning_levels": _LEVELS,
+        "shell_type": "shell_command",
+        "visibility": "list" if visible else "hide",
+        "supported_in_api": True,
+        "priority": priority,
+        "upgrade": None,
+        "base_instructions": "You are Codex, a coding agent running in the Codex emulator.",
+        "supports_reasoning_summaries": True,
+        "support_verbosity": True,
+        "default_verbosity": "low",
+        "apply_patch_tool_type": "freeform",
+        "truncation_policy": {"mode": "tokens", "limit": 10000},
+        "supports_parallel_tool_calls": True,
+        "experimental_supported_tools": [],
+        "context_window": 272000,
+        "effective_context_window_percent": 95,
+        "input_modalities": ["text", "image"],
+    }
+
+
+MODELS: list[dict[str, Any]] = [
+    model_info("gpt-5.5", "GPT-5.5", 0),
+    model_info("gpt-5.4", "GPT-5.4", 1),
+    model_info("gpt-5.4-mini", "GPT-5.4 mini", 2),
+    model_info("gpt-5.3-codex", "GPT-5.3 Codex", 3, visible=False),
+]
+MODEL_SLUGS = frozenset(m["slug"] for m in MODELS)
+
+MODELS_BODY = json.dumps({"models": MODELS}, separators=(",", ":")).encode()
+MODELS_ETAG = '"' + hashlib.sha256(MODELS_BODY).hexdigest()[:32] + '"'

@@ -1,0 +1,126 @@
+"""What the emulator answers, decided from the last input item of a request. Pure.
+
+In order:
+  (a) a user message asking to "run `cmd`" while a shell-like function tool is offered
+      → a function call to that tool;
+  (b) a `function_call_output` item → "Tool output: <first 200 chars>";
+  (c) "Reply with exactly: X" in the user's text → X;
+  (d) a `compaction_trigger` item → one `compaction` item;
+  (e) anything else → a fixed greeting.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_TEXT = "Hello from the Codex emulator."
+SHELL_TOOLS = ("exec_command", "shell", "shell_command", "local_shell")
+
+_RUN = re.compile(r"\brun\b[^`]*`([^`]+)`", re.IGNORECASE)
+_EXACT = re.compile(r"Reply with exactly:[ \t]*([^\r\n]*)")
+
+
+@dataclass(frozen=True)
+class TextReply:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallReply:
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class CompactionReply:
+    pass
+
+
+Reply = TextReply | ToolCallReply | CompactionReply
+
+
+def decide_reply(body: dict[str, Any]) -> Reply:
+    last = _last_item(body.get("input"))
+    kind = last.get("type")
+    if kind == "compaction_trigger":
+        return CompactionReply()
+    if kind == "function_call_output":
+        return TextReply("Tool output: " + output_text(last.get("output"))[:200])
+    if kind not in (None, "message") or last.get("role", "user") != "user":
+        return TextReply(DEFAULT_TEXT)
+    text = message_text(last.get("content"))
+    run = _RUN.search(text)
+    if run:
+        call = tool_call_for(run.group(1).strip(), body.get("tools"))
+        if call is not None:
+            return call
+    exact = _EXACT.search(text)
+    if exact:
+        return TextReply(exact.group(1).strip())
+    return TextReply(DEFAULT_TEXT)
+
+
+def _last_item(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        return {"type": "message", "role": "user", "content": value}
+    if isinstance(value, list) and value and isinstance(value[-1], dict):
+        return value[-1]
+    return {}
+
+
+def message_text(content: Any) -> str:
+    """The text of a message's content: a string, or parts carrying `text`."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    return "\n".join(
+        part["text"]
+        for part in content
+        if isinstance(part, dict) and isinstance(part.get("text"), str)
+    )
+
+
+def output_text(output: Any) -> str:
+    """A `function_call_output.output`: a string or a list of `input_text` parts."""
+    return message_text(output)
+
+
+def _function_tools(tools: Any) -> dict[str, dict[str, Any]]:
+    """Function tools by name; accepts Responses (flat) and Chat (nested) shapes."""
+    found: dict[str, dict[str, Any]] = {}
+    for tool in tools if isinstance(tools, list) else []:
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            continue
+        nested = tool.get("function")
+        spec: dict[str, Any] = nested if isinstance(nested, dict) else tool
+        if isinstance(spec.get("name"), str):
+            found[spec["name"]] = spec
+    return found
+
+
+def tool_call_for(command: str, tools: Any) -> ToolCallReply | None:
+    """A call running `command` through the first shell-like function tool offered."""
+    offered = _function_tools(tools)
+    for name in SHELL_TOOLS:
+        if name in offered:
+            args = shell_arguments(command, offered[name], default_array=name != "exec_command")
+            return ToolCallReply(name, json.dumps(args, separators=(",", ":")))
+    return None
+
+
+def shell_arguments(command: str, spec: dict[str, Any], *, default_array: bool) -> dict[str, Any]:
+    """Arguments shaped by the tool's JSON schema: `cmd` string, or `command` string/array."""
+    params = spec.get("parameters")
+    props = params.get("properties") if isinstance(params, dict) else None
+    props = props if isinstance(props, dict) else {}
+    argv = ["bash", "-lc", command]
+    if "cmd" in props:
+        return {"cmd": command}
+    if "command" in props:
+        schema = props["command"] if isinstance(props["command"], dict) else {}
+        return {"command": argv if schema.get("type") == "array" else command}
+    return {"command": argv} if default_array else {"cmd": command}

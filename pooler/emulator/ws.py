@@ -1,0 +1,159 @@
+"""Websocket responses on `GET /backend-api/codex/responses` (protocol §1.3).
+
+One text frame per event (the SSE `data` JSON), `codex.rate_limits` before each
+response, serial `response.create` turns, `generate: false` prewarms, and per-connection
+`previous_response_id` continuation. Errors are wrapped frames `{"type":"error","status"}`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from pooler.emulator import inbound
+from pooler.emulator.asgi import Receive, Scope, Send, deny_websocket, request_headers
+from pooler.emulator.events import build_events
+from pooler.emulator.faults import UPGRADE_FAULTS
+from pooler.emulator.models import MODELS_ETAG
+from pooler.emulator.rejections import Rejection, bad_request, websocket_upgrade_required
+from pooler.emulator.responses_http import DISCONNECT_AFTER_EVENTS
+from pooler.emulator.state import EmulatorState, Grant
+
+CLOSE_INTERNAL_ERROR = 1011
+
+
+@dataclass
+class _Session:
+    state: EmulatorState
+    grant: Grant
+    path: str
+    knobs: inbound.Knobs
+    send: Send
+    receive: Receive
+    last_response_id: str | None = None
+
+
+def error_frame(rejection: Rejection) -> dict[str, Any]:
+    headers = {k.decode(): v.decode() for k, v in rejection.headers}
+    return {
+        "type": "error",
+        "status": rejection.status,
+        "error": rejection.error,
+        "headers": headers,
+    }
+
+
+async def handle_websocket(
+    state: EmulatorState, scope: Scope, receive: Receive, send: Send
+) -> None:
+    if (await receive())["type"] != "websocket.connect":
+        return
+    now = time.time()
+    headers = request_headers(scope)
+    path = scope["path"]
+    grant = state.authenticate(
+        headers.get(b"authorization"), headers.get(b"chatgpt-account-id"), now
+    )
+    if isinstance(grant, Rejection):
+        state.record("GET", path, transport="websocket", status=grant.status, now=now)
+        return await deny_websocket(send, grant)
+    fault = state.take_fault(grant.account, UPGRADE_FAULTS)
+    if fault is not None:
+        refused = websocket_upgrade_required()
+        state.record(
+            "GET", path, transport="websocket", grant=grant, status=426, fault=fault.kind, now=now
+        )
+        return await deny_websocket(send, refused)
+    turn_state = headers.get(b"x-codex-turn-state") or inbound.new_id("ts")
+    accept_headers = [
+        (b"x-codex-turn-state", turn_state.encode("latin-1")),
+        (b"x-models-etag", MODELS_ETAG.encode()),
+        (b"x-request-id", inbound.new_id("req").encode()),
+    ]
+    state.record("GET", path, transport="websocket", grant=grant, status=101, now=now)
+    await send({"type": "websocket.accept", "headers": accept_headers})
+    session = _Session(state, grant, path, inbound.knobs_from(headers), send, receive)
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        if text is None:
+            text = (message.get("bytes") or b"").decode("utf-8", "replace")
+        if not await _on_frame(session, text):
+            return
+
+
+async def _send_event(session: _Session, event: dict[str, Any]) -> None:
+    await session.send({"type": "websocket.send", "text": json.dumps(event, separators=(",", ":"))})
+
+
+async def _on_frame(session: _Session, text: str) -> bool:
+    """Answer one client frame; False when the connection is over."""
+    body = inbound.parse_object(text.encode())
+    if isinstance(body, Rejection):
+        await _send_event(session, error_frame(body))
+        return True
+    kind = body.pop("type", None)
+    if kind == "response.processed":
+        return True
+    if kind != "response.create":
+        await _send_event(
+            session, error_frame(bad_request(f"Unknown frame type {kind!r}", param="type"))
+        )
+        return True
+    return await _turn(session, body, len(text))
+
+
+async def _turn(session: _Session, body: dict[str, Any], size: int) -> bool:
+    state, account, now = session.state, session.grant.account, time.time()
+
+    def record(status: int | None, fault: str | None = None) -> None:
+        state.record(
+            "response.create", session.path, transport="websocket",
+            grant=session.grant, status=status, fault=fault, now=now,
+        )  # fmt: skip
+
+    previous = body.get("previous_response_id")
+    if previous is not None and previous != session.last_response_id:
+        record(400)
+        missing = bad_request(
+            "Previous response not found on this connection.",
+            param="previous_response_id",
+            code="previous_response_not_found",
+        )
+        await _send_event(session, error_frame(missing))
+        return True
+    refused, fault = state.admit_response(account, now)
+    if refused is not None:
+        record(refused.status, fault.kind if fault else None)
+        await _send_event(session, error_frame(refused))
+        return True
+    if fault is not None and fault.kind == "stall":
+        record(None, "stall")
+        with trio.move_on_after(fault.stall_seconds):
+            while (await session.receive())["type"] != "websocket.disconnect":
+                pass
+            return False
+        await session.send({"type": "websocket.close", "code": CLOSE_INTERNAL_ERROR})
+        return False
+    reply, turn = inbound.plan_turn(body, size, account, session.knobs, now)
+    generate = body.get("generate") is not False
+    events = [state.rate_limits_event(account, now), *build_events(reply, turn, generate=generate)]
+    record(200, fault.kind if fault else None)
+    cut = fault is not None and fault.kind == "disconnect_mid_stream"
+    for index, event in enumerate(events):
+        if cut and index == DISCONNECT_AFTER_EVENTS + 1:  # + the codex.rate_limits frame
+            await session.send({"type": "websocket.close", "code": CLOSE_INTERNAL_ERROR})
+            return False
+        if session.knobs.delay_s:
+            await trio.sleep(session.knobs.delay_s)
+        if index == len(events) - 1 and generate:
+            state.charge(account, time.time())
+        await _send_event(session, event)
+    session.last_response_id = turn.response_id
+    return True

@@ -1,0 +1,109 @@
+"""Watching a relayed Responses SSE stream for what the gateway must account for. Pure.
+
+Only a handful of event types are parsed in full (terminal events, rate limits, and the
+output items when a non-streaming answer has to be assembled); deltas pass untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from pooler.protocol.ratelimit import RateLimitSnapshot, parse_rate_limits_event
+from pooler.protocol.sse import SSEDecoder
+from pooler.protocol.usage import TokenUsage, usage_from_completed
+
+TERMINAL_TYPES = frozenset({"response.completed", "response.failed", "response.incomplete"})
+_PARSED_TYPES = TERMINAL_TYPES | {"codex.rate_limits", "response.output_item.done"}
+_SKIP_PREFIXES = (
+    '{"type":"response.output_text.delta"',
+    '{"type":"response.function_call_arguments.delta"',
+    '{"type":"response.reasoning_summary_text.delta"',
+    '{"type":"response.custom_tool_call_input.delta"',
+)
+
+
+class StreamAccounting:
+    def __init__(self, *, collect_output: bool = False) -> None:
+        self._decoder = SSEDecoder()
+        self._collect = collect_output
+        self.terminal_type: str | None = None
+        self.response: dict[str, Any] | None = None
+        self.usage: TokenUsage | None = None
+        self.rate_limits: RateLimitSnapshot | None = None
+        self.error_code: str | None = None
+        self.output_items: list[dict[str, Any]] = []
+        self.events = 0
+
+    @property
+    def completed(self) -> bool:
+        return self.terminal_type == "response.completed"
+
+    def feed(self, chunk: bytes) -> None:
+        for event in self._decoder.feed(chunk):
+            self._on_event(event.data)
+
+    def _on_event(self, data: str) -> None:
+        self.events += 1
+        if not data or data.startswith(_SKIP_PREFIXES):
+            return
+        try:
+            parsed = json.loads(data)
+        except ValueError:
+            return
+        if not isinstance(parsed, dict):
+            return
+        event_type = parsed.get("type")
+        if event_type not in _PARSED_TYPES:
+            return
+        if event_type == "response.output_item.done":
+            item = parsed.get("item")
+            if self._collect and isinstance(item, dict):
+                self.output_items.append(item)
+        elif event_type == "codex.rate_limits":
+            self.rate_limits = parse_rate_limits_event(parsed, time.time())
+        else:
+            self.terminal_type = str(event_type)
+            response = parsed.get("response")
+            self.response = response if isinstance(response, dict) else None
+            if event_type == "response.completed":
+                self.usage = usage_from_completed(parsed)
+            else:
+                self.error_code = _error_code(self.response) or event_type.split(".")[-1]
+
+    def assembled_response(self) -> dict[str, Any]:
+        """The final `response` object, its output rebuilt from the streamed items."""
+        response = dict(self.response or {})
+        if self.output_items and not response.get("output"):
+            response["output"] = self.output_items
+        return response
+
+
+def _error_code(response: dict[str, Any] | None) -> str | None:
+    if response is None:
+        return None
+    error = response.get("error")
+    if isinstance(error, dict) and isinstance(error.get("code"), str):
+        return str(error["code"])
+    details = response.get("incomplete_details")
+    if isinstance(details, dict) and isinstance(details.get("reason"), str):
+        return str(details["reason"])
+    return None
+
+
+def failed_event(response_id: str | None, code: str, message: str) -> bytes:
+    payload = {
+        "type": "response.failed",
+        "response": {
+            "id": response_id,
+            "object": "response",
+            "status": "failed",
+            "error": {"code": code, "message": message, "type": "server_error"},
+        },
+    }
+    return (
+        b"event: response.failed\ndata: "
+        + json.dumps(payload, separators=(",", ":")).encode()
+        + b"\n\n"
+    )

@@ -1,0 +1,52 @@
+"""The continuity map: conversation key -> the account that holds its prompt cache.
+
+In memory with a TTL; pure (the caller passes `now`). Keys are already digests.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Pin:
+    account_id: str
+    expires_at: float
+
+
+class ContinuityMap:
+    def __init__(self, ttl: float = 3600.0, max_entries: int = 100_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._pins: OrderedDict[bytes, Pin] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._pins)
+
+    def get(self, key: bytes, now: float) -> str | None:
+        pin = self._pins.get(key)
+        if pin is None:
+            return None
+        if pin.expires_at <= now:
+            del self._pins[key]
+            return None
+        return pin.account_id
+
+    def pin(self, key: bytes, account_id: str, now: float) -> None:
+        pin = self._pins.get(key)
+        if pin is not None:
+            pin.account_id = account_id
+            pin.expires_at = now + self.ttl
+            self._pins.move_to_end(key)
+            return
+        self._pins[key] = Pin(account_id, now + self.ttl)
+        while len(self._pins) > self.max_entries:
+            self._pins.popitem(last=False)
+
+    def forget_account(self, account_id: str) -> None:
+        for key in [k for k, p in self._pins.items() if p.account_id == account_id]:
+            del self._pins[key]
+
+    def items(self) -> list[tuple[bytes, Pin]]:
+        return list(self._pins.items())

@@ -1,0 +1,56 @@
+"""Running the gateway: database, actors and the HTTP server under one nursery."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import trio
+from hypercorn.trio import serve
+
+from pooler.config import Config
+from pooler.db import Database
+from pooler.serving import ShutdownTrigger, bound_port, hypercorn_config
+from pooler.web.app import build_app
+from pooler.web.gateway import Gateway
+from pooler.web.settings import GatewaySettings
+
+
+@dataclass(frozen=True, slots=True)
+class RunningGateway:
+    gateway: Gateway
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+async def run_gateway(
+    config: Config,
+    db: Database,
+    host: str,
+    port: int,
+    *,
+    settings: GatewaySettings | None = None,
+    shutdown_trigger: ShutdownTrigger | None = None,
+    task_status: trio.TaskStatus[RunningGateway] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until cancelled or until `shutdown_trigger` returns; then drain and stop."""
+    gateway = Gateway(config, db, settings)
+    app = build_app(gateway)
+    async with trio.open_nursery() as actors:
+        await actors.start(gateway.run)
+        run = partial(
+            serve,
+            app,  # type: ignore[arg-type]  # hypercorn's TypedDict scopes vs plain dicts
+            hypercorn_config(host, port),
+            shutdown_trigger=shutdown_trigger,
+            mode="asgi",
+        )
+        async with trio.open_nursery() as http:
+            binds: list[str] = await http.start(run)
+            task_status.started(RunningGateway(gateway, host, bound_port(binds)))
+        # The HTTP server has drained: stop the actors (the LogWriter flushes on the way out).
+        actors.cancel_scope.cancel()

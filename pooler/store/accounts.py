@@ -1,0 +1,268 @@
+"""Upstream ChatGPT/Codex accounts: import from auth.json, listing, lifecycle, quota."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+from uuid import UUID
+
+from psycopg.rows import class_row, dict_row
+
+from pooler.crypto import Keyring
+from pooler.db import notify
+from pooler.store.common import (
+    QUOTA_CHANNEL,
+    TOKENS_CHANNEL,
+    Conn,
+    InvalidInputError,
+    NotFoundError,
+    record_change,
+    require_choice,
+)
+from pooler.store.credentials import account_refresh_lock, write_secrets
+from pooler.store.jwt_claims import ClaimsError, Identity, identity_from_tokens
+from pooler.store.models import Account, AccountView, QuotaWindow, QuotaWindowRow
+from pooler.store.pools import get_pool
+
+LIFECYCLES: Final = ("active", "paused", "reauth_required", "disabled")
+WINDOWS: Final = ("primary", "secondary")
+ACCOUNT_COLUMNS: Final = (
+    "id, label, email, chatgpt_account_id, chatgpt_user_id, plan_type, lifecycle,"
+    " lifecycle_reason, access_token_expires_at, last_refresh_at, created_at, updated_at"
+)
+QUOTA_COLUMNS: Final = (
+    "account_id, family, window_kind AS window, used_percent::float8 AS used_percent,"
+    " window_minutes, reset_at, observed_at"
+)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class AuthJson:
+    """The parts of a Codex auth.json we use (tokens in clear: keep it short-lived)."""
+
+    access_token: str
+    refresh_token: str
+    id_token: str | None
+    identity: Identity
+    chatgpt_account_id: str
+
+
+def parse_auth_json(auth_json: Any) -> AuthJson:
+    """Validate a Codex CLI auth.json (`{"tokens": {...}}`, ChatGPT sign-in)."""
+    if not isinstance(auth_json, dict):
+        raise InvalidInputError("auth.json must be a JSON object")
+    mode = auth_json.get("auth_mode")
+    if mode is None and auth_json.get("OPENAI_API_KEY"):
+        mode = "apikey"  # the Codex CLI's reading of a file without auth_mode
+    if mode not in (None, "chatgpt", "chatgptAuthTokens"):
+        raise InvalidInputError(f"auth.json auth_mode {mode!r} is not a ChatGPT sign-in")
+    tokens = auth_json.get("tokens")
+    if not isinstance(tokens, dict):
+        raise InvalidInputError("auth.json has no ChatGPT tokens (an API-key file?)")
+    access, refresh, ident = (tokens.get(k) for k in ("access_token", "refresh_token", "id_token"))
+    if not isinstance(access, str) or not access:
+        raise InvalidInputError("auth.json tokens.access_token is missing")
+    if not isinstance(refresh, str) or not refresh:
+        raise InvalidInputError("auth.json tokens.refresh_token is missing")
+    if ident is not None and not isinstance(ident, str):
+        raise InvalidInputError("auth.json tokens.id_token is not a string")
+    try:
+        identity = identity_from_tokens(ident or None, access)
+    except ClaimsError as exc:
+        raise InvalidInputError(f"auth.json tokens are not readable JWTs: {exc}") from None
+    file_account = tokens.get("account_id")
+    claimed = identity.chatgpt_account_id
+    if file_account and claimed and file_account != claimed:
+        raise InvalidInputError("auth.json tokens.account_id does not match the token claims")
+    account_id = claimed or file_account
+    if not isinstance(account_id, str) or not account_id:
+        raise InvalidInputError("auth.json carries no ChatGPT account id")
+    return AuthJson(access, refresh, ident or None, identity, account_id)
+
+
+def import_account(
+    conn: Conn,
+    keyring: Keyring,
+    pool_name: str,
+    auth_json: Any,
+    label: str | None = None,
+    *,
+    actor: str = "system",
+) -> Account:
+    """Create or update the account of a Codex auth.json and assign it to the Pool.
+
+    The account is keyed by (chatgpt_account_id, chatgpt_user_id): a re-import replaces its
+    tokens and makes it active again; two seats of one workspace are two accounts."""
+    parsed = parse_auth_json(auth_json)
+    pool = get_pool(conn, pool_name)
+    ident = parsed.identity
+    existing = conn.execute(
+        "SELECT id FROM upstream_accounts"
+        " WHERE chatgpt_account_id = %s AND chatgpt_user_id IS NOT DISTINCT FROM %s",
+        (parsed.chatgpt_account_id, ident.chatgpt_user_id),
+    ).fetchone()
+    if existing is not None:  # lock before touching the row: a refresh may hold the lock
+        account_refresh_lock(conn, existing[0])
+    default_label = ident.email or parsed.chatgpt_account_id
+    row = conn.execute(
+        f"INSERT INTO upstream_accounts (label, email, chatgpt_account_id, chatgpt_user_id,"
+        f" plan_type, access_token_expires_at) VALUES (%(label)s, %(email)s, %(account)s,"
+        f" %(user)s, %(plan)s, %(expires)s)"
+        f" ON CONFLICT ON CONSTRAINT upstream_accounts_identity_key DO UPDATE SET"
+        f" label = coalesce(%(explicit_label)s, upstream_accounts.label),"
+        f" email = coalesce(EXCLUDED.email, upstream_accounts.email),"
+        f" plan_type = coalesce(EXCLUDED.plan_type, upstream_accounts.plan_type),"
+        f" lifecycle = 'active', lifecycle_reason = NULL,"
+        f" access_token_expires_at = EXCLUDED.access_token_expires_at, updated_at = now()"
+        f" RETURNING (xmax = 0) AS created, {ACCOUNT_COLUMNS}",
+        {
+            "label": (label or default_label)[:200],
+            "explicit_label": label,
+            "email": ident.email,
+            "account": parsed.chatgpt_account_id,
+            "user": ident.chatgpt_user_id,
+            "plan": ident.plan_type,
+            "expires": ident.access_token_expires_at,
+        },
+    ).fetchone()
+    assert row is not None
+    created, account = bool(row[0]), Account(*row[1:])
+    secrets = {"access_token": parsed.access_token, "refresh_token": parsed.refresh_token}
+    if parsed.id_token:
+        secrets["id_token"] = parsed.id_token
+    write_secrets(conn, keyring, account.id, secrets)
+    conn.execute(
+        "INSERT INTO pool_assignments (pool_id, account_id) VALUES (%s, %s)"
+        " ON CONFLICT (pool_id, account_id) DO UPDATE SET status = 'active', updated_at = now()",
+        (pool.id, account.id),
+    )
+    record_change(
+        conn,
+        actor=actor,
+        action="upstream_account.import",
+        target_type="account",
+        target_id=account.id,
+        details={"pool": pool_name, "label": account.label, "created": created},
+    )
+    notify(conn, TOKENS_CHANNEL, str(account.id))
+    return account
+
+
+def get_account(conn: Conn, account_id: UUID) -> Account:
+    cur = conn.cursor(row_factory=class_row(Account))
+    account = cur.execute(
+        f"SELECT {ACCOUNT_COLUMNS} FROM upstream_accounts WHERE id = %s", (account_id,)
+    ).fetchone()
+    if account is None:
+        raise NotFoundError(f"account {account_id} not found")
+    return account
+
+
+def list_accounts(conn: Conn, pool_name: str | None = None) -> list[AccountView]:
+    """Accounts with their (actively assigned) Pools and latest quota windows."""
+    where, params = "", []
+    if pool_name is not None:
+        pool = get_pool(conn, pool_name)
+        where = "WHERE a.id IN (SELECT account_id FROM pool_assignments WHERE pool_id = %s)"
+        params = [pool.id]
+    rows = (
+        conn.cursor(row_factory=dict_row)
+        .execute(
+            f"SELECT a.id, a.label, a.email, a.chatgpt_account_id, a.chatgpt_user_id, a.plan_type,"
+            f" a.lifecycle, a.lifecycle_reason, a.access_token_expires_at, a.last_refresh_at,"
+            f" a.created_at, coalesce(array_agg(p.name ORDER BY p.name)"
+            f" FILTER (WHERE p.name IS NOT NULL), '{{}}') AS pools"
+            f" FROM upstream_accounts a"
+            f" LEFT JOIN pool_assignments pa ON pa.account_id = a.id AND pa.status = 'active'"
+            f" LEFT JOIN pools p ON p.id = pa.pool_id {where}"
+            f" GROUP BY a.id ORDER BY a.label, a.id",
+            params,
+        )
+        .fetchall()
+    )
+    quota = quota_by_account(conn, [row["id"] for row in rows])
+    return [
+        AccountView(**{**row, "pools": tuple(row["pools"]), "quota": quota.get(row["id"], ())})
+        for row in rows
+    ]
+
+
+def quota_by_account(
+    conn: Conn, account_ids: Sequence[UUID] | None = None
+) -> dict[UUID, tuple[QuotaWindow, ...]]:
+    """Latest quota windows per account (all accounts when `account_ids` is None)."""
+    cur = conn.cursor(row_factory=class_row(QuotaWindow))
+    order = " ORDER BY account_id, family, window_kind"
+    if account_ids is None:
+        windows = cur.execute(f"SELECT {QUOTA_COLUMNS} FROM quota_windows{order}").fetchall()
+    else:
+        windows = cur.execute(
+            f"SELECT {QUOTA_COLUMNS} FROM quota_windows WHERE account_id = ANY(%s){order}",
+            (list(account_ids),),
+        ).fetchall()
+    grouped: defaultdict[UUID, list[QuotaWindow]] = defaultdict(list)
+    for window in windows:
+        grouped[window.account_id].append(window)
+    return {account_id: tuple(found) for account_id, found in grouped.items()}
+
+
+def set_lifecycle(
+    conn: Conn,
+    account_id: UUID,
+    lifecycle: str,
+    reason: str | None = None,
+    *,
+    actor: str = "system",
+) -> Account:
+    require_choice(lifecycle, LIFECYCLES, "lifecycle")
+    before = get_account(conn, account_id)
+    cur = conn.cursor(row_factory=class_row(Account))
+    account = cur.execute(
+        f"UPDATE upstream_accounts SET lifecycle = %s, lifecycle_reason = %s, updated_at = now()"
+        f" WHERE id = %s RETURNING {ACCOUNT_COLUMNS}",
+        (lifecycle, reason, account_id),
+    ).fetchone()
+    assert account is not None
+    record_change(
+        conn,
+        actor=actor,
+        action="upstream_account.lifecycle",
+        target_type="account",
+        target_id=account_id,
+        details={"from": before.lifecycle, "to": lifecycle, "reason": reason},
+    )
+    return account
+
+
+def upsert_quota_windows(conn: Conn, account_id: UUID, windows: Sequence[QuotaWindowRow]) -> None:
+    """Store quota evidence; an observation older than the stored one is ignored (several
+    nodes write behind). Announced on QUOTA_CHANNEL; not audited."""
+    for window in windows:
+        require_choice(window.window, WINDOWS, "quota window")
+        if not 0 <= window.used_percent <= 1000:
+            raise InvalidInputError("used_percent must be between 0 and 1000")
+    get_account(conn, account_id)
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO quota_windows (account_id, family, window_kind, used_percent,"
+            " window_minutes, reset_at, observed_at) VALUES (%s, %s, %s, %s, %s, %s,"
+            " coalesce(%s, now())) ON CONFLICT (account_id, family, window_kind) DO UPDATE SET"
+            " used_percent = EXCLUDED.used_percent, window_minutes = EXCLUDED.window_minutes,"
+            " reset_at = EXCLUDED.reset_at, observed_at = EXCLUDED.observed_at"
+            " WHERE quota_windows.observed_at <= EXCLUDED.observed_at",
+            [
+                (
+                    account_id,
+                    w.family,
+                    w.window,
+                    w.used_percent,
+                    w.window_minutes,
+                    w.reset_at,
+                    w.observed_at,
+                )
+                for w in windows
+            ],
+        )
+    notify(conn, QUOTA_CHANNEL, str(account_id))

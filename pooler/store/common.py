@@ -1,0 +1,75 @@
+"""What every store module shares: its errors, the NOTIFY channels, the audit trail.
+
+StoreError                 a service-layer refusal, safe to show to an operator
+├── NotFoundError          "pool not found", "no such key"
+├── ConflictError          duplicate name or email, ambiguous prefix
+└── InvalidInputError      bad strategy, malformed auth.json, ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+from uuid import UUID
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from pooler.db import notify
+
+# Configuration changed (pools, keys, accounts, assignments, lifecycle): gateways reload their
+# RuntimeSnapshot. Payload "<kind>:<id>", e.g. "pool:<uuid>"; informative only.
+CONFIG_CHANNEL: Final = "pooler_config"
+# An account's stored tokens changed (refresh, re-import). Payload: the account id.
+TOKENS_CHANNEL: Final = "pooler_tokens"
+# New quota evidence for an account. Payload: the account id.
+QUOTA_CHANNEL: Final = "pooler_quota"
+# Continuity pins written for a Pool. Payload: the pool id.
+CONTINUITY_CHANNEL: Final = "pooler_continuity"
+
+Conn = psycopg.Connection[Any]
+
+
+class StoreError(Exception):
+    code = "store_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFoundError(StoreError):
+    code = "not_found"
+
+
+class ConflictError(StoreError):
+    code = "conflict"
+
+
+class InvalidInputError(StoreError):
+    code = "invalid_input"
+
+
+def record_change(
+    conn: Conn,
+    *,
+    actor: str,
+    action: str,
+    target_type: str,
+    target_id: UUID | str,
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """Audit a configuration change and announce it on CONFIG_CHANNEL, in the caller's
+    transaction (both vanish if it rolls back). `details` must hold no secrets."""
+    conn.execute(
+        "INSERT INTO audit_events (actor, action, target_type, target_id, details)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (actor, action, target_type, str(target_id), Jsonb(dict(details or {}))),
+    )
+    notify(conn, CONFIG_CHANNEL, f"{target_type}:{target_id}")
+
+
+def require_choice(value: str, choices: tuple[str, ...], what: str) -> str:
+    if value not in choices:
+        raise InvalidInputError(f"{what} must be one of {', '.join(choices)} (got {value!r})")
+    return value

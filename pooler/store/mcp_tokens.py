@@ -1,0 +1,88 @@
+"""Operator MCP tokens: shown once, stored as an HMAC digest plus a display prefix."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from psycopg.rows import class_row
+
+from pooler.crypto import display_prefix, generate_mcp_token, key_digest
+from pooler.store.common import Conn, NotFoundError, record_change
+from pooler.store.keys import find_one_by_prefix_or_id
+from pooler.store.models import McpToken
+from pooler.store.operators import normalize_email
+
+_COLUMNS: Final = (
+    "t.id, t.operator_id, o.email AS operator_email, t.name, t.token_prefix, t.status,"
+    " t.created_at, t.last_used_at, t.revoked_at"
+)
+_FROM: Final = "operator_mcp_tokens t JOIN operators o ON o.id = t.operator_id"
+
+
+def create_mcp_token(
+    conn: Conn, secret_key: bytes, email: str, name: str = "", *, actor: str = "system"
+) -> tuple[str, McpToken]:
+    """A new token for the operator `email`; the raw token is returned once, never stored."""
+    email = normalize_email(email)
+    row = conn.execute("SELECT id FROM operators WHERE email = %s", (email,)).fetchone()
+    if row is None:
+        raise NotFoundError(f"operator {email!r} not found")
+    raw = generate_mcp_token()
+    inserted = conn.execute(
+        "INSERT INTO operator_mcp_tokens (operator_id, name, token_prefix, token_digest)"
+        " VALUES (%s, %s, %s, %s) RETURNING id",
+        (row[0], name, display_prefix(raw), key_digest(secret_key, raw)),
+    ).fetchone()
+    assert inserted is not None
+    token = _get(conn, "t.id = %s", inserted[0])
+    assert token is not None
+    record_change(
+        conn,
+        actor=actor,
+        action="mcp.token_create",
+        target_type="mcp_token",
+        target_id=token.id,
+        details={"operator": email, "name": name, "prefix": token.token_prefix},
+    )
+    return raw, token
+
+
+def list_mcp_tokens(conn: Conn) -> list[McpToken]:
+    cur = conn.cursor(row_factory=class_row(McpToken))
+    return cur.execute(f"SELECT {_COLUMNS} FROM {_FROM} ORDER BY t.created_at").fetchall()
+
+
+def find_mcp_token(conn: Conn, secret_key: bytes, raw: str) -> McpToken | None:
+    """The active token matching `raw` whose operator is active, else None."""
+    return _get(
+        conn,
+        "t.token_digest = %s AND t.status = 'active' AND o.status = 'active'",
+        key_digest(secret_key, raw),
+    )
+
+
+def revoke_mcp_token(conn: Conn, prefix_or_id: str, *, actor: str = "system") -> McpToken:
+    token_id = find_one_by_prefix_or_id(
+        conn, "operator_mcp_tokens", "token_prefix", prefix_or_id, "MCP token"
+    )
+    conn.execute(
+        "UPDATE operator_mcp_tokens SET status = 'revoked', revoked_at = now()"
+        " WHERE id = %s AND status = 'active'",
+        (token_id,),
+    )
+    token = _get(conn, "t.id = %s", token_id)
+    assert token is not None
+    record_change(
+        conn,
+        actor=actor,
+        action="mcp.token_revoke",
+        target_type="mcp_token",
+        target_id=token.id,
+        details={"prefix": token.token_prefix},
+    )
+    return token
+
+
+def _get(conn: Conn, where: str, value: object) -> McpToken | None:
+    cur = conn.cursor(row_factory=class_row(McpToken))
+    return cur.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE {where}", (value,)).fetchone()

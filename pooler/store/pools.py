@@ -1,0 +1,159 @@
+"""Pools and the assignment of upstream accounts to them."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+from uuid import UUID
+
+from psycopg.rows import class_row
+
+from pooler.store.common import (
+    ConflictError,
+    Conn,
+    InvalidInputError,
+    NotFoundError,
+    record_change,
+    require_choice,
+)
+from pooler.store.models import Assignment, Pool
+
+STRATEGIES: Final = ("least_used", "round_robin", "fill_first", "weighted")
+POOL_STATUSES: Final = ("active", "disabled")
+ASSIGNMENT_STATUSES: Final = ("active", "disabled")
+
+POOL_COLUMNS: Final = (
+    "id, name, strategy, status, quota_threshold_percent::float8 AS quota_threshold_percent,"
+    " retry_budget, max_in_flight_per_account, created_at, updated_at"
+)
+
+
+def create_pool(
+    conn: Conn, name: str, strategy: str = "least_used", *, actor: str = "system"
+) -> Pool:
+    _check_name(name)
+    require_choice(strategy, STRATEGIES, "strategy")
+    cur = conn.cursor(row_factory=class_row(Pool))
+    pool = cur.execute(
+        f"INSERT INTO pools (name, strategy) VALUES (%s, %s)"
+        f" ON CONFLICT (name) DO NOTHING RETURNING {POOL_COLUMNS}",
+        (name, strategy),
+    ).fetchone()
+    if pool is None:
+        raise ConflictError(f"a pool named {name!r} already exists")
+    record_change(
+        conn,
+        actor=actor,
+        action="pool.create",
+        target_type="pool",
+        target_id=pool.id,
+        details={"name": name, "strategy": strategy},
+    )
+    return pool
+
+
+def update_pool(
+    conn: Conn,
+    name: str,
+    *,
+    strategy: str | None = None,
+    status: str | None = None,
+    retry_budget: int | None = None,
+    quota_threshold_percent: float | None = None,
+    max_in_flight_per_account: int | None = None,
+    actor: str = "system",
+) -> Pool:
+    changes: dict[str, Any] = {}
+    if strategy is not None:
+        changes["strategy"] = require_choice(strategy, STRATEGIES, "strategy")
+    if status is not None:
+        changes["status"] = require_choice(status, POOL_STATUSES, "status")
+    if retry_budget is not None:
+        changes["retry_budget"] = _in_range(retry_budget, 0, 20, "retry_budget")
+    if quota_threshold_percent is not None:
+        if not 0 < quota_threshold_percent <= 100:
+            raise InvalidInputError("quota_threshold_percent must be in (0, 100]")
+        changes["quota_threshold_percent"] = quota_threshold_percent
+    if max_in_flight_per_account is not None:
+        changes["max_in_flight_per_account"] = _in_range(
+            max_in_flight_per_account, 1, 100_000, "max_in_flight_per_account"
+        )
+    if not changes:
+        return get_pool(conn, name)
+    assignments = ", ".join(f"{column} = %({column})s" for column in changes)
+    cur = conn.cursor(row_factory=class_row(Pool))
+    pool = cur.execute(
+        f"UPDATE pools SET {assignments}, updated_at = now()"
+        f" WHERE name = %(name)s RETURNING {POOL_COLUMNS}",
+        {**changes, "name": name},
+    ).fetchone()
+    if pool is None:
+        raise NotFoundError(f"pool {name!r} not found")
+    record_change(
+        conn, actor=actor, action="pool.update", target_type="pool", target_id=pool.id,
+        details={"name": name, **changes},
+    )  # fmt: skip
+    return pool
+
+
+def get_pool(conn: Conn, name: str) -> Pool:
+    cur = conn.cursor(row_factory=class_row(Pool))
+    pool = cur.execute(f"SELECT {POOL_COLUMNS} FROM pools WHERE name = %s", (name,)).fetchone()
+    if pool is None:
+        raise NotFoundError(f"pool {name!r} not found")
+    return pool
+
+
+def list_pools(conn: Conn) -> list[Pool]:
+    cur = conn.cursor(row_factory=class_row(Pool))
+    return cur.execute(f"SELECT {POOL_COLUMNS} FROM pools ORDER BY name").fetchall()
+
+
+def set_assignment(
+    conn: Conn,
+    pool_name: str,
+    account_id: UUID,
+    *,
+    status: str = "active",
+    weight: int | None = None,
+    actor: str = "system",
+) -> Assignment:
+    """Assign an account to a Pool, or change that assignment's status or weight."""
+    require_choice(status, ASSIGNMENT_STATUSES, "assignment status")
+    if weight is not None:
+        _in_range(weight, 0, 1_000_000, "weight")
+    pool = get_pool(conn, pool_name)
+    if (
+        conn.execute("SELECT 1 FROM upstream_accounts WHERE id = %s", (account_id,)).fetchone()
+        is None
+    ):
+        raise NotFoundError(f"account {account_id} not found")
+    cur = conn.cursor(row_factory=class_row(Assignment))
+    assignment = cur.execute(
+        "INSERT INTO pool_assignments (pool_id, account_id, status, weight)"
+        " VALUES (%(pool)s, %(account)s, %(status)s, coalesce(%(weight)s, 1))"
+        " ON CONFLICT (pool_id, account_id) DO UPDATE SET status = EXCLUDED.status,"
+        " weight = coalesce(%(weight)s, pool_assignments.weight), updated_at = now()"
+        " RETURNING pool_id, account_id, status, weight",
+        {"pool": pool.id, "account": account_id, "status": status, "weight": weight},
+    ).fetchone()
+    assert assignment is not None
+    record_change(
+        conn,
+        actor=actor,
+        action="pool.assignment_update",
+        target_type="pool",
+        target_id=pool.id,
+        details={"account_id": str(account_id), "status": status, "weight": assignment.weight},
+    )
+    return assignment
+
+
+def _check_name(name: str) -> None:
+    if not name or name != name.strip() or len(name) > 64:
+        raise InvalidInputError("a pool name is 1 to 64 characters, without surrounding spaces")
+
+
+def _in_range(value: int, low: int, high: int, what: str) -> int:
+    if isinstance(value, bool) or not low <= value <= high:
+        raise InvalidInputError(f"{what} must be between {low} and {high}")
+    return value

@@ -1,0 +1,101 @@
+"""The gateway's ASGI application: a table of runtime routes, JSON errors for the rest."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from pooler.errors import MethodNotAllowed, NotFound
+from pooler.web.asgi import Receive, Scope, Send, send_error
+from pooler.web.backend_codex.models import ModelsRoute
+from pooler.web.backend_codex.responses import ResponsesRoute
+from pooler.web.health import health_route, metrics_route, ready_route
+
+if TYPE_CHECKING:
+    from pooler.web.gateway import Gateway
+
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def build_routes(gateway: Gateway) -> dict[str, dict[str, Handler]]:
+    responses = ResponsesRoute(gateway)
+    models = ModelsRoute(gateway)
+
+    async def healthz(scope: Scope, receive: Receive, send: Send) -> None:
+        await health_route(send)
+
+    async def readyz(scope: Scope, receive: Receive, send: Send) -> None:
+        await ready_route(gateway, send)
+
+    async def metrics(scope: Scope, receive: Receive, send: Send) -> None:
+        await metrics_route(gateway, send)
+
+    return {
+        "/backend-api/codex/responses": {"POST": responses},
+        "/backend-api/codex/v1/responses": {"POST": responses},
+        "/backend-api/codex/models": {"GET": models},
+        "/backend-api/codex/v1/models": {"GET": models},
+        "/healthz": {"GET": healthz},
+        "/readyz": {"GET": readyz},
+        "/metrics": {"GET": metrics},
+    }
+
+
+def build_app(gateway: Gateway) -> Handler:
+    routes = build_routes(gateway)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            methods = routes.get(scope["path"])
+            if methods is None:
+                await send_error(send, NotFound(f"no such endpoint: {scope['path']}"))
+                return
+            handler = methods.get(scope["method"])
+            if handler is None:
+                allowed = ", ".join(sorted(methods))
+                error = MethodNotAllowed(
+                    f"{scope['method']} is not allowed here (allowed: {allowed})"
+                )
+                await send_error(send, error, [(b"allow", allowed.encode())])
+                return
+            await handler(scope, receive, send)
+        elif kind == "websocket":
+            await _refuse_websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await _lifespan(receive, send)
+
+    return app
+
+
+async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    """Websocket Responses are not served yet: 426 makes the Codex CLI fall back to HTTP."""
+    await receive()  # websocket.connect
+    if "websocket.http.response" in scope.get("extensions", {}):
+        body = (
+            b'{"error":{"message":"websocket transport is not available; use HTTP",'
+            b'"type":"invalid_request_error","code":"websocket_unsupported","param":null}}'
+        )
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": 426,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

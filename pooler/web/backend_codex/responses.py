@@ -1,0 +1,401 @@
+"""POST /backend-api/codex/responses: authenticate, lease, relay, fail over, account.
+
+Failover happens only before the first byte reaches the client (DESIGN §2); after that an
+upstream failure is relayed in-protocol as `response.failed` and nothing is replayed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from pooler.actors import messages as m
+from pooler.actors.account import RefreshUnavailable
+from pooler.actors.runtime import ActorDead, CallTimeout, call
+from pooler.errors import BadRequest, InvalidJson, PoolerError, UnsupportedMediaType, UpstreamError
+from pooler.protocol.stream_accounting import StreamAccounting, failed_event
+from pooler.upstream.errors import UpstreamTransportError
+from pooler.web.asgi import (
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    decode_content,
+    header,
+    read_body,
+    send_bytes,
+    send_json,
+)
+from pooler.web.backend_codex.upstream_exchange import (
+    FORWARDED_REQUEST_HEADERS,
+    classify_failure,
+    relayed_response_headers,
+)
+from pooler.web.leasing import (
+    LeaseAttempts,
+    continuity_digest,
+    lease_account,
+    no_account_error,
+    pin,
+    release,
+)
+from pooler.web.request_record import AttemptRecord, RequestRecord
+
+if TYPE_CHECKING:
+    from pooler.web.gateway import Gateway
+
+log = logging.getLogger("pooler.web.responses")
+
+UPSTREAM_PATH = "/responses"
+DONE, FAILOVER, RETRY_AUTH = "done", "failover", "retry_auth"
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+
+
+def parse_payload(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidJson("the request body is not valid JSON") from exc
+    if not isinstance(payload, dict):
+        raise InvalidJson("the request body must be a JSON object")
+    model = payload.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("'model' is required and must be a string", param="model")
+    return payload
+
+
+def continuity_keys(payload: dict[str, Any], scope: Scope) -> tuple[bytes, ...]:
+    """Strongest first (DESIGN §4): prompt_cache_key, then the session headers."""
+    keys: list[bytes] = []
+    cache_key = payload.get("prompt_cache_key")
+    if isinstance(cache_key, str) and cache_key:
+        keys.append(continuity_digest("prompt_cache_key", cache_key))
+    for name in (b"session-id", b"session_id", b"x-codex-window-id"):
+        value = header(scope, name)
+        if value:
+            keys.append(continuity_digest("session", value.decode("latin-1")))
+            break
+    return tuple(keys)
+
+
+def check_content_type(scope: Scope) -> None:
+    content_type = header(scope, b"content-type")
+    if content_type is None or not content_type.split(b";")[0].strip().lower().endswith(b"json"):
+        raise UnsupportedMediaType("Content-Type must be application/json")
+
+
+class ResponsesRoute:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gw = self.gw
+        record = RequestRecord(request_id=gw.new_request_id(), route="responses", transport="http")
+        agent = header(scope, b"user-agent")
+        record.user_agent = agent.decode("latin-1")[:200] if agent else None
+        request_id_header = (b"x-request-id", record.request_id.encode())
+        try:
+            key, pool = gw.keys.authenticate(header(scope, b"authorization"))
+            record.pool_id, record.key_prefix = pool.pool_id, key.prefix
+            check_content_type(scope)
+            limit = gw.settings.max_body_bytes
+            body = decode_content(
+                await read_body(receive, limit), header(scope, b"content-encoding"), limit
+            )
+            payload = parse_payload(body)
+            record.model = payload["model"]
+            record.stream = payload.get("stream") is True
+            if not record.stream:
+                payload["stream"] = True
+                body = json.dumps(payload, separators=(",", ":")).encode()
+            record.transport = "http_sse" if record.stream else "http_json"
+            await self._proxy(scope, receive, send, record, pool.pool_id, body, payload)
+        except ClientDisconnected:
+            record.finish(499, "client_disconnected")
+        except PoolerError as error:
+            record.finish(error.status, "rejected", error.code)
+            await _send_error_safely(send, error, request_id_header)
+        finally:
+            gw.log_request(record)
+
+    async def _proxy(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        record: RequestRecord,
+        pool_id: str,
+        body: bytes,
+        payload: dict[str, Any],
+    ) -> None:
+        disconnected = False
+
+        async def watch_disconnect(cancel_scope: trio.CancelScope) -> None:
+            nonlocal disconnected
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            disconnected = True
+            cancel_scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_disconnect, nursery.cancel_scope)
+            await self._attempts(scope, send, record, pool_id, body, payload)
+            nursery.cancel_scope.cancel()
+        if disconnected and record.outcome == "unknown":
+            record.finish(499, "client_disconnected")
+
+    async def _attempts(
+        self,
+        scope: Scope,
+        send: Send,
+        record: RequestRecord,
+        pool_id: str,
+        body: bytes,
+        payload: dict[str, Any],
+    ) -> None:
+        gw = self.gw
+        policy = gw.pool_policy(pool_id)
+        attempts = LeaseAttempts(pool_id, continuity_keys(payload, scope))
+        base_headers = [(k, v) for k, v in scope["headers"] if k in FORWARDED_REQUEST_HEADERS]
+        base_headers.append((b"content-type", b"application/json"))
+        if not any(k == b"accept" for k, _ in base_headers):
+            base_headers.append((b"accept", b"text/event-stream"))
+        max_attempts = 1 + policy.retry_budget
+        lease: m.Lease | None = None
+        last_failure: str | None = None
+        refreshed: set[str] = set()
+        while len(record.attempts) < max_attempts:
+            if lease is None:
+                lease = await lease_account(
+                    gw.supervisor, attempts, timeout=gw.settings.lease_timeout_s
+                )
+                if lease is None:
+                    break
+            result, failure_code = await self._attempt(lease, base_headers, body, record, send)
+            if result == DONE:
+                pin(gw.supervisor, pool_id, attempts.continuity_keys, lease.account_id)
+                return
+            last_failure = failure_code
+            record.retries = len(record.attempts)
+            failed = lease
+            if result == RETRY_AUTH and failed.account_id not in refreshed:
+                refreshed.add(failed.account_id)
+                lease = await self._refreshed_lease(failed)
+                if lease is not None:
+                    continue
+            attempts.tried.add(failed.account_id)
+            attempts.exclusions[failed.label] = failure_code or "failed"
+            resets_at = record.attempts[-1].resets_at
+            if failure_code == "usage_limit_reached" and resets_at is not None:
+                attempts.usage_resets.append(resets_at)
+            lease = None
+        record.exclusions = dict(attempts.exclusions)
+        if last_failure is not None and not _all_quota(attempts):
+            raise UpstreamError(
+                f"the upstream request failed on every account tried ({last_failure})",
+                retry_after=gw.settings.no_backend_retry_after_s,
+            )
+        raise no_account_error(attempts, gw.settings.no_backend_retry_after_s)
+
+    async def _refreshed_lease(self, lease: m.Lease) -> m.Lease | None:
+        timeout = self.gw.settings.refresh_wait_timeout_s
+        try:
+            await call(
+                lease.mailbox,
+                lambda reply: m.RefreshNow(lease.access_token, reply),
+                timeout=timeout,
+            )
+            return await call(lease.mailbox, m.Confirm, timeout=self.gw.settings.lease_timeout_s)
+        except (RefreshUnavailable, CallTimeout, ActorDead):
+            return None
+
+    async def _attempt(
+        self,
+        lease: m.Lease,
+        base_headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        record: RequestRecord,
+        send: Send,
+    ) -> tuple[str, str | None]:
+        settings = self.gw.settings
+        attempt = AttemptRecord(
+            len(record.attempts) + 1, lease.account_id, lease.label, trio.current_time()
+        )
+        record.attempts.append(attempt)
+        record.account_id, record.account_label = lease.account_id, lease.label
+        outcome = m.Outcome(m.CANCELLED)
+        result: tuple[str, str | None] = (DONE, None)
+        headers = [
+            *base_headers,
+            (b"authorization", b"Bearer " + lease.access_token.encode()),
+            (b"chatgpt-account-id", lease.chatgpt_account_id.encode()),
+        ]
+        try:
+            async with AsyncExitStack() as stack:
+                try:
+                    with trio.fail_after(settings.upstream_first_byte_timeout_s):
+                        response = await stack.enter_async_context(
+                            lease.upstream.request("POST", UPSTREAM_PATH, headers, body)
+                        )
+                except trio.TooSlowError:
+                    outcome = m.Outcome(m.TIMEOUT)
+                    result = (FAILOVER, "upstream_timeout")
+                    return result
+                except UpstreamTransportError as exc:
+                    outcome = m.Outcome(m.TRANSPORT_ERROR)
+                    result = (FAILOVER, f"upstream_{type(exc).__name__}")
+                    return result
+                attempt.status_code = response.status
+                if response.status != 200:
+                    error_body = b""
+                    with trio.move_on_after(settings.upstream_idle_timeout_s):
+                        with contextlib.suppress(UpstreamTransportError):
+                            error_body = await _read_limited(
+                                response, settings.max_error_body_bytes
+                            )
+                    failure = classify_failure(response.status, response.headers, error_body)
+                    outcome = failure.outcome
+                    attempt.resets_at = outcome.resets_at
+                    if outcome.kind == m.UNAUTHORIZED:
+                        result = (RETRY_AUTH, failure.error_code)
+                    elif outcome.kind in m.FAILOVER_KINDS:
+                        result = (FAILOVER, failure.error_code)
+                    else:
+                        record.mark_first_byte()
+                        await send_bytes(
+                            send,
+                            failure.status,
+                            error_body,
+                            [
+                                (b"content-type", b"application/json"),
+                                (b"x-request-id", record.request_id.encode()),
+                            ],
+                        )
+                        record.finish(failure.status, "upstream_client_error", failure.error_code)
+                    return result
+                if record.stream:
+                    outcome = await self._relay_stream(response, send, record)
+                else:
+                    outcome, result = await self._collect(response, send, record)
+                return result
+        finally:
+            attempt.duration_ms = (trio.current_time() - attempt.started_at) * 1000.0
+            attempt.outcome = outcome.kind
+            attempt.error_code = result[1]
+            release(lease, outcome)
+
+    async def _relay_stream(self, response: Any, send: Send, record: RequestRecord) -> m.Outcome:
+        idle = self.gw.settings.upstream_idle_timeout_s
+        accounting = StreamAccounting()
+        headers = [*SSE_HEADERS, (b"x-request-id", record.request_id.encode())]
+        headers.extend(relayed_response_headers(response.headers))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        record.mark_first_byte()
+        failure: str | None = None
+        chunks = response.aiter_bytes().__aiter__()
+        while True:
+            with trio.move_on_after(idle) as idle_scope:
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                except UpstreamTransportError:
+                    failure = "upstream_stream_broken"
+                    break
+            if idle_scope.cancelled_caught:
+                failure = "stream_idle_timeout"
+                break
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            accounting.feed(chunk)
+        if failure is None and accounting.terminal_type is None:
+            failure = "upstream_stream_closed"
+        if failure is not None:
+            message = "the upstream stream ended before the response completed"
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": failed_event(None, failure, message),
+                    "more_body": True,
+                }
+            )
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        record.usage = accounting.usage
+        if failure is not None:
+            record.finish(200, "stream_failed", failure)
+            kind = m.TIMEOUT if failure == "stream_idle_timeout" else m.STREAM_FAILED
+            return m.Outcome(kind, 200, tuple(response.headers), rate_limits=accounting.rate_limits)
+        record.finish(200, "completed" if accounting.completed else "failed", accounting.error_code)
+        return m.Outcome(m.OK, 200, tuple(response.headers), rate_limits=accounting.rate_limits)
+
+    async def _collect(
+        self, response: Any, send: Send, record: RequestRecord
+    ) -> tuple[m.Outcome, tuple[str, str | None]]:
+        """A non-streaming client: read the whole stream, answer with the final response."""
+        idle = self.gw.settings.upstream_idle_timeout_s
+        accounting = StreamAccounting(collect_output=True)
+        chunks = response.aiter_bytes().__aiter__()
+        broken: str | None = None
+        while True:
+            with trio.move_on_after(idle) as idle_scope:
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                except UpstreamTransportError:
+                    broken = "upstream_stream_broken"
+                    break
+            if idle_scope.cancelled_caught:
+                broken = "stream_idle_timeout"
+                break
+            accounting.feed(chunk)
+        headers = tuple(response.headers)
+        if broken is not None or accounting.terminal_type is None:
+            # Nothing reached the client yet, so another account may still answer.
+            code = broken or "upstream_stream_closed"
+            return m.Outcome(m.TRANSPORT_ERROR, 200, headers), (FAILOVER, code)
+        record.usage = accounting.usage
+        extra = [
+            (b"x-request-id", record.request_id.encode()),
+            *relayed_response_headers(response.headers),
+        ]
+        record.mark_first_byte()
+        if accounting.completed:
+            await send_json(send, 200, accounting.assembled_response(), extra)
+            record.finish(200, "completed")
+        else:
+            code = accounting.error_code or "upstream_error"
+            error = UpstreamError("the upstream response failed", code=code)
+            await send_bytes(send, 502, error.body_bytes(), [*error.headers(), *extra])
+            record.finish(502, "failed", code)
+        outcome = m.Outcome(m.OK, 200, headers, rate_limits=accounting.rate_limits)
+        return outcome, (DONE, None)
+
+
+def _all_quota(attempts: LeaseAttempts) -> bool:
+    codes = set(attempts.exclusions.values())
+    return bool(codes) and codes <= {"quota_exhausted", "usage_limit_reached", "usage_limit"}
+
+
+async def _read_limited(response: Any, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        parts.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(parts)[:limit]
+
+
+async def _send_error_safely(send: Send, error: PoolerError, extra: tuple[bytes, bytes]) -> None:
+    try:
+        from pooler.web.asgi import send_error
+
+        await send_error(send, error, [extra])
+    except Exception:  # the response had already started, or the client is gone
+        log.debug("could not send error %s", error.code)

@@ -1,0 +1,105 @@
+"""Classifying an upstream answer that is not a stream: what kind of failure, what to do."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pooler.actors import messages as m
+from pooler.protocol.ratelimit import parse_usage_limit_error
+
+# Client headers the upstream needs (identity, continuity, features). Everything else,
+# including the client's Authorization, stays behind.
+FORWARDED_REQUEST_HEADERS = frozenset(
+    {
+        b"accept",
+        b"originator",
+        b"user-agent",
+        b"session-id",
+        b"session_id",
+        b"thread-id",
+        b"conversation_id",
+        b"x-client-request-id",
+        b"x-codex-window-id",
+        b"x-codex-turn-metadata",
+        b"x-codex-turn-state",
+        b"x-codex-beta-features",
+        b"x-codex-parent-thread-id",
+        b"x-openai-subagent",
+        b"x-codex-installation-id",
+        b"x-responsesapi-include-timing-metrics",
+        b"openai-beta",
+        b"version",
+    }
+)
+
+RELAYED_RESPONSE_PREFIXES = (
+    b"x-codex-",
+    b"x-models-etag",
+    b"openai-model",
+    b"x-reasoning-included",
+)
+
+
+def relayed_response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [(k, v) for k, v in headers if k.startswith(RELAYED_RESPONSE_PREFIXES)]
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamFailure:
+    outcome: m.Outcome
+    status: int
+    body: bytes
+    error_code: str
+
+
+def _error_fields(body: bytes) -> tuple[dict[str, Any], str | None]:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return {}, None
+    if not isinstance(parsed, dict):
+        return {}, None
+    error = parsed.get("error")
+    if not isinstance(error, dict):
+        return parsed, None
+    code = error.get("code") or error.get("type")
+    return parsed, code if isinstance(code, str) else None
+
+
+def _retry_after(headers: list[tuple[bytes, bytes]]) -> float | None:
+    for key, value in headers:
+        if key == b"retry-after":
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
+
+
+def classify_failure(
+    status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> UpstreamFailure:
+    parsed, code = _error_fields(body)
+    now = time.time()
+    kept = tuple(headers)
+    if status == 429:
+        resets_at = parse_usage_limit_error(parsed, now) if parsed else None
+        if code in ("usage_limit_reached", "usage_not_included") or resets_at is not None:
+            outcome = m.Outcome(m.USAGE_LIMIT, status, kept, resets_at=resets_at)
+            return UpstreamFailure(outcome, status, body, code or "usage_limit_reached")
+        outcome = m.Outcome(m.RATE_LIMITED, status, kept, retry_after=_retry_after(headers))
+        return UpstreamFailure(outcome, status, body, code or "rate_limit_exceeded")
+    if status == 401:
+        return UpstreamFailure(
+            m.Outcome(m.UNAUTHORIZED, status, kept), status, body, code or "unauthorized"
+        )
+    if status >= 500:
+        return UpstreamFailure(
+            m.Outcome(m.SERVER_ERROR, status, kept), status, body, code or "upstream_server_error"
+        )
+    return UpstreamFailure(
+        m.Outcome(m.CLIENT_ERROR, status, kept), status, body, code or f"upstream_{status}"
+    )

@@ -1,0 +1,171 @@
+"""The running gateway: caches, the PoolSupervisor, the LogWriter, and what ties them to
+the database. Handlers read its in-memory state; nothing on a request's path awaits Postgres.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from typing import Any
+
+import httpx
+import trio
+
+from pooler.actors import messages as m
+from pooler.actors.account import Credentials, RefreshResult, credentials_from_token
+from pooler.actors.log_writer import LogWriter
+from pooler.actors.pool import AccountDeps, PoolSupervisor
+from pooler.actors.runtime import call
+from pooler.config import Config
+from pooler.crypto import Keyring
+from pooler.db import Database
+from pooler.protocol.ratelimit import RateLimitSnapshot
+from pooler.routing.choose import PoolPolicy
+from pooler.web import runtime_store
+from pooler.web.keys import KeyCache
+from pooler.web.metrics import Metrics
+from pooler.web.request_record import RequestRecord
+from pooler.web.settings import GatewaySettings
+
+log = logging.getLogger("pooler.gateway")
+
+CONFIG_CHANNEL = "pooler_config"
+RELOAD_DEBOUNCE_S = 0.05
+QUOTA_FLUSH_INTERVAL_S = 5.0
+APPLY_CONFIG_TIMEOUT_S = 120.0
+
+
+class Gateway:
+    def __init__(
+        self, config: Config, db: Database, settings: GatewaySettings | None = None
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.settings = settings or GatewaySettings()
+        self.keyring = Keyring(config.upstream_secret_key, config.upstream_secret_keys_old)
+        self.keys = KeyCache(config.secret_key)
+        self.configured = False
+        self._policies: dict[str, PoolPolicy] = {}
+        self.pool_supervisor = PoolSupervisor(
+            AccountDeps(
+                upstream_base_url=f"{config.upstream_base_url}/backend-api/codex",
+                load_credentials=self._load_credentials,
+                refresh_credentials=self._refresh_credentials,
+                persist_quota=self._note_quota,
+            ),
+            continuity_ttl=self.settings.continuity_ttl_s,
+        )
+        self.supervisor = self.pool_supervisor.mailbox
+        self.log_writer: LogWriter[RequestRecord] = LogWriter(self._write_logs)
+        self.metrics = Metrics(self._metrics_state)
+        self._http = httpx.Client(timeout=20.0)
+        self._reload_wanted = trio.Event()
+        self._dirty_quota: dict[str, RateLimitSnapshot] = {}
+
+    # --- used by handlers (synchronous, in memory) ----------------------------------------
+
+    def pool_policy(self, pool_id: str) -> PoolPolicy:
+        return self._policies.get(pool_id) or PoolPolicy(pool_id)
+
+    def new_request_id(self) -> str:
+        return "req_" + os.urandom(12).hex()
+
+    def log_request(self, record: RequestRecord) -> None:
+        self.metrics.counters.count(record.route, record.outcome)
+        self.log_writer.enqueue(record)
+
+    # --- lifetime -------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.log_writer.run)
+                await nursery.start(self.pool_supervisor.run)
+                await self.reload()
+                await nursery.start(self.db.listen, CONFIG_CHANNEL, self._on_notify)
+                nursery.start_soon(self._reload_loop)
+                nursery.start_soon(self._quota_flush_loop)
+                self.configured = True
+                task_status.started()
+        finally:
+            self.configured = False
+            self._http.close()
+
+    async def reload(self) -> None:
+        snapshot = await self.db.run(runtime_store.load_runtime)
+        self.keys.replace(snapshot.keys, snapshot.pools)
+        self._policies = snapshot.runtime.pools
+        await call(
+            self.supervisor,
+            lambda reply: m.ApplyConfig(snapshot.runtime, reply),
+            timeout=APPLY_CONFIG_TIMEOUT_S,
+        )
+
+    def _on_notify(self, payload: str) -> None:
+        self._reload_wanted.set()
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await self._reload_wanted.wait()
+            await trio.sleep(RELOAD_DEBOUNCE_S)
+            self._reload_wanted = trio.Event()
+            try:
+                await self.reload()
+            except Exception as exc:  # keep serving from the last good configuration
+                log.warning("configuration reload failed: %s", type(exc).__name__)
+                await trio.sleep(1.0)
+                self._reload_wanted.set()
+
+    # --- account I/O (database and OAuth, in worker threads) ------------------------------
+
+    async def _load_credentials(self, account_id: str) -> Credentials:
+        access_token = await self.db.run(
+            lambda conn: runtime_store.load_access_token(conn, self.keyring, account_id)
+        )
+        return credentials_from_token(access_token)
+
+    async def _refresh_credentials(self, account_id: str, stale_token: str) -> RefreshResult:
+        return await self.db.run(
+            lambda conn: runtime_store.refresh_account(
+                conn,
+                self.keyring,
+                self._http,
+                self.config.auth_base_url,
+                account_id,
+                stale_token,
+            )
+        )
+
+    def _note_quota(self, account_id: str, evidence: Any) -> None:
+        self._dirty_quota[account_id] = evidence
+
+    async def _quota_flush_loop(self) -> None:
+        while True:
+            await trio.sleep(QUOTA_FLUSH_INTERVAL_S)
+            await self.flush_quota()
+
+    async def flush_quota(self) -> None:
+        if not self._dirty_quota:
+            return
+        dirty, self._dirty_quota = self._dirty_quota, {}
+        try:
+            await self.db.run(lambda conn: runtime_store.store_quota(conn, dirty))
+        except Exception as exc:
+            log.warning("quota write-behind failed: %s", type(exc).__name__)
+            for account_id, evidence in dirty.items():
+                self._dirty_quota.setdefault(account_id, evidence)
+
+    async def _write_logs(self, records: Any) -> None:
+        await self.db.run(lambda conn: runtime_store.write_request_records(conn, records))
+
+    def _metrics_state(self) -> dict[str, Any]:
+        handles = list(self.pool_supervisor.accounts.values())
+        return {
+            "accounts_by_lifecycle": Counter(h.snapshot.lifecycle for h in handles),
+            "in_flight": sum(h.snapshot.in_flight for h in handles),
+            "actor_crashes": self.pool_supervisor.crashes,
+            "log_pending": self.log_writer.pending,
+            "log_written": self.log_writer.written,
+            "log_dropped": self.log_writer.dropped,
+        }

@@ -1,0 +1,61 @@
+"""Pool API key authentication against the in-memory key cache (no database on the hot path)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from pooler.errors import ApiKeyInvalid, ApiKeyMissing, PoolerError
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    key_id: str
+    pool_id: str
+    prefix: str
+    name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolInfo:
+    pool_id: str
+    name: str
+    status: str
+
+
+class PoolDisabled(PoolerError):
+    status = 403
+    error_type = "permission_error"
+    code = "pool_disabled"
+
+
+class KeyCache:
+    """digest -> key; replaced whole on every configuration reload."""
+
+    def __init__(self, secret_key: bytes) -> None:
+        self._secret = secret_key
+        self._keys: dict[bytes, KeyInfo] = {}
+        self._pools: dict[str, PoolInfo] = {}
+
+    def replace(self, keys: dict[bytes, KeyInfo], pools: dict[str, PoolInfo]) -> None:
+        self._keys = keys
+        self._pools = pools
+
+    def digest(self, raw: str) -> bytes:
+        return hmac.new(self._secret, raw.encode(), hashlib.sha256).digest()
+
+    def authenticate(self, authorization: bytes | None) -> tuple[KeyInfo, PoolInfo]:
+        if not authorization:
+            raise ApiKeyMissing("missing Pool API key: send it as 'Authorization: Bearer <key>'")
+        scheme, _, raw = authorization.decode("latin-1").strip().partition(" ")
+        raw = raw.strip()
+        if scheme.lower() != "bearer" or not raw:
+            raise ApiKeyMissing("missing Pool API key: send it as 'Authorization: Bearer <key>'")
+        key = self._keys.get(self.digest(raw))
+        if key is None:
+            raise ApiKeyInvalid("the Pool API key is not valid")
+        pool = self._pools.get(key.pool_id)
+        if pool is None or pool.status != "active":
+            raise PoolDisabled("the Pool of this API key is disabled")
+        return key, pool

@@ -1,0 +1,71 @@
+"""Prometheus metrics, read from the gateway's state at scrape time (nothing on the hot path)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+class RequestCounters:
+    """Plain counters bumped by handlers: a dict increment, no locks, no labels objects."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, str]] = Counter()
+
+    def count(self, route: str, outcome: str) -> None:
+        self.requests[(route, outcome)] += 1
+
+
+class GatewayCollector(Collector):
+    def __init__(self, read: Callable[[], dict[str, Any]], counters: RequestCounters) -> None:
+        self._read = read
+        self._counters = counters
+
+    def collect(self) -> Iterator[Any]:
+        state = self._read()
+        requests = CounterMetricFamily(
+            "codex_pooler_requests",
+            "Runtime requests by route and outcome",
+            labels=["route", "outcome"],
+        )
+        for (route, outcome), value in self._counters.requests.items():
+            requests.add_metric([route, outcome], value)
+        yield requests
+        accounts = GaugeMetricFamily(
+            "codex_pooler_accounts", "Upstream accounts by lifecycle", labels=["lifecycle"]
+        )
+        for lifecycle, value in state["accounts_by_lifecycle"].items():
+            accounts.add_metric([lifecycle], value)
+        yield accounts
+        yield GaugeMetricFamily(
+            "codex_pooler_in_flight", "Leases in flight", value=state["in_flight"]
+        )
+        yield CounterMetricFamily(
+            "codex_pooler_actor_crashes", "Account actor crashes", value=state["actor_crashes"]
+        )
+        yield GaugeMetricFamily(
+            "codex_pooler_log_buffer_rows", "Request-log rows waiting", value=state["log_pending"]
+        )
+        yield CounterMetricFamily(
+            "codex_pooler_log_rows_written", "Request-log rows written", value=state["log_written"]
+        )
+        yield CounterMetricFamily(
+            "codex_pooler_log_rows_dropped",
+            "Request-log rows dropped (buffer full)",
+            value=state["log_dropped"],
+        )
+
+
+class Metrics:
+    def __init__(self, read: Callable[[], dict[str, Any]]) -> None:
+        self.counters = RequestCounters()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(GatewayCollector(read, self.counters))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

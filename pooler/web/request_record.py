@@ -1,0 +1,64 @@
+"""The metadata-only record of one request, filled in as it runs and handed to the LogWriter.
+
+Never holds bodies, prompts, tokens or raw keys: only what DESIGN §3 allows.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import trio
+
+from pooler.protocol.usage import TokenUsage
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    attempt: int
+    account_id: str
+    account_label: str
+    started_at: float
+    duration_ms: float = 0.0
+    status_code: int | None = None
+    outcome: str = ""
+    error_code: str | None = None
+    resets_at: float | None = None
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    request_id: str
+    route: str
+    transport: str
+    created_at: float = field(default_factory=time.time)
+    started: float = field(default_factory=trio.current_time)
+    pool_id: str | None = None
+    key_prefix: str | None = None
+    model: str | None = None
+    stream: bool = False
+    status_code: int = 0
+    outcome: str = "unknown"
+    error_code: str | None = None
+    account_id: str | None = None
+    account_label: str | None = None
+    retries: int = 0
+    duration_ms: float = 0.0
+    ttfb_ms: float | None = None
+    usage: TokenUsage | None = None
+    exclusions: dict[str, str] = field(default_factory=dict)
+    user_agent: str | None = None
+    attempts: list[AttemptRecord] = field(default_factory=list)
+
+    def elapsed_ms(self) -> float:
+        return (trio.current_time() - self.started) * 1000.0
+
+    def mark_first_byte(self) -> None:
+        if self.ttfb_ms is None:
+            self.ttfb_ms = self.elapsed_ms()
+
+    def finish(self, status: int, outcome: str, error_code: str | None = None) -> None:
+        self.status_code = status
+        self.outcome = outcome
+        self.error_code = error_code
+        self.duration_ms = self.elapsed_ms()

@@ -1,0 +1,212 @@
+"""What the running gateway asks of the store, translated to its in-memory shapes.
+
+Synchronous functions run by `Database.run` in a worker thread, inside one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
+
+import httpx
+
+from pooler.actors.account import RefreshResult
+from pooler.actors.pool import AccountConfig, RuntimeConfig
+from pooler.crypto import Keyring
+from pooler.protocol.jwt import jwt_expiry
+from pooler.protocol.ratelimit import QuotaWindow, RateLimitSnapshot
+from pooler.routing.choose import PoolPolicy
+from pooler.routing.snapshot import WindowState
+from pooler.store import accounts as account_store
+from pooler.store import credentials as credential_store
+from pooler.store import logs as log_store
+from pooler.store.common import Conn
+from pooler.store.models import AttemptRow, QuotaWindowRow, RequestLogRow
+from pooler.store.runtime import load_runtime_snapshot
+from pooler.upstream.oauth import RefreshFailed, refresh_tokens
+from pooler.web.keys import KeyInfo, PoolInfo
+from pooler.web.request_record import RequestRecord
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedRuntime:
+    keys: dict[bytes, KeyInfo]
+    pools: dict[str, PoolInfo]
+    runtime: RuntimeConfig
+
+
+def _epoch(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+def _datetime(epoch: float | None) -> datetime | None:
+    return datetime.fromtimestamp(epoch, UTC) if epoch is not None else None
+
+
+def load_runtime(conn: Conn) -> LoadedRuntime:
+    snapshot = load_runtime_snapshot(conn)
+    keys = {
+        digest: KeyInfo(str(k.key_id), str(k.pool_id), k.prefix, k.name)
+        for digest, k in snapshot.keys.items()
+    }
+    pools = {str(p.id): PoolInfo(str(p.id), p.name, p.status) for p in snapshot.pools.values()}
+    policies = {
+        str(p.id): PoolPolicy(
+            str(p.id), p.strategy, float(p.quota_threshold_percent), int(p.retry_budget)
+        )
+        for p in snapshot.pools.values()
+    }
+    accounts: dict[str, AccountConfig] = {}
+    for account in snapshot.accounts.values():
+        windows = {(w.family, w.window): w for w in snapshot.quota.get(account.id, ())}
+        accounts[str(account.id)] = AccountConfig(
+            account_id=str(account.id),
+            label=account.label,
+            chatgpt_account_id=account.chatgpt_account_id,
+            lifecycle=account.lifecycle,
+            plan_type=account.plan_type,
+            primary=_window_state(windows.get(("codex", "primary"))),
+            secondary=_window_state(windows.get(("codex", "secondary"))),
+        )
+    assignments = {
+        str(pool_id): tuple(str(entry.account_id) for entry in entries)
+        for pool_id, entries in snapshot.assignments.items()
+        if str(pool_id) in pools and pools[str(pool_id)].status == "active"
+    }
+    caps = {str(p.id): int(p.max_in_flight_per_account) for p in snapshot.pools.values()}
+    return LoadedRuntime(keys, pools, RuntimeConfig(policies, accounts, assignments, caps))
+
+
+def _window_state(window: object) -> WindowState | None:
+    if window is None:
+        return None
+    used = float(getattr(window, "used_percent", 0.0))
+    return WindowState(used, _epoch(getattr(window, "reset_at", None)))
+
+
+def load_access_token(conn: Conn, keyring: Keyring, account_id: str) -> str:
+    return credential_store.load_account_credentials(conn, keyring, UUID(account_id)).access_token
+
+
+def refresh_account(
+    conn: Conn,
+    keyring: Keyring,
+    http: httpx.Client,
+    auth_base_url: str,
+    account_id: str,
+    stale_token: str,
+) -> RefreshResult:
+    """Single-flight across nodes: lock, re-read, refresh only if nobody did, store."""
+    uuid = UUID(account_id)
+    credential_store.account_refresh_lock(conn, uuid)
+    stored = credential_store.load_account_credentials(conn, keyring, uuid)
+    if stored.access_token != stale_token:
+        return RefreshResult(stored.access_token)  # another request or node refreshed it
+    try:
+        tokens = refresh_tokens(http, auth_base_url, stored.refresh_token)
+    except RefreshFailed as failure:
+        if failure.permanent:
+            account_store.set_lifecycle(
+                conn, uuid, "reauth_required", failure.code, actor="gateway"
+            )
+            return RefreshResult(None, reauth_reason=failure.code)
+        return RefreshResult(None, error=failure.code)
+    credential_store.store_refreshed_tokens(
+        conn,
+        keyring,
+        uuid,
+        tokens.access_token,
+        tokens.refresh_token,
+        tokens.id_token,
+        _datetime(jwt_expiry(tokens.access_token)),
+    )
+    return RefreshResult(tokens.access_token)
+
+
+def _quota_rows(evidence: RateLimitSnapshot) -> list[QuotaWindowRow]:
+    rows: list[QuotaWindowRow] = []
+    families: list[tuple[str, QuotaWindow | None, QuotaWindow | None]] = [
+        ("codex", evidence.primary, evidence.secondary)
+    ]
+    families.extend((family, p, s) for family, (p, s) in evidence.extra.items())
+    for family, primary, secondary in families:
+        for kind, window in (("primary", primary), ("secondary", secondary)):
+            if window is None:
+                continue
+            rows.append(
+                QuotaWindowRow(
+                    window=kind,
+                    used_percent=max(0.0, min(1000.0, window.used_percent)),
+                    window_minutes=window.window_minutes,
+                    reset_at=_datetime(window.reset_at),
+                    family=family,
+                )
+            )
+    return rows
+
+
+def store_quota(conn: Conn, evidence: dict[str, RateLimitSnapshot]) -> None:
+    for account_id, snapshot in evidence.items():
+        rows = _quota_rows(snapshot)
+        if rows:
+            account_store.upsert_quota_windows(conn, UUID(account_id), rows)
+
+
+def _uuid(value: str | None) -> UUID | None:
+    return UUID(value) if value else None
+
+
+def request_log_row(record: RequestRecord) -> RequestLogRow:
+    usage = record.usage
+    return RequestLogRow(
+        request_id=record.request_id,
+        created_at=datetime.fromtimestamp(record.created_at, UTC),
+        route=record.route,
+        outcome=record.outcome,
+        pool_id=_uuid(record.pool_id),
+        key_prefix=record.key_prefix,
+        transport=record.transport,
+        model=record.model[:200] if record.model else None,
+        stream=record.stream,
+        status_code=record.status_code,
+        error_code=record.error_code,
+        account_id=_uuid(record.account_id),
+        account_label=record.account_label,
+        retries=record.retries,
+        duration_ms=round(record.duration_ms, 3),
+        ttfb_ms=round(record.ttfb_ms, 3) if record.ttfb_ms is not None else None,
+        input_tokens=usage.input_tokens if usage else None,
+        cached_input_tokens=usage.cached_input_tokens if usage else None,
+        output_tokens=usage.output_tokens if usage else None,
+        reasoning_tokens=usage.reasoning_tokens if usage else None,
+        total_tokens=usage.total_tokens if usage else None,
+        exclusions=record.exclusions or None,
+        client_user_agent=record.user_agent,
+    )
+
+
+def attempt_rows(record: RequestRecord) -> list[AttemptRow]:
+    base = record.created_at - (record.started)  # epoch of the monotonic zero, approximately
+    return [
+        AttemptRow(
+            request_id=record.request_id,
+            attempt=a.attempt,
+            started_at=datetime.fromtimestamp(base + a.started_at, UTC),
+            outcome=a.outcome or "unknown",
+            account_id=_uuid(a.account_id),
+            account_label=a.account_label,
+            duration_ms=round(a.duration_ms, 3),
+            status_code=a.status_code,
+            error_code=a.error_code,
+        )
+        for a in record.attempts
+    ]
+
+
+def write_request_records(conn: Conn, records: Sequence[RequestRecord]) -> None:
+    log_store.insert_request_logs(conn, [request_log_row(r) for r in records])
+    attempts = [row for r in records for row in attempt_rows(r)]
+    if attempts:
+        log_store.insert_attempts(conn, attempts)

@@ -1,0 +1,20 @@
+"""Gateway runtime settings: limits and deadlines applied where requests enter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    max_body_bytes: int = 64 * 1024 * 1024
+    upstream_connect_timeout_s: float = 15.0
+    # From sending the request to the upstream's response head (covers a stalled upstream).
+    upstream_first_byte_timeout_s: float = 120.0
+    # Longest silence between two chunks of a streaming response.
+    upstream_idle_timeout_s: float = 300.0
+    lease_timeout_s: float = 5.0
+    refresh_wait_timeout_s: float = 30.0
+    max_error_body_bytes: int = 64 * 1024
+    no_backend_retry_after_s: float = 5.0
+    continuity_ttl_s: float = 6 * 3600.0

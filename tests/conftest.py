@@ -1,0 +1,113 @@
+"""Shared fixtures.
+
+Database: one real PostgreSQL per test session (the embedded server in a temporary data
+dir, or the server at POOLER_TEST_DATABASE_URL, a superuser URL to a maintenance database).
+A migrated template database is built once; each test gets a fresh copy of it in a few
+milliseconds (`db_url`), or an opened `Database` on it (`database`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from pooler import embedded
+from pooler.crypto import Keyring
+from pooler.db import Database
+from pooler.migrate import migrate
+
+
+@dataclass(frozen=True)
+class PgServer:
+    admin_url: str  # maintenance database; may create and drop databases
+    template: str  # a database with every migration applied
+    data_dir: Path | None  # the embedded server's data dir (None: external server)
+
+    def url_for(self, dbname: str) -> str:
+        return make_conninfo(self.admin_url, dbname=dbname)
+
+    def create_database(self, *, migrated: bool = True) -> str:
+        """A new database (a copy of the migrated template, or empty); returns its URL."""
+        name = f"test_{uuid.uuid4().hex[:12]}"
+        template = self.template if migrated else "template0"
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    sql.Identifier(name), sql.Identifier(template)
+                )
+            )
+        return self.url_for(name)
+
+    def drop_database(self, url: str) -> None:
+        name = conninfo_to_dict(url)["dbname"]
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
+    external = os.environ.get("POOLER_TEST_DATABASE_URL")
+    data_dir: Path | None = None
+    if external:
+        admin_url = external
+    else:
+        data_dir = tmp_path_factory.mktemp("pooler-data")
+        embedded.start_embedded_postgres(data_dir)
+        admin_url = embedded.admin_url(data_dir)
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+                conn.execute(sql.SQL("ALTER SYSTEM SET {} = off").format(sql.Identifier(setting)))
+            conn.execute("SELECT pg_reload_conf()")
+    server = PgServer(admin_url, f"pooler_template_{uuid.uuid4().hex[:8]}", data_dir)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(server.template)))
+    migrate(server.url_for(server.template))
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            server.drop_database(server.url_for(server.template))
+        if data_dir is not None:
+            embedded.release_embedded_postgres(data_dir)
+
+
+@pytest.fixture
+def db_url(pg_server: PgServer) -> Iterator[str]:
+    """A fresh, fully migrated database for this test."""
+    url = pg_server.create_database()
+    try:
+        yield url
+    finally:
+        pg_server.drop_database(url)
+
+
+@pytest.fixture
+def database(db_url: str) -> Iterator[Database]:
+    db = Database.open(db_url, max_size=4)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def secret_key() -> bytes:
+    """The server secret for keyed digests (CODEX_POOLER_SECRET_KEY)."""
+    return os.urandom(32)
+
+
+@pytest.fixture
+def keyring() -> Keyring:
+    """An upstream-secret keyring with a fresh current key and no old keys."""
+    return Keyring(os.urandom(32))
