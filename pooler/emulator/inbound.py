@@ -61,19 +61,27 @@ def validate_http(body: dict[str, Any]) -> rj.Rejection | None:
 
 @dataclass(frozen=True)
 class Knobs:
-    """Load-test knobs from `x-emulator-delay-ms` and `x-emulator-events`."""
+    """Load-test knobs: `x-emulator-delay-ms` and `x-emulator-events` (headers or metadata)."""
 
     delay_s: float = 0.0
     deltas: int | None = None
 
 
-def knobs_from(headers: dict[bytes, str]) -> Knobs:
-    delay = _number(headers.get(b"x-emulator-delay-ms"))
-    deltas = _number(headers.get(b"x-emulator-events"))
+def knobs_from(headers: dict[bytes, str], body: dict[str, Any] | None = None) -> Knobs:
+    """Headers win; `client_metadata` carries the same knobs through a gateway, which
+    relays the body untouched but not unknown headers."""
+    metadata = body.get("client_metadata") if body is not None else None
+    meta = metadata if isinstance(metadata, dict) else {}
+    delay = _number(headers.get(b"x-emulator-delay-ms") or _text(meta.get("x-emulator-delay-ms")))
+    deltas = _number(headers.get(b"x-emulator-events") or _text(meta.get("x-emulator-events")))
     return Knobs(
         delay_s=max(0.0, delay or 0.0) / 1000,
         deltas=None if deltas is None else int(min(MAX_DELTAS, max(1, deltas))),
     )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _number(value: str | None) -> float | None:

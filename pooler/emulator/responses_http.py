@@ -73,7 +73,7 @@ async def handle_responses(
         state.record("POST", path, grant=grant, status=None, fault="stall", now=now)
         return await wait_for_disconnect(receive, fault.stall_seconds)
 
-    knobs = inbound.knobs_from(headers)
+    knobs = inbound.knobs_from(headers, body)
     reply, turn = inbound.plan_turn(body, len(data), grant.account, knobs, now)
     events = build_events(reply, turn)
     response_headers = [

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from urllib.parse import urlsplit
 
@@ -198,7 +199,7 @@ class UpstreamPool:
 
     def request(
         self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes = b""
-    ) -> _RequestContext:
+    ) -> AbstractAsyncContextManager[UpstreamResponse]:
         """`async with pool.request(...) as response:` — see the module docstring.
 
         The pool adds Host and Content-Length (the caller must not); `target` is joined

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from pooler.errors import MethodNotAllowed, NotFound
-from pooler.web.asgi import Receive, Scope, Send, send_error
+from pooler.errors import MethodNotAllowed, NotFound, PoolerError
+from pooler.web.asgi import Message, Receive, Scope, Send, send_error
 from pooler.web.backend_codex.models import ModelsRoute
 from pooler.web.backend_codex.responses import ResponsesRoute
 from pooler.web.health import health_route, metrics_route, ready_route
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+log = logging.getLogger("pooler.web")
 
 
 def build_routes(gateway: Gateway) -> dict[str, dict[str, Handler]]:
@@ -59,13 +61,31 @@ def build_app(gateway: Gateway) -> Handler:
                 )
                 await send_error(send, error, [(b"allow", allowed.encode())])
                 return
-            await handler(scope, receive, send)
+            await _guarded(handler, scope, receive, send)
         elif kind == "websocket":
             await _refuse_websocket(scope, receive, send)
         elif kind == "lifespan":
             await _lifespan(receive, send)
 
     return app
+
+
+async def _guarded(handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
+    """A bug in a handler becomes a JSON 500 (if nothing was sent yet), never a traceback."""
+    started = False
+
+    async def tracking_send(message: Message) -> None:
+        nonlocal started
+        if message["type"] == "http.response.start":
+            started = True
+        await send(message)
+
+    try:
+        await handler(scope, receive, tracking_send)
+    except Exception:
+        log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+        if not started:
+            await send_error(send, PoolerError("internal error in the gateway"))
 
 
 async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:

@@ -16,13 +16,15 @@ _eol = st.sampled_from([b"\n", b"\r\n", b"\r"])
 
 
 def decode_in_pieces(stream: bytes, cuts: list[int]) -> list[SSEEvent]:
+    """Feed `stream` cut at `cuts`, checking after each piece that every event complete
+    in the bytes so far has come out (nothing waits for the next chunk)."""
     decoder = SSEDecoder()
     events: list[SSEEvent] = []
     start = 0
-    for cut in sorted(cuts):
+    for cut in [*sorted(cuts), len(stream)]:
         events += decoder.feed(stream[start:cut])
+        assert events == SSEDecoder().feed(stream[:cut])
         start = cut
-    events += decoder.feed(stream[start:])
     return events + decoder.flush()
 
 

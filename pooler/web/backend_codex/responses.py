@@ -139,13 +139,20 @@ class ResponsesRoute:
             nonlocal disconnected
             while (await receive())["type"] != "http.disconnect":
                 pass
-            disconnected = True
-            cancel_scope.cancel()
+            if record.outcome == "unknown":  # the answer is not complete yet
+                disconnected = True
+                cancel_scope.cancel()
 
+        error: PoolerError | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch_disconnect, nursery.cancel_scope)
-            await self._attempts(scope, send, record, pool_id, body, payload)
+            try:
+                await self._attempts(scope, send, record, pool_id, body, payload)
+            except PoolerError as exc:  # raised outside the nursery, not in a group
+                error = exc
             nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
         if disconnected and record.outcome == "unknown":
             record.finish(499, "client_disconnected")
 
@@ -267,6 +274,7 @@ class ResponsesRoute:
                         result = (FAILOVER, failure.error_code)
                     else:
                         record.mark_first_byte()
+                        record.finish(failure.status, "upstream_client_error", failure.error_code)
                         await send_bytes(
                             send,
                             failure.status,
@@ -276,7 +284,6 @@ class ResponsesRoute:
                                 (b"x-request-id", record.request_id.encode()),
                             ],
                         )
-                        record.finish(failure.status, "upstream_client_error", failure.error_code)
                     return result
                 if record.stream:
                     outcome = await self._relay_stream(response, send, record)
@@ -316,21 +323,19 @@ class ResponsesRoute:
             failure = "upstream_stream_closed"
         if failure is not None:
             message = "the upstream stream ended before the response completed"
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": failed_event(None, failure, message),
-                    "more_body": True,
-                }
-            )
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            event = failed_event(None, failure, message)
+            await send({"type": "http.response.body", "body": event, "more_body": True})
         record.usage = accounting.usage
         if failure is not None:
             record.finish(200, "stream_failed", failure)
             kind = m.TIMEOUT if failure == "stream_idle_timeout" else m.STREAM_FAILED
-            return m.Outcome(kind, 200, tuple(response.headers), rate_limits=accounting.rate_limits)
-        record.finish(200, "completed" if accounting.completed else "failed", accounting.error_code)
-        return m.Outcome(m.OK, 200, tuple(response.headers), rate_limits=accounting.rate_limits)
+        else:
+            outcome_name = "completed" if accounting.completed else "failed"
+            record.finish(200, outcome_name, accounting.error_code)
+            kind = m.OK
+        # The record is final before the last write: a disconnect now changes nothing.
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return m.Outcome(kind, 200, tuple(response.headers), rate_limits=accounting.rate_limits)
 
     async def _collect(
         self, response: Any, send: Send, record: RequestRecord
@@ -365,13 +370,13 @@ class ResponsesRoute:
         ]
         record.mark_first_byte()
         if accounting.completed:
-            await send_json(send, 200, accounting.assembled_response(), extra)
             record.finish(200, "completed")
+            await send_json(send, 200, accounting.assembled_response(), extra)
         else:
             code = accounting.error_code or "upstream_error"
             error = UpstreamError("the upstream response failed", code=code)
-            await send_bytes(send, 502, error.body_bytes(), [*error.headers(), *extra])
             record.finish(502, "failed", code)
+            await send_bytes(send, 502, error.body_bytes(), [*error.headers(), *extra])
         outcome = m.Outcome(m.OK, 200, headers, rate_limits=accounting.rate_limits)
         return outcome, (DONE, None)
 

@@ -1,0 +1,163 @@
+"""The whole stack in one trio run: emulator + embedded PostgreSQL + gateway, seeded with a
+Pool of emulated accounts and a key. Tests speak HTTP to it like any client would."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from pooler.cli.demo import seed_demo
+from pooler.config import Config, load_config
+from pooler.db import Database
+from pooler.emulator.server import serve_emulator
+from pooler.emulator.state import EmulatorState
+from pooler.server import RunningGateway, run_gateway
+from pooler.web.settings import GatewaySettings
+
+POOL = "demo"
+
+
+@dataclass
+class Stack:
+    config: Config
+    database: Database
+    emulator: EmulatorState
+    emulator_url: str
+    running: RunningGateway
+    key: str
+
+    @property
+    def url(self) -> str:
+        return self.running.url
+
+    @property
+    def gateway(self) -> Any:
+        return self.running.gateway
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {self.key}", **kwargs.pop("headers", {})}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30, **kwargs)
+
+    async def control(self, method: str, path: str, payload: Any = None) -> Any:
+        async with httpx.AsyncClient(base_url=self.emulator_url, timeout=10) as client:
+            response = await client.request(method, f"/_emulator/{path}", json=payload)
+            response.raise_for_status()
+            return response.json()
+
+    async def upstream_requests(self, path_suffix: str = "/responses") -> list[dict[str, Any]]:
+        found = (await self.control("GET", "requests"))["requests"]
+        return [r for r in found if str(r.get("path", "")).endswith(path_suffix)]
+
+    async def fault(self, label: str, kind: str, times: int = 1) -> None:
+        await self.control("POST", "faults", {"account_id": label, "kind": kind, "times": times})
+
+    def label_of(self, upstream_account_id: str) -> str:
+        for account in self.emulator.accounts:
+            if account.account_id == upstream_account_id:
+                return str(account.label)
+        raise KeyError(upstream_account_id)
+
+    async def account_ids(self) -> dict[str, str]:
+        """Gateway account id by label."""
+        rows = await self.database.run(
+            lambda conn: conn.execute("SELECT label, id::text FROM upstream_accounts").fetchall()
+        )
+        return {label: account_id for label, account_id in rows}
+
+    async def wait_for_logs(self, count: int) -> int:
+        """Wait until at least `count` request-log rows are in the database (a handler logs
+        after its last byte is sent, so the client can be ahead of the LogWriter)."""
+        with trio.fail_after(15):
+            while True:
+                found = await self.database.run(
+                    lambda conn: conn.execute("SELECT count(*) FROM request_logs").fetchone()[0]
+                )
+                if found >= count:
+                    return int(found)
+                await trio.sleep(0.05)
+
+
+def test_config(data_dir: Path, db_url: str, upstream_url: str) -> Config:
+    return load_config(
+        {
+            "CODEX_POOLER_DATA_DIR": str(data_dir),
+            "DATABASE_URL": db_url,
+            "CODEX_POOLER_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
+            "CODEX_POOLER_UPSTREAM_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
+            "CODEX_POOLER_UPSTREAM_BASE_URL": upstream_url,
+            "CODEX_POOLER_AUTH_BASE_URL": upstream_url,
+        }
+    )
+
+
+@asynccontextmanager
+async def open_stack(
+    db_url: str,
+    data_dir: Path,
+    *,
+    accounts: int = 3,
+    token_ttl: float = 3600.0,
+    percent_per_request: float = 2.0,
+    settings: GatewaySettings | None = None,
+) -> AsyncIterator[Stack]:
+    state = EmulatorState(
+        accounts=accounts, token_ttl=token_ttl, percent_per_request=percent_per_request
+    )
+    database = Database.open(db_url, max_size=8)
+    try:
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(serve_emulator, state)
+            emulator_url = f"http://127.0.0.1:{port}"
+            config = test_config(data_dir, db_url, emulator_url)
+            key = await database.run(partial(seed_demo, config=config, state=state))
+            running = await nursery.start(
+                partial(run_gateway, config, database, "127.0.0.1", 0, settings=settings)
+            )
+            yield Stack(config, database, state, emulator_url, running, key)
+            nursery.cancel_scope.cancel()
+    finally:
+        database.close()
+
+
+def message(text: str) -> dict[str, Any]:
+    return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+
+
+def responses_body(text: str = "Reply with exactly: ok", **extra: Any) -> dict[str, Any]:
+    return {"model": "gpt-5.5", "stream": True, "store": False, "input": [message(text)], **extra}
+
+
+def parse_sse(raw: str) -> list[dict[str, Any]]:
+    import json
+
+    events = []
+    for block in raw.replace("\r\n", "\n").split("\n\n"):
+        for line in block.split("\n"):
+            if line.startswith("data:"):
+                data = line[5:].strip()
+                if data and data != "[DONE]":
+                    events.append(json.loads(data))
+    return events
+
+
+def require_tool(name: str, hint: str) -> str:
+    """The path of an external client, or a skip (a failure when POOLER_REQUIRE_E2E=1)."""
+    local = Path(__file__).resolve().parent.parent / "node_modules" / ".bin" / name
+    found = str(local) if local.exists() else shutil.which(name)
+    if found:
+        return found
+    reason = f"{name} not found ({hint})"
+    if os.environ.get("POOLER_REQUIRE_E2E") == "1":
+        pytest.fail(reason + " and POOLER_REQUIRE_E2E=1")
+    pytest.skip(reason)
