@@ -88,10 +88,15 @@ def update_pool(
     ).fetchone()
     if pool is None:
         raise NotFoundError(f"pool {name!r} not found")
+    details = {"name": name, **changes}
     record_change(
-        conn, actor=actor, action="pool.update", target_type="pool", target_id=pool.id,
-        details={"name": name, **changes},
-    )  # fmt: skip
+        conn,
+        actor=actor,
+        action="pool.update",
+        target_type="pool",
+        target_id=pool.id,
+        details=details,
+    )
     return pool
 
 

@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import Any
 
 import h11
 import pytest
@@ -82,6 +83,14 @@ class Origin:
         self.exchanges: list[Exchange] = []
         self.client_gone = trio.Event()
         self.socket_closed = trio.Event()
+        self.scheme = "http"
+        self.pools: list[UpstreamPool] = []
+
+    def pool(self, path: str = "", **options: Any) -> UpstreamPool:
+        """A client pool for this origin, closed when the origin stops."""
+        pool = UpstreamPool(f"{self.scheme}://127.0.0.1:{self.port}{path}", **options)
+        self.pools.append(pool)
+        return pool
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         index = self.connections
@@ -130,8 +139,13 @@ async def origin(app: App, ssl_context: ssl.SSLContext | None = None) -> AsyncIt
         (listener,) = await nursery.start(serve)
         tcp_listener = listener if ssl_context is None else listener.transport_listener
         server.port = tcp_listener.socket.getsockname()[1]
-        yield server
-        nursery.cancel_scope.cancel()
+        server.scheme = "http" if ssl_context is None else "https"
+        try:
+            yield server
+        finally:
+            for pool in server.pools:
+                await pool.aclose()
+            nursery.cancel_scope.cancel()
 
 
 def open_fds() -> int:
@@ -145,7 +159,7 @@ async def echo(ex: Exchange) -> None:
 async def test_sequential_requests_share_one_keep_alive_connection() -> None:
     with trio.fail_after(DEADLINE):
         async with origin(echo) as server:
-            pool = UpstreamPool(f"http://127.0.0.1:{server.port}/backend-api/codex/")
+            pool = server.pool("/backend-api/codex/")
             for method, body in (("GET", b""), ("POST", b'{"a":1}'), ("GET", b"")):
                 async with pool.request(method, "/responses", [(b"x-id", b"7")], body) as resp:
                     assert resp.status == 200
@@ -174,7 +188,7 @@ async def test_chunks_reach_the_caller_before_the_body_ends() -> None:
 
     with trio.fail_after(DEADLINE):
         async with origin(app) as server:
-            pool = UpstreamPool(f"http://127.0.0.1:{server.port}")
+            pool = server.pool()
             async with pool.request("POST", "/responses", [], b"{}") as resp:
                 chunks = resp.aiter_bytes()
                 assert await chunks.__anext__() == b"event: one\n\n"
@@ -192,7 +206,7 @@ async def test_leaving_mid_stream_closes_the_upstream_socket() -> None:
 
     with trio.fail_after(DEADLINE):
         async with origin(app) as server:
-            pool = UpstreamPool(f"http://127.0.0.1:{server.port}")
+            pool = server.pool()
             async with pool.request("GET", "/stream", []) as resp:
                 async for _chunk in resp.aiter_bytes():
                     break
@@ -223,7 +237,7 @@ async def test_origin_closing_mid_body_is_a_read_error(head: bytes) -> None:
 
     with trio.fail_after(DEADLINE):
         async with origin(app) as server:
-            pool = UpstreamPool(f"http://127.0.0.1:{server.port}")
+            pool = server.pool()
             async with pool.request("GET", "/", []) as resp:
                 with pytest.raises(UpstreamReadError):
                     await resp.read()
@@ -236,7 +250,7 @@ async def test_fresh_connection_closed_before_the_head_is_not_retried() -> None:
 
     with trio.fail_after(DEADLINE):
         async with origin(app) as server:
-            pool = UpstreamPool(f"http://127.0.0.1:{server.port}")
+            pool = server.pool()
             with pytest.raises(UpstreamReadError):
                 async with pool.request("POST", "/", [], b"x"):
                     pass
@@ -250,7 +264,7 @@ async def test_garbage_from_the_origin_is_a_protocol_error() -> None:
 
     with trio.fail_after(DEADLINE):
         async with origin(app) as server:
-            pool = UpstreamPool(f"http://127.0.0.1:{server.port}")
+            pool = server.pool()
             with pytest.raises(UpstreamProtocolError):
                 async with pool.request("GET", "/", []):
                     pass
@@ -263,7 +277,7 @@ async def test_unread_body_already_buffered_does_not_cost_the_connection() -> No
 
     with trio.fail_after(DEADLINE):
         async with origin(app) as server:
-            pool = UpstreamPool(f"http://127.0.0.1:{server.port}")
+            pool = server.pool()
             for _ in range(3):
                 async with pool.request("GET", "/", []) as resp:
                     assert resp.status == 404  # the caller looks at the status only
@@ -277,7 +291,7 @@ async def test_idle_connection_closed_by_the_origin_is_replaced() -> None:
 
     with trio.fail_after(DEADLINE):
         async with origin(app) as server:
-            pool = UpstreamPool(f"http://127.0.0.1:{server.port}")
+            pool = server.pool()
             async with pool.request("GET", "/", []) as resp:
                 assert await resp.read() == b"ok"
             await server.socket_closed.wait()
@@ -295,7 +309,7 @@ async def test_reused_connection_dying_before_the_response_is_retried_once() -> 
 
     with trio.fail_after(DEADLINE):
         async with origin(app) as server:
-            pool = UpstreamPool(f"http://127.0.0.1:{server.port}")
+            pool = server.pool()
             for expected in (b"served by 0", b"served by 1", b"served by 1"):
                 async with pool.request("POST", "/", [], b"{}") as resp:
                     assert await resp.read() == expected
@@ -312,7 +326,7 @@ async def test_cancellation_closes_the_socket(answer: bool) -> None:
 
     with trio.fail_after(DEADLINE):
         async with origin(app) as server:
-            pool = UpstreamPool(f"http://127.0.0.1:{server.port}")
+            pool = server.pool()
             fds = open_fds()
             with trio.move_on_after(0.2) as scope:
                 async with pool.request("GET", "/", []) as resp:
@@ -345,7 +359,7 @@ async def test_max_connections_bounds_concurrent_sockets() -> None:
 
     with trio.fail_after(DEADLINE):
         async with origin(app) as server:
-            pool = UpstreamPool(f"http://127.0.0.1:{server.port}", max_connections=2)
+            pool = server.pool(max_connections=2)
             async with trio.open_nursery() as nursery:
                 for _ in range(5):
                     nursery.start_soon(one, pool)
@@ -360,7 +374,7 @@ async def test_max_connections_bounds_concurrent_sockets() -> None:
 async def test_aclose_and_bad_requests() -> None:
     with trio.fail_after(DEADLINE):
         async with origin(echo) as server:
-            pool = UpstreamPool(f"http://127.0.0.1:{server.port}")
+            pool = server.pool()
             async with pool.request("GET", "/", []) as resp:
                 await resp.read()
             with pytest.raises(ValueError):
@@ -417,14 +431,14 @@ async def test_https_with_keep_alive_and_certificate_checks() -> None:
     server_ctx, client_ctx = _tls_contexts()
     with trio.fail_after(DEADLINE):
         async with origin(echo, server_ctx) as server:
-            pool = UpstreamPool(f"https://127.0.0.1:{server.port}/api", ssl_context=client_ctx)
+            pool = server.pool("/api", ssl_context=client_ctx)
             for _ in range(2):
                 async with pool.request("POST", "/x", [], b"hi") as resp:
                     assert await resp.read() == b"POST /api/x hi"
             assert server.connections == 1
             await pool.aclose()
 
-            untrusting = UpstreamPool(f"https://127.0.0.1:{server.port}")  # default CA store
+            untrusting = server.pool()  # default CA store
             with pytest.raises(UpstreamConnectError):
                 async with untrusting.request("GET", "/", []):
                     pass

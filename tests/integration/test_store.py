@@ -23,6 +23,7 @@ from pooler.store.credentials import refresh_lock_key
 from pooler.store.jwt_claims import ClaimsError, decode_claims, identity_from_tokens
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+AUTH_NS = "https://api.openai.com/auth"
 
 
 def jwt(claims: dict[str, Any]) -> str:
@@ -40,26 +41,18 @@ def auth_json(
     exp: datetime | None = None,
 ) -> dict[str, Any]:
     """A Codex-shaped auth.json whose tokens carry unique markers."""
-    auth = {"chatgpt_account_id": account_id, "chatgpt_user_id": user_id, "chatgpt_plan_type": plan}
+    auth = {
+        "chatgpt_account_id": account_id,
+        "chatgpt_user_id": user_id,
+        "chatgpt_plan_type": plan,
+    }
     expires = int((exp or datetime.now(UTC) + timedelta(hours=1)).timestamp())
     return {
         "auth_mode": "chatgpt",
         "OPENAI_API_KEY": None,
         "tokens": {
-            "id_token": jwt(
-                {
-                    "email": email,
-                    "https://api.openai.com/auth": auth,
-                    "marker": secrets.token_hex(16),
-                }
-            ),  # fmt: skip
-            "access_token": jwt(
-                {
-                    "exp": expires,
-                    "https://api.openai.com/auth": auth,
-                    "marker": secrets.token_hex(16),
-                }
-            ),  # fmt: skip
+            "id_token": jwt({"email": email, AUTH_NS: auth, "marker": secrets.token_hex(16)}),
+            "access_token": jwt({"exp": expires, AUTH_NS: auth, "marker": secrets.token_hex(16)}),
             "refresh_token": "rt_" + secrets.token_urlsafe(32),
             "account_id": account_id,
         },
@@ -79,6 +72,25 @@ def dump_database(url: str) -> str:
             for (text,) in conn.execute(f"SELECT t::text FROM {name} t"):
                 chunks.append(text)
     return "\n".join(chunks)
+
+
+class Collector:
+    """A notification callback that can be awaited."""
+
+    def __init__(self) -> None:
+        self.payloads: list[str] = []
+        self._changed = trio.Event()
+
+    def __call__(self, payload: str) -> None:
+        self.payloads.append(payload)
+        self._changed.set()
+
+    async def wait_for(self, count: int) -> list[str]:
+        with trio.fail_after(5):
+            while len(self.payloads) < count:
+                self._changed = trio.Event()
+                await self._changed.wait()
+        return self.payloads
 
 
 def assert_absent(haystack: str, *needles: str) -> None:
@@ -221,12 +233,14 @@ def test_pool_management_errors(database: Database) -> None:
 
 def test_update_pool(database: Database) -> None:
     created = database.run_sync(lambda c: store.create_pool(c, "team"))
-    updated = database.run_sync(
-        lambda c: store.update_pool(
-            c, "team", strategy="weighted", status="disabled", retry_budget=5,
-            quota_threshold_percent=92.5, max_in_flight_per_account=4,
-        )
-    )  # fmt: skip
+    changes: dict[str, Any] = {
+        "strategy": "weighted",
+        "status": "disabled",
+        "retry_budget": 5,
+        "quota_threshold_percent": 92.5,
+        "max_in_flight_per_account": 4,
+    }
+    updated = database.run_sync(lambda c: store.update_pool(c, "team", **changes))
     assert (updated.strategy, updated.status, updated.retry_budget) == ("weighted", "disabled", 5)
     assert updated.quota_threshold_percent == 92.5
     assert updated.max_in_flight_per_account == 4
@@ -322,14 +336,12 @@ def test_old_key_decrypts_and_rows_are_reencrypted(database: Database) -> None:
     assert creds.refresh_token == data["tokens"]["refresh_token"]
     assert versions(account.id) == {rotated.current_version}  # touched rows moved
     assert versions() == {rotated.current_version, old_ring.current_version}
+    new_only = Keyring(new_key)
     with pytest.raises(CryptoError):  # the old key is gone from this keyring
-        database.run_sync(
-            lambda c: store.load_account_credentials(c, Keyring(new_key), untouched.id)
-        )
+        database.run_sync(lambda c: store.load_account_credentials(c, new_only, untouched.id))
     assert database.run_sync(lambda c: store.reencrypt_all_secrets(c, rotated)) == 3
     assert database.run_sync(lambda c: store.reencrypt_all_secrets(c, rotated)) == 0
     assert versions() == {rotated.current_version}
-    new_only = Keyring(new_key)
     creds = database.run_sync(lambda c: store.load_account_credentials(c, new_only, account.id))
     assert creds.access_token == data["tokens"]["access_token"]
     with pytest.raises(CryptoError):
@@ -400,7 +412,7 @@ def test_lifecycle_and_quota(database: Database, keyring: Keyring) -> None:
 def test_revoke_key(database: Database, secret_key: bytes) -> None:
     database.run_sync(lambda c: store.create_pool(c, "team"))
     raw1, key1 = database.run_sync(lambda c: store.create_key(c, secret_key, "team", "a"))
-    raw2, key2 = database.run_sync(lambda c: store.create_key(c, secret_key, "team", "b"))
+    _, key2 = database.run_sync(lambda c: store.create_key(c, secret_key, "team", "b"))
     revoked = database.run_sync(lambda c: store.revoke_key(c, key1.key_prefix))
     assert revoked.id == key1.id and revoked.status == "revoked" and revoked.revoked_at
     revoked2 = database.run_sync(lambda c: store.revoke_key(c, str(key2.id)))
@@ -476,8 +488,10 @@ def log_row(n: int, **extra: Any) -> store.RequestLogRow:
 
 
 def test_request_log_batches_are_idempotent(database: Database) -> None:
-    batch = [log_row(1), log_row(2), log_row(3, outcome="no_eligible_backend", status_code=503,
-                                                exclusions={"acct-a": "quota_exhausted"})]  # fmt: skip
+    excluded = log_row(
+        3, outcome="no_eligible_backend", status_code=503, exclusions={"acct-a": "quota_exhausted"}
+    )
+    batch = [log_row(1), log_row(2), excluded]
     assert database.run_sync(lambda c: store.insert_request_logs(c, batch)) == 3
     retried = [*batch, log_row(4)]
     assert database.run_sync(lambda c: store.insert_request_logs(c, retried)) == 1
@@ -489,9 +503,9 @@ def test_request_log_batches_are_idempotent(database: Database) -> None:
     assert stored[3] == batch[0]
 
     attempts = [
-        store.AttemptRow("req_3", 1, NOW, "upstream_429", uuid4(), "acct a", 4.5, 429, "usage_limit_reached"),
+        store.AttemptRow("req_3", 1, NOW, "upstream_429", uuid4(), "a", 4.5, 429, "usage_limit"),
         store.AttemptRow("req_3", 2, NOW, "ok", None, None, 1.0, 200, None),
-    ]  # fmt: skip
+    ]
     assert database.run_sync(lambda c: store.insert_attempts(c, attempts)) == 2
     assert database.run_sync(lambda c: store.insert_attempts(c, attempts)) == 0
     assert database.run_sync(lambda c: store.attempts_for(c, "req_3")) == attempts
@@ -598,42 +612,38 @@ async def test_unreachable_server_is_database_unavailable() -> None:
 async def test_config_changes_are_notified_to_listeners(
     database: Database, keyring: Keyring, secret_key: bytes
 ) -> None:
-    config: list[str] = []
-    tokens: list[str] = []
+    config, tokens = Collector(), Collector()
     data = auth_json()
     async with trio.open_nursery() as nursery:
-        await nursery.start(database.listen, store.CONFIG_CHANNEL, config.append)
-        await nursery.start(database.listen, store.TOKENS_CHANNEL, tokens.append)
+        await nursery.start(database.listen, store.CONFIG_CHANNEL, config)
+        await nursery.start(database.listen, store.TOKENS_CHANNEL, tokens)
         pool = await database.run(lambda c: store.create_pool(c, "team"))
         raw, key = await database.run(lambda c: store.create_key(c, secret_key, "team", "k"))
         account = await database.run(lambda c: store.import_account(c, keyring, "team", data))
         await database.run(lambda c: notify(c, store.CONFIG_CHANNEL, "by hand"))
-        with trio.fail_after(5):
-            while len(config) < 4 or not tokens:
-                await trio.sleep(0.01)
+        await config.wait_for(4)
+        await tokens.wait_for(1)
         nursery.cancel_scope.cancel()
-    assert config == [f"pool:{pool.id}", f"api_key:{key.id}", f"account:{account.id}", "by hand"]
-    assert tokens == [str(account.id)]
-    assert_absent("\n".join(config + tokens), raw, data["tokens"]["refresh_token"])
+    expected = [f"pool:{pool.id}", f"api_key:{key.id}", f"account:{account.id}", "by hand"]
+    assert config.payloads == expected
+    assert tokens.payloads == [str(account.id)]
+    assert_absent("\n".join(config.payloads), raw, data["tokens"]["refresh_token"])
 
 
 async def test_rolled_back_changes_are_not_notified(database: Database) -> None:
-    got: list[str] = []
+    got = Collector()
 
     def create_then_fail(conn: psycopg.Connection[Any]) -> None:
         store.create_pool(conn, "doomed")
         raise store.InvalidInputError("no")
 
     async with trio.open_nursery() as nursery:
-        await nursery.start(database.listen, store.CONFIG_CHANNEL, got.append)
+        await nursery.start(database.listen, store.CONFIG_CHANNEL, got)
         with pytest.raises(store.InvalidInputError):
             await database.run(create_then_fail)
         await database.run(lambda c: notify(c, store.CONFIG_CHANNEL, "marker"))
-        with trio.fail_after(5):
-            while not got:
-                await trio.sleep(0.01)
+        assert await got.wait_for(1) == ["marker"]
         nursery.cancel_scope.cancel()
-    assert got == ["marker"]
 
 
 async def test_listen_is_cancelled_promptly(database: Database) -> None:
