@@ -1,0 +1,160 @@
+"""The command line as a user runs it: `pooler emulator`, `pooler serve` on the embedded
+database, and `pooler admin` commands against the same data directory while it serves."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import trio
+
+from harness import responses_body
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_for_line(proc: trio.Process, needle: bytes, seconds: float) -> bytes:
+    assert proc.stdout is not None
+    seen = b""
+    with trio.fail_after(seconds):
+        while needle not in seen:
+            chunk = await proc.stdout.receive_some(4096)
+            if not chunk:
+                raise AssertionError(f"process ended before printing {needle!r}: {seen[-2000:]!r}")
+            seen += chunk
+    return seen
+
+
+def pooler(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "pooler.cli.main", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+async def test_serve_and_admin_share_the_embedded_database(tmp_path: Path) -> None:
+    emulator_port, gateway_port = free_port(), free_port()
+    auth_dir = tmp_path / "auth"
+    env = {
+        **os.environ,
+        "CODEX_POOLER_DATA_DIR": str(tmp_path / "data"),
+        "CODEX_POOLER_UPSTREAM_BASE_URL": f"http://127.0.0.1:{emulator_port}",
+        "CODEX_POOLER_AUTH_BASE_URL": f"http://127.0.0.1:{emulator_port}",
+        "CODEX_POOLER_LOG_LEVEL": "warning",
+    }
+    env.pop("DATABASE_URL", None)
+    python = [sys.executable, "-m", "pooler.cli.main"]
+    async with trio.open_nursery() as nursery:
+        emulator = await nursery.start(
+            _process,
+            [*python, "emulator", "--port", str(emulator_port), "--write-auth-json", str(auth_dir)],
+            env,
+        )
+        await wait_for_line(emulator, b"account-3", 30)
+        gateway = await nursery.start(
+            _process, [*python, "serve", "--port", str(gateway_port)], env
+        )
+        await wait_for_line(gateway, b"listening on", 60)
+        base = f"http://127.0.0.1:{gateway_port}"
+
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            assert (await client.get("/healthz")).json() == {"status": "ok"}
+            assert (await client.get("/readyz")).status_code == 200
+
+            # Configure the running gateway from another process, on the same data dir.
+            await trio.to_thread.run_sync(lambda: pooler(env, "admin", "pool", "create", "team"))
+            imported = await trio.to_thread.run_sync(
+                lambda: pooler(
+                    env,
+                    "admin",
+                    "account",
+                    "import",
+                    "--pool",
+                    "team",
+                    str(auth_dir / "account-1" / "auth.json"),
+                    "--json",
+                )
+            )
+            assert json.loads(imported)["lifecycle"] == "active"
+            created = await trio.to_thread.run_sync(
+                lambda: pooler(env, "admin", "key", "create", "--pool", "team", "--json")
+            )
+            key = json.loads(created)["key"]
+            assert key.startswith("sk-cxp-")
+
+            headers = {"authorization": f"Bearer {key}"}
+            with trio.fail_after(10):
+                while True:  # NOTIFY reaches the gateway within moments
+                    response = await client.post(
+                        "/backend-api/codex/responses",
+                        json=responses_body("Reply with exactly: configured live"),
+                        headers=headers,
+                    )
+                    if response.status_code != 401:
+                        break
+                    await trio.sleep(0.1)
+            assert response.status_code == 200
+            assert "configured live" in response.text
+
+            listed = json.loads(
+                await trio.to_thread.run_sync(
+                    lambda: pooler(env, "admin", "account", "list", "--json")
+                )
+            )
+            assert [a["email"] for a in listed] == ["user1@emulator.test"]
+            keys = json.loads(
+                await trio.to_thread.run_sync(lambda: pooler(env, "admin", "key", "list", "--json"))
+            )
+            assert key not in json.dumps(keys)  # the raw key is shown once, never listed
+
+            revoked = await trio.to_thread.run_sync(
+                lambda: pooler(env, "admin", "key", "revoke", keys[0]["key_prefix"])
+            )
+            assert "revoked" in revoked
+            with trio.fail_after(10):
+                while (
+                    await client.post(
+                        "/backend-api/codex/responses", json=responses_body(), headers=headers
+                    )
+                ).status_code != 401:
+                    await trio.sleep(0.1)
+
+        # SIGTERM drains and exits 0.
+        for proc in (gateway, emulator):
+            proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            assert await gateway.wait() == 0
+            assert await emulator.wait() == 0
+
+
+async def _process(
+    command: list[str], env: dict[str, str], *, task_status: trio.TaskStatus[trio.Process]
+) -> None:
+    proc = await trio.lowlevel.open_process(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        task_status.started(proc)
+        await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            with trio.move_on_after(5, shield=True):
+                await proc.wait()

@@ -1,0 +1,429 @@
+"""The running gateway under faults: a crashed AccountActor, stalled and cut upstreams, a
+client that leaves mid-stream, the database going away, and no task left behind.
+
+Every test runs the real stack (emulator, PostgreSQL, gateway) and speaks HTTP to it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from harness import Stack, open_stack, parse_sse, responses_body
+from pooler.actors import messages as m
+from pooler.actors.runtime import call
+from pooler.embedded import release_embedded_postgres, start_embedded_postgres
+from pooler.embedded import stop_embedded_postgres
+from pooler.migrate import migrate
+from pooler.web.settings import GatewaySettings
+
+RESPONSES = "/backend-api/codex/responses"
+
+
+def slow(deltas: int, delay_ms: int) -> dict[str, Any]:
+    """The emulator's per-request knobs: `deltas` text deltas, `delay_ms` before each event."""
+    return {"x-emulator-delay-ms": str(delay_ms), "x-emulator-events": str(deltas)}
+
+
+async def pinned_account(stack: Stack, client: httpx.AsyncClient, cache_key: str) -> str:
+    """Send one request with `cache_key`; the label of the account that served it (the key
+    sticks to that account from now on)."""
+    response = await client.post(RESPONSES, json=responses_body(prompt_cache_key=cache_key))
+    assert response.status_code == 200, response.text
+    return stack.label_of((await stack.upstream_requests())[-1]["account_id"])
+
+
+def event_types(text: str) -> list[str]:
+    return [e["type"] for e in parse_sse(text)]
+
+
+def completed_text(event: dict[str, Any]) -> str:
+    return text_of_output(event["response"])
+
+
+def text_of(events: list[dict[str, Any]]) -> str:
+    return "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+
+
+async def log_rows(stack: Stack, *columns: str) -> dict[str, tuple[Any, ...]]:
+    """request_id -> the given columns, for every request-log row."""
+    query = f"SELECT request_id, {', '.join(columns)} FROM request_logs"
+    rows = await stack.database.run(lambda conn: conn.execute(query).fetchall())
+    return {row[0]: tuple(row[1:]) for row in rows}
+
+
+async def wait_for_log(stack: Stack, request_id: str, *columns: str) -> tuple[Any, ...]:
+    with trio.fail_after(10):
+        while True:
+            found = (await log_rows(stack, *columns)).get(request_id)
+            if found is not None:
+                return found
+            await trio.sleep(0.05)
+
+
+# --- 1. an AccountActor crashes mid-request -------------------------------------------------
+
+
+async def test_crashed_account_actor_restarts_and_others_keep_serving(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with open_stack(db_url, tmp_path) as stack, stack.client() as client:
+        with trio.fail_after(20):
+            victim = await pinned_account(stack, client, "victim-conversation")
+            victim_id = (await stack.account_ids())[victim]
+            supervisor = stack.gateway.pool_supervisor
+            handle = supervisor.accounts[victim_id]
+            assert supervisor.crashes == 0 and handle.snapshot.alive
+
+            # A slow stream on the victim: 20 deltas, 50 ms before each event (~1.3 s).
+            slow_body = responses_body(
+                "Reply with exactly: survives",
+                prompt_cache_key="victim-conversation",
+                client_metadata=slow(20, 50),
+            )
+            started = trio.Event()
+            stream: dict[str, Any] = {}
+
+            async def slow_stream() -> None:
+                async with client.stream("POST", RESPONSES, json=slow_body) as response:
+                    stream["status"] = response.status_code
+                    stream["request_id"] = response.headers["x-request-id"]
+                    raw = ""
+                    async for chunk in response.aiter_text():
+                        raw += chunk
+                        if "response.output_text.delta" in raw:
+                            started.set()
+                    stream["events"] = parse_sse(raw)
+
+            others: list[httpx.Response] = []
+
+            async def other_request(i: int) -> None:
+                body = responses_body(prompt_cache_key=f"bystander-{i}")
+                others.append(await client.post(RESPONSES, json=body))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(slow_stream)
+                await started.wait()
+                crashed = await call(
+                    supervisor.mailbox, lambda r: m.CrashAccount(victim_id, r), timeout=5
+                )
+                assert crashed is True
+                for i in range(12):  # the other accounts keep serving meanwhile
+                    nursery.start_soon(other_request, i)
+                    await trio.sleep(0.02)
+
+            # The supervisor saw the crash and restarted the actor.
+            assert supervisor.crashes == 1
+            child = supervisor._supervisor.children[victim_id]
+            assert child.stats.crashes == 1
+            while not (child.running and handle.snapshot.alive):
+                await trio.sleep(0.01)
+            assert child.stats.restarts == 1
+
+            # Nobody else noticed: every bystander got a complete answer.
+            assert len(others) == 12
+            for response in others:
+                assert response.status_code == 200, response.text
+                assert event_types(response.text)[-1] == "response.completed"
+
+            # The in-flight stream does not belong to the actor (the relay and the upstream
+            # connection are the handler's), so it completes, in full.
+            assert stream["status"] == 200
+            events = stream["events"]
+            assert events[0]["type"] == "response.created"
+            assert events[-1]["type"] == "response.completed"
+            assert text_of(events) == completed_text(events[-1])
+            assert text_of(events).startswith("survives")
+            status, outcome = await wait_for_log(
+                stack, stream["request_id"], "status_code", "outcome"
+            )
+            assert (status, outcome) == (200, "completed")
+
+            # The restarted actor serves again, and its conversation still sticks to it.
+            await stack.control("POST", "reset")
+            body = responses_body(prompt_cache_key="victim-conversation")
+            response = await client.post(RESPONSES, json=body)
+            assert response.status_code == 200
+            assert event_types(response.text)[-1] == "response.completed"
+            served = (await stack.upstream_requests())[-1]
+            assert stack.label_of(served["account_id"]) == victim
+            assert supervisor.crashes == 1
+
+
+# --- 2. stalled upstreams are cut by their deadlines ---------------------------------------
+
+
+async def test_stalled_upstream_fails_over_then_every_account_stalled_is_a_clear_error(
+    db_url: str, tmp_path: Path
+) -> None:
+    settings = GatewaySettings(upstream_first_byte_timeout_s=1.0)
+    async with open_stack(db_url, tmp_path, settings=settings) as stack, stack.client() as client:
+        with trio.fail_after(20):
+            stalled = await pinned_account(stack, client, "stalled-conversation")
+            await stack.fault(stalled, "stall", times=1)
+            body = responses_body(prompt_cache_key="stalled-conversation")
+            began = time.monotonic()
+            response = await client.post(RESPONSES, json=body)
+            elapsed = time.monotonic() - began
+            assert response.status_code == 200, response.text
+            assert event_types(response.text)[-1] == "response.completed"
+            assert 1.0 <= elapsed < 3.0, elapsed
+            tail = (await stack.upstream_requests())[-2:]
+            assert [r["fault"] for r in tail] == ["stall", None]
+            assert stack.label_of(tail[0]["account_id"]) == stalled
+            assert stack.label_of(tail[1]["account_id"]) != stalled
+            retries, error_code = await wait_for_log(
+                stack, response.headers["x-request-id"], "retries", "error_code"
+            )
+            assert (retries, error_code) == (1, None)
+
+            # Every account stalls: each attempt is cut after 1 s, then a clear error.
+            for account in stack.emulator.accounts:
+                await stack.fault(account.label, "stall", times=100)
+            began = time.monotonic()
+            response = await client.post(RESPONSES, json=responses_body())
+            elapsed = time.monotonic() - began
+        budget = stack.gateway.pool_policy(
+            next(iter(stack.gateway.pool_supervisor.pools))
+        ).retry_budget
+        assert elapsed < (1 + budget) * 1.0 + 1.5, elapsed
+        assert response.status_code in (502, 503), response.text
+        assert response.headers["content-type"].startswith("application/json")
+        assert int(response.headers["retry-after"]) >= 1
+        error = response.json()["error"]
+        assert set(error) >= {"message", "type", "code", "param"}
+        assert isinstance(error["message"], str) and error["message"]
+        assert error["code"]
+        status, outcome, logged_code = await wait_for_log(
+            stack, response.headers["x-request-id"], "status_code", "outcome", "error_code"
+        )
+        assert (status, outcome, logged_code) == (response.status_code, "rejected", error["code"])
+
+
+async def test_idle_deadline_mid_stream_ends_with_response_failed(
+    db_url: str, tmp_path: Path
+) -> None:
+    settings = GatewaySettings(upstream_idle_timeout_s=0.3)
+    async with open_stack(db_url, tmp_path, settings=settings) as stack, stack.client() as client:
+        # The upstream answers its head at once, then waits 1 s before each event.
+        body = responses_body(client_metadata=slow(4, 1000))
+        with trio.fail_after(5):
+            began = time.monotonic()
+            response = await client.post(RESPONSES, json=body)
+            elapsed = time.monotonic() - began
+        assert response.status_code == 200
+        events = parse_sse(response.text)
+        assert [e["type"] for e in events] == ["response.failed"]
+        assert events[0]["response"]["error"]["code"] == "stream_idle_timeout"
+        assert elapsed < 1.0, elapsed  # cut at the idle deadline, not after the first event
+        status, outcome, error_code = await wait_for_log(
+            stack, response.headers["x-request-id"], "status_code", "outcome", "error_code"
+        )
+        assert (status, outcome, error_code) == (200, "stream_failed", "stream_idle_timeout")
+
+
+# --- 3. the upstream drops the connection mid-stream ----------------------------------------
+
+
+async def test_mid_stream_disconnect_fails_a_stream_but_not_a_collected_answer(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with open_stack(db_url, tmp_path) as stack, stack.client() as client:
+        with trio.fail_after(20):
+            cut = await pinned_account(stack, client, "cut-conversation")
+            await stack.control("POST", "reset")
+
+            # Streaming: the partial events reached the client, so no replay elsewhere.
+            await stack.fault(cut, "disconnect_mid_stream", times=1)
+            body = responses_body("Reply with exactly: partial", prompt_cache_key="cut-conversation")
+            response = await client.post(RESPONSES, json=body)
+            assert response.status_code == 200
+            types = event_types(response.text)
+            assert types[0] == "response.created"
+            assert types[-1] == "response.failed"
+            assert "response.completed" not in types
+            assert len(types) > 1  # the partial events came first
+            upstream = await stack.upstream_requests()
+            assert len(upstream) == 1 and stack.label_of(upstream[0]["account_id"]) == cut
+            status, outcome, error_code = await wait_for_log(
+                stack, response.headers["x-request-id"], "status_code", "outcome", "error_code"
+            )
+            assert (status, outcome) == (200, "stream_failed")
+            assert error_code in ("upstream_stream_broken", "upstream_stream_closed")
+
+            # Not streaming: nothing reached the client yet, so another account answers.
+            await stack.control("POST", "reset")
+            await stack.fault(cut, "disconnect_mid_stream", times=1)
+            body = responses_body(
+                "Reply with exactly: collected", prompt_cache_key="cut-conversation"
+            )
+            body.pop("stream")
+            response = await client.post(RESPONSES, json=body)
+            assert response.status_code == 200, response.text
+            payload = response.json()
+            assert payload["status"] == "completed"
+            assert text_of_output(payload) == "collected"
+            upstream = await stack.upstream_requests()
+            assert [r["fault"] for r in upstream] == ["disconnect_mid_stream", None]
+            assert stack.label_of(upstream[0]["account_id"]) == cut
+            assert stack.label_of(upstream[1]["account_id"]) != cut
+            retries, outcome = await wait_for_log(
+                stack, response.headers["x-request-id"], "retries", "outcome"
+            )
+            assert (retries, outcome) == (1, "completed")
+
+
+def text_of_output(payload: dict[str, Any]) -> str:
+    return "".join(
+        part["text"]
+        for item in payload["output"]
+        if item["type"] == "message"
+        for part in item["content"]
+    )
+
+
+# --- 4. the client leaves mid-stream --------------------------------------------------------
+
+
+async def test_client_disconnect_cancels_the_upstream_request(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with open_stack(db_url, tmp_path) as stack:
+        async with stack.client() as client:
+            with trio.fail_after(10):
+                label = await pinned_account(stack, client, "leaving-conversation")
+        account_id = (await stack.account_ids())[label]
+        handle = stack.gateway.pool_supervisor.accounts[account_id]
+
+        async def used_percent() -> float:
+            accounts = (await stack.control("GET", "accounts"))["accounts"]
+            return next(a["primary_used_percent"] for a in accounts if a["label"] == label)
+
+        charged_before = await used_percent()
+        # 20 deltas, 100 ms before each event: the whole stream would take ~2.5 s.
+        body = responses_body(
+            prompt_cache_key="leaving-conversation", client_metadata=slow(20, 100)
+        )
+        with trio.fail_after(10):
+            async with stack.client() as client:
+                async with client.stream("POST", RESPONSES, json=body) as response:
+                    assert response.status_code == 200
+                    request_id = response.headers["x-request-id"]
+                    seen = ""
+                    async for chunk in response.aiter_text():
+                        seen += chunk
+                        if "response.output_text.delta" in seen:
+                            break  # leave: the client closes its connection
+            left_at = time.monotonic()
+            assert handle.upstream.active_connections == 1 or handle.snapshot.in_flight <= 1
+
+            # The gateway notices, closes its upstream connection and releases the lease,
+            # promptly; the request is logged as the client's disconnect.
+            while handle.upstream.active_connections or handle.snapshot.in_flight:
+                await trio.sleep(0.01)
+            assert time.monotonic() - left_at < 1.0
+            status, outcome = await wait_for_log(stack, request_id, "status_code", "outcome")
+            assert (status, outcome) == (499, "client_disconnected")
+            assert time.monotonic() - left_at < 2.0
+
+            # The emulator charges an account only as it sends `response.completed`: past
+            # the time the whole stream would have taken, it still has not.
+            await trio.sleep(max(0.0, 3.0 - (time.monotonic() - left_at)))
+            assert await used_percent() == charged_before
+            upstream = await stack.upstream_requests()
+            assert len(upstream) == 2 and upstream[-1]["status"] == 200
+
+
+# --- 5. the database goes away and comes back -----------------------------------------------
+
+
+async def test_database_outage_loses_no_log_row(tmp_path: Path) -> None:
+    pg_dir = tmp_path / "pg-outage"
+    url = await trio.to_thread.run_sync(start_embedded_postgres, pg_dir)
+    try:
+        await trio.to_thread.run_sync(migrate, url)
+        await _outage_scenario(url, tmp_path / "gateway")
+    finally:
+        await trio.to_thread.run_sync(release_embedded_postgres, pg_dir)
+
+
+async def _outage_scenario(url: str, data_dir: Path) -> None:
+    pg_dir = data_dir.parent / "pg-outage"
+    count = 5
+    async with open_stack(url, data_dir) as stack, stack.client() as client:
+        writer = stack.gateway.log_writer
+        with trio.fail_after(10):
+            await pinned_account(stack, client, "before-outage")
+            await stack.wait_for_logs(1)
+        await trio.to_thread.run_sync(stop_embedded_postgres, pg_dir)
+
+        request_ids = []
+        with trio.fail_after(10):
+            for i in range(count):  # no request waits on the database
+                began = time.monotonic()
+                response = await client.post(
+                    RESPONSES, json=responses_body(prompt_cache_key=f"outage-{i}")
+                )
+                assert response.status_code == 200, response.text
+                assert event_types(response.text)[-1] == "response.completed"
+                assert time.monotonic() - began < 1.0
+                request_ids.append(response.headers["x-request-id"])
+        with trio.fail_after(20):
+            while not (writer.failed_batches > 0 and writer.pending == count):
+                await trio.sleep(0.05)
+        assert writer.dropped == 0
+
+        await trio.to_thread.run_sync(start_embedded_postgres, pg_dir)
+        with trio.fail_after(30):
+            while writer.pending:
+                await trio.sleep(0.05)
+        rows = await stack.database.run(
+            lambda conn: conn.execute(
+                "SELECT request_id, count(*) FROM request_logs"
+                " WHERE request_id = ANY(%s) GROUP BY request_id",
+                (request_ids,),
+            ).fetchall()
+        )
+        assert dict(rows) == dict.fromkeys(request_ids, 1)
+        attempts = await stack.database.run(
+            lambda conn: conn.execute(
+                "SELECT count(*) FROM request_attempts WHERE request_id = ANY(%s)",
+                (request_ids,),
+            ).fetchone()[0]
+        )
+        assert attempts == count
+        assert writer.dropped == 0
+
+
+# --- 6. no task outlives the stack ----------------------------------------------------------
+
+
+async def test_no_task_is_left_after_the_stack_closes(db_url: str, tmp_path: Path) -> None:
+    def task_count() -> int:
+        def walk(task: trio.lowlevel.Task) -> int:
+            return 1 + sum(walk(t) for n in task.child_nurseries for t in n.child_tasks)
+
+        return walk(trio.lowlevel.current_root_task())
+
+    before = task_count()
+    async with open_stack(db_url, tmp_path) as stack, stack.client() as client:
+        with trio.fail_after(20):
+            await pinned_account(stack, client, "task-leak")
+            body = responses_body(client_metadata=slow(20, 100))
+            async with client.stream("POST", RESPONSES, json=body) as response:
+                async for chunk in response.aiter_text():
+                    if "delta" in chunk:
+                        break
+            assert task_count() > before
+    with trio.fail_after(5):
+        while task_count() != before:
+            await trio.sleep(0.01)
+    assert task_count() == before
+    _ = json  # keep the import for debugging payloads
+    _ = pytest
