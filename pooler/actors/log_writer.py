@@ -39,7 +39,6 @@ class LogWriter(Generic[Row]):
         self.written = 0
         self.failed_batches = 0
         self._wakeup = trio.Event()
-        self._idle = trio.Event()
 
     @property
     def pending(self) -> int:
@@ -52,7 +51,6 @@ class LogWriter(Generic[Row]):
                 log.error("request-log buffer full: %d rows dropped so far", self.dropped)
             return
         self._buffer.append(row)
-        self._idle = trio.Event() if self._idle.is_set() else self._idle
         if len(self._buffer) >= self.batch_size:
             self._wakeup.set()
 
@@ -83,7 +81,6 @@ class LogWriter(Generic[Row]):
             for _ in batch:
                 self._buffer.popleft()
             self.written += len(batch)
-        self._idle.set()
         return 0.0
 
     async def wait_flushed(self) -> None:

@@ -16,7 +16,7 @@ from uuid import UUID
 from pooler.config import load_config
 from pooler.crypto import Keyring
 from pooler.db import Database
-from pooler.store import accounts, keys, operators, pools
+from pooler.store import accounts, keys, mcp_tokens, operators, pools
 from pooler.store.common import Conn, StoreError
 
 T = TypeVar("T")
@@ -75,6 +75,15 @@ def register(commands: Any) -> None:
     revoke = key.add_parser("revoke", help="revoke a key by prefix or id")
     revoke.add_argument("key")
     _json(revoke).set_defaults(handler=key_revoke)
+
+    mcp = groups.add_parser("mcp-token", help="operator MCP tokens").add_subparsers(
+        dest="action", required=True
+    )
+    create = mcp.add_parser("create", help="create an MCP token for an operator (printed once)")
+    create.add_argument("--email", required=True)
+    create.add_argument("--name", default="")
+    _json(create).set_defaults(handler=mcp_token_create)
+    _json(mcp.add_parser("list", help="list MCP tokens")).set_defaults(handler=mcp_token_list)
 
 
 def _json(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -234,3 +243,25 @@ def key_list(args: argparse.Namespace) -> int:
 def key_revoke(args: argparse.Namespace) -> int:
     key = _run(lambda conn: keys.revoke_key(conn, args.key, actor="cli"))
     return _emit(args, key, f"key {key.key_prefix} revoked")
+
+
+def mcp_token_create(args: argparse.Namespace) -> int:
+    config = load_config()
+    raw, token = _run(
+        lambda conn: mcp_tokens.create_mcp_token(
+            conn, config.secret_key, args.email, args.name, actor="cli"
+        )
+    )
+    if args.json:
+        return _emit(args, {"token": raw, **_plain(token)}, "")
+    print(raw)
+    print(
+        f"(MCP token {token.token_prefix}… for {token.operator_email}: shown once)", file=sys.stderr
+    )
+    return 0
+
+
+def mcp_token_list(args: argparse.Namespace) -> int:
+    found = _run(mcp_tokens.list_mcp_tokens)
+    rows = [[t.token_prefix, t.operator_email, t.name, t.status] for t in found]
+    return _emit(args, found, _table(rows, ["PREFIX", "OPERATOR", "NAME", "STATUS"]))

@@ -36,6 +36,12 @@ def register(commands: Any) -> None:
     mig.add_argument("--json", action="store_true")
     mig.set_defaults(handler=migrate_command)
 
+    rotate = commands.add_parser(
+        "rotate-keys", help="re-encrypt every upstream secret under the current key"
+    )
+    rotate.add_argument("--json", action="store_true")
+    rotate.set_defaults(handler=rotate_keys_command)
+
     emu = commands.add_parser("emulator", help="run the fake Codex upstream and OAuth server")
     emu.add_argument("--host", default="127.0.0.1")
     emu.add_argument("--port", type=int, default=4100)
@@ -97,6 +103,26 @@ def migrate_command(args: argparse.Namespace) -> int:
         print(
             f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else "")
         )
+    return 0
+
+
+def rotate_keys_command(args: argparse.Namespace) -> int:
+    from pooler.crypto import Keyring
+    from pooler.store.credentials import reencrypt_all_secrets
+
+    config = load_config()
+    keyring = Keyring(config.upstream_secret_key, config.upstream_secret_keys_old)
+    _, db = open_database(config)
+    try:
+        count = db.run_sync(lambda conn: reencrypt_all_secrets(conn, keyring))
+    finally:
+        db.close()
+    if args.json:
+        import json
+
+        print(json.dumps({"reencrypted": count}))
+    else:
+        print(f"re-encrypted {count} secret(s) under the current key")
     return 0
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pooler.actors import messages as m
-from pooler.actors.runtime import ActorDead, CallTimeout, Mailbox, call
+from pooler.actors.runtime import ActorDead, CallTimeout, Mailbox, ReplyTo, call
 from pooler.errors import NoEligibleBackend, UsageLimitReached
 from pooler.routing.choose import Choice
 
@@ -36,14 +36,13 @@ async def lease_account(
     timeout: float,  # noqa: ASYNC109  (passed on to call(), the actor edge)
 ) -> m.Lease | None:
     """The next account to try, or None when no eligible account is left."""
-    try:
-        choice, candidates = await call(
-            supervisor,
-            lambda reply: m.LeaseRequest(
-                attempts.pool_id, attempts.continuity_keys, frozenset(attempts.tried), reply
-            ),
-            timeout=timeout,
+    def request(reply: ReplyTo[tuple[Choice, list[m.LeaseCandidate]]]) -> m.LeaseRequest:
+        return m.LeaseRequest(
+            attempts.pool_id, attempts.continuity_keys, frozenset(attempts.tried), reply
         )
+
+    try:
+        choice, candidates = await call(supervisor, request, timeout=timeout)
     except (CallTimeout, ActorDead) as exc:
         raise NoEligibleBackend("the account supervisor is not answering", retry_after=1) from exc
     attempts.last_choice = choice

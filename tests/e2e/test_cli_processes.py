@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import trio
-
 from harness import responses_body
 
 

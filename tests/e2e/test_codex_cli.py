@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 
 import trio
-
 from harness import open_stack, require_tool
 
 PROMPT = "Please run `echo pooler-e2e-tool-output` and tell me what it printed"

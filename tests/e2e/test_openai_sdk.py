@@ -7,7 +7,6 @@ from pathlib import Path
 import openai
 import pytest
 import trio
-
 from harness import open_stack
 
 

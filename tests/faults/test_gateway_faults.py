@@ -6,7 +6,9 @@ Every test runs the real stack (emulator, PostgreSQL, gateway) and speaks HTTP t
 
 from __future__ import annotations
 
-import json
+import contextlib
+import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -14,13 +16,17 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from harness import POOL, Stack, open_stack, parse_sse, responses_body
 
-from harness import Stack, open_stack, parse_sse, responses_body
 from pooler.actors import messages as m
 from pooler.actors.runtime import call
-from pooler.embedded import release_embedded_postgres, start_embedded_postgres
-from pooler.embedded import stop_embedded_postgres
+from pooler.embedded import (
+    release_embedded_postgres,
+    start_embedded_postgres,
+    stop_embedded_postgres,
+)
 from pooler.migrate import migrate
+from pooler.store.keys import create_key
 from pooler.web.settings import GatewaySettings
 
 RESPONSES = "/backend-api/codex/responses"
@@ -241,7 +247,9 @@ async def test_mid_stream_disconnect_fails_a_stream_but_not_a_collected_answer(
 
             # Streaming: the partial events reached the client, so no replay elsewhere.
             await stack.fault(cut, "disconnect_mid_stream", times=1)
-            body = responses_body("Reply with exactly: partial", prompt_cache_key="cut-conversation")
+            body = responses_body(
+                "Reply with exactly: partial", prompt_cache_key="cut-conversation"
+            )
             response = await client.post(RESPONSES, json=body)
             assert response.status_code == 200
             types = event_types(response.text)
@@ -288,142 +296,165 @@ def text_of_output(payload: dict[str, Any]) -> str:
     )
 
 
-# --- 4. the client leaves mid-stream --------------------------------------------------------
-
-
-async def test_client_disconnect_cancels_the_upstream_request(
-    db_url: str, tmp_path: Path
-) -> None:
-    async with open_stack(db_url, tmp_path) as stack:
-        async with stack.client() as client:
-            with trio.fail_after(10):
-                label = await pinned_account(stack, client, "leaving-conversation")
-        account_id = (await stack.account_ids())[label]
-        handle = stack.gateway.pool_supervisor.accounts[account_id]
-
-        async def used_percent() -> float:
-            accounts = (await stack.control("GET", "accounts"))["accounts"]
-            return next(a["primary_used_percent"] for a in accounts if a["label"] == label)
-
-        charged_before = await used_percent()
-        # 20 deltas, 100 ms before each event: the whole stream would take ~2.5 s.
-        body = responses_body(
-            prompt_cache_key="leaving-conversation", client_metadata=slow(20, 100)
-        )
-        with trio.fail_after(10):
-            async with stack.client() as client:
-                async with client.stream("POST", RESPONSES, json=body) as response:
-                    assert response.status_code == 200
-                    request_id = response.headers["x-request-id"]
-                    seen = ""
-                    async for chunk in response.aiter_text():
-                        seen += chunk
-                        if "response.output_text.delta" in seen:
-                            break  # leave: the client closes its connection
-            left_at = time.monotonic()
-            assert handle.upstream.active_connections == 1 or handle.snapshot.in_flight <= 1
-
-            # The gateway notices, closes its upstream connection and releases the lease,
-            # promptly; the request is logged as the client's disconnect.
-            while handle.upstream.active_connections or handle.snapshot.in_flight:
-                await trio.sleep(0.01)
-            assert time.monotonic() - left_at < 1.0
-            status, outcome = await wait_for_log(stack, request_id, "status_code", "outcome")
-            assert (status, outcome) == (499, "client_disconnected")
-            assert time.monotonic() - left_at < 2.0
-
-            # The emulator charges an account only as it sends `response.completed`: past
-            # the time the whole stream would have taken, it still has not.
-            await trio.sleep(max(0.0, 3.0 - (time.monotonic() - left_at)))
-            assert await used_percent() == charged_before
-            upstream = await stack.upstream_requests()
-            assert len(upstream) == 2 and upstream[-1]["status"] == 200
-
-
 # --- 5. the database goes away and comes back -----------------------------------------------
 
 
+async def listener_pids(stack: Stack) -> list[int]:
+    """Backends of this database holding the gateway's LISTEN connection."""
+    rows = await stack.database.run(
+        lambda conn: conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND query ILIKE 'LISTEN%%'"
+        ).fetchall()
+    )
+    return [pid for (pid,) in rows]
+
+
+async def key_works(stack: Stack, raw_key: str) -> bool:
+    async with stack.client(headers={"Authorization": f"Bearer {raw_key}"}) as client:
+        return (await client.post(RESPONSES, json=responses_body())).status_code == 200
+
+
+async def new_key(stack: Stack, name: str) -> str:
+    raw, _ = await stack.database.run(
+        lambda conn: create_key(conn, stack.config.secret_key, POOL, name)
+    )
+    return raw
+
+
 async def test_database_outage_loses_no_log_row(tmp_path: Path) -> None:
-    pg_dir = tmp_path / "pg-outage"
+    pg_dir = tmp_path / "pg"  # a private server: this test stops it
     url = await trio.to_thread.run_sync(start_embedded_postgres, pg_dir)
     try:
         await trio.to_thread.run_sync(migrate, url)
-        await _outage_scenario(url, tmp_path / "gateway")
+        async with open_stack(url, tmp_path / "gateway") as stack, stack.client() as client:
+            await _ride_out_an_outage(stack, client, pg_dir)
     finally:
         await trio.to_thread.run_sync(release_embedded_postgres, pg_dir)
 
 
-async def _outage_scenario(url: str, data_dir: Path) -> None:
-    pg_dir = data_dir.parent / "pg-outage"
+async def _ride_out_an_outage(stack: Stack, client: httpx.AsyncClient, pg_dir: Path) -> None:
     count = 5
-    async with open_stack(url, data_dir) as stack, stack.client() as client:
-        writer = stack.gateway.log_writer
-        with trio.fail_after(10):
-            await pinned_account(stack, client, "before-outage")
-            await stack.wait_for_logs(1)
-        await trio.to_thread.run_sync(stop_embedded_postgres, pg_dir)
+    writer = stack.gateway.log_writer
+    with trio.fail_after(10):
+        await pinned_account(stack, client, "before-outage")
+        await stack.wait_for_logs(1)
+        assert await listener_pids(stack)
+    await trio.to_thread.run_sync(stop_embedded_postgres, pg_dir)
 
-        request_ids = []
-        with trio.fail_after(10):
-            for i in range(count):  # no request waits on the database
-                began = time.monotonic()
-                response = await client.post(
-                    RESPONSES, json=responses_body(prompt_cache_key=f"outage-{i}")
-                )
-                assert response.status_code == 200, response.text
-                assert event_types(response.text)[-1] == "response.completed"
-                assert time.monotonic() - began < 1.0
-                request_ids.append(response.headers["x-request-id"])
-        with trio.fail_after(20):
-            while not (writer.failed_batches > 0 and writer.pending == count):
-                await trio.sleep(0.05)
-        assert writer.dropped == 0
+    request_ids = []
+    with trio.fail_after(10):
+        for i in range(count):  # no request waits on the database
+            began = time.monotonic()
+            body = responses_body(prompt_cache_key=f"outage-{i}")
+            response = await client.post(RESPONSES, json=body)
+            assert response.status_code == 200, response.text
+            assert event_types(response.text)[-1] == "response.completed"
+            assert time.monotonic() - began < 1.0
+            request_ids.append(response.headers["x-request-id"])
+    with trio.fail_after(15):  # a batch fails once the pool's acquire timeout (5 s) passes
+        while not (writer.failed_batches > 0 and writer.pending == count):
+            await trio.sleep(0.05)
+    assert writer.dropped == 0
 
-        await trio.to_thread.run_sync(start_embedded_postgres, pg_dir)
-        with trio.fail_after(30):
-            while writer.pending:
+    await trio.to_thread.run_sync(start_embedded_postgres, pg_dir)
+    with trio.fail_after(20):
+        while writer.pending:
+            await trio.sleep(0.05)
+    rows = await stack.database.run(
+        lambda conn: conn.execute(
+            "SELECT request_id, count(*) FROM request_logs GROUP BY request_id"
+        ).fetchall()
+    )
+    logged = dict(rows)
+    assert len(logged) == count + 1
+    assert all(logged[request_id] == 1 for request_id in request_ids)
+    attempts = await stack.database.run(
+        lambda conn: conn.execute(
+            "SELECT count(*) FROM request_attempts WHERE request_id = ANY(%s)", (request_ids,)
+        ).fetchone()[0]
+    )
+    assert attempts == count
+    assert writer.dropped == 0
+
+    # The configuration listener came back too: a change made now reaches the gateway.
+    with trio.fail_after(15):
+        while not await listener_pids(stack):
+            await trio.sleep(0.05)
+        raw_key = await new_key(stack, "after-outage")
+        while not await key_works(stack, raw_key):
+            await trio.sleep(0.05)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Gateway.run starts db.listen without on_reconnect: a NOTIFY sent while the "
+    "LISTEN connection is down is lost and the cache is never reloaded",
+)
+async def test_config_change_while_the_listener_reconnects_is_not_lost(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with open_stack(db_url, tmp_path) as stack:
+        with trio.fail_after(10):
+            [listener] = await listener_pids(stack)
+            await stack.database.run(
+                lambda conn: conn.execute("SELECT pg_terminate_backend(%s)", (listener,))
+            )
+            while await listener_pids(stack):
+                await trio.sleep(0.005)
+            # The listener backs off (0.2 s) before it reconnects; a key created meanwhile
+            # is announced to nobody.
+            raw_key = await new_key(stack, "while-reconnecting")
+            if await listener_pids(stack):
+                pytest.skip("the listener came back before the NOTIFY: nothing to show")
+            while not await listener_pids(stack):
+                await trio.sleep(0.01)
+        with trio.move_on_after(3):
+            while not await key_works(stack, raw_key):
                 await trio.sleep(0.05)
-        rows = await stack.database.run(
-            lambda conn: conn.execute(
-                "SELECT request_id, count(*) FROM request_logs"
-                " WHERE request_id = ANY(%s) GROUP BY request_id",
-                (request_ids,),
-            ).fetchall()
-        )
-        assert dict(rows) == dict.fromkeys(request_ids, 1)
-        attempts = await stack.database.run(
-            lambda conn: conn.execute(
-                "SELECT count(*) FROM request_attempts WHERE request_id = ANY(%s)",
-                (request_ids,),
-            ).fetchone()[0]
-        )
-        assert attempts == count
-        assert writer.dropped == 0
+        assert await key_works(stack, raw_key), "the gateway never reloaded its keys"
 
 
 # --- 6. no task outlives the stack ----------------------------------------------------------
 
 
-async def test_no_task_is_left_after_the_stack_closes(db_url: str, tmp_path: Path) -> None:
-    def task_count() -> int:
-        def walk(task: trio.lowlevel.Task) -> int:
-            return 1 + sum(walk(t) for n in task.child_nurseries for t in n.child_tasks)
+def task_count() -> int:
+    def walk(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(walk(child) for n in task.child_nurseries for child in n.child_tasks)
 
-        return walk(trio.lowlevel.current_root_task())
+    return walk(trio.lowlevel.current_root_task())
 
-    before = task_count()
-    async with open_stack(db_url, tmp_path) as stack, stack.client() as client:
-        with trio.fail_after(20):
-            await pinned_account(stack, client, "task-leak")
-            body = responses_body(client_metadata=slow(20, 100))
-            async with client.stream("POST", RESPONSES, json=body) as response:
-                async for chunk in response.aiter_text():
-                    if "delta" in chunk:
-                        break
-            assert task_count() > before
-    with trio.fail_after(5):
-        while task_count() != before:
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+async def test_no_task_thread_or_socket_outlives_the_stack(db_url: str, tmp_path: Path) -> None:
+    tasks, fds = task_count(), open_fds()
+    started: list[str] = []
+    with trio.fail_after(20):
+        async with trio.open_nursery() as clients:  # clients outlive the stack
+            async with open_stack(db_url, tmp_path) as stack:
+                await stack.fault("account-1", "stall", times=100)
+
+                async def request(body: dict[str, Any]) -> None:
+                    with contextlib.suppress(httpx.HTTPError):
+                        async with stack.client() as client:
+                            async with client.stream("POST", RESPONSES, json=body) as response:
+                                async for _ in response.aiter_raw():
+                                    started.append("stream")
+
+                # In flight as the stack closes: a slow stream and a stalled request.
+                clients.start_soon(request, responses_body(client_metadata=slow(50, 100)))
+                for i in range(3):
+                    clients.start_soon(request, responses_body(prompt_cache_key=f"leak-{i}"))
+                while not started or not any(
+                    r["fault"] == "stall" for r in await stack.upstream_requests()
+                ):
+                    await trio.sleep(0.02)
+                assert task_count() > tasks
+            clients.cancel_scope.cancel()
+        while task_count() != tasks:
             await trio.sleep(0.01)
-    assert task_count() == before
-    _ = json  # keep the import for debugging payloads
-    _ = pytest
+    assert [t.name for t in threading.enumerate() if t.name.startswith("pooler")] == []
+    assert open_fds() == fds

@@ -8,8 +8,8 @@ import httpx
 import pytest
 import trio
 import zstandard
-
 from harness import open_stack, parse_sse, responses_body
+
 from pooler.web.settings import GatewaySettings
 
 

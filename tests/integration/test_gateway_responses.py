@@ -6,7 +6,6 @@ from collections import Counter
 from pathlib import Path
 
 import trio
-
 from harness import open_stack, parse_sse, responses_body
 
 
