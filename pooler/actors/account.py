@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import trio
@@ -62,7 +62,6 @@ class AccountState:
     chatgpt_account_id: str
     consecutive_failures: int = 0
     refresh_generation: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _window(window: QuotaWindow | None) -> WindowState | None:
@@ -130,8 +129,6 @@ class AccountActor:
             )
         elif isinstance(message, m.GetSnapshot):
             message.reply_to.send(self.state.snapshot)
-        elif isinstance(message, Exception):
-            raise message  # fault injection: the actor crashes exactly as a bug would
         else:
             log.warning("account %s: unknown message %s", self.state.snapshot.label, type(message))
 
@@ -186,8 +183,8 @@ class AccountActor:
             self.state.consecutive_failures = 0
             if snap.blocked_until is not None:
                 snap = replace(snap, blocked_until=None)
-        elif kind == m.UNAUTHORIZED:
-            self._start_refresh(self._credentials.access_token if self._credentials else "")
+        # An UNAUTHORIZED release needs nothing here: the handler follows it with RefreshNow
+        # naming the token that failed, so a token someone already refreshed is not redone.
         self._publish(snap)
 
     def _refresh_now(self, message: m.RefreshNow) -> None:

@@ -439,10 +439,12 @@ async def test_no_task_thread_or_socket_outlives_the_stack(db_url: str, tmp_path
 
                 async def request(body: dict[str, Any]) -> None:
                     with contextlib.suppress(httpx.HTTPError):
-                        async with stack.client() as client:
-                            async with client.stream("POST", RESPONSES, json=body) as response:
-                                async for _ in response.aiter_raw():
-                                    started.append("stream")
+                        async with (
+                            stack.client() as client,
+                            client.stream("POST", RESPONSES, json=body) as response,
+                        ):
+                            async for _ in response.aiter_raw():
+                                started.append("stream")
 
                 # In flight as the stack closes: a slow stream and a stalled request.
                 clients.start_soon(request, responses_body(client_metadata=slow(50, 100)))

@@ -1,0 +1,62 @@
+"""The smaller routes: models through a Pool account, health, readiness, metrics, websocket."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import trio
+import trio_websocket
+
+from harness import open_stack, responses_body
+
+
+async def test_models_are_fetched_through_a_pool_account(db_url: str, tmp_path: Path) -> None:
+    async with open_stack(db_url, tmp_path) as stack, stack.client() as client:
+        with trio.fail_after(20):
+            response = await client.get("/backend-api/codex/models?client_version=0.169.0")
+        assert response.status_code == 200, response.text
+        slugs = [model["slug"] for model in response.json()["models"]]
+        assert "gpt-5.5" in slugs
+        etag = response.headers["etag"]
+        cached = await client.get(
+            "/backend-api/codex/models?client_version=0.169.0", headers={"if-none-match": etag}
+        )
+        assert cached.status_code == 304
+        alias = await client.get("/backend-api/codex/v1/models")
+        assert alias.status_code == 200
+        upstream = await stack.upstream_requests("/models")
+        assert upstream and all(r["status"] in (200, 304) for r in upstream)
+        async with httpx.AsyncClient(base_url=stack.url) as anon:
+            assert (await anon.get("/backend-api/codex/models")).status_code == 401
+
+
+async def test_health_readiness_and_metrics(db_url: str, tmp_path: Path) -> None:
+    async with open_stack(db_url, tmp_path) as stack:
+        async with stack.client() as client:
+            assert (
+                await client.post("/backend-api/codex/responses", json=responses_body())
+            ).status_code == 200
+        async with httpx.AsyncClient(base_url=stack.url) as anon:
+            assert (await anon.get("/healthz")).json() == {"status": "ok"}
+            assert (await anon.get("/readyz")).json() == {"status": "ready"}
+            metrics = (await anon.get("/metrics")).text
+        assert 'codex_pooler_requests_total{outcome="completed",route="responses"} 1.0' in metrics
+        assert 'codex_pooler_accounts{lifecycle="active"} 3.0' in metrics
+        assert "codex_pooler_log_rows_dropped_total 0.0" in metrics
+
+
+async def test_websocket_upgrade_gets_426_so_codex_falls_back_to_http(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with open_stack(db_url, tmp_path) as stack:
+        url = stack.url.replace("http://", "ws://") + "/backend-api/codex/responses"
+        with trio.fail_after(10):
+            try:
+                async with trio_websocket.open_websocket_url(
+                    url, extra_headers=[(b"authorization", f"Bearer {stack.key}".encode())]
+                ):
+                    raise AssertionError("the upgrade should have been refused")
+            except trio_websocket.HandshakeError as refused:
+                assert isinstance(refused, trio_websocket.ConnectionRejected)
+                assert refused.status_code == 426
