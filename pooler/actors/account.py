@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
@@ -62,6 +62,9 @@ class AccountState:
     chatgpt_account_id: str
     consecutive_failures: int = 0
     refresh_generation: int = 0
+    # Leases outlive a crash of the actor (their requests keep running), so they live here.
+    leases: set[int] = field(default_factory=set)
+    next_lease: int = 0
 
 
 def _window(window: QuotaWindow | None) -> WindowState | None:
@@ -89,8 +92,6 @@ class AccountActor:
         self._refresh_credentials = refresh_credentials
         self._persist_quota = persist_quota
         self._credentials: Credentials | None = None
-        self._leases: set[int] = set()
-        self._next_lease = 0
         self._refreshing = False
         self._waiters: list[ReplyTo[str]] = []
         self._timer_scope: trio.CancelScope | None = None
@@ -102,14 +103,21 @@ class AccountActor:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._credentials = await self._load_credentials(self.account_id)
-        self._leases.clear()
-        self._set(in_flight=0, alive=True)
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            self._schedule_refresh_ahead()
-            task_status.started()
-            async for message in self.mailbox.receive_channel:
-                self.handle(message)
+        self._refreshing = False
+        self._waiters = []
+        self._set(in_flight=len(self.state.leases), alive=True)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._schedule_refresh_ahead()
+                task_status.started()
+                async for message in self.mailbox.receive_channel:
+                    self.handle(message)
+        finally:
+            self._nursery = None
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:  # nobody is left to finish their refresh
+                waiter.fail(RefreshUnavailable("the account actor stopped"))
 
     # --- decisions ---------------------------------------------------------------------
 
@@ -137,11 +145,11 @@ class AccountActor:
         creds = self._credentials
         if snap.lifecycle != "active" or creds is None or snap.in_flight >= snap.max_in_flight:
             return None
-        self._next_lease += 1
-        self._leases.add(self._next_lease)
-        self._set(in_flight=snap.in_flight + 1)
+        self.state.next_lease += 1
+        self.state.leases.add(self.state.next_lease)
+        self._set(in_flight=len(self.state.leases))
         return m.Lease(
-            lease_id=self._next_lease,
+            lease_id=self.state.next_lease,
             account_id=snap.account_id,
             label=snap.label,
             chatgpt_account_id=self.state.chatgpt_account_id,
@@ -152,9 +160,9 @@ class AccountActor:
 
     def _release(self, lease_id: int, outcome: m.Outcome) -> None:
         snap = self.state.snapshot
-        if lease_id in self._leases:
-            self._leases.discard(lease_id)
-            snap = replace(snap, in_flight=max(0, snap.in_flight - 1))
+        if lease_id in self.state.leases:
+            self.state.leases.discard(lease_id)
+            snap = replace(snap, in_flight=len(self.state.leases))
         now = time.time()
         evidence = outcome.rate_limits
         if evidence is None and outcome.headers:

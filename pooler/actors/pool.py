@@ -149,7 +149,7 @@ class PoolSupervisor:
         self.crashes += 1
         handle = self.accounts.get(name)
         if handle is not None:
-            handle.state.snapshot = replace(handle.state.snapshot, alive=False, in_flight=0)
+            handle.state.snapshot = replace(handle.state.snapshot, alive=False)
 
     # --- configuration -------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from functools import partial
 from typing import Any
 
 import httpx
@@ -83,7 +84,15 @@ class Gateway:
                 await nursery.start(self.log_writer.run)
                 await nursery.start(self.pool_supervisor.run)
                 await self.reload()
-                await nursery.start(self.db.listen, CONFIG_CHANNEL, self._on_notify)
+                await nursery.start(
+                    partial(
+                        self.db.listen,
+                        CONFIG_CHANNEL,
+                        self._on_notify,
+                        # Notifications sent while the listener was away are lost: reload.
+                        on_reconnect=self._reload_wanted_now,
+                    )
+                )
                 nursery.start_soon(self._reload_loop)
                 nursery.start_soon(self._quota_flush_loop)
                 self.configured = True
@@ -103,6 +112,9 @@ class Gateway:
         )
 
     def _on_notify(self, payload: str) -> None:
+        self._reload_wanted.set()
+
+    def _reload_wanted_now(self) -> None:
         self._reload_wanted.set()
 
     async def _reload_loop(self) -> None:

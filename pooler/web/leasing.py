@@ -36,6 +36,7 @@ async def lease_account(
     timeout: float,  # noqa: ASYNC109  (passed on to call(), the actor edge)
 ) -> m.Lease | None:
     """The next account to try, or None when no eligible account is left."""
+
     def request(reply: ReplyTo[tuple[Choice, list[m.LeaseCandidate]]]) -> m.LeaseRequest:
         return m.LeaseRequest(
             attempts.pool_id, attempts.continuity_keys, frozenset(attempts.tried), reply

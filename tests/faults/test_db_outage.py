@@ -6,6 +6,8 @@ basetemp (see `embedded_data_dir`).
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
 import time
@@ -213,6 +215,7 @@ def test_deep_data_dir_gets_a_short_socket_path(pg_data_dir: Path) -> None:
         host = conninfo_to_dict(url)["host"]
         assert len(f"{host}/.s.PGSQL.5432") <= 107
         assert is_up(url)
+        assert stat.S_IMODE(os.stat(host).st_mode) == 0o700  # trust auth: keep others out
     finally:
         embedded.release_embedded_postgres(deep)
     assert wait_down(url)

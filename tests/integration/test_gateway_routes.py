@@ -7,7 +7,6 @@ from pathlib import Path
 import httpx
 import trio
 import trio_websocket
-
 from harness import open_stack, responses_body
 
 

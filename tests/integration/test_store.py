@@ -594,6 +594,20 @@ async def test_cancelled_run_rolls_back_promptly(database: Database) -> None:
         assert await database.ping()
 
 
+async def test_run_under_a_cancelled_scope_never_starts(database: Database) -> None:
+    ran = threading.Event()
+
+    def write(conn: psycopg.Connection[Any]) -> None:
+        ran.set()
+        store.create_pool(conn, "never")
+
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await database.run(write)
+    assert scope.cancelled_caught and not ran.is_set()
+    assert await database.run(store.list_pools) == []
+
+
 async def test_unreachable_server_is_database_unavailable() -> None:
     db = Database.open("postgresql://postgres@/pooler?host=/nonexistent-dir", acquire_timeout=0.5)
     try:
