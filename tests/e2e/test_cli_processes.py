@@ -157,3 +157,36 @@ async def _process(
             proc.kill()
             with trio.move_on_after(5, shield=True):
                 await proc.wait()
+
+
+async def test_pooler_demo_serves_a_seeded_pool(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_POOLER_")}
+    command = [
+        sys.executable,
+        "-m",
+        "pooler.cli.main",
+        "demo",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp_path / "demo"),
+    ]
+    async with trio.open_nursery() as nursery:
+        demo = await nursery.start(_process, command, env)
+        banner = await wait_for_line(demo, b"Press Ctrl-C", 60)
+        key = banner.split(b"CODEX_POOLER_API_KEY=", 1)[1].split(b"\n", 1)[0].decode().strip()
+        assert key.startswith("sk-cxp-")
+        assert f"http://127.0.0.1:{port}/backend-api/codex".encode() in banner
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            for i in range(3):
+                response = await client.post(
+                    "/backend-api/codex/responses",
+                    json=responses_body("Reply with exactly: demo works", prompt_cache_key=f"d{i}"),
+                    headers={"authorization": f"Bearer {key}"},
+                )
+                assert response.status_code == 200
+                assert "demo works" in response.text
+        demo.send_signal(signal.SIGINT)
+        with trio.fail_after(30):
+            assert await demo.wait() == 0
