@@ -2,7 +2,9 @@
 
 Theory of operation:
 
-- A round first opens `concurrency` connections (not timed), then calls `on_start`, runs
+- A round first opens `concurrency` connections and carries one cheap untimed GET over
+  each (so every hop behind it is connected too: the relay's upstream socket, say, or a
+  server's accept backlog overflowing at c=200), then calls `on_start`, runs
   the load until `duration` has passed, waits for the requests in flight, and calls
   `on_stop` (the caller reads process CPU there, so only the timed window is counted).
 - Closed loop: every connection sends its next request as soon as the previous answer
@@ -33,7 +35,7 @@ import h11
 import trio
 from stats import Histogram, summarize
 
-__all__ = ["Probe", "RoundResult", "Target", "run_round"]
+__all__ = ["Connection", "Probe", "RequestFailed", "RoundResult", "Target", "run_round"]
 
 REQUEST_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 10.0
@@ -41,6 +43,8 @@ RECEIVE_SIZE = 64 * 1024
 PROBE_INTERVAL_S = 0.02
 LAG_INTERVAL_S = 0.005
 MARKER_CARRY = 64
+# Any cheap answer will do (the emulator says 404): it proves the whole path is connected.
+PRIMING_PATH = b"/healthz"
 
 
 @dataclass(frozen=True)
@@ -56,14 +60,18 @@ class Target:
     success_marker: bytes = b""
     request: h11.Request = field(init=False, repr=False)
     data: h11.Data | None = field(init=False, repr=False)
+    priming: h11.Request = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        headers = [(b"host", f"{self.host}:{self.port}".encode()), *self.headers]
+        host = (b"host", f"{self.host}:{self.port}".encode())
+        headers = [host, *self.headers]
         if self.body or self.method == b"POST":
             headers.append((b"content-length", str(len(self.body)).encode()))
         request = h11.Request(method=self.method, target=self.path, headers=headers)
         object.__setattr__(self, "request", request)
         object.__setattr__(self, "data", h11.Data(data=self.body) if self.body else None)
+        priming = h11.Request(method=b"GET", target=PRIMING_PATH, headers=[host])
+        object.__setattr__(self, "priming", priming)
 
 
 @dataclass(frozen=True)
@@ -118,11 +126,11 @@ class RoundResult:
         }
 
 
-class _Failed(Exception):
+class RequestFailed(Exception):
     """The request failed; the connection must be replaced. The message is the error kind."""
 
 
-class _Connection:
+class Connection:
     __slots__ = ("_h11", "_stream", "target")
 
     def __init__(self, target: Target) -> None:
@@ -148,7 +156,7 @@ class _Connection:
         except trio.TooSlowError:
             result.errors["timeout"] += 1
             self.close()
-        except _Failed as exc:
+        except RequestFailed as exc:
             result.errors[str(exc)] += 1
             self.close()
         except (
@@ -160,7 +168,7 @@ class _Connection:
             result.errors[type(exc).__name__] += 1
             self.close()
 
-    async def _exchange(self, started: float, result: RoundResult) -> None:
+    async def _send_request(self) -> trio.SocketStream:
         if self._stream is None:
             await self.open()
         stream, conn, target = self._stream, self._h11, self.target
@@ -170,6 +178,46 @@ class _Connection:
             out += conn.send(target.data) or b""
         out += conn.send(h11.EndOfMessage()) or b""
         await stream.send_all(out)
+        return stream
+
+    async def prime(self) -> None:
+        """Open the connection and carry one cheap untimed request over it, so that every
+        hop behind it (the relay's upstream socket, say) is connected before the clock
+        starts; any status will do."""
+        await self.open()
+        assert self._stream is not None
+        conn = self._h11
+        await self._stream.send_all(
+            (conn.send(self.target.priming) or b"") + (conn.send(h11.EndOfMessage()) or b"")
+        )
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await self._stream.receive_some(RECEIVE_SIZE))
+            elif type(event) is h11.EndOfMessage:
+                break
+            elif type(event) is h11.ConnectionClosed:
+                raise RequestFailed("closed_by_peer")
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()
+        else:
+            self.close()
+
+    async def send_and_read_head(self) -> int:
+        """Send the request and read up to the response head; the status code."""
+        stream = await self._send_request()
+        while True:
+            event = self._h11.next_event()
+            if event is h11.NEED_DATA:
+                self._h11.receive_data(await stream.receive_some(RECEIVE_SIZE))
+            elif type(event) is h11.Response:
+                return event.status_code
+            elif type(event) is h11.ConnectionClosed:
+                raise RequestFailed("closed_by_peer")
+
+    async def _exchange(self, started: float, result: RoundResult) -> None:
+        stream = await self._send_request()
+        conn, target = self._h11, self.target
         now = trio.current_time()
         status = 0
         first: float | None = None
@@ -206,15 +254,15 @@ class _Connection:
             elif type(event) is h11.EndOfMessage:
                 break
             elif type(event) is h11.ConnectionClosed:
-                raise _Failed("closed_by_peer")
+                raise RequestFailed("closed_by_peer")
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
             conn.start_next_cycle()
         else:
             self.close()
         if not 200 <= status < 300:
-            raise _Failed(f"http_{status}")
+            raise RequestFailed(f"http_{status}")
         if not found:
-            raise _Failed("incomplete_body")
+            raise RequestFailed("incomplete_body")
         result.latencies_s.append(now - started)
         result.ttfbs_s.append((first if first is not None else now) - started)
         result.chunks += chunks
@@ -223,19 +271,30 @@ class _Connection:
         result.last_done = max(result.last_done, now)
 
 
-async def _open_all(connections: list[_Connection]) -> None:
+async def _prime_all(connections: list[Connection], errors: Counter[str]) -> None:
+    async def prime(conn: Connection) -> None:
+        try:
+            with trio.fail_after(REQUEST_TIMEOUT_S):
+                await conn.prime()
+        except trio.TooSlowError:
+            errors["connect_timeout"] += 1
+        except RequestFailed as exc:
+            errors[f"connect_{exc}"] += 1
+        except (OSError, trio.BrokenResourceError, h11.ProtocolError) as exc:
+            errors[f"connect_{type(exc).__name__}"] += 1
+
     async with trio.open_nursery() as nursery:
         for conn in connections:
-            nursery.start_soon(conn.open)
+            nursery.start_soon(prime, conn)
 
 
-async def _closed_worker(conn: _Connection, result: RoundResult, end: float) -> None:
+async def _closed_worker(conn: Connection, result: RoundResult, end: float) -> None:
     while (started := trio.current_time()) < end:
         await conn.exchange(started, result)
 
 
 async def _open_worker(
-    conn: _Connection, tickets: trio.MemoryReceiveChannel[float], result: RoundResult
+    conn: Connection, tickets: trio.MemoryReceiveChannel[float], result: RoundResult
 ) -> None:
     async for released in tickets:
         await conn.exchange(released, result)
@@ -263,7 +322,7 @@ async def _watch_lag(result: RoundResult) -> None:
 
 
 async def _probe(probe: Probe, result: RoundResult) -> None:
-    conn = _Connection(probe.target)
+    conn = Connection(probe.target)
     sink = RoundResult()
     try:
         while True:
@@ -291,12 +350,10 @@ async def run_round(
     """Closed loop at `concurrency`, or open loop at `rate` requests/s over at most
     `concurrency` connections when `rate` is given."""
     result = RoundResult()
-    connections = [_Connection(target) for _ in range(concurrency)]
+    connections = [Connection(target) for _ in range(concurrency)]
     try:
-        try:
-            await _open_all(connections)
-        except (OSError, trio.TooSlowError) as exc:
-            result.errors[f"connect_{type(exc).__name__}"] += 1
+        await _prime_all(connections, result.errors)
+        if result.errors:
             return result
         async with trio.open_nursery() as monitors:
             monitors.start_soon(_watch_lag, result)

@@ -169,9 +169,9 @@ class ResponsesRoute:
         policy = gw.pool_policy(pool_id)
         attempts = LeaseAttempts(pool_id, continuity_keys(payload, scope))
         base_headers = [(k, v) for k, v in scope["headers"] if k in FORWARDED_REQUEST_HEADERS]
+        # The upstream is always asked for a stream, whatever the client accepts.
         base_headers.append((b"content-type", b"application/json"))
-        if not any(k == b"accept" for k, _ in base_headers):
-            base_headers.append((b"accept", b"text/event-stream"))
+        base_headers.append((b"accept", b"text/event-stream"))
         max_attempts = 1 + policy.retry_budget
         lease: m.Lease | None = None
         last_failure: str | None = None

@@ -14,7 +14,6 @@ from pooler.protocol.ratelimit import parse_usage_limit_error
 # including the client's Authorization, stays behind.
 FORWARDED_REQUEST_HEADERS = frozenset(
     {
-        b"accept",
         b"originator",
         b"user-agent",
         b"session-id",

@@ -1,0 +1,174 @@
+"""`python ops/bench/bench.py [--quick] [--json]`: Codex Pooler against its floor (DESIGN §9).
+
+Starts the emulator, the floor relay and the gateway (cluster.py), pins the gateway and
+the relay to one core and the emulator and this load generator to the other, then runs
+every scenario (scenarios.py) over the three paths — direct, floor, gateway — in
+interleaved rounds after a warm-up, and reports medians of round medians (report.py).
+
+Per scenario and path, each round has a *saturated* run (closed loop at the scenario's
+concurrency: requests/s and CPU per request) and, above c=1, a *latency* run (open loop at
+70 % of the slowest path's saturated rate in that round; the same rate on every path).
+`--idle-streams N` first holds N idle SSE streams through the gateway (memory per
+stream); `--profile S` skips the scenarios and profiles the gateway with py-spy instead.
+
+Exit status: 0; 1 when any request failed (the output says so loudly); 2 when the
+benchmark could not run; 130 when interrupted. Whatever happens, the processes are
+stopped and the temporary directory removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import sys
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import trio
+from cluster import Cluster, Endpoints
+from extras import idle_streams, profile_gateway
+from report import Results, error_banner, markdown, to_json
+from runner import benchmark, log, new_run, wait_until_ready
+from scenarios import FULL, QUICK, Plan
+
+# Below the 192 streams that 3 accounts x 64 upstream connections allow (see README).
+IDLE_STREAMS = 150
+DEFAULT_PROFILE_OUT = Path("/tmp/pooler-gateway.speedscope.json")  # never in the repo
+
+
+def pick_cores() -> tuple[int, int] | None:
+    cores = sorted(os.sched_getaffinity(0))
+    return (cores[0], cores[1]) if len(cores) >= 2 else None
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM becomes SIGINT, which Trio turns into KeyboardInterrupt at a safe point
+    # (Python does the same outside trio.run); it unwinds through the Cluster's cleanup.
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _contains(exc: BaseException, kind: type[BaseException]) -> bool:
+    return any(isinstance(leaf, kind) for leaf in _leaves(exc))
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (< 5 min)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--rounds", type=int, default=None, help="override the plan's rounds")
+    parser.add_argument(
+        "--idle-streams",
+        type=int,
+        default=IDLE_STREAMS,
+        metavar="N",
+        help=f"hold N idle SSE streams through the gateway first (default {IDLE_STREAMS}, 0: skip)",
+    )
+    parser.add_argument(
+        "--profile", type=float, default=0.0, metavar="S", help="py-spy the gateway for S s"
+    )
+    parser.add_argument("--profile-out", type=Path, default=DEFAULT_PROFILE_OUT)
+    parser.add_argument("--profile-concurrency", type=int, default=50)
+    parser.add_argument("--profile-kind", choices=("sse", "short"), default="sse")
+    return parser.parse_args(argv)
+
+
+def describe(args: argparse.Namespace, plan: Plan, cores: tuple[int, int] | None) -> Results:
+    return Results(
+        meta={
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}, {platform.system()} {platform.release()}",
+            "cores": {"gateway_relay": cores[0], "emulator_loadgen": cores[1]} if cores else None,
+            "loadavg_before": _loadavg(),
+            "plan": {
+                "quick": args.quick,
+                "rounds": plan.rounds,
+                "saturated_s": plan.saturated_s,
+                "latency_s": plan.latency_s,
+                "warmup_s": plan.warmup_s,
+                "load": plan.load,
+            },
+        }
+    )
+
+
+async def run_all(
+    endpoints: Endpoints, plan: Plan, results: Results, args: argparse.Namespace
+) -> Any:
+    run = new_run(endpoints, plan, results)
+    await wait_until_ready(endpoints)
+    if args.profile:
+        return await profile_gateway(
+            run, args.profile, args.profile_out, args.profile_kind, args.profile_concurrency
+        )
+    if args.idle_streams:
+        await idle_streams(run, args.idle_streams)
+    await benchmark(run)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    if args.rounds:
+        plan = replace(plan, rounds=args.rounds)
+    cores = pick_cores()
+    if cores is None:
+        log("fewer than 2 cores: running unpinned, figures are not comparable")
+    else:
+        os.sched_setaffinity(0, {cores[1]})  # the load generator shares the emulator's core
+    signal.signal(signal.SIGTERM, _terminate)
+    results = describe(args, plan, cores)
+    started = time.monotonic()
+    try:
+        with Cluster(cores, log) as cluster:
+            endpoints = cluster.start()
+            profile = trio.run(run_all, endpoints, plan, results, args)
+            log("stopping the processes")
+    except BaseException as exc:  # Trio wraps what a nursery raises in a group
+        if _contains(exc, KeyboardInterrupt):
+            log("interrupted: processes stopped, temporary files removed")
+            return 130
+        if _contains(exc, RuntimeError):
+            reasons = "; ".join(str(e) for e in _leaves(exc) if isinstance(e, RuntimeError))
+            log(f"the benchmark could not run: {reasons}")
+            return 2
+        raise
+    results.meta["duration_s"] = round(time.monotonic() - started, 1)
+    results.meta["loadavg_after"] = _loadavg()
+    if profile is not None:
+        print(profile)
+        print(f"(speedscope profile: {args.profile_out})")
+    elif args.json:
+        print(json.dumps(to_json(results), ensure_ascii=False))
+    else:
+        print(markdown(to_json(results)))
+    banner = error_banner(results)
+    if banner:
+        print(banner, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

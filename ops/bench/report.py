@@ -1,0 +1,236 @@
+"""The DESIGN §9 budgets and how results are printed: one JSON object, or Markdown tables.
+
+`Results.scenarios[key][path]` holds the final figures of one scenario on one path
+(medians of round medians). Figures are milliseconds unless the name says otherwise;
+NaN means "not measured" and becomes `null` in JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scenarios import PATHS, SCENARIOS
+from stats import Budget, Verdict, evaluate
+
+BUDGETS = (
+    Budget("short c=1: added p50", "short c=1", "p50_ms", 0.6, "ms"),
+    Budget("short c=1: added p99", "short c=1", "p99_ms", 2.0, "ms"),
+    Budget("short c=50 at 70% load: added p50", "short c=50", "p50_ms", 2.0, "ms"),
+    Budget("short c=50 at 70% load: added p99", "short c=50", "p99_ms", 10.0, "ms"),
+    Budget("short streamed c=1: added p50", "short_stream c=1", "p50_ms", 0.6, "ms"),
+    Budget("short streamed c=1: added p99", "short_stream c=1", "p99_ms", 2.0, "ms"),
+    Budget("short streamed c=50 at 70%: added p50", "short_stream c=50", "p50_ms", 2.0, "ms"),
+    Budget("short streamed c=50 at 70%: added p99", "short_stream c=50", "p99_ms", 10.0, "ms"),
+    Budget("SSE c=1: added ttfb p50", "sse c=1", "ttfb_p50_ms", 1.0, "ms"),
+    Budget("SSE c=1: added ttfb p99", "sse c=1", "ttfb_p99_ms", 5.0, "ms"),
+    Budget("SSE c=50 at 70% load: added ttfb p50", "sse c=50", "ttfb_p50_ms", 1.0, "ms"),
+    Budget("SSE c=50 at 70% load: added ttfb p99", "sse c=50", "ttfb_p99_ms", 5.0, "ms"),
+    Budget("SSE c=1: added inter-chunk gap p99", "sse c=1", "gap_p99_ms", 1.0, "ms"),
+    Budget("SSE c=50 at 70% load: added gap p99", "sse c=50", "gap_p99_ms", 1.0, "ms"),
+    Budget(
+        "CPU per relayed SSE event (c=50, saturated)",
+        "sse c=50",
+        "cpu_us_per_event",
+        100.0,
+        "µs",
+        added=False,
+    ),
+    Budget(
+        "short requests/s per core, from CPU per request (c=50)",
+        "short c=50",
+        "rps_per_core",
+        1000.0,
+        "req/s",
+        added=False,
+        at_least=True,
+    ),
+    Budget(
+        "memory per idle SSE stream (RSS growth / streams held)",
+        "idle streams",
+        "kib_per_stream",
+        40.0,
+        "KiB",
+        added=False,
+    ),
+    Budget(
+        "event-loop lag p99 (bounded by /healthz p99, SSE c=50 at 70%)",
+        "sse c=50",
+        "probe_p99_ms",
+        5.0,
+        "ms",
+        added=False,
+    ),
+)
+
+
+@dataclass
+class Results:
+    meta: dict[str, Any]
+    scenarios: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    loads: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, Counter[str]] = field(default_factory=dict)  # by path
+    checks: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def errors_total(self) -> int:
+        return sum(sum(c.values()) for c in self.errors.values())
+
+    def verdicts(self) -> list[Verdict]:
+        return evaluate(BUDGETS, self.scenarios)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else round(value, 3)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def to_json(results: Results) -> dict[str, Any]:
+    scenarios = []
+    for scenario in SCENARIOS:
+        sides = results.scenarios.get(scenario.key)
+        if sides is None:
+            continue
+        entry: dict[str, Any] = {
+            "name": scenario.kind,
+            "concurrency": scenario.concurrency,
+            "load": results.loads.get(scenario.key, ""),
+        }
+        entry.update({path: sides.get(path, {}) for path in PATHS})
+        scenarios.append(entry)
+    budgets = [
+        {
+            "budget": v.budget.label,
+            "scenario": v.budget.scenario,
+            "metric": v.budget.metric,
+            "added": v.budget.added,
+            "at_least": v.budget.at_least,
+            "limit": v.budget.limit,
+            "unit": v.budget.unit,
+            "gateway": v.value,
+            "floor": v.floor_value,
+            "status": v.status,
+        }
+        for v in results.verdicts()
+    ]
+    cleaned: dict[str, Any] = _clean(
+        {
+            "scenarios": scenarios,
+            "budgets": budgets,
+            "checks": results.checks,
+            "errors_total": results.errors_total,
+            "errors_by_path": {p: dict(c) for p, c in results.errors.items()},
+            "meta": results.meta,
+        }
+    )
+    return cleaned
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+SCENARIO_COLUMNS = (
+    ("p50 ms", "p50_ms"),
+    ("p99 ms", "p99_ms"),
+    ("ttfb p50", "ttfb_p50_ms"),
+    ("ttfb p99", "ttfb_p99_ms"),
+    ("gap p99", "gap_p99_ms"),
+    ("rps (sat.)", "rps"),
+    ("core at 70%", "load_core_share"),
+    ("CPU µs/req", "cpu_us_per_request"),
+    ("CPU µs/event", "cpu_us_per_event"),
+    ("errors", "errors"),
+)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """Markdown tables from the JSON object `to_json` makes (also read back from a file)."""
+    meta = report.get("meta", {})
+    lines = [f"Codex Pooler benchmark, {meta.get('date')} — {meta.get('machine')}"]
+    if meta.get("other_processes_cores") is not None:
+        lines.append(f"Other processes used {meta['other_processes_cores']:.2f} cores meanwhile.")
+    if "warning" in meta:
+        lines.append(f"WARNING: {meta['warning']}")
+    lines += [
+        "",
+        "| scenario | path | " + " | ".join(h for h, _ in SCENARIO_COLUMNS) + " |",
+        "|---|---|" + "---:|" * len(SCENARIO_COLUMNS),
+    ]
+    for entry in report.get("scenarios", []):
+        key = f"{entry['name']} c={entry['concurrency']}"
+        for path in PATHS:
+            values = entry.get(path, {})
+            cells = [_fmt(values.get(column)) for _, column in SCENARIO_COLUMNS]
+            lines.append(f"| {key} | {path} | " + " | ".join(cells) + " |")
+    lines += ["", "Load per scenario (latency columns; rps is always closed-loop saturated):"]
+    lines += [
+        f"- {e['name']} c={e['concurrency']}: {e.get('load', '')}"
+        for e in report.get("scenarios", [])
+    ]
+    lines += [
+        "",
+        "| budget (DESIGN §9) | limit | gateway | floor | verdict |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for b in report.get("budgets", []):
+        sign = "≥" if b.get("at_least") else "≤"
+        added = " (added)" if b["added"] else ""
+        lines.append(
+            f"| {b['budget']} | {sign} {_fmt(b['limit'])} {b['unit']}{added} | "
+            f"{_fmt(b['gateway'])} | {_fmt(b['floor'])} | {b['status']} |"
+        )
+    if report.get("checks"):
+        lines += ["", "Checks:"]
+        lines += [f"- {name}: {value}" for name, value in report["checks"].items()]
+    lines.append("")
+    errors = report.get("errors_total", 0)
+    lines.append(
+        f"!!! {errors} FAILED REQUESTS: {report.get('errors_by_path')}"
+        if errors
+        else "No errors: every request answered 2xx and complete."
+    )
+    return "\n".join(lines)
+
+
+def error_banner(results: Results) -> str:
+    if not results.errors_total:
+        return ""
+    parts = [
+        f"{path}: {sum(c.values())} ({', '.join(f'{k}={n}' for k, n in c.most_common())})"
+        for path, c in results.errors.items()
+        if c
+    ]
+    bar = "!" * 78
+    failed = f"!!! THIS RUN HAD {results.errors_total} FAILED REQUESTS: {'; '.join(parts)}"
+    return f"{bar}\n{failed}\n{bar}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python ops/bench/report.py RESULT.json`: the Markdown tables of a saved run."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: report.py RESULT.json", file=sys.stderr)
+        return 2
+    print(markdown(json.loads(Path(args[0]).read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""What the benchmark sends over each path, and how long it runs.
+
+- *short*: one text delta. The emulator only streams, so on the direct and floor paths
+  this is an SSE request, while the gateway's client asks for JSON (no `"stream": true`)
+  and the gateway reads the same upstream stream and answers one JSON object. The
+  upstream work is the same, but the client is not: directly it parses 9 SSE chunks
+  (~3.7 KB), from the gateway one JSON chunk (~0.7 KB), and that parsing happens on the
+  load generator's core. So *short* flatters the gateway's latency; its CPU figures
+  are fair.
+- *short_stream*: the same request streamed on every path, byte for byte like with
+  like: the latency budgets for short requests are judged on it as well.
+- *sse*: `SSE_DELTAS` text deltas (28 events in all) streamed on every path.
+
+Knobs reach the emulator in `client_metadata`, which the gateway relays untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from cluster import Endpoints
+from loadgen import Probe, Target
+
+PATHS = ("direct", "floor", "gateway")
+ROUTE = b"/backend-api/codex/responses"
+SHORT_DELTAS = 1
+SSE_DELTAS = 20
+SSE_DONE = b"event: response.completed"
+JSON_DONE = b'"status":"completed"'
+
+
+@dataclass(frozen=True)
+class Scenario:
+    kind: str  # "short" | "short_stream" | "sse"
+    concurrency: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind} c={self.concurrency}"
+
+    @property
+    def deltas(self) -> int:
+        return SSE_DELTAS if self.kind == "sse" else SHORT_DELTAS
+
+    @property
+    def open_loop(self) -> bool:
+        """c=1 is one request at a time; above that latency is taken at a fixed load."""
+        return self.concurrency > 1
+
+
+SCENARIOS = (
+    *(Scenario("short", c) for c in (1, 50, 200)),
+    *(Scenario("short_stream", c) for c in (1, 50)),
+    *(Scenario("sse", c) for c in (1, 50, 200)),
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    rounds: int
+    saturated_s: float  # closed loop at the scenario's concurrency: rps, CPU
+    latency_s: float  # open loop at `load` x the gateway's capacity: latency figures
+    warmup_s: float
+    load: float = 0.7
+    settle_s: float = 0.1
+
+
+QUICK = Plan(rounds=3, saturated_s=0.8, latency_s=1.2, warmup_s=0.4)
+FULL = Plan(rounds=5, saturated_s=3.0, latency_s=4.0, warmup_s=2.0)
+
+
+def request_body(deltas: int, *, stream: bool, delay_ms: int | None = None) -> bytes:
+    metadata = {"x-emulator-events": str(deltas)}
+    if delay_ms is not None:
+        metadata["x-emulator-delay-ms"] = str(delay_ms)
+    body: dict[str, object] = {"model": "gpt-5.5"}
+    if stream:
+        body["stream"] = True
+    body["store"] = False
+    body["input"] = [
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+    ]
+    body["client_metadata"] = metadata
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def targets(
+    endpoints: Endpoints, kind: str, deltas: int, delay_ms: int | None = None
+) -> dict[str, Target]:
+    """The same request over the three paths."""
+    upstream_headers = (
+        (b"authorization", b"Bearer " + endpoints.access_token.encode()),
+        (b"chatgpt-account-id", endpoints.account_id.encode()),
+        (b"content-type", b"application/json"),
+        (b"accept", b"text/event-stream"),
+    )
+    sse_body = request_body(deltas, stream=True, delay_ms=delay_ms)
+    pool_auth = (b"authorization", b"Bearer " + endpoints.pool_key.encode())
+    if kind != "short":
+        gateway_headers = (pool_auth, upstream_headers[2], upstream_headers[3])
+        gateway_body, gateway_done = sse_body, SSE_DONE
+    else:
+        gateway_headers = (pool_auth, upstream_headers[2], (b"accept", b"application/json"))
+        gateway_body = request_body(deltas, stream=False, delay_ms=delay_ms)
+        gateway_done = JSON_DONE
+    host = "127.0.0.1"
+    return {
+        "direct": Target(
+            host, endpoints.emulator_port, b"POST", ROUTE, upstream_headers, sse_body, SSE_DONE
+        ),
+        "floor": Target(
+            host, endpoints.relay_port, b"POST", ROUTE, upstream_headers, sse_body, SSE_DONE
+        ),
+        "gateway": Target(
+            host,
+            endpoints.gateway_port,
+            b"POST",
+            ROUTE,
+            gateway_headers,
+            gateway_body,
+            gateway_done,
+        ),
+    }
+
+
+def health_probe(endpoints: Endpoints) -> Probe:
+    return Probe(Target("127.0.0.1", endpoints.gateway_port, b"GET", b"/healthz", ()))
