@@ -28,6 +28,8 @@ log = logging.getLogger("pooler.actors.pool")
 
 ACCOUNT_MAILBOX_CAPACITY = 1024
 SUPERVISOR_MAILBOX_CAPACITY = 4096
+UPSTREAM_MIN_CONNECTIONS = 1024
+UPSTREAM_MAX_IDLE = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +194,12 @@ class PoolSupervisor:
         )
         state = AccountState(snapshot=snapshot, chatgpt_account_id=account.chatgpt_account_id)
         mailbox: Mailbox[Any] = Mailbox(ACCOUNT_MAILBOX_CAPACITY, name=f"account:{account.label}")
-        upstream = UpstreamPool(deps.upstream_base_url)
+        # One upstream connection per lease: the in-flight cap, not the pool, is the limit.
+        upstream = UpstreamPool(
+            deps.upstream_base_url,
+            max_connections=max(cap, UPSTREAM_MIN_CONNECTIONS),
+            max_idle=UPSTREAM_MAX_IDLE,
+        )
         actor = AccountActor(
             state,
             mailbox,

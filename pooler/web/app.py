@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from pooler.errors import MethodNotAllowed, NotFound, PoolerError
-from pooler.web.asgi import Message, Receive, Scope, Send, send_error
+from pooler.web.asgi import Receive, Scope, Send, send_error
 from pooler.web.backend_codex.models import ModelsRoute
 from pooler.web.backend_codex.responses import ResponsesRoute
 from pooler.web.health import health_route, metrics_route, ready_route
@@ -71,20 +72,16 @@ def build_app(gateway: Gateway) -> Handler:
 
 
 async def _guarded(handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
-    """A bug in a handler becomes a JSON 500 (if nothing was sent yet), never a traceback."""
-    started = False
+    """A bug in a handler becomes a JSON 500 (if nothing was sent yet), never a traceback.
 
-    async def tracking_send(message: Message) -> None:
-        nonlocal started
-        if message["type"] == "http.response.start":
-            started = True
-        await send(message)
-
+    `send` is not wrapped (that would cost a call per relayed chunk): if the response had
+    already started, the server refuses the second start and that refusal is ignored.
+    """
     try:
-        await handler(scope, receive, tracking_send)
+        await handler(scope, receive, send)
     except Exception:
         log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-        if not started:
+        with contextlib.suppress(Exception):
             await send_error(send, PoolerError("internal error in the gateway"))
 
 
