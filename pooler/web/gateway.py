@@ -25,6 +25,7 @@ from pooler.protocol.ratelimit import RateLimitSnapshot
 from pooler.routing.choose import PoolPolicy
 from pooler.web import runtime_store
 from pooler.web.keys import KeyCache
+from pooler.web.loop_lag import LoopLagMonitor
 from pooler.web.metrics import Metrics
 from pooler.web.request_record import RequestRecord
 from pooler.web.settings import GatewaySettings
@@ -59,6 +60,7 @@ class Gateway:
         )
         self.supervisor = self.pool_supervisor.mailbox
         self.log_writer: LogWriter[RequestRecord] = LogWriter(self._write_logs)
+        self.loop_lag = LoopLagMonitor()
         self.metrics = Metrics(self._metrics_state)
         self._http = httpx.Client(timeout=20.0)
         self._reload_wanted = trio.Event()
@@ -95,6 +97,7 @@ class Gateway:
                 )
                 nursery.start_soon(self._reload_loop)
                 nursery.start_soon(self._quota_flush_loop)
+                nursery.start_soon(self.loop_lag.run)
                 self.configured = True
                 task_status.started()
         finally:
@@ -180,4 +183,5 @@ class Gateway:
             "log_pending": self.log_writer.pending,
             "log_written": self.log_writer.written,
             "log_dropped": self.log_writer.dropped,
+            "loop_lag": {q: self.loop_lag.quantile(q) for q in (0.5, 0.99, 1.0)},
         }

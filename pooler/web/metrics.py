@@ -51,6 +51,14 @@ class GatewayCollector(Collector):
         yield GaugeMetricFamily(
             "codex_pooler_log_buffer_rows", "Request-log rows waiting", value=state["log_pending"]
         )
+        lag = GaugeMetricFamily(
+            "codex_pooler_event_loop_lag_seconds",
+            "How late a 50 ms sleep woke up, over the last minute",
+            labels=["quantile"],
+        )
+        for quantile, value in state["loop_lag"].items():
+            lag.add_metric([str(quantile)], value)
+        yield lag
         yield CounterMetricFamily(
             "codex_pooler_log_rows_written", "Request-log rows written", value=state["log_written"]
         )

@@ -43,6 +43,7 @@ async def test_health_readiness_and_metrics(db_url: str, tmp_path: Path) -> None
         assert 'codex_pooler_requests_total{outcome="completed",route="responses"} 1.0' in metrics
         assert 'codex_pooler_accounts{lifecycle="active"} 3.0' in metrics
         assert "codex_pooler_log_rows_dropped_total 0.0" in metrics
+        assert 'codex_pooler_event_loop_lag_seconds{quantile="0.99"}' in metrics
 
 
 async def test_websocket_upgrade_gets_426_so_codex_falls_back_to_http(
