@@ -144,3 +144,18 @@ class CrashAccount:
 @dataclass(frozen=True, slots=True)
 class AccountDown:
     account_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TakeDirtyPins:
+    """Hand over the pins changed since the last call: (pool id, key, account id, expiry)."""
+
+    reply_to: ReplyTo[list[tuple[str, bytes, str, float]]]
+
+
+@dataclass(frozen=True, slots=True)
+class RestorePins:
+    """Pins read back from the database at start-up: (key, account id, expiry)."""
+
+    pool_id: str
+    pins: tuple[tuple[bytes, str, float], ...]

@@ -30,6 +30,7 @@ ACCOUNT_MAILBOX_CAPACITY = 1024
 SUPERVISOR_MAILBOX_CAPACITY = 4096
 UPSTREAM_MIN_CONNECTIONS = 1024
 UPSTREAM_MAX_IDLE = 128
+MAX_DIRTY_PINS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,8 @@ class PoolSupervisor:
         self._last_chosen: dict[str, int] = {}
         self._choices = 0
         self._supervisor: Supervisor | None = None
+        self._dirty_pins: dict[tuple[str, bytes], tuple[str, float]] = {}
+        self.dirty_pin_overflows = 0
         self.crashes = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -117,6 +120,17 @@ class PoolSupervisor:
                 now = time.time()
                 for key in message.continuity_keys:
                     cmap.pin(key, message.account_id, now)
+                    self._note_dirty_pin(message.pool_id, key, message.account_id, now)
+        elif isinstance(message, m.TakeDirtyPins):
+            dirty, self._dirty_pins = self._dirty_pins, {}
+            message.reply_to.send(
+                [(pool, key, account, expiry) for (pool, key), (account, expiry) in dirty.items()]
+            )
+        elif isinstance(message, m.RestorePins):
+            cmap = self.continuity.setdefault(message.pool_id, ContinuityMap(self._continuity_ttl))
+            now = time.time()
+            for key, account_id, expires_at in message.pins:
+                cmap.restore(key, account_id, expires_at, now)
         elif isinstance(message, m.ListSnapshots):
             message.reply_to.send([h.snapshot for h in self.accounts.values()])
         elif isinstance(message, m.CrashAccount):
@@ -124,6 +138,13 @@ class PoolSupervisor:
             if found and self._supervisor is not None:
                 self._supervisor.crash_child(message.account_id, RuntimeError("injected crash"))
             message.reply_to.send(found)
+
+    def _note_dirty_pin(self, pool_id: str, key: bytes, account_id: str, now: float) -> None:
+        """Remember a pin for the write-behind; bounded, what overflows waits for next time."""
+        if len(self._dirty_pins) < MAX_DIRTY_PINS or (pool_id, key) in self._dirty_pins:
+            self._dirty_pins[(pool_id, key)] = (account_id, now + self._continuity_ttl)
+        else:
+            self.dirty_pin_overflows += 1
 
     def _choose(self, request: m.LeaseRequest) -> tuple[Any, list[m.LeaseCandidate]]:
         policy = self.pools.get(request.pool_id) or PoolPolicy(request.pool_id)

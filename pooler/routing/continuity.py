@@ -44,6 +44,13 @@ class ContinuityMap:
         while len(self._pins) > self.max_entries:
             self._pins.popitem(last=False)
 
+    def restore(self, key: bytes, account_id: str, expires_at: float, now: float) -> None:
+        """A pin read back from storage; an expired one, or one already known, is ignored."""
+        if expires_at > now and key not in self._pins:
+            self._pins[key] = Pin(account_id, expires_at)
+            while len(self._pins) > self.max_entries:
+                self._pins.popitem(last=False)
+
     def forget_account(self, account_id: str) -> None:
         for key in [k for k, p in self._pins.items() if p.account_id == account_id]:
             del self._pins[key]

@@ -86,6 +86,7 @@ class Gateway:
                 await nursery.start(self.log_writer.run)
                 await nursery.start(self.pool_supervisor.run)
                 await self.reload()
+                await self.restore_continuity()
                 await nursery.start(
                     partial(
                         self.db.listen,
@@ -159,6 +160,24 @@ class Gateway:
         while True:
             await trio.sleep(QUOTA_FLUSH_INTERVAL_S)
             await self.flush_quota()
+            await self.flush_continuity()
+
+    async def flush_continuity(self) -> None:
+        """Write behind the conversation pins changed since the last flush (hashed keys)."""
+        pins = await call(self.supervisor, m.TakeDirtyPins, timeout=APPLY_CONFIG_TIMEOUT_S)
+        if not pins:
+            return
+        try:
+            await self.db.run(lambda conn: runtime_store.store_pins(conn, pins))
+        except Exception as exc:  # kept in memory; the next change of each pin retries
+            log.warning("continuity write-behind failed: %s", type(exc).__name__)
+
+    async def restore_continuity(self) -> None:
+        """Read the pins back at start-up, so a restart keeps conversations on their account."""
+        for pool_id in list(self._policies):
+            pins = await self.db.run(partial(runtime_store.load_pins, pool_id=pool_id))
+            if pins:
+                await self.supervisor.send(m.RestorePins(pool_id, tuple(pins)))
 
     async def flush_quota(self) -> None:
         if not self._dirty_quota:

@@ -210,3 +210,25 @@ def write_request_records(conn: Conn, records: Sequence[RequestRecord]) -> None:
     attempts = [row for r in records for row in attempt_rows(r)]
     if attempts:
         log_store.insert_attempts(conn, attempts)
+
+
+def store_pins(conn: Conn, pins: Sequence[tuple[str, bytes, str, float]]) -> None:
+    from pooler.store.continuity import upsert_continuity_pins
+    from pooler.store.models import ContinuityPin
+
+    upsert_continuity_pins(
+        conn,
+        [
+            ContinuityPin(UUID(pool), key, UUID(account), datetime.fromtimestamp(expiry, UTC))
+            for pool, key, account, expiry in pins
+        ],
+    )
+
+
+def load_pins(conn: Conn, pool_id: str) -> list[tuple[bytes, str, float]]:
+    from pooler.store.continuity import load_continuity_pins
+
+    return [
+        (bytes(pin.key_digest), str(pin.account_id), pin.expires_at.timestamp())
+        for pin in load_continuity_pins(conn, UUID(pool_id))
+    ]

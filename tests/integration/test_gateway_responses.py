@@ -137,3 +137,28 @@ async def test_every_account_exhausted_gives_429_with_reset(db_url: str, tmp_pat
         assert again.json()["error"]["resets_at"] == error["resets_at"]
         assert "retry-after" in again.headers
         assert len(await stack.upstream_requests()) == tried
+
+
+async def test_conversation_pins_are_written_behind_and_restored(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with open_stack(db_url, tmp_path) as stack, stack.client() as client:
+        body = responses_body(prompt_cache_key="survives-a-restart")
+        assert (await client.post("/backend-api/codex/responses", json=body)).status_code == 200
+        first = (await stack.upstream_requests())[-1]["account_id"]
+        await stack.gateway.flush_continuity()
+        rows = await stack.database.run(
+            lambda conn: conn.execute(
+                "SELECT key_digest, account_id FROM continuity_pins"
+            ).fetchall()
+        )
+        assert len(rows) == 1
+        assert b"survives-a-restart" not in bytes(rows[0][0])  # only a digest is stored
+
+        # Forget everything in memory, as a restart would, then read the pins back.
+        stack.gateway.pool_supervisor.continuity.clear()
+        await stack.gateway.restore_continuity()
+        for _ in range(3):
+            assert (await client.post("/backend-api/codex/responses", json=body)).status_code == 200
+        served = {r["account_id"] for r in (await stack.upstream_requests())[-3:]}
+        assert served == {first}
