@@ -11,6 +11,7 @@ from pooler.emulator.rejections import method_not_allowed, not_found
 from pooler.emulator.responses_http import handle_responses
 from pooler.emulator.state import EmulatorState
 from pooler.emulator.ws import handle_websocket
+from pooler.serving import serve_lifespan
 
 Handler = Callable[[EmulatorState, Scope, Receive, Send], Awaitable[None]]
 
@@ -40,7 +41,7 @@ class EmulatorApp:
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
-            await _lifespan(receive, send)
+            await serve_lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
@@ -62,16 +63,6 @@ class EmulatorApp:
         await receive()
         self.state.record("GET", scope["path"], transport="websocket", status=404, now=time.time())
         await deny_websocket(send, not_found(scope["path"]))
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 def build_emulator_app(state: EmulatorState) -> ASGIApp:

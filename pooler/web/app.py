@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from pooler.errors import MethodNotAllowed, NotFound, PoolerError
+from pooler.serving import serve_lifespan
 from pooler.web.asgi import Receive, Scope, Send, send_error
 from pooler.web.backend_codex.models import ModelsRoute
 from pooler.web.backend_codex.responses import ResponsesRoute
@@ -66,7 +67,7 @@ def build_app(gateway: Gateway) -> Handler:
         elif kind == "websocket":
             await _refuse_websocket(scope, receive, send)
         elif kind == "lifespan":
-            await _lifespan(receive, send)
+            await serve_lifespan(receive, send)
 
     return app
 
@@ -106,13 +107,3 @@ async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
     else:
         await send({"type": "websocket.close", "code": 1008})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
