@@ -184,9 +184,10 @@ class ResponsesRoute:
                 )
                 if lease is None:
                     break
-            result, failure_code = await self._attempt(lease, base_headers, body, record, send)
+            result, failure_code = await self._attempt(
+                lease, base_headers, body, record, send, attempts
+            )
             if result == DONE:
-                pin(gw.supervisor, pool_id, attempts.continuity_keys, lease.account_id)
                 return
             last_failure = failure_code
             record.retries = len(record.attempts)
@@ -229,6 +230,7 @@ class ResponsesRoute:
         body: bytes,
         record: RequestRecord,
         send: Send,
+        attempts: LeaseAttempts,
     ) -> tuple[str, str | None]:
         settings = self.gw.settings
         attempt = AttemptRecord(
@@ -286,6 +288,12 @@ class ResponsesRoute:
                             ],
                         )
                     return result
+                # Pin as soon as the upstream accepts, before relaying: a client can send its
+                # next turn the moment it has the last byte, and that lease request must
+                # find the pin (the supervisor's mailbox keeps the order).
+                pin(
+                    self.gw.supervisor, attempts.pool_id, attempts.continuity_keys, lease.account_id
+                )
                 if record.stream:
                     outcome = await self._relay_stream(response, send, record)
                 else:
