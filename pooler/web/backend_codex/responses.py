@@ -7,12 +7,12 @@ upstream failure is relayed in-protocol as `response.failed` and nothing is repl
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import trio
 
 from pooler.actors import messages as m
@@ -59,8 +59,8 @@ SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-
 
 def parse_payload(body: bytes) -> dict[str, Any]:
     try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         raise InvalidJson("the request body is not valid JSON") from exc
     if not isinstance(payload, dict):
         raise InvalidJson("the request body must be a JSON object")
@@ -113,7 +113,7 @@ class ResponsesRoute:
             record.stream = payload.get("stream") is True
             if not record.stream:
                 payload["stream"] = True
-                body = json.dumps(payload, separators=(",", ":")).encode()
+                body = orjson.dumps(payload)
             record.transport = "http_sse" if record.stream else "http_json"
             await self._proxy(scope, receive, send, record, pool.pool_id, body, payload)
         except ClientDisconnected:
