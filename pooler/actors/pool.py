@@ -22,6 +22,7 @@ from pooler.actors.runtime import Mailbox, Supervisor
 from pooler.routing.choose import PoolPolicy, choose_accounts
 from pooler.routing.continuity import ContinuityMap
 from pooler.routing.snapshot import AccountSnapshot, WindowState
+from pooler.routing.strategies import ChoiceHistory
 from pooler.upstream.http1 import UpstreamPool
 
 log = logging.getLogger("pooler.actors.pool")
@@ -84,8 +85,7 @@ class PoolSupervisor:
         self.assignments: dict[str, tuple[str, ...]] = {}
         self.continuity: dict[str, ContinuityMap] = {}
         self._continuity_ttl = continuity_ttl
-        self._last_chosen: dict[str, int] = {}
-        self._choices = 0
+        self._history = ChoiceHistory()
         self._supervisor: Supervisor | None = None
         self._dirty_pins: dict[tuple[str, bytes], tuple[str, float]] = {}
         self.dirty_pin_overflows = 0
@@ -157,12 +157,11 @@ class PoolSupervisor:
             continuity=cmap,
             continuity_keys=request.continuity_keys,
             exclude=request.exclude,
-            last_chosen=self._last_chosen,
+            history=self._history,
             now=time.time(),
         )
         if choice.candidates:
-            self._choices += 1
-            self._last_chosen[choice.candidates[0].account_id] = self._choices
+            self._history.record(choice.candidates[0].account_id)
         candidates = [
             m.LeaseCandidate(s, self.accounts[s.account_id].mailbox) for s in choice.candidates
         ]

@@ -62,6 +62,13 @@ def register(commands: Any) -> None:
     lst.add_argument("--pool")
     _json(lst).set_defaults(handler=account_list)
 
+    assign = account.add_parser("assign", help="assign an account to a Pool (weight, status)")
+    assign.add_argument("account", help="account id, label or email")
+    assign.add_argument("--pool", required=True)
+    assign.add_argument("--weight", type=int)
+    assign.add_argument("--status", choices=["active", "disabled"], default="active")
+    _json(assign).set_defaults(handler=account_assign)
+
     key = groups.add_parser("key", help="Pool API keys").add_subparsers(
         dest="action", required=True
     )
@@ -217,6 +224,28 @@ def account_list(args: argparse.Namespace) -> int:
         )
     header = ["LABEL", "EMAIL", "PLAN", "LIFECYCLE", "POOLS", "5H", "WEEK"]
     return _emit(args, found, _table(rows, header))
+
+
+def account_assign(args: argparse.Namespace) -> int:
+    def assign(conn: Conn) -> Any:
+        wanted = args.account.strip().lower()
+        found = [
+            a
+            for a in accounts.list_accounts(conn)
+            if wanted in (str(a.id), a.label.lower(), (a.email or "").lower())
+        ]
+        if len(found) != 1:
+            raise StoreError(f"{len(found)} accounts match {args.account!r}; give the account id")
+        return pools.set_assignment(
+            conn, args.pool, found[0].id, status=args.status, weight=args.weight, actor="cli"
+        )
+
+    assignment = _run(assign)
+    return _emit(
+        args,
+        assignment,
+        f"account assigned to {args.pool} (status {assignment.status}, weight {assignment.weight})",
+    )
 
 
 def key_create(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pooler.routing.continuity import ContinuityMap
 from pooler.routing.eligibility import EXCLUDED, QUOTA_EXHAUSTED, exclusion, quota_blocked_until
 from pooler.routing.snapshot import AccountSnapshot
-from pooler.routing.strategies import order_candidates
+from pooler.routing.strategies import ChoiceHistory, order_candidates
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +17,7 @@ class PoolPolicy:
     strategy: str = "least_used"
     quota_threshold_percent: float = 100.0
     retry_budget: int = 3
+    weights: Mapping[str, int] = field(default_factory=dict)  # account id -> weight
 
 
 @dataclass(slots=True)
@@ -44,7 +45,7 @@ def choose_accounts(
     continuity: ContinuityMap,
     continuity_keys: Iterable[bytes],
     exclude: frozenset[str],
-    last_chosen: Mapping[str, int],
+    history: ChoiceHistory,
     now: float,
 ) -> Choice:
     eligible: list[AccountSnapshot] = []
@@ -63,7 +64,7 @@ def choose_accounts(
             until = quota_blocked_until(snapshot, policy.quota_threshold_percent, now)
             if until is not None and (earliest is None or until < earliest):
                 earliest = until
-    ordered = order_candidates(policy.strategy, eligible, last_chosen)
+    ordered = order_candidates(policy.strategy, eligible, history, policy.weights)
     pinned: str | None = None
     for key in continuity_keys:
         account_id = continuity.get(key, now)

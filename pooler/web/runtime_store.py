@@ -54,7 +54,11 @@ def load_runtime(conn: Conn) -> LoadedRuntime:
     pools = {str(p.id): PoolInfo(str(p.id), p.name, p.status) for p in snapshot.pools.values()}
     policies = {
         str(p.id): PoolPolicy(
-            str(p.id), p.strategy, float(p.quota_threshold_percent), int(p.retry_budget)
+            str(p.id),
+            p.strategy,
+            float(p.quota_threshold_percent),
+            int(p.retry_budget),
+            {str(e.account_id): int(e.weight) for e in snapshot.assignments.get(p.id, ())},
         )
         for p in snapshot.pools.values()
     }
