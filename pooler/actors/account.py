@@ -122,8 +122,12 @@ class AccountActor:
     # --- decisions ---------------------------------------------------------------------
 
     def handle(self, message: object) -> None:
-        if isinstance(message, m.Confirm):
-            message.reply_to.send(self._confirm())
+        if isinstance(message, m.Offer):
+            self._offered(message)
+        elif isinstance(message, m.Confirm):
+            lease = self._confirm()
+            if not message.reply_to.send(lease) and lease is not None:
+                self._release(lease.lease_id, m.Outcome(m.CANCELLED))
         elif isinstance(message, m.Release):
             self._release(message.lease_id, message.outcome)
         elif isinstance(message, m.RefreshNow):
@@ -139,6 +143,16 @@ class AccountActor:
             message.reply_to.send(self.state.snapshot)
         else:
             log.warning("account %s: unknown message %s", self.state.snapshot.label, type(message))
+
+    def _offered(self, offer: m.Offer) -> None:
+        lease = self._confirm()
+        if lease is None:
+            if not offer.supervisor.try_send(m.Refused(offer)):
+                offer.request.reply_to.send(m.LeaseGranted(offer.choice, None, offer.refused))
+            return
+        granted = m.LeaseGranted(offer.choice, lease, offer.refused)
+        if not offer.request.reply_to.send(granted):  # the requester gave up meanwhile
+            self._release(lease.lease_id, m.Outcome(m.CANCELLED))
 
     def _confirm(self) -> m.Lease | None:
         snap = self.state.snapshot

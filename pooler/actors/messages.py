@@ -101,11 +101,38 @@ class LeaseCandidate:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseGranted:
+    """The answer to a LeaseRequest: the lease (or None: nothing eligible accepted), the
+    routing choice behind it, and the accounts that refused on the way."""
+
+    choice: Choice
+    lease: Lease | None
+    refused: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class LeaseRequest:
     pool_id: str
     continuity_keys: tuple[bytes, ...]
     exclude: frozenset[str]
-    reply_to: ReplyTo[tuple[Choice, list[LeaseCandidate]]]
+    reply_to: ReplyTo[LeaseGranted]
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """Supervisor -> the chosen AccountActor: confirm and answer the requester directly, or
+    hand the request back (`Refused`) so the next candidate is asked. One hop, not two."""
+
+    request: LeaseRequest
+    choice: Choice
+    candidates: tuple[LeaseCandidate, ...]  # this account first, then the fallbacks
+    refused: tuple[str, ...]
+    supervisor: Mailbox[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    offer: Offer
 
 
 @dataclass(frozen=True, slots=True)

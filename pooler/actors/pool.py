@@ -113,7 +113,12 @@ class PoolSupervisor:
 
     def handle(self, message: object) -> None:
         if isinstance(message, m.LeaseRequest):
-            message.reply_to.send(self._choose(message))
+            choice, candidates = self._choose(message)
+            self._offer(message, choice, tuple(candidates), ())
+        elif isinstance(message, m.Refused):
+            offer = message.offer
+            refused = (*offer.refused, offer.candidates[0].snapshot.label)
+            self._offer(offer.request, offer.choice, offer.candidates[1:], refused)
         elif isinstance(message, m.PinConversation):
             cmap = self.continuity.get(message.pool_id)
             if cmap is not None:
@@ -138,6 +143,22 @@ class PoolSupervisor:
             if found and self._supervisor is not None:
                 self._supervisor.crash_child(message.account_id, RuntimeError("injected crash"))
             message.reply_to.send(found)
+
+    def _offer(
+        self,
+        request: m.LeaseRequest,
+        choice: Any,
+        candidates: tuple[m.LeaseCandidate, ...],
+        refused: tuple[str, ...],
+    ) -> None:
+        """Offer the request to the best candidate, which answers the requester itself."""
+        while candidates:
+            offer = m.Offer(request, choice, candidates, refused, self.mailbox)
+            if candidates[0].mailbox.try_send(offer):
+                return
+            refused = (*refused, candidates[0].snapshot.label)  # its mailbox is full or closed
+            candidates = candidates[1:]
+        request.reply_to.send(m.LeaseGranted(choice, None, refused))
 
     def _note_dirty_pin(self, pool_id: str, key: bytes, account_id: str, now: float) -> None:
         """Remember a pin for the write-behind; bounded, what overflows waits for next time."""

@@ -37,28 +37,24 @@ async def lease_account(
 ) -> m.Lease | None:
     """The next account to try, or None when no eligible account is left."""
 
-    def request(reply: ReplyTo[tuple[Choice, list[m.LeaseCandidate]]]) -> m.LeaseRequest:
+    def request(reply: ReplyTo[m.LeaseGranted]) -> m.LeaseRequest:
         return m.LeaseRequest(
             attempts.pool_id, attempts.continuity_keys, frozenset(attempts.tried), reply
         )
 
     try:
-        choice, candidates = await call(supervisor, request, timeout=timeout)
+        granted = await call(supervisor, request, timeout=timeout)
     except (CallTimeout, ActorDead) as exc:
         raise NoEligibleBackend("the account supervisor is not answering", retry_after=1) from exc
-    attempts.last_choice = choice
-    for label, code in choice.exclusions.items():
+    attempts.last_choice = granted.choice
+    for label, code in granted.choice.exclusions.items():
         attempts.exclusions.setdefault(label, code)
-    for candidate in candidates:
-        try:
-            lease = await call(candidate.mailbox, m.Confirm, timeout=timeout)
-        except (CallTimeout, ActorDead):
-            lease = None
-        if lease is not None:
-            return lease
-        attempts.tried.add(candidate.snapshot.account_id)
-        attempts.exclusions[candidate.snapshot.label] = "refused"
-    return None
+    labels = {c.label: c.account_id for c in granted.choice.candidates}
+    for label in granted.refused:
+        attempts.exclusions[label] = "refused"
+        if label in labels:
+            attempts.tried.add(labels[label])
+    return granted.lease
 
 
 def no_account_error(
