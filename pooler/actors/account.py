@@ -139,6 +139,8 @@ class AccountActor:
                 lifecycle=message.lifecycle,
                 max_in_flight=message.max_in_flight or self.state.snapshot.max_in_flight,
             )
+        elif isinstance(message, m.InjectCrash):
+            raise RuntimeError("injected crash")
         elif isinstance(message, m.GetSnapshot):
             message.reply_to.send(self.state.snapshot)
         else:

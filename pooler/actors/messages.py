@@ -186,3 +186,8 @@ class RestorePins:
 
     pool_id: str
     pins: tuple[tuple[bytes, str, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class InjectCrash:
+    """Fault injection: the AccountActor raises on receipt, exactly as a bug would."""

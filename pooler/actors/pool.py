@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import trio
@@ -18,7 +19,13 @@ import trio
 from pooler.actors import messages as m
 from pooler.actors.account import AccountActor, AccountState, LoadCredentials, RefreshCredentials
 from pooler.actors.restart import RestartBudget
-from pooler.actors.runtime import Mailbox, Supervisor
+from pooler.actors.runtime import (
+    Mailbox,
+    Supervisor,
+    SupervisorEscalation,
+    SupervisorStats,
+    supervise,
+)
 from pooler.routing.choose import PoolPolicy, choose_accounts
 from pooler.routing.continuity import ContinuityMap
 from pooler.routing.snapshot import AccountSnapshot, WindowState
@@ -32,6 +39,7 @@ SUPERVISOR_MAILBOX_CAPACITY = 4096
 UPSTREAM_MIN_CONNECTIONS = 1024
 UPSTREAM_MAX_IDLE = 128
 MAX_DIRTY_PINS = 100_000
+ESCALATION_COOLOFF_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +69,7 @@ class AccountHandle:
     mailbox: Mailbox[Any]
     upstream: UpstreamPool
     actor: AccountActor
+    stats: SupervisorStats = field(default_factory=lambda: SupervisorStats("account"))
 
     @property
     def snapshot(self) -> AccountSnapshot:
@@ -90,6 +99,7 @@ class PoolSupervisor:
         self._dirty_pins: dict[tuple[str, bytes], tuple[str, float]] = {}
         self.dirty_pin_overflows = 0
         self.crashes = 0
+        self.escalations = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -139,10 +149,8 @@ class PoolSupervisor:
         elif isinstance(message, m.ListSnapshots):
             message.reply_to.send([h.snapshot for h in self.accounts.values()])
         elif isinstance(message, m.CrashAccount):
-            found = self._supervisor is not None and message.account_id in self._supervisor.children
-            if found and self._supervisor is not None:
-                self._supervisor.crash_child(message.account_id, RuntimeError("injected crash"))
-            message.reply_to.send(found)
+            handle = self.accounts.get(message.account_id)
+            message.reply_to.send(handle is not None and handle.mailbox.try_send(m.InjectCrash()))
 
     def _offer(
         self,
@@ -254,11 +262,44 @@ class PoolSupervisor:
         self.accounts[account.account_id] = handle
         try:
             await self._supervisor.start_child(
-                account.account_id, actor.run, budget=deps.restart_budget()
+                account.account_id,
+                partial(self._guard_account, handle),
+                budget=deps.restart_budget(),
             )
         except Exception as exc:
             log.error("account %s could not start: %s", account.label, type(exc).__name__)
             handle.state.snapshot = replace(handle.state.snapshot, alive=False)
+
+    async def _guard_account(
+        self, handle: AccountHandle, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        """Supervise one account's actor. When it crashes past its restart budget, the
+        account alone leaves routing for a cool-off, then gets a fresh budget: one broken
+        account never takes the PoolSupervisor (and every other account) down with it."""
+        name = handle.snapshot.account_id
+        status: trio.TaskStatus[None] = task_status
+        while True:
+            try:
+                await supervise(
+                    name,
+                    handle.actor.run,
+                    budget=self.deps.restart_budget(),
+                    on_crash=self._on_crash,
+                    stats=handle.stats,
+                    task_status=status,
+                )
+                return
+            except SupervisorEscalation as exc:
+                log.error(
+                    "account %s crashed past its restart budget (%s); out of routing for %.0f s",
+                    handle.snapshot.label,
+                    type(exc.__cause__).__name__,
+                    ESCALATION_COOLOFF_S,
+                )
+                self.escalations += 1
+                handle.state.snapshot = replace(handle.state.snapshot, alive=False)
+                status = trio.TASK_STATUS_IGNORED
+                await trio.sleep(ESCALATION_COOLOFF_S)
 
     async def _stop_account(self, account_id: str) -> None:
         assert self._supervisor is not None

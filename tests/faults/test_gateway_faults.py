@@ -128,11 +128,10 @@ async def test_crashed_account_actor_restarts_and_others_keep_serving(
 
             # The supervisor saw the crash and restarted the actor.
             assert supervisor.crashes == 1
-            child = supervisor._supervisor.children[victim_id]
-            assert child.stats.crashes == 1
-            while not (child.running and handle.snapshot.alive):
+            assert handle.stats.crashes == 1
+            while not handle.snapshot.alive:
                 await trio.sleep(0.01)
-            assert child.stats.restarts == 1
+            assert handle.stats.restarts == 1
 
             # Nobody else noticed: every bystander got a complete answer, from every account.
             assert len(others) == 12
@@ -513,3 +512,29 @@ async def test_no_task_thread_or_socket_outlives_the_stack(db_url: str, tmp_path
             await trio.sleep(0.01)
     assert [t.name for t in threading.enumerate() if t.name.startswith("pooler")] == []
     assert open_fds() == fds
+
+
+async def test_an_account_crashing_past_its_budget_leaves_routing_alone(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with open_stack(db_url, tmp_path) as stack, stack.client() as client:
+        supervisor = stack.gateway.pool_supervisor
+        victim_id = next(iter(supervisor.accounts))
+        victim = supervisor.accounts[victim_id]
+        with trio.fail_after(20):
+            for _ in range(7):  # a restart budget of 5 per minute: the 6th crash escalates
+                assert await call(
+                    supervisor.mailbox, lambda r: m.CrashAccount(victim_id, r), timeout=5
+                )
+            while supervisor.escalations == 0:
+                await trio.sleep(0.02)
+        assert not victim.snapshot.alive
+        # The PoolSupervisor and every other account go on serving.
+        await stack.control("POST", "reset")
+        for i in range(6):
+            body = responses_body(prompt_cache_key=f"after-escalation-{i}")
+            response = await client.post(RESPONSES, json=body)
+            assert response.status_code == 200
+        served = {r["account_id"] for r in await stack.upstream_requests()}
+        victim_upstream = victim.state.chatgpt_account_id
+        assert victim_upstream not in served and len(served) == 2
