@@ -226,7 +226,7 @@ class AccountActor:
         self._refreshing = False
         waiters, self._waiters = self._waiters, []
         if message.access_token is not None:
-            self._credentials = _credentials_from(message.access_token)
+            self._credentials = credentials_from_token(message.access_token)
             for waiter in waiters:
                 waiter.send(message.access_token)
             self._schedule_refresh_ahead()
@@ -298,7 +298,7 @@ class AccountActor:
                 self._start_refresh(self._credentials.access_token)
 
 
-def _credentials_from(access_token: str) -> Credentials:
+def credentials_from_token(access_token: str) -> Credentials:
     from pooler.protocol.jwt import decode_jwt_claims
 
     issued: float | None = None
@@ -309,6 +309,3 @@ def _credentials_from(access_token: str) -> Credentials:
     except ValueError:
         pass
     return Credentials(access_token, issued, jwt_expiry(access_token))
-
-
-credentials_from_token = _credentials_from

@@ -82,9 +82,3 @@ class LogWriter(Generic[Row]):
                 self._buffer.popleft()
             self.written += len(batch)
         return 0.0
-
-    async def wait_flushed(self) -> None:
-        """Wait until every row enqueued so far is written (tests, shutdown)."""
-        while self._buffer:
-            self._wakeup.set()
-            await trio.sleep(0.01)

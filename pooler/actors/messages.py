@@ -136,11 +136,6 @@ class Refused:
 
 
 @dataclass(frozen=True, slots=True)
-class SnapshotChanged:
-    snapshot: AccountSnapshot
-
-
-@dataclass(frozen=True, slots=True)
 class PinConversation:
     pool_id: str
     continuity_keys: tuple[bytes, ...]
@@ -166,11 +161,6 @@ class CrashAccount:
 
     account_id: str
     reply_to: ReplyTo[bool]
-
-
-@dataclass(frozen=True, slots=True)
-class AccountDown:
-    account_id: str
 
 
 @dataclass(frozen=True, slots=True)

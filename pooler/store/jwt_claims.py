@@ -4,12 +4,11 @@ validates them on every call. Claims live in the `https://api.openai.com/auth` n
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from pooler.protocol.jwt import decode_jwt_claims
 
 AUTH_NAMESPACE = "https://api.openai.com/auth"
 PROFILE_NAMESPACE = "https://api.openai.com/profile"
@@ -31,18 +30,10 @@ class Identity:
 
 def decode_claims(token: str) -> dict[str, Any]:
     """The payload of a compact JWT (header.payload.signature) as a dict."""
-    parts = token.split(".")
-    if len(parts) != 3 or not parts[1]:
-        raise ClaimsError("token is not a JWT (expected three dot-separated parts)")
-    payload = parts[1]
     try:
-        raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-        claims = json.loads(raw)
-    except (binascii.Error, ValueError):
-        raise ClaimsError("token payload is not base64url JSON") from None
-    if not isinstance(claims, dict):
-        raise ClaimsError("token payload is not a JSON object")
-    return claims
+        return decode_jwt_claims(token)
+    except ValueError as exc:
+        raise ClaimsError(f"token is not a readable JWT: {exc}") from None
 
 
 def expires_at(claims: dict[str, Any]) -> datetime | None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
 
+from pooler.crypto import key_digest
 from pooler.errors import ApiKeyInvalid, ApiKeyMissing, PoolerError
 
 
@@ -43,7 +42,7 @@ class KeyCache:
         self._pools = pools
 
     def digest(self, raw: str) -> bytes:
-        return hmac.new(self._secret, raw.encode(), hashlib.sha256).digest()
+        return key_digest(self._secret, raw)
 
     def authenticate(self, authorization: bytes | None) -> tuple[KeyInfo, PoolInfo]:
         if not authorization:
