@@ -22,6 +22,8 @@ EXPECTED_TABLES = {
     "request_attempts",
     "audit_events",
     "continuity_pins",
+    "account_credits",
+    "instance_settings",
 }
 
 

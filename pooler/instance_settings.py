@@ -1,0 +1,131 @@
+"""Instance settings: what an operator tunes at run time, stored as one JSON object.
+
+The `instance_settings` row holds only what was changed; everything missing takes its
+default here. Parsing is strict about types and ranges (a bad value is refused when it is
+set, with the key named) and lenient about unknown keys (a newer node may know more).
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+ROUTE_CLASSES = ("responses", "stream", "compact", "control", "files", "audio", "websocket")
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be applied; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bulkhead:
+    """Admission for one route class: requests running at once, waiting, and for how long."""
+
+    concurrency: int
+    queue: int
+    queue_timeout_s: float
+
+
+# The reference (inventory §6) admits 32 plain and 24 streaming requests per node; a Trio
+# process holds thousands of idle streams cheaply (DESIGN §9), so streams get room for that
+# and the bulkhead guards memory rather than throughput. The smaller classes match it.
+DEFAULT_BULKHEADS: Mapping[str, Bulkhead] = {
+    "responses": Bulkhead(512, 1024, 10.0),
+    "stream": Bulkhead(8192, 1024, 10.0),
+    "compact": Bulkhead(8, 32, 10.0),
+    "control": Bulkhead(8, 16, 5.0),
+    "files": Bulkhead(4, 8, 5.0),
+    "audio": Bulkhead(4, 8, 5.0),
+    "websocket": Bulkhead(8192, 1024, 10.0),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSettings:
+    circuit_failure_threshold: int = 3
+    circuit_open_seconds: float = 60.0
+    circuit_half_open_probes: int = 1
+    demotion_seconds: float = 60.0
+    usage_poll_interval_seconds: float = 60.0
+    quota_freshness_seconds: float = 900.0
+    bulkheads: Mapping[str, Bulkhead] = field(default_factory=lambda: dict(DEFAULT_BULKHEADS))
+
+
+_RANGES: Mapping[str, tuple[type, float, float]] = {
+    "circuit_failure_threshold": (int, 1, 1000),
+    "circuit_open_seconds": (float, 1, 86_400),
+    "circuit_half_open_probes": (int, 1, 100),
+    "demotion_seconds": (float, 0, 3600),
+    "usage_poll_interval_seconds": (float, 5, 86_400),
+    "quota_freshness_seconds": (float, 30, 86_400),
+}
+_BULKHEAD_RANGES: Mapping[str, tuple[type, float, float]] = {
+    "concurrency": (int, 1, 100_000),
+    "queue": (int, 0, 1_000_000),
+    "queue_timeout_s": (float, 0, 600),
+}
+
+
+def _number(key: str, value: Any, kind: type, low: float, high: float) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SettingsError(f"{key} must be a number")
+    if kind is int and value != int(value):
+        raise SettingsError(f"{key} must be a whole number")
+    if not low <= value <= high:
+        raise SettingsError(f"{key} must be between {low:g} and {high:g}")
+    return int(value) if kind is int else float(value)
+
+
+def _bulkhead(route_class: str, raw: Any, base: Bulkhead) -> Bulkhead:
+    if not isinstance(raw, Mapping):
+        raise SettingsError(f"bulkheads.{route_class} must be an object")
+    changes: dict[str, int | float] = {}
+    for name, value in raw.items():
+        if name not in _BULKHEAD_RANGES:
+            raise SettingsError(f"bulkheads.{route_class}.{name} is not a bulkhead setting")
+        kind, low, high = _BULKHEAD_RANGES[name]
+        changes[name] = _number(f"bulkheads.{route_class}.{name}", value, kind, low, high)
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def parse_settings(raw: Mapping[str, Any], *, strict: bool = False) -> InstanceSettings:
+    """Settings from the stored object. `strict` refuses unknown keys (when an operator sets
+    them); stored rows are read leniently."""
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "bulkheads":
+            if not isinstance(value, Mapping):
+                raise SettingsError("bulkheads must be an object")
+            merged = dict(DEFAULT_BULKHEADS)
+            for route_class, spec in value.items():
+                if route_class not in DEFAULT_BULKHEADS:
+                    if strict:
+                        raise SettingsError(f"bulkheads.{route_class}: unknown route class")
+                    continue
+                merged[route_class] = _bulkhead(route_class, spec, DEFAULT_BULKHEADS[route_class])
+            values["bulkheads"] = merged
+        elif key in _RANGES:
+            kind, low, high = _RANGES[key]
+            values[key] = _number(key, value, kind, low, high)
+        elif strict:
+            raise SettingsError(f"{key} is not an instance setting")
+    return InstanceSettings(**values)
+
+
+def settings_as_dict(settings: InstanceSettings) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if f.name == "bulkheads":
+            value = {
+                name: {
+                    "concurrency": b.concurrency,
+                    "queue": b.queue,
+                    "queue_timeout_s": b.queue_timeout_s,
+                }
+                for name, b in value.items()
+            }
+        out[f.name] = value
+    return out
