@@ -11,6 +11,7 @@
     ├── NotFound                        404 not_found_error
     ├── UsageLimitReached               429 usage_limit_reached (resets_at, Retry-After)
     ├── NoEligibleBackend               503 no_eligible_backend (Retry-After)
+    ├── ServerOverloaded                503 server_is_overloaded (Retry-After)
     └── UpstreamError                   502 upstream_error
 
 No httpx, h11 or psycopg exception reaches a handler: the edges map them into this tree.
@@ -156,3 +157,19 @@ class ServiceUnavailable(PoolerError):
     status = 503
     error_type = "server_error"
     code = "service_unavailable"
+
+
+class ServerOverloaded(PoolerError):
+    """A route class's bulkhead is full (its queue, or the wait in it ran out)."""
+
+    status = 503
+    error_type = "server_error"
+    code = "server_is_overloaded"
+
+    def __init__(
+        self,
+        message: str = "the gateway is overloaded; retry shortly",
+        *,
+        retry_after: float = 1.0,
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)

@@ -129,3 +129,45 @@ def settings_as_dict(settings: InstanceSettings) -> dict[str, Any]:
             }
         out[f.name] = value
     return out
+
+
+def is_setting_key(key: str) -> bool:
+    """Whether a dotted key names a setting or a group of them (`bulkheads.stream`)."""
+    parts = key.split(".")
+    if parts[0] != "bulkheads":
+        return len(parts) == 1 and parts[0] in _RANGES
+    if len(parts) == 1:
+        return True
+    if parts[1] not in DEFAULT_BULKHEADS:
+        return False
+    return len(parts) == 2 or (len(parts) == 3 and parts[2] in _BULKHEAD_RANGES)
+
+
+def with_change(raw: Mapping[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """A copy of `raw` with the dotted `key` set to `value` (a whole object for a group);
+    the objects on its path are copied, a non-object in the way is replaced."""
+    head, _, rest = key.partition(".")
+    out = dict(raw)
+    if not rest:
+        out[head] = value
+        return out
+    inner = raw.get(head)
+    out[head] = with_change(inner if isinstance(inner, Mapping) else {}, rest, value)
+    return out
+
+
+def without_key(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """A copy of `raw` without the dotted `key` (back to its default); objects it leaves
+    empty are dropped too."""
+    head, _, rest = key.partition(".")
+    out = dict(raw)
+    inner = out.get(head)
+    if not rest:
+        out.pop(head, None)
+    elif isinstance(inner, Mapping):
+        pruned = without_key(inner, rest)
+        if pruned:
+            out[head] = pruned
+        else:
+            del out[head]
+    return out
