@@ -10,11 +10,16 @@ announce themselves on their own channels; request logs are silent.
 
 from pooler.store.accounts import (
     LIFECYCLES,
+    OPERATOR_MOVES,
+    delete_account,
     get_account,
     import_account,
     list_accounts,
     parse_auth_json,
+    pause_account,
     quota_by_account,
+    resolve_account,
+    resume_account,
     set_lifecycle,
     upsert_quota_windows,
 )
@@ -89,12 +94,14 @@ from pooler.store.pools import (
     set_assignment,
     update_pool,
 )
+from pooler.store.refresh import RefreshOutcome, refresh_account_now
 from pooler.store.runtime import load_runtime_snapshot
 
 __all__ = [
     "CONFIG_CHANNEL",
     "CONTINUITY_CHANNEL",
     "LIFECYCLES",
+    "OPERATOR_MOVES",
     "QUOTA_CHANNEL",
     "STRATEGIES",
     "TOKENS_CHANNEL",
@@ -116,6 +123,7 @@ __all__ = [
     "Pool",
     "QuotaWindow",
     "QuotaWindowRow",
+    "RefreshOutcome",
     "RequestLogRow",
     "RuntimeAccount",
     "RuntimeSnapshot",
@@ -128,6 +136,7 @@ __all__ = [
     "create_operator",
     "create_owner",
     "create_pool",
+    "delete_account",
     "delete_expired_continuity_pins",
     "delete_request_logs_before",
     "find_mcp_token",
@@ -147,9 +156,13 @@ __all__ = [
     "load_runtime_snapshot",
     "mark_keys_used",
     "parse_auth_json",
+    "pause_account",
     "quota_by_account",
     "recent_request_logs",
     "reencrypt_all_secrets",
+    "refresh_account_now",
+    "resolve_account",
+    "resume_account",
     "revoke_key",
     "revoke_mcp_token",
     "set_assignment",

@@ -1,4 +1,12 @@
-"""Upstream ChatGPT/Codex accounts: import from auth.json, listing, lifecycle, quota."""
+"""Upstream ChatGPT/Codex accounts: import from auth.json, listing, lifecycle, quota.
+
+Lifecycle. `active` accounts serve; `paused` and `disabled` ones are kept out of routing by
+an operator; `reauth_required` is set by the gateway when the auth server refuses the
+account's refresh token for good. An operator pauses and resumes accounts through
+`OPERATOR_MOVES`; nothing an operator does brings an account back from `reauth_required`
+except a re-import of a fresh auth.json (`import_account`), because its stored refresh token
+is known to be dead. `set_lifecycle` itself is unchecked: the gateway uses it too.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +23,7 @@ from pooler.db import notify
 from pooler.store.common import (
     QUOTA_CHANNEL,
     TOKENS_CHANNEL,
+    ConflictError,
     Conn,
     InvalidInputError,
     NotFoundError,
@@ -27,6 +36,15 @@ from pooler.store.models import Account, AccountView, QuotaWindow, QuotaWindowRo
 from pooler.store.pools import get_pool
 
 LIFECYCLES: Final = ("active", "paused", "reauth_required", "disabled")
+# operator action -> {lifecycle before: lifecycle after}; a lifecycle not listed is refused.
+OPERATOR_MOVES: Final[dict[str, dict[str, str]]] = {
+    "pause": {"active": "paused", "paused": "paused", "disabled": "paused"},
+    "resume": {"paused": "active", "active": "active", "disabled": "active"},
+}
+REAUTH_HINT: Final = (
+    "needs a new login: sign in again with the Codex CLI and re-import its auth.json"
+    " (`pooler admin account import`)"
+)
 WINDOWS: Final = ("primary", "secondary")
 ACCOUNT_COLUMNS: Final = (
     "id, label, email, chatgpt_account_id, chatgpt_user_id, plan_type, lifecycle,"
@@ -160,6 +178,23 @@ def get_account(conn: Conn, account_id: UUID) -> Account:
     return account
 
 
+def resolve_account(conn: Conn, ref: str) -> Account:
+    """The one account whose id, label or email (case-insensitive) is `ref`."""
+    wanted = ref.strip().lower()
+    cur = conn.cursor(row_factory=class_row(Account))
+    found = cur.execute(
+        f"SELECT {ACCOUNT_COLUMNS} FROM upstream_accounts"
+        f" WHERE id::text = %(w)s OR lower(label) = %(w)s OR lower(email) = %(w)s"
+        f" ORDER BY label, id LIMIT 2",
+        {"w": wanted},
+    ).fetchall()
+    if not found:
+        raise NotFoundError(f"no account matches {ref!r}")
+    if len(found) > 1:
+        raise ConflictError(f"several accounts match {ref!r}; give the account id")
+    return found[0]
+
+
 def list_accounts(conn: Conn, pool_name: str | None = None) -> list[AccountView]:
     """Accounts with their (actively assigned) Pools and latest quota windows."""
     where, params = "", []
@@ -232,6 +267,55 @@ def set_lifecycle(
         target_type="account",
         target_id=account_id,
         details={"from": before.lifecycle, "to": lifecycle, "reason": reason},
+    )
+    return account
+
+
+def pause_account(
+    conn: Conn, account_id: UUID, reason: str | None = None, *, actor: str = "system"
+) -> Account:
+    """Take the account out of routing until `resume_account`."""
+    return _operator_move(conn, account_id, "pause", reason, actor)
+
+
+def resume_account(conn: Conn, account_id: UUID, *, actor: str = "system") -> Account:
+    """Put a paused (or disabled) account back into routing; refused for reauth_required."""
+    return _operator_move(conn, account_id, "resume", None, actor)
+
+
+def _operator_move(
+    conn: Conn, account_id: UUID, action: str, reason: str | None, actor: str
+) -> Account:
+    row = conn.execute(
+        "SELECT label, lifecycle FROM upstream_accounts WHERE id = %s FOR UPDATE", (account_id,)
+    ).fetchone()
+    if row is None:
+        raise NotFoundError(f"account {account_id} not found")
+    label, lifecycle = row
+    after = OPERATOR_MOVES[action].get(lifecycle)
+    if after is None:
+        hint = f" and {REAUTH_HINT}" if lifecycle == "reauth_required" else ""
+        raise ConflictError(f"cannot {action} account {label!r}: it is {lifecycle}{hint}")
+    return set_lifecycle(conn, account_id, after, reason, actor=actor)
+
+
+def delete_account(conn: Conn, account_id: UUID, *, actor: str = "system") -> Account:
+    """Remove the account with its secrets, assignments, quota and continuity pins (the
+    foreign keys cascade). Request logs keep its id and label. Audited as `account.delete`."""
+    account_refresh_lock(conn, account_id)  # wait out a refresh writing its tokens
+    cur = conn.cursor(row_factory=class_row(Account))
+    account = cur.execute(
+        f"DELETE FROM upstream_accounts WHERE id = %s RETURNING {ACCOUNT_COLUMNS}", (account_id,)
+    ).fetchone()
+    if account is None:
+        raise NotFoundError(f"account {account_id} not found")
+    record_change(
+        conn,
+        actor=actor,
+        action="account.delete",
+        target_type="account",
+        target_id=account_id,
+        details={"label": account.label, "lifecycle": account.lifecycle},
     )
     return account
 
