@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeVar
 
 import outcome
@@ -239,8 +239,24 @@ class Database:
         on_reconnect: Callable[[], None] | None = None,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """LISTEN on `channel` until cancelled, calling `on_notify(payload)` on the Trio
-        thread for each notification.
+        """LISTEN on one channel; see `listen_channels`."""
+        await self.listen_channels(
+            (channel,),
+            lambda _channel, payload: on_notify(payload),
+            on_reconnect=on_reconnect,
+            task_status=task_status,
+        )
+
+    async def listen_channels(
+        self,
+        channels: Sequence[str],
+        on_notify: Callable[[str, str], None],
+        *,
+        on_reconnect: Callable[[], None] | None = None,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """LISTEN on `channels` until cancelled, calling `on_notify(channel, payload)` on the
+        Trio thread for each notification.
 
         Holds its own connection (outside the pool). Reports started once LISTEN is active;
         if the first connection fails, the error (DatabaseUnavailable) comes out of
@@ -250,7 +266,8 @@ class Database:
         from a callback ends the task. Cancellation is prompt: the wait is a Trio wait on
         the connection's socket, not a thread.
         """
-        conn = await self._listen_connect(channel)
+        names = ",".join(channels)
+        conn = await self._listen_connect(channels)
         task_status.started()
         reconnected = False
         while True:
@@ -259,30 +276,31 @@ class Database:
                     on_reconnect()
                 await _pump_notifications(conn, on_notify)
             except DatabaseUnavailable as exc:
-                log.warning("LISTEN %s: connection lost (%s); reconnecting", channel, exc)
+                log.warning("LISTEN %s: connection lost (%s); reconnecting", names, exc)
             finally:
                 _close_listen_connection(conn)
-            conn = await self._listen_reconnect(channel)
+            conn = await self._listen_reconnect(channels)
             reconnected = True
 
-    async def _listen_reconnect(self, channel: str) -> psycopg.Connection[Any]:
+    async def _listen_reconnect(self, channels: Sequence[str]) -> psycopg.Connection[Any]:
         backoff = LISTEN_BACKOFF_INITIAL
         while True:
             await trio.sleep(backoff)
             try:
-                return await self._listen_connect(channel)
+                return await self._listen_connect(channels)
             except DatabaseUnavailable as exc:
-                log.info("LISTEN %s: reconnect failed (%s)", channel, exc)
+                log.info("LISTEN %s: reconnect failed (%s)", ",".join(channels), exc)
             backoff = min(backoff * 2, LISTEN_BACKOFF_MAX)
 
-    async def _listen_connect(self, channel: str) -> psycopg.Connection[Any]:
+    async def _listen_connect(self, channels: Sequence[str]) -> psycopg.Connection[Any]:
         def connect() -> psycopg.Connection[Any]:
             try:
                 conn = psycopg.connect(self.url, autocommit=True, **_CONNECT_KWARGS)
             except psycopg.Error as exc:
                 raise map_error(exc) from exc
             try:
-                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                for channel in channels:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
             except psycopg.Error as exc:
                 conn.close()
                 raise map_error(exc) from exc
@@ -293,19 +311,19 @@ class Database:
 
 
 async def _pump_notifications(
-    conn: psycopg.Connection[Any], on_notify: Callable[[str], None]
+    conn: psycopg.Connection[Any], on_notify: Callable[[str, str], None]
 ) -> None:
     """Wait on the socket in Trio; read notifications without blocking when it is readable."""
     fd = conn.fileno()
     while True:
         try:
-            payloads = [n.payload for n in conn.notifies(timeout=0)]
+            payloads = [(n.channel, n.payload) for n in conn.notifies(timeout=0)]
         except psycopg.Error as exc:
             raise map_error(exc) from exc
         if conn.broken or conn.closed:
             raise DatabaseUnavailable("database unavailable (LISTEN connection lost)")
-        for payload in payloads:
-            on_notify(payload)
+        for channel, payload in payloads:
+            on_notify(channel, payload)
         await trio.lowlevel.wait_readable(fd)
 
 

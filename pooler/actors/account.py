@@ -17,17 +17,20 @@ import trio
 
 from pooler.actors import messages as m
 from pooler.actors.runtime import Mailbox, ReplyTo
+from pooler.instance_settings import InstanceSettings
 from pooler.protocol.jwt import jwt_expiry
-from pooler.protocol.ratelimit import QuotaWindow, RateLimitSnapshot, parse_rate_limit_headers
-from pooler.routing.snapshot import AccountSnapshot, WindowState
+from pooler.protocol.ratelimit import RateLimitSnapshot, parse_rate_limit_headers
+from pooler.routing.circuit import Circuit, CircuitSettings
+from pooler.routing.evidence import apply_evidence
+from pooler.routing.snapshot import AccountSnapshot
 from pooler.upstream.http1 import UpstreamPool
 
 log = logging.getLogger("pooler.actors.account")
 
 REFRESH_AHEAD_FRACTION = 0.8
 RATE_LIMIT_COOLDOWN_S = 5.0
-FAILURE_COOLDOWN_S = 30.0
-FAILURES_BEFORE_COOLDOWN = 3
+REFRESH_RETRY_FIRST_S = 15.0
+REFRESH_RETRY_MAX_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +47,19 @@ class RefreshResult:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class UsageResult:
+    evidence: RateLimitSnapshot | None
+    unauthorized: bool = False
+
+
 # The I/O an account needs, provided by the gateway (database and OAuth behind them).
 LoadCredentials = Callable[[str], Awaitable[Credentials]]
 RefreshCredentials = Callable[[str, str], Awaitable[RefreshResult]]
-PersistQuota = Callable[[str, RateLimitSnapshot], None]
+# (account id, evidence, observed at, source: headers|event|usage_api)
+PersistQuota = Callable[[str, RateLimitSnapshot, float, str], None]
+# (access token, chatgpt account id) -> what the upstream usage endpoint says.
+FetchUsage = Callable[[str, str], Awaitable[UsageResult]]
 
 
 class RefreshUnavailable(Exception):
@@ -60,17 +72,22 @@ class AccountState:
 
     snapshot: AccountSnapshot
     chatgpt_account_id: str
-    consecutive_failures: int = 0
     refresh_generation: int = 0
-    # Leases outlive a crash of the actor (their requests keep running), so they live here.
-    leases: set[int] = field(default_factory=set)
+    refresh_failures: int = 0
+    # Leases outlive a crash of the actor (their requests keep running), so they live here:
+    # lease id -> (route class, admitted as a circuit probe).
+    leases: dict[int, tuple[str, bool]] = field(default_factory=dict)
     next_lease: int = 0
+    circuits: dict[str, Circuit] = field(default_factory=dict)  # route class -> circuit
+    circuit_transitions: int = 0
 
 
-def _window(window: QuotaWindow | None) -> WindowState | None:
-    if window is None:
-        return None
-    return WindowState(window.used_percent, window.reset_at)
+def circuit_settings(settings: InstanceSettings) -> CircuitSettings:
+    return CircuitSettings(
+        settings.circuit_failure_threshold,
+        settings.circuit_open_seconds,
+        settings.circuit_half_open_probes,
+    )
 
 
 class AccountActor:
@@ -83,6 +100,8 @@ class AccountActor:
         load_credentials: LoadCredentials,
         refresh_credentials: RefreshCredentials,
         persist_quota: PersistQuota | None = None,
+        fetch_usage: FetchUsage | None = None,
+        settings: Callable[[], InstanceSettings] = InstanceSettings,
     ) -> None:
         self.state = state
         self.mailbox = mailbox
@@ -91,8 +110,12 @@ class AccountActor:
         self._load_credentials = load_credentials
         self._refresh_credentials = refresh_credentials
         self._persist_quota = persist_quota
+        self._fetch_usage = fetch_usage
+        self._settings = settings
         self._credentials: Credentials | None = None
         self._refreshing = False
+        self._polling = False
+        self._loading = False
         self._waiters: list[ReplyTo[str]] = []
         self._timer_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
@@ -103,7 +126,7 @@ class AccountActor:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._credentials = await self._load_credentials(self.account_id)
-        self._refreshing = False
+        self._refreshing = self._polling = self._loading = False
         self._waiters = []
         self._set(in_flight=len(self.state.leases), alive=True)
         try:
@@ -125,7 +148,7 @@ class AccountActor:
         if isinstance(message, m.Offer):
             self._offered(message)
         elif isinstance(message, m.Confirm):
-            lease = self._confirm()
+            lease = self._confirm(message.route_class)
             if not message.reply_to.send(lease) and lease is not None:
                 self._release(lease.lease_id, m.Outcome(m.CANCELLED))
         elif isinstance(message, m.Release):
@@ -139,6 +162,18 @@ class AccountActor:
                 lifecycle=message.lifecycle,
                 max_in_flight=message.max_in_flight or self.state.snapshot.max_in_flight,
             )
+        elif isinstance(message, m.PollUsage):
+            self._start_usage_poll()
+        elif isinstance(message, m.UsagePolled):
+            self._usage_polled(message)
+        elif isinstance(message, m.QuotaEvidence):
+            self._learn(message.evidence, message.observed_at, source=None)
+        elif isinstance(message, m.ReloadCredentials):
+            self._start_reload()
+        elif isinstance(message, m.CredentialsLoaded):
+            self._credentials_loaded(message.access_token)
+        elif isinstance(message, m.ApplySettings):
+            self._publish(self.state.snapshot)  # circuit views follow the new limits
         elif isinstance(message, m.InjectCrash):
             raise RuntimeError("injected crash")
         elif isinstance(message, m.GetSnapshot):
@@ -147,7 +182,7 @@ class AccountActor:
             log.warning("account %s: unknown message %s", self.state.snapshot.label, type(message))
 
     def _offered(self, offer: m.Offer) -> None:
-        lease = self._confirm()
+        lease = self._confirm(offer.request.route_class)
         if lease is None:
             if not offer.supervisor.try_send(m.Refused(offer)):
                 offer.request.reply_to.send(m.LeaseGranted(offer.choice, None, offer.refused))
@@ -156,13 +191,21 @@ class AccountActor:
         if not offer.request.reply_to.send(granted):  # the requester gave up meanwhile
             self._release(lease.lease_id, m.Outcome(m.CANCELLED))
 
-    def _confirm(self) -> m.Lease | None:
+    def _confirm(self, route_class: str) -> m.Lease | None:
         snap = self.state.snapshot
         creds = self._credentials
         if snap.lifecycle != "active" or creds is None or snap.in_flight >= snap.max_in_flight:
             return None
+        circuit = self.state.circuits.get(route_class)
+        probe = False
+        if circuit is not None:
+            admitted = circuit.admit(time.time(), self._circuit_settings())
+            if admitted is None:
+                self._publish(snap)  # the supervisor's view may lag: refresh it
+                return None
+            probe = admitted
         self.state.next_lease += 1
-        self.state.leases.add(self.state.next_lease)
+        self.state.leases[self.state.next_lease] = (route_class, probe)
         self._set(in_flight=len(self.state.leases))
         return m.Lease(
             lease_id=self.state.next_lease,
@@ -172,44 +215,73 @@ class AccountActor:
             access_token=creds.access_token,
             upstream=self.upstream,
             mailbox=self.mailbox,
+            route_class=route_class,
+            probe=probe,
         )
 
+    def _circuit_settings(self) -> CircuitSettings:
+        return circuit_settings(self._settings())
+
     def _release(self, lease_id: int, outcome: m.Outcome) -> None:
-        snap = self.state.snapshot
-        if lease_id in self.state.leases:
-            self.state.leases.discard(lease_id)
-            snap = replace(snap, in_flight=len(self.state.leases))
+        route_class, probe = self.state.leases.pop(lease_id, ("responses", False))
         now = time.time()
-        evidence = outcome.rate_limits
-        if evidence is None and outcome.headers:
+        if outcome.rate_limits is not None:
+            self._learn(outcome.rate_limits, now, source="event", publish=False)
+        if outcome.headers:
             evidence = parse_rate_limit_headers(outcome.headers, now)
-        if evidence is not None:
-            snap = replace(
-                snap,
-                primary=_window(evidence.primary) or snap.primary,
-                secondary=_window(evidence.secondary) or snap.secondary,
-                plan_type=evidence.plan_type or snap.plan_type,
-            )
-            if self._persist_quota is not None:
-                self._persist_quota(snap.account_id, evidence)
+            if evidence is not None:
+                self._learn(evidence, now, source="headers", publish=False)
+        snap = replace(self.state.snapshot, in_flight=len(self.state.leases))
+        settings = self._settings()
         kind = outcome.kind
         if kind == m.USAGE_LIMIT:
-            until = outcome.resets_at or now + 300.0
-            snap = replace(snap, blocked_until=until)
+            snap = replace(snap, blocked_until=outcome.resets_at or now + 300.0)
         elif kind == m.RATE_LIMITED:
             snap = replace(snap, cooling_until=now + (outcome.retry_after or RATE_LIMIT_COOLDOWN_S))
-        elif kind in (m.SERVER_ERROR, m.TRANSPORT_ERROR, m.TIMEOUT):
-            self.state.consecutive_failures += 1
-            if self.state.consecutive_failures >= FAILURES_BEFORE_COOLDOWN:
-                snap = replace(snap, cooling_until=now + FAILURE_COOLDOWN_S)
-                self.state.consecutive_failures = 0
         elif kind == m.OK:
-            self.state.consecutive_failures = 0
-            if snap.blocked_until is not None:
-                snap = replace(snap, blocked_until=None)
+            snap = replace(snap, blocked_until=None, demoted_until=None)
+        if kind in m.DEMOTING_KINDS and settings.demotion_seconds > 0:
+            snap = replace(snap, demoted_until=now + settings.demotion_seconds)
+        circuit = self.state.circuits.get(route_class)
+        if kind in m.CIRCUIT_FAILURE_KINDS:
+            if circuit is None:
+                circuit = self.state.circuits[route_class] = Circuit()
+            self._transition(route_class, circuit.failed(probe, now, circuit_settings(settings)))
+        elif circuit is not None:
+            if kind == m.OK:
+                self._transition(route_class, circuit.succeeded(probe))
+            else:
+                circuit.neutral(probe)
         # An UNAUTHORIZED release needs nothing here: the handler follows it with RefreshNow
         # naming the token that failed, so a token someone already refreshed is not redone.
         self._publish(snap)
+
+    def _transition(self, route_class: str, transition: str | None) -> None:
+        if transition is not None:
+            self.state.circuit_transitions += 1
+            log.info(
+                "account %s: %s circuit %s",
+                self.state.snapshot.label,
+                route_class,
+                transition,
+            )
+
+    def _learn(
+        self,
+        evidence: RateLimitSnapshot,
+        observed_at: float,
+        *,
+        source: str | None,
+        publish: bool = True,
+    ) -> None:
+        """Fold evidence in; `source` None: learned from the database, nothing to store."""
+        snap = apply_evidence(self.state.snapshot, evidence, observed_at)
+        if source is not None and self._persist_quota is not None:
+            self._persist_quota(snap.account_id, evidence, observed_at, source)
+        if publish:
+            self._publish(snap)
+        else:
+            self.state.snapshot = snap
 
     def _refresh_now(self, message: m.RefreshNow) -> None:
         creds = self._credentials
@@ -226,6 +298,7 @@ class AccountActor:
         self._refreshing = False
         waiters, self._waiters = self._waiters, []
         if message.access_token is not None:
+            self.state.refresh_failures = 0
             self._credentials = credentials_from_token(message.access_token)
             for waiter in waiters:
                 waiter.send(message.access_token)
@@ -241,7 +314,65 @@ class AccountActor:
         for waiter in waiters:
             waiter.fail(RefreshUnavailable(message.reauth_reason or message.error or "refresh"))
         if message.reauth_reason is None:
-            self._schedule_refresh_ahead(retry_in=30.0)
+            # Transient: the account stays routable on its still-valid token; try again with
+            # a growing pause (the OAuth call itself already retried a few times).
+            failures = self.state.refresh_failures = self.state.refresh_failures + 1
+            pause = min(REFRESH_RETRY_MAX_S, REFRESH_RETRY_FIRST_S * 2 ** (failures - 1))
+            self._schedule_refresh_ahead(retry_in=pause)
+
+    def _start_usage_poll(self) -> None:
+        creds = self._credentials
+        if (
+            self._polling
+            or self._fetch_usage is None
+            or self._nursery is None
+            or creds is None
+            or self.state.snapshot.lifecycle != "active"
+        ):
+            return
+        self._polling = True
+        self._nursery.start_soon(self._run_usage_poll, creds.access_token)
+
+    async def _run_usage_poll(self, access_token: str) -> None:
+        assert self._fetch_usage is not None
+        result = UsageResult(None)
+        with trio.move_on_after(30):
+            try:
+                result = await self._fetch_usage(access_token, self.state.chatgpt_account_id)
+            except Exception as exc:  # a failed poll must not kill the actor
+                log.info("account %s: usage poll failed: %s", self.state.snapshot.label, exc)
+        stale = access_token if result.unauthorized else None
+        await self.mailbox.send(m.UsagePolled(result.evidence, stale))
+
+    def _usage_polled(self, message: m.UsagePolled) -> None:
+        self._polling = False
+        if message.evidence is not None:
+            self._learn(message.evidence, time.time(), source="usage_api")
+        if message.unauthorized_token is not None:
+            self._start_refresh(message.unauthorized_token)
+
+    def _start_reload(self) -> None:
+        if self._loading or self._nursery is None:
+            return
+        self._loading = True
+        self._nursery.start_soon(self._run_reload)
+
+    async def _run_reload(self) -> None:
+        token: str | None = None
+        with trio.move_on_after(30):
+            try:
+                token = (await self._load_credentials(self.account_id)).access_token
+            except Exception as exc:
+                log.warning("account %s: reload failed: %s", self.state.snapshot.label, exc)
+        await self.mailbox.send(m.CredentialsLoaded(token))
+
+    def _credentials_loaded(self, access_token: str | None) -> None:
+        self._loading = False
+        creds = self._credentials
+        if access_token is None or (creds is not None and creds.access_token == access_token):
+            return
+        self._credentials = credentials_from_token(access_token)
+        self._schedule_refresh_ahead()
 
     # --- effects -----------------------------------------------------------------------
 
@@ -249,6 +380,12 @@ class AccountActor:
         self._publish(replace(self.state.snapshot, **changes))
 
     def _publish(self, snapshot: AccountSnapshot) -> None:
+        circuits = self.state.circuits
+        if circuits or snapshot.circuits:
+            settings = self._circuit_settings()
+            views = {rc: c.view(settings) for rc, c in circuits.items() if c.state != "closed"}
+            if views != snapshot.circuits:
+                snapshot = replace(snapshot, circuits=views)
         self.state.snapshot = snapshot
         self._publish_to(snapshot)
 

@@ -27,6 +27,10 @@ CANCELLED = "cancelled"
 STREAM_FAILED = "stream_failed"
 
 FAILOVER_KINDS = frozenset({USAGE_LIMIT, RATE_LIMITED, SERVER_ERROR, TRANSPORT_ERROR, TIMEOUT})
+# What counts against an account's circuit; a client going away or a bad request does not.
+CIRCUIT_FAILURE_KINDS = frozenset({SERVER_ERROR, TRANSPORT_ERROR, TIMEOUT, STREAM_FAILED})
+# What moves an account to the back of the order for a while.
+DEMOTING_KINDS = CIRCUIT_FAILURE_KINDS | {RATE_LIMITED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,8 @@ class Lease:
     access_token: str
     upstream: UpstreamPool
     mailbox: Mailbox[Any]
+    route_class: str = "responses"
+    probe: bool = False  # admitted as a half-open circuit probe
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +62,7 @@ class Outcome:
 @dataclass(frozen=True, slots=True)
 class Confirm:
     reply_to: ReplyTo[Lease | None]
+    route_class: str = "responses"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +94,35 @@ class SetLifecycle:
 
 
 @dataclass(frozen=True, slots=True)
+class PollUsage:
+    """From the Scheduler: poll the upstream usage endpoint now (single flight)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UsagePolled:
+    evidence: RateLimitSnapshot | None
+    unauthorized_token: str | None = None  # the token the usage endpoint refused
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaEvidence:
+    """Quota evidence learned elsewhere (another node, via the database)."""
+
+    evidence: RateLimitSnapshot
+    observed_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadCredentials:
+    """The stored tokens changed (another node refreshed, an operator re-imported)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialsLoaded:
+    access_token: str | None  # None: the stored tokens could not be read
+
+
+@dataclass(frozen=True, slots=True)
 class GetSnapshot:
     reply_to: ReplyTo[AccountSnapshot]
 
@@ -113,9 +149,12 @@ class LeaseGranted:
 @dataclass(frozen=True, slots=True)
 class LeaseRequest:
     pool_id: str
-    continuity_keys: tuple[bytes, ...]
+    continuity_keys: tuple[bytes, ...]  # soft pins, strongest first
     exclude: frozenset[str]
     reply_to: ReplyTo[LeaseGranted]
+    hard_key: bytes | None = None  # a previous_response_id: its account or nothing
+    route_class: str = "responses"
+    model: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +179,26 @@ class PinConversation:
     pool_id: str
     continuity_keys: tuple[bytes, ...]
     account_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTick:
+    """From the Scheduler: time to ask the accounts whose usage poll is due."""
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardToAccount:
+    """Deliver `message` to one account's actor (if it runs here)."""
+
+    account_id: str
+    message: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ApplySettings:
+    """New instance settings (circuits, demotion, freshness) for the supervisor and accounts."""
+
+    settings: Any
 
 
 @dataclass(frozen=True, slots=True)

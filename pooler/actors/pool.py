@@ -8,6 +8,7 @@ the authority and may refuse a `Confirm`.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -17,7 +18,14 @@ from typing import Any
 import trio
 
 from pooler.actors import messages as m
-from pooler.actors.account import AccountActor, AccountState, LoadCredentials, RefreshCredentials
+from pooler.actors.account import (
+    AccountActor,
+    AccountState,
+    FetchUsage,
+    LoadCredentials,
+    PersistQuota,
+    RefreshCredentials,
+)
 from pooler.actors.restart import RestartBudget
 from pooler.actors.runtime import (
     Mailbox,
@@ -26,9 +34,18 @@ from pooler.actors.runtime import (
     SupervisorStats,
     supervise,
 )
-from pooler.routing.choose import PoolPolicy, choose_accounts
+from pooler.instance_settings import InstanceSettings
+from pooler.routing.choose import (
+    PIN_DISABLED,
+    PIN_NEW,
+    PIN_NONE,
+    Choice,
+    Pin,
+    PoolPolicy,
+    PoolRouter,
+)
 from pooler.routing.continuity import ContinuityMap
-from pooler.routing.snapshot import AccountSnapshot, WindowState
+from pooler.routing.snapshot import AccountSnapshot, ScopedLimit, WindowState
 from pooler.routing.strategies import ChoiceHistory
 from pooler.upstream.http1 import UpstreamPool
 
@@ -40,6 +57,8 @@ UPSTREAM_MIN_CONNECTIONS = 1024
 UPSTREAM_MAX_IDLE = 128
 MAX_DIRTY_PINS = 100_000
 ESCALATION_COOLOFF_S = 60.0
+CANDIDATES_PER_OFFER = 4  # the chosen account and its fallbacks should it refuse
+POLL_JITTER = 0.1  # usage polls spread by ±10 % so accounts do not poll in lockstep
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +70,8 @@ class AccountConfig:
     plan_type: str | None
     primary: WindowState | None = None
     secondary: WindowState | None = None
+    scoped: tuple[ScopedLimit, ...] = ()
+    has_credits: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +82,7 @@ class RuntimeConfig:
     accounts: dict[str, AccountConfig]
     assignments: dict[str, tuple[str, ...]]  # pool id -> account ids
     max_in_flight: dict[str, int] = field(default_factory=dict)  # pool id -> per-account cap
+    settings: InstanceSettings = field(default_factory=InstanceSettings)
 
 
 @dataclass(slots=True)
@@ -81,7 +103,8 @@ class AccountDeps:
     upstream_base_url: str
     load_credentials: LoadCredentials
     refresh_credentials: RefreshCredentials
-    persist_quota: Callable[[str, Any], None] | None = None
+    persist_quota: PersistQuota | None = None
+    fetch_usage: FetchUsage | None = None
     restart_budget: Callable[[], RestartBudget] = lambda: RestartBudget(5, 60.0)
 
 
@@ -93,8 +116,13 @@ class PoolSupervisor:
         self.pools: dict[str, PoolPolicy] = {}
         self.assignments: dict[str, tuple[str, ...]] = {}
         self.continuity: dict[str, ContinuityMap] = {}
+        self.routers: dict[str, PoolRouter] = {}
+        self.settings = InstanceSettings()
         self._continuity_ttl = continuity_ttl
-        self._history = ChoiceHistory()
+        self._histories: dict[str, ChoiceHistory] = {}
+        self._memberships: dict[str, tuple[str, ...]] = {}  # account id -> pool ids
+        self._dirty: set[str] = set()
+        self._next_poll: dict[str, float] = {}
         self._supervisor: Supervisor | None = None
         self._dirty_pins: dict[tuple[str, bytes], tuple[str, float]] = {}
         self.dirty_pin_overflows = 0
@@ -125,13 +153,20 @@ class PoolSupervisor:
         if isinstance(message, m.LeaseRequest):
             choice, candidates = self._choose(message)
             self._offer(message, choice, tuple(candidates), ())
+        elif isinstance(message, m.UsageTick):
+            self._poll_due(time.time())
+        elif isinstance(message, m.ForwardToAccount):
+            handle = self.accounts.get(message.account_id)
+            if handle is not None:
+                handle.mailbox.try_send(message.message)
         elif isinstance(message, m.Refused):
             offer = message.offer
             refused = (*offer.refused, offer.candidates[0].snapshot.label)
             self._offer(offer.request, offer.choice, offer.candidates[1:], refused)
         elif isinstance(message, m.PinConversation):
             cmap = self.continuity.get(message.pool_id)
-            if cmap is not None:
+            policy = self.pools.get(message.pool_id)
+            if cmap is not None and (policy is None or policy.continuity):
                 now = time.time()
                 for key in message.continuity_keys:
                     cmap.pin(key, message.account_id, now)
@@ -146,6 +181,8 @@ class PoolSupervisor:
             now = time.time()
             for key, account_id, expires_at in message.pins:
                 cmap.restore(key, account_id, expires_at, now)
+        elif isinstance(message, m.ApplySettings):
+            self._apply_settings(message.settings)
         elif isinstance(message, m.ListSnapshots):
             message.reply_to.send([h.snapshot for h in self.accounts.values()])
         elif isinstance(message, m.CrashAccount):
@@ -175,32 +212,105 @@ class PoolSupervisor:
         else:
             self.dirty_pin_overflows += 1
 
-    def _choose(self, request: m.LeaseRequest) -> tuple[Any, list[m.LeaseCandidate]]:
-        policy = self.pools.get(request.pool_id) or PoolPolicy(request.pool_id)
-        members = self.assignments.get(request.pool_id, ())
-        snapshots = [self.accounts[a].snapshot for a in members if a in self.accounts]
-        cmap = self.continuity.setdefault(request.pool_id, ContinuityMap(self._continuity_ttl))
-        choice = choose_accounts(
-            policy,
-            snapshots,
-            continuity=cmap,
-            continuity_keys=request.continuity_keys,
+    def _choose(self, request: m.LeaseRequest) -> tuple[Choice, list[m.LeaseCandidate]]:
+        now = time.time()
+        self._sync(now)
+        router = self.routers.get(request.pool_id)
+        if router is None:
+            return Choice([]), []
+        pin, outcome = self._resolve_pin(request, now)
+        choice = router.choose(
+            now,
+            route_class=request.route_class,
+            model=request.model,
+            pin=pin,
             exclude=request.exclude,
-            history=self._history,
-            now=time.time(),
+            limit=CANDIDATES_PER_OFFER,
         )
-        if choice.candidates:
-            self._history.record(choice.candidates[0].account_id)
+        if pin is None:
+            choice.pin_outcome = outcome
+        if choice.hard_pin_unavailable:
+            return choice, []
+        accounts = self.accounts
         candidates = [
-            m.LeaseCandidate(s, self.accounts[s.account_id].mailbox) for s in choice.candidates
+            m.LeaseCandidate(s, accounts[s.account_id].mailbox)
+            for s in choice.candidates
+            if s.account_id in accounts
         ]
         return choice, candidates
+
+    def _resolve_pin(self, request: m.LeaseRequest, now: float) -> tuple[Pin | None, str]:
+        policy = self.pools.get(request.pool_id)
+        keys = request.continuity_keys
+        if policy is not None and not policy.continuity:
+            return None, PIN_DISABLED
+        if not keys and request.hard_key is None:
+            return None, PIN_NONE
+        cmap = self.continuity.get(request.pool_id)
+        if cmap is None:
+            return None, PIN_NEW
+        if request.hard_key is not None:
+            account_id = cmap.get(request.hard_key, now)
+            if account_id is not None:
+                return Pin(account_id, hard=True), PIN_NEW
+        for key in keys:
+            account_id = cmap.get(key, now)
+            if account_id is not None:
+                return Pin(account_id), PIN_NEW
+        return None, PIN_NEW
+
+    def _changed(self, account_id: str, snapshot: AccountSnapshot | None = None) -> None:
+        """An account's snapshot changed (its actor published, or it crashed)."""
+        self._dirty.add(account_id)
+
+    def _sync(self, now: float) -> None:
+        """Bring the routers up to date with the accounts that changed since last time."""
+        if not self._dirty:
+            return
+        dirty, self._dirty = self._dirty, set()
+        routers = self.routers
+        for account_id in dirty:
+            for pool_id in self._memberships.get(account_id, ()):
+                router = routers.get(pool_id)
+                if router is not None:
+                    router.touch(account_id, now)
+
+    def _lookup(self, account_id: str) -> AccountSnapshot | None:
+        handle = self.accounts.get(account_id)
+        return handle.state.snapshot if handle is not None else None
+
+    def _poll_due(self, now: float) -> None:
+        """Ask each account whose usage poll is due to poll (the actor skips if paused)."""
+        interval = self.settings.usage_poll_interval_seconds
+        for account_id, handle in self.accounts.items():
+            due = self._next_poll.get(account_id)
+            if due is None:  # first sight: spread the first polls over one interval
+                self._next_poll[account_id] = now + random.uniform(0, interval)
+                continue
+            if due > now:
+                continue
+            jitter = random.uniform(1 - POLL_JITTER, 1 + POLL_JITTER)
+            self._next_poll[account_id] = now + interval * jitter
+            if handle.snapshot.lifecycle == "active":
+                handle.mailbox.try_send(m.PollUsage())
+
+    def _apply_settings(self, settings: InstanceSettings) -> None:
+        changed = settings != self.settings
+        self.settings = settings
+        if not changed:
+            return
+        for router in self.routers.values():
+            router.freshness = settings.quota_freshness_seconds
+        for handle in self.accounts.values():
+            handle.mailbox.try_send(m.ApplySettings(settings))
+        self._rebuild_routers()
 
     def _on_crash(self, name: str, exc: BaseException, restarts: int) -> None:
         self.crashes += 1
         handle = self.accounts.get(name)
         if handle is not None:
             handle.state.snapshot = replace(handle.state.snapshot, alive=False)
+            self._changed(name)
 
     # --- configuration -------------------------------------------------------------------
 
@@ -208,6 +318,7 @@ class PoolSupervisor:
         assert self._supervisor is not None
         self.pools = dict(config.pools)
         self.assignments = dict(config.assignments)
+        self._apply_settings(config.settings)
         caps: dict[str, int] = {}
         for pool_id, members in config.assignments.items():
             cap = config.max_in_flight.get(pool_id, 32)
@@ -228,6 +339,29 @@ class PoolSupervisor:
         for pool_id in list(self.continuity):
             if pool_id not in self.pools:
                 del self.continuity[pool_id]
+        for pool_id in self.pools:
+            self.continuity.setdefault(pool_id, ContinuityMap(self._continuity_ttl))
+        self._rebuild_routers()
+
+    def _rebuild_routers(self) -> None:
+        now = time.time()
+        memberships: dict[str, list[str]] = {}
+        routers: dict[str, PoolRouter] = {}
+        for pool_id, policy in self.pools.items():
+            members = [a for a in self.assignments.get(pool_id, ()) if a in self.accounts]
+            for account_id in members:
+                memberships.setdefault(account_id, []).append(pool_id)
+            routers[pool_id] = PoolRouter(
+                policy,
+                members,
+                self._lookup,
+                now,
+                freshness=self.settings.quota_freshness_seconds,
+                history=self._histories.setdefault(pool_id, ChoiceHistory()),
+            )
+        self.routers = routers
+        self._memberships = {a: tuple(p) for a, p in memberships.items()}
+        self._dirty.clear()
 
     async def _start_account(self, account: AccountConfig, cap: int) -> None:
         assert self._supervisor is not None
@@ -240,6 +374,8 @@ class PoolSupervisor:
             max_in_flight=cap,
             primary=account.primary,
             secondary=account.secondary,
+            scoped=account.scoped,
+            has_credits=account.has_credits,
         )
         state = AccountState(snapshot=snapshot, chatgpt_account_id=account.chatgpt_account_id)
         mailbox: Mailbox[Any] = Mailbox(ACCOUNT_MAILBOX_CAPACITY, name=f"account:{account.label}")
@@ -253,10 +389,12 @@ class PoolSupervisor:
             state,
             mailbox,
             upstream,
-            publish=lambda s: None,
+            publish=partial(self._changed, account.account_id),
             load_credentials=deps.load_credentials,
             refresh_credentials=deps.refresh_credentials,
             persist_quota=deps.persist_quota,
+            fetch_usage=deps.fetch_usage,
+            settings=lambda: self.settings,
         )
         handle = AccountHandle(state, mailbox, upstream, actor)
         self.accounts[account.account_id] = handle
@@ -298,12 +436,14 @@ class PoolSupervisor:
                 )
                 self.escalations += 1
                 handle.state.snapshot = replace(handle.state.snapshot, alive=False)
+                self._changed(name)
                 status = trio.TASK_STATUS_IGNORED
                 await trio.sleep(ESCALATION_COOLOFF_S)
 
     async def _stop_account(self, account_id: str) -> None:
         assert self._supervisor is not None
         handle = self.accounts.pop(account_id)
+        self._next_poll.pop(account_id, None)
         for cmap in self.continuity.values():
             cmap.forget_account(account_id)
         if account_id in self._supervisor.children:

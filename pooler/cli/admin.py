@@ -10,21 +10,27 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 from uuid import UUID
+
+import httpx
 
 from pooler.config import load_config
 from pooler.crypto import Keyring
 from pooler.db import Database
-from pooler.store import accounts, keys, mcp_tokens, operators, pools
+from pooler.store import accounts, keys, mcp_tokens, operators, pools, refresh
 from pooler.store.common import Conn, StoreError
 
 T = TypeVar("T")
+REFRESH_TIMEOUT_S: Final = 10.0  # one OAuth request; retries are bounded by oauth.RetryPolicy
 
 
 def register(commands: Any) -> None:
+    from pooler.cli.admin_settings import register_settings
+
     admin = commands.add_parser("admin", help="manage operators, Pools, accounts and keys")
     groups = admin.add_subparsers(dest="group", required=True, metavar="GROUP")
+    register_settings(groups)
 
     owner = groups.add_parser("owner", help="instance owner").add_subparsers(
         dest="action", required=True
@@ -47,6 +53,11 @@ def register(commands: Any) -> None:
     update.add_argument("--retry-budget", type=int)
     update.add_argument("--quota-threshold", type=float, dest="quota_threshold_percent")
     update.add_argument("--max-in-flight", type=int, dest="max_in_flight_per_account")
+    update.add_argument(
+        "--continuity",
+        choices=["on", "off"],
+        help="keep each conversation on the account holding its prompt cache",
+    )
     _json(update).set_defaults(handler=pool_update)
     _json(pool.add_parser("list", help="list Pools")).set_defaults(handler=pool_list)
 
@@ -68,6 +79,20 @@ def register(commands: Any) -> None:
     assign.add_argument("--weight", type=int)
     assign.add_argument("--status", choices=["active", "disabled"], default="active")
     _json(assign).set_defaults(handler=account_assign)
+
+    pause = account.add_parser("pause", help="take an account out of routing")
+    pause.add_argument("account", help="account id, label or email")
+    pause.add_argument("--reason", help="a note kept with the lifecycle")
+    _json(pause).set_defaults(handler=account_pause)
+    resume = account.add_parser("resume", help="put a paused account back into routing")
+    resume.add_argument("account", help="account id, label or email")
+    _json(resume).set_defaults(handler=account_resume)
+    refresh = account.add_parser("refresh", help="refresh an account's tokens now")
+    refresh.add_argument("account", help="account id, label or email")
+    _json(refresh).set_defaults(handler=account_refresh)
+    delete = account.add_parser("delete", help="delete an account, its tokens and its quota")
+    delete.add_argument("account", help="account id, label or email")
+    _json(delete).set_defaults(handler=account_delete)
 
     key = groups.add_parser("key", help="Pool API keys").add_subparsers(
         dest="action", required=True
@@ -175,6 +200,8 @@ def pool_update(args: argparse.Namespace) -> int:
         )
         if getattr(args, name) is not None
     }
+    if args.continuity is not None:
+        changes["continuity_enabled"] = args.continuity == "on"
     pool = _run(lambda conn: pools.update_pool(conn, args.name, actor="cli", **changes))
     return _emit(args, pool, f"pool {pool.name} updated")
 
@@ -226,18 +253,20 @@ def account_list(args: argparse.Namespace) -> int:
     return _emit(args, found, _table(rows, header))
 
 
+def _account_id(conn: Conn, ref: str) -> UUID:
+    """The account an operator named by id, label or email (StoreError if not exactly one)."""
+    return accounts.resolve_account(conn, ref).id
+
+
 def account_assign(args: argparse.Namespace) -> int:
     def assign(conn: Conn) -> Any:
-        wanted = args.account.strip().lower()
-        found = [
-            a
-            for a in accounts.list_accounts(conn)
-            if wanted in (str(a.id), a.label.lower(), (a.email or "").lower())
-        ]
-        if len(found) != 1:
-            raise StoreError(f"{len(found)} accounts match {args.account!r}; give the account id")
         return pools.set_assignment(
-            conn, args.pool, found[0].id, status=args.status, weight=args.weight, actor="cli"
+            conn,
+            args.pool,
+            _account_id(conn, args.account),
+            status=args.status,
+            weight=args.weight,
+            actor="cli",
         )
 
     assignment = _run(assign)
@@ -246,6 +275,56 @@ def account_assign(args: argparse.Namespace) -> int:
         assignment,
         f"account assigned to {args.pool} (status {assignment.status}, weight {assignment.weight})",
     )
+
+
+def account_pause(args: argparse.Namespace) -> int:
+    account = _run(
+        lambda conn: accounts.pause_account(
+            conn, _account_id(conn, args.account), args.reason, actor="cli"
+        )
+    )
+    return _emit(args, account, f"account {account.label} paused")
+
+
+def account_resume(args: argparse.Namespace) -> int:
+    account = _run(
+        lambda conn: accounts.resume_account(conn, _account_id(conn, args.account), actor="cli")
+    )
+    return _emit(args, account, f"account {account.label} resumed")
+
+
+def account_delete(args: argparse.Namespace) -> int:
+    account = _run(
+        lambda conn: accounts.delete_account(conn, _account_id(conn, args.account), actor="cli")
+    )
+    return _emit(args, account, f"account {account.label} deleted")
+
+
+def account_refresh(args: argparse.Namespace) -> int:
+    from pooler.cli.run import CommandError
+
+    config = load_config()
+    keyring = Keyring(config.upstream_secret_key, config.upstream_secret_keys_old)
+    with httpx.Client(timeout=REFRESH_TIMEOUT_S) as http:
+        outcome = _run(
+            lambda conn: refresh.refresh_account_now(
+                conn,
+                keyring,
+                http,
+                config.auth_base_url,
+                _account_id(conn, args.account),
+                actor="cli",
+            )
+        )
+    label = outcome.account.label
+    if outcome.permanent:
+        raise CommandError(
+            f"refresh of account {label} refused ({outcome.error}): it is now reauth_required;"
+            " sign in again and re-import its auth.json"
+        )
+    if outcome.error is not None:
+        raise CommandError(f"refresh of account {label} failed ({outcome.error}); try again later")
+    return _emit(args, outcome.account, f"account {label} refreshed")
 
 
 def key_create(args: argparse.Namespace) -> int:

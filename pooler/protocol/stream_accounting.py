@@ -15,7 +15,11 @@ from pooler.protocol.sse import SSEDecoder
 from pooler.protocol.usage import TokenUsage, usage_from_completed
 
 TERMINAL_TYPES = frozenset({"response.completed", "response.failed", "response.incomplete"})
-_PARSED_TYPES = TERMINAL_TYPES | {"codex.rate_limits", "response.output_item.done"}
+_PARSED_TYPES = TERMINAL_TYPES | {
+    "codex.rate_limits",
+    "response.output_item.done",
+    "response.created",
+}
 _SKIP_PREFIXES = (
     '{"type":"response.output_text.delta"',
     '{"type":"response.function_call_arguments.delta"',
@@ -34,6 +38,7 @@ class StreamAccounting:
         self.rate_limits: RateLimitSnapshot | None = None
         self.error_code: str | None = None
         self.output_items: list[dict[str, Any]] = []
+        self.response_id: str | None = None  # from response.created, before any output
         self.events = 0
 
     @property
@@ -63,6 +68,10 @@ class StreamAccounting:
                 self.output_items.append(item)
         elif event_type == "codex.rate_limits":
             self.rate_limits = parse_rate_limits_event(parsed, time.time())
+        elif event_type == "response.created":
+            response = parsed.get("response")
+            if isinstance(response, dict) and isinstance(response.get("id"), str):
+                self.response_id = response["id"]
         else:
             self.terminal_type = str(event_type)
             response = parsed.get("response")

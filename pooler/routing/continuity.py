@@ -45,11 +45,19 @@ class ContinuityMap:
             self._pins.popitem(last=False)
 
     def restore(self, key: bytes, account_id: str, expires_at: float, now: float) -> None:
-        """A pin read back from storage; an expired one, or one already known, is ignored."""
-        if expires_at > now and key not in self._pins:
-            self._pins[key] = Pin(account_id, expires_at)
-            while len(self._pins) > self.max_entries:
-                self._pins.popitem(last=False)
+        """A pin read back from storage (this node's earlier life, or another node). The
+        later expiry is the later use of the conversation, so it wins; an expired one is
+        ignored."""
+        if expires_at <= now:
+            return
+        pin = self._pins.get(key)
+        if pin is not None:
+            if pin.expires_at < expires_at:
+                pin.account_id, pin.expires_at = account_id, expires_at
+            return
+        self._pins[key] = Pin(account_id, expires_at)
+        while len(self._pins) > self.max_entries:
+            self._pins.popitem(last=False)
 
     def forget_account(self, account_id: str) -> None:
         for key in [k for k, p in self._pins.items() if p.account_id == account_id]:

@@ -1,24 +1,45 @@
-"""What the PoolSupervisor knows about each account: a snapshot the AccountActor pushes."""
+"""What the PoolSupervisor knows about each account: a snapshot the AccountActor publishes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 LIFECYCLE_ACTIVE = "active"
 
 
 @dataclass(frozen=True, slots=True)
 class WindowState:
+    """One quota window as last observed. Times are epoch seconds."""
+
     used_percent: float
     reset_at: float | None
+    observed_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedLimit:
+    """An extra limit family (e.g. one model's own quota): it applies only to requests for
+    a model matching `scope`, the normalized limit name (or family id)."""
+
+    family: str
+    scope: str
+    primary: WindowState | None = None
+    secondary: WindowState | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitView:
+    """A route class's circuit as routing sees it: closed unless `open_until` is in the
+    future, or `probing` says every half-open probe slot is taken."""
+
+    open_until: float = 0.0
+    probing: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class AccountSnapshot:
-    """Everything routing needs about one account, as of its last state change.
-
-    Times are epoch seconds (quota resets come from the upstream as epoch seconds).
-    """
+    """Everything routing needs about one account, as of its last state change."""
 
     account_id: str
     label: str
@@ -28,8 +49,12 @@ class AccountSnapshot:
     max_in_flight: int = 32
     primary: WindowState | None = None
     secondary: WindowState | None = None
+    scoped: tuple[ScopedLimit, ...] = ()
+    has_credits: bool = False  # credits or unlimited: exhausted windows are credit-backed
     blocked_until: float | None = None  # an upstream usage_limit_reached answer
-    cooling_until: float | None = None  # transient failures (5xx, 429 rate limit, connect)
+    cooling_until: float | None = None  # an upstream 429 with Retry-After: excluded until
+    demoted_until: float | None = None  # a recent failure: to the back of the order until
+    circuits: Mapping[str, CircuitView] = field(default_factory=dict)  # route class -> view
     alive: bool = True
 
     @property
@@ -39,3 +64,8 @@ class AccountSnapshot:
             if window is not None and window.used_percent > used:
                 used = window.used_percent
         return used
+
+
+def normalize_scope(name: str) -> str:
+    """`GPT-5.3-Codex Spark`, `gpt_5.3_codex_spark` and `gpt-5.3-codex-spark` match."""
+    return "".join(ch for ch in name.lower() if ch.isalnum() or ch == ".")

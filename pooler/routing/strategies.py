@@ -1,4 +1,4 @@
-"""Ordering eligible accounts (DESIGN §4). Pure functions over snapshots.
+"""Ordering eligible accounts (DESIGN §4): each strategy is a sort key. Pure.
 
 - `least_used`: most remaining quota first (lowest max used percent across windows), then
   fewest requests in flight, then the one chosen longest ago, so equal accounts take turns.
@@ -6,12 +6,16 @@
 - `fill_first`: the most used account first, so the others keep their quota.
 - `weighted`: the account furthest below its share first: lowest choices / weight, so over
   time each account serves in proportion to its operator weight.
+
+Every key starts with the demotion flag: an account that failed recently goes to the back
+of the order without leaving it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pooler.routing.snapshot import AccountSnapshot
 
@@ -30,57 +34,54 @@ class ChoiceHistory:
         self.counts[account_id] = self.counts.get(account_id, 0) + 1
 
 
-Strategy = Callable[
-    [Sequence[AccountSnapshot], ChoiceHistory, Mapping[str, int]], list[AccountSnapshot]
-]
+SortKey = tuple[Any, ...]
+KeyFunction = Callable[[AccountSnapshot, ChoiceHistory, Mapping[str, int], int], SortKey]
 
 
-def order_least_used(
-    candidates: Sequence[AccountSnapshot], history: ChoiceHistory, weights: Mapping[str, int]
-) -> list[AccountSnapshot]:
-    last = history.last_chosen
-    return sorted(
-        candidates,
-        key=lambda s: (
-            round(s.max_used_percent, 1),
-            s.in_flight,
-            last.get(s.account_id, -1),
-            s.account_id,
-        ),
-    )
+def key_least_used(
+    s: AccountSnapshot, history: ChoiceHistory, weights: Mapping[str, int], demoted: int
+) -> SortKey:
+    used = round(s.max_used_percent, 1)
+    return (demoted, used, s.in_flight, history.last_chosen.get(s.account_id, -1))
 
 
-def order_round_robin(
-    candidates: Sequence[AccountSnapshot], history: ChoiceHistory, weights: Mapping[str, int]
-) -> list[AccountSnapshot]:
-    last = history.last_chosen
-    return sorted(candidates, key=lambda s: (last.get(s.account_id, -1), s.account_id))
+def key_round_robin(
+    s: AccountSnapshot, history: ChoiceHistory, weights: Mapping[str, int], demoted: int
+) -> SortKey:
+    return (demoted, history.last_chosen.get(s.account_id, -1))
 
 
-def order_fill_first(
-    candidates: Sequence[AccountSnapshot], history: ChoiceHistory, weights: Mapping[str, int]
-) -> list[AccountSnapshot]:
-    return sorted(candidates, key=lambda s: (-s.max_used_percent, s.account_id))
+def key_fill_first(
+    s: AccountSnapshot, history: ChoiceHistory, weights: Mapping[str, int], demoted: int
+) -> SortKey:
+    return (demoted, -round(s.max_used_percent, 1))
 
 
-def order_weighted(
-    candidates: Sequence[AccountSnapshot], history: ChoiceHistory, weights: Mapping[str, int]
-) -> list[AccountSnapshot]:
-    counts, last = history.counts, history.last_chosen
-
-    def share(s: AccountSnapshot) -> tuple[float, int, str]:
-        weight = max(1, weights.get(s.account_id, 1))
-        return (counts.get(s.account_id, 0) / weight, last.get(s.account_id, -1), s.account_id)
-
-    return sorted(candidates, key=share)
+def key_weighted(
+    s: AccountSnapshot, history: ChoiceHistory, weights: Mapping[str, int], demoted: int
+) -> SortKey:
+    weight = max(1, weights.get(s.account_id, 1))
+    share = history.counts.get(s.account_id, 0) / weight
+    return (demoted, share, history.last_chosen.get(s.account_id, -1))
 
 
-STRATEGIES: dict[str, Strategy] = {
-    "least_used": order_least_used,
-    "round_robin": order_round_robin,
-    "fill_first": order_fill_first,
-    "weighted": order_weighted,
+STRATEGIES: dict[str, KeyFunction] = {
+    "least_used": key_least_used,
+    "round_robin": key_round_robin,
+    "fill_first": key_fill_first,
+    "weighted": key_weighted,
 }
+
+
+def sort_key(
+    strategy: str,
+    snapshot: AccountSnapshot,
+    history: ChoiceHistory,
+    weights: Mapping[str, int],
+    now: float,
+) -> SortKey:
+    demoted = 1 if snapshot.demoted_until is not None and snapshot.demoted_until > now else 0
+    return STRATEGIES.get(strategy, key_least_used)(snapshot, history, weights, demoted)
 
 
 def order_candidates(
@@ -88,5 +89,10 @@ def order_candidates(
     candidates: Sequence[AccountSnapshot],
     history: ChoiceHistory,
     weights: Mapping[str, int],
+    now: float = 0.0,
 ) -> list[AccountSnapshot]:
-    return STRATEGIES.get(strategy, order_least_used)(candidates, history, weights)
+    """The candidates in the strategy's order (ties broken by account id)."""
+    return sorted(
+        candidates,
+        key=lambda s: (*sort_key(strategy, s, history, weights, now), s.account_id),
+    )

@@ -44,6 +44,7 @@ class Pool:
     max_in_flight_per_account: int
     created_at: datetime
     updated_at: datetime
+    continuity_enabled: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +212,10 @@ class RequestLogRow:
     # account id (str) -> exclusion code(s) when no account could serve; never secrets
     exclusions: Mapping[str, Any] | None = None
     client_user_agent: str | None = None
+    # How the request met its conversation's pin (none|new|kept|moved|disabled), and the
+    # account it was pinned to when it moved (the reason is in exclusions under its label).
+    continuity: str | None = None
+    continuity_from: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)

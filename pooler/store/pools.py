@@ -23,7 +23,7 @@ ASSIGNMENT_STATUSES: Final = ("active", "disabled")
 
 POOL_COLUMNS: Final = (
     "id, name, strategy, status, quota_threshold_percent::float8 AS quota_threshold_percent,"
-    " retry_budget, max_in_flight_per_account, created_at, updated_at"
+    " retry_budget, max_in_flight_per_account, created_at, updated_at, continuity_enabled"
 )
 
 
@@ -60,9 +60,12 @@ def update_pool(
     retry_budget: int | None = None,
     quota_threshold_percent: float | None = None,
     max_in_flight_per_account: int | None = None,
+    continuity_enabled: bool | None = None,
     actor: str = "system",
 ) -> Pool:
     changes: dict[str, Any] = {}
+    if continuity_enabled is not None:
+        changes["continuity_enabled"] = bool(continuity_enabled)
     if strategy is not None:
         changes["strategy"] = require_choice(strategy, STRATEGIES, "strategy")
     if status is not None:

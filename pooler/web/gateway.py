@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import Counter
 from functools import partial
 from typing import Any
@@ -14,16 +15,21 @@ import httpx
 import trio
 
 from pooler.actors import messages as m
-from pooler.actors.account import Credentials, RefreshResult, credentials_from_token
+from pooler.actors.account import Credentials, RefreshResult, UsageResult, credentials_from_token
 from pooler.actors.log_writer import LogWriter
 from pooler.actors.pool import AccountDeps, PoolSupervisor
 from pooler.actors.runtime import call
+from pooler.actors.scheduler import Job, Scheduler
 from pooler.config import Config
 from pooler.crypto import Keyring
 from pooler.db import Database
+from pooler.instance_settings import InstanceSettings
 from pooler.protocol.ratelimit import RateLimitSnapshot
 from pooler.routing.choose import PoolPolicy
+from pooler.store.common import CONTINUITY_CHANNEL, QUOTA_CHANNEL, TOKENS_CHANNEL
+from pooler.upstream import usage_api
 from pooler.web import runtime_store
+from pooler.web.admission import Admission
 from pooler.web.keys import KeyCache
 from pooler.web.loop_lag import LoopLagMonitor
 from pooler.web.metrics import Metrics
@@ -34,8 +40,12 @@ log = logging.getLogger("pooler.gateway")
 
 CONFIG_CHANNEL = "pooler_config"
 RELOAD_DEBOUNCE_S = 0.05
-QUOTA_FLUSH_INTERVAL_S = 5.0
+# Write-behind of quota evidence and continuity pins: short, so another node sees a
+# conversation's pin within about a second (DESIGN §11).
+WRITE_BEHIND_INTERVAL_S = 0.5
+USAGE_TICK_S = 1.0
 APPLY_CONFIG_TIMEOUT_S = 120.0
+MAX_QUOTA_NOTES_PER_ACCOUNT = 8
 
 
 class Gateway:
@@ -48,6 +58,8 @@ class Gateway:
         self.keyring = Keyring(config.upstream_secret_key, config.upstream_secret_keys_old)
         self.keys = KeyCache(config.secret_key)
         self.configured = False
+        self.instance_settings = InstanceSettings()
+        self.admission = Admission(self.instance_settings.bulkheads)
         self._policies: dict[str, PoolPolicy] = {}
         self.pool_supervisor = PoolSupervisor(
             AccountDeps(
@@ -55,6 +67,7 @@ class Gateway:
                 load_credentials=self._load_credentials,
                 refresh_credentials=self._refresh_credentials,
                 persist_quota=self._note_quota,
+                fetch_usage=self._fetch_usage,
             ),
             continuity_ttl=self.settings.continuity_ttl_s,
         )
@@ -64,7 +77,16 @@ class Gateway:
         self.metrics = Metrics(self._metrics_state)
         self._http = httpx.Client(timeout=20.0)
         self._reload_wanted = trio.Event()
-        self._dirty_quota: dict[str, RateLimitSnapshot] = {}
+        self._dirty_quota: dict[str, list[runtime_store.QuotaNote]] = {}
+        self._quota_from_peers: set[str] = set()
+        self._pins_from_peers: set[str] = set()
+        self._peer_news = trio.Event()
+        self.scheduler = Scheduler(
+            [
+                Job("usage_tick", USAGE_TICK_S, self._usage_tick),
+                Job("write_behind", WRITE_BEHIND_INTERVAL_S, self.flush_write_behind),
+            ]
+        )
 
     # --- used by handlers (synchronous, in memory) ----------------------------------------
 
@@ -89,15 +111,16 @@ class Gateway:
                 await self.restore_continuity()
                 await nursery.start(
                     partial(
-                        self.db.listen,
-                        CONFIG_CHANNEL,
+                        self.db.listen_channels,
+                        (CONFIG_CHANNEL, QUOTA_CHANNEL, TOKENS_CHANNEL, CONTINUITY_CHANNEL),
                         self._on_notify,
                         # Notifications sent while the listener was away are lost: reload.
                         on_reconnect=self._reload_wanted_now,
                     )
                 )
                 nursery.start_soon(self._reload_loop)
-                nursery.start_soon(self._quota_flush_loop)
+                nursery.start_soon(self._peer_news_loop)
+                await nursery.start(self.scheduler.run)
                 nursery.start_soon(self.loop_lag.run)
                 self.configured = True
                 task_status.started()
@@ -109,14 +132,49 @@ class Gateway:
         snapshot = await self.db.run(runtime_store.load_runtime)
         self.keys.replace(snapshot.keys, snapshot.pools)
         self._policies = snapshot.runtime.pools
+        self.instance_settings = snapshot.settings
+        self.admission.configure(snapshot.settings.bulkheads)
         await call(
             self.supervisor,
             lambda reply: m.ApplyConfig(snapshot.runtime, reply),
             timeout=APPLY_CONFIG_TIMEOUT_S,
         )
 
-    def _on_notify(self, payload: str) -> None:
-        self._reload_wanted.set()
+    def _on_notify(self, channel: str, payload: str) -> None:
+        if channel == CONFIG_CHANNEL:
+            self._reload_wanted.set()
+            return
+        if channel == TOKENS_CHANNEL:
+            self.supervisor.try_send(m.ForwardToAccount(payload, m.ReloadCredentials()))
+            return
+        if channel == QUOTA_CHANNEL:
+            self._quota_from_peers.add(payload)
+        elif channel == CONTINUITY_CHANNEL:
+            self._pins_from_peers.add(payload)
+        self._peer_news.set()
+
+    async def _peer_news_loop(self) -> None:
+        """Read back what other nodes (or this one) wrote: quota evidence and pins."""
+        while True:
+            await self._peer_news.wait()
+            self._peer_news = trio.Event()
+            accounts, self._quota_from_peers = self._quota_from_peers, set()
+            pools, self._pins_from_peers = self._pins_from_peers, set()
+            try:
+                for account_id in accounts:
+                    if account_id not in self.pool_supervisor.accounts:
+                        continue
+                    pieces = await self.db.run(
+                        partial(runtime_store.load_account_evidence, account_id=account_id)
+                    )
+                    for evidence, observed_at in pieces:
+                        message = m.QuotaEvidence(evidence, observed_at)
+                        self.supervisor.try_send(m.ForwardToAccount(account_id, message))
+                for pool_id in pools:
+                    await self.restore_pool_pins(pool_id)
+            except Exception as exc:  # the next notification, or a reload, catches up
+                log.warning("reading peer updates failed: %s", type(exc).__name__)
+                await trio.sleep(1.0)
 
     def _reload_wanted_now(self) -> None:
         self._reload_wanted.set()
@@ -153,14 +211,37 @@ class Gateway:
             )
         )
 
-    def _note_quota(self, account_id: str, evidence: Any) -> None:
-        self._dirty_quota[account_id] = evidence
+    def _note_quota(
+        self, account_id: str, evidence: RateLimitSnapshot, observed_at: float, source: str
+    ) -> None:
+        notes = self._dirty_quota.setdefault(account_id, [])
+        notes.append((evidence, observed_at, source))
+        del notes[:-MAX_QUOTA_NOTES_PER_ACCOUNT]
 
-    async def _quota_flush_loop(self) -> None:
-        while True:
-            await trio.sleep(QUOTA_FLUSH_INTERVAL_S)
-            await self.flush_quota()
-            await self.flush_continuity()
+    async def _fetch_usage(self, access_token: str, chatgpt_account_id: str) -> UsageResult:
+        def fetch() -> UsageResult:
+            try:
+                evidence = usage_api.fetch_usage(
+                    self._http,
+                    self.config.upstream_base_url,
+                    access_token,
+                    chatgpt_account_id,
+                    now=time.time(),
+                )
+            except usage_api.UsageUnauthorized:
+                return UsageResult(None, unauthorized=True)
+            except usage_api.UsageError:
+                return UsageResult(None)
+            return UsageResult(evidence)
+
+        return await trio.to_thread.run_sync(fetch, abandon_on_cancel=True)
+
+    async def _usage_tick(self) -> None:
+        self.supervisor.try_send(m.UsageTick())
+
+    async def flush_write_behind(self) -> None:
+        await self.flush_quota()
+        await self.flush_continuity()
 
     async def flush_continuity(self) -> None:
         """Write behind the conversation pins changed since the last flush (hashed keys)."""
@@ -175,9 +256,12 @@ class Gateway:
     async def restore_continuity(self) -> None:
         """Read the pins back at start-up, so a restart keeps conversations on their account."""
         for pool_id in list(self._policies):
-            pins = await self.db.run(partial(runtime_store.load_pins, pool_id=pool_id))
-            if pins:
-                await self.supervisor.send(m.RestorePins(pool_id, tuple(pins)))
+            await self.restore_pool_pins(pool_id)
+
+    async def restore_pool_pins(self, pool_id: str) -> None:
+        pins = await self.db.run(partial(runtime_store.load_pins, pool_id=pool_id))
+        if pins:
+            await self.supervisor.send(m.RestorePins(pool_id, tuple(pins)))
 
     async def flush_quota(self) -> None:
         if not self._dirty_quota:
@@ -187,8 +271,10 @@ class Gateway:
             await self.db.run(lambda conn: runtime_store.store_quota(conn, dirty))
         except Exception as exc:
             log.warning("quota write-behind failed: %s", type(exc).__name__)
-            for account_id, evidence in dirty.items():
-                self._dirty_quota.setdefault(account_id, evidence)
+            for account_id, notes in dirty.items():
+                kept = self._dirty_quota.setdefault(account_id, [])
+                kept[:0] = notes
+                del kept[:-MAX_QUOTA_NOTES_PER_ACCOUNT]
 
     async def _write_logs(self, records: Any) -> None:
         await self.db.run(lambda conn: runtime_store.write_request_records(conn, records))

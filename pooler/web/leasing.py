@@ -9,8 +9,12 @@ from typing import Any
 
 from pooler.actors import messages as m
 from pooler.actors.runtime import ActorDead, CallTimeout, Mailbox, ReplyTo, call
-from pooler.errors import NoEligibleBackend, UsageLimitReached
+from pooler.errors import NoEligibleBackend, PinnedContinuationUnavailable, UsageLimitReached
 from pooler.routing.choose import Choice
+from pooler.routing.eligibility import QUOTA_CODES
+
+# Quota exclusions, and the failure codes of attempts that met a usage limit.
+QUOTA_FAILURES = QUOTA_CODES | {"usage_limit", "usage_limit_reached"}
 
 
 def continuity_digest(kind: str, value: str) -> bytes:
@@ -19,14 +23,26 @@ def continuity_digest(kind: str, value: str) -> bytes:
 
 @dataclass(slots=True)
 class LeaseAttempts:
-    """What one request learned while leasing: tried accounts, exclusions, quota resets."""
+    """What one request learned while leasing: tried accounts, exclusions, quota resets,
+    and how it met its conversation's pin."""
 
     pool_id: str
     continuity_keys: tuple[bytes, ...]
+    hard_key: bytes | None = None
+    route_class: str = "responses"
+    model: str = ""
     tried: set[str] = field(default_factory=set)
     exclusions: dict[str, str] = field(default_factory=dict)
     usage_resets: list[float] = field(default_factory=list)
     last_choice: Choice | None = None
+    first_choice: Choice | None = None
+
+    @property
+    def pin_keys(self) -> tuple[bytes, ...]:
+        """Every key the serving account should be pinned under."""
+        if self.hard_key is None:
+            return self.continuity_keys
+        return (self.hard_key, *self.continuity_keys)
 
 
 async def lease_account(
@@ -39,7 +55,13 @@ async def lease_account(
 
     def request(reply: ReplyTo[m.LeaseGranted]) -> m.LeaseRequest:
         return m.LeaseRequest(
-            attempts.pool_id, attempts.continuity_keys, frozenset(attempts.tried), reply
+            attempts.pool_id,
+            attempts.continuity_keys,
+            frozenset(attempts.tried),
+            reply,
+            hard_key=attempts.hard_key,
+            route_class=attempts.route_class,
+            model=attempts.model,
         )
 
     try:
@@ -47,6 +69,8 @@ async def lease_account(
     except (CallTimeout, ActorDead) as exc:
         raise NoEligibleBackend("the account supervisor is not answering", retry_after=1) from exc
     attempts.last_choice = granted.choice
+    if attempts.first_choice is None:
+        attempts.first_choice = granted.choice
     for label, code in granted.choice.exclusions.items():
         attempts.exclusions.setdefault(label, code)
     labels = {c.label: c.account_id for c in granted.choice.candidates}
@@ -57,20 +81,28 @@ async def lease_account(
     return granted.lease
 
 
+def all_quota(attempts: LeaseAttempts) -> bool:
+    codes = set(attempts.exclusions.values())
+    return bool(codes) and codes <= QUOTA_FAILURES
+
+
 def no_account_error(
     attempts: LeaseAttempts, retry_after: float
-) -> UsageLimitReached | NoEligibleBackend:
-    """429 when every account is out of quota, else 503 (DESIGN §4)."""
+) -> UsageLimitReached | NoEligibleBackend | PinnedContinuationUnavailable:
+    """429 when every account is out of quota, else 503 (DESIGN §4); a hard pin whose
+    account cannot serve is its own error: the client must resend the full context."""
     choice = attempts.last_choice
+    if choice is not None and choice.hard_pin_unavailable:
+        return PinnedContinuationUnavailable(
+            "the account holding previous_response_id cannot serve now; resend the request"
+            " with the full conversation and without previous_response_id",
+            param="previous_response_id",
+            extra={"recovery_kind": "restart_with_full_context"},
+        )
     resets = list(attempts.usage_resets)
     if choice is not None and choice.earliest_reset is not None:
         resets.append(choice.earliest_reset)
-    quota_codes = {"quota_exhausted", "usage_limit", "usage_limit_reached"}
-    if (
-        resets
-        and attempts.exclusions
-        and all(code in quota_codes for code in attempts.exclusions.values())
-    ):
+    if resets and all_quota(attempts):
         return UsageLimitReached(
             "every account in this Pool has reached its usage limit", resets_at=min(resets)
         )
@@ -83,6 +115,7 @@ def release(lease: m.Lease, outcome: m.Outcome) -> None:
 
 
 def pin(supervisor: Mailbox[Any], pool_id: str, keys: Iterable[bytes], account_id: str) -> None:
+    """Pin the conversation's keys to the account serving it (write-behind to Postgres)."""
     keys = tuple(keys)
     if keys:
         supervisor.try_send(m.PinConversation(pool_id, keys, account_id))

@@ -49,6 +49,8 @@ class RequestRecord:
     exclusions: dict[str, str] = field(default_factory=dict)
     user_agent: str | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
+    continuity: str | None = None
+    continuity_from: str | None = None
 
     def elapsed_ms(self) -> float:
         return (trio.current_time() - self.started) * 1000.0

@@ -15,15 +15,20 @@ import httpx
 from pooler.actors.account import RefreshResult
 from pooler.actors.pool import AccountConfig, RuntimeConfig
 from pooler.crypto import Keyring
+from pooler.instance_settings import InstanceSettings
 from pooler.protocol.jwt import jwt_expiry
-from pooler.protocol.ratelimit import QuotaWindow, RateLimitSnapshot
+from pooler.protocol.ratelimit import DEFAULT_FAMILY, Credits, QuotaWindow, RateLimitSnapshot
 from pooler.routing.choose import PoolPolicy
-from pooler.routing.snapshot import WindowState
+from pooler.routing.evidence import apply_evidence
+from pooler.routing.snapshot import AccountSnapshot
 from pooler.store import accounts as account_store
 from pooler.store import credentials as credential_store
+from pooler.store import instance_settings as settings_store
 from pooler.store import logs as log_store
+from pooler.store import quota as quota_store
 from pooler.store.common import Conn
-from pooler.store.models import AttemptRow, QuotaWindowRow, RequestLogRow
+from pooler.store.models import AttemptRow, RequestLogRow
+from pooler.store.quota import AccountQuota, CreditsRecord, WindowRecord
 from pooler.store.runtime import load_runtime_snapshot
 from pooler.upstream.oauth import RefreshFailed, refresh_tokens
 from pooler.web.keys import KeyInfo, PoolInfo
@@ -35,6 +40,7 @@ class LoadedRuntime:
     keys: dict[bytes, KeyInfo]
     pools: dict[str, PoolInfo]
     runtime: RuntimeConfig
+    settings: InstanceSettings
 
 
 def _epoch(value: datetime | None) -> float | None:
@@ -59,20 +65,24 @@ def load_runtime(conn: Conn) -> LoadedRuntime:
             float(p.quota_threshold_percent),
             int(p.retry_budget),
             {str(e.account_id): int(e.weight) for e in snapshot.assignments.get(p.id, ())},
+            continuity=bool(p.continuity_enabled),
         )
         for p in snapshot.pools.values()
     }
+    stored_quota = quota_store.load_quota(conn)
     accounts: dict[str, AccountConfig] = {}
     for account in snapshot.accounts.values():
-        windows = {(w.family, w.window): w for w in snapshot.quota.get(account.id, ())}
+        quota = quota_snapshot(str(account.id), stored_quota.get(account.id))
         accounts[str(account.id)] = AccountConfig(
             account_id=str(account.id),
             label=account.label,
             chatgpt_account_id=account.chatgpt_account_id,
             lifecycle=account.lifecycle,
             plan_type=account.plan_type,
-            primary=_window_state(windows.get(("codex", "primary"))),
-            secondary=_window_state(windows.get(("codex", "secondary"))),
+            primary=quota.primary,
+            secondary=quota.secondary,
+            scoped=quota.scoped,
+            has_credits=quota.has_credits,
         )
     assignments = {
         str(pool_id): tuple(str(entry.account_id) for entry in entries)
@@ -80,14 +90,45 @@ def load_runtime(conn: Conn) -> LoadedRuntime:
         if str(pool_id) in pools and pools[str(pool_id)].status == "active"
     }
     caps = {str(p.id): int(p.max_in_flight_per_account) for p in snapshot.pools.values()}
-    return LoadedRuntime(keys, pools, RuntimeConfig(policies, accounts, assignments, caps))
+    _, settings = settings_store.get_instance_settings(conn)
+    runtime = RuntimeConfig(policies, accounts, assignments, caps, settings)
+    return LoadedRuntime(keys, pools, runtime, settings)
 
 
-def _window_state(window: object) -> WindowState | None:
-    if window is None:
-        return None
-    used = float(getattr(window, "used_percent", 0.0))
-    return WindowState(used, _epoch(getattr(window, "reset_at", None)))
+def stored_evidence(quota: AccountQuota | None) -> list[tuple[RateLimitSnapshot, float]]:
+    """Stored quota as evidence, one piece per window (each keeps its own observation time,
+    so an older stored window never overwrites a newer one known in memory)."""
+    if quota is None:
+        return []
+    pieces: list[tuple[RateLimitSnapshot, float]] = []
+    for w in quota.windows:
+        window = QuotaWindow(w.used_percent, w.window_minutes, _epoch(w.reset_at))
+        pair = (window, None) if w.window == "primary" else (None, window)
+        if w.family == DEFAULT_FAMILY:
+            evidence = RateLimitSnapshot(pair[0], pair[1], None, {}, None, None)
+        else:
+            names = {w.family: w.limit_name} if w.limit_name else {}
+            evidence = RateLimitSnapshot(None, None, None, {w.family: pair}, None, None, names)
+        pieces.append((evidence, w.observed_at.timestamp()))
+    if quota.credits is not None:
+        c = quota.credits
+        credits = Credits(c.has_credits, c.unlimited, c.balance)
+        pieces.append(
+            (RateLimitSnapshot(None, None, credits, {}, None, None), c.observed_at.timestamp())
+        )
+    return pieces
+
+
+def quota_snapshot(account_id: str, quota: AccountQuota | None) -> AccountSnapshot:
+    """The routing view of stored quota (an account snapshot with only quota fields set)."""
+    snapshot = AccountSnapshot(account_id, account_id)
+    for evidence, observed_at in stored_evidence(quota):
+        snapshot = apply_evidence(snapshot, evidence, observed_at)
+    return snapshot
+
+
+def load_account_evidence(conn: Conn, account_id: str) -> list[tuple[RateLimitSnapshot, float]]:
+    return stored_evidence(quota_store.load_quota(conn, [UUID(account_id)]).get(UUID(account_id)))
 
 
 def load_access_token(conn: Conn, keyring: Keyring, account_id: str) -> str:
@@ -129,33 +170,46 @@ def refresh_account(
     return RefreshResult(tokens.access_token)
 
 
-def _quota_rows(evidence: RateLimitSnapshot) -> list[QuotaWindowRow]:
-    rows: list[QuotaWindowRow] = []
-    families: list[tuple[str, QuotaWindow | None, QuotaWindow | None]] = [
-        ("codex", evidence.primary, evidence.secondary)
-    ]
-    families.extend((family, p, s) for family, (p, s) in evidence.extra.items())
-    for family, primary, secondary in families:
-        for kind, window in (("primary", primary), ("secondary", secondary)):
-            if window is None:
-                continue
-            rows.append(
-                QuotaWindowRow(
-                    window=kind,
-                    used_percent=max(0.0, min(1000.0, window.used_percent)),
-                    window_minutes=window.window_minutes,
-                    reset_at=_datetime(window.reset_at),
-                    family=family,
+QuotaNote = tuple[RateLimitSnapshot, float, str]  # evidence, observed at, source
+
+
+def _quota_records(
+    notes: Sequence[QuotaNote],
+) -> tuple[list[WindowRecord], CreditsRecord | None]:
+    windows: dict[tuple[str, str], WindowRecord] = {}
+    credits: CreditsRecord | None = None
+    for evidence, observed, source in notes:
+        at = datetime.fromtimestamp(observed, UTC)
+        families: list[tuple[str, QuotaWindow | None, QuotaWindow | None]] = [
+            (DEFAULT_FAMILY, evidence.primary, evidence.secondary)
+        ]
+        families.extend((family, p, s) for family, (p, s) in evidence.extra.items())
+        for family, primary, secondary in families:
+            name = evidence.limit_names.get(family)
+            for kind, window in (("primary", primary), ("secondary", secondary)):
+                if window is None:
+                    continue
+                windows[(family, kind)] = WindowRecord(
+                    family,
+                    kind,
+                    window.used_percent,
+                    window.window_minutes,
+                    _datetime(window.reset_at),
+                    at,
+                    name,
+                    source,
                 )
-            )
-    return rows
+        if evidence.credits is not None:
+            c = evidence.credits
+            credits = CreditsRecord(c.has_credits, c.unlimited, c.balance, at)
+    return list(windows.values()), credits
 
 
-def store_quota(conn: Conn, evidence: dict[str, RateLimitSnapshot]) -> None:
-    for account_id, snapshot in evidence.items():
-        rows = _quota_rows(snapshot)
-        if rows:
-            account_store.upsert_quota_windows(conn, UUID(account_id), rows)
+def store_quota(conn: Conn, notes: dict[str, list[QuotaNote]]) -> None:
+    for account_id, account_notes in notes.items():
+        windows, credits = _quota_records(account_notes)
+        if windows or credits is not None:
+            quota_store.record_quota(conn, UUID(account_id), windows, credits)
 
 
 def _uuid(value: str | None) -> UUID | None:
@@ -188,6 +242,8 @@ def request_log_row(record: RequestRecord) -> RequestLogRow:
         total_tokens=usage.total_tokens if usage else None,
         exclusions=record.exclusions or None,
         client_user_agent=record.user_agent,
+        continuity=record.continuity,
+        continuity_from=_uuid(record.continuity_from),
     )
 
 

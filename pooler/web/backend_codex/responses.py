@@ -20,6 +20,8 @@ from pooler.actors.account import RefreshUnavailable
 from pooler.actors.runtime import ActorDead, CallTimeout, call
 from pooler.errors import BadRequest, InvalidJson, PoolerError, UnsupportedMediaType, UpstreamError
 from pooler.protocol.stream_accounting import StreamAccounting, failed_event
+from pooler.routing.choose import PIN_KEPT, PIN_MOVED
+from pooler.routing.circuit import RESPONSES
 from pooler.upstream.errors import UpstreamTransportError
 from pooler.web.asgi import (
     ClientDisconnected,
@@ -39,6 +41,7 @@ from pooler.web.backend_codex.upstream_exchange import (
 )
 from pooler.web.leasing import (
     LeaseAttempts,
+    all_quota,
     continuity_digest,
     lease_account,
     no_account_error,
@@ -70,18 +73,40 @@ def parse_payload(body: bytes) -> dict[str, Any]:
     return payload
 
 
-def continuity_keys(payload: dict[str, Any], scope: Scope) -> tuple[bytes, ...]:
-    """Strongest first (DESIGN §4): prompt_cache_key, then the session headers."""
+SESSION_HEADERS = (b"session-id", b"session_id", b"x-codex-window-id")
+LATER_CONTINUITY_HEADERS = (
+    (b"thread-id", "thread"),
+    (b"x-client-request-id", "client_request"),
+    (b"x-codex-turn-state", "turn_state"),
+)
+
+
+def continuity_keys(
+    payload: dict[str, Any], scope: Scope
+) -> tuple[bytes | None, tuple[bytes, ...]]:
+    """The hard key (`previous_response_id`) and the soft keys, strongest first (DESIGN §4):
+    `prompt_cache_key`, a session header, `thread-id`, `x-client-request-id`,
+    `x-codex-turn-state`. Digests only: the values themselves are never kept."""
+    previous = payload.get("previous_response_id")
+    hard = (
+        continuity_digest("response_id", previous)
+        if isinstance(previous, str) and previous
+        else None
+    )
     keys: list[bytes] = []
     cache_key = payload.get("prompt_cache_key")
     if isinstance(cache_key, str) and cache_key:
         keys.append(continuity_digest("prompt_cache_key", cache_key))
-    for name in (b"session-id", b"session_id", b"x-codex-window-id"):
+    for name in SESSION_HEADERS:
         value = header(scope, name)
         if value:
             keys.append(continuity_digest("session", value.decode("latin-1")))
             break
-    return tuple(keys)
+    for name, kind in LATER_CONTINUITY_HEADERS:
+        value = header(scope, name)
+        if value:
+            keys.append(continuity_digest(kind, value.decode("latin-1")))
+    return hard, tuple(keys)
 
 
 def check_content_type(scope: Scope) -> None:
@@ -115,7 +140,8 @@ class ResponsesRoute:
                 payload["stream"] = True
                 body = orjson.dumps(payload)
             record.transport = "http_sse" if record.stream else "http_json"
-            await self._proxy(scope, receive, send, record, pool.pool_id, body, payload)
+            async with gw.admission.admit("stream" if record.stream else "responses"):
+                await self._proxy(scope, receive, send, record, pool.pool_id, body, payload)
         except ClientDisconnected:
             record.finish(499, "client_disconnected")
         except PoolerError as error:
@@ -168,12 +194,30 @@ class ResponsesRoute:
     ) -> None:
         gw = self.gw
         policy = gw.pool_policy(pool_id)
-        attempts = LeaseAttempts(pool_id, continuity_keys(payload, scope))
+        hard_key, soft_keys = continuity_keys(payload, scope)
+        attempts = LeaseAttempts(
+            pool_id, soft_keys, hard_key, route_class=RESPONSES, model=str(payload["model"])
+        )
+        try:
+            await self._attempt_all(scope, send, record, body, attempts, policy.retry_budget)
+        finally:
+            _note_continuity(record, attempts)
+
+    async def _attempt_all(
+        self,
+        scope: Scope,
+        send: Send,
+        record: RequestRecord,
+        body: bytes,
+        attempts: LeaseAttempts,
+        retry_budget: int,
+    ) -> None:
+        gw = self.gw
         base_headers = [(k, v) for k, v in scope["headers"] if k in FORWARDED_REQUEST_HEADERS]
         # The upstream is always asked for a stream, whatever the client accepts.
         base_headers.append((b"content-type", b"application/json"))
         base_headers.append((b"accept", b"text/event-stream"))
-        max_attempts = 1 + policy.retry_budget
+        max_attempts = 1 + retry_budget
         lease: m.Lease | None = None
         last_failure: str | None = None
         refreshed: set[str] = set()
@@ -203,8 +247,7 @@ class ResponsesRoute:
             if failure_code == "usage_limit_reached" and resets_at is not None:
                 attempts.usage_resets.append(resets_at)
             lease = None
-        record.exclusions = dict(attempts.exclusions)
-        if last_failure is not None and not _all_quota(attempts):
+        if last_failure is not None and not all_quota(attempts):
             raise UpstreamError(
                 f"the upstream request failed on every account tried ({last_failure})",
                 retry_after=gw.settings.no_backend_retry_after_s,
@@ -219,7 +262,11 @@ class ResponsesRoute:
                 lambda reply: m.RefreshNow(lease.access_token, reply),
                 timeout=timeout,
             )
-            return await call(lease.mailbox, m.Confirm, timeout=self.gw.settings.lease_timeout_s)
+            return await call(
+                lease.mailbox,
+                lambda reply: m.Confirm(reply, lease.route_class),
+                timeout=self.gw.settings.lease_timeout_s,
+            )
         except (RefreshUnavailable, CallTimeout, ActorDead):
             return None
 
@@ -291,13 +338,14 @@ class ResponsesRoute:
                 # Pin as soon as the upstream accepts, before relaying: a client can send its
                 # next turn the moment it has the last byte, and that lease request must
                 # find the pin (the supervisor's mailbox keeps the order).
-                pin(
-                    self.gw.supervisor, attempts.pool_id, attempts.continuity_keys, lease.account_id
+                pin(self.gw.supervisor, attempts.pool_id, attempts.pin_keys, lease.account_id)
+                accounting = ResponseAccounting(
+                    self.gw.supervisor, attempts.pool_id, lease.account_id, not record.stream
                 )
                 if record.stream:
-                    outcome = await self._relay_stream(response, send, record)
+                    outcome = await self._relay_stream(response, send, record, accounting)
                 else:
-                    outcome, result = await self._collect(response, send, record)
+                    outcome, result = await self._collect(response, send, record, accounting)
                 return result
         finally:
             attempt.duration_ms = (trio.current_time() - attempt.started_at) * 1000.0
@@ -305,17 +353,18 @@ class ResponsesRoute:
             attempt.error_code = result[1]
             release(lease, outcome)
 
-    async def _relay_stream(self, response: Any, send: Send, record: RequestRecord) -> m.Outcome:
+    async def _relay_stream(
+        self, response: Any, send: Send, record: RequestRecord, accounting: ResponseAccounting
+    ) -> m.Outcome:
         idle = self.gw.settings.upstream_idle_timeout_s
-        accounting = StreamAccounting()
         headers = [*SSE_HEADERS, (b"x-request-id", record.request_id.encode())]
         headers.extend(relayed_response_headers(response.headers))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         record.mark_first_byte()
 
         async def relay(chunk: bytes) -> None:
+            accounting.feed(chunk)  # first: a response id is pinned before the client sees it
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            accounting.feed(chunk)
 
         failure = await _pump(response, idle, relay)
         if failure is None and accounting.terminal_type is None:
@@ -337,11 +386,10 @@ class ResponsesRoute:
         return m.Outcome(kind, 200, tuple(response.headers), rate_limits=accounting.rate_limits)
 
     async def _collect(
-        self, response: Any, send: Send, record: RequestRecord
+        self, response: Any, send: Send, record: RequestRecord, accounting: ResponseAccounting
     ) -> tuple[m.Outcome, tuple[str, str | None]]:
         """A non-streaming client: read the whole stream, answer with the final response."""
         idle = self.gw.settings.upstream_idle_timeout_s
-        accounting = StreamAccounting(collect_output=True)
 
         async def collect(chunk: bytes) -> None:
             accounting.feed(chunk)
@@ -390,9 +438,39 @@ async def _pump(
     return "stream_idle_timeout" if scope.cancelled_caught else None
 
 
-def _all_quota(attempts: LeaseAttempts) -> bool:
-    codes = set(attempts.exclusions.values())
-    return bool(codes) and codes <= {"quota_exhausted", "usage_limit_reached", "usage_limit"}
+class ResponseAccounting(StreamAccounting):
+    """Stream accounting that pins the response id to its account as soon as the upstream
+    names it, so a follow-up with `previous_response_id` finds it (a hard pin)."""
+
+    def __init__(
+        self, supervisor: Any, pool_id: str, account_id: str, collect_output: bool
+    ) -> None:
+        super().__init__(collect_output=collect_output)
+        self._pin_to = (supervisor, pool_id, account_id)
+
+    def feed(self, chunk: bytes) -> None:
+        known = self.response_id
+        super().feed(chunk)
+        if self.response_id is not None and self.response_id != known:
+            supervisor, pool_id, account_id = self._pin_to
+            key = continuity_digest("response_id", self.response_id)
+            pin(supervisor, pool_id, (key,), account_id)
+
+
+def _note_continuity(record: RequestRecord, attempts: LeaseAttempts) -> None:
+    """Say in the log how the request met its conversation, and why a pin moved."""
+    choice = attempts.first_choice
+    if choice is None:
+        return
+    outcome = choice.pin_outcome
+    pinned = choice.pin.account_id if choice.pin is not None else None
+    if outcome == PIN_KEPT and record.account_id != pinned:
+        outcome = PIN_MOVED  # the pinned account failed and another one answered
+    record.continuity = outcome
+    if outcome == PIN_MOVED:
+        record.continuity_from = pinned
+    if outcome == PIN_MOVED or record.retries or record.account_id is None:
+        record.exclusions = dict(attempts.exclusions)
 
 
 async def _read_limited(response: Any, limit: int) -> bytes:
