@@ -57,7 +57,7 @@ UPSTREAM_MIN_CONNECTIONS = 1024
 UPSTREAM_MAX_IDLE = 128
 MAX_DIRTY_PINS = 100_000
 ESCALATION_COOLOFF_S = 60.0
-CANDIDATES_PER_OFFER = 4  # the chosen account and its fallbacks should it refuse
+CANDIDATES_PER_OFFER = 3  # the chosen account and its fallbacks should it refuse
 POLL_JITTER = 0.1  # usage polls spread by ±10 % so accounts do not poll in lockstep
 
 

@@ -26,7 +26,7 @@ from pooler.routing.eligibility import (
     request_block,
 )
 from pooler.routing.snapshot import AccountSnapshot, normalize_scope
-from pooler.routing.strategies import ChoiceHistory, SortKey, sort_key
+from pooler.routing.strategies import STRATEGIES, ChoiceHistory, SortKey, key_least_used
 
 # How many blocked accounts a choice reports besides those it skipped (the request log
 # explains the Pool's state without copying a thousand entries per request).
@@ -103,9 +103,10 @@ class PoolRouter:
         self._lookup = lookup
         self._order: list[tuple[SortKey, str]] = []
         self._keys: dict[str, SortKey] = {}
-        self._blocked: dict[str, tuple[str, float | None]] = {}
+        self._blocked: dict[str, tuple[str, float | None, str]] = {}  # code, until, label
         self._wakes: list[tuple[float, str]] = []
         self._wake_at: dict[str, float] = {}
+        self._key = STRATEGIES.get(policy.strategy, key_least_used)
         for account_id in members:
             self.touch(account_id, now)
 
@@ -122,23 +123,27 @@ class PoolRouter:
         if old is not None:
             index = bisect_left(self._order, (old, account_id))
             del self._order[index]
-        self._blocked.pop(account_id, None)
-        self._wake_at.pop(account_id, None)
+        else:
+            self._blocked.pop(account_id, None)
+        if self._wake_at:
+            self._wake_at.pop(account_id, None)
         snapshot = self._lookup(account_id)
         if snapshot is None:
             return
         policy = self.policy
         block = account_block(snapshot, policy.quota_threshold_percent, now, self.freshness)
         if block is not None:
-            self._blocked[account_id] = block
+            self._blocked[account_id] = (block[0], block[1], snapshot.label)
             if block[1] is not None:
                 self._wake(account_id, block[1])
             return
-        key = sort_key(policy.strategy, snapshot, self.history, policy.weights, now)
+        demoted_until = snapshot.demoted_until
+        demoted = demoted_until is not None and demoted_until > now
+        key = self._key(snapshot, self.history, policy.weights, 1 if demoted else 0)
         self._keys[account_id] = key
         insort(self._order, (key, account_id))
-        if snapshot.demoted_until is not None and snapshot.demoted_until > now:
-            self._wake(account_id, snapshot.demoted_until)
+        if demoted:
+            self._wake(account_id, demoted_until)  # type: ignore[arg-type]
 
     def _wake(self, account_id: str, when: float) -> None:
         self._wake_at[account_id] = when
@@ -205,11 +210,10 @@ class PoolRouter:
             if len(candidates) >= limit:
                 break
         reported = REPORTED_BLOCKED if candidates else len(self._blocked)
-        for account_id, (code, until) in islice(self._blocked.items(), reported):
-            snapshot = self._lookup(account_id)
-            if snapshot is None or account_id in exclude:
+        for account_id, (code, until, label) in islice(self._blocked.items(), reported):
+            if account_id in exclude:
                 continue
-            exclusions.setdefault(snapshot.label, code)
+            exclusions.setdefault(label, code)
             earliest = choice.earliest_reset
             if code in QUOTA_CODES and until is not None and (earliest is None or until < earliest):
                 choice.earliest_reset = until

@@ -77,6 +77,13 @@ def quota_block(
     snapshot: AccountSnapshot, threshold: float, now: float, freshness: float = DEFAULT_FRESHNESS_S
 ) -> Block | None:
     """The account's own quota (not model-scoped): the block that lasts longest."""
+    primary, secondary = snapshot.primary, snapshot.secondary
+    if (
+        snapshot.blocked_until is None
+        and (primary is None or primary.used_percent < threshold)
+        and (secondary is None or secondary.used_percent < threshold)
+    ):
+        return None  # the common case, on every touch of the router
     block: Block | None = None
     if snapshot.blocked_until is not None and snapshot.blocked_until > now:
         block = (USAGE_LIMIT_REACHED, snapshot.blocked_until)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 LIFECYCLE_ACTIVE = "active"
 
@@ -66,6 +67,7 @@ class AccountSnapshot:
         return used
 
 
+@lru_cache(maxsize=1024)
 def normalize_scope(name: str) -> str:
     """`GPT-5.3-Codex Spark`, `gpt_5.3_codex_spark` and `gpt-5.3-codex-spark` match."""
     return "".join(ch for ch in name.lower() if ch.isalnum() or ch == ".")

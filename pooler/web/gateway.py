@@ -289,4 +289,12 @@ class Gateway:
             "log_written": self.log_writer.written,
             "log_dropped": self.log_writer.dropped,
             "loop_lag": {q: self.loop_lag.quantile(q) for q in (0.5, 0.99, 1.0)},
+            "circuits": Counter(
+                (route_class, circuit.state)
+                for h in handles
+                for route_class, circuit in h.state.circuits.items()
+                if circuit.state != "closed"
+            ),
+            "circuit_transitions": sum(h.state.circuit_transitions for h in handles),
+            "admission": self.admission.stats(),
         }

@@ -62,6 +62,36 @@ class GatewayCollector(Collector):
         yield CounterMetricFamily(
             "codex_pooler_log_rows_written", "Request-log rows written", value=state["log_written"]
         )
+        circuits = GaugeMetricFamily(
+            "codex_pooler_circuits",
+            "Account circuits by route class and state (closed ones are not listed)",
+            labels=["route_class", "state"],
+        )
+        for (route_class, circuit_state), value in state["circuits"].items():
+            circuits.add_metric([route_class, circuit_state], value)
+        yield circuits
+        yield CounterMetricFamily(
+            "codex_pooler_circuit_transitions",
+            "Circuit state changes (closed->open, half_open->closed, ...)",
+            value=state["circuit_transitions"],
+        )
+        admission = GaugeMetricFamily(
+            "codex_pooler_admission",
+            "Admission bulkheads: requests running and waiting per route class",
+            labels=["route_class", "kind"],
+        )
+        refused = CounterMetricFamily(
+            "codex_pooler_admission_refused",
+            "Requests refused by a bulkhead (queue full, or the wait ran out)",
+            labels=["route_class", "reason"],
+        )
+        for route_class, stats in state["admission"].items():
+            admission.add_metric([route_class, "in_flight"], stats.in_flight)
+            admission.add_metric([route_class, "queued"], stats.queued)
+            refused.add_metric([route_class, "queue_full"], stats.rejected_total)
+            refused.add_metric([route_class, "queue_timeout"], stats.timed_out_total)
+        yield admission
+        yield refused
         yield CounterMetricFamily(
             "codex_pooler_log_rows_dropped",
             "Request-log rows dropped (buffer full)",

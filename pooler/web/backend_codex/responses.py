@@ -109,6 +109,18 @@ def continuity_keys(
     return hard, tuple(keys)
 
 
+def streaming_body(body: bytes, payload: dict[str, Any]) -> bytes:
+    """The body asking the upstream to stream. Bytes are kept as the client sent them where
+    possible (the key is added in front); only an explicit `"stream": false` is rewritten."""
+    if "stream" not in payload:
+        start = body.index(b"{") + 1
+        rest = body[start:].lstrip()
+        separator = b"" if rest.startswith(b"}") else b","
+        return body[:start] + b'"stream":true' + separator + body[start:]
+    payload["stream"] = True
+    return orjson.dumps(payload)
+
+
 def check_content_type(scope: Scope) -> None:
     content_type = header(scope, b"content-type")
     if content_type is None or not content_type.split(b";")[0].strip().lower().endswith(b"json"):
@@ -137,8 +149,7 @@ class ResponsesRoute:
             record.model = payload["model"]
             record.stream = payload.get("stream") is True
             if not record.stream:
-                payload["stream"] = True
-                body = orjson.dumps(payload)
+                body = streaming_body(body, payload)
             record.transport = "http_sse" if record.stream else "http_json"
             async with gw.admission.admit("stream" if record.stream else "responses"):
                 await self._proxy(scope, receive, send, record, pool.pool_id, body, payload)
