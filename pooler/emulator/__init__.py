@@ -2,6 +2,7 @@
 
 state.py       EmulatorState: accounts, tokens, quota, faults, request log (no I/O)
 accounts.py    one fake account; tokens.py its unsigned JWTs; usage.py its windows
+prompt_cache.py  each account's prefix cache (what `cached_tokens` reports)
 replies.py     what to answer, from the last input item; events.py the event sequence
 faults.py      the scriptable fault plan
 app.py         the raw ASGI app (responses_http, ws, backend, oauth, control handlers)

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from pooler.emulator.prompt_cache import CacheRules, PromptCache
 from pooler.emulator.tokens import Identity, TokenSet, mint_token_set
 from pooler.emulator.usage import PRIMARY_MINUTES, SECONDARY_MINUTES, QuotaWindow
-
-PROMPT_CACHE_KEYS = 4096
-CACHED_SHARE = 0.9
 
 
 def account_uuid(seed: str, index: int) -> str:
@@ -35,7 +32,7 @@ class FakeAccount:
     tokens: TokenSet
     primary: QuotaWindow
     secondary: QuotaWindow
-    prompt_cache: OrderedDict[str, int] = field(default_factory=OrderedDict)
+    prompt_cache: PromptCache = field(default_factory=PromptCache)
 
     @property
     def identity(self) -> Identity:
@@ -59,25 +56,15 @@ class FakeAccount:
         moment = datetime.fromtimestamp(self.tokens.issued_at, UTC)
         return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
-    def cached_tokens(self, prompt_cache_key: str | None, input_tokens: int) -> int:
-        """Simulate the prompt cache: a repeated key hits for most of the shorter prompt."""
-        if not prompt_cache_key:
-            return 0
-        previous = self.prompt_cache.pop(prompt_cache_key, None)
-        self.prompt_cache[prompt_cache_key] = input_tokens
-        while len(self.prompt_cache) > PROMPT_CACHE_KEYS:
-            self.prompt_cache.popitem(last=False)
-        if previous is None:
-            return 0
-        return int(min(previous, input_tokens) * CACHED_SHARE)
-
     def clear_usage(self) -> None:
         for window in (self.primary, self.secondary):
             window.used_percent = 0.0
         self.prompt_cache.clear()
 
 
-def make_account(seed: str, index: int, now: float, token_ttl: float) -> FakeAccount:
+def make_account(
+    seed: str, index: int, now: float, token_ttl: float, cache_rules: CacheRules | None = None
+) -> FakeAccount:
     """Account `index` (1-based); identity is a function of (seed, index) only."""
     account_id = account_uuid(seed, index)
     identity = Identity(account_id, user_id_for(seed, index), f"user{index}@emulator.test", "plus")
@@ -91,4 +78,5 @@ def make_account(seed: str, index: int, now: float, token_ttl: float) -> FakeAcc
         tokens=mint_token_set(identity, now, token_ttl),
         primary=QuotaWindow(origin=now, minutes=PRIMARY_MINUTES),
         secondary=QuotaWindow(origin=now, minutes=SECONDARY_MINUTES),
+        prompt_cache=PromptCache(rules=cache_rules or CacheRules()),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from dataclasses import dataclass
@@ -12,12 +13,15 @@ import zstandard
 from pooler.emulator import rejections as rj
 from pooler.emulator.accounts import FakeAccount
 from pooler.emulator.events import Turn, pad_text
+from pooler.emulator.prompt_cache import BYTES_PER_TOKEN, Context, Prefix, prompt_chain
 from pooler.emulator.replies import Reply, TextReply, decide_reply
 
 DEFAULT_MODEL = "gpt-5.5"
 MAX_BODY_BYTES = 64 * 1024 * 1024
 MAX_DELTAS = 100_000
 REASONING_TOKENS = 16
+SESSION_HEADERS = (b"session-id", b"session_id")
+SESSION_TAG_CHARS = 12
 
 
 def decode_body(raw: bytes, content_encoding: str | None) -> bytes | rj.Rejection:
@@ -95,24 +99,56 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(16)}"
 
 
+def body_sha256(raw: bytes) -> str:
+    """The request log's fingerprint of a body: did it arrive byte for byte?"""
+    return hashlib.sha256(raw).hexdigest()
+
+
+def session_tag(headers: dict[bytes, str]) -> str | None:
+    """A short hash of the `session-id` (or older `session_id`) header, for the request
+    log: enough to follow a conversation across accounts, never the value itself."""
+    for name in SESSION_HEADERS:
+        value = headers.get(name)
+        if value:
+            return hashlib.sha256(value.encode("latin-1")).hexdigest()[:SESSION_TAG_CHARS]
+    return None
+
+
+@dataclass(frozen=True)
+class PromptUse:
+    """What a request's prompt cost on its account."""
+
+    input_tokens: int
+    cached_tokens: int
+    end: Prefix  # the whole prompt
+
+
+def read_prompt(
+    body: dict[str, Any], body_bytes: int, account: FakeAccount, after: Context | None = None
+) -> PromptUse:
+    """Look the prompt's prefixes up in the account's cache, then remember them all."""
+    chain = prompt_chain(body, after)
+    cached = account.prompt_cache.lookup(chain)
+    account.prompt_cache.store(chain)
+    input_tokens = max(1, body_bytes // BYTES_PER_TOKEN, chain[-1].tokens)
+    return PromptUse(input_tokens, min(cached, input_tokens), chain[-1])
+
+
 def plan_turn(
-    body: dict[str, Any], body_bytes: int, account: FakeAccount, knobs: Knobs, now: float
+    body: dict[str, Any], prompt: PromptUse, knobs: Knobs, now: float
 ) -> tuple[Reply, Turn]:
-    """Decide the reply and usage of one response; updates the account's prompt cache."""
+    """Decide the reply and usage of one response."""
     reply = decide_reply(body)
     deltas = 4
     if knobs.deltas is not None and isinstance(reply, TextReply):
         reply, deltas = TextReply(pad_text(reply.text, knobs.deltas)), knobs.deltas
-    input_tokens = max(1, body_bytes // 4)
-    cache_key = body.get("prompt_cache_key")
-    cached = account.cached_tokens(cache_key if isinstance(cache_key, str) else None, input_tokens)
     model = body.get("model")
     turn = Turn(
         response_id=new_id("resp"),
         model=model if isinstance(model, str) and model else DEFAULT_MODEL,
         created_at=int(now),
-        input_tokens=input_tokens,
-        cached_tokens=cached,
+        input_tokens=prompt.input_tokens,
+        cached_tokens=prompt.cached_tokens,
         reasoning_tokens=REASONING_TOKENS if _reasoning(body) else 0,
         deltas=deltas,
     )

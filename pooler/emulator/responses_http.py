@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -13,7 +14,7 @@ from pooler.emulator.asgi import Receive, Scope, Send, read_body, request_header
 from pooler.emulator.events import build_events, encode_sse
 from pooler.emulator.models import MODELS_ETAG
 from pooler.emulator.rejections import Headers, Rejection
-from pooler.emulator.state import EmulatorState, Grant
+from pooler.emulator.state import EmulatorState, Grant, TurnLog
 
 DISCONNECT_AFTER_EVENTS = 3
 
@@ -44,9 +45,12 @@ async def handle_responses(
     now = time.time()
     headers = request_headers(scope)
     path = scope["path"]
+    log = TurnLog(session_hash=inbound.session_tag(headers))
 
     async def reject(rejection: Rejection, grant: Grant | None, fault: str | None = None) -> None:
-        state.record("POST", path, grant=grant, status=rejection.status, fault=fault, now=now)
+        state.record(
+            "POST", path, grant=grant, status=rejection.status, fault=fault, turn=log, now=now
+        )
         await send_rejection(send, rejection, [(b"x-request-id", inbound.new_id("req").encode())])
 
     grant = state.authenticate(
@@ -57,6 +61,7 @@ async def handle_responses(
     raw = await read_body(receive)
     if raw is None:
         return
+    log = replace(log, body_sha256=inbound.body_sha256(raw))
     data = inbound.decode_body(raw, headers.get(b"content-encoding"))
     if isinstance(data, Rejection):
         return await reject(data, grant)
@@ -70,20 +75,21 @@ async def handle_responses(
     if refused is not None:
         return await reject(refused, grant, fault.kind if fault else None)
     if fault is not None and fault.kind == "stall":
-        state.record("POST", path, grant=grant, status=None, fault="stall", now=now)
+        state.record("POST", path, grant=grant, status=None, fault="stall", turn=log, now=now)
         return await wait_for_disconnect(receive, fault.stall_seconds)
 
     knobs = inbound.knobs_from(headers, body)
-    reply, turn = inbound.plan_turn(body, len(data), grant.account, knobs, now)
+    prompt = inbound.read_prompt(body, len(data), grant.account)
+    log = replace(log, input_tokens=prompt.input_tokens, cached_tokens=prompt.cached_tokens)
+    reply, turn = inbound.plan_turn(body, prompt, knobs, now)
     events = build_events(reply, turn)
     response_headers = [
         (b"content-type", b"text/event-stream"),
         (b"cache-control", b"no-cache"),
         *turn_headers(state, grant, headers, turn.model, now),
     ]
-    state.record(
-        "POST", path, grant=grant, status=200, fault=fault.kind if fault else None, now=now
-    )
+    fault_kind = fault.kind if fault else None
+    state.record("POST", path, grant=grant, status=200, fault=fault_kind, turn=log, now=now)
     await send({"type": "http.response.start", "status": 200, "headers": response_headers})
     cut = fault is not None and fault.kind == "disconnect_mid_stream"
     stream = partial(_send_events, state, grant, events, send, knobs.delay_s, cut=cut)

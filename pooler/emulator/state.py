@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from pooler.emulator import rejections as rj
@@ -20,6 +20,7 @@ from pooler.emulator.faults import (
     Fault,
     FaultPlan,
 )
+from pooler.emulator.prompt_cache import CacheRules
 from pooler.emulator.tokens import TokenSet, mint_token_set
 from pooler.emulator.usage import (
     WindowView,
@@ -41,6 +42,17 @@ class Grant:
     fresh: bool
 
 
+@dataclass(frozen=True)
+class TurnLog:
+    """What the request log adds for a `/responses` request: a digest and counts, never
+    content. `session_hash` is a short hash of the session header (inbound.session_tag)."""
+
+    body_sha256: str | None = None
+    session_hash: str | None = None
+    input_tokens: int | None = None
+    cached_tokens: int | None = None
+
+
 @dataclass
 class _RefreshRecord:
     account: FakeAccount
@@ -56,6 +68,7 @@ class EmulatorState:
         seed: str = "emulator",
         *,
         now: float | None = None,
+        cache_rules: CacheRules | None = None,
     ) -> None:
         if accounts < 1:
             raise ValueError("the emulator needs at least one account")
@@ -64,7 +77,9 @@ class EmulatorState:
         self.percent_per_request = percent_per_request
         self.seed = seed
         self.started_at = start
-        self.accounts = [make_account(seed, i, start, token_ttl) for i in range(1, accounts + 1)]
+        self.accounts = [
+            make_account(seed, i, start, token_ttl, cache_rules) for i in range(1, accounts + 1)
+        ]
         self.faults = FaultPlan()
         self.requests: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
         self._grants: dict[str, Grant] = {}
@@ -222,22 +237,24 @@ class EmulatorState:
         account: FakeAccount | None = None,
         status: int | None,
         fault: str | None = None,
+        turn: TurnLog | None = None,
         now: float,
     ) -> None:
-        """Metadata only: never a body, a prompt or a token."""
+        """Metadata only: never a body, a prompt or a token (a body's digest at most)."""
         who = grant.account if grant is not None else account
-        self.requests.append(
-            {
-                "time": now,
-                "method": method,
-                "path": path,
-                "transport": transport,
-                "account_id": who.account_id if who is not None else None,
-                "status": status,
-                "token_fresh": grant.fresh if grant is not None else False,
-                "fault": fault,
-            }
-        )
+        entry: dict[str, Any] = {
+            "time": now,
+            "method": method,
+            "path": path,
+            "transport": transport,
+            "account_id": who.account_id if who is not None else None,
+            "status": status,
+            "token_fresh": grant.fresh if grant is not None else False,
+            "fault": fault,
+        }
+        if turn is not None:
+            entry.update(asdict(turn))
+        self.requests.append(entry)
 
     def reset(self) -> None:
         """Clear faults, usage, prompt caches and the request log; tokens stay valid."""

@@ -2,14 +2,15 @@
 
 One text frame per event (the SSE `data` JSON), `codex.rate_limits` before each
 response, serial `response.create` turns, `generate: false` prewarms, and per-connection
-`previous_response_id` continuation. Errors are wrapped frames `{"type":"error","status"}`.
+`previous_response_id` continuation: the new items extend the previous prompt and its
+output, in the prompt cache too. Errors are wrapped frames `{"type":"error","status"}`.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import trio
@@ -19,9 +20,10 @@ from pooler.emulator.asgi import Receive, Scope, Send, deny_websocket, request_h
 from pooler.emulator.events import build_events
 from pooler.emulator.faults import UPGRADE_FAULTS
 from pooler.emulator.models import MODELS_ETAG
+from pooler.emulator.prompt_cache import Context
 from pooler.emulator.rejections import Rejection, bad_request, websocket_upgrade_required
 from pooler.emulator.responses_http import DISCONNECT_AFTER_EVENTS
-from pooler.emulator.state import EmulatorState, Grant
+from pooler.emulator.state import EmulatorState, Grant, TurnLog
 
 CLOSE_INTERNAL_ERROR = 1011
 
@@ -34,7 +36,9 @@ class _Session:
     knobs: inbound.Knobs
     send: Send
     receive: Receive
+    session_hash: str | None = None
     last_response_id: str | None = None
+    context: Context | None = None  # of the last response
 
 
 def error_frame(rejection: Rejection) -> dict[str, Any]:
@@ -76,7 +80,10 @@ async def handle_websocket(
     ]
     state.record("GET", path, transport="websocket", grant=grant, status=101, now=now)
     await send({"type": "websocket.accept", "headers": accept_headers})
-    session = _Session(state, grant, path, inbound.knobs_from(headers), send, receive)
+    knobs = inbound.knobs_from(headers)
+    session = _Session(
+        state, grant, path, knobs, send, receive, session_hash=inbound.session_tag(headers)
+    )
     while True:
         message = await receive()
         if message["type"] == "websocket.disconnect":
@@ -106,16 +113,17 @@ async def _on_frame(session: _Session, text: str) -> bool:
             session, error_frame(bad_request(f"Unknown frame type {kind!r}", param="type"))
         )
         return True
-    return await _turn(session, body, len(text))
+    return await _turn(session, body, text.encode())
 
 
-async def _turn(session: _Session, body: dict[str, Any], size: int) -> bool:
+async def _turn(session: _Session, body: dict[str, Any], frame: bytes) -> bool:
     state, account, now = session.state, session.grant.account, time.time()
+    log = TurnLog(body_sha256=inbound.body_sha256(frame), session_hash=session.session_hash)
 
     def record(status: int | None, fault: str | None = None) -> None:
         state.record(
             "response.create", session.path, transport="websocket",
-            grant=session.grant, status=status, fault=fault, now=now,
+            grant=session.grant, status=status, fault=fault, turn=log, now=now,
         )  # fmt: skip
 
     previous = body.get("previous_response_id")
@@ -141,9 +149,13 @@ async def _turn(session: _Session, body: dict[str, Any], size: int) -> bool:
             return False
         await session.send({"type": "websocket.close", "code": CLOSE_INTERNAL_ERROR})
         return False
-    reply, turn = inbound.plan_turn(body, size, account, session.knobs, now)
+    after = session.context if previous is not None else None
+    prompt = inbound.read_prompt(body, len(frame), account, after)
+    log = replace(log, input_tokens=prompt.input_tokens, cached_tokens=prompt.cached_tokens)
+    reply, turn = inbound.plan_turn(body, prompt, session.knobs, now)
     generate = body.get("generate") is not False
     events = [state.rate_limits_event(account, now), *build_events(reply, turn, generate=generate)]
+    session.context = Context.after(prompt.end, events[-1]["response"]["output"])
     record(200, fault.kind if fault else None)
     cut = fault is not None and fault.kind == "disconnect_mid_stream"
     for index, event in enumerate(events):

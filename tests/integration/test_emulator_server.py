@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -126,15 +127,46 @@ async def test_streamed_response_and_moving_headers(
 
 
 async def test_prompt_cache_and_usage(emulator: Emulator, client: httpx.AsyncClient) -> None:
-    account = emulator[0].accounts[0]
-    body = request_body("x" * 4000, prompt_cache_key="thread-1", reasoning={"effort": "medium"})
+    """A prefix cache per account: each turn hits its whole previous input, with or
+    without `prompt_cache_key`; the same conversation on another account starts cold."""
+    state = emulator[0]
+    account, other = state.accounts
+    body = request_body("x" * 4000, reasoning={"effort": "medium"})
     _, cold = await stream(client, account, body)
-    _, warm = await stream(client, account, body)
-    cold_usage, warm_usage = cold[-1]["response"]["usage"], warm[-1]["response"]["usage"]
+    cold_usage = cold[-1]["response"]["usage"]
     assert cold_usage["input_tokens"] >= 1000
     assert cold_usage["input_tokens_details"]["cached_tokens"] == 0
-    assert warm_usage["input_tokens_details"]["cached_tokens"] >= 0.8 * warm_usage["input_tokens"]
+    body["input"] += [*cold[-1]["response"]["output"], request_body("next")["input"][0]]
+    _, warm = await stream(client, account, body)
+    warm_usage = warm[-1]["response"]["usage"]
+    cached = warm_usage["input_tokens_details"]["cached_tokens"]
+    assert 1000 <= cached < warm_usage["input_tokens"]
     assert warm_usage["output_tokens_details"]["reasoning_tokens"] > 0
+    _, moved = await stream(client, other, body)
+    assert moved[-1]["response"]["usage"]["input_tokens_details"]["cached_tokens"] == 0
+
+
+async def test_request_log_fingerprints_responses(
+    emulator: Emulator, client: httpx.AsyncClient
+) -> None:
+    account = emulator[0].accounts[0]
+    raw = json.dumps(request_body("y" * 2000), separators=(",", ":")).encode()
+    headers = {**auth(account), "content-type": "application/json", "session-id": "thread-9"}
+    for _ in range(2):
+        with trio.fail_after(DEADLINE):
+            response = await client.post(RESPONSES, content=raw, headers=headers)
+        assert response.status_code == 200
+    await arm(client, account, "server_error_500")
+    assert (await client.post(RESPONSES, content=raw, headers=headers)).status_code == 500
+    log = (await client.get("/_emulator/requests")).json()["requests"]
+    assert [e["status"] for e in log] == [200, 200, 500]
+    digest = hashlib.sha256(raw).hexdigest()
+    assert all(e["body_sha256"] == digest for e in log)
+    tags = {e["session_hash"] for e in log}
+    assert len(tags) == 1 and None not in tags and "thread-9" not in json.dumps(log)
+    assert log[0]["cached_tokens"] == 0 and log[0]["input_tokens"] == len(raw) // 4
+    assert 400 < log[1]["cached_tokens"] <= log[1]["input_tokens"]
+    assert log[2]["cached_tokens"] is None and log[2]["fault"] == "server_error_500"
 
 
 async def test_tool_call_round_trip(emulator: Emulator, client: httpx.AsyncClient) -> None:
@@ -374,6 +406,17 @@ async def test_websocket_turns_and_426(emulator: Emulator) -> None:
             while not events or events[-1]["type"] != "response.completed":
                 events.append(json.loads(await ws.get_message()))
             assert events[-2]["item"]["content"][0]["text"] == "ws ok"
+            usage = events[-1]["response"]["usage"]
+            assert usage["input_tokens_details"]["cached_tokens"] > 0  # the prewarmed prefix
+            turn = {"model": "gpt-5.5", "input": [request_body("again")["input"][0]]}
+            turn["previous_response_id"] = events[-1]["response"]["id"]
+            await ws.send_message(json.dumps({"type": "response.create", **turn}))
+            events = []
+            while not events or events[-1]["type"] != "response.completed":
+                events.append(json.loads(await ws.get_message()))
+            usage = events[-1]["response"]["usage"]
+            assert usage["input_tokens_details"]["cached_tokens"] > 40  # the previous turn
+            assert usage["input_tokens"] > usage["input_tokens_details"]["cached_tokens"]
             turn["previous_response_id"] = "resp_unknown"
             await ws.send_message(json.dumps({"type": "response.create", **turn}))
             error = json.loads(await ws.get_message())
@@ -388,8 +431,12 @@ async def test_websocket_turns_and_426(emulator: Emulator) -> None:
             assert rejected.value.body is not None
             assert json.loads(rejected.value.body)["error"]["code"] == "websocket_upgrade_required"
             log = (await client.get("/_emulator/requests")).json()["requests"]
-    assert [e["transport"] for e in log] == ["websocket"] * 5
-    assert [e["status"] for e in log] == [101, 200, 200, 400, 426]
+    assert [e["transport"] for e in log] == ["websocket"] * 6
+    assert [e["status"] for e in log] == [101, 200, 200, 200, 400, 426]
+    cached = [e.get("cached_tokens") for e in log]
+    assert cached[1] == 0 and 0 < cached[2] < cached[3]
+    assert cached[3] == usage["input_tokens_details"]["cached_tokens"]
+    assert all(len(e["body_sha256"]) == 64 for e in log[1:5])
 
 
 async def test_auth_json_files(emulator: Emulator, tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 import pytest
 
+from pooler.emulator import inbound
 from pooler.emulator.accounts import account_uuid
 from pooler.emulator.faults import FaultPlan
 from pooler.emulator.rejections import Rejection
-from pooler.emulator.state import REQUEST_LOG_SIZE, EmulatorState, Grant
+from pooler.emulator.state import REQUEST_LOG_SIZE, EmulatorState, Grant, TurnLog
 from pooler.emulator.tokens import TokenSet
 from pooler.emulator.usage import QuotaWindow
 from pooler.protocol.jwt import auth_claims, decode_jwt_claims
@@ -136,13 +137,17 @@ def test_usage_payload_and_headers() -> None:
     assert event["rate_limits"]["primary"]["used_percent"] == 42.5
 
 
-def test_prompt_cache_simulation() -> None:
+def test_prompt_cache_is_per_account_and_cleared_by_reset() -> None:
     state = EmulatorState(now=T0)
     a, b = state.accounts[0], state.accounts[1]
-    assert a.cached_tokens("thread-1", 1000) == 0
-    assert a.cached_tokens("thread-1", 1200) == 900
-    assert b.cached_tokens("thread-1", 1200) == 0  # another account has a cold cache
-    assert a.cached_tokens(None, 1200) == 0
+    body = {"model": "gpt-5.5", "input": [{"type": "message", "role": "user", "content": "x"}]}
+    assert inbound.read_prompt(body, 400, a).cached_tokens == 0
+    warm = inbound.read_prompt(body, 400, a)
+    assert warm.cached_tokens == warm.end.tokens > 0
+    assert inbound.read_prompt(body, 400, b).cached_tokens == 0  # another account: cold
+    state.reset()
+    assert len(a.prompt_cache) == 0
+    assert inbound.read_prompt(body, 400, a).cached_tokens == 0
 
 
 def test_admit_response_consumes_faults_in_order() -> None:
@@ -209,3 +214,16 @@ def test_request_log_is_bounded_and_reset_clears() -> None:
     assert not state.requests and not state.faults.pending()
     assert state.windows(a, T0)[0].used_percent == 0
     assert isinstance(state.authenticate(bearer(a.access_token), a.account_id, T0), Grant)
+
+
+def test_request_log_turn_metadata() -> None:
+    state = EmulatorState(now=T0)
+    a = state.accounts[0]
+    state.record("GET", "/backend-api/wham/usage", account=a, status=200, now=T0)
+    turn = TurnLog(body_sha256="ab" * 32, session_hash="0123456789ab", input_tokens=9)
+    state.record("POST", "/backend-api/codex/responses", account=a, status=200, turn=turn, now=T0)
+    plain, logged = state.requests
+    assert "body_sha256" not in plain and "cached_tokens" not in plain
+    assert logged["body_sha256"] == "ab" * 32 and logged["session_hash"] == "0123456789ab"
+    assert logged["input_tokens"] == 9 and logged["cached_tokens"] is None
+    assert logged["account_id"] == a.account_id
