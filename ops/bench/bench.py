@@ -10,6 +10,10 @@ concurrency: requests/s and CPU per request) and, above c=1, a *latency* run (op
 70 % of the slowest path's saturated rate in that round; the same rate on every path).
 `--idle-streams N` first holds N idle SSE streams through the gateway (memory per
 stream); `--profile S` skips the scenarios and profiles the gateway with py-spy instead.
+After the scenarios come two extras on Pools of their own (`--skip-extras` leaves them
+out, `--scenario failover|cache` runs only those): failover (failover.py: one account of
+3 answering 500s) and cache (cache_run.py: multi-turn conversations and the emulator's
+per-account prompt cache).
 
 Exit status: 0; 1 when any request failed (the output says so loudly); 2 when the
 benchmark could not run; 130 when interrupted. Whatever happens, the processes are
@@ -32,12 +36,15 @@ from types import FrameType
 from typing import Any
 
 import trio
+from cache_run import FULL_CACHE, QUICK_CACHE, cache_run
 from cluster import Cluster, Endpoints
 from extras import idle_streams, profile_gateway
+from failover import FULL_FAILOVER, QUICK_FAILOVER, failover_run
 from report import Results, error_banner, markdown, to_json
-from runner import benchmark, log, new_run, wait_until_ready
+from runner import ForeignLoad, Run, benchmark, log, new_run, wait_until_ready
 from scenarios import FULL, QUICK, Plan
 
+EXTRAS = ("failover", "cache")
 # Below the 192 streams that 3 accounts x 64 upstream connections allow (see README).
 IDLE_STREAMS = 150
 DEFAULT_PROFILE_OUT = Path("/tmp/pooler-gateway.speedscope.json")  # never in the repo
@@ -89,7 +96,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile-out", type=Path, default=DEFAULT_PROFILE_OUT)
     parser.add_argument("--profile-concurrency", type=int, default=50)
     parser.add_argument("--profile-kind", choices=("sse", "short"), default="sse")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--skip-extras", action="store_true", help="leave out the failover and cache runs"
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=EXTRAS,
+        help="run only this extra (repeatable): no scenarios, no idle streams",
+    )
+    args = parser.parse_args(argv)
+    if args.scenario and args.skip_extras:
+        parser.error("--scenario and --skip-extras exclude each other")
+    return args
+
+
+def extras_wanted(args: argparse.Namespace) -> tuple[str, ...]:
+    if args.profile or args.skip_extras:
+        return ()
+    return tuple(name for name in EXTRAS if not args.scenario or name in args.scenario)
 
 
 def describe(args: argparse.Namespace, plan: Plan, cores: tuple[int, int] | None) -> Results:
@@ -121,10 +146,29 @@ async def run_all(
         return await profile_gateway(
             run, args.profile, args.profile_out, args.profile_kind, args.profile_concurrency
         )
-    if args.idle_streams:
-        await idle_streams(run, args.idle_streams)
-    await benchmark(run)
+    if not args.scenario:
+        if args.idle_streams:
+            await idle_streams(run, args.idle_streams)
+        await benchmark(run)
+    await run_extras(run, extras_wanted(args), quick=args.quick)
     return None
+
+
+async def run_extras(run: Run, names: tuple[str, ...], *, quick: bool) -> None:
+    """Each on its own Pool (seeded by the Cluster), after readiness of that Pool."""
+    if not names:
+        return
+    foreign = ForeignLoad(run.endpoints)
+    for name in names:
+        await wait_until_ready(run.endpoints, run.endpoints.pool(name).key)
+        log(f"extra: {name}")
+        if name == "failover":
+            plan = QUICK_FAILOVER if quick else FULL_FAILOVER
+            run.results.extras[name] = await failover_run(run, plan)
+        else:
+            cache_plan = QUICK_CACHE if quick else FULL_CACHE
+            run.results.extras[name] = await cache_run(run, cache_plan)
+    run.results.meta["extras_other_processes_cores"] = foreign.cores()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     results = describe(args, plan, cores)
     started = time.monotonic()
     try:
-        with Cluster(cores, log) as cluster:
+        with Cluster(cores, log, extra_pools=bool(extras_wanted(args))) as cluster:
             endpoints = cluster.start()
             profile = trio.run(run_all, endpoints, plan, results, args)
             log("stopping the processes")

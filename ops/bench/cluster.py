@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -33,6 +33,9 @@ GATEWAY_STOP_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
 ACCOUNTS = 3
 POOL = "bench"
+# Pools of their own for the failover and cache runs (extras), after the 3 accounts of
+# `bench`, so faults and conversations there never touch the scenarios' Pool.
+EXTRA_POOLS = (("failover", 3), ("cache", 4))
 # The Pool's default in-flight cap (32 per account) would answer c=200 with 503s from
 # 3 accounts; the benchmark measures the relay, not that cap.
 MAX_IN_FLIGHT = 10_000
@@ -109,6 +112,13 @@ class Service:
 
 
 @dataclass(frozen=True)
+class SeededPool:
+    name: str
+    key: str
+    account_ids: tuple[str, ...]  # chatgpt account ids, in emulator order
+
+
+@dataclass(frozen=True)
 class Endpoints:
     emulator_port: int
     relay_port: int
@@ -120,6 +130,13 @@ class Endpoints:
     relay_pid: int
     emulator_pid: int
     postgres_pid: int | None
+    extra_pools: tuple[SeededPool, ...] = field(default=())
+
+    def pool(self, name: str) -> SeededPool:
+        for seeded in self.extra_pools:
+            if seeded.name == name:
+                return seeded
+        raise RuntimeError(f"the Pool {name!r} was not seeded (run without --skip-extras)")
 
     def our_pids(self) -> list[int]:
         pids = [os.getpid(), self.gateway_pid, self.relay_pid, self.emulator_pid]
@@ -127,9 +144,16 @@ class Endpoints:
 
 
 class Cluster:
-    def __init__(self, cores: tuple[int, int] | None, log: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        cores: tuple[int, int] | None,
+        log: Callable[[str], None],
+        *,
+        extra_pools: bool = False,
+    ) -> None:
         self.cores = cores  # (gateway + relay core, emulator + load-generator core)
         self.log = log
+        self.extra_pools: tuple[tuple[str, int], ...] = EXTRA_POOLS if extra_pools else ()
         beside = Path(sys.executable).with_name("pooler")  # not a pyenv shim: its pid is ours
         pooler = str(beside) if beside.exists() else shutil.which("pooler")
         if pooler is None:
@@ -156,12 +180,13 @@ class Cluster:
 
     def start(self) -> Endpoints:
         auth_dir = self.root / "auth"
+        accounts = ACCOUNTS + sum(size for _, size in self.extra_pools)
         emulator = self._spawn(
             "emulator",
             1,
             [
                 *(self.pooler, "emulator", "--host", "127.0.0.1", "--port", "0"),
-                *("--accounts", str(ACCOUNTS), "--percent-per-request", "0"),
+                *("--accounts", str(accounts), "--percent-per-request", "0"),
                 *("--write-auth-json", str(auth_dir)),
             ],
             r"emulator listening on http://127\.0\.0\.1:(\d+)",
@@ -175,7 +200,7 @@ class Cluster:
             [sys.executable, str(HERE / "relay.py"), "--target-port", str(emulator.port)],
             r"relay listening on http://127\.0\.0\.1:(\d+)",
         )
-        auth_files = [auth_dir / f"account-{i}" / "auth.json" for i in range(1, ACCOUNTS + 1)]
+        auth_files = [auth_dir / f"account-{i}" / "auth.json" for i in range(1, accounts + 1)]
         self._wait_for(lambda: all(p.exists() for p in auth_files), emulator, "auth.json files")
         gateway = self._spawn(
             "gateway",
@@ -183,7 +208,13 @@ class Cluster:
             [self.pooler, "serve", "--host", "127.0.0.1", "--port", "0"],
             r"Codex Pooler listening on http://127\.0\.0\.1:(\d+)",
         )
-        key = self._seed(auth_files)
+        key = self._seed(POOL, auth_files[:ACCOUNTS])
+        seeded, first = [], ACCOUNTS
+        for name, size in self.extra_pools:
+            files = auth_files[first : first + size]
+            first += size
+            ids = tuple(json.loads(f.read_text())["tokens"]["account_id"] for f in files)
+            seeded.append(SeededPool(name, self._seed(name, files), ids))
         tokens = json.loads(auth_files[0].read_text())["tokens"]
         return Endpoints(
             emulator_port=emulator.port,
@@ -196,6 +227,7 @@ class Cluster:
             relay_pid=relay.pid,
             emulator_pid=emulator.pid,
             postgres_pid=self._postgres_pid(),
+            extra_pools=tuple(seeded),
         )
 
     def _spawn(self, name: str, core_index: int, argv: Sequence[str], ready: str) -> Service:
@@ -248,12 +280,12 @@ class Cluster:
             raise RuntimeError(f"pooler admin {' '.join(args)} failed:\n{stderr}")
         return done.stdout.decode()
 
-    def _seed(self, auth_files: Sequence[Path]) -> str:
-        self._admin("pool", "create", POOL)
-        self._admin("pool", "update", POOL, "--max-in-flight", str(MAX_IN_FLIGHT))
+    def _seed(self, pool: str, auth_files: Sequence[Path]) -> str:
+        self._admin("pool", "create", pool)
+        self._admin("pool", "update", pool, "--max-in-flight", str(MAX_IN_FLIGHT))
         for path in auth_files:
-            self._admin("account", "import", "--pool", POOL, str(path))
-        key: str = json.loads(self._admin("key", "create", "--pool", POOL, "--json"))["key"]
+            self._admin("account", "import", "--pool", pool, str(path))
+        key: str = json.loads(self._admin("key", "create", "--pool", pool, "--json"))["key"]
         return key
 
     # --- stop -------------------------------------------------------------------------

@@ -76,6 +76,7 @@ class Results:
     loads: dict[str, str] = field(default_factory=dict)
     errors: dict[str, Counter[str]] = field(default_factory=dict)  # by path
     checks: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)  # "failover", "cache"
 
     @property
     def errors_total(self) -> int:
@@ -128,6 +129,7 @@ def to_json(results: Results) -> dict[str, Any]:
             "scenarios": scenarios,
             "budgets": budgets,
             "checks": results.checks,
+            "extras": results.extras,
             "errors_total": results.errors_total,
             "errors_by_path": {p: dict(c) for p, c in results.errors.items()},
             "meta": results.meta,
@@ -168,7 +170,24 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"Other processes used {meta['other_processes_cores']:.2f} cores meanwhile.")
     if "warning" in meta:
         lines.append(f"WARNING: {meta['warning']}")
-    lines += [
+    if report.get("scenarios"):  # absent when only extras ran (--scenario)
+        lines += _scenarios_markdown(report)
+    lines += extras_markdown(report.get("extras") or {}, meta.get("extras_other_processes_cores"))
+    if report.get("checks"):
+        lines += ["", "Checks:"]
+        lines += [f"- {name}: {value}" for name, value in report["checks"].items()]
+    lines.append("")
+    errors = report.get("errors_total", 0)
+    lines.append(
+        f"!!! {errors} FAILED REQUESTS: {report.get('errors_by_path')}"
+        if errors
+        else "No errors: every request answered 2xx and complete."
+    )
+    return "\n".join(lines)
+
+
+def _scenarios_markdown(report: dict[str, Any]) -> list[str]:
+    lines = [
         "",
         "| scenario | path | " + " | ".join(h for h, _ in SCENARIO_COLUMNS) + " |",
         "|---|---|" + "---:|" * len(SCENARIO_COLUMNS),
@@ -196,17 +215,107 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {b['budget']} | {sign} {_fmt(b['limit'])} {b['unit']}{added} | "
             f"{_fmt(b['gateway'])} | {_fmt(b['floor'])} | {b['status']} |"
         )
-    if report.get("checks"):
-        lines += ["", "Checks:"]
-        lines += [f"- {name}: {value}" for name, value in report["checks"].items()]
-    lines.append("")
-    errors = report.get("errors_total", 0)
-    lines.append(
-        f"!!! {errors} FAILED REQUESTS: {report.get('errors_by_path')}"
-        if errors
-        else "No errors: every request answered 2xx and complete."
-    )
-    return "\n".join(lines)
+    return lines
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
+
+
+def _failover_markdown(report: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        f"Failover: a Pool of {report['pool_accounts']} accounts, one answering "
+        f"`{report['fault']}` to everything; {report['load']}.",
+        "",
+        "| Pool | ok | errors | success | p50 ms | p99 ms | ttfb p50 | ttfb p99 "
+        "| upstream attempts | on the failing account |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, label in (("healthy", "healthy"), ("faulted", "one account failing")):
+        phase = report[name]
+        cells = [
+            str(phase["requests"]),
+            str(phase["errors"]),
+            _pct(phase["success_rate"]),
+            *(_fmt(phase[key]) for key in ("p50_ms", "p99_ms", "ttfb_p50_ms", "ttfb_p99_ms")),
+            str(phase["upstream_attempts"]),
+            str(phase.get("attempts_on_account", "-")),
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    added = report["added_vs_healthy"]
+    faulted = report["faulted"]
+    lines += [
+        "",
+        f"Added by the failing account: p50 {_signed(added['p50_ms'])} ms, p99 "
+        f"{_signed(added['p99_ms'])} ms (TTFB p50 {_signed(added['ttfb_p50_ms'])}, p99 "
+        f"{_signed(added['ttfb_p99_ms'])}). Attempts on it by round: "
+        f"{faulted['attempts_on_account_by_round']}; in the first round per "
+        f"{report['bucket_s']} s: {faulted['timeline_first_round']}; the last "
+        f"{_fmt(faulted['last_attempt_on_account_s'])} s after the fault was armed.",
+    ]
+    return lines
+
+
+CACHE_RUNS = (
+    ("ideal", "ideal: direct, one account"),
+    ("healthy", "Pool, healthy"),
+    ("failing", "Pool, one account failing from mid-run"),
+)
+
+
+def _cache_markdown(report: dict[str, Any]) -> list[str]:
+    plan = report["plan"]
+    lines = [
+        "",
+        f"Cache: {plan['conversations']} conversations x {plan['turns']} turns, "
+        f"all under way at once with at most {plan['concurrency']} turns in flight, "
+        f"Pool of {report['pool_accounts']} accounts.",
+        "",
+        "| run | turns | lost | errors | cached tokens | hit rate | full-hit turns "
+        "| moved / conversations | moves | turn p50 ms | turn p99 ms | bodies intact |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, label in CACHE_RUNS:
+        run = report[name]
+        cells = [
+            str(run["turns_answered"]),
+            str(run["turns_lost"]),
+            str(run["errors"]),
+            f"{run['cached_tokens']:,}",
+            _pct(run.get("hit_rate", 1.0)),
+            _pct(run.get("full_hit_turns", 1.0)),
+            f"{run['conversations_moved']} / {run['conversations']}",
+            str(run["account_moves"]),
+            _fmt(run["turn_p50_ms"]),
+            _fmt(run["turn_p99_ms"]),
+            _pct(run["bodies_intact"]),
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    fault = report["failing"].get("fault")
+    if fault:
+        lines += [
+            "",
+            f"The failing account (#{fault['account_index'] + 1} of the Pool) was armed after "
+            f"{fault['armed_after_turns']} answered turns and still got "
+            f"{fault['attempts_on_account_after']} attempts afterwards.",
+        ]
+    return lines
+
+
+def extras_markdown(extras: dict[str, Any], other_cores: float | None = None) -> list[str]:
+    lines: list[str] = []
+    if extras and other_cores is not None:
+        lines += ["", f"Extras (other processes used {other_cores:.2f} cores meanwhile):"]
+    if "failover" in extras:
+        lines += _failover_markdown(extras["failover"])
+    if "cache" in extras:
+        lines += _cache_markdown(extras["cache"])
+    return lines
 
 
 def error_banner(results: Results) -> str:

@@ -111,11 +111,12 @@ async def measure(
     return figures
 
 
-async def wait_until_ready(endpoints: Endpoints) -> None:
-    """The gateway picks up the seeded Pool through NOTIFY: retry until it answers."""
+async def wait_until_ready(endpoints: Endpoints, pool_key: str | None = None) -> None:
+    """The gateway picks up a seeded Pool through NOTIFY: retry until it answers."""
     deadline = trio.current_time() + READY_TIMEOUT_S
+    target = targets(endpoints, "sse", 1, pool_key=pool_key)["gateway"]
     while True:
-        result = await run_round(targets(endpoints, "sse", 1)["gateway"], 1, 0.01)
+        result = await run_round(target, 1, 0.01)
         if result.ok:
             return
         if trio.current_time() > deadline:

@@ -86,9 +86,15 @@ def request_body(deltas: int, *, stream: bool, delay_ms: int | None = None) -> b
 
 
 def targets(
-    endpoints: Endpoints, kind: str, deltas: int, delay_ms: int | None = None
+    endpoints: Endpoints,
+    kind: str,
+    deltas: int,
+    delay_ms: int | None = None,
+    *,
+    pool_key: str | None = None,
 ) -> dict[str, Target]:
-    """The same request over the three paths."""
+    """The same request over the three paths (the gateway's through `pool_key`'s Pool,
+    by default the `bench` Pool)."""
     upstream_headers = (
         (b"authorization", b"Bearer " + endpoints.access_token.encode()),
         (b"chatgpt-account-id", endpoints.account_id.encode()),
@@ -96,7 +102,7 @@ def targets(
         (b"accept", b"text/event-stream"),
     )
     sse_body = request_body(deltas, stream=True, delay_ms=delay_ms)
-    pool_auth = (b"authorization", b"Bearer " + endpoints.pool_key.encode())
+    pool_auth = (b"authorization", b"Bearer " + (pool_key or endpoints.pool_key).encode())
     if kind != "short":
         gateway_headers = (pool_auth, upstream_headers[2], upstream_headers[3])
         gateway_body, gateway_done = sse_body, SSE_DONE
