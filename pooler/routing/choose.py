@@ -14,7 +14,6 @@ import heapq
 from bisect import bisect_left, insort
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 
 from pooler.routing.circuit import RESPONSES
 from pooler.routing.eligibility import (
@@ -27,10 +26,6 @@ from pooler.routing.eligibility import (
 )
 from pooler.routing.snapshot import AccountSnapshot, normalize_scope
 from pooler.routing.strategies import STRATEGIES, ChoiceHistory, SortKey, key_least_used
-
-# How many blocked accounts a choice reports besides those it skipped (the request log
-# explains the Pool's state without copying a thousand entries per request).
-REPORTED_BLOCKED = 16
 
 # Pin outcomes (request_logs.continuity).
 PIN_NONE, PIN_NEW, PIN_KEPT, PIN_MOVED, PIN_DISABLED = "none", "new", "kept", "moved", "disabled"
@@ -101,8 +96,8 @@ class PoolRouter:
         self.freshness = freshness
         self.history = history or ChoiceHistory()
         self._lookup = lookup
-        self._order: list[tuple[SortKey, str]] = []
-        self._keys: dict[str, SortKey] = {}
+        self._order: list[tuple[SortKey, str]] = []  # (sort key, account id), sorted
+        self._keys: dict[str, tuple[SortKey, str]] = {}
         self._blocked: dict[str, tuple[str, float | None, str]] = {}  # code, until, label
         self._wakes: list[tuple[float, str]] = []
         self._wake_at: dict[str, float] = {}
@@ -121,8 +116,7 @@ class PoolRouter:
             return
         old = self._keys.pop(account_id, None)
         if old is not None:
-            index = bisect_left(self._order, (old, account_id))
-            del self._order[index]
+            del self._order[bisect_left(self._order, old)]
         else:
             self._blocked.pop(account_id, None)
         if self._wake_at:
@@ -139,9 +133,9 @@ class PoolRouter:
             return
         demoted_until = snapshot.demoted_until
         demoted = demoted_until is not None and demoted_until > now
-        key = self._key(snapshot, self.history, policy.weights, 1 if demoted else 0)
-        self._keys[account_id] = key
-        insort(self._order, (key, account_id))
+        entry = (self._key(snapshot, self.history, policy.weights, 1 if demoted else 0), account_id)
+        self._keys[account_id] = entry
+        insort(self._order, entry)
         if demoted:
             self._wake(account_id, demoted_until)  # type: ignore[arg-type]
 
@@ -209,14 +203,18 @@ class PoolRouter:
             candidates.append(snapshot)
             if len(candidates) >= limit:
                 break
-        reported = REPORTED_BLOCKED if candidates else len(self._blocked)
-        for account_id, (code, until, label) in islice(self._blocked.items(), reported):
-            if account_id in exclude:
-                continue
-            exclusions.setdefault(label, code)
-            earliest = choice.earliest_reset
-            if code in QUOTA_CODES and until is not None and (earliest is None or until < earliest):
-                choice.earliest_reset = until
+        if not candidates:  # say why every account was left out (the request is refused)
+            for account_id, (code, until, label) in self._blocked.items():
+                if account_id in exclude:
+                    continue
+                exclusions.setdefault(label, code)
+                earliest = choice.earliest_reset
+                if (
+                    code in QUOTA_CODES
+                    and until is not None
+                    and (earliest is None or until < earliest)
+                ):
+                    choice.earliest_reset = until
         if candidates:
             first = candidates[0].account_id
             self.history.record(first)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from pooler.routing.snapshot import AccountSnapshot
 
@@ -34,35 +33,56 @@ class ChoiceHistory:
         self.counts[account_id] = self.counts.get(account_id, 0) + 1
 
 
-SortKey = tuple[Any, ...]
+# A key packs its fields into one integer, most significant first: the router keeps
+# thousands of entries sorted, and one int compares much faster than a tuple of fields.
+SortKey = int
 KeyFunction = Callable[[AccountSnapshot, ChoiceHistory, Mapping[str, int], int], SortKey]
+
+_DEMOTED_SHIFT = 160
+
+
+def _used_tenths(s: AccountSnapshot) -> int:
+    """Max used percent in tenths, 0..16383 (evidence is clamped to 1000 %)."""
+    return min(16_383, max(0, round(s.max_used_percent * 10)))
+
+
+def _last(history: ChoiceHistory, account_id: str) -> int:
+    return history.last_chosen.get(account_id, -1) + 1  # never chosen: 0, first
 
 
 def key_least_used(
     s: AccountSnapshot, history: ChoiceHistory, weights: Mapping[str, int], demoted: int
 ) -> SortKey:
-    used = round(s.max_used_percent, 1)
-    return (demoted, used, s.in_flight, history.last_chosen.get(s.account_id, -1))
+    in_flight = min(s.in_flight, (1 << 20) - 1)
+    return (
+        demoted << _DEMOTED_SHIFT
+        | _used_tenths(s) << 84
+        | in_flight << 64
+        | _last(history, s.account_id)
+    )
 
 
 def key_round_robin(
     s: AccountSnapshot, history: ChoiceHistory, weights: Mapping[str, int], demoted: int
 ) -> SortKey:
-    return (demoted, history.last_chosen.get(s.account_id, -1))
+    return demoted << _DEMOTED_SHIFT | _last(history, s.account_id)
 
 
 def key_fill_first(
     s: AccountSnapshot, history: ChoiceHistory, weights: Mapping[str, int], demoted: int
 ) -> SortKey:
-    return (demoted, -round(s.max_used_percent, 1))
+    return demoted << _DEMOTED_SHIFT | (16_383 - _used_tenths(s))
 
 
 def key_weighted(
     s: AccountSnapshot, history: ChoiceHistory, weights: Mapping[str, int], demoted: int
 ) -> SortKey:
     weight = max(1, weights.get(s.account_id, 1))
-    share = history.counts.get(s.account_id, 0) / weight
-    return (demoted, share, history.last_chosen.get(s.account_id, -1))
+    # choices / weight, as a fraction with a common denominator so it packs exactly
+    share = history.counts.get(s.account_id, 0) * (1_000_000 // min(weight, 1_000_000))
+    return (
+        demoted << _DEMOTED_SHIFT | min(share, (1 << 95) - 1) << 64 | _last(history, s.account_id)
+    )
 
 
 STRATEGIES: dict[str, KeyFunction] = {
@@ -94,5 +114,5 @@ def order_candidates(
     """The candidates in the strategy's order (ties broken by account id)."""
     return sorted(
         candidates,
-        key=lambda s: (*sort_key(strategy, s, history, weights, now), s.account_id),
+        key=lambda s: (sort_key(strategy, s, history, weights, now), s.account_id),
     )
