@@ -6,7 +6,10 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-from collections.abc import AsyncIterator
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -23,6 +26,7 @@ from pooler.db import Database
 from pooler.emulator.server import serve_emulator
 from pooler.emulator.state import EmulatorState
 from pooler.server import RunningGateway, run_gateway
+from pooler.store.instance_settings import update_instance_settings
 from pooler.web.settings import GatewaySettings
 
 POOL = "demo"
@@ -128,6 +132,97 @@ async def open_stack(
             nursery.cancel_scope.cancel()
     finally:
         database.close()
+
+
+@asynccontextmanager
+async def open_two_nodes(
+    db_url: str,
+    data_dir: Path,
+    *,
+    accounts: int = 3,
+    token_ttl: float = 3600.0,
+    percent_per_request: float = 2.0,
+    settings: GatewaySettings | None = None,
+    instance_settings: Mapping[str, Any] | None = None,
+) -> AsyncIterator[tuple[Stack, Stack]]:
+    """Two gateways on one database and one emulator, as two `pooler serve` processes
+    would be (DESIGN §11): each has its own `Database` pool, LISTEN connection and actors;
+    they share the secrets, the seeded Pool, its accounts and its key. `instance_settings`
+    are stored before either node starts."""
+    state = EmulatorState(
+        accounts=accounts, token_ttl=token_ttl, percent_per_request=percent_per_request
+    )
+    databases = [Database.open(db_url, max_size=8), Database.open(db_url, max_size=8)]
+    try:
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(serve_emulator, state)
+            emulator_url = f"http://127.0.0.1:{port}"
+            config = test_config(data_dir, db_url, emulator_url)
+            key = await databases[0].run(partial(seed_demo, config=config, state=state))
+            if instance_settings:
+                changes = dict(instance_settings)
+                await databases[0].run(
+                    lambda conn: update_instance_settings(conn, changes, actor="test")
+                )
+            nodes = []
+            for database in databases:
+                running = await nursery.start(
+                    partial(run_gateway, config, database, "127.0.0.1", 0, settings=settings)
+                )
+                nodes.append(Stack(config, database, state, emulator_url, running, key))
+            yield nodes[0], nodes[1]
+            nursery.cancel_scope.cancel()
+    finally:
+        for database in databases:
+            database.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def run_process(
+    command: list[str], env: dict[str, str], *, task_status: trio.TaskStatus[trio.Process]
+) -> None:
+    """Run `command` (stdout and stderr piped together) until it exits; killed on cancel."""
+    proc = await trio.lowlevel.open_process(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        task_status.started(proc)
+        await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            with trio.move_on_after(5, shield=True):
+                await proc.wait()
+
+
+async def wait_for_line(proc: trio.Process, needle: bytes, seconds: float) -> bytes:
+    """Read the process's output until `needle` shows up; what was read."""
+    assert proc.stdout is not None
+    seen = b""
+    with trio.fail_after(seconds):
+        while needle not in seen:
+            chunk = await proc.stdout.receive_some(4096)
+            if not chunk:
+                raise AssertionError(f"process ended before printing {needle!r}: {seen[-2000:]!r}")
+            seen += chunk
+    return seen
+
+
+async def run_pooler(env: dict[str, str], *args: str) -> str:
+    """`pooler <args>` as a user runs it, in a worker thread; its stdout (exit 0 required)."""
+    command = [sys.executable, "-m", "pooler.cli.main", *args]
+    result = await trio.to_thread.run_sync(
+        lambda: subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
 
 
 def message(text: str) -> dict[str, Any]:
