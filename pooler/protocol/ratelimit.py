@@ -20,9 +20,13 @@ __all__ = [
     "Credits",
     "QuotaWindow",
     "RateLimitSnapshot",
+    "credits_from_json",
+    "normalize_family",
+    "number_or_none",
     "parse_rate_limit_headers",
     "parse_rate_limits_event",
     "parse_usage_limit_error",
+    "text_or_none",
 ]
 
 DEFAULT_FAMILY = "codex"
@@ -96,13 +100,13 @@ def parse_rate_limits_event(event: Mapping[str, Any], now: float) -> RateLimitSn
         limits = {}
     primary = _event_window(limits.get("primary"), now)
     secondary = _event_window(limits.get("secondary"), now)
-    credits = _event_credits(event.get("credits"))
+    credits = credits_from_json(event.get("credits"))
     if primary is None and secondary is None and credits is None:
         return None
-    plan_type = _str_or_none(event.get("plan_type"))
-    metered = _str_or_none(event.get("metered_limit_name"))
-    label = _str_or_none(event.get("limit_name"))
-    family = _normalize_family(metered or label or DEFAULT_FAMILY) or DEFAULT_FAMILY
+    plan_type = text_or_none(event.get("plan_type"))
+    metered = text_or_none(event.get("metered_limit_name"))
+    label = text_or_none(event.get("limit_name"))
+    family = normalize_family(metered or label or DEFAULT_FAMILY) or DEFAULT_FAMILY
     if family == DEFAULT_FAMILY:
         return RateLimitSnapshot(primary, secondary, credits, {}, plan_type, None)
     names = {family: label} if metered and label else {}
@@ -117,10 +121,10 @@ def parse_usage_limit_error(body: Mapping[str, Any], now: float) -> float | None
         return None
     if "usage_limit_reached" not in (error.get("type"), error.get("code")):
         return None
-    resets_at = _number(error.get("resets_at"))
+    resets_at = number_or_none(error.get("resets_at"))
     if resets_at is not None and resets_at > 0:
         return resets_at
-    resets_in = _number(error.get("resets_in_seconds"))
+    resets_in = number_or_none(error.get("resets_in_seconds"))
     if resets_in is not None:
         return now + max(0.0, resets_in)
     return None
@@ -138,23 +142,23 @@ def _families(x: dict[bytes, bytes]) -> list[bytes]:
 
 def _family_id(prefix: bytes) -> str | None:
     try:
-        return _normalize_family(prefix[2:].decode("ascii"))
+        return normalize_family(prefix[2:].decode("ascii"))
     except UnicodeDecodeError:
         return None
 
 
-def _normalize_family(name: str) -> str | None:
+def normalize_family(name: str) -> str | None:
     return name.strip().lower().replace("-", "_") or None
 
 
 def _header_window(x: dict[bytes, bytes], stem: bytes, now: float) -> QuotaWindow | None:
-    used = _number(x.get(stem + b"-used-percent"))
+    used = number_or_none(x.get(stem + b"-used-percent"))
     if used is None:
         return None
     minutes = _whole(x.get(stem + b"-window-minutes"))
-    reset_at = _number(x.get(stem + b"-reset-at"))
+    reset_at = number_or_none(x.get(stem + b"-reset-at"))
     if reset_at is None:
-        after = _number(x.get(stem + b"-reset-after-seconds"))
+        after = number_or_none(x.get(stem + b"-reset-after-seconds"))
         reset_at = None if after is None else now + after
     if used == 0 and not minutes and reset_at is None:
         return None  # §5: a window is present only if it says something
@@ -172,21 +176,21 @@ def _header_credits(x: dict[bytes, bytes]) -> Credits | None:
 def _event_window(raw: object, now: float) -> QuotaWindow | None:
     if not isinstance(raw, Mapping):
         return None
-    used = _number(raw.get("used_percent"))
+    used = number_or_none(raw.get("used_percent"))
     if used is None:
         return None
     minutes = _whole(raw.get("window_minutes"))
     if minutes is None:
         seconds = _whole(raw.get("limit_window_seconds"))
         minutes = None if seconds is None else seconds // 60
-    reset_at = _number(raw.get("reset_at"))
+    reset_at = number_or_none(raw.get("reset_at"))
     if reset_at is None:
-        after = _number(raw.get("reset_after_seconds"))
+        after = number_or_none(raw.get("reset_after_seconds"))
         reset_at = None if after is None else now + after
     return QuotaWindow(used, minutes, reset_at)
 
 
-def _event_credits(raw: object) -> Credits | None:
+def credits_from_json(raw: object) -> Credits | None:
     if not isinstance(raw, Mapping):
         return None
     has_credits, unlimited = raw.get("has_credits"), raw.get("unlimited")
@@ -195,10 +199,10 @@ def _event_credits(raw: object) -> Credits | None:
     balance = raw.get("balance")
     if isinstance(balance, int | float) and not isinstance(balance, bool):
         balance = str(balance)
-    return Credits(has_credits, unlimited, _str_or_none(balance))
+    return Credits(has_credits, unlimited, text_or_none(balance))
 
 
-def _number(value: object) -> float | None:
+def number_or_none(value: object) -> float | None:
     """A finite float from a number, or from text/bytes that spell one; else None."""
     if isinstance(value, bool) or value is None:
         return None
@@ -211,7 +215,7 @@ def _number(value: object) -> float | None:
 
 def _whole(value: object) -> int | None:
     """A non-negative integer (`300`, `"300"`, `300.0`); else None."""
-    number = _number(value)
+    number = number_or_none(value)
     if number is None or number < 0 or number != int(number):
         return None
     return int(number)
@@ -233,5 +237,5 @@ def _text(value: bytes | None) -> str | None:
         return None
 
 
-def _str_or_none(value: object) -> str | None:
+def text_or_none(value: object) -> str | None:
     return value.strip() or None if isinstance(value, str) else None

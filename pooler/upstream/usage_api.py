@@ -13,13 +13,20 @@ thread, and names its failures:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, Final
 
 import httpx
 
-from pooler.protocol.ratelimit import DEFAULT_FAMILY, Credits, QuotaWindow, RateLimitSnapshot
+from pooler.protocol.ratelimit import (
+    DEFAULT_FAMILY,
+    QuotaWindow,
+    RateLimitSnapshot,
+    credits_from_json,
+    normalize_family,
+    number_or_none,
+    text_or_none,
+)
 
 __all__ = [
     "USAGE_PATH",
@@ -115,10 +122,10 @@ def parse_usage_payload(payload: Mapping[str, Any], now: float) -> RateLimitSnap
     names.pop(DEFAULT_FAMILY, None)
     if primary is None and secondary is None:
         primary, secondary = default
-    credits = _credits(payload.get("credits"))
+    credits = credits_from_json(payload.get("credits"))
     if primary is None and secondary is None and credits is None and not extra:
         return None
-    plan_type = _str_or_none(payload.get("plan_type"))
+    plan_type = text_or_none(payload.get("plan_type"))
     return RateLimitSnapshot(primary, secondary, credits, extra, plan_type, None, names)
 
 
@@ -131,9 +138,9 @@ def _additional(raw: object, now: float) -> tuple[dict[str, Pair], dict[str, str
     for entry in raw:
         if not isinstance(entry, Mapping):
             continue
-        label = _str_or_none(entry.get("limit_name"))
-        feature = _str_or_none(entry.get("metered_feature"))
-        family = _normalize_family(feature or label or "")
+        label = text_or_none(entry.get("limit_name"))
+        feature = text_or_none(entry.get("metered_feature"))
+        family = normalize_family(feature or label or "")
         if family is None or family in extra:
             continue
         pair = _pair(entry.get("rate_limit"), now)
@@ -167,44 +174,13 @@ def _first(raw: Mapping[str, Any], *keys: str) -> object:
 def _window(raw: object, now: float) -> QuotaWindow | None:
     if not isinstance(raw, Mapping):
         return None
-    used = _number(raw.get("used_percent"))
+    used = number_or_none(raw.get("used_percent"))
     if used is None:
         return None
-    seconds = _number(raw.get("limit_window_seconds"))
+    seconds = number_or_none(raw.get("limit_window_seconds"))
     minutes = int(seconds) // 60 if seconds is not None and seconds >= 0 else None
-    reset_at = _number(raw.get("reset_at"))
+    reset_at = number_or_none(raw.get("reset_at"))
     if reset_at is None or reset_at <= 0:
-        after = _number(raw.get("reset_after_seconds"))
+        after = number_or_none(raw.get("reset_after_seconds"))
         reset_at = None if after is None else now + max(0.0, after)
     return QuotaWindow(used, minutes, reset_at)
-
-
-def _credits(raw: object) -> Credits | None:
-    if not isinstance(raw, Mapping):
-        return None
-    has_credits, unlimited = raw.get("has_credits"), raw.get("unlimited")
-    if not isinstance(has_credits, bool) or not isinstance(unlimited, bool):
-        return None
-    balance = raw.get("balance")
-    if _number(balance) is not None and not isinstance(balance, str):
-        balance = str(balance)
-    return Credits(has_credits, unlimited, _str_or_none(balance))
-
-
-def _normalize_family(name: str) -> str | None:
-    return name.strip().lower().replace("-", "_") or None
-
-
-def _number(value: object) -> float | None:
-    """A finite float from a JSON number or a string spelling one (not a bool); else None."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        number = float(value)
-    except (ValueError, OverflowError):  # not a number; an int too large for a float
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _str_or_none(value: object) -> str | None:
-    return value.strip() or None if isinstance(value, str) else None

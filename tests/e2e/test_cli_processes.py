@@ -6,32 +6,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 import trio
-from harness import responses_body
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def wait_for_line(proc: trio.Process, needle: bytes, seconds: float) -> bytes:
-    assert proc.stdout is not None
-    seen = b""
-    with trio.fail_after(seconds):
-        while needle not in seen:
-            chunk = await proc.stdout.receive_some(4096)
-            if not chunk:
-                raise AssertionError(f"process ended before printing {needle!r}: {seen[-2000:]!r}")
-            seen += chunk
-    return seen
+from harness import free_port, responses_body, run_process, wait_for_line
 
 
 def pooler(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
@@ -62,13 +43,13 @@ async def test_serve_and_admin_share_the_embedded_database(tmp_path: Path) -> No
     python = [sys.executable, "-m", "pooler.cli.main"]
     async with trio.open_nursery() as nursery:
         emulator = await nursery.start(
-            _process,
+            run_process,
             [*python, "emulator", "--port", str(emulator_port), "--write-auth-json", str(auth_dir)],
             env,
         )
         await wait_for_line(emulator, b"account-3", 30)
         gateway = await nursery.start(
-            _process, [*python, "serve", "--port", str(gateway_port)], env
+            run_process, [*python, "serve", "--port", str(gateway_port)], env
         )
         await wait_for_line(gateway, b"listening on", 60)
         base = f"http://127.0.0.1:{gateway_port}"
@@ -143,22 +124,6 @@ async def test_serve_and_admin_share_the_embedded_database(tmp_path: Path) -> No
             assert await emulator.wait() == 0
 
 
-async def _process(
-    command: list[str], env: dict[str, str], *, task_status: trio.TaskStatus[trio.Process]
-) -> None:
-    proc = await trio.lowlevel.open_process(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    try:
-        task_status.started(proc)
-        await proc.wait()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            with trio.move_on_after(5, shield=True):
-                await proc.wait()
-
-
 async def test_pooler_demo_serves_a_seeded_pool(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_POOLER_")}
@@ -173,7 +138,7 @@ async def test_pooler_demo_serves_a_seeded_pool(tmp_path: Path) -> None:
         str(tmp_path / "demo"),
     ]
     async with trio.open_nursery() as nursery:
-        demo = await nursery.start(_process, command, env)
+        demo = await nursery.start(run_process, command, env)
         banner = await wait_for_line(demo, b"Press Ctrl-C", 60)
         key = banner.split(b"CODEX_POOLER_API_KEY=", 1)[1].split(b"\n", 1)[0].decode().strip()
         assert key.startswith("sk-cxp-")
