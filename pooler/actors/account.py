@@ -31,6 +31,7 @@ REFRESH_AHEAD_FRACTION = 0.8
 RATE_LIMIT_COOLDOWN_S = 5.0
 REFRESH_RETRY_FIRST_S = 15.0
 REFRESH_RETRY_MAX_S = 300.0
+REFRESH_RETRY_MIN_S = 0.1  # the shortest pause, when the token in use is about to expire
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,7 @@ class AccountActor:
         persist_quota: PersistQuota | None = None,
         fetch_usage: FetchUsage | None = None,
         settings: Callable[[], InstanceSettings] = InstanceSettings,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.state = state
         self.mailbox = mailbox
@@ -112,6 +114,7 @@ class AccountActor:
         self._persist_quota = persist_quota
         self._fetch_usage = fetch_usage
         self._settings = settings
+        self._clock = clock  # wall time (epoch seconds), injectable for tests
         self._credentials: Credentials | None = None
         self._refreshing = False
         self._polling = False
@@ -199,7 +202,7 @@ class AccountActor:
         circuit = self.state.circuits.get(route_class)
         probe = False
         if circuit is not None:
-            admitted = circuit.admit(time.time(), self._circuit_settings())
+            admitted = circuit.admit(self._clock(), self._circuit_settings())
             if admitted is None:
                 self._publish(snap)  # the supervisor's view may lag: refresh it
                 return None
@@ -224,7 +227,7 @@ class AccountActor:
 
     def _release(self, lease_id: int, outcome: m.Outcome) -> None:
         route_class, probe = self.state.leases.pop(lease_id, ("responses", False))
-        now = time.time()
+        now = self._clock()
         if outcome.rate_limits is not None:
             self._learn(outcome.rate_limits, now, source="event", publish=False)
         if outcome.headers:
@@ -318,6 +321,10 @@ class AccountActor:
             # a growing pause (the OAuth call itself already retried a few times).
             failures = self.state.refresh_failures = self.state.refresh_failures + 1
             pause = min(REFRESH_RETRY_MAX_S, REFRESH_RETRY_FIRST_S * 2 ** (failures - 1))
+            creds = self._credentials
+            left = creds.expires_at - self._clock() if creds and creds.expires_at else 0.0
+            if left > 0:  # retry while the token in use still lives (short-lived tokens)
+                pause = min(pause, max(REFRESH_RETRY_MIN_S, left / 2))
             self._schedule_refresh_ahead(retry_in=pause)
 
     def _start_usage_poll(self) -> None:
@@ -347,7 +354,7 @@ class AccountActor:
     def _usage_polled(self, message: m.UsagePolled) -> None:
         self._polling = False
         if message.evidence is not None:
-            self._learn(message.evidence, time.time(), source="usage_api")
+            self._learn(message.evidence, self._clock(), source="usage_api")
         if message.unauthorized_token is not None:
             self._start_refresh(message.unauthorized_token)
 
@@ -421,9 +428,9 @@ class AccountActor:
         elif creds is None or creds.expires_at is None:
             return
         else:
-            issued = creds.issued_at if creds.issued_at is not None else time.time()
+            issued = creds.issued_at if creds.issued_at is not None else self._clock()
             due = issued + REFRESH_AHEAD_FRACTION * max(0.0, creds.expires_at - issued)
-            delay = max(0.0, due - time.time())
+            delay = max(0.0, due - self._clock())
         scope = trio.CancelScope()
         self._timer_scope = scope
         self._nursery.start_soon(self._refresh_timer, scope, delay)
