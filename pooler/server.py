@@ -15,6 +15,8 @@ from pooler.web.app import build_app
 from pooler.web.gateway import Gateway
 from pooler.web.settings import GatewaySettings
 
+FINAL_WRITE_BEHIND_S = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class RunningGateway:
@@ -52,5 +54,9 @@ async def run_gateway(
         async with trio.open_nursery() as http:
             binds: list[str] = await http.start(run)
             task_status.started(RunningGateway(gateway, host, bound_port(binds)))
-        # The HTTP server has drained: stop the actors (the LogWriter flushes on the way out).
+        # The HTTP server has drained: write behind the quota evidence and conversation pins
+        # still in memory (a restart keeps them), then stop the actors (the LogWriter
+        # flushes on the way out).
+        with trio.move_on_after(FINAL_WRITE_BEHIND_S):
+            await gateway.flush_write_behind()
         actors.cancel_scope.cancel()

@@ -230,14 +230,19 @@ class AccountActor:
         now = self._clock()
         if outcome.rate_limits is not None:
             self._learn(outcome.rate_limits, now, source="event", publish=False)
+        scoped_limit = False
         if outcome.headers:
             evidence = parse_rate_limit_headers(outcome.headers, now)
             if evidence is not None:
                 self._learn(evidence, now, source="headers", publish=False)
+                # A 429 for one model's own limit (`x-codex-active-limit` names an extra
+                # family the headers report): that family blocks the model, not the account.
+                active = (evidence.active_limit or "").lower().replace("-", "_")
+                scoped_limit = active in evidence.extra
         snap = replace(self.state.snapshot, in_flight=len(self.state.leases))
         settings = self._settings()
         kind = outcome.kind
-        if kind == m.USAGE_LIMIT:
+        if kind == m.USAGE_LIMIT and not scoped_limit:
             snap = replace(snap, blocked_until=outcome.resets_at or now + 300.0)
         elif kind == m.RATE_LIMITED:
             snap = replace(snap, cooling_until=now + (outcome.retry_after or RATE_LIMIT_COOLDOWN_S))

@@ -1,4 +1,5 @@
-"""One fake ChatGPT account: identity, current tokens, quota windows, prompt cache."""
+"""One fake ChatGPT account: identity, current tokens, quota windows, prompt cache, and
+how it reports its quota."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import UTC, datetime
 
 from pooler.emulator.prompt_cache import CacheRules, PromptCache
 from pooler.emulator.tokens import Identity, TokenSet, mint_token_set
-from pooler.emulator.usage import PRIMARY_MINUTES, SECONDARY_MINUTES, QuotaWindow
+from pooler.emulator.usage import PRIMARY_MINUTES, SECONDARY_MINUTES, LimitFamily, QuotaWindow
 
 
 def account_uuid(seed: str, index: int) -> str:
@@ -19,6 +20,20 @@ def account_uuid(seed: str, index: int) -> str:
 def user_id_for(seed: str, index: int) -> str:
     digest = hashlib.sha256(f"codex-emulator:{seed}:user:{index}".encode()).hexdigest()
     return f"user-{digest[:24]}"
+
+
+@dataclass
+class Reporting:
+    """How an account reports its quota (set through the control API, cleared by reset).
+
+    `quiet_headers`: no `x-codex-*` quota headers on `/responses` answers (errors too), so
+    the usage endpoint or the stream event is the only evidence. `rate_limits_event`: SSE
+    streams start with `codex.rate_limits` events, as websocket turns do. `usage_delay_s`:
+    `/wham/usage` answers this late."""
+
+    quiet_headers: bool = False
+    rate_limits_event: bool = False
+    usage_delay_s: float = 0.0
 
 
 @dataclass
@@ -33,6 +48,8 @@ class FakeAccount:
     primary: QuotaWindow
     secondary: QuotaWindow
     prompt_cache: PromptCache = field(default_factory=PromptCache)
+    families: dict[str, LimitFamily] = field(default_factory=dict)  # family id -> limit
+    reporting: Reporting = field(default_factory=Reporting)
 
     @property
     def identity(self) -> Identity:
@@ -57,9 +74,21 @@ class FakeAccount:
         return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
     def clear_usage(self) -> None:
+        """Back to a fresh account: empty windows and cache, no extra family, loud."""
         for window in (self.primary, self.secondary):
             window.used_percent = 0.0
         self.prompt_cache.clear()
+        self.families.clear()
+        self.reporting = Reporting()
+
+    def family_for(self, model: str) -> LimitFamily | None:
+        """The extra limit family a request for `model` counts against, if any."""
+        return next((f for f in self.families.values() if f.applies_to(model)), None)
+
+    def windows_for(self, model: str) -> tuple[QuotaWindow, QuotaWindow]:
+        """The windows a request for `model` counts against: its family's, else the default."""
+        family = self.family_for(model)
+        return (family.primary, family.secondary) if family else (self.primary, self.secondary)
 
 
 def make_account(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import trio
+
 from pooler.emulator import inbound
 from pooler.emulator.asgi import (
     JSON,
@@ -59,6 +61,10 @@ async def handle_usage(state: EmulatorState, scope: Scope, receive: Receive, sen
     if grant is None:
         return
     state.record("GET", scope["path"], grant=grant, status=200, now=now)
+    delay = grant.account.reporting.usage_delay_s
+    if delay:  # a slow usage endpoint: the usage as it stands when the answer leaves
+        await trio.sleep(delay)
+        now = time.time()
     await send_json(send, 200, state.usage_payload(grant.account, now))
 
 

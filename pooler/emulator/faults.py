@@ -2,11 +2,13 @@
 
 A fault kind belongs to one place where it can fire (a `/responses` turn, a refresh, a
 websocket upgrade); `take` consumes one use of the oldest armed fault of that place.
+A `usage_limit_429` may say when its limit resets (`resets_in`, default: the primary
+window's reset), a `rate_limit_429` how long to wait (`retry_after`, default 1 s).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 DEFAULT_STALL_SECONDS = 600.0
 
@@ -30,6 +32,8 @@ class Fault:
     kind: str
     remaining: int
     stall_seconds: float = DEFAULT_STALL_SECONDS
+    resets_in: float | None = None  # usage_limit_429: seconds until the limit resets
+    retry_after: int | None = None  # rate_limit_429: the Retry-After it sends
 
 
 @dataclass
@@ -42,6 +46,9 @@ class FaultPlan:
         kind: str,
         times: int = 1,
         stall_seconds: float = DEFAULT_STALL_SECONDS,
+        *,
+        resets_in: float | None = None,
+        retry_after: int | None = None,
     ) -> Fault:
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}")
@@ -49,7 +56,11 @@ class FaultPlan:
             raise ValueError("times must be at least 1")
         if stall_seconds < 0:
             raise ValueError("stall_seconds must not be negative")
-        fault = Fault(kind, times, stall_seconds)
+        if resets_in is not None and resets_in <= 0:
+            raise ValueError("resets_in_seconds must be positive")
+        if retry_after is not None and retry_after < 0:
+            raise ValueError("retry_after_seconds must not be negative")
+        fault = Fault(kind, times, stall_seconds, resets_in, retry_after)
         self.by_account.setdefault(account_id, []).append(fault)
         return fault
 
@@ -63,7 +74,7 @@ class FaultPlan:
                 fault.remaining -= 1
                 if fault.remaining <= 0:
                     del queue[index]
-                return Fault(fault.kind, 1, fault.stall_seconds)
+                return replace(fault, remaining=1)
         return None
 
     def pending(self) -> list[dict[str, object]]:

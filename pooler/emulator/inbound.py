@@ -65,10 +65,14 @@ def validate_http(body: dict[str, Any]) -> rj.Rejection | None:
 
 @dataclass(frozen=True)
 class Knobs:
-    """Load-test knobs: `x-emulator-delay-ms` and `x-emulator-events` (headers or metadata)."""
+    """Test knobs (headers or metadata): `x-emulator-delay-ms` (a pause before each event),
+    `x-emulator-events` (N text deltas), `x-emulator-quiet-headers` (no quota headers) and
+    `x-emulator-rate-limits-event` (`codex.rate_limits` events first on an SSE stream)."""
 
     delay_s: float = 0.0
     deltas: int | None = None
+    quiet_headers: bool = False
+    rate_limits_event: bool = False
 
 
 def knobs_from(headers: dict[bytes, str], body: dict[str, Any] | None = None) -> Knobs:
@@ -76,16 +80,31 @@ def knobs_from(headers: dict[bytes, str], body: dict[str, Any] | None = None) ->
     relays the body untouched but not unknown headers."""
     metadata = body.get("client_metadata") if body is not None else None
     meta = metadata if isinstance(metadata, dict) else {}
-    delay = _number(headers.get(b"x-emulator-delay-ms") or _text(meta.get("x-emulator-delay-ms")))
-    deltas = _number(headers.get(b"x-emulator-events") or _text(meta.get("x-emulator-events")))
+
+    def knob(name: str) -> str | None:
+        return headers.get(name.encode()) or _text(meta.get(name))
+
+    delay = _number(knob("x-emulator-delay-ms"))
+    deltas = _number(knob("x-emulator-events"))
     return Knobs(
         delay_s=max(0.0, delay or 0.0) / 1000,
         deltas=None if deltas is None else int(min(MAX_DELTAS, max(1, deltas))),
+        quiet_headers=_flag(knob("x-emulator-quiet-headers")),
+        rate_limits_event=_flag(knob("x-emulator-rate-limits-event")),
     )
+
+
+def _flag(value: str | None) -> bool:
+    return value is not None and value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def model_of(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    return model if isinstance(model, str) and model else DEFAULT_MODEL
 
 
 def _number(value: str | None) -> float | None:
@@ -142,10 +161,9 @@ def plan_turn(
     deltas = 4
     if knobs.deltas is not None and isinstance(reply, TextReply):
         reply, deltas = TextReply(pad_text(reply.text, knobs.deltas)), knobs.deltas
-    model = body.get("model")
     turn = Turn(
         response_id=new_id("resp"),
-        model=model if isinstance(model, str) and model else DEFAULT_MODEL,
+        model=model_of(body),
         created_at=int(now),
         input_tokens=prompt.input_tokens,
         cached_tokens=prompt.cached_tokens,

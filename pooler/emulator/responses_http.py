@@ -1,4 +1,8 @@
-"""`POST /backend-api/codex/responses`: the SSE answer, one ASGI body message per event."""
+"""`POST /backend-api/codex/responses`: the SSE answer, one ASGI body message per event.
+
+Quota is reported in `x-codex-*` headers (unless the account or request is quiet) and, when
+asked for, in `codex.rate_limits` events ahead of `response.created`, as on websockets.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +31,13 @@ async def wait_for_disconnect(receive: Receive, seconds: float) -> None:
 
 
 def turn_headers(
-    state: EmulatorState, grant: Grant, headers: dict[bytes, str], model: str, now: float
+    state: EmulatorState,
+    grant: Grant,
+    headers: dict[bytes, str],
+    model: str,
+    now: float,
+    *,
+    quiet: bool = False,
 ) -> Headers:
     turn_state = headers.get(b"x-codex-turn-state") or inbound.new_id("ts")
     return [
@@ -35,7 +45,7 @@ def turn_headers(
         (b"openai-model", model.encode()),
         (b"x-codex-turn-state", turn_state.encode("latin-1")),
         (b"x-models-etag", MODELS_ETAG.encode()),
-        *state.rate_limit_headers(grant.account, now),
+        *state.rate_limit_headers(grant.account, now, quiet=quiet),
     ]
 
 
@@ -71,28 +81,31 @@ async def handle_responses(
     invalid = inbound.validate_http(body)
     if invalid is not None:
         return await reject(invalid, grant)
-    refused, fault = state.admit_response(grant.account, now)
+    knobs = inbound.knobs_from(headers, body)
+    model = inbound.model_of(body)
+    refused, fault = state.admit_response(grant.account, now, model, quiet=knobs.quiet_headers)
     if refused is not None:
         return await reject(refused, grant, fault.kind if fault else None)
     if fault is not None and fault.kind == "stall":
         state.record("POST", path, grant=grant, status=None, fault="stall", turn=log, now=now)
         return await wait_for_disconnect(receive, fault.stall_seconds)
 
-    knobs = inbound.knobs_from(headers, body)
     prompt = inbound.read_prompt(body, len(data), grant.account)
     log = replace(log, input_tokens=prompt.input_tokens, cached_tokens=prompt.cached_tokens)
     reply, turn = inbound.plan_turn(body, prompt, knobs, now)
     events = build_events(reply, turn)
+    if knobs.rate_limits_event or grant.account.reporting.rate_limits_event:
+        events = [*state.rate_limits_events(grant.account, now), *events]
     response_headers = [
         (b"content-type", b"text/event-stream"),
         (b"cache-control", b"no-cache"),
-        *turn_headers(state, grant, headers, turn.model, now),
+        *turn_headers(state, grant, headers, turn.model, now, quiet=knobs.quiet_headers),
     ]
     fault_kind = fault.kind if fault else None
     state.record("POST", path, grant=grant, status=200, fault=fault_kind, turn=log, now=now)
     await send({"type": "http.response.start", "status": 200, "headers": response_headers})
     cut = fault is not None and fault.kind == "disconnect_mid_stream"
-    stream = partial(_send_events, state, grant, events, send, knobs.delay_s, cut=cut)
+    stream = partial(_send_events, state, grant, events, send, knobs.delay_s, model, cut=cut)
     if not knobs.delay_s:
         return await stream()
     async with trio.open_nursery() as nursery:  # a slow stream stops when its client leaves
@@ -113,6 +126,7 @@ async def _send_events(
     events: list[dict[str, Any]],
     send: Send,
     delay_s: float,
+    model: str,
     *,
     cut: bool,
 ) -> None:
@@ -124,6 +138,6 @@ async def _send_events(
         if delay_s:
             await trio.sleep(delay_s)
         if index == last:
-            state.charge(grant.account, time.time())
+            state.charge(grant.account, time.time(), model)
         chunk = encode_sse(event)
         await send({"type": "http.response.body", "body": chunk, "more_body": index != last})

@@ -6,6 +6,7 @@ Every method that depends on the time takes `now` (epoch seconds); the ASGI app 
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
@@ -23,7 +24,13 @@ from pooler.emulator.faults import (
 from pooler.emulator.prompt_cache import CacheRules
 from pooler.emulator.tokens import TokenSet, mint_token_set
 from pooler.emulator.usage import (
+    PRIMARY_MINUTES,
+    SECONDARY_MINUTES,
+    LimitFamily,
+    QuotaWindow,
     WindowView,
+    additional_rate_limit,
+    family_headers,
     rate_limit_headers,
     rate_limits_event,
     usage_payload,
@@ -147,39 +154,102 @@ class EmulatorState:
     def windows(self, account: FakeAccount, now: float) -> tuple[WindowView, WindowView]:
         return view(account.primary, now), view(account.secondary, now)
 
-    def rate_limit_headers(self, account: FakeAccount, now: float) -> rj.Headers:
-        return rate_limit_headers(*self.windows(account, now))
+    def rate_limit_headers(
+        self, account: FakeAccount, now: float, *, quiet: bool = False
+    ) -> rj.Headers:
+        """Every family's quota headers; none when the account or the request is quiet."""
+        if quiet or account.reporting.quiet_headers:
+            return []
+        headers = rate_limit_headers(*self.windows(account, now))
+        for family in account.families.values():
+            headers += family_headers(
+                family, view(family.primary, now), view(family.secondary, now)
+            )
+        return headers
 
     def rate_limits_event(self, account: FakeAccount, now: float) -> dict[str, Any]:
         return rate_limits_event(account.plan_type, *self.windows(account, now))
 
+    def rate_limits_events(self, account: FakeAccount, now: float) -> list[dict[str, Any]]:
+        """One `codex.rate_limits` event per family, the default one first."""
+        events = [self.rate_limits_event(account, now)]
+        for f in account.families.values():
+            windows = view(f.primary, now), view(f.secondary, now)
+            events.append(rate_limits_event(account.plan_type, *windows, family=f))
+        return events
+
     def usage_payload(self, account: FakeAccount, now: float) -> dict[str, Any]:
         extra = {"user_id": account.user_id, "account_id": account.account_id}
+        additional = [
+            additional_rate_limit(f, view(f.primary, now), view(f.secondary, now))
+            for f in account.families.values()
+        ]
         return usage_payload(
-            account.plan_type, *self.windows(account, now), {"email": account.email, **extra}
+            account.plan_type,
+            *self.windows(account, now),
+            {"email": account.email, **extra},
+            additional,
         )
 
-    def quota_rejection(self, account: FakeAccount, now: float) -> rj.Rejection | None:
-        """429 usage_limit_reached while a window is full, until its reset."""
-        full = [w for w in (account.primary, account.secondary) if w.exhausted(now)]
+    def quota_rejection(
+        self, account: FakeAccount, now: float, model: str = "", *, quiet: bool = False
+    ) -> rj.Rejection | None:
+        """429 usage_limit_reached while a window that `model` counts against is full (an
+        extra family's for its model, the default ones otherwise), until its reset."""
+        family = account.family_for(model)
+        full = [w for w in account.windows_for(model) if w.exhausted(now)]
         if not full:
             return None
         resets_at = max(w.reset_at(now) for w in full)
-        headers = self.rate_limit_headers(account, now)
+        headers = self.rate_limit_headers(account, now, quiet=quiet)
+        if family is not None and headers:
+            headers.append((b"x-codex-active-limit", family.family.encode()))
         return rj.usage_limit_reached(account.plan_type, resets_at, now, headers)
 
-    def charge(self, account: FakeAccount, now: float) -> None:
-        """One completed response: primary moves by `percent_per_request`, secondary by 1/10."""
-        account.primary.add(self.percent_per_request, now)
-        account.secondary.add(self.percent_per_request / 10, now)
+    def charge(self, account: FakeAccount, now: float, model: str = "") -> None:
+        """One completed response: primary moves by `percent_per_request`, secondary by 1/10
+        (an extra family's windows for its model, the default ones otherwise)."""
+        primary, secondary = account.windows_for(model)
+        primary.add(self.percent_per_request, now)
+        secondary.add(self.percent_per_request / 10, now)
 
     def set_usage(
         self, account: FakeAccount, primary: float | None, secondary: float | None, now: float
     ) -> None:
-        for window, value in ((account.primary, primary), (account.secondary, secondary)):
-            if value is not None:
-                window.roll(now)
-                window.used_percent = max(0.0, min(100.0, float(value)))
+        _set_windows(account.primary, account.secondary, primary, secondary, now)
+
+    def set_family_usage(
+        self,
+        account: FakeAccount,
+        family_id: str,
+        limit_name: str | None,
+        primary: float | None,
+        secondary: float | None,
+        now: float,
+    ) -> LimitFamily:
+        """Create or change an extra limit family; a new one needs its limit name.
+        Raises ValueError for a bad family id or a missing name."""
+        if (
+            not family_id
+            or family_id == "codex"
+            or not all(ch.isascii() and (ch.isalnum() or ch == "_") for ch in family_id)
+        ):
+            raise ValueError("family must be an id like codex_bengalfox (not codex)")
+        family = account.families.get(family_id)
+        if family is None:
+            if not limit_name:
+                raise ValueError("limit_name is required for a new family")
+            family = LimitFamily(
+                family_id,
+                limit_name,
+                QuotaWindow(origin=self.started_at, minutes=PRIMARY_MINUTES),
+                QuotaWindow(origin=self.started_at, minutes=SECONDARY_MINUTES),
+            )
+            account.families[family_id] = family
+        elif limit_name:
+            family.limit_name = limit_name
+        _set_windows(family.primary, family.secondary, primary, secondary, now)
+        return family
 
     # -- faults ------------------------------------------------------------------------
 
@@ -189,36 +259,50 @@ class EmulatorState:
         kind: str,
         times: int = 1,
         stall_seconds: float = DEFAULT_STALL_SECONDS,
+        *,
+        resets_in: float | None = None,
+        retry_after: int | None = None,
     ) -> Fault:
-        """Raises ValueError for an unknown account or kind."""
+        """Raises ValueError for an unknown account or kind, or a bad option."""
         account = self.find_account(key)
         if account is None:
             raise ValueError(f"unknown account {key!r}")
-        return self.faults.arm(account.account_id, kind, times, stall_seconds)
+        return self.faults.arm(
+            account.account_id,
+            kind,
+            times,
+            stall_seconds,
+            resets_in=resets_in,
+            retry_after=retry_after,
+        )
 
     def take_fault(self, account: FakeAccount, kinds: frozenset[str]) -> Fault | None:
         return self.faults.take(account.account_id, kinds)
 
     def admit_response(
-        self, account: FakeAccount, now: float
+        self, account: FakeAccount, now: float, model: str = "", *, quiet: bool = False
     ) -> tuple[rj.Rejection | None, Fault | None]:
         """Before answering a turn: an armed fault first, then a full quota window."""
         fault = self.faults.take(account.account_id, RESPONSE_FAULTS)
         if fault is not None:
-            return self.fault_rejection(fault, account, now), fault
-        return self.quota_rejection(account, now), None
+            return self.fault_rejection(fault, account, now, quiet=quiet), fault
+        return self.quota_rejection(account, now, model, quiet=quiet), None
 
     def fault_rejection(
-        self, fault: Fault, account: FakeAccount, now: float
+        self, fault: Fault, account: FakeAccount, now: float, *, quiet: bool = False
     ) -> rj.Rejection | None:
         """The error answer of an HTTP-status fault; None for stall/disconnect."""
         if fault.kind == "usage_limit_429":
             primary, secondary = self.windows(account, now)
-            full = WindowView(100.0, primary.minutes, primary.reset_at, primary.reset_after)
-            headers = rate_limit_headers(full, secondary)
-            return rj.usage_limit_reached(account.plan_type, primary.reset_at, now, headers)
+            resets_at = primary.reset_at
+            if fault.resets_in is not None:
+                resets_at = math.ceil(now + fault.resets_in)
+            full = WindowView(100.0, primary.minutes, resets_at, max(0, int(resets_at - now)))
+            loud = not (quiet or account.reporting.quiet_headers)
+            headers = rate_limit_headers(full, secondary) if loud else []
+            return rj.usage_limit_reached(account.plan_type, resets_at, now, headers)
         if fault.kind == "rate_limit_429":
-            return rj.rate_limit_exceeded()
+            return rj.rate_limit_exceeded(1 if fault.retry_after is None else fault.retry_after)
         if fault.kind == "server_error_500":
             return rj.server_error()
         if fault.kind == "unauthorized_401":
@@ -257,21 +341,52 @@ class EmulatorState:
         self.requests.append(entry)
 
     def reset(self) -> None:
-        """Clear faults, usage, prompt caches and the request log; tokens stay valid."""
+        """Clear faults, usage (extra families too), prompt caches, reporting settings and
+        the request log; tokens stay valid."""
         self.faults.clear()
         self.requests.clear()
         for account in self.accounts:
             account.clear_usage()
 
     def accounts_view(self, now: float) -> list[dict[str, Any]]:
-        return [
+        return [_account_view(a, now) for a in self.accounts]
+
+
+def _set_windows(
+    primary: QuotaWindow,
+    secondary: QuotaWindow,
+    primary_percent: float | None,
+    secondary_percent: float | None,
+    now: float,
+) -> None:
+    for window, value in ((primary, primary_percent), (secondary, secondary_percent)):
+        if value is not None:
+            window.roll(now)
+            window.used_percent = max(0.0, min(100.0, float(value)))
+
+
+def _account_view(a: FakeAccount, now: float) -> dict[str, Any]:
+    primary, secondary = view(a.primary, now), view(a.secondary, now)
+    return {
+        "label": a.label,
+        "account_id": a.account_id,
+        "email": a.email,
+        "plan_type": a.plan_type,
+        "primary_used_percent": primary.used_percent,
+        "secondary_used_percent": secondary.used_percent,
+        "primary_reset_at": primary.reset_at,
+        "secondary_reset_at": secondary.reset_at,
+        "families": [
             {
-                "label": a.label,
-                "account_id": a.account_id,
-                "email": a.email,
-                "plan_type": a.plan_type,
-                "primary_used_percent": view(a.primary, now).used_percent,
-                "secondary_used_percent": view(a.secondary, now).used_percent,
+                "family": f.family,
+                "limit_name": f.limit_name,
+                "primary_used_percent": view(f.primary, now).used_percent,
+                "secondary_used_percent": view(f.secondary, now).used_percent,
+                "primary_reset_at": view(f.primary, now).reset_at,
             }
-            for a in self.accounts
-        ]
+            for f in a.families.values()
+        ],
+        "quiet_headers": a.reporting.quiet_headers,
+        "rate_limits_event": a.reporting.rate_limits_event,
+        "usage_delay_ms": round(a.reporting.usage_delay_s * 1000),
+    }

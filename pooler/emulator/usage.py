@@ -2,6 +2,12 @@
 
 A window has a fixed origin (the emulator's start) and a length; its resets fall at
 `origin + k * length`. Crossing a reset empties it. Pure: every function takes `now`.
+
+Besides the default `codex` family an account may have extra metered families (a
+`LimitFamily`, e.g. `codex_bengalfox` named `GPT-5.3-Codex-Spark`): reported under their
+own header prefix (`x-codex-bengalfox-*`), as an `additional_rate_limits` entry of
+`/wham/usage` and as their own `codex.rate_limits` event, and applying only to requests
+for the model their limit name spells.
 """
 
 from __future__ import annotations
@@ -48,6 +54,29 @@ class QuotaWindow:
         return self.used_percent >= 100.0
 
 
+@dataclass
+class LimitFamily:
+    """An extra metered limit family: its id (`codex_bengalfox`), display name (a model
+    name: the limit applies to that model only) and its two windows."""
+
+    family: str
+    limit_name: str
+    primary: QuotaWindow
+    secondary: QuotaWindow
+
+    @property
+    def header_prefix(self) -> bytes:
+        return b"x-" + self.family.replace("_", "-").encode()
+
+    def applies_to(self, model: str) -> bool:
+        return bool(model) and model_key(model) == model_key(self.limit_name)
+
+
+def model_key(name: str) -> str:
+    """`GPT-5.3-Codex-Spark`, `gpt-5.3-codex-spark` and `gpt 5.3 codex spark` match."""
+    return "".join(ch for ch in name.casefold() if ch.isalnum() or ch == ".")
+
+
 @dataclass(frozen=True)
 class WindowView:
     """One window as reported at one instant."""
@@ -67,16 +96,33 @@ def _fmt(percent: float) -> bytes:
     return f"{percent:g}".encode()
 
 
-def rate_limit_headers(primary: WindowView, secondary: WindowView) -> list[tuple[bytes, bytes]]:
+def window_headers(
+    family_prefix: bytes, primary: WindowView, secondary: WindowView
+) -> list[tuple[bytes, bytes]]:
+    """`<prefix>-primary-used-percent` and the rest, new and old reset headers together."""
     headers: list[tuple[bytes, bytes]] = []
     for name, w in ((b"primary", primary), (b"secondary", secondary)):
-        prefix = b"x-codex-" + name
+        prefix = family_prefix + b"-" + name
         headers += [
             (prefix + b"-used-percent", _fmt(w.used_percent)),
             (prefix + b"-window-minutes", str(w.minutes).encode()),
             (prefix + b"-reset-at", str(w.reset_at).encode()),
             (prefix + b"-reset-after-seconds", str(w.reset_after).encode()),
         ]
+    return headers
+
+
+def family_headers(
+    family: LimitFamily, primary: WindowView, secondary: WindowView
+) -> list[tuple[bytes, bytes]]:
+    """An extra family's windows (`x-codex-bengalfox-*`) and its `-limit-name`."""
+    headers = window_headers(family.header_prefix, primary, secondary)
+    headers.append((family.header_prefix + b"-limit-name", family.limit_name.encode()))
+    return headers
+
+
+def rate_limit_headers(primary: WindowView, secondary: WindowView) -> list[tuple[bytes, bytes]]:
+    headers = window_headers(b"x-codex", primary, secondary)
     headers += [
         (b"x-codex-credits-has-credits", b"false"),
         (b"x-codex-credits-unlimited", b"false"),
@@ -94,20 +140,39 @@ def _window_payload(w: WindowView) -> dict[str, int]:
     }
 
 
+def _rate_limit_payload(primary: WindowView, secondary: WindowView) -> dict[str, Any]:
+    reached = primary.used_percent >= 100 or secondary.used_percent >= 100
+    return {
+        "allowed": not reached,
+        "limit_reached": reached,
+        "primary_window": _window_payload(primary),
+        "secondary_window": _window_payload(secondary),
+    }
+
+
+def additional_rate_limit(
+    family: LimitFamily, primary: WindowView, secondary: WindowView
+) -> dict[str, Any]:
+    """One `additional_rate_limits` entry of `/wham/usage`."""
+    return {
+        "limit_name": family.limit_name,
+        "metered_feature": family.family,
+        "rate_limit": _rate_limit_payload(primary, secondary),
+    }
+
+
 def usage_payload(
-    plan_type: str, primary: WindowView, secondary: WindowView, extra: dict[str, Any]
+    plan_type: str,
+    primary: WindowView,
+    secondary: WindowView,
+    extra: dict[str, Any],
+    additional: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The `/wham/usage` body (`RateLimitStatusPayload`)."""
-    reached = primary.used_percent >= 100 or secondary.used_percent >= 100
     return {
         **extra,
         "plan_type": plan_type,
-        "rate_limit": {
-            "allowed": not reached,
-            "limit_reached": reached,
-            "primary_window": _window_payload(primary),
-            "secondary_window": _window_payload(secondary),
-        },
+        "rate_limit": _rate_limit_payload(primary, secondary),
         "credits": {
             "has_credits": False,
             "unlimited": False,
@@ -116,12 +181,18 @@ def usage_payload(
             "approx_local_messages": [0, 0],
             "approx_cloud_messages": [0, 0],
         },
-        "additional_rate_limits": [],
+        "additional_rate_limits": additional or [],
     }
 
 
-def rate_limits_event(plan_type: str, primary: WindowView, secondary: WindowView) -> dict[str, Any]:
-    """The `codex.rate_limits` stream event (sent first on websocket turns)."""
+def rate_limits_event(
+    plan_type: str,
+    primary: WindowView,
+    secondary: WindowView,
+    family: LimitFamily | None = None,
+) -> dict[str, Any]:
+    """The `codex.rate_limits` stream event (sent first on websocket turns): the default
+    family's, or with `family` that extra family's (named by `metered_limit_name`)."""
 
     def window(w: WindowView) -> dict[str, Any]:
         return {"used_percent": w.used_percent, "window_minutes": w.minutes, "reset_at": w.reset_at}
@@ -137,6 +208,6 @@ def rate_limits_event(plan_type: str, primary: WindowView, secondary: WindowView
             "secondary": window(secondary),
         },
         "credits": {"has_credits": False, "unlimited": False, "balance": "0"},
-        "metered_limit_name": "codex",
-        "limit_name": "codex",
+        "metered_limit_name": family.family if family else "codex",
+        "limit_name": family.limit_name if family else "codex",
     }

@@ -136,7 +136,8 @@ async def _turn(session: _Session, body: dict[str, Any], frame: bytes) -> bool:
         )
         await _send_event(session, error_frame(missing))
         return True
-    refused, fault = state.admit_response(account, now)
+    model = inbound.model_of(body)
+    refused, fault = state.admit_response(account, now, model)
     if refused is not None:
         record(refused.status, fault.kind if fault else None)
         await _send_event(session, error_frame(refused))
@@ -165,7 +166,7 @@ async def _turn(session: _Session, body: dict[str, Any], frame: bytes) -> bool:
         if session.knobs.delay_s:
             await trio.sleep(session.knobs.delay_s)
         if index == len(events) - 1 and generate:
-            state.charge(account, time.time())
+            state.charge(account, time.time(), model)
         await _send_event(session, event)
     session.last_response_id = turn.response_id
     return True

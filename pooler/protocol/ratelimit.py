@@ -114,6 +114,24 @@ def parse_rate_limits_event(event: Mapping[str, Any], now: float) -> RateLimitSn
     return RateLimitSnapshot(None, None, credits, extra, plan_type, None, names)
 
 
+def merge_snapshots(
+    old: RateLimitSnapshot | None, new: RateLimitSnapshot | None
+) -> RateLimitSnapshot | None:
+    """Two snapshots of one moment as one (a stream sends a `codex.rate_limits` event per
+    family): what `new` says wins, what only `old` says is kept."""
+    if old is None or new is None:
+        return new or old
+    return RateLimitSnapshot(
+        new.primary or old.primary,
+        new.secondary or old.secondary,
+        new.credits or old.credits,
+        {**old.extra, **new.extra},
+        new.plan_type or old.plan_type,
+        new.active_limit or old.active_limit,
+        {**old.limit_names, **new.limit_names},
+    )
+
+
 def parse_usage_limit_error(body: Mapping[str, Any], now: float) -> float | None:
     """When a 429 `usage_limit_reached` body says the quota resets (epoch seconds)."""
     error = body.get("error") if isinstance(body, Mapping) else None

@@ -10,7 +10,11 @@ import json
 import time
 from typing import Any
 
-from pooler.protocol.ratelimit import RateLimitSnapshot, parse_rate_limits_event
+from pooler.protocol.ratelimit import (
+    RateLimitSnapshot,
+    merge_snapshots,
+    parse_rate_limits_event,
+)
 from pooler.protocol.sse import SSEDecoder
 from pooler.protocol.usage import TokenUsage, usage_from_completed
 
@@ -67,7 +71,8 @@ class StreamAccounting:
             if self._collect and isinstance(item, dict):
                 self.output_items.append(item)
         elif event_type == "codex.rate_limits":
-            self.rate_limits = parse_rate_limits_event(parsed, time.time())
+            event = parse_rate_limits_event(parsed, time.time())  # one per limit family
+            self.rate_limits = merge_snapshots(self.rate_limits, event)
         elif event_type == "response.created":
             response = parsed.get("response")
             if isinstance(response, dict) and isinstance(response.get("id"), str):

@@ -199,6 +199,10 @@ class PoolRouter:
             block = request_block(snapshot, route_class, scope, threshold, now, self.freshness)
             if block is not None:
                 exclusions[snapshot.label] = block[0]
+                until = block[1]  # a model's own limit resets too (a 429 names the time)
+                if block[0] in QUOTA_CODES and until is not None:
+                    earliest = choice.earliest_reset
+                    choice.earliest_reset = until if earliest is None else min(earliest, until)
                 continue
             candidates.append(snapshot)
             if len(candidates) >= limit:

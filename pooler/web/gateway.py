@@ -78,6 +78,9 @@ class Gateway:
         self._http = httpx.Client(timeout=20.0)
         self._reload_wanted = trio.Event()
         self._dirty_quota: dict[str, list[runtime_store.QuotaNote]] = {}
+        # One write-behind at a time: a flush returns only once what it took, and what an
+        # earlier flush had taken, is stored (a caller may rely on it, e.g. before a stop).
+        self._write_behind_lock = trio.Lock()
         self._quota_from_peers: set[str] = set()
         self._pins_from_peers: set[str] = set()
         self._peer_news = trio.Event()
@@ -245,6 +248,10 @@ class Gateway:
 
     async def flush_continuity(self) -> None:
         """Write behind the conversation pins changed since the last flush (hashed keys)."""
+        async with self._write_behind_lock:
+            await self._flush_continuity()
+
+    async def _flush_continuity(self) -> None:
         pins = await call(self.supervisor, m.TakeDirtyPins, timeout=APPLY_CONFIG_TIMEOUT_S)
         if not pins:
             return
@@ -264,6 +271,10 @@ class Gateway:
             await self.supervisor.send(m.RestorePins(pool_id, tuple(pins)))
 
     async def flush_quota(self) -> None:
+        async with self._write_behind_lock:
+            await self._flush_quota()
+
+    async def _flush_quota(self) -> None:
         if not self._dirty_quota:
             return
         dirty, self._dirty_quota = self._dirty_quota, {}

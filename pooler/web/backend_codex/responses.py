@@ -258,7 +258,13 @@ class ResponsesRoute:
             if failure_code == "usage_limit_reached" and resets_at is not None:
                 attempts.usage_resets.append(resets_at)
             lease = None
-        if last_failure is not None and not all_quota(attempts):
+        # An account that refused for its limits (quota, rate) did not fail: when no account
+        # is left, the client gets the "nothing eligible" answer (429/503, DESIGN §4).
+        refused = bool(record.attempts) and record.attempts[-1].outcome in (
+            m.USAGE_LIMIT,
+            m.RATE_LIMITED,
+        )
+        if last_failure is not None and not refused and not all_quota(attempts):
             raise UpstreamError(
                 f"the upstream request failed on every account tried ({last_failure})",
                 retry_after=gw.settings.no_backend_retry_after_s,
