@@ -237,7 +237,9 @@ class Gateway:
                 return UsageResult(None)
             return UsageResult(evidence)
 
-        return await trio.to_thread.run_sync(fetch, abandon_on_cancel=True)
+        # Not abandoned on cancel: the call has its own timeout, and a thread left running
+        # would hold a socket past the gateway's life.
+        return await trio.to_thread.run_sync(fetch)
 
     async def _usage_tick(self) -> None:
         self.supervisor.try_send(m.UsageTick())
