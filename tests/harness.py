@@ -105,6 +105,25 @@ def test_config(data_dir: Path, db_url: str, upstream_url: str) -> Config:
     )
 
 
+# Usage polls (every 60 s by default, the first at a random moment) would make what the
+# gateway knows about quota depend on timing; tests that poll set a short interval.
+QUIET_POLLS: Mapping[str, Any] = {"usage_poll_interval_seconds": 86_400}
+
+
+async def seed_stack(
+    database: Database,
+    config: Config,
+    state: EmulatorState,
+    instance_settings: Mapping[str, Any] | None = QUIET_POLLS,
+) -> str:
+    """The demo Pool with the emulator's accounts, instance settings; the Pool key."""
+    key: str = await database.run(partial(seed_demo, config=config, state=state))
+    if instance_settings:
+        changes = dict(instance_settings)
+        await database.run(lambda conn: update_instance_settings(conn, changes, actor="test"))
+    return key
+
+
 @asynccontextmanager
 async def open_stack(
     db_url: str,
@@ -114,6 +133,7 @@ async def open_stack(
     token_ttl: float = 3600.0,
     percent_per_request: float = 2.0,
     settings: GatewaySettings | None = None,
+    instance_settings: Mapping[str, Any] | None = QUIET_POLLS,
 ) -> AsyncIterator[Stack]:
     state = EmulatorState(
         accounts=accounts, token_ttl=token_ttl, percent_per_request=percent_per_request
@@ -124,7 +144,7 @@ async def open_stack(
             port = await nursery.start(serve_emulator, state)
             emulator_url = f"http://127.0.0.1:{port}"
             config = test_config(data_dir, db_url, emulator_url)
-            key = await database.run(partial(seed_demo, config=config, state=state))
+            key = await seed_stack(database, config, state, instance_settings)
             running = await nursery.start(
                 partial(run_gateway, config, database, "127.0.0.1", 0, settings=settings)
             )
@@ -143,7 +163,7 @@ async def open_two_nodes(
     token_ttl: float = 3600.0,
     percent_per_request: float = 2.0,
     settings: GatewaySettings | None = None,
-    instance_settings: Mapping[str, Any] | None = None,
+    instance_settings: Mapping[str, Any] | None = QUIET_POLLS,
 ) -> AsyncIterator[tuple[Stack, Stack]]:
     """Two gateways on one database and one emulator, as two `pooler serve` processes
     would be (DESIGN §11): each has its own `Database` pool, LISTEN connection and actors;
@@ -158,12 +178,7 @@ async def open_two_nodes(
             port = await nursery.start(serve_emulator, state)
             emulator_url = f"http://127.0.0.1:{port}"
             config = test_config(data_dir, db_url, emulator_url)
-            key = await databases[0].run(partial(seed_demo, config=config, state=state))
-            if instance_settings:
-                changes = dict(instance_settings)
-                await databases[0].run(
-                    lambda conn: update_instance_settings(conn, changes, actor="test")
-                )
+            key = await seed_stack(databases[0], config, state, instance_settings)
             nodes = []
             for database in databases:
                 running = await nursery.start(

@@ -296,15 +296,15 @@ class PoolSupervisor:
 
     def _apply_settings(self, settings: InstanceSettings) -> None:
         changed = settings != self.settings
-        shorter = settings.usage_poll_interval_seconds < self.settings.usage_poll_interval_seconds
+        new_interval = settings.usage_poll_interval_seconds
+        interval_changed = new_interval != self.settings.usage_poll_interval_seconds
         self.settings = settings
         if not changed:
             return
-        if shorter:  # polls scheduled on the longer interval come within the new one
-            now, interval = time.time(), settings.usage_poll_interval_seconds
-            for account_id, due in self._next_poll.items():
-                if due > now + interval:
-                    self._next_poll[account_id] = now + random.uniform(0, interval)
+        if interval_changed:  # polls scheduled on the old interval are spread over the new
+            now = time.time()
+            for account_id in self._next_poll:
+                self._next_poll[account_id] = now + random.uniform(0, new_interval)
         for router in self.routers.values():
             router.freshness = settings.quota_freshness_seconds
         for handle in self.accounts.values():

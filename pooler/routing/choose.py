@@ -114,30 +114,43 @@ class PoolRouter:
         """Re-read one account and put it where it now belongs."""
         if account_id not in self.members:
             return
-        old = self._keys.pop(account_id, None)
-        if old is not None:
-            del self._order[bisect_left(self._order, old)]
-        else:
-            self._blocked.pop(account_id, None)
-        if self._wake_at:
-            self._wake_at.pop(account_id, None)
         snapshot = self._lookup(account_id)
-        if snapshot is None:
-            return
         policy = self.policy
-        block = account_block(snapshot, policy.quota_threshold_percent, now, self.freshness)
-        if block is not None:
-            self._blocked[account_id] = (block[0], block[1], snapshot.label)
-            if block[1] is not None:
-                self._wake(account_id, block[1])
+        block = (
+            account_block(snapshot, policy.quota_threshold_percent, now, self.freshness)
+            if snapshot is not None
+            else None
+        )
+        old = self._keys.get(account_id)
+        if snapshot is not None and block is None:
+            demoted_until = snapshot.demoted_until
+            demoted = demoted_until is not None and demoted_until > now
+            key = self._key(snapshot, self.history, policy.weights, 1 if demoted else 0)
+            entry = (key, account_id)
+            if entry == old:  # still in its place (e.g. only its in-flight count moved)
+                if demoted and self._wake_at.get(account_id) != demoted_until:
+                    self._wake(account_id, demoted_until)  # type: ignore[arg-type]
+                return
+            if old is not None:
+                del self._order[bisect_left(self._order, old)]
+            else:
+                self._blocked.pop(account_id, None)
+            self._keys[account_id] = entry
+            insort(self._order, entry)
+            self._wake_at.pop(account_id, None)
+            if demoted:
+                self._wake(account_id, demoted_until)  # type: ignore[arg-type]
             return
-        demoted_until = snapshot.demoted_until
-        demoted = demoted_until is not None and demoted_until > now
-        entry = (self._key(snapshot, self.history, policy.weights, 1 if demoted else 0), account_id)
-        self._keys[account_id] = entry
-        insort(self._order, entry)
-        if demoted:
-            self._wake(account_id, demoted_until)  # type: ignore[arg-type]
+        if old is not None:
+            del self._keys[account_id]
+            del self._order[bisect_left(self._order, old)]
+        self._wake_at.pop(account_id, None)
+        if snapshot is None or block is None:
+            self._blocked.pop(account_id, None)
+            return
+        self._blocked[account_id] = (block[0], block[1], snapshot.label)
+        if block[1] is not None:
+            self._wake(account_id, block[1])
 
     def _wake(self, account_id: str, when: float) -> None:
         self._wake_at[account_id] = when

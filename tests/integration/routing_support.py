@@ -8,16 +8,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import httpx
 import trio
-from harness import Stack, parse_sse, responses_body, test_config
+from harness import Stack, parse_sse, responses_body, seed_stack, test_config
 
-from pooler.cli.demo import seed_demo
 from pooler.config import Config
 from pooler.db import Database
 from pooler.emulator.server import serve_emulator
@@ -255,7 +253,7 @@ async def open_restartable_stack(
             port = await nursery.start(serve_emulator, state)
             emulator_url = f"http://127.0.0.1:{port}"
             config = test_config(data_dir, db_url, emulator_url)
-            key = await database.run(partial(seed_demo, config=config, state=state))
+            key = await seed_stack(database, config, state)
             run = await start_gateway(nursery, config, database, settings)
             stack = Stack(config, database, state, emulator_url, run.running, key)
             yield RestartableStack(stack, nursery, settings, run)

@@ -149,8 +149,13 @@ async def test_accounts_running_out_one_by_one(db_url: str, tmp_path: Path) -> N
     quota: clients get 200 while any account can serve, then 503 with Retry-After; once
     every account is out of quota, 429 with resets_at. Refusals log each account's reason."""
     async with open_stack(db_url, tmp_path) as stack, stack.client() as client:
+        # No usage polls: what the gateway knows here comes from the traffic alone.
         await set_instance_settings(
-            stack, circuit_failure_threshold=2, circuit_open_seconds=3, demotion_seconds=0
+            stack,
+            circuit_failure_threshold=2,
+            circuit_open_seconds=3,
+            demotion_seconds=0,
+            usage_poll_interval_seconds=86_400,
         )
         broken, limited, exhausted = "account-3", "account-2", "account-1"
 

@@ -342,3 +342,14 @@ def test_continuity_map_is_bounded_and_keeps_the_latest(pins: list[tuple[bytes, 
     if pins:
         key, account_id = pins[-1]
         assert cmap.get(key, NOW) == account_id
+
+
+def test_an_extended_demotion_wakes_at_its_new_end() -> None:
+    current = {name: account(name) for name in "ab"}
+    router = PoolRouter(PoolPolicy("p", "fill_first"), ["a", "b"], current.get, NOW)
+    current["a"] = account("a", demoted_until=NOW + 10)
+    router.touch("a", NOW)
+    current["a"] = account("a", demoted_until=NOW + 20)  # failed again: the same sort key
+    router.touch("a", NOW + 5)
+    assert router.choose(NOW + 15, limit=2).candidates[0].account_id == "b"
+    assert router.choose(NOW + 21, limit=2).candidates[0].account_id == "a"
