@@ -25,7 +25,10 @@ from pooler.routing.eligibility import (
     request_block,
 )
 from pooler.routing.snapshot import AccountSnapshot, normalize_scope
-from pooler.routing.strategies import STRATEGIES, ChoiceHistory, SortKey, key_least_used
+from pooler.routing.strategies import STRATEGIES, ChoiceHistory, key_least_used
+
+INDEX_BITS = 24  # up to 16 million accounts in one Pool
+INDEX_MASK = (1 << INDEX_BITS) - 1
 
 # Pin outcomes (request_logs.continuity).
 PIN_NONE, PIN_NEW, PIN_KEPT, PIN_MOVED, PIN_DISABLED = "none", "new", "kept", "moved", "disabled"
@@ -93,11 +96,15 @@ class PoolRouter:
     ) -> None:
         self.policy = policy
         self.members = frozenset(members)
+        # Entries are plain ints, (sort key << INDEX_BITS) | the account's index: a sorted
+        # list of ints bisects faster than one of tuples, and ties break by index.
+        self._ids: list[str] = list(dict.fromkeys(members))
+        self._index = {account_id: i for i, account_id in enumerate(self._ids)}
         self.freshness = freshness
         self.history = history or ChoiceHistory()
         self._lookup = lookup
-        self._order: list[tuple[SortKey, str]] = []  # (sort key, account id), sorted
-        self._keys: dict[str, tuple[SortKey, str]] = {}
+        self._order: list[int] = []  # entries, sorted
+        self._keys: dict[str, int] = {}  # account id -> its entry in the order
         self._blocked: dict[str, tuple[str, float | None, str]] = {}  # code, until, label
         self._wakes: list[tuple[float, str]] = []
         self._wake_at: dict[str, float] = {}
@@ -126,7 +133,7 @@ class PoolRouter:
             demoted_until = snapshot.demoted_until
             demoted = demoted_until is not None and demoted_until > now
             key = self._key(snapshot, self.history, policy.weights, 1 if demoted else 0)
-            entry = (key, account_id)
+            entry = key << INDEX_BITS | self._index[account_id]
             if entry == old:  # still in its place (e.g. only its in-flight count moved)
                 if demoted and self._wake_at.get(account_id) != demoted_until:
                     self._wake(account_id, demoted_until)  # type: ignore[arg-type]
@@ -203,7 +210,9 @@ class PoolRouter:
                     exclusions[snapshot.label] = code
             if pin.hard and choice.pin_outcome != PIN_KEPT:
                 return choice  # a hard pin never moves
-        for _, account_id in self._order:
+        ids = self._ids
+        for entry in self._order:
+            account_id = ids[entry & INDEX_MASK]
             if account_id in exclude or (pin is not None and account_id == pin.account_id):
                 continue
             snapshot = self._lookup(account_id)

@@ -42,8 +42,14 @@ _DEMOTED_SHIFT = 160
 
 
 def _used_tenths(s: AccountSnapshot) -> int:
-    """Max used percent in tenths, 0..16383 (evidence is clamped to 1000 %)."""
-    return min(16_383, max(0, round(s.max_used_percent * 10)))
+    """Max used percent in tenths, 0..16383 (evidence is clamped to 1000 %). Written out
+    rather than through `max_used_percent`: it runs on every change of every account."""
+    primary, secondary = s.primary, s.secondary
+    used = primary.used_percent if primary is not None else 0.0
+    if secondary is not None and secondary.used_percent > used:
+        used = secondary.used_percent
+    tenths = int(used * 10.0 + 0.5)
+    return tenths if 0 <= tenths <= 16_383 else (0 if tenths < 0 else 16_383)
 
 
 def _last(history: ChoiceHistory, account_id: str) -> int:
@@ -53,13 +59,9 @@ def _last(history: ChoiceHistory, account_id: str) -> int:
 def key_least_used(
     s: AccountSnapshot, history: ChoiceHistory, weights: Mapping[str, int], demoted: int
 ) -> SortKey:
-    in_flight = min(s.in_flight, (1 << 20) - 1)
-    return (
-        demoted << _DEMOTED_SHIFT
-        | _used_tenths(s) << 84
-        | in_flight << 64
-        | _last(history, s.account_id)
-    )
+    in_flight = s.in_flight if s.in_flight < 1 << 20 else (1 << 20) - 1
+    last = history.last_chosen.get(s.account_id, -1) + 1
+    return demoted << _DEMOTED_SHIFT | _used_tenths(s) << 84 | in_flight << 64 | last
 
 
 def key_round_robin(
