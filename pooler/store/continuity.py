@@ -14,9 +14,10 @@ from pooler.store.common import CONTINUITY_CHANNEL, Conn
 from pooler.store.models import ContinuityPin
 
 
-def upsert_continuity_pins(conn: Conn, rows: Sequence[ContinuityPin]) -> int:
+def upsert_continuity_pins(conn: Conn, rows: Sequence[ContinuityPin], origin: str = "") -> int:
     """Insert or move pins; a pin naming a deleted Pool or account is skipped (the batch
-    still goes in). Announced on CONTINUITY_CHANNEL per Pool. Returns rows written."""
+    still goes in). Announced on CONTINUITY_CHANNEL per Pool as `pool id[/origin]` (a node
+    skips its own announcements). Returns rows written."""
     if not rows:
         return 0
     with conn.cursor() as cur:
@@ -38,8 +39,9 @@ def upsert_continuity_pins(conn: Conn, rows: Sequence[ContinuityPin]) -> int:
             ],
         )
         written = max(cur.rowcount, 0)
+    suffix = f"/{origin}" if origin else ""
     for pool_id in sorted({pin.pool_id for pin in rows}):
-        notify(conn, CONTINUITY_CHANNEL, str(pool_id))
+        notify(conn, CONTINUITY_CHANNEL, f"{pool_id}{suffix}")
     return written
 
 
@@ -51,6 +53,21 @@ def load_continuity_pins(conn: Conn, pool_id: UUID) -> list[ContinuityPin]:
         " WHERE pool_id = %s AND expires_at > now()",
         (pool_id,),
     ).fetchall()
+
+
+def load_continuity_pins_since(
+    conn: Conn, pool_id: UUID, since: datetime | None
+) -> tuple[list[ContinuityPin], datetime | None]:
+    """The Pool's unexpired pins written after `since` (all when None), and the latest
+    write time among them (the next call's `since`)."""
+    rows = conn.execute(
+        "SELECT pool_id, key_digest, account_id, expires_at, updated_at FROM continuity_pins"
+        " WHERE pool_id = %s AND expires_at > now()"
+        " AND updated_at > coalesce(%s::timestamptz, '-infinity')",
+        (pool_id, since),
+    ).fetchall()
+    latest = max((row[4] for row in rows), default=since)
+    return [ContinuityPin(*row[:4]) for row in rows], latest
 
 
 def delete_expired_continuity_pins(conn: Conn, now: datetime | None = None) -> int:

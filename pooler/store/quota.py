@@ -51,8 +51,10 @@ def record_quota(
     account_id: UUID,
     windows: Sequence[WindowRecord],
     credits: CreditsRecord | None = None,
+    origin: str = "",
 ) -> bool:
-    """Store evidence for one account; False when the account no longer exists."""
+    """Store evidence for one account; False when the account no longer exists. Announced
+    on QUOTA_CHANNEL as `account id[/origin]` (a node skips its own announcements)."""
     exists = conn.execute("SELECT 1 FROM upstream_accounts WHERE id = %s", (account_id,))
     if exists.fetchone() is None:
         return False
@@ -101,7 +103,7 @@ def record_quota(
                     credits.observed_at,
                 ),
             )
-    notify(conn, QUOTA_CHANNEL, str(account_id))
+    notify(conn, QUOTA_CHANNEL, f"{account_id}/{origin}" if origin else str(account_id))
     return True
 
 

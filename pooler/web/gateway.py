@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections import Counter
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -46,6 +47,8 @@ WRITE_BEHIND_INTERVAL_S = 0.5
 USAGE_TICK_S = 1.0
 APPLY_CONFIG_TIMEOUT_S = 120.0
 MAX_QUOTA_NOTES_PER_ACCOUNT = 8
+RESTORE_SLICE = 2_000  # pins per RestorePins message
+PINS_READ_OVERLAP = timedelta(seconds=5)
 
 
 class Gateway:
@@ -81,6 +84,9 @@ class Gateway:
         # One write-behind at a time: a flush returns only once what it took, and what an
         # earlier flush had taken, is stored (a caller may rely on it, e.g. before a stop).
         self._write_behind_lock = trio.Lock()
+        # Names this process in its NOTIFY payloads, so it skips its own announcements.
+        self.node_id = os.urandom(6).hex()
+        self._pins_read_up_to: dict[str, datetime] = {}
         self._quota_from_peers: set[str] = set()
         self._pins_from_peers: set[str] = set()
         self._peer_news = trio.Event()
@@ -147,6 +153,9 @@ class Gateway:
         if channel == CONFIG_CHANNEL:
             self._reload_wanted.set()
             return
+        payload, _, origin = payload.partition("/")
+        if origin == self.node_id:
+            return  # this node's own write-behind: it knows already
         if channel == TOKENS_CHANNEL:
             self.supervisor.try_send(m.ForwardToAccount(payload, m.ReloadCredentials()))
             return
@@ -157,22 +166,22 @@ class Gateway:
         self._peer_news.set()
 
     async def _peer_news_loop(self) -> None:
-        """Read back what other nodes (or this one) wrote: quota evidence and pins."""
+        """Read back what other nodes wrote: quota evidence and pins."""
         while True:
             await self._peer_news.wait()
             self._peer_news = trio.Event()
             accounts, self._quota_from_peers = self._quota_from_peers, set()
             pools, self._pins_from_peers = self._pins_from_peers, set()
             try:
-                for account_id in accounts:
-                    if account_id not in self.pool_supervisor.accounts:
-                        continue
-                    pieces = await self.db.run(
-                        partial(runtime_store.load_account_evidence, account_id=account_id)
+                known = [a for a in accounts if a in self.pool_supervisor.accounts]
+                if known:
+                    evidence_by_account = await self.db.run(
+                        partial(runtime_store.load_accounts_evidence, account_ids=known)
                     )
-                    for evidence, observed_at in pieces:
-                        message = m.QuotaEvidence(evidence, observed_at)
-                        self.supervisor.try_send(m.ForwardToAccount(account_id, message))
+                    for account_id, pieces in evidence_by_account.items():
+                        for evidence, observed_at in pieces:
+                            message = m.QuotaEvidence(evidence, observed_at)
+                            self.supervisor.try_send(m.ForwardToAccount(account_id, message))
                 for pool_id in pools:
                     await self.restore_pool_pins(pool_id)
             except Exception as exc:  # the next notification, or a reload, catches up
@@ -258,7 +267,7 @@ class Gateway:
         if not pins:
             return
         try:
-            await self.db.run(lambda conn: runtime_store.store_pins(conn, pins))
+            await self.db.run(lambda conn: runtime_store.store_pins(conn, pins, self.node_id))
         except Exception as exc:  # kept in memory; the next change of each pin retries
             log.warning("continuity write-behind failed: %s", type(exc).__name__)
 
@@ -268,9 +277,19 @@ class Gateway:
             await self.restore_pool_pins(pool_id)
 
     async def restore_pool_pins(self, pool_id: str) -> None:
-        pins = await self.db.run(partial(runtime_store.load_pins, pool_id=pool_id))
-        if pins:
-            await self.supervisor.send(m.RestorePins(pool_id, tuple(pins)))
+        """Read the Pool's pins written since the last read (by other nodes, or before a
+        restart), in slices, so the supervisor never stops routing for long."""
+        since = self._pins_read_up_to.get(pool_id)
+        if since is not None:  # a write stamped earlier may commit after the last read
+            since -= PINS_READ_OVERLAP
+        pins, latest = await self.db.run(
+            partial(runtime_store.load_pins, pool_id=pool_id, since=since)
+        )
+        if latest is not None:
+            self._pins_read_up_to[pool_id] = latest
+        for start in range(0, len(pins), RESTORE_SLICE):
+            piece = tuple(pins[start : start + RESTORE_SLICE])
+            await self.supervisor.send(m.RestorePins(pool_id, piece))
 
     async def flush_quota(self) -> None:
         async with self._write_behind_lock:
@@ -281,7 +300,7 @@ class Gateway:
             return
         dirty, self._dirty_quota = self._dirty_quota, {}
         try:
-            await self.db.run(lambda conn: runtime_store.store_quota(conn, dirty))
+            await self.db.run(lambda conn: runtime_store.store_quota(conn, dirty, self.node_id))
         except Exception as exc:
             log.warning("quota write-behind failed: %s", type(exc).__name__)
             for account_id, notes in dirty.items():

@@ -127,8 +127,12 @@ def quota_snapshot(account_id: str, quota: AccountQuota | None) -> AccountSnapsh
     return snapshot
 
 
-def load_account_evidence(conn: Conn, account_id: str) -> list[tuple[RateLimitSnapshot, float]]:
-    return stored_evidence(quota_store.load_quota(conn, [UUID(account_id)]).get(UUID(account_id)))
+def load_accounts_evidence(
+    conn: Conn, account_ids: Sequence[str]
+) -> dict[str, list[tuple[RateLimitSnapshot, float]]]:
+    """Stored evidence of several accounts at once, one piece per window."""
+    stored = quota_store.load_quota(conn, [UUID(a) for a in account_ids])
+    return {str(account_id): stored_evidence(quota) for account_id, quota in stored.items()}
 
 
 def load_access_token(conn: Conn, keyring: Keyring, account_id: str) -> str:
@@ -205,11 +209,11 @@ def _quota_records(
     return list(windows.values()), credits
 
 
-def store_quota(conn: Conn, notes: dict[str, list[QuotaNote]]) -> None:
+def store_quota(conn: Conn, notes: dict[str, list[QuotaNote]], origin: str = "") -> None:
     for account_id, account_notes in notes.items():
         windows, credits = _quota_records(account_notes)
         if windows or credits is not None:
-            quota_store.record_quota(conn, UUID(account_id), windows, credits)
+            quota_store.record_quota(conn, UUID(account_id), windows, credits, origin)
 
 
 def _uuid(value: str | None) -> UUID | None:
@@ -272,7 +276,7 @@ def write_request_records(conn: Conn, records: Sequence[RequestRecord]) -> None:
         log_store.insert_attempts(conn, attempts)
 
 
-def store_pins(conn: Conn, pins: Sequence[tuple[str, bytes, str, float]]) -> None:
+def store_pins(conn: Conn, pins: Sequence[tuple[str, bytes, str, float]], origin: str = "") -> None:
     from pooler.store.continuity import upsert_continuity_pins
     from pooler.store.models import ContinuityPin
 
@@ -282,13 +286,18 @@ def store_pins(conn: Conn, pins: Sequence[tuple[str, bytes, str, float]]) -> Non
             ContinuityPin(UUID(pool), key, UUID(account), datetime.fromtimestamp(expiry, UTC))
             for pool, key, account, expiry in pins
         ],
+        origin,
     )
 
 
-def load_pins(conn: Conn, pool_id: str) -> list[tuple[bytes, str, float]]:
-    from pooler.store.continuity import load_continuity_pins
+def load_pins(
+    conn: Conn, pool_id: str, since: datetime | None = None
+) -> tuple[list[tuple[bytes, str, float]], datetime | None]:
+    """The Pool's pins written after `since`, and the time to ask from next."""
+    from pooler.store.continuity import load_continuity_pins_since
 
-    return [
-        (bytes(pin.key_digest), str(pin.account_id), pin.expires_at.timestamp())
-        for pin in load_continuity_pins(conn, UUID(pool_id))
+    pins, latest = load_continuity_pins_since(conn, UUID(pool_id), since)
+    found = [
+        (bytes(pin.key_digest), str(pin.account_id), pin.expires_at.timestamp()) for pin in pins
     ]
+    return found, latest
