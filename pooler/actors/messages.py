@@ -215,6 +215,14 @@ class ListSnapshots:
 
 
 @dataclass(frozen=True, slots=True)
+class PoolSnapshots:
+    """The snapshots of one Pool's members (empty for an unknown Pool)."""
+
+    pool_id: str
+    reply_to: ReplyTo[list[AccountSnapshot]]
+
+
+@dataclass(frozen=True, slots=True)
 class CrashAccount:
     """Fault injection: make the account's running actor raise (tests, chaos drills)."""
 

@@ -185,6 +185,10 @@ class PoolSupervisor:
             self._apply_settings(message.settings)
         elif isinstance(message, m.ListSnapshots):
             message.reply_to.send([h.snapshot for h in self.accounts.values()])
+        elif isinstance(message, m.PoolSnapshots):
+            members = self.assignments.get(message.pool_id, ())
+            accounts = self.accounts
+            message.reply_to.send([accounts[a].snapshot for a in members if a in accounts])
         elif isinstance(message, m.CrashAccount):
             handle = self.accounts.get(message.account_id)
             message.reply_to.send(handle is not None and handle.mailbox.try_send(m.InjectCrash()))

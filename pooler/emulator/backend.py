@@ -24,6 +24,11 @@ from pooler.emulator.models import MODELS_BODY, MODELS_ETAG
 from pooler.emulator.rejections import Rejection, bad_request
 from pooler.emulator.state import EmulatorState, Grant
 
+# The faults a compact call can meet: the HTTP-status ones (no stall or cut stream in JSON).
+COMPACT_FAULTS = frozenset(
+    {"usage_limit_429", "rate_limit_429", "server_error_500", "unauthorized_401"}
+)
+
 
 async def _authenticate(state: EmulatorState, scope: Scope, send: Send, now: float) -> Grant | None:
     headers = request_headers(scope)
@@ -83,6 +88,14 @@ async def handle_compact(state: EmulatorState, scope: Scope, receive: Receive, s
         state.record("POST", scope["path"], grant=grant, status=body.status, now=now)
         return await send_rejection(send, body)
     assert isinstance(data, bytes)
+    fault = state.take_fault(grant.account, COMPACT_FAULTS)
+    if fault is not None:
+        rejection = state.fault_rejection(fault, grant.account, now)
+        assert rejection is not None
+        state.record(
+            "POST", scope["path"], grant=grant, status=rejection.status, fault=fault.kind, now=now
+        )
+        return await send_rejection(send, rejection)
     model = body.get("model") if isinstance(body.get("model"), str) else inbound.DEFAULT_MODEL
     turn = Turn(inbound.new_id("resp"), str(model), int(now), max(1, len(data) // 4))
     item = compaction_item(turn)
