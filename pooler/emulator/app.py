@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from pooler.emulator import backend, control, oauth
+from pooler.emulator import backend, control, files, oauth
 from pooler.emulator.asgi import ASGIApp, Receive, Scope, Send, deny_websocket, send_rejection
 from pooler.emulator.rejections import method_not_allowed, not_found
 from pooler.emulator.responses_http import handle_responses
@@ -25,6 +25,9 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/backend-api/api/codex/usage": {"GET": backend.handle_usage},
     "/api/codex/usage": {"GET": backend.handle_usage},
     "/oauth/token": {"POST": oauth.handle_token},
+    files.FILES_PATH: {"POST": files.handle_create},
+    files.TRANSCRIBE_PATH: {"POST": files.handle_transcribe},
+    files.REALTIME_CALLS_PATH: {"POST": files.handle_realtime_call},
 }
 
 
@@ -47,6 +50,10 @@ class EmulatorApp:
         path, method = scope["path"], scope["method"]
         if path.startswith(control.PREFIX):
             return await control.handle_control(self.state, scope, receive, send)
+        if path.startswith(files.FILES_PREFIX):
+            return await files.handle_file_path(self.state, scope, receive, send)
+        if path.startswith(files.UPLOAD_PREFIX) and method == "PUT":
+            return await files.handle_upload(self.state, scope, receive, send)
         methods = ROUTES.get(path)
         if methods is None:
             self.state.record(method, path, status=404, now=time.time())

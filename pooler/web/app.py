@@ -10,8 +10,12 @@ from typing import TYPE_CHECKING
 from pooler.errors import MethodNotAllowed, NotFound, PoolerError
 from pooler.serving import serve_lifespan
 from pooler.web.asgi import Receive, Scope, Send, send_error
+from pooler.web.backend_codex.compact import CompactRoute
 from pooler.web.backend_codex.models import ModelsRoute
+from pooler.web.backend_codex.relay import FILES_PREFIX, relay_routes
 from pooler.web.backend_codex.responses import ResponsesRoute
+from pooler.web.backend_codex.responses_ws import ResponsesWebsocketRoute
+from pooler.web.backend_codex.usage import UsageRoute
 from pooler.web.health import health_route, metrics_route, ready_route
 
 if TYPE_CHECKING:
@@ -19,11 +23,15 @@ if TYPE_CHECKING:
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 log = logging.getLogger("pooler.web")
+WEBSOCKET_PATHS = frozenset({"/backend-api/codex/responses", "/backend-api/codex/v1/responses"})
 
 
 def build_routes(gateway: Gateway) -> dict[str, dict[str, Handler]]:
     responses = ResponsesRoute(gateway)
     models = ModelsRoute(gateway)
+    relays = relay_routes(gateway)
+    compact = CompactRoute(gateway)
+    usage = UsageRoute(gateway)
 
     async def healthz(scope: Scope, receive: Receive, send: Send) -> None:
         await health_route(send)
@@ -37,8 +45,15 @@ def build_routes(gateway: Gateway) -> dict[str, dict[str, Handler]]:
     return {
         "/backend-api/codex/responses": {"POST": responses},
         "/backend-api/codex/v1/responses": {"POST": responses},
+        "/backend-api/codex/responses/compact": {"POST": compact},
+        "/backend-api/codex/v1/responses/compact": {"POST": compact},
         "/backend-api/codex/models": {"GET": models},
         "/backend-api/codex/v1/models": {"GET": models},
+        # Files (`FILES_PREFIX` stands for `…/files/{id}/uploaded`), transcription, realtime.
+        **{path: {"POST": relay} for path, relay in relays.items()},
+        "/backend-api/wham/usage": {"GET": usage},
+        "/wham/usage": {"GET": usage},
+        "/api/codex/usage": {"GET": usage},
         "/healthz": {"GET": healthz},
         "/readyz": {"GET": readyz},
         "/metrics": {"GET": metrics},
@@ -47,11 +62,13 @@ def build_routes(gateway: Gateway) -> dict[str, dict[str, Handler]]:
 
 def build_app(gateway: Gateway) -> Handler:
     routes = build_routes(gateway)
+    websocket_responses = ResponsesWebsocketRoute(gateway)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            methods = routes.get(scope["path"])
+            path = scope["path"]
+            methods = routes.get(FILES_PREFIX if path.startswith(FILES_PREFIX) else path)
             if methods is None:
                 await send_error(send, NotFound(f"no such endpoint: {scope['path']}"))
                 return
@@ -65,7 +82,10 @@ def build_app(gateway: Gateway) -> Handler:
                 return
             await _guarded(handler, scope, receive, send)
         elif kind == "websocket":
-            await _refuse_websocket(scope, receive, send)
+            if scope["path"] in WEBSOCKET_PATHS:
+                await websocket_responses(scope, receive, send)
+            else:
+                await _refuse_websocket(scope, receive, send)
         elif kind == "lifespan":
             await serve_lifespan(receive, send)
 

@@ -29,6 +29,7 @@ from pooler.protocol.ratelimit import RateLimitSnapshot
 from pooler.routing.choose import PoolPolicy
 from pooler.store.common import CONTINUITY_CHANNEL, QUOTA_CHANNEL, TOKENS_CHANNEL
 from pooler.upstream import usage_api
+from pooler.upstream.http1 import UpstreamPool
 from pooler.web import runtime_store
 from pooler.web.admission import Admission
 from pooler.web.keys import KeyCache
@@ -79,6 +80,11 @@ class Gateway:
         self.loop_lag = LoopLagMonitor()
         self.metrics = Metrics(self._metrics_state)
         self._http = httpx.Client(timeout=20.0)
+        # Control-plane calls under /backend-api that no single account's pool serves
+        # (files, transcription); closed with the gateway.
+        self.backend_upstream = UpstreamPool(
+            f"{config.upstream_base_url}/backend-api", max_connections=64, max_idle=8
+        )
         self._reload_wanted = trio.Event()
         self._dirty_quota: dict[str, list[runtime_store.QuotaNote]] = {}
         # One write-behind at a time: a flush returns only once what it took, and what an
@@ -136,6 +142,8 @@ class Gateway:
         finally:
             self.configured = False
             self._http.close()
+            with trio.move_on_after(2, shield=True):
+                await self.backend_upstream.aclose()
 
     async def reload(self) -> None:
         snapshot = await self.db.run(runtime_store.load_runtime)

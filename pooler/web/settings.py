@@ -18,3 +18,5 @@ class GatewaySettings:
     max_error_body_bytes: int = 64 * 1024
     no_backend_retry_after_s: float = 5.0
     continuity_ttl_s: float = 6 * 3600.0
+    # A websocket Responses connection with no frame either way for this long is closed.
+    websocket_idle_timeout_s: float = 30 * 60.0

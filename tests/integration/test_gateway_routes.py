@@ -46,15 +46,20 @@ async def test_health_readiness_and_metrics(db_url: str, tmp_path: Path) -> None
         assert 'codex_pooler_event_loop_lag_seconds{quantile="0.99"}' in metrics
 
 
-async def test_websocket_upgrade_gets_426_so_codex_falls_back_to_http(
-    db_url: str, tmp_path: Path
-) -> None:
+async def test_websocket_upgrade_only_on_the_responses_path(db_url: str, tmp_path: Path) -> None:
+    """Responses accept the upgrade (tests/integration/test_websocket_responses.py); any
+    other path still answers 426, so a client falls back to HTTP at once."""
     async with open_stack(db_url, tmp_path) as stack:
-        url = stack.url.replace("http://", "ws://") + "/backend-api/codex/responses"
+        base = stack.url.replace("http://", "ws://")
+        headers = [(b"authorization", f"Bearer {stack.key}".encode())]
         with trio.fail_after(10):
+            async with trio_websocket.open_websocket_url(
+                base + "/backend-api/codex/responses", extra_headers=headers
+            ):
+                pass
             try:
                 async with trio_websocket.open_websocket_url(
-                    url, extra_headers=[(b"authorization", f"Bearer {stack.key}".encode())]
+                    base + "/backend-api/codex/models", extra_headers=headers
                 ):
                     raise AssertionError("the upgrade should have been refused")
             except trio_websocket.HandshakeError as refused:

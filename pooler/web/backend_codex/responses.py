@@ -21,7 +21,7 @@ from pooler.actors.runtime import ActorDead, CallTimeout, call
 from pooler.errors import BadRequest, InvalidJson, PoolerError, UnsupportedMediaType, UpstreamError
 from pooler.protocol.stream_accounting import StreamAccounting, failed_event
 from pooler.routing.choose import PIN_KEPT, PIN_MOVED
-from pooler.routing.circuit import RESPONSES
+from pooler.routing.circuit import COMPACT, RESPONSES
 from pooler.upstream.errors import UpstreamTransportError
 from pooler.web.asgi import (
     ClientDisconnected,
@@ -73,6 +73,14 @@ def parse_payload(body: bytes) -> dict[str, Any]:
     return payload
 
 
+def is_compaction(payload: dict[str, Any]) -> bool:
+    """A turn asking the server to compact: its input holds a `compaction_trigger` item."""
+    items = payload.get("input")
+    return isinstance(items, list) and any(
+        isinstance(item, dict) and item.get("type") == "compaction_trigger" for item in items
+    )
+
+
 SESSION_HEADERS = (b"session-id", b"session_id", b"x-codex-window-id")
 LATER_CONTINUITY_HEADERS = (
     (b"thread-id", "thread"),
@@ -91,7 +99,7 @@ def continuity_keys(
     hard = (
         continuity_digest("response_id", previous)
         if isinstance(previous, str) and previous
-        else None
+        else _file_key(payload)
     )
     keys: list[bytes] = []
     cache_key = payload.get("prompt_cache_key")
@@ -107,6 +115,20 @@ def continuity_keys(
         if value:
             keys.append(continuity_digest(kind, value.decode("latin-1")))
     return hard, tuple(keys)
+
+
+def _file_key(payload: dict[str, Any]) -> bytes | None:
+    """A file uploaded through one account is usable on that account only: the first
+    `input_file` part naming a `file_id` pins the request there (relay.py pins it)."""
+    items = payload.get("input")
+    for item in items if isinstance(items, list) else ():
+        content = item.get("content") if isinstance(item, dict) else None
+        for part in content if isinstance(content, list) else ():
+            if isinstance(part, dict) and part.get("type") == "input_file":
+                file_id = part.get("file_id")
+                if isinstance(file_id, str) and file_id:
+                    return continuity_digest("file", file_id)
+    return None
 
 
 def streaming_body(body: bytes, payload: dict[str, Any]) -> bytes:
@@ -147,6 +169,8 @@ class ResponsesRoute:
             )
             payload = parse_payload(body)
             record.model = payload["model"]
+            if is_compaction(payload):  # remote compaction v2 (protocol §1.4)
+                record.route = COMPACT
             record.stream = payload.get("stream") is True
             if not record.stream:
                 body = streaming_body(body, payload)

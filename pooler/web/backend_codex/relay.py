@@ -1,0 +1,291 @@
+"""Files, transcription and realtime calls: opaque request/answer relays through a Pool
+account (protocol §1.8, §1.9).
+
+Bodies (file metadata, audio, SDP) are held in memory for one request only, bounded by the
+size limit (413 over it), so that an attempt can fail over before the first byte; they are
+never logged or stored. A file created through an account is pinned to it (a hard
+continuity key), so finalizing it and `/responses` requests that reference it go there.
+
+The blob upload itself (`PUT upload_url`) does not pass through the gateway: the upstream
+hands out a signed storage URL that needs no account credentials, relayed unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import orjson
+import trio
+
+from pooler.actors import messages as m
+from pooler.errors import NotFound, PoolerError, UpstreamError
+from pooler.routing.circuit import CONTROL, RESPONSES
+from pooler.upstream.errors import UpstreamTransportError
+from pooler.upstream.http1 import UpstreamPool, UpstreamResponse
+from pooler.web.asgi import ClientDisconnected, Receive, Scope, Send, header, read_body, send_error
+from pooler.web.backend_codex.upstream_exchange import (
+    FORWARDED_REQUEST_HEADERS,
+    classify_failure,
+    relayed_response_headers,
+)
+from pooler.web.leasing import (
+    LeaseAttempts,
+    continuity_digest,
+    lease_account,
+    no_account_error,
+    pin,
+    release,
+)
+from pooler.web.request_record import AttemptRecord, RequestRecord
+
+if TYPE_CHECKING:
+    from pooler.web.gateway import Gateway
+
+log = logging.getLogger("pooler.web.relay")
+
+FILES_PATH = "/backend-api/files"
+FILES_PREFIX = FILES_PATH + "/"
+TRANSCRIBE_PATH = "/backend-api/transcribe"
+REALTIME_CALLS_PATH = "/backend-api/codex/realtime/calls"
+MAX_FILES_BODY = 64 * 1024
+MAX_FILE_ID = 200
+# The answer headers a client of these routes needs, besides the `x-codex-*` family.
+KEPT_RESPONSE_HEADERS = frozenset({b"content-type", b"location", b"etag"})
+SENT_REQUEST_HEADERS = FORWARDED_REQUEST_HEADERS | {b"content-type", b"accept"}
+
+
+def file_key(file_id: str) -> bytes:
+    return continuity_digest("file", file_id)
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySpec:
+    """What one relayed route is: its log name, upstream target, limits and pinning."""
+
+    route: str
+    route_class: str
+    max_body: int | None  # None: the gateway's max_body_bytes
+    failover: bool = True
+
+
+class _Sent(Exception):
+    """The answer has been sent (internal: ends the attempt loop)."""
+
+
+class RelayRoute:
+    """One opaque relay: authenticate, lease (fail over before the first byte), relay."""
+
+    def __init__(self, gateway: Gateway, spec: RelaySpec, backend: UpstreamPool) -> None:
+        self.gw = gateway
+        self.spec = spec
+        self.backend = backend  # the ChatGPT backend base (`…/backend-api`), for all accounts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gw, spec = self.gw, self.spec
+        record = RequestRecord(request_id=gw.new_request_id(), route=spec.route, transport="http")
+        agent = header(scope, b"user-agent")
+        record.user_agent = agent.decode("latin-1")[:200] if agent else None
+        extra = [(b"x-request-id", record.request_id.encode())]
+        try:
+            key, pool = gw.keys.authenticate(header(scope, b"authorization"))
+            record.pool_id, record.key_prefix = pool.pool_id, key.prefix
+            target, hard_key = self.target(scope)
+            limit = spec.max_body if spec.max_body is not None else gw.settings.max_body_bytes
+            body = await read_body(receive, limit)
+            attempts = LeaseAttempts(pool.pool_id, (), hard_key, route_class=spec.route_class)
+            async with gw.admission.admit("responses"):
+                await self._attempts(scope, send, record, attempts, target, body)
+        except ClientDisconnected:
+            record.finish(499, "client_disconnected")
+        except PoolerError as error:
+            record.finish(error.status, "rejected", error.code)
+            with contextlib.suppress(Exception):  # the answer may have started already
+                await send_error(send, error, extra)
+        finally:
+            gw.log_request(record)
+
+    def target(self, scope: Scope) -> tuple[str, bytes | None]:
+        """The upstream path (relative to the ChatGPT backend) and the hard pin, if any."""
+        path: str = scope["path"]
+        if path.startswith(FILES_PREFIX):
+            file_id, _, action = path.removeprefix(FILES_PREFIX).partition("/")
+            if action != "uploaded" or not file_id or len(file_id) > MAX_FILE_ID:
+                raise NotFound(f"no such endpoint: {path}")
+            return f"/files/{file_id}/uploaded", file_key(file_id)
+        return path.removeprefix("/backend-api"), None
+
+    async def _attempts(
+        self,
+        scope: Scope,
+        send: Send,
+        record: RequestRecord,
+        attempts: LeaseAttempts,
+        target: str,
+        body: bytes,
+    ) -> None:
+        gw = self.gw
+        base = [(k, v) for k, v in scope["headers"] if k in SENT_REQUEST_HEADERS]
+        budget = gw.pool_policy(attempts.pool_id).retry_budget if self.spec.failover else 0
+        last_failure: str | None = None
+        while len(record.attempts) < 1 + budget:
+            lease = await lease_account(
+                gw.supervisor, attempts, timeout=gw.settings.lease_timeout_s
+            )
+            if lease is None:
+                break
+            try:
+                last_failure = await self._attempt(lease, base, target, body, record, send)
+            except _Sent:
+                return
+            record.retries = len(record.attempts)
+            attempts.tried.add(lease.account_id)
+            attempts.exclusions[lease.label] = last_failure
+        if last_failure is not None and attempts.hard_key is None:
+            raise UpstreamError(
+                f"the upstream request failed on every account tried ({last_failure})",
+                retry_after=gw.settings.no_backend_retry_after_s,
+            )
+        raise no_account_error(attempts, gw.settings.no_backend_retry_after_s)
+
+    async def _attempt(
+        self,
+        lease: m.Lease,
+        base: list[tuple[bytes, bytes]],
+        target: str,
+        body: bytes,
+        record: RequestRecord,
+        send: Send,
+    ) -> str:
+        """A failure code to fail over with; raises _Sent once the client has its answer."""
+        settings = self.gw.settings
+        attempt = AttemptRecord(
+            len(record.attempts) + 1, lease.account_id, lease.label, trio.current_time()
+        )
+        record.attempts.append(attempt)
+        record.account_id, record.account_label = lease.account_id, lease.label
+        outcome = m.Outcome(m.CANCELLED)
+        code: str | None = None
+        headers = [
+            *base,
+            (b"authorization", b"Bearer " + lease.access_token.encode()),
+            (b"chatgpt-account-id", lease.chatgpt_account_id.encode()),
+        ]
+        # The account's own pool is based at `…/backend-api/codex`; files and transcription
+        # live beside it, on the shared backend pool.
+        upstream, path = (
+            (lease.upstream, target.removeprefix("/codex"))
+            if target.startswith("/codex/")
+            else (self.backend, target)
+        )
+        try:
+            try:
+                with trio.fail_after(settings.upstream_first_byte_timeout_s):
+                    context = upstream.request("POST", path, headers, body)
+                    response = await context.__aenter__()
+            except trio.TooSlowError:
+                outcome, code = m.Outcome(m.TIMEOUT), "upstream_timeout"
+                return code
+            except UpstreamTransportError as exc:
+                outcome, code = m.Outcome(m.TRANSPORT_ERROR), f"upstream_{type(exc).__name__}"
+                return code
+            try:
+                attempt.status_code = response.status
+                if response.status >= 400:
+                    error_body = b""
+                    with trio.move_on_after(settings.upstream_idle_timeout_s):
+                        with contextlib.suppress(UpstreamTransportError):
+                            error_body = await response.read()
+                    failure = classify_failure(response.status, response.headers, error_body)
+                    outcome, code = failure.outcome, failure.error_code
+                    failover = outcome.kind in m.FAILOVER_KINDS or outcome.kind == m.UNAUTHORIZED
+                    if failover and self.spec.failover:
+                        return code
+                    record.finish(response.status, "upstream_client_error", code)
+                    await self._answer(send, record, response.status, response.headers, error_body)
+                    raise _Sent
+                outcome = await self._relay(lease, response, record, send)
+                raise _Sent
+            finally:
+                await context.__aexit__(None, None, None)
+        finally:
+            attempt.duration_ms = (trio.current_time() - attempt.started_at) * 1000.0
+            attempt.outcome = outcome.kind
+            attempt.error_code = code
+            release(lease, outcome)
+
+    async def _relay(
+        self, lease: m.Lease, response: UpstreamResponse, record: RequestRecord, send: Send
+    ) -> m.Outcome:
+        """A 2xx/3xx answer: relayed chunk by chunk (a file creation is read whole: its
+        small JSON names the file id to pin)."""
+        status: int = response.status
+        headers: list[tuple[bytes, bytes]] = response.headers
+        idle = self.gw.settings.upstream_idle_timeout_s
+        if self.spec.route == "files":
+            with trio.fail_after(idle):
+                body = await response.read()
+            self._pin_created_file(lease, record, body)
+            record.finish(status, "completed")
+            await self._answer(send, record, status, headers, body)
+            return m.Outcome(m.OK, status, tuple(headers))
+        kept = self._kept_headers(record, headers)
+        await send({"type": "http.response.start", "status": status, "headers": kept})
+        record.mark_first_byte()
+        broken: str | None = None
+        with trio.move_on_after(idle) as scope:
+            try:
+                async for chunk in response.aiter_bytes():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    scope.deadline = trio.current_time() + idle
+            except UpstreamTransportError:
+                broken = "upstream_stream_broken"
+        if scope.cancelled_caught:
+            broken = "stream_idle_timeout"
+        record.finish(status, "completed" if broken is None else "stream_failed", broken)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        kind = m.OK if broken is None else m.STREAM_FAILED
+        return m.Outcome(kind, status, tuple(headers))
+
+    def _pin_created_file(self, lease: m.Lease, record: RequestRecord, body: bytes) -> None:
+        try:
+            file_id = orjson.loads(body).get("file_id")
+        except (orjson.JSONDecodeError, AttributeError):
+            file_id = None
+        if isinstance(file_id, str) and file_id and record.pool_id is not None:
+            pin(self.gw.supervisor, record.pool_id, (file_key(file_id),), lease.account_id)
+
+    def _kept_headers(
+        self, record: RequestRecord, headers: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]]:
+        kept = [(k, v) for k, v in headers if k in KEPT_RESPONSE_HEADERS]
+        kept.extend(relayed_response_headers(headers))
+        kept.append((b"x-request-id", record.request_id.encode()))
+        return kept
+
+    async def _answer(
+        self,
+        send: Send,
+        record: RequestRecord,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> None:
+        record.mark_first_byte()
+        kept = [*self._kept_headers(record, headers), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": status, "headers": kept})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def relay_routes(gateway: Gateway) -> dict[str, RelayRoute]:
+    """The relayed routes by path; `FILES_PREFIX` is the finalize route (`{id}/uploaded`)."""
+    backend = gateway.backend_upstream
+    specs = {
+        FILES_PATH: RelaySpec("files", CONTROL, MAX_FILES_BODY),
+        FILES_PREFIX: RelaySpec("files", CONTROL, MAX_FILES_BODY, failover=False),
+        TRANSCRIBE_PATH: RelaySpec("transcribe", CONTROL, None),
+        REALTIME_CALLS_PATH: RelaySpec("realtime_calls", RESPONSES, None),
+    }
+    return {path: RelayRoute(gateway, spec, backend) for path, spec in specs.items()}

@@ -1,0 +1,193 @@
+"""Websocket Responses through the gateway: turns, accounting, refusals, disconnects."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio_websocket
+from faults.helpers import arm, handle_of, no_leaks
+from harness import Stack, open_stack, responses_body
+
+from pooler.web.settings import GatewaySettings
+
+DEADLINE = 30
+
+
+def ws_url(stack: Stack, path: str = "/backend-api/codex/responses") -> str:
+    return str(stack.url).replace("http://", "ws://") + path
+
+
+def auth(key: str) -> list[tuple[bytes, bytes]]:
+    return [(b"authorization", f"Bearer {key}".encode()), (b"session-id", b"sess-ws-test")]
+
+
+async def turn(ws: trio_websocket.WebSocketConnection, **body: Any) -> list[dict[str, Any]]:
+    await ws.send_message(json.dumps({"type": "response.create", **body}))
+    events: list[dict[str, Any]] = []
+    while not events or events[-1]["type"] not in ("response.completed", "error"):
+        events.append(json.loads(await ws.get_message()))
+    return events
+
+
+async def log_rows(stack: Stack) -> list[tuple[Any, ...]]:
+    return list(
+        await stack.database.run(
+            lambda conn: conn.execute(
+                "SELECT transport, status_code, outcome, input_tokens, output_tokens, account_id"
+                " FROM request_logs ORDER BY created_at"
+            ).fetchall()
+        )
+    )
+
+
+async def test_two_turns_over_one_websocket_are_each_logged(db_url: str, tmp_path: Path) -> None:
+    async with open_stack(db_url, tmp_path) as stack:
+        with trio.fail_after(DEADLINE):
+            async with trio_websocket.open_websocket_url(
+                ws_url(stack), extra_headers=auth(stack.key)
+            ) as ws:
+                first = await turn(ws, **responses_body("Reply with exactly: one"))
+                assert first[0]["type"] == "codex.rate_limits"
+                assert first[-1]["type"] == "response.completed"
+                follow_up = responses_body("Reply with exactly: two")
+                follow_up["previous_response_id"] = first[-1]["response"]["id"]
+                second = await turn(ws, **follow_up)
+                assert second[-1]["type"] == "response.completed"
+                assert second[-2]["item"]["content"][0]["text"] == "two"
+            await stack.wait_for_logs(2)
+        upstream = await stack.upstream_requests()
+        assert {r["transport"] for r in upstream} == {"websocket"}
+        assert [r["status"] for r in upstream] == [101, 200, 200]
+        rows = await log_rows(stack)
+        assert [(r[0], r[1], r[2]) for r in rows] == [("websocket", 200, "completed")] * 2
+        assert all(r[3] and r[4] for r in rows)  # usage from each turn's terminal event
+        assert len({r[5] for r in rows}) == 1  # one socket, one account
+        account = handle_of(stack, str(rows[0][5]))
+        with trio.fail_after(5):
+            while account.snapshot.in_flight:
+                await trio.sleep(0.02)
+
+
+async def test_v1_alias_serves_websockets(db_url: str, tmp_path: Path) -> None:
+    async with open_stack(db_url, tmp_path) as stack, stack.client():
+        with trio.fail_after(DEADLINE):
+            async with trio_websocket.open_websocket_url(
+                ws_url(stack, "/backend-api/codex/v1/responses"), extra_headers=auth(stack.key)
+            ) as ws:
+                events = await turn(ws, **responses_body())
+                assert events[-1]["type"] == "response.completed"
+
+
+async def test_upstream_426_makes_the_client_fall_back(db_url: str, tmp_path: Path) -> None:
+    async with open_stack(db_url, tmp_path) as stack:
+        for account in stack.emulator.accounts:
+            await stack.fault(str(account.label), "ws_upgrade_426")
+        with trio.fail_after(DEADLINE), pytest.raises(trio_websocket.ConnectionRejected) as refused:
+            async with trio_websocket.open_websocket_url(
+                ws_url(stack), extra_headers=auth(stack.key)
+            ):
+                pass
+        assert refused.value.status_code == 426
+        assert refused.value.body is not None
+        assert json.loads(refused.value.body)["error"]["code"] == "websocket_unsupported"
+        # The lease went back: nothing is in flight anywhere.
+        for handle in stack.gateway.pool_supervisor.accounts.values():
+            with trio.fail_after(5):
+                while handle.snapshot.in_flight:
+                    await trio.sleep(0.02)
+
+
+async def test_bad_key_is_refused_on_the_handshake(db_url: str, tmp_path: Path) -> None:
+    async with open_stack(db_url, tmp_path) as stack:
+        with trio.fail_after(DEADLINE), pytest.raises(trio_websocket.ConnectionRejected) as refused:
+            async with trio_websocket.open_websocket_url(
+                ws_url(stack), extra_headers=auth("cpk_not-a-key")
+            ):
+                pass
+        assert refused.value.status_code == 401
+        assert await stack.upstream_requests() == []
+
+
+async def test_client_disconnect_mid_turn_closes_upstream_and_releases(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with no_leaks(), open_stack(db_url, tmp_path) as stack:
+        for account in stack.emulator.accounts:
+            await arm(stack, str(account.label), "stall", stall_seconds=20)
+        with trio.fail_after(DEADLINE):
+            async with trio_websocket.open_websocket_url(
+                ws_url(stack), extra_headers=auth(stack.key)
+            ) as ws:
+                body = {"type": "response.create", **responses_body()}
+                await ws.send_message(json.dumps(body))
+                while not await stack.upstream_requests():
+                    await trio.sleep(0.02)
+                while len(await stack.upstream_requests()) < 2:  # the stalled turn
+                    await trio.sleep(0.02)
+            await stack.wait_for_logs(1)
+            handles = list(stack.gateway.pool_supervisor.accounts.values())
+            while any(h.snapshot.in_flight for h in handles):
+                await trio.sleep(0.02)
+        rows = await log_rows(stack)
+        assert [(r[0], r[1], r[2]) for r in rows] == [("websocket", 499, "client_disconnected")]
+        upstream = await stack.upstream_requests()
+        assert [r["status"] for r in upstream] == [101, None]  # the stall never answered
+
+
+async def close_code_mid_turn(stack: Stack) -> int | None:
+    """Start a turn and read until the gateway closes the socket: its close code."""
+    async with trio_websocket.open_websocket_url(
+        ws_url(stack), extra_headers=auth(stack.key)
+    ) as ws:
+        await ws.send_message(json.dumps({"type": "response.create", **responses_body()}))
+        try:
+            while True:
+                await ws.get_message()
+        except trio_websocket.ConnectionClosed as closed:
+            return closed.reason.code if closed.reason else None
+
+
+async def test_upstream_failure_closes_the_client_with_1011(db_url: str, tmp_path: Path) -> None:
+    async with no_leaks(), open_stack(db_url, tmp_path) as stack:
+        for account in stack.emulator.accounts:
+            await stack.fault(str(account.label), "disconnect_mid_stream")
+        with trio.fail_after(DEADLINE):
+            assert await close_code_mid_turn(stack) == 1011
+            await stack.wait_for_logs(1)
+            handles = list(stack.gateway.pool_supervisor.accounts.values())
+            while any(h.snapshot.in_flight for h in handles):
+                await trio.sleep(0.02)
+        rows = await log_rows(stack)
+        assert [(r[0], r[1], r[2]) for r in rows] == [("websocket", 200, "stream_failed")]
+
+
+async def close_code_after_one_turn(stack: Stack) -> int | None:
+    """One turn, then wait for the gateway to close the socket: its close code. A helper,
+    so the client connection (which waits for the server's TCP close and leaves its socket
+    to the collector) is unreferenced once it returns."""
+    async with trio_websocket.open_websocket_url(
+        ws_url(stack), extra_headers=auth(stack.key)
+    ) as ws:
+        events = await turn(ws, **responses_body())
+        assert events[-1]["type"] == "response.completed"
+        try:
+            await ws.get_message()
+        except trio_websocket.ConnectionClosed as closed:
+            return closed.reason.code if closed.reason else None
+    raise AssertionError("the socket should have been closed")
+
+
+async def test_idle_websocket_is_closed(db_url: str, tmp_path: Path) -> None:
+    settings = GatewaySettings(websocket_idle_timeout_s=0.5)
+    async with no_leaks(), open_stack(db_url, tmp_path, settings=settings) as stack:
+        with trio.fail_after(DEADLINE):
+            assert await close_code_after_one_turn(stack) == 1000
+            handles = list(stack.gateway.pool_supervisor.accounts.values())
+            while any(h.snapshot.in_flight for h in handles):
+                await trio.sleep(0.02)
+        upstream = await stack.upstream_requests()
+        assert [r["status"] for r in upstream] == [101, 200]
