@@ -10,6 +10,8 @@ import json
 import time
 from typing import Any
 
+import orjson
+
 from pooler.protocol.ratelimit import (
     RateLimitSnapshot,
     merge_snapshots,
@@ -58,7 +60,7 @@ class StreamAccounting:
         if not data or data.startswith(_SKIP_PREFIXES):
             return
         try:
-            parsed = json.loads(data)
+            parsed = orjson.loads(data)
         except ValueError:
             return
         if not isinstance(parsed, dict):

@@ -6,10 +6,10 @@ added latency for every request.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
+import orjson
 import zstandard
 
 from pooler.errors import BadRequest, BodyTooLarge, PoolerError
@@ -84,7 +84,7 @@ async def send_json(
     payload: Any,
     headers: Iterable[tuple[bytes, bytes]] = (),
 ) -> None:
-    body = json.dumps(payload, separators=(",", ":")).encode()
+    body = orjson.dumps(payload)
     await send_bytes(send, status, body, [*JSON_HEADERS, *headers])
 
 
