@@ -179,6 +179,9 @@ class AccountActor:
             self._publish(self.state.snapshot)  # circuit views follow the new limits
         elif isinstance(message, m.InjectCrash):
             raise RuntimeError("injected crash")
+        elif isinstance(message, m.SetModels):
+            if message.models != self.state.snapshot.models:
+                self._set(models=message.models)
         elif isinstance(message, m.GetSnapshot):
             message.reply_to.send(self.state.snapshot)
         else:

@@ -123,6 +123,13 @@ class CredentialsLoaded:
 
 
 @dataclass(frozen=True, slots=True)
+class SetModels:
+    """The model slugs (normalized) the account's upstream catalog lists; None: unknown."""
+
+    models: frozenset[str] | None
+
+
+@dataclass(frozen=True, slots=True)
 class GetSnapshot:
     reply_to: ReplyTo[AccountSnapshot]
 

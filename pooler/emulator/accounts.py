@@ -50,6 +50,7 @@ class FakeAccount:
     prompt_cache: PromptCache = field(default_factory=PromptCache)
     families: dict[str, LimitFamily] = field(default_factory=dict)  # family id -> limit
     reporting: Reporting = field(default_factory=Reporting)
+    models: tuple[str, ...] | None = None  # the slugs it serves; None: the default catalog
 
     @property
     def identity(self) -> Identity:
@@ -80,6 +81,7 @@ class FakeAccount:
         self.prompt_cache.clear()
         self.families.clear()
         self.reporting = Reporting()
+        self.models = None
 
     def family_for(self, model: str) -> LimitFamily | None:
         """The extra limit family a request for `model` counts against, if any."""

@@ -20,7 +20,7 @@ from pooler.emulator.asgi import (
     send_rejection,
 )
 from pooler.emulator.events import Turn, compaction_item, usage_dict
-from pooler.emulator.models import MODELS_BODY, MODELS_ETAG
+from pooler.emulator.models import catalog_for
 from pooler.emulator.rejections import Rejection, bad_request
 from pooler.emulator.state import EmulatorState, Grant
 
@@ -51,13 +51,14 @@ async def handle_models(state: EmulatorState, scope: Scope, receive: Receive, se
         state.record("GET", scope["path"], grant=grant, status=400, now=now)
         missing = bad_request("client_version is required", param="client_version")
         return await send_rejection(send, missing)
-    etag = (b"etag", MODELS_ETAG.encode())
-    if request_headers(scope).get(b"if-none-match") == MODELS_ETAG:
+    body, tag = catalog_for(grant.account.models)
+    etag = (b"etag", tag.encode())
+    if request_headers(scope).get(b"if-none-match") == tag:
         state.record("GET", scope["path"], grant=grant, status=304, now=now)
         await send({"type": "http.response.start", "status": 304, "headers": [etag]})
         return await send({"type": "http.response.body", "body": b""})
     state.record("GET", scope["path"], grant=grant, status=200, now=now)
-    await send_bytes(send, 200, MODELS_BODY, [JSON, etag])
+    await send_bytes(send, 200, body, [JSON, etag])
 
 
 async def handle_usage(state: EmulatorState, scope: Scope, receive: Receive, send: Send) -> None:

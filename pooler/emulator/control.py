@@ -8,7 +8,8 @@ and how an account reports it.
                                "family"?, "limit_name"?}: with `family` (e.g.
                                `codex_bengalfox`) an extra, model-scoped limit family
     POST /_emulator/accounts  {"account_id", "quiet_headers"?, "rate_limits_event"?,
-                               "usage_delay_ms"?}
+                               "usage_delay_ms"?, "models"? (the slugs its /models lists and
+                               its turns accept; null: the default catalog)}
     POST /_emulator/reset     everything back to the start (tokens stay valid)
     GET  /_emulator/faults | requests | accounts
 """
@@ -123,6 +124,13 @@ def set_reporting(
         if not _is_number(delay) or delay < 0:
             return bad_request("usage_delay_ms must be a number >= 0", param="usage_delay_ms")
         changes["usage_delay_s"] = float(delay) / 1000
+    models = body.get("models", ...)
+    if models is not ... and models is not None:
+        if not isinstance(models, list) or not all(isinstance(x, str) and x for x in models):
+            return bad_request("models must be a list of model slugs", param="models")
+        models = tuple(dict.fromkeys(models))
+    if models is not ...:
+        account.models = models
     account.reporting = replace(account.reporting, **changes)
     return _view_of(state, account, now)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import lru_cache
 from typing import Any
 
 _LEVELS = [
@@ -48,8 +49,37 @@ MODELS: list[dict[str, Any]] = [
     model_info("gpt-5.4", "GPT-5.4", 1),
     model_info("gpt-5.4-mini", "GPT-5.4 mini", 2),
     model_info("gpt-5.3-codex", "GPT-5.3 Codex", 3, visible=False),
+    # Served with its own limit family on the real backend (`x-codex-bengalfox-*`).
+    model_info("gpt-5.3-codex-spark", "GPT-5.3-Codex-Spark", 4),
 ]
 MODEL_SLUGS = frozenset(m["slug"] for m in MODELS)
 
 MODELS_BODY = json.dumps({"models": MODELS}, separators=(",", ":")).encode()
 MODELS_ETAG = '"' + hashlib.sha256(MODELS_BODY).hexdigest()[:32] + '"'
+
+_BY_SLUG = {str(m["slug"]): m for m in MODELS}
+
+
+def catalog_for(slugs: tuple[str, ...] | None) -> tuple[bytes, str]:
+    """The `/models` body and its ETag for an account serving `slugs` (None: the default
+    catalog). A slug outside the default catalog gets a generated ModelInfo."""
+    if slugs is None:
+        return MODELS_BODY, MODELS_ETAG
+    return _catalog_for(slugs)
+
+
+@lru_cache(maxsize=64)
+def _catalog_for(slugs: tuple[str, ...]) -> tuple[bytes, str]:
+    models = [_BY_SLUG.get(slug) or model_info(slug, slug, 10 + i) for i, slug in enumerate(slugs)]
+    body = json.dumps({"models": models}, separators=(",", ":")).encode()
+    return body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def model_not_found(model: str) -> tuple[int, str, str]:
+    """What the backend answers a turn for a model the account cannot use: (status, code,
+    message). The exact real body is not captured (protocol §4.2: a 400 is fatal)."""
+    return (
+        400,
+        "model_not_found",
+        f"The model `{model}` does not exist or you do not have access to it.",
+    )

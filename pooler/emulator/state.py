@@ -21,6 +21,7 @@ from pooler.emulator.faults import (
     Fault,
     FaultPlan,
 )
+from pooler.emulator.models import model_not_found
 from pooler.emulator.prompt_cache import CacheRules
 from pooler.emulator.tokens import TokenSet, mint_token_set
 from pooler.emulator.usage import (
@@ -282,7 +283,11 @@ class EmulatorState:
     def admit_response(
         self, account: FakeAccount, now: float, model: str = "", *, quiet: bool = False
     ) -> tuple[rj.Rejection | None, Fault | None]:
-        """Before answering a turn: an armed fault first, then a full quota window."""
+        """Before answering a turn: a model the account lacks, an armed fault, then a full
+        quota window."""
+        if account.models is not None and model and model not in account.models:
+            status, code, message = model_not_found(model)
+            return rj.rejection(status, code, message, param="model"), None
         fault = self.faults.take(account.account_id, RESPONSE_FAULTS)
         if fault is not None:
             return self.fault_rejection(fault, account, now, quiet=quiet), fault
@@ -372,6 +377,7 @@ def _account_view(a: FakeAccount, now: float) -> dict[str, Any]:
         "account_id": a.account_id,
         "email": a.email,
         "plan_type": a.plan_type,
+        "models": None if a.models is None else list(a.models),
         "primary_used_percent": primary.used_percent,
         "secondary_used_percent": secondary.used_percent,
         "primary_reset_at": primary.reset_at,

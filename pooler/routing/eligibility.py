@@ -23,6 +23,7 @@ AT_CAPACITY = "at_capacity"
 CIRCUIT_OPEN = "circuit_open"
 CIRCUIT_PROBE_IN_FLIGHT = "circuit_probe_in_flight"
 EXCLUDED = "already_tried"
+MODEL_NOT_SUPPORTED = "model_not_supported"
 
 QUOTA_CODES = frozenset(
     {USAGE_LIMIT_REACHED, QUOTA_EXHAUSTED, QUOTA_WEEKLY_EXHAUSTED, QUOTA_MODEL_EXHAUSTED}
@@ -113,6 +114,9 @@ def request_block(
             return CIRCUIT_OPEN, circuit.open_until
         if circuit.probing:
             return CIRCUIT_PROBE_IN_FLIGHT, None
+    models = snapshot.models
+    if models is not None and model_scope and model_scope not in models:
+        return MODEL_NOT_SUPPORTED, None
     for limit in snapshot.scoped:
         if limit.scope != model_scope:
             continue

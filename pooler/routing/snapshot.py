@@ -57,6 +57,9 @@ class AccountSnapshot:
     demoted_until: float | None = None  # a recent failure: to the back of the order until
     circuits: Mapping[str, CircuitView] = field(default_factory=dict)  # route class -> view
     alive: bool = True
+    # The model slugs (normalize_scope'd) the account's upstream catalog lists; None: not
+    # known yet, every model allowed.
+    models: frozenset[str] | None = None
 
     @property
     def max_used_percent(self) -> float:

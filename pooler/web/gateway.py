@@ -32,6 +32,7 @@ from pooler.upstream import usage_api
 from pooler.upstream.http1 import UpstreamPool
 from pooler.web import runtime_store
 from pooler.web.admission import Admission
+from pooler.web.catalog import CATALOG_REFRESH_S, ModelCatalog
 from pooler.web.keys import KeyCache
 from pooler.web.loop_lag import LoopLagMonitor
 from pooler.web.metrics import Metrics
@@ -76,6 +77,7 @@ class Gateway:
             continuity_ttl=self.settings.continuity_ttl_s,
         )
         self.supervisor = self.pool_supervisor.mailbox
+        self.catalog = ModelCatalog(self.pool_supervisor)
         self.log_writer: LogWriter[RequestRecord] = LogWriter(self._write_logs)
         self.loop_lag = LoopLagMonitor()
         self.metrics = Metrics(self._metrics_state)
@@ -100,6 +102,7 @@ class Gateway:
             [
                 Job("usage_tick", USAGE_TICK_S, self._usage_tick),
                 Job("write_behind", WRITE_BEHIND_INTERVAL_S, self.flush_write_behind),
+                Job("model_catalog", CATALOG_REFRESH_S, self.catalog.refresh, timeout_s=120.0),
             ]
         )
 
@@ -136,6 +139,7 @@ class Gateway:
                 nursery.start_soon(self._reload_loop)
                 nursery.start_soon(self._peer_news_loop)
                 await nursery.start(self.scheduler.run)
+                nursery.start_soon(self._first_catalog)
                 nursery.start_soon(self.loop_lag.run)
                 self.configured = True
                 task_status.started()
@@ -257,6 +261,12 @@ class Gateway:
         # Not abandoned on cancel: the call has its own timeout, and a thread left running
         # would hold a socket past the gateway's life.
         return await trio.to_thread.run_sync(fetch)
+
+    async def _first_catalog(self) -> None:
+        try:
+            await self.catalog.refresh()
+        except Exception as exc:  # the Scheduler's job tries again
+            log.warning("model catalog refresh failed: %s", type(exc).__name__)
 
     async def _usage_tick(self) -> None:
         self.supervisor.try_send(m.UsageTick())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pooler.crypto import key_digest
@@ -36,10 +37,24 @@ class KeyCache:
         self._secret = secret_key
         self._keys: dict[bytes, KeyInfo] = {}
         self._pools: dict[str, PoolInfo] = {}
+        self._valid_ids: frozenset[str] = frozenset()
+        # Called after each replace, e.g. to close the websockets of a revoked key.
+        self.on_replace: list[Callable[[], None]] = []
 
     def replace(self, keys: dict[bytes, KeyInfo], pools: dict[str, PoolInfo]) -> None:
         self._keys = keys
         self._pools = pools
+        self._valid_ids = frozenset(
+            k.key_id
+            for k in keys.values()
+            if (pool := pools.get(k.pool_id)) is not None and pool.status == "active"
+        )
+        for listener in self.on_replace:
+            listener()
+
+    def is_valid(self, key_id: str) -> bool:
+        """Whether the key (by id) still authenticates: active, in an active Pool."""
+        return key_id in self._valid_ids
 
     def digest(self, raw: str) -> bytes:
         return key_digest(self._secret, raw)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 import trio_websocket
-from faults.helpers import arm, handle_of, no_leaks
+from faults.helpers import arm, handle_of, no_leaks, set_instance_settings
 from harness import Stack, open_stack, responses_body
 
 from pooler.web.settings import GatewaySettings
@@ -191,3 +191,124 @@ async def test_idle_websocket_is_closed(db_url: str, tmp_path: Path) -> None:
                 await trio.sleep(0.02)
         upstream = await stack.upstream_requests()
         assert [r["status"] for r in upstream] == [101, 200]
+
+
+async def handshake_refusal(stack: Stack, key: str | None = None) -> tuple[int, dict[str, Any]]:
+    """Open a socket the gateway is to refuse: the status and JSON body of its answer."""
+    try:
+        async with trio_websocket.open_websocket_url(
+            ws_url(stack), extra_headers=auth(key or stack.key)
+        ):
+            pass
+    except trio_websocket.ConnectionRejected as refused:
+        return refused.status_code, json.loads(refused.body or b"{}")
+    raise AssertionError("the handshake should have been refused")
+
+
+async def wait_admission_idle(stack: Stack) -> None:
+    while stack.gateway.admission.stats()["websocket"].in_flight:
+        await trio.sleep(0.02)
+
+
+async def test_websocket_bulkhead_full_refuses_the_handshake_with_503(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with no_leaks(), open_stack(db_url, tmp_path) as stack:
+        await set_instance_settings(
+            stack, **{"bulkheads.websocket.concurrency": 1, "bulkheads.websocket.queue": 0}
+        )
+        with trio.fail_after(DEADLINE):
+            async with trio_websocket.open_websocket_url(
+                ws_url(stack), extra_headers=auth(stack.key)
+            ) as ws:
+                events = await turn(ws, **responses_body())
+                assert events[-1]["type"] == "response.completed"
+                status, body = await handshake_refusal(stack)
+                assert status == 503
+                assert body["error"]["code"] == "server_is_overloaded"
+            # The slot is given back with the socket: a new one is admitted.
+            await wait_admission_idle(stack)
+            async with trio_websocket.open_websocket_url(
+                ws_url(stack), extra_headers=auth(stack.key)
+            ) as ws:
+                events = await turn(ws, **responses_body())
+                assert events[-1]["type"] == "response.completed"
+            await wait_admission_idle(stack)
+            del ws
+
+
+def headers_with(key: str, **extra: str) -> list[tuple[bytes, bytes]]:
+    return [(b"authorization", f"Bearer {key}".encode())] + [
+        (name.replace("_", "-").encode(), value.encode()) for name, value in extra.items()
+    ]
+
+
+async def handshake_accounts(stack: Stack) -> list[str]:
+    """The upstream account of each websocket handshake the emulator saw, in order."""
+    upstream = await stack.upstream_requests()
+    return [str(r["account_id"]) for r in upstream if r["status"] == 101]
+
+
+async def test_two_conversations_go_to_different_accounts(db_url: str, tmp_path: Path) -> None:
+    async with no_leaks(), open_stack(db_url, tmp_path) as stack:
+        with trio.fail_after(DEADLINE):
+            first_headers = headers_with(stack.key, session_id="sess-ws-one")
+            second_headers = headers_with(stack.key, session_id="sess-ws-two")
+            async with (
+                trio_websocket.open_websocket_url(ws_url(stack), extra_headers=first_headers) as a,
+                trio_websocket.open_websocket_url(ws_url(stack), extra_headers=second_headers) as b,
+            ):
+                assert (await turn(a, **responses_body()))[-1]["type"] == "response.completed"
+                assert (await turn(b, **responses_body()))[-1]["type"] == "response.completed"
+            accounts = await handshake_accounts(stack)
+            assert len(accounts) == 2
+            assert accounts[0] != accounts[1]
+            await wait_admission_idle(stack)
+            del a, b
+
+
+async def test_reconnect_with_turn_state_lands_on_the_same_account(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with no_leaks(), open_stack(db_url, tmp_path) as stack:
+        with trio.fail_after(DEADLINE):
+            async with trio_websocket.open_websocket_url(
+                ws_url(stack), extra_headers=headers_with(stack.key)
+            ) as first:
+                assert (await turn(first, **responses_body()))[-1]["type"] == "response.completed"
+                turn_state = dict(first.handshake_headers)[b"x-codex-turn-state"].decode()
+                # The first socket still holds its account, so least_used alone would pick
+                # another one: only the pin brings the reconnect back.
+                reconnect = headers_with(stack.key, x_codex_turn_state=turn_state)
+                async with trio_websocket.open_websocket_url(
+                    ws_url(stack), extra_headers=reconnect
+                ) as second:
+                    events = await turn(second, **responses_body())
+                    assert events[-1]["type"] == "response.completed"
+            accounts = await handshake_accounts(stack)
+            assert len(accounts) == 2
+            assert accounts[0] == accounts[1]
+            await wait_admission_idle(stack)
+            del first, second
+
+
+async def test_reconnect_with_the_same_session_lands_on_the_same_account(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with no_leaks(), open_stack(db_url, tmp_path) as stack:
+        with trio.fail_after(DEADLINE):
+            session = headers_with(stack.key, session_id="sess-ws-again")
+            async with trio_websocket.open_websocket_url(
+                ws_url(stack), extra_headers=session
+            ) as first:
+                assert (await turn(first, **responses_body()))[-1]["type"] == "response.completed"
+                async with trio_websocket.open_websocket_url(
+                    ws_url(stack), extra_headers=session
+                ) as second:
+                    events = await turn(second, **responses_body())
+                    assert events[-1]["type"] == "response.completed"
+            accounts = await handshake_accounts(stack)
+            assert len(accounts) == 2
+            assert accounts[0] == accounts[1]
+            await wait_admission_idle(stack)
+            del first, second

@@ -1,4 +1,5 @@
-"""GET /backend-api/codex/models: the upstream model catalog, fetched through a Pool account."""
+"""GET /backend-api/codex/models: the Pool's merged model catalog from memory (the catalog
+cache, pooler/web/catalog.py), or while none is known, the upstream's through an account."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pooler.errors import PoolerError, UpstreamError
 from pooler.upstream.errors import UpstreamTransportError
 from pooler.web.asgi import Receive, Scope, Send, header, send_bytes, send_error
 from pooler.web.backend_codex.upstream_exchange import classify_failure
+from pooler.web.catalog import MergedCatalog, etag_matches
 from pooler.web.leasing import LeaseAttempts, lease_account, no_account_error, release
 
 if TYPE_CHECKING:
@@ -18,6 +20,13 @@ if TYPE_CHECKING:
 
 MAX_MODELS_BODY = 4 * 1024 * 1024
 MODELS_TIMEOUT_S = 15.0
+
+
+async def _send_catalog(send: Send, catalog: MergedCatalog, if_none_match: bytes | None) -> None:
+    etag = (b"etag", catalog.etag.encode())
+    if etag_matches(if_none_match, catalog.etag):
+        return await send_bytes(send, 304, b"", [etag])
+    await send_bytes(send, 200, catalog.body, [(b"content-type", b"application/json"), etag])
 
 
 class ModelsRoute:
@@ -28,6 +37,9 @@ class ModelsRoute:
         gw = self.gw
         try:
             _, pool = gw.keys.authenticate(header(scope, b"authorization"))
+            catalog = gw.catalog.for_pool(pool.pool_id)
+            if catalog is not None:  # from memory; else through an account, as upstream
+                return await _send_catalog(send, catalog, header(scope, b"if-none-match"))
             query = scope.get("query_string", b"").decode("latin-1")
             if "client_version=" not in query:
                 query = "client_version=0.169.0" + (f"&{query}" if query else "")

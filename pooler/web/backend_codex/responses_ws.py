@@ -9,7 +9,10 @@ stored or logged.
 When no account can open an upstream websocket the handshake is answered 426, so the
 Codex CLI falls back to HTTP at once (a 426 is the one refusal it does not retry).
 
-The pumps live in a nursery owned by the handler, not (yet) in the AccountActor's.
+The pumps live in a nursery owned by the handler, not (yet) in the AccountActor's; the
+socket ends with its account's actor (1011, on the supervisor's crash event) and with its
+Pool API key (1008, when a key-cache reload no longer holds the key). Each socket holds a
+slot of the "websocket" bulkhead for its life (a full one answers the handshake 503).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import trio
 import trio_websocket
 
 from pooler.actors import messages as m
-from pooler.errors import PoolerError
+from pooler.errors import PoolerError, ServerOverloaded
 from pooler.protocol.ratelimit import RateLimitSnapshot, merge_snapshots
 from pooler.protocol.stream_accounting import StreamAccounting
 from pooler.routing.circuit import RESPONSES
@@ -44,13 +47,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pooler.web.responses_ws")
 
-CLOSE_NORMAL, CLOSE_POLICY, CLOSE_INTERNAL = 1000, 1008, 1011
+CLOSE_NORMAL, CLOSE_POLICY, CLOSE_INTERNAL, CLOSE_TRY_AGAIN = 1000, 1008, 1011, 1013
 BETA = (b"openai-beta", b"responses_websockets=2026-02-06")
 UPGRADE_REFUSED_BODY = (
     b'{"error":{"message":"websocket transport is not available; use HTTP",'
     b'"type":"invalid_request_error","code":"websocket_unsupported","param":null}}'
 )
 CLIENT_GONE, UPSTREAM_CLOSED, IDLE = "client_disconnected", "upstream_closed", "idle_timeout"
+KEY_REVOKED, ACCOUNT_CRASHED = "key_revoked", "account_crashed"
 DISCONNECT_TIMEOUT_S = 5.0
 
 
@@ -61,11 +65,16 @@ def upstream_ws_url(base_url: str) -> str:
 
 
 async def refuse(
-    scope: Scope, send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+    scope: Scope,
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: list[tuple[bytes, bytes]],
+    close_code: int = CLOSE_POLICY,
 ) -> None:
-    """Answer the handshake with an HTTP error if the server can, else close it (1008)."""
+    """Answer the handshake with an HTTP error if the server can, else close it."""
     if "websocket.http.response" not in scope.get("extensions", {}):
-        await send({"type": "websocket.close", "code": CLOSE_POLICY})
+        await send({"type": "websocket.close", "code": close_code})
         return
     headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
@@ -121,12 +130,13 @@ class TurnAccounting(StreamAccounting):
         self.error_outcome = failure.outcome
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # hashed by identity: kept in a set while open
 class _Socket:
     """One client websocket: its lease, its open turn, what ended it, its quota evidence."""
 
     gw: Gateway
     scope: Scope
+    key_id: str
     lease: m.Lease
     attempts: LeaseAttempts
     template: RequestRecord
@@ -224,6 +234,16 @@ class ResponsesWebsocketRoute:
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
         self.url = upstream_ws_url(f"{gateway.config.upstream_base_url}/backend-api/codex")
+        self._open: dict[str, set[_Socket]] = {}  # open sockets by Pool API key id
+        gateway.keys.on_replace.append(self._close_revoked)
+
+    def _close_revoked(self) -> None:
+        """After a key-cache reload: close (1008) the sockets of keys no longer valid."""
+        keys = self.gw.keys
+        for key_id in [k for k in self._open if not keys.is_valid(k)]:
+            for socket in self._open[key_id]:
+                socket.ended = socket.ended or KEY_REVOKED
+                socket.idle.cancel()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
@@ -245,7 +265,15 @@ class ResponsesWebsocketRoute:
         _, soft_keys = continuity_keys({}, scope)
         attempts = LeaseAttempts(pool.pool_id, soft_keys, route_class=RESPONSES)
         try:
-            served = await self._attempts(scope, receive, send, attempts, record)
+            # One slot of the "websocket" bulkhead for the socket's whole life.
+            async with gw.admission.admit("websocket"):
+                served = await self._attempts(scope, receive, send, attempts, record, key.key_id)
+        except ServerOverloaded as error:
+            record.finish(error.status, "rejected", error.code)
+            gw.log_request(record)
+            body, headers = error.body_bytes(), error.headers()
+            await refuse(scope, send, error.status, body, headers, CLOSE_TRY_AGAIN)
+            return
         except Exception:
             log.exception("unhandled error on a websocket Responses connection")
             served = True  # whatever was sent, the handshake is no longer ours to answer
@@ -264,6 +292,7 @@ class ResponsesWebsocketRoute:
         send: Send,
         attempts: LeaseAttempts,
         template: RequestRecord,
+        key_id: str,
     ) -> bool:
         """Open the upstream websocket on the first account that takes it and serve the
         socket; False when none would (the caller answers 426)."""
@@ -299,7 +328,7 @@ class ResponsesWebsocketRoute:
                     connect_timeout=settings.upstream_connect_timeout_s,
                     disconnect_timeout=DISCONNECT_TIMEOUT_S,
                 ) as upstream:
-                    socket = _Socket(gw, scope, lease, attempts, template)
+                    socket = _Socket(gw, scope, key_id, lease, attempts, template)
                     await self._serve(socket, upstream, receive, send)
             except trio_websocket.ConnectionRejected as rejected:
                 if socket is not None:
@@ -338,19 +367,32 @@ class ResponsesWebsocketRoute:
             key = continuity_digest("turn_state", turn_state.decode("latin-1"))
             pin(gw.supervisor, socket.attempts.pool_id, (key,), socket.lease.account_id)
         accept_headers = relayed_response_headers(list(upstream.handshake_headers))
+        handle = gw.pool_supervisor.accounts.get(socket.lease.account_id)
+        crashed = handle.crashed if handle is not None else trio.Event()
         await send({"type": "websocket.accept", "headers": accept_headers})
+        sockets = self._open.setdefault(socket.key_id, set())
+        sockets.add(socket)
         try:
             async with trio.open_nursery() as pumps:
                 socket.idle = pumps.cancel_scope
                 socket.touch()
+                if not gw.keys.is_valid(socket.key_id):  # revoked while the socket opened
+                    socket.ended = KEY_REVOKED
+                    pumps.cancel_scope.cancel()
                 pumps.start_soon(self._client_to_upstream, socket, upstream, receive)
                 pumps.start_soon(self._upstream_to_client, socket, upstream, send)
+                pumps.start_soon(self._watch_account, socket, crashed)
         finally:
+            sockets.discard(socket)
+            if not sockets and self._open.get(socket.key_id) is sockets:
+                del self._open[socket.key_id]
             if socket.ended is None:
                 socket.ended = IDLE
             if socket.turn is not None:
                 if socket.ended == CLIENT_GONE:
                     socket.end_turn(499, CLIENT_GONE)
+                elif socket.ended in (KEY_REVOKED, ACCOUNT_CRASHED):
+                    socket.end_turn(200, "stream_failed", socket.ended)
                 else:
                     code = (
                         "stream_idle_timeout" if socket.ended == IDLE else "upstream_stream_closed"
@@ -358,8 +400,11 @@ class ResponsesWebsocketRoute:
                     socket.end_turn(200, "stream_failed", code)
         if socket.ended != CLIENT_GONE:
             close = CLOSE_NORMAL
-            if socket.ended == UPSTREAM_CLOSED and socket.upstream_code != CLOSE_NORMAL:
+            failed = socket.ended == UPSTREAM_CLOSED and socket.upstream_code != CLOSE_NORMAL
+            if failed or socket.ended == ACCOUNT_CRASHED:
                 close = CLOSE_INTERNAL
+            elif socket.ended == KEY_REVOKED:
+                close = CLOSE_POLICY
             with contextlib.suppress(Exception):
                 await send({"type": "websocket.close", "code": close})
         # Leaving open_websocket_url closes the upstream socket (at most DISCONNECT_TIMEOUT_S).
@@ -403,4 +448,11 @@ class ResponsesWebsocketRoute:
         except trio_websocket.ConnectionClosed as closed:
             socket.ended = socket.ended or UPSTREAM_CLOSED
             socket.upstream_code = closed.reason.code if closed.reason else None
+        socket.idle.cancel()
+
+    async def _watch_account(self, socket: _Socket, crashed: trio.Event) -> None:
+        """End the socket (1011) if the leased account's actor crashes: the restarted actor
+        knows nothing of this socket, which must not be left hanging on it."""
+        await crashed.wait()
+        socket.ended = socket.ended or ACCOUNT_CRASHED
         socket.idle.cancel()
