@@ -171,6 +171,8 @@ class AccountActor:
             self._usage_polled(message)
         elif isinstance(message, m.QuotaEvidence):
             self._learn(message.evidence, message.observed_at, source=None)
+        elif isinstance(message, m.TurnEvidence):
+            self._learn(message.evidence, message.observed_at, source="event")
         elif isinstance(message, m.ReloadCredentials):
             self._start_reload()
         elif isinstance(message, m.CredentialsLoaded):

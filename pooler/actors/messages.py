@@ -113,6 +113,14 @@ class QuotaEvidence:
 
 
 @dataclass(frozen=True, slots=True)
+class TurnEvidence:
+    """Quota evidence from one finished websocket turn, ahead of the lease's release."""
+
+    evidence: RateLimitSnapshot
+    observed_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class ReloadCredentials:
     """The stored tokens changed (another node refreshed, an operator re-imported)."""
 

@@ -20,3 +20,5 @@ class GatewaySettings:
     continuity_ttl_s: float = 6 * 3600.0
     # A websocket Responses connection with no frame either way for this long is closed.
     websocket_idle_timeout_s: float = 30 * 60.0
+    # The upstream websocket is pinged this often; a pong missing for as long ends it (1011).
+    websocket_ping_interval_s: float = 25.0

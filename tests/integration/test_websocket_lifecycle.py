@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import pytest
 import trio
 import trio_websocket
 from faults.helpers import no_leaks
@@ -14,6 +16,7 @@ from test_websocket_responses import auth, log_rows, turn, wait_admission_idle, 
 from pooler.actors import messages as m
 from pooler.actors.runtime import call
 from pooler.store.keys import revoke_key
+from pooler.web.settings import GatewaySettings
 
 DEADLINE = 30
 
@@ -122,3 +125,50 @@ async def test_account_actor_crash_closes_its_socket_with_1011(db_url: str, tmp_
                 assert events[-1]["type"] == "response.completed"
             await wait_nothing_in_flight(stack)
             del ws
+
+
+async def test_upstream_is_pinged_and_the_session_stays_up(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pings: list[float] = []
+    original = trio_websocket.WebSocketConnection.ping
+
+    async def counting_ping(self: trio_websocket.WebSocketConnection, payload: Any = None) -> None:
+        await original(self, payload)  # the emulator's server answers with a pong
+        pings.append(trio.current_time())
+
+    monkeypatch.setattr(trio_websocket.WebSocketConnection, "ping", counting_ping)
+    settings = GatewaySettings(websocket_ping_interval_s=0.1)
+    async with open_stack(db_url, tmp_path, settings=settings) as stack:
+        with trio.fail_after(DEADLINE):
+            async with trio_websocket.open_websocket_url(
+                ws_url(stack), extra_headers=auth(stack.key)
+            ) as ws:
+                await trio.sleep(0.55)
+                assert len(pings) >= 3
+                events = await turn(ws, **responses_body())
+                assert events[-1]["type"] == "response.completed"
+            await wait_nothing_in_flight(stack)
+
+
+async def test_a_missing_pong_closes_the_session_with_1011(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def unanswered_ping(
+        self: trio_websocket.WebSocketConnection, payload: Any = None
+    ) -> None:
+        await trio.sleep_forever()
+
+    monkeypatch.setattr(trio_websocket.WebSocketConnection, "ping", unanswered_ping)
+    settings = GatewaySettings(websocket_ping_interval_s=0.1)
+    async with open_stack(db_url, tmp_path, settings=settings) as stack:
+        with trio.fail_after(DEADLINE):
+            async with trio_websocket.open_websocket_url(
+                ws_url(stack), extra_headers=auth(stack.key)
+            ) as ws:
+                try:
+                    while True:
+                        await ws.get_message()
+                except trio_websocket.ConnectionClosed as closed:
+                    assert closed.reason is not None and closed.reason.code == 1011
+            await wait_nothing_in_flight(stack)

@@ -312,3 +312,52 @@ async def test_reconnect_with_the_same_session_lands_on_the_same_account(
             assert accounts[0] == accounts[1]
             await wait_admission_idle(stack)
             del first, second
+
+
+async def wait_used_percent(handle: Any, at_least: float) -> float:
+    """The account snapshot's primary used percent, once it reaches `at_least` (1 s)."""
+    with trio.fail_after(1):
+        while True:
+            primary = handle.snapshot.primary
+            if primary is not None and primary.used_percent >= at_least:
+                return float(primary.used_percent)
+            await trio.sleep(0.01)
+
+
+async def test_each_turns_quota_evidence_reaches_the_account_while_the_socket_is_open(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with open_stack(db_url, tmp_path) as stack, stack.client() as client:
+        with trio.fail_after(DEADLINE):
+            async with trio_websocket.open_websocket_url(
+                ws_url(stack), extra_headers=auth(stack.key)
+            ) as ws:
+                first = await turn(ws, **responses_body())
+                assert first[-1]["type"] == "response.completed"
+                accounts = stack.gateway.pool_supervisor.accounts
+                account_id = next(a for a, h in accounts.items() if h.snapshot.in_flight)
+                handle = handle_of(stack, account_id)
+                label = handle.snapshot.label
+                # The next turn's codex.rate_limits event reports 99 %, delivered at its end.
+                await stack.control(
+                    "POST", "usage", {"account_id": label, "primary_used_percent": 99}
+                )
+                second = await turn(ws, **responses_body())
+                assert second[0]["type"] == "codex.rate_limits"
+                assert second[-1]["type"] == "response.completed"
+                assert await wait_used_percent(handle, 99) >= 99
+                # Now full: the next turn's usage-limit error frame carries headers at 100 %.
+                await stack.control(
+                    "POST", "usage", {"account_id": label, "primary_used_percent": 100}
+                )
+                third = await turn(ws, **responses_body())
+                assert third[-1]["type"] == "error"
+                assert await wait_used_percent(handle, 100) == 100
+                assert handle.snapshot.in_flight  # the socket still holds its lease
+                before = len(await stack.upstream_requests())
+                body = responses_body(prompt_cache_key="elsewhere")
+                response = await client.post("/backend-api/codex/responses", json=body)
+                assert response.status_code == 200
+                after = (await stack.upstream_requests())[before:]
+                assert [stack.label_of(r["account_id"]) for r in after] != []
+                assert label not in {stack.label_of(r["account_id"]) for r in after}

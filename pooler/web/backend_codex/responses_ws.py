@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,11 @@ import trio_websocket
 
 from pooler.actors import messages as m
 from pooler.errors import PoolerError, ServerOverloaded
-from pooler.protocol.ratelimit import RateLimitSnapshot, merge_snapshots
+from pooler.protocol.ratelimit import (
+    RateLimitSnapshot,
+    merge_snapshots,
+    parse_rate_limit_headers,
+)
 from pooler.protocol.stream_accounting import StreamAccounting
 from pooler.routing.circuit import RESPONSES
 from pooler.web.asgi import Receive, Scope, Send, header
@@ -55,6 +60,7 @@ UPGRADE_REFUSED_BODY = (
 )
 CLIENT_GONE, UPSTREAM_CLOSED, IDLE = "client_disconnected", "upstream_closed", "idle_timeout"
 KEY_REVOKED, ACCOUNT_CRASHED = "key_revoked", "account_crashed"
+PING_TIMEOUT = "upstream_ping_timeout"
 DISCONNECT_TIMEOUT_S = 5.0
 
 
@@ -90,6 +96,7 @@ class TurnAccounting(StreamAccounting):
         self._pin_to = pin_to
         self.error_status: int | None = None
         self.error_outcome: m.Outcome | None = None
+        self.error_headers: list[tuple[bytes, bytes]] = []
 
     @property
     def ended(self) -> bool:
@@ -127,12 +134,14 @@ class TurnAccounting(StreamAccounting):
         body = json.dumps({"error": frame.get("error")}).encode()
         failure = classify_failure(status, headers, body)
         self.error_status, self.error_code = status, failure.error_code
+        self.error_headers = headers
         self.error_outcome = failure.outcome
 
 
 @dataclass(slots=True, eq=False)  # hashed by identity: kept in a set while open
 class _Socket:
-    """One client websocket: its lease, its open turn, what ended it, its quota evidence."""
+    """One client websocket: its lease, its open turn, what ended it, and the quota
+    evidence not yet delivered to its account (each turn's goes at the turn's end)."""
 
     gw: Gateway
     scope: Scope
@@ -214,7 +223,17 @@ class _Socket:
         if record is None or accounting is None:
             return
         record.usage = accounting.usage
-        self.rate_limits = merge_snapshots(self.rate_limits, accounting.rate_limits)
+        now = time.time()
+        evidence = merge_snapshots(self.rate_limits, accounting.rate_limits)
+        if accounting.error_headers:
+            evidence = merge_snapshots(
+                evidence, parse_rate_limit_headers(accounting.error_headers, now)
+            )
+        # Delivered now, not at the socket's end: the account's quota follows each turn.
+        delivered = evidence is not None and self.lease.mailbox.try_send(
+            m.TurnEvidence(evidence, now)
+        )
+        self.rate_limits = None if delivered else evidence
         record.finish(status, outcome, error_code)
         self.gw.log_request(record)
         self.turn, self.accounting = None, None
@@ -224,7 +243,8 @@ class _Socket:
             return self.refusal
         kind = (
             m.STREAM_FAILED
-            if self.ended == UPSTREAM_CLOSED and self.upstream_code != CLOSE_NORMAL
+            if self.ended == PING_TIMEOUT
+            or (self.ended == UPSTREAM_CLOSED and self.upstream_code != CLOSE_NORMAL)
             else m.OK
         )
         return m.Outcome(kind, 101, rate_limits=self.rate_limits)
@@ -367,6 +387,8 @@ class ResponsesWebsocketRoute:
             key = continuity_digest("turn_state", turn_state.decode("latin-1"))
             pin(gw.supervisor, socket.attempts.pool_id, (key,), socket.lease.account_id)
         accept_headers = relayed_response_headers(list(upstream.handshake_headers))
+        # The upgrade's x-codex headers go with the first turn's evidence.
+        socket.rate_limits = parse_rate_limit_headers(list(upstream.handshake_headers), time.time())
         handle = gw.pool_supervisor.accounts.get(socket.lease.account_id)
         crashed = handle.crashed if handle is not None else trio.Event()
         await send({"type": "websocket.accept", "headers": accept_headers})
@@ -382,6 +404,7 @@ class ResponsesWebsocketRoute:
                 pumps.start_soon(self._client_to_upstream, socket, upstream, receive)
                 pumps.start_soon(self._upstream_to_client, socket, upstream, send)
                 pumps.start_soon(self._watch_account, socket, crashed)
+                pumps.start_soon(self._keepalive, socket, upstream)
         finally:
             sockets.discard(socket)
             if not sockets and self._open.get(socket.key_id) is sockets:
@@ -391,7 +414,7 @@ class ResponsesWebsocketRoute:
             if socket.turn is not None:
                 if socket.ended == CLIENT_GONE:
                     socket.end_turn(499, CLIENT_GONE)
-                elif socket.ended in (KEY_REVOKED, ACCOUNT_CRASHED):
+                elif socket.ended in (KEY_REVOKED, ACCOUNT_CRASHED, PING_TIMEOUT):
                     socket.end_turn(200, "stream_failed", socket.ended)
                 else:
                     code = (
@@ -401,7 +424,7 @@ class ResponsesWebsocketRoute:
         if socket.ended != CLIENT_GONE:
             close = CLOSE_NORMAL
             failed = socket.ended == UPSTREAM_CLOSED and socket.upstream_code != CLOSE_NORMAL
-            if failed or socket.ended == ACCOUNT_CRASHED:
+            if failed or socket.ended in (ACCOUNT_CRASHED, PING_TIMEOUT):
                 close = CLOSE_INTERNAL
             elif socket.ended == KEY_REVOKED:
                 close = CLOSE_POLICY
@@ -456,3 +479,23 @@ class ResponsesWebsocketRoute:
         await crashed.wait()
         socket.ended = socket.ended or ACCOUNT_CRASHED
         socket.idle.cancel()
+
+    async def _keepalive(
+        self, socket: _Socket, upstream: trio_websocket.WebSocketConnection
+    ) -> None:
+        """Ping the upstream every `websocket_ping_interval_s`; a pong missing for as long
+        ends the socket (1011). Pings are not activity: they leave the idle deadline alone."""
+        interval = self.gw.settings.websocket_ping_interval_s
+        if interval <= 0:
+            return
+        try:
+            while True:
+                await trio.sleep(interval)
+                with trio.move_on_after(interval) as waiting:
+                    await upstream.ping()
+                if waiting.cancelled_caught:
+                    socket.ended = socket.ended or PING_TIMEOUT
+                    socket.idle.cancel()
+                    return
+        except trio_websocket.ConnectionClosed:
+            return  # the pumps see the close and end the socket
