@@ -43,8 +43,9 @@ from failover import FULL_FAILOVER, QUICK_FAILOVER, failover_run
 from report import Results, error_banner, markdown, to_json
 from runner import ForeignLoad, Run, benchmark, log, new_run, wait_until_ready
 from scenarios import FULL, QUICK, Plan
+from websocket_run import FULL_WS, QUICK_WS, websocket_run
 
-EXTRAS = ("failover", "cache")
+EXTRAS = ("failover", "cache", "websocket")
 # Below the 192 streams that 3 accounts x 64 upstream connections allow (see README).
 IDLE_STREAMS = 150
 DEFAULT_PROFILE_OUT = Path("/tmp/pooler-gateway.speedscope.json")  # never in the repo
@@ -160,9 +161,14 @@ async def run_extras(run: Run, names: tuple[str, ...], *, quick: bool) -> None:
         return
     foreign = ForeignLoad(run.endpoints)
     for name in names:
-        await wait_until_ready(run.endpoints, run.endpoints.pool(name).key)
+        if name == "websocket":  # on the bench Pool: one lease per session, no seeding
+            await wait_until_ready(run.endpoints)
+        else:
+            await wait_until_ready(run.endpoints, run.endpoints.pool(name).key)
         log(f"extra: {name}")
-        if name == "failover":
+        if name == "websocket":
+            run.results.extras[name] = await websocket_run(run, QUICK_WS if quick else FULL_WS)
+        elif name == "failover":
             plan = QUICK_FAILOVER if quick else FULL_FAILOVER
             run.results.extras[name] = await failover_run(run, plan)
         else:
@@ -185,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     results = describe(args, plan, cores)
     started = time.monotonic()
     try:
-        with Cluster(cores, log, extra_pools=bool(extras_wanted(args))) as cluster:
+        seeded = bool(set(extras_wanted(args)) - {"websocket"})  # websocket: the bench Pool
+        with Cluster(cores, log, extra_pools=seeded) as cluster:
             endpoints = cluster.start()
             profile = trio.run(run_all, endpoints, plan, results, args)
             log("stopping the processes")

@@ -76,7 +76,7 @@ class Results:
     loads: dict[str, str] = field(default_factory=dict)
     errors: dict[str, Counter[str]] = field(default_factory=dict)  # by path
     checks: dict[str, Any] = field(default_factory=dict)
-    extras: dict[str, Any] = field(default_factory=dict)  # "failover", "cache"
+    extras: dict[str, Any] = field(default_factory=dict)  # "failover", "cache", "websocket"
 
     @property
     def errors_total(self) -> int:
@@ -315,6 +315,46 @@ def extras_markdown(extras: dict[str, Any], other_cores: float | None = None) ->
         lines += _failover_markdown(extras["failover"])
     if "cache" in extras:
         lines += _cache_markdown(extras["cache"])
+    if "websocket" in extras:
+        lines += _websocket_markdown(extras["websocket"])
+    return lines
+
+
+def _websocket_markdown(report: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "### Websocket sessions",
+        "",
+        "| sessions | path | turns | first event p50 / p99 ms | completed p50 / p99 ms | errors |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for key, run in report.items():
+        if not key.startswith("c="):
+            continue
+        for path in ("direct", "gateway"):
+            side = run[path]
+            lines.append(
+                f"| {key} | {path} | {side['turns']} | {_fmt(side['first_p50_ms'], 3)} / "
+                f"{_fmt(side['first_p99_ms'], 3)} | {_fmt(side['done_p50_ms'], 3)} / "
+                f"{_fmt(side['done_p99_ms'], 3)} | {sum(side['errors'].values())} |"
+            )
+        added = run["added"]
+        lines.append(
+            f"| {key} | added | | {_signed(added['first_p50_ms'])} / "
+            f"{_signed(added['first_p99_ms'])} | {_signed(added['done_p50_ms'])} / "
+            f"{_signed(added['done_p99_ms'])} | |"
+        )
+    held = report.get("held")
+    if held:
+        lines += [
+            "",
+            f"Idle sessions held through the gateway: {held['opened']} of {held['asked']} "
+            f"opened, RSS {held['rss_before_mib']} → {held['rss_held_mib']} MiB "
+            f"({_fmt(held['kib_per_session'], 1)} KiB per session); handshake alone "
+            f"{_fmt(held['open_ms_alone_first'])} ms with few held, "
+            f"{_fmt(held['open_ms_alone_last'])} ms with many (p50 of all "
+            f"{_fmt(held['open_ms_p50_all'])} ms); failed {held['failed'] or 0}.",
+        ]
     return lines
 
 
