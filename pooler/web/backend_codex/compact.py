@@ -25,16 +25,13 @@ from pooler.web.asgi import (
     Receive,
     Scope,
     Send,
-    decode_content,
-    header,
-    read_body,
     send_bytes,
     send_error,
 )
 from pooler.web.backend_codex.responses import (
-    check_content_type,
     continuity_keys,
-    parse_payload,
+    read_json_request,
+    start_record,
 )
 from pooler.web.backend_codex.upstream_exchange import (
     FORWARDED_REQUEST_HEADERS,
@@ -59,22 +56,12 @@ class CompactRoute:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gw = self.gw
-        record = RequestRecord(request_id=gw.new_request_id(), route=COMPACT, transport="http_json")
-        agent = header(scope, b"user-agent")
-        record.user_agent = agent.decode("latin-1")[:200] if agent else None
+        record = start_record(gw, scope, COMPACT, "http_json")
         request_id_header = (b"x-request-id", record.request_id.encode())
         try:
-            key, pool = gw.keys.authenticate(header(scope, b"authorization"))
-            record.pool_id, record.key_prefix = pool.pool_id, key.prefix
-            check_content_type(scope)
-            limit = gw.settings.max_body_bytes
-            body = decode_content(
-                await read_body(receive, limit), header(scope, b"content-encoding"), limit
-            )
-            payload = parse_payload(body)
-            record.model = payload["model"]
+            pool_id, body, payload = await read_json_request(gw, scope, receive, record)
             async with gw.admission.admit(COMPACT):
-                await self._forward(scope, send, record, pool.pool_id, body, payload)
+                await self._forward(scope, send, record, pool_id, body, payload)
         except ClientDisconnected:
             record.finish(499, "client_disconnected")
         except PoolerError as error:

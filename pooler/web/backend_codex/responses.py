@@ -149,26 +149,40 @@ def check_content_type(scope: Scope) -> None:
         raise UnsupportedMediaType("Content-Type must be application/json")
 
 
+def start_record(gw: Gateway, scope: Scope, route: str, transport: str) -> RequestRecord:
+    record = RequestRecord(request_id=gw.new_request_id(), route=route, transport=transport)
+    agent = header(scope, b"user-agent")
+    record.user_agent = agent.decode("latin-1")[:200] if agent else None
+    return record
+
+
+async def read_json_request(
+    gw: Gateway, scope: Scope, receive: Receive, record: RequestRecord
+) -> tuple[str, bytes, dict[str, Any]]:
+    """Authenticate, then read and check a Responses-shaped JSON body: (pool id, the body as
+    sent, the parsed payload)."""
+    key, pool = gw.keys.authenticate(header(scope, b"authorization"))
+    record.pool_id, record.key_prefix = pool.pool_id, key.prefix
+    check_content_type(scope)
+    limit = gw.settings.max_body_bytes
+    body = decode_content(
+        await read_body(receive, limit), header(scope, b"content-encoding"), limit
+    )
+    payload = parse_payload(body)
+    record.model = payload["model"]
+    return pool.pool_id, body, payload
+
+
 class ResponsesRoute:
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gw = self.gw
-        record = RequestRecord(request_id=gw.new_request_id(), route="responses", transport="http")
-        agent = header(scope, b"user-agent")
-        record.user_agent = agent.decode("latin-1")[:200] if agent else None
+        record = start_record(gw, scope, "responses", "http")
         request_id_header = (b"x-request-id", record.request_id.encode())
         try:
-            key, pool = gw.keys.authenticate(header(scope, b"authorization"))
-            record.pool_id, record.key_prefix = pool.pool_id, key.prefix
-            check_content_type(scope)
-            limit = gw.settings.max_body_bytes
-            body = decode_content(
-                await read_body(receive, limit), header(scope, b"content-encoding"), limit
-            )
-            payload = parse_payload(body)
-            record.model = payload["model"]
+            pool_id, body, payload = await read_json_request(gw, scope, receive, record)
             if is_compaction(payload):  # remote compaction v2 (protocol §1.4)
                 record.route = COMPACT
             record.stream = payload.get("stream") is True
@@ -176,7 +190,7 @@ class ResponsesRoute:
                 body = streaming_body(body, payload)
             record.transport = "http_sse" if record.stream else "http_json"
             async with gw.admission.admit("stream" if record.stream else "responses"):
-                await self._proxy(scope, receive, send, record, pool.pool_id, body, payload)
+                await self._proxy(scope, receive, send, record, pool_id, body, payload)
         except ClientDisconnected:
             record.finish(499, "client_disconnected")
         except PoolerError as error:
