@@ -108,6 +108,9 @@ class PoolRouter:
         self._blocked: dict[str, tuple[str, float | None, str]] = {}  # code, until, label
         self._wakes: list[tuple[float, str]] = []
         self._wake_at: dict[str, float] = {}
+        # Chosen since they were last placed: re-placed before the next choice, so that the
+        # history change and the in-flight change its lease brings cost one move, not two.
+        self._chosen: set[str] = set()
         self._key = STRATEGIES.get(policy.strategy, key_least_used)
         for account_id in members:
             self.touch(account_id, now)
@@ -121,6 +124,7 @@ class PoolRouter:
         """Re-read one account and put it where it now belongs."""
         if account_id not in self.members:
             return
+        self._chosen.discard(account_id)
         snapshot = self._lookup(account_id)
         policy = self.policy
         block = (
@@ -183,6 +187,9 @@ class PoolRouter:
         limit: int = 4,
     ) -> Choice:
         self._run_wakes(now)
+        if self._chosen:
+            for account_id in list(self._chosen):
+                self.touch(account_id, now)
         policy = self.policy
         threshold = policy.quota_threshold_percent
         scope = normalize_scope(model) if model else ""
@@ -244,7 +251,7 @@ class PoolRouter:
         if candidates:
             first = candidates[0].account_id
             self.history.record(first)
-            self.touch(first, now)
+            self._chosen.add(first)
         return choice
 
 
