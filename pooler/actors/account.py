@@ -184,8 +184,6 @@ class AccountActor:
         elif isinstance(message, m.SetModels):
             if message.models != self.state.snapshot.models:
                 self._set(models=message.models)
-        elif isinstance(message, m.GetSnapshot):
-            message.reply_to.send(self.state.snapshot)
         else:
             log.warning("account %s: unknown message %s", self.state.snapshot.label, type(message))
 

@@ -137,11 +137,6 @@ class SetModels:
     models: frozenset[str] | None
 
 
-@dataclass(frozen=True, slots=True)
-class GetSnapshot:
-    reply_to: ReplyTo[AccountSnapshot]
-
-
 # --- to the PoolSupervisor ------------------------------------------------------------
 
 
@@ -222,11 +217,6 @@ class ApplyConfig:
 
     snapshot: Any
     reply_to: ReplyTo[None] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ListSnapshots:
-    reply_to: ReplyTo[list[AccountSnapshot]]
 
 
 @dataclass(frozen=True, slots=True)

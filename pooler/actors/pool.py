@@ -186,8 +186,6 @@ class PoolSupervisor:
                 cmap.restore(key, account_id, expires_at, now)
         elif isinstance(message, m.ApplySettings):
             self._apply_settings(message.settings)
-        elif isinstance(message, m.ListSnapshots):
-            message.reply_to.send([h.snapshot for h in self.accounts.values()])
         elif isinstance(message, m.PoolSnapshots):
             members = self.assignments.get(message.pool_id, ())
             accounts = self.accounts

@@ -7,8 +7,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
-from psycopg.rows import class_row
-
 from pooler.db import notify
 from pooler.store.common import CONTINUITY_CHANNEL, Conn
 from pooler.store.models import ContinuityPin
@@ -47,12 +45,7 @@ def upsert_continuity_pins(conn: Conn, rows: Sequence[ContinuityPin], origin: st
 
 def load_continuity_pins(conn: Conn, pool_id: UUID) -> list[ContinuityPin]:
     """The Pool's unexpired pins."""
-    cur = conn.cursor(row_factory=class_row(ContinuityPin))
-    return cur.execute(
-        "SELECT pool_id, key_digest, account_id, expires_at FROM continuity_pins"
-        " WHERE pool_id = %s AND expires_at > now()",
-        (pool_id,),
-    ).fetchall()
+    return load_continuity_pins_since(conn, pool_id, None)[0]
 
 
 def load_continuity_pins_since(
