@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 from hypercorn.config import Config
+
+log = logging.getLogger("pooler.serving")
 
 ShutdownTrigger = Callable[[], Awaitable[None]]
 
@@ -16,7 +19,68 @@ def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def refuse_websocket_compression() -> None:
+    """Make Hypercorn ignore a client's `permessage-deflate` offer (DESIGN §9).
+
+    Each compressed websocket keeps zlib state (up to ~300 KiB) for its whole life, against
+    a budget of 40 KiB per idle session, while Codex frames are small JSON on a local or
+    fast link. The Codex CLI offers the extension and works without it (protocol §1.3), but
+    Hypercorn always accepts it and gives an ASGI app no say, so its handshake is wrapped:
+    the offer is dropped before the answer is built. Idempotent."""
+    from hypercorn.protocol import ws_stream
+
+    accept = ws_stream.Handshake.accept
+    if getattr(accept, "_refuses_compression", False):
+        return
+
+    def accept_uncompressed(
+        self: ws_stream.Handshake, subprotocol: str | None, additional_headers: Any
+    ) -> Any:
+        self.extensions = None
+        return accept(self, subprotocol, additional_headers)
+
+    accept_uncompressed._refuses_compression = True  # type: ignore[attr-defined]
+    ws_stream.Handshake.accept = accept_uncompressed  # type: ignore[method-assign]
+
+
+def contained(run: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+    """`run` (one connection's handler) with its failures kept to its connection."""
+
+    async def run_contained(self: Any) -> None:
+        try:
+            await run(self)
+        except Exception as exc:
+            log.warning("a connection's handler failed: %s", _describe(exc))
+
+    run_contained._contained = True  # type: ignore[attr-defined]
+    return run_contained
+
+
+def contain_connection_failures() -> None:
+    """Keep an error in one connection's handler from ending the whole server.
+
+    Hypercorn (0.18) serves every connection in one nursery, so an exception escaping one
+    handler stops the listener for everybody. One does escape: when the gateway closes a
+    websocket while the client's own close frame arrives, Hypercorn answers that frame
+    while it is shutting the socket's write side, and trio raises BusyResourceError. The
+    connection is ending anyway; only it should end. Idempotent."""
+    from hypercorn.trio import tcp_server
+
+    if not getattr(tcp_server.TCPServer.run, "_contained", False):
+        tcp_server.TCPServer.run = contained(  # type: ignore[assignment,method-assign]
+            tcp_server.TCPServer.run
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return ", ".join(_describe(inner) for inner in exc.exceptions)
+    return type(exc).__name__
+
+
 def hypercorn_config(host: str, port: int, *, graceful_timeout: float = 5.0) -> Config:
+    refuse_websocket_compression()
+    contain_connection_failures()
     config = Config()
     config.bind = [host_port(host, port)]
     config.accesslog = None

@@ -24,6 +24,11 @@ from pooler.routing.circuit import Circuit, CircuitSettings
 from pooler.routing.evidence import apply_evidence
 from pooler.routing.snapshot import AccountSnapshot
 from pooler.upstream.http1 import UpstreamPool
+from pooler.upstream.websocket import (
+    ACCOUNT_CRASHED,
+    UpstreamWebsocket,
+    hold_upstream_websocket,
+)
 
 log = logging.getLogger("pooler.actors.account")
 
@@ -122,6 +127,7 @@ class AccountActor:
         self._waiters: list[ReplyTo[str]] = []
         self._timer_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
+        self._websockets: set[UpstreamWebsocket] = set()  # open upstream sockets, by holder
 
     @property
     def account_id(self) -> str:
@@ -138,7 +144,11 @@ class AccountActor:
                 self._schedule_refresh_ahead()
                 task_status.started()
                 async for message in self.mailbox.receive_channel:
-                    self.handle(message)
+                    try:
+                        self.handle(message)
+                    except BaseException:
+                        self._websockets_ended(ACCOUNT_CRASHED)  # before the nursery closes them
+                        raise
         finally:
             self._nursery = None
             waiters, self._waiters = self._waiters, []
@@ -156,6 +166,10 @@ class AccountActor:
                 self._release(lease.lease_id, m.Outcome(m.CANCELLED))
         elif isinstance(message, m.Release):
             self._release(message.lease_id, message.outcome)
+        elif isinstance(message, m.OpenWebsocket):
+            self._open_websocket(message)
+        elif isinstance(message, m.TurnRefused):
+            self._turn_refused(message)
         elif isinstance(message, m.RefreshNow):
             self._refresh_now(message)
         elif isinstance(message, m.RefreshFinished):
@@ -230,6 +244,35 @@ class AccountActor:
 
     def _release(self, lease_id: int, outcome: m.Outcome) -> None:
         route_class, probe = self.state.leases.pop(lease_id, ("responses", False))
+        self._apply_outcome(route_class, probe, outcome)
+
+    def _turn_refused(self, message: m.TurnRefused) -> None:
+        """A refusal inside a lease that stays held (a websocket turn): its limits now;
+        the circuit and the lease count wait for the release."""
+        route_class, _ = self.state.leases.get(message.lease_id, ("responses", False))
+        if message.outcome.kind in (m.USAGE_LIMIT, m.RATE_LIMITED):
+            self._apply_outcome(route_class, None, message.outcome)
+
+    def _open_websocket(self, message: m.OpenWebsocket) -> None:
+        if self._nursery is None:
+            message.reply_to.close()
+            return
+        self._nursery.start_soon(
+            hold_upstream_websocket,
+            message.target,
+            message.reply_to.send,
+            message.reply_to.fail,
+            self._websockets,
+        )
+
+    def _websockets_ended(self, reason: str) -> None:
+        """Say why this incarnation's sockets are about to close, for their handlers."""
+        for socket in self._websockets:
+            socket.ended_by = socket.ended_by or reason
+
+    def _apply_outcome(self, route_class: str, probe: bool | None, outcome: m.Outcome) -> None:
+        """Learn from an attempt's outcome: limits, demotion and (unless `probe` is None,
+        for an outcome inside a lease still held) the route class's circuit."""
         now = self._clock()
         if outcome.rate_limits is not None:
             self._learn(outcome.rate_limits, now, source="event", publish=False)
@@ -253,6 +296,16 @@ class AccountActor:
             snap = replace(snap, blocked_until=None, demoted_until=None)
         if kind in m.DEMOTING_KINDS and settings.demotion_seconds > 0:
             snap = replace(snap, demoted_until=now + settings.demotion_seconds)
+        if probe is not None:
+            self._count(route_class, probe, kind, now, settings)
+        # An UNAUTHORIZED release needs nothing here: the handler follows it with RefreshNow
+        # naming the token that failed, so a token someone already refreshed is not redone.
+        self._publish(snap)
+
+    def _count(
+        self, route_class: str, probe: bool, kind: str, now: float, settings: InstanceSettings
+    ) -> None:
+        """One finished attempt on the route class's circuit."""
         circuit = self.state.circuits.get(route_class)
         if kind in m.CIRCUIT_FAILURE_KINDS:
             if circuit is None:
@@ -263,9 +316,6 @@ class AccountActor:
                 self._transition(route_class, circuit.succeeded(probe))
             else:
                 circuit.neutral(probe)
-        # An UNAUTHORIZED release needs nothing here: the handler follows it with RefreshNow
-        # naming the token that failed, so a token someone already refreshed is not redone.
-        self._publish(snap)
 
     def _transition(self, route_class: str, transition: str | None) -> None:
         if transition is not None:

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from pooler.routing.choose import Choice
     from pooler.routing.snapshot import AccountSnapshot
     from pooler.upstream.http1 import UpstreamPool
+    from pooler.upstream.websocket import UpstreamWebsocket, WebsocketTarget
 
 
 # Outcome kinds a handler reports when it releases a lease.
@@ -118,6 +119,24 @@ class TurnEvidence:
 
     evidence: RateLimitSnapshot
     observed_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRefused:
+    """A websocket turn was refused for the account's limits (usage or rate): act on it now,
+    not when the socket's lease is released."""
+
+    lease_id: int
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class OpenWebsocket:
+    """Open an upstream websocket in the actor's nursery and reply with it (or the
+    connect failure: a rejection, a handshake or network error, a timeout)."""
+
+    target: WebsocketTarget
+    reply_to: ReplyTo[UpstreamWebsocket]
 
 
 @dataclass(frozen=True, slots=True)

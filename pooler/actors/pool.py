@@ -92,9 +92,6 @@ class AccountHandle:
     upstream: UpstreamPool
     actor: AccountActor
     stats: SupervisorStats = field(default_factory=lambda: SupervisorStats("account"))
-    # Set (and replaced) on each crash of the actor: what leased it for long (a websocket
-    # session) waits on it to end with the incarnation it leased.
-    crashed: trio.Event = field(default_factory=trio.Event)
 
     @property
     def snapshot(self) -> AccountSnapshot:
@@ -321,8 +318,6 @@ class PoolSupervisor:
         handle = self.accounts.get(name)
         if handle is not None:
             handle.state.snapshot = replace(handle.state.snapshot, alive=False)
-            handle.crashed.set()
-            handle.crashed = trio.Event()
             self._changed(name)
 
     # --- configuration -------------------------------------------------------------------

@@ -23,7 +23,7 @@ RESPONSE_FAULTS = frozenset(
     }
 )
 REFRESH_FAULTS = frozenset({"refresh_token_reused"})
-UPGRADE_FAULTS = frozenset({"ws_upgrade_426"})
+UPGRADE_FAULTS = frozenset({"ws_upgrade_426", "ws_upgrade_401"})
 FAULT_KINDS = RESPONSE_FAULTS | REFRESH_FAULTS | UPGRADE_FAULTS
 
 

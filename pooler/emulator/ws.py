@@ -21,7 +21,12 @@ from pooler.emulator.events import build_events
 from pooler.emulator.faults import UPGRADE_FAULTS
 from pooler.emulator.models import MODELS_ETAG
 from pooler.emulator.prompt_cache import Context
-from pooler.emulator.rejections import Rejection, bad_request, websocket_upgrade_required
+from pooler.emulator.rejections import (
+    Rejection,
+    bad_request,
+    unauthorized,
+    websocket_upgrade_required,
+)
 from pooler.emulator.responses_http import DISCONNECT_AFTER_EVENTS
 from pooler.emulator.state import EmulatorState, Grant, TurnLog
 
@@ -67,9 +72,19 @@ async def handle_websocket(
         return await deny_websocket(send, grant)
     fault = state.take_fault(grant.account, UPGRADE_FAULTS)
     if fault is not None:
-        refused = websocket_upgrade_required()
+        refused = (
+            websocket_upgrade_required()
+            if fault.kind == "ws_upgrade_426"
+            else unauthorized("token_expired", "Provided authentication token is expired.")
+        )
         state.record(
-            "GET", path, transport="websocket", grant=grant, status=426, fault=fault.kind, now=now
+            "GET",
+            path,
+            transport="websocket",
+            grant=grant,
+            status=refused.status,
+            fault=fault.kind,
+            now=now,
         )
         return await deny_websocket(send, refused)
     turn_state = headers.get(b"x-codex-turn-state") or inbound.new_id("ts")

@@ -111,6 +111,11 @@ class Gateway:
     def pool_policy(self, pool_id: str) -> PoolPolicy:
         return self._policies.get(pool_id) or PoolPolicy(pool_id)
 
+    def models_etag(self, pool_id: str | None) -> str | None:
+        """The ETag of the Pool's merged `/models` catalog (None while it is unknown)."""
+        catalog = self.catalog.for_pool(pool_id) if pool_id else None
+        return catalog.etag if catalog is not None else None
+
     def new_request_id(self) -> str:
         return "req_" + os.urandom(12).hex()
 

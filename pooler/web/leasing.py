@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pooler.actors import messages as m
+from pooler.actors.account import RefreshUnavailable
 from pooler.actors.runtime import ActorDead, CallTimeout, Mailbox, ReplyTo, call
 from pooler.errors import NoEligibleBackend, PinnedContinuationUnavailable, UsageLimitReached
 from pooler.routing.choose import Choice
 from pooler.routing.eligibility import QUOTA_CODES
+from pooler.web.settings import GatewaySettings
 
 # Quota exclusions, and the failure codes of attempts that met a usage limit.
 QUOTA_FAILURES = QUOTA_CODES | {"usage_limit", "usage_limit_reached"}
@@ -107,6 +109,24 @@ def no_account_error(
             "every account in this Pool has reached its usage limit", resets_at=min(resets)
         )
     return NoEligibleBackend("no eligible upstream account in this Pool", retry_after=retry_after)
+
+
+async def refreshed_lease(lease: m.Lease, settings: GatewaySettings) -> m.Lease | None:
+    """After an upstream 401 (the lease released as UNAUTHORIZED): the same account again,
+    with a refreshed token. None: it could not refresh, or no longer takes requests."""
+    try:
+        await call(
+            lease.mailbox,
+            lambda reply: m.RefreshNow(lease.access_token, reply),
+            timeout=settings.refresh_wait_timeout_s,
+        )
+        return await call(
+            lease.mailbox,
+            lambda reply: m.Confirm(reply, lease.route_class),
+            timeout=settings.lease_timeout_s,
+        )
+    except (RefreshUnavailable, CallTimeout, ActorDead):
+        return None
 
 
 def release(lease: m.Lease, outcome: m.Outcome) -> None:

@@ -57,7 +57,31 @@ async def no_leaks(settle_s: float = 5.0) -> AsyncIterator[None]:
             await trio.sleep(0.05)
     assert task_count() == tasks, f"{task_count() - tasks} task(s) leaked"
     assert pooler_threads() == []
-    assert not open_fds() - fds, f"file descriptors leaked: {sorted(open_fds() - fds)}"
+    leaked = {fd: _describe_fd(fd) for fd in sorted(open_fds() - fds)}
+    assert not leaked, f"file descriptors leaked: {leaked}"
+
+
+def _describe_fd(fd: str) -> str:
+    """`socket:[inode] local -> remote` for a TCP socket, else where the fd points."""
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "?"
+    if target.startswith("socket:["):
+        inode = target[8:-1]
+        for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+            with open(table) as rows:
+                for row in rows.readlines()[1:]:
+                    cols = row.split()
+                    if cols[9] == inode:
+                        local, remote = (int(c.rsplit(":", 1)[1], 16) for c in cols[1:3])
+                        return f"{target} port {local} -> {remote} state {cols[3]}"
+        with open("/proc/self/net/unix") as rows:
+            for row in rows.readlines()[1:]:
+                cols = row.split()
+                if cols[6] == inode:
+                    return f"{target} unix {cols[7] if len(cols) > 7 else ''}"
+    return target
 
 
 # --- settings and state ---------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 import trio
@@ -15,6 +16,7 @@ from test_websocket_responses import auth, log_rows, turn, wait_admission_idle, 
 
 from pooler.actors import messages as m
 from pooler.actors.runtime import call
+from pooler.store.accounts import delete_account
 from pooler.store.keys import revoke_key
 from pooler.web.settings import GatewaySettings
 
@@ -172,3 +174,33 @@ async def test_a_missing_pong_closes_the_session_with_1011(
                 except trio_websocket.ConnectionClosed as closed:
                     assert closed.reason is not None and closed.reason.code == 1011
             await wait_nothing_in_flight(stack)
+
+
+async def test_removing_the_account_closes_its_socket_with_1012(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with no_leaks(), open_stack(db_url, tmp_path) as stack:
+        with trio.fail_after(DEADLINE):
+            async with trio_websocket.open_websocket_url(
+                ws_url(stack), extra_headers=auth(stack.key)
+            ) as ws:
+                events = await turn(ws, **responses_body())
+                assert events[-1]["type"] == "response.completed"
+                handles = stack.gateway.pool_supervisor.accounts
+                victim = next(a for a, h in handles.items() if h.snapshot.in_flight)
+                await stack.database.run(
+                    lambda conn: delete_account(conn, UUID(victim), actor="test")
+                )
+                with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                    while True:
+                        await ws.get_message()
+                assert closed.value.reason is not None and closed.value.reason.code == 1012
+            assert victim not in stack.gateway.pool_supervisor.accounts
+            # The session's next connection is served by an account still in the Pool.
+            async with trio_websocket.open_websocket_url(
+                ws_url(stack), extra_headers=auth(stack.key)
+            ) as ws:
+                events = await turn(ws, **responses_body())
+                assert events[-1]["type"] == "response.completed"
+            await wait_nothing_in_flight(stack)
+            del ws, closed  # a trio-websocket client leaves its closed stream to the collector

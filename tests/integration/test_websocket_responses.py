@@ -353,7 +353,14 @@ async def test_each_turns_quota_evidence_reaches_the_account_while_the_socket_is
                 third = await turn(ws, **responses_body())
                 assert third[-1]["type"] == "error"
                 assert await wait_used_percent(handle, 100) == 100
-                assert handle.snapshot.in_flight  # the socket still holds its lease
+                # The refusal blocked the account at once, and the gateway ended the socket
+                # after relaying it, so that the client's next turn finds another account.
+                assert handle.snapshot.blocked_until is not None
+                with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                    await ws.get_message()
+                assert closed.value.reason is not None and closed.value.reason.code == 1000
+                while handle.snapshot.in_flight:
+                    await trio.sleep(0.02)
                 before = len(await stack.upstream_requests())
                 body = responses_body(prompt_cache_key="elsewhere")
                 response = await client.post("/backend-api/codex/responses", json=body)
@@ -361,3 +368,77 @@ async def test_each_turns_quota_evidence_reaches_the_account_while_the_socket_is
                 after = (await stack.upstream_requests())[before:]
                 assert [stack.label_of(r["account_id"]) for r in after] != []
                 assert label not in {stack.label_of(r["account_id"]) for r in after}
+
+
+async def test_a_limit_refusal_moves_the_reconnected_session_to_another_account(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with no_leaks(), open_stack(db_url, tmp_path) as stack:
+        with trio.fail_after(DEADLINE):
+            async with trio_websocket.open_websocket_url(
+                ws_url(stack), extra_headers=auth(stack.key)
+            ) as ws:
+                first = await turn(ws, **responses_body())
+                assert first[-1]["type"] == "response.completed"
+                accounts = stack.gateway.pool_supervisor.accounts
+                refused_id = next(a for a, h in accounts.items() if h.snapshot.in_flight)
+                await arm(stack, handle_of(stack, refused_id).snapshot.label, "usage_limit_429")
+                second = await turn(ws, **responses_body())
+                assert second[-1]["type"] == "error"
+                assert second[-1]["error"]["code"] == "usage_limit_reached"
+            # The same session reconnects (as the CLI does for its next turn): its pin moves.
+            async with trio_websocket.open_websocket_url(
+                ws_url(stack), extra_headers=auth(stack.key)
+            ) as ws:
+                third = await turn(ws, **responses_body())
+                assert third[-1]["type"] == "response.completed"
+            upgrades = [r for r in await stack.upstream_requests() if r["method"] == "GET"]
+            assert len(upgrades) == 2
+            assert upgrades[0]["account_id"] != upgrades[1]["account_id"]
+            del ws  # a trio-websocket client leaves its closed stream to the collector
+
+
+async def test_a_401_on_the_upgrade_refreshes_the_token_and_stays_on_the_account(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with no_leaks(), open_stack(db_url, tmp_path) as stack:
+        for account in stack.emulator.accounts:
+            await stack.fault(str(account.label), "ws_upgrade_401")
+        with trio.fail_after(DEADLINE):
+            async with trio_websocket.open_websocket_url(
+                ws_url(stack), extra_headers=auth(stack.key)
+            ) as ws:
+                events = await turn(ws, **responses_body())
+                assert events[-1]["type"] == "response.completed"
+        upgrades = [r for r in await stack.upstream_requests() if r["method"] == "GET"]
+        assert [r["status"] for r in upgrades] == [401, 101]
+        assert upgrades[0]["account_id"] == upgrades[1]["account_id"]
+        refreshes = await stack.upstream_requests("/oauth/token")
+        assert len(refreshes) == 1
+        del ws
+
+
+async def test_a_permessage_deflate_offer_is_declined(db_url: str, tmp_path: Path) -> None:
+    """The Codex CLI offers compression; each compressed socket would keep zlib state for
+    its life, so the gateway answers the upgrade without the extension."""
+    async with open_stack(db_url, tmp_path) as stack:
+        port = int(str(stack.url).rsplit(":", 1)[1])
+        with trio.fail_after(DEADLINE):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                request = (
+                    "GET /backend-api/codex/responses HTTP/1.1\r\n"
+                    f"Host: 127.0.0.1:{port}\r\n"
+                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    "Sec-WebSocket-Version: 13\r\n"
+                    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+                    f"Authorization: Bearer {stack.key}\r\n\r\n"
+                )
+                await stream.send_all(request.encode())
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += await stream.receive_some(4096)
+        lines = head.split(b"\r\n\r\n")[0].decode("latin-1").lower().split("\r\n")
+        assert lines[0].startswith("http/1.1 101")
+        assert not [line for line in lines if line.startswith("sec-websocket-extensions")]

@@ -14,8 +14,6 @@ import orjson
 import trio
 
 from pooler.actors import messages as m
-from pooler.actors.account import RefreshUnavailable
-from pooler.actors.runtime import ActorDead, CallTimeout, call
 from pooler.errors import PoolerError, UpstreamError
 from pooler.protocol.usage import TokenUsage, usage_from_completed
 from pooler.routing.circuit import COMPACT
@@ -38,7 +36,14 @@ from pooler.web.backend_codex.upstream_exchange import (
     classify_failure,
     relayed_response_headers,
 )
-from pooler.web.leasing import LeaseAttempts, lease_account, no_account_error, pin, release
+from pooler.web.leasing import (
+    LeaseAttempts,
+    lease_account,
+    no_account_error,
+    pin,
+    refreshed_lease,
+    release,
+)
 from pooler.web.request_record import AttemptRecord, RequestRecord
 
 if TYPE_CHECKING:
@@ -111,7 +116,7 @@ class CompactRoute:
                 break
             # The account's token, not the client's key: refresh it and ask the same account
             # once more; a 401 relayed would make the CLI drop its own login.
-            renewed = None if refreshed else await refreshed_lease(gw, lease)
+            renewed = None if refreshed else await refreshed_lease(lease, gw.settings)
             if renewed is None:
                 raise UpstreamError(
                     "the upstream refused the account's credentials", code=error_code
@@ -124,7 +129,7 @@ class CompactRoute:
         extra = [
             (b"content-type", content_type or b"application/json"),
             (b"x-request-id", record.request_id.encode()),
-            *relayed_response_headers(upstream_headers),
+            *relayed_response_headers(upstream_headers, gw.models_etag(record.pool_id)),
         ]
         record.mark_first_byte()
         await send_bytes(send, status, answer[:MAX_COMPACT_BODY], extra)
@@ -172,23 +177,6 @@ class CompactRoute:
             attempt.duration_ms = (trio.current_time() - attempt.started_at) * 1000.0
         attempt.status_code = status
         return status, upstream_headers, answer
-
-
-async def refreshed_lease(gw: Gateway, lease: m.Lease) -> m.Lease | None:
-    """The same account again, with a refreshed token (None: it could not refresh)."""
-    try:
-        await call(
-            lease.mailbox,
-            lambda reply: m.RefreshNow(lease.access_token, reply),
-            timeout=gw.settings.refresh_wait_timeout_s,
-        )
-        return await call(
-            lease.mailbox,
-            lambda reply: m.Confirm(reply, lease.route_class),
-            timeout=gw.settings.lease_timeout_s,
-        )
-    except (RefreshUnavailable, CallTimeout, ActorDead):
-        return None
 
 
 def _usage(answer: bytes) -> TokenUsage | None:

@@ -16,8 +16,6 @@ import orjson
 import trio
 
 from pooler.actors import messages as m
-from pooler.actors.account import RefreshUnavailable
-from pooler.actors.runtime import ActorDead, CallTimeout, call
 from pooler.errors import BadRequest, InvalidJson, PoolerError, UnsupportedMediaType, UpstreamError
 from pooler.protocol.stream_accounting import StreamAccounting, failed_event
 from pooler.routing.choose import PIN_KEPT, PIN_MOVED
@@ -46,6 +44,7 @@ from pooler.web.leasing import (
     lease_account,
     no_account_error,
     pin,
+    refreshed_lease,
     release,
 )
 from pooler.web.request_record import AttemptRecord, RequestRecord
@@ -287,7 +286,7 @@ class ResponsesRoute:
             failed = lease
             if result == RETRY_AUTH and failed.account_id not in refreshed:
                 refreshed.add(failed.account_id)
-                lease = await self._refreshed_lease(failed)
+                lease = await refreshed_lease(failed, gw.settings)
                 if lease is not None:
                     continue
             attempts.tried.add(failed.account_id)
@@ -308,22 +307,6 @@ class ResponsesRoute:
                 retry_after=gw.settings.no_backend_retry_after_s,
             )
         raise no_account_error(attempts, gw.settings.no_backend_retry_after_s)
-
-    async def _refreshed_lease(self, lease: m.Lease) -> m.Lease | None:
-        timeout = self.gw.settings.refresh_wait_timeout_s
-        try:
-            await call(
-                lease.mailbox,
-                lambda reply: m.RefreshNow(lease.access_token, reply),
-                timeout=timeout,
-            )
-            return await call(
-                lease.mailbox,
-                lambda reply: m.Confirm(reply, lease.route_class),
-                timeout=self.gw.settings.lease_timeout_s,
-            )
-        except (RefreshUnavailable, CallTimeout, ActorDead):
-            return None
 
     async def _attempt(
         self,
@@ -413,7 +396,9 @@ class ResponsesRoute:
     ) -> m.Outcome:
         idle = self.gw.settings.upstream_idle_timeout_s
         headers = [*SSE_HEADERS, (b"x-request-id", record.request_id.encode())]
-        headers.extend(relayed_response_headers(response.headers))
+        headers.extend(
+            relayed_response_headers(response.headers, self.gw.models_etag(record.pool_id))
+        )
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         record.mark_first_byte()
 
@@ -458,7 +443,7 @@ class ResponsesRoute:
         record.usage = accounting.usage
         extra = [
             (b"x-request-id", record.request_id.encode()),
-            *relayed_response_headers(response.headers),
+            *relayed_response_headers(response.headers, self.gw.models_etag(record.pool_id)),
         ]
         record.mark_first_byte()
         if accounting.completed:

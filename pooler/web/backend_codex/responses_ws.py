@@ -9,10 +9,14 @@ stored or logged.
 When no account can open an upstream websocket the handshake is answered 426, so the
 Codex CLI falls back to HTTP at once (a 426 is the one refusal it does not retry).
 
-The pumps live in a nursery owned by the handler, not (yet) in the AccountActor's; the
-socket ends with its account's actor (1011, on the supervisor's crash event) and with its
-Pool API key (1008, when a key-cache reload no longer holds the key). Each socket holds a
-slot of the "websocket" bulkhead for its life (a full one answers the handshake 503).
+The leased account's AccountActor opens the upstream socket in its own nursery, pings it
+and closes it (`pooler.upstream.websocket`); the handler pumps frames through it directly.
+So the socket ends with its account: 1011 when the actor crashes, 1012 when the account is
+removed; and with its Pool API key: 1008 when a key-cache reload no longer holds the key.
+A turn refused for the account's limits blocks the account at once and ends the socket
+after the refusal is relayed, so the client's next turn reconnects to another account.
+Each socket holds a slot of the "websocket" bulkhead for its life (a full one answers the
+handshake 503).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -29,6 +33,7 @@ import trio
 import trio_websocket
 
 from pooler.actors import messages as m
+from pooler.actors.runtime import ActorDead, CallTimeout, call
 from pooler.errors import PoolerError, ServerOverloaded
 from pooler.protocol.ratelimit import (
     RateLimitSnapshot,
@@ -37,6 +42,13 @@ from pooler.protocol.ratelimit import (
 )
 from pooler.protocol.stream_accounting import StreamAccounting
 from pooler.routing.circuit import RESPONSES
+from pooler.upstream.websocket import (
+    ACCOUNT_CRASHED,
+    ACCOUNT_STOPPED,
+    PING_TIMEOUT,
+    UpstreamWebsocket,
+    WebsocketTarget,
+)
 from pooler.web.asgi import Receive, Scope, Send, header
 from pooler.web.backend_codex.responses import continuity_keys
 from pooler.web.backend_codex.upstream_exchange import (
@@ -44,7 +56,14 @@ from pooler.web.backend_codex.upstream_exchange import (
     classify_failure,
     relayed_response_headers,
 )
-from pooler.web.leasing import LeaseAttempts, continuity_digest, lease_account, pin, release
+from pooler.web.leasing import (
+    LeaseAttempts,
+    continuity_digest,
+    lease_account,
+    pin,
+    refreshed_lease,
+    release,
+)
 from pooler.web.request_record import RequestRecord
 
 if TYPE_CHECKING:
@@ -52,16 +71,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pooler.web.responses_ws")
 
-CLOSE_NORMAL, CLOSE_POLICY, CLOSE_INTERNAL, CLOSE_TRY_AGAIN = 1000, 1008, 1011, 1013
+CLOSE_NORMAL, CLOSE_POLICY, CLOSE_INTERNAL, CLOSE_RESTART, CLOSE_TRY_AGAIN = (
+    1000,
+    1008,
+    1011,
+    1012,
+    1013,
+)
 BETA = (b"openai-beta", b"responses_websockets=2026-02-06")
 UPGRADE_REFUSED_BODY = (
     b'{"error":{"message":"websocket transport is not available; use HTTP",'
     b'"type":"invalid_request_error","code":"websocket_unsupported","param":null}}'
 )
 CLIENT_GONE, UPSTREAM_CLOSED, IDLE = "client_disconnected", "upstream_closed", "idle_timeout"
-KEY_REVOKED, ACCOUNT_CRASHED = "key_revoked", "account_crashed"
-PING_TIMEOUT = "upstream_ping_timeout"
-DISCONNECT_TIMEOUT_S = 5.0
+KEY_REVOKED, LIMIT_REFUSED = "key_revoked", "limit_refused"
+# How each way of ending closes the client socket (the rest: 1000).
+CLOSE_CODES = {
+    KEY_REVOKED: CLOSE_POLICY,
+    ACCOUNT_CRASHED: CLOSE_INTERNAL,
+    PING_TIMEOUT: CLOSE_INTERNAL,
+    ACCOUNT_STOPPED: CLOSE_RESTART,
+}
+# Ends that say nothing about the account's health: its lease is released as neutral.
+NEUTRAL_ENDS = frozenset({KEY_REVOKED, ACCOUNT_CRASHED, ACCOUNT_STOPPED, LIMIT_REFUSED})
+LIMIT_KINDS = (m.USAGE_LIMIT, m.RATE_LIMITED)
+OPEN_REPLY_MARGIN_S = 1.0  # the actor's own connect deadline comes first
 
 
 def upstream_ws_url(base_url: str) -> str:
@@ -149,13 +183,15 @@ class _Socket:
     lease: m.Lease
     attempts: LeaseAttempts
     template: RequestRecord
+    upstream: UpstreamWebsocket
     turn: RequestRecord | None = None
     accounting: TurnAccounting | None = None
     rate_limits: RateLimitSnapshot | None = None
-    refusal: m.Outcome | None = None  # a limit or auth refusal seen in an error frame
+    refusal: m.Outcome | None = None  # a server or auth failure seen in an error frame
     ended: str | None = None
     upstream_code: int | None = None
     turns: int = 0
+    abandoned: bool = False  # the client left in the middle of a turn
     idle: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     def touch(self) -> None:
@@ -207,11 +243,15 @@ class _Socket:
         if accounting is None or self.turn is None or not accounting.ended:
             return
         if accounting.error_status is not None:
-            if (
-                accounting.error_outcome is not None
-                and accounting.error_outcome.kind != m.CLIENT_ERROR
-            ):
-                self.refusal = accounting.error_outcome
+            refusal = accounting.error_outcome
+            if refusal is not None and refusal.kind in LIMIT_KINDS:
+                # The account is out of quota (or busy) now, not when the socket ends; and
+                # the socket ends, so that the client's next turn finds another account.
+                self.lease.mailbox.try_send(m.TurnRefused(self.lease.lease_id, refusal))
+                self.ended = self.ended or LIMIT_REFUSED
+                self.idle.cancel()
+            elif refusal is not None and refusal.kind != m.CLIENT_ERROR:
+                self.refusal = refusal
             self.end_turn(accounting.error_status, "upstream_client_error", accounting.error_code)
         elif accounting.completed:
             self.end_turn(200, "completed")
@@ -239,14 +279,17 @@ class _Socket:
         self.turn, self.accounting = None, None
 
     def outcome(self) -> m.Outcome:
+        """What the socket's lease is released with (the last turn's evidence included)."""
         if self.refusal is not None:
-            return self.refusal
-        kind = (
-            m.STREAM_FAILED
-            if self.ended == PING_TIMEOUT
-            or (self.ended == UPSTREAM_CLOSED and self.upstream_code != CLOSE_NORMAL)
-            else m.OK
-        )
+            return replace(self.refusal, rate_limits=self.rate_limits)
+        if self.ended in NEUTRAL_ENDS or self.abandoned:
+            kind = m.CANCELLED
+        elif self.ended == PING_TIMEOUT or (
+            self.ended == UPSTREAM_CLOSED and self.upstream_code != CLOSE_NORMAL
+        ):
+            kind = m.STREAM_FAILED
+        else:
+            kind = m.OK
         return m.Outcome(kind, 101, rate_limits=self.rate_limits)
 
 
@@ -318,79 +361,89 @@ class ResponsesWebsocketRoute:
         socket; False when none would (the caller answers 426)."""
         gw = self.gw
         settings = gw.settings
-        forwarded = [
+        forwarded = tuple(
             (k, v)
             for k, v in scope["headers"]
             if k in FORWARDED_REQUEST_HEADERS and k != b"openai-beta"
-        ]
+        )
+        lease: m.Lease | None = None
+        refreshed: set[str] = set()
         for _ in range(1 + gw.pool_policy(attempts.pool_id).retry_budget):
-            try:
-                lease = await lease_account(
-                    gw.supervisor, attempts, timeout=settings.lease_timeout_s
-                )
-            except PoolerError:
-                return False
             if lease is None:
-                return False
-            headers = [
+                try:
+                    lease = await lease_account(
+                        gw.supervisor, attempts, timeout=settings.lease_timeout_s
+                    )
+                except PoolerError:
+                    return False
+                if lease is None:
+                    return False
+            try:
+                upstream = await self._open_upstream(lease, forwarded)
+            except BaseException as exc:
+                outcome, code = _open_failure(exc)
+                if outcome is None:
+                    release(lease, m.Outcome(m.CANCELLED))
+                    raise
+                release(lease, outcome)
+                if code == "websocket_upgrade_refused":  # this upstream does not do websockets
+                    return False
+                if outcome.kind == m.UNAUTHORIZED and lease.account_id not in refreshed:
+                    refreshed.add(lease.account_id)  # once: the same account, a fresh token
+                    renewed = await refreshed_lease(lease, settings)
+                    if renewed is not None:
+                        lease = renewed
+                        continue
+                attempts.tried.add(lease.account_id)
+                attempts.exclusions[lease.label] = code
+                lease = None
+                continue
+            socket = _Socket(gw, scope, key_id, lease, attempts, template, upstream)
+            try:
+                await self._serve(socket, receive, send)
+            finally:
+                upstream.release()
+                release(lease, socket.outcome())
+            return True
+        if lease is not None:
+            release(lease, m.Outcome(m.CANCELLED))
+        return False
+
+    async def _open_upstream(
+        self, lease: m.Lease, forwarded: tuple[tuple[bytes, bytes], ...]
+    ) -> UpstreamWebsocket:
+        """Ask the leased account's actor to open the upstream socket in its nursery."""
+        settings = self.gw.settings
+        target = WebsocketTarget(
+            self.url,
+            (
                 *forwarded,
                 BETA,
                 (b"authorization", b"Bearer " + lease.access_token.encode()),
                 (b"chatgpt-account-id", lease.chatgpt_account_id.encode()),
-            ]
-            socket: _Socket | None = None
-            outcome, code = m.Outcome(m.CANCELLED), "cancelled"
-            try:
-                async with trio_websocket.open_websocket_url(
-                    self.url,
-                    extra_headers=headers,
-                    max_message_size=settings.max_body_bytes,
-                    connect_timeout=settings.upstream_connect_timeout_s,
-                    disconnect_timeout=DISCONNECT_TIMEOUT_S,
-                ) as upstream:
-                    socket = _Socket(gw, scope, key_id, lease, attempts, template)
-                    await self._serve(socket, upstream, receive, send)
-            except trio_websocket.ConnectionRejected as rejected:
-                if socket is not None:
-                    raise
-                if rejected.status_code == 426:  # this upstream does not do websockets
-                    release(lease, m.Outcome(m.CANCELLED))
-                    return False
-                failure = classify_failure(
-                    rejected.status_code, list(rejected.headers or ()), rejected.body or b""
-                )
-                outcome, code = failure.outcome, failure.error_code
-            except (trio_websocket.HandshakeError, OSError) as exc:
-                if socket is None:
-                    outcome, code = m.Outcome(m.TRANSPORT_ERROR), f"upstream_{type(exc).__name__}"
-            except BaseException:
-                release(lease, outcome if socket is None else socket.outcome())
-                raise
-            if socket is not None:
-                release(lease, socket.outcome())
-                return True
-            release(lease, outcome)
-            attempts.tried.add(lease.account_id)
-            attempts.exclusions[lease.label] = code
-        return False
+            ),
+            max_message_size=settings.max_body_bytes,
+            connect_timeout=settings.upstream_connect_timeout_s,
+            ping_interval=settings.websocket_ping_interval_s,
+        )
+        return await call(
+            lease.mailbox,
+            lambda reply: m.OpenWebsocket(target, reply),
+            timeout=settings.upstream_connect_timeout_s + OPEN_REPLY_MARGIN_S,
+        )
 
-    async def _serve(
-        self,
-        socket: _Socket,
-        upstream: trio_websocket.WebSocketConnection,
-        receive: Receive,
-        send: Send,
-    ) -> None:
+    async def _serve(self, socket: _Socket, receive: Receive, send: Send) -> None:
         gw = self.gw
-        turn_state = header({"headers": upstream.handshake_headers}, b"x-codex-turn-state")
+        handshake = list(socket.upstream.connection.handshake_headers)
+        turn_state = header({"headers": handshake}, b"x-codex-turn-state")
         if turn_state:
             key = continuity_digest("turn_state", turn_state.decode("latin-1"))
             pin(gw.supervisor, socket.attempts.pool_id, (key,), socket.lease.account_id)
-        accept_headers = relayed_response_headers(list(upstream.handshake_headers))
         # The upgrade's x-codex headers go with the first turn's evidence.
-        socket.rate_limits = parse_rate_limit_headers(list(upstream.handshake_headers), time.time())
-        handle = gw.pool_supervisor.accounts.get(socket.lease.account_id)
-        crashed = handle.crashed if handle is not None else trio.Event()
+        socket.rate_limits = parse_rate_limit_headers(handshake, time.time())
+        accept_headers = relayed_response_headers(
+            handshake, gw.models_etag(socket.attempts.pool_id)
+        )
         await send({"type": "websocket.accept", "headers": accept_headers})
         sockets = self._open.setdefault(socket.key_id, set())
         sockets.add(socket)
@@ -401,10 +454,8 @@ class ResponsesWebsocketRoute:
                 if not gw.keys.is_valid(socket.key_id):  # revoked while the socket opened
                     socket.ended = KEY_REVOKED
                     pumps.cancel_scope.cancel()
-                pumps.start_soon(self._client_to_upstream, socket, upstream, receive)
-                pumps.start_soon(self._upstream_to_client, socket, upstream, send)
-                pumps.start_soon(self._watch_account, socket, crashed)
-                pumps.start_soon(self._keepalive, socket, upstream)
+                pumps.start_soon(self._client_to_upstream, socket, receive)
+                await self._upstream_to_client(socket, send)
         finally:
             sockets.discard(socket)
             if not sockets and self._open.get(socket.key_id) is sockets:
@@ -413,8 +464,9 @@ class ResponsesWebsocketRoute:
                 socket.ended = IDLE
             if socket.turn is not None:
                 if socket.ended == CLIENT_GONE:
+                    socket.abandoned = True
                     socket.end_turn(499, CLIENT_GONE)
-                elif socket.ended in (KEY_REVOKED, ACCOUNT_CRASHED, PING_TIMEOUT):
+                elif socket.ended in (KEY_REVOKED, ACCOUNT_CRASHED, ACCOUNT_STOPPED, PING_TIMEOUT):
                     socket.end_turn(200, "stream_failed", socket.ended)
                 else:
                     code = (
@@ -422,19 +474,22 @@ class ResponsesWebsocketRoute:
                     )
                     socket.end_turn(200, "stream_failed", code)
         if socket.ended != CLIENT_GONE:
-            close = CLOSE_NORMAL
-            failed = socket.ended == UPSTREAM_CLOSED and socket.upstream_code != CLOSE_NORMAL
-            if failed or socket.ended in (ACCOUNT_CRASHED, PING_TIMEOUT):
+            close = CLOSE_CODES.get(socket.ended, CLOSE_NORMAL)
+            if socket.ended == UPSTREAM_CLOSED and socket.upstream_code != CLOSE_NORMAL:
                 close = CLOSE_INTERNAL
-            elif socket.ended == KEY_REVOKED:
-                close = CLOSE_POLICY
             with contextlib.suppress(Exception):
                 await send({"type": "websocket.close", "code": close})
-        # Leaving open_websocket_url closes the upstream socket (at most DISCONNECT_TIMEOUT_S).
+        # The caller releases the upstream socket; its actor closes it.
 
-    async def _client_to_upstream(
-        self, socket: _Socket, upstream: trio_websocket.WebSocketConnection, receive: Receive
-    ) -> None:
+    def _upstream_closed(self, socket: _Socket, closed: trio_websocket.ConnectionClosed) -> None:
+        # The account's side says why it closed the socket (its actor crashed or stopped, a
+        # ping went unanswered); otherwise the upstream closed it.
+        socket.ended = socket.ended or socket.upstream.ended_by or UPSTREAM_CLOSED
+        socket.upstream_code = closed.reason.code if closed.reason else None
+        socket.idle.cancel()
+
+    async def _client_to_upstream(self, socket: _Socket, receive: Receive) -> None:
+        upstream = socket.upstream.connection
         try:
             while True:
                 message = await receive()
@@ -451,13 +506,11 @@ class ResponsesWebsocketRoute:
                 socket.start_turn(text)
                 await upstream.send_message(text)
         except trio_websocket.ConnectionClosed as closed:
-            socket.ended = socket.ended or UPSTREAM_CLOSED
-            socket.upstream_code = closed.reason.code if closed.reason else None
+            self._upstream_closed(socket, closed)
         socket.idle.cancel()
 
-    async def _upstream_to_client(
-        self, socket: _Socket, upstream: trio_websocket.WebSocketConnection, send: Send
-    ) -> None:
+    async def _upstream_to_client(self, socket: _Socket, send: Send) -> None:
+        upstream = socket.upstream.connection
         try:
             while True:
                 frame = await upstream.get_message()
@@ -469,33 +522,20 @@ class ResponsesWebsocketRoute:
                 await send({"type": "websocket.send", "text": frame})
                 socket.after_upstream_frame()
         except trio_websocket.ConnectionClosed as closed:
-            socket.ended = socket.ended or UPSTREAM_CLOSED
-            socket.upstream_code = closed.reason.code if closed.reason else None
+            self._upstream_closed(socket, closed)
         socket.idle.cancel()
 
-    async def _watch_account(self, socket: _Socket, crashed: trio.Event) -> None:
-        """End the socket (1011) if the leased account's actor crashes: the restarted actor
-        knows nothing of this socket, which must not be left hanging on it."""
-        await crashed.wait()
-        socket.ended = socket.ended or ACCOUNT_CRASHED
-        socket.idle.cancel()
 
-    async def _keepalive(
-        self, socket: _Socket, upstream: trio_websocket.WebSocketConnection
-    ) -> None:
-        """Ping the upstream every `websocket_ping_interval_s`; a pong missing for as long
-        ends the socket (1011). Pings are not activity: they leave the idle deadline alone."""
-        interval = self.gw.settings.websocket_ping_interval_s
-        if interval <= 0:
-            return
-        try:
-            while True:
-                await trio.sleep(interval)
-                with trio.move_on_after(interval) as waiting:
-                    await upstream.ping()
-                if waiting.cancelled_caught:
-                    socket.ended = socket.ended or PING_TIMEOUT
-                    socket.idle.cancel()
-                    return
-        except trio_websocket.ConnectionClosed:
-            return  # the pumps see the close and end the socket
+def _open_failure(exc: BaseException) -> tuple[m.Outcome | None, str]:
+    """How a failed upstream open counts against its account, and its exclusion code;
+    (None, _) for an exception that is not an open failure (re-raised)."""
+    if isinstance(exc, trio_websocket.ConnectionRejected):
+        if exc.status_code == 426:
+            return m.Outcome(m.CANCELLED), "websocket_upgrade_refused"
+        failure = classify_failure(exc.status_code, list(exc.headers or ()), exc.body or b"")
+        return failure.outcome, failure.error_code
+    if isinstance(exc, trio.TooSlowError | CallTimeout):
+        return m.Outcome(m.TIMEOUT), "upstream_connect_timeout"
+    if isinstance(exc, trio_websocket.HandshakeError | OSError | ActorDead):
+        return m.Outcome(m.TRANSPORT_ERROR), f"upstream_{type(exc).__name__}"
+    return None, ""

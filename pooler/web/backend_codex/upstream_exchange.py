@@ -42,8 +42,22 @@ RELAYED_RESPONSE_PREFIXES = (
 )
 
 
-def relayed_response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    return [(k, v) for k, v in headers if k.startswith(RELAYED_RESPONSE_PREFIXES)]
+def relayed_response_headers(
+    headers: list[tuple[bytes, bytes]], models_etag: str | None = None
+) -> list[tuple[bytes, bytes]]:
+    """The upstream answer's headers a Codex client reads. `models_etag`: the Pool's merged
+    catalog ETag, sent instead of the account's `x-models-etag`, so that the client (which
+    compares it with the ETag of the `/models` it got from the gateway) refetches only
+    when the Pool's catalog changed."""
+    if models_etag is None:
+        return [(k, v) for k, v in headers if k.startswith(RELAYED_RESPONSE_PREFIXES)]
+    kept = [
+        (k, v)
+        for k, v in headers
+        if k.startswith(RELAYED_RESPONSE_PREFIXES) and k != b"x-models-etag"
+    ]
+    kept.append((b"x-models-etag", models_etag.encode()))
+    return kept
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,126 @@
+"""Upstream websockets held by an account: opened, kept alive and closed in the nursery of
+the AccountActor that owns the token, while a client handler pumps frames through them.
+
+The handler gets an `UpstreamWebsocket` and reads and writes its `connection` directly (no
+extra hop per frame). The connection's reader task runs under the actor, so when the actor
+crashes or is stopped the connection closes at once and the handler sees why in `ended_by`.
+`release()` hands the socket back: the close handshake happens here, not on the handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+import trio_websocket
+
+# Why the upstream socket ended, when the account side ended it (the handler's own reasons
+# are its business).
+ACCOUNT_CRASHED = "account_crashed"
+ACCOUNT_STOPPED = "account_stopped"
+PING_TIMEOUT = "upstream_ping_timeout"
+
+DISCONNECT_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class WebsocketTarget:
+    """Where and how to open one upstream websocket."""
+
+    url: str
+    headers: tuple[tuple[bytes, bytes], ...]
+    max_message_size: int
+    connect_timeout: float
+    ping_interval: float  # <= 0: no keepalive pings
+
+
+@dataclass(eq=False, slots=True)
+class UpstreamWebsocket:
+    connection: trio_websocket.WebSocketConnection
+    ended_by: str | None = None
+    _released: trio.Event = field(default_factory=trio.Event)
+
+    def release(self) -> None:
+        """The handler is done with the socket: close it (in the owner's nursery)."""
+        self._released.set()
+
+
+# The failures of opening a socket that are the upstream's answer, not a bug: the caller
+# gets them (ConnectionRejected is a HandshakeError).
+CONNECT_FAILURES = (trio_websocket.HandshakeError, OSError, trio.TooSlowError)
+
+
+def connect_failure(exc: BaseException) -> Exception | None:
+    """The one connect failure inside `exc` (possibly an exception group), else None."""
+    if isinstance(exc, CONNECT_FAILURES):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = connect_failure(inner)
+            if found is not None:
+                return found
+    return None
+
+
+async def hold_upstream_websocket(
+    target: WebsocketTarget,
+    deliver: Callable[[UpstreamWebsocket], bool],
+    fail: Callable[[Exception], object],
+    held: set[UpstreamWebsocket],
+) -> None:
+    """Open the socket, hand it over (`deliver`; False: nobody took it), keep it alive with
+    pings until it is released or dies, then close it. A connect failure goes to `fail`.
+    While open, the socket is in `held`, where its owner can mark why it ended."""
+    try:
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(target.connect_timeout):
+                connection = await trio_websocket.connect_websocket_url(
+                    nursery,
+                    target.url,
+                    extra_headers=list(target.headers),
+                    max_message_size=target.max_message_size,
+                )
+            socket = UpstreamWebsocket(connection)
+            try:
+                if deliver(socket):
+                    held.add(socket)
+                    await _keep_alive(socket, target.ping_interval)
+            except trio.Cancelled:
+                # The owner stops (a crash has said so already): marked before the reader
+                # task's end can wake the handler.
+                socket.ended_by = socket.ended_by or ACCOUNT_STOPPED
+                raise
+            finally:
+                held.discard(socket)
+                # Under cancellation this still closes the TCP stream before re-raising.
+                with trio.move_on_after(DISCONNECT_TIMEOUT_S):
+                    await connection.aclose()
+                nursery.cancel_scope.cancel()
+    except BaseException as exc:
+        failure = connect_failure(exc)
+        if failure is None:
+            raise
+        fail(failure)
+
+
+async def _keep_alive(socket: UpstreamWebsocket, interval: float) -> None:
+    """Until released: a ping every `interval`; a pong missing for as long ends the socket."""
+    connection = socket.connection
+    if interval <= 0:
+        await socket._released.wait()
+        return
+    while not socket._released.is_set() and connection.closed is None:
+        with trio.move_on_after(interval):
+            await socket._released.wait()
+            return
+        try:
+            with trio.move_on_after(interval) as waiting:
+                await connection.ping()
+        except trio_websocket.ConnectionClosed:
+            await socket._released.wait()
+            return
+        if waiting.cancelled_caught:
+            socket.ended_by = socket.ended_by or PING_TIMEOUT
+            return  # the close wakes the handler, which releases the socket
+    await socket._released.wait()
