@@ -84,3 +84,39 @@ async def test_the_emulator_serves_per_account_models(db_url: str, tmp_path: Pat
             assert (await upstream.get(url, headers={"if-none-match": etag})).status_code == 304
         await stack.control("POST", "reset")
         assert account.models is None
+
+
+async def test_responses_carry_the_pools_catalog_etag(db_url: str, tmp_path: Path) -> None:
+    """The CLI refetches `/models` when `x-models-etag` on a turn differs from the ETag its
+    `/models` came with: every turn carries the Pool's merged ETag, not an account's."""
+    import json
+
+    import trio_websocket
+
+    async with open_stack(db_url, tmp_path) as stack, stack.client() as client:
+        with trio.fail_after(20):
+            await stack.gateway.catalog.refresh()
+            models = await client.get("/backend-api/codex/models?client_version=0.169.0")
+            etag = models.headers["etag"]
+            async with client.stream(
+                "POST", "/backend-api/codex/responses", json=responses_body()
+            ) as streamed:
+                assert streamed.headers["x-models-etag"] == etag
+            collected = await client.post(
+                "/backend-api/codex/responses", json={**responses_body(), "stream": False}
+            )
+            assert collected.headers["x-models-etag"] == etag
+            compact = await client.post(
+                "/backend-api/codex/responses/compact",
+                json={"model": "gpt-5.5", "input": responses_body()["input"]},
+            )
+            assert compact.status_code == 200, compact.text
+            assert compact.headers["x-models-etag"] == etag
+            url = str(stack.url).replace("http://", "ws://") + "/backend-api/codex/responses"
+            auth = [(b"authorization", f"Bearer {stack.key}".encode())]
+            async with trio_websocket.open_websocket_url(url, extra_headers=auth) as ws:
+                handshake = dict(ws.handshake_headers)
+                assert handshake[b"x-models-etag"].decode() == etag
+                await ws.send_message(json.dumps({"type": "response.create", **responses_body()}))
+                while json.loads(await ws.get_message())["type"] != "response.completed":
+                    pass
