@@ -94,6 +94,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", type=float, default=0.0, metavar="S", help="py-spy the gateway for S s"
     )
+    parser.add_argument(
+        "--ws-held", type=int, default=None, help="idle websocket sessions to hold (extra)"
+    )
     parser.add_argument("--profile-out", type=Path, default=DEFAULT_PROFILE_OUT)
     parser.add_argument("--profile-concurrency", type=int, default=50)
     parser.add_argument("--profile-kind", choices=("sse", "short"), default="sse")
@@ -151,11 +154,13 @@ async def run_all(
         if args.idle_streams:
             await idle_streams(run, args.idle_streams)
         await benchmark(run)
-    await run_extras(run, extras_wanted(args), quick=args.quick)
+    await run_extras(run, extras_wanted(args), quick=args.quick, ws_held=args.ws_held)
     return None
 
 
-async def run_extras(run: Run, names: tuple[str, ...], *, quick: bool) -> None:
+async def run_extras(
+    run: Run, names: tuple[str, ...], *, quick: bool, ws_held: int | None = None
+) -> None:
     """Each on its own Pool (seeded by the Cluster), after readiness of that Pool."""
     if not names:
         return
@@ -167,7 +172,10 @@ async def run_extras(run: Run, names: tuple[str, ...], *, quick: bool) -> None:
             await wait_until_ready(run.endpoints, run.endpoints.pool(name).key)
         log(f"extra: {name}")
         if name == "websocket":
-            run.results.extras[name] = await websocket_run(run, QUICK_WS if quick else FULL_WS)
+            ws_plan = QUICK_WS if quick else FULL_WS
+            if ws_held is not None:
+                ws_plan = replace(ws_plan, held=ws_held)
+            run.results.extras[name] = await websocket_run(run, ws_plan)
         elif name == "failover":
             plan = QUICK_FAILOVER if quick else FULL_FAILOVER
             run.results.extras[name] = await failover_run(run, plan)
