@@ -3,6 +3,7 @@
     PoolerError                         (status, OpenAI error type, stable code)
     ├── BadRequest                      400 invalid_request_error
     │   ├── InvalidJson                 400 invalid_json
+    │   ├── UnsupportedParameter        400 unsupported_parameter (param names the field)
     │   ├── UnsupportedMediaType        415 unsupported_media_type
     │   └── BodyTooLarge                413 request_too_large
     ├── AuthError                       401 authentication_error
@@ -13,6 +14,7 @@
     ├── NoEligibleBackend               503 no_eligible_backend (Retry-After)
     ├── ServerOverloaded                503 server_is_overloaded (Retry-After)
     └── UpstreamError                   502 upstream_error
+        └── ImageGenerationFailed       502 image_generation_failed
 
 No httpx, h11 or psycopg exception reaches a handler: the edges map them into this tree.
 """
@@ -76,6 +78,12 @@ class BadRequest(PoolerError):
 
 class InvalidJson(BadRequest):
     code = "invalid_json"
+
+
+class UnsupportedParameter(BadRequest):
+    """A /v1 request field the gateway cannot honour; `param` names it."""
+
+    code = "unsupported_parameter"
 
 
 class UnsupportedMediaType(BadRequest):
@@ -151,6 +159,10 @@ class UpstreamError(PoolerError):
     status = 502
     error_type = "server_error"
     code = "upstream_error"
+
+
+class ImageGenerationFailed(UpstreamError):
+    code = "image_generation_failed"
 
 
 class ServiceUnavailable(PoolerError):
