@@ -10,6 +10,7 @@
     │   ├── ApiKeyMissing               401 api_key_missing
     │   └── ApiKeyInvalid               401 api_key_invalid
     ├── NotFound                        404 not_found_error
+    │   └── UnsupportedEndpoint         404 unsupported_endpoint (any other /v1 endpoint)
     ├── UsageLimitReached               429 usage_limit_reached (resets_at, Retry-After)
     ├── NoEligibleBackend               503 no_eligible_backend (Retry-After)
     ├── ServerOverloaded                503 server_is_overloaded (Retry-After)
@@ -114,6 +115,16 @@ class NotFound(PoolerError):
     status = 404
     error_type = "not_found_error"
     code = "unsupported_endpoint"
+
+
+class UnsupportedEndpoint(NotFound):
+    """A `/v1` path (or method) the gateway does not serve; the same answer for all."""
+
+    error_type = "invalid_request_error"
+    code = "unsupported_endpoint"
+
+    def __init__(self) -> None:
+        super().__init__("Unsupported OpenAI /v1 endpoint")
 
 
 class MethodNotAllowed(PoolerError):

@@ -2,7 +2,8 @@
 
 In order:
   (a) a user message asking to "run `cmd`" while a shell-like function tool is offered
-      → a function call to that tool;
+      → a function call to that tool; or saying "Call NAME with {json}" while a function
+      tool NAME is offered → a call to NAME with those arguments;
   (b) a `function_call_output` item → "Tool output: <first 200 chars>";
   (c) "Reply with exactly: X" in the user's text → X;
   (d) a `compaction_trigger` item → one `compaction` item;
@@ -20,6 +21,7 @@ DEFAULT_TEXT = "Hello from the Codex emulator."
 SHELL_TOOLS = ("exec_command", "shell", "shell_command", "local_shell")
 
 _RUN = re.compile(r"\brun\b[^`]*`([^`]+)`", re.IGNORECASE)
+_CALL = re.compile(r"\bCall[ \t]+([A-Za-z0-9_.-]+)[ \t]+with[ \t]+(\{[^\r\n]*\})")
 _EXACT = re.compile(r"Reply with exactly:[ \t]*([^\r\n]*)")
 
 
@@ -52,6 +54,9 @@ def decide_reply(body: dict[str, Any]) -> Reply:
     if kind not in (None, "message") or last.get("role", "user") != "user":
         return TextReply(DEFAULT_TEXT)
     text = message_text(last.get("content"))
+    named = _CALL.search(text)
+    if named and named.group(1) in _function_tools(body.get("tools")):
+        return ToolCallReply(named.group(1), named.group(2))
     run = _RUN.search(text)
     if run:
         call = tool_call_for(run.group(1).strip(), body.get("tools"))

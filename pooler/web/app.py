@@ -17,6 +17,9 @@ from pooler.web.backend_codex.responses import ResponsesRoute
 from pooler.web.backend_codex.responses_ws import ResponsesWebsocketRoute
 from pooler.web.backend_codex.usage import UsageRoute
 from pooler.web.health import health_route, metrics_route, ready_route
+from pooler.web.openai_v1.models import MODEL_PREFIX, MODELS_PATH, V1ModelsRoute
+from pooler.web.openai_v1.responses import v1_routes
+from pooler.web.openai_v1.unsupported import V1_PREFIX, unsupported_v1
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
@@ -32,6 +35,7 @@ def build_routes(gateway: Gateway) -> dict[str, dict[str, Handler]]:
     relays = relay_routes(gateway)
     compact = CompactRoute(gateway)
     usage = UsageRoute(gateway)
+    v1_models = V1ModelsRoute(gateway)
 
     async def healthz(scope: Scope, receive: Receive, send: Send) -> None:
         await health_route(send)
@@ -54,6 +58,9 @@ def build_routes(gateway: Gateway) -> dict[str, dict[str, Handler]]:
         "/backend-api/wham/usage": {"GET": usage},
         "/wham/usage": {"GET": usage},
         "/api/codex/usage": {"GET": usage},
+        **v1_routes(gateway),
+        MODELS_PATH: {"GET": v1_models},
+        MODEL_PREFIX: {"GET": v1_models},  # stands for /v1/models/{id}
         "/healthz": {"GET": healthz},
         "/readyz": {"GET": readyz},
         "/metrics": {"GET": metrics},
@@ -68,11 +75,14 @@ def build_app(gateway: Gateway) -> Handler:
         kind = scope["type"]
         if kind == "http":
             path = scope["path"]
-            methods = routes.get(FILES_PREFIX if path.startswith(FILES_PREFIX) else path)
+            methods = routes.get(route_key(path))
+            handler = methods.get(scope["method"]) if methods is not None else None
+            if handler is None and path.startswith(V1_PREFIX):
+                await unsupported_v1(gateway, scope, send)  # after authentication
+                return
             if methods is None:
                 await send_error(send, NotFound(f"no such endpoint: {scope['path']}"))
                 return
-            handler = methods.get(scope["method"])
             if handler is None:
                 allowed = ", ".join(sorted(methods))
                 error = MethodNotAllowed(
@@ -90,6 +100,15 @@ def build_app(gateway: Gateway) -> Handler:
             await serve_lifespan(receive, send)
 
     return app
+
+
+def route_key(path: str) -> str:
+    """The routing table's key for `path`: prefixes stand for the paths with an id."""
+    if path.startswith(FILES_PREFIX):
+        return FILES_PREFIX
+    if path.startswith(MODEL_PREFIX):
+        return MODEL_PREFIX
+    return path
 
 
 async def _guarded(handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:

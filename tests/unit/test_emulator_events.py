@@ -179,3 +179,13 @@ def test_compaction_trigger_and_default() -> None:
     assert decide_reply({}) == TextReply(DEFAULT_TEXT)
     assistant = {"type": "message", "role": "assistant", "content": "Reply with exactly: no"}
     assert decide_reply({"input": [assistant]}) == TextReply(DEFAULT_TEXT)
+
+
+def test_a_named_function_call_needs_that_tool_offered() -> None:
+    weather = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]
+    nested = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+    text = 'Call get_weather with {"city":"Paris"}'
+    for tools in (weather, nested):
+        reply = decide_reply({"input": text, "tools": tools})
+        assert reply == ToolCallReply("get_weather", '{"city":"Paris"}')
+    assert isinstance(decide_reply({"input": text, "tools": []}), TextReply)

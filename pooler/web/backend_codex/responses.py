@@ -10,7 +10,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 import trio
@@ -172,24 +173,59 @@ async def read_json_request(
     return pool.pool_id, body, payload
 
 
+class Presenter(Protocol):
+    """How the upstream's events reach a client of another protocol (`/v1`)."""
+
+    def translate(self, chunk: bytes) -> bytes:
+        """The client's bytes for one upstream chunk (possibly none)."""
+
+    def failed(self, code: str, message: str) -> bytes:
+        """The in-stream failure to send when the upstream breaks off after the start."""
+
+    def collected(self, accounting: StreamAccounting) -> dict[str, Any]:
+        """The whole answer for a client that did not stream; raises a PoolerError when the
+        upstream response failed."""
+
+
+@dataclass(slots=True)
+class ProxiedRequest:
+    """One request to relay: its Pool, the upstream body (asking for a stream) and its
+    parsed payload, and how the answer is presented (None: the upstream's bytes as they
+    come, for Codex clients)."""
+
+    pool_id: str
+    body: bytes
+    payload: dict[str, Any]
+    presenter: Presenter | None = None
+
+
 class ResponsesRoute:
+    route = "responses"
+
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
 
+    async def open_request(
+        self, scope: Scope, receive: Receive, record: RequestRecord
+    ) -> ProxiedRequest:
+        """Authenticate and read the request; set the record's stream and transport."""
+        pool_id, body, payload = await read_json_request(self.gw, scope, receive, record)
+        if is_compaction(payload):  # remote compaction v2 (protocol §1.4)
+            record.route = COMPACT
+        record.stream = payload.get("stream") is True
+        if not record.stream:
+            body = streaming_body(body, payload)
+        return ProxiedRequest(pool_id, body, payload)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gw = self.gw
-        record = start_record(gw, scope, "responses", "http")
+        record = start_record(gw, scope, self.route, "http")
         request_id_header = (b"x-request-id", record.request_id.encode())
         try:
-            pool_id, body, payload = await read_json_request(gw, scope, receive, record)
-            if is_compaction(payload):  # remote compaction v2 (protocol §1.4)
-                record.route = COMPACT
-            record.stream = payload.get("stream") is True
-            if not record.stream:
-                body = streaming_body(body, payload)
+            request = await self.open_request(scope, receive, record)
             record.transport = "http_sse" if record.stream else "http_json"
             async with gw.admission.admit("stream" if record.stream else "responses"):
-                await self._proxy(scope, receive, send, record, pool_id, body, payload)
+                await self._proxy(scope, receive, send, record, request)
         except ClientDisconnected:
             record.finish(499, "client_disconnected")
         except PoolerError as error:
@@ -204,9 +240,7 @@ class ResponsesRoute:
         receive: Receive,
         send: Send,
         record: RequestRecord,
-        pool_id: str,
-        body: bytes,
-        payload: dict[str, Any],
+        request: ProxiedRequest,
     ) -> None:
         disconnected = False
 
@@ -222,7 +256,7 @@ class ResponsesRoute:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch_disconnect, nursery.cancel_scope)
             try:
-                await self._attempts(scope, send, record, pool_id, body, payload)
+                await self._attempts(scope, send, record, request)
             except PoolerError as exc:  # raised outside the nursery, not in a group
                 error = exc
             nursery.cancel_scope.cancel()
@@ -236,18 +270,17 @@ class ResponsesRoute:
         scope: Scope,
         send: Send,
         record: RequestRecord,
-        pool_id: str,
-        body: bytes,
-        payload: dict[str, Any],
+        request: ProxiedRequest,
     ) -> None:
         gw = self.gw
+        pool_id, payload = request.pool_id, request.payload
         policy = gw.pool_policy(pool_id)
         hard_key, soft_keys = continuity_keys(payload, scope)
         attempts = LeaseAttempts(
             pool_id, soft_keys, hard_key, route_class=RESPONSES, model=str(payload["model"])
         )
         try:
-            await self._attempt_all(scope, send, record, body, attempts, policy.retry_budget)
+            await self._attempt_all(scope, send, record, request, attempts, policy.retry_budget)
         finally:
             _note_continuity(record, attempts)
 
@@ -256,7 +289,7 @@ class ResponsesRoute:
         scope: Scope,
         send: Send,
         record: RequestRecord,
-        body: bytes,
+        request: ProxiedRequest,
         attempts: LeaseAttempts,
         retry_budget: int,
     ) -> None:
@@ -277,7 +310,7 @@ class ResponsesRoute:
                 if lease is None:
                     break
             result, failure_code = await self._attempt(
-                lease, base_headers, body, record, send, attempts
+                lease, base_headers, request, record, send, attempts
             )
             if result == DONE:
                 return
@@ -312,7 +345,7 @@ class ResponsesRoute:
         self,
         lease: m.Lease,
         base_headers: list[tuple[bytes, bytes]],
-        body: bytes,
+        request: ProxiedRequest,
         record: RequestRecord,
         send: Send,
         attempts: LeaseAttempts,
@@ -335,7 +368,7 @@ class ResponsesRoute:
                 try:
                     with trio.fail_after(settings.upstream_first_byte_timeout_s):
                         response = await stack.enter_async_context(
-                            lease.upstream.request("POST", UPSTREAM_PATH, headers, body)
+                            lease.upstream.request("POST", UPSTREAM_PATH, headers, request.body)
                         )
                 except trio.TooSlowError:
                     outcome = m.Outcome(m.TIMEOUT)
@@ -380,10 +413,15 @@ class ResponsesRoute:
                 accounting = ResponseAccounting(
                     self.gw.supervisor, attempts.pool_id, lease.account_id, not record.stream
                 )
+                presenter = request.presenter
                 if record.stream:
-                    outcome = await self._relay_stream(response, send, record, accounting)
+                    outcome = await self._relay_stream(
+                        response, send, record, accounting, presenter
+                    )
                 else:
-                    outcome, result = await self._collect(response, send, record, accounting)
+                    outcome, result = await self._collect(
+                        response, send, record, accounting, presenter
+                    )
                 return result
         finally:
             attempt.duration_ms = (trio.current_time() - attempt.started_at) * 1000.0
@@ -392,13 +430,19 @@ class ResponsesRoute:
             release(lease, outcome)
 
     async def _relay_stream(
-        self, response: Any, send: Send, record: RequestRecord, accounting: ResponseAccounting
+        self,
+        response: Any,
+        send: Send,
+        record: RequestRecord,
+        accounting: ResponseAccounting,
+        presenter: Presenter | None,
     ) -> m.Outcome:
         idle = self.gw.settings.upstream_idle_timeout_s
         headers = [*SSE_HEADERS, (b"x-request-id", record.request_id.encode())]
-        headers.extend(
-            relayed_response_headers(response.headers, self.gw.models_etag(record.pool_id))
-        )
+        if presenter is None:  # a Codex client reads the account's x-codex headers
+            headers.extend(
+                relayed_response_headers(response.headers, self.gw.models_etag(record.pool_id))
+            )
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         record.mark_first_byte()
 
@@ -406,12 +450,23 @@ class ResponsesRoute:
             accounting.feed(chunk)  # first: a response id is pinned before the client sees it
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
-        failure = await _pump(response, idle, relay)
+        async def present(chunk: bytes) -> None:
+            accounting.feed(chunk)
+            assert presenter is not None
+            shown = presenter.translate(chunk)
+            if shown:
+                await send({"type": "http.response.body", "body": shown, "more_body": True})
+
+        failure = await _pump(response, idle, relay if presenter is None else present)
         if failure is None and accounting.terminal_type is None:
             failure = "upstream_stream_closed"
         if failure is not None:
             message = "the upstream stream ended before the response completed"
-            event = failed_event(None, failure, message)
+            event = (
+                failed_event(None, failure, message)
+                if presenter is None
+                else presenter.failed(failure, message)
+            )
             await send({"type": "http.response.body", "body": event, "more_body": True})
         record.usage = accounting.usage
         if failure is not None:
@@ -426,7 +481,12 @@ class ResponsesRoute:
         return m.Outcome(kind, 200, tuple(response.headers), rate_limits=accounting.rate_limits)
 
     async def _collect(
-        self, response: Any, send: Send, record: RequestRecord, accounting: ResponseAccounting
+        self,
+        response: Any,
+        send: Send,
+        record: RequestRecord,
+        accounting: ResponseAccounting,
+        presenter: Presenter | None,
     ) -> tuple[m.Outcome, tuple[str, str | None]]:
         """A non-streaming client: read the whole stream, answer with the final response."""
         idle = self.gw.settings.upstream_idle_timeout_s
@@ -441,11 +501,15 @@ class ResponsesRoute:
             code = broken or "upstream_stream_closed"
             return m.Outcome(m.TRANSPORT_ERROR, 200, headers), (FAILOVER, code)
         record.usage = accounting.usage
+        record.mark_first_byte()
+        outcome = m.Outcome(m.OK, 200, headers, rate_limits=accounting.rate_limits)
+        if presenter is not None:
+            await self._present_collected(send, record, accounting, presenter)
+            return outcome, (DONE, None)
         extra = [
             (b"x-request-id", record.request_id.encode()),
             *relayed_response_headers(response.headers, self.gw.models_etag(record.pool_id)),
         ]
-        record.mark_first_byte()
         if accounting.completed:
             record.finish(200, "completed")
             await send_json(send, 200, accounting.assembled_response(), extra)
@@ -454,8 +518,25 @@ class ResponsesRoute:
             error = UpstreamError("the upstream response failed", code=code)
             record.finish(502, "failed", code)
             await send_bytes(send, 502, error.body_bytes(), [*error.headers(), *extra])
-        outcome = m.Outcome(m.OK, 200, headers, rate_limits=accounting.rate_limits)
         return outcome, (DONE, None)
+
+    async def _present_collected(
+        self,
+        send: Send,
+        record: RequestRecord,
+        accounting: ResponseAccounting,
+        presenter: Presenter,
+    ) -> None:
+        request_id = (b"x-request-id", record.request_id.encode())
+        try:
+            answer = presenter.collected(accounting)
+        except PoolerError as error:
+            record.finish(error.status, "failed", error.code)
+            await send_bytes(send, error.status, error.body_bytes(), [*error.headers(), request_id])
+            return
+        outcome = "completed" if accounting.completed else "failed"
+        record.finish(200, outcome, None if accounting.completed else accounting.error_code)
+        await send_json(send, 200, answer, [request_id])
 
 
 async def _pump(

@@ -1,0 +1,75 @@
+"""`POST /v1/responses` and `POST /v1/chat/completions`: public bodies translated to a
+Codex Responses request, relayed through the same leasing, failover, continuity and
+accounting as the backend route, and answered in the client's own protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from pooler.translate import NormalizedRequest, chat_to_responses, normalize_responses_request
+from pooler.web.asgi import Receive, Scope, decode_content, header, read_body
+from pooler.web.backend_codex.responses import (
+    Presenter,
+    ProxiedRequest,
+    ResponsesRoute,
+    check_content_type,
+    parse_payload,
+)
+from pooler.web.openai_v1.auth import authenticate_v1
+from pooler.web.openai_v1.presenters import ChatPresenter, ResponsesPresenter
+from pooler.web.request_record import RequestRecord
+
+if TYPE_CHECKING:
+    from pooler.web.gateway import Gateway
+
+
+class V1Route(ResponsesRoute):
+    """A public body, translated to a Codex Responses request, its answer presented back."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        route: str,
+        translate: Callable[[dict[str, Any]], NormalizedRequest],
+        present: Callable[[NormalizedRequest], Presenter],
+    ) -> None:
+        super().__init__(gateway)
+        self.route = route
+        self._translate = translate
+        self._present = present
+
+    async def open_request(
+        self, scope: Scope, receive: Receive, record: RequestRecord
+    ) -> ProxiedRequest:
+        gw = self.gw
+        key, pool = authenticate_v1(gw, scope)
+        record.pool_id, record.key_prefix = pool.pool_id, key.prefix
+        check_content_type(scope)
+        limit = gw.settings.max_body_bytes
+        body = decode_content(
+            await read_body(receive, limit), header(scope, b"content-encoding"), limit
+        )
+        public = parse_payload(body)
+        record.model = public["model"]
+        normalized = self._translate(public)
+        record.stream = normalized.client_stream
+        payload = normalized.body
+        return ProxiedRequest(
+            pool.pool_id, orjson.dumps(payload), payload, self._present(normalized)
+        )
+
+
+def v1_routes(gateway: Gateway) -> dict[str, dict[str, Any]]:
+    responses = V1Route(
+        gateway, "v1_responses", normalize_responses_request, lambda _: ResponsesPresenter()
+    )
+    chat = V1Route(
+        gateway,
+        "v1_chat",
+        chat_to_responses,
+        lambda request: ChatPresenter(request.model, request.include_usage),
+    )
+    return {"/v1/responses": {"POST": responses}, "/v1/chat/completions": {"POST": chat}}
