@@ -6,6 +6,9 @@ Text:       created → in_progress → output_item.added → content_part.added
 Tool call:  created → in_progress → output_item.added → function_call_arguments.delta →
             function_call_arguments.done → output_item.done → completed
 Compaction: created → in_progress → output_item.added → output_item.done → completed
+Image:      created → in_progress → output_item.added → image_generation_call.in_progress
+            → image_generation_call.generating → image_generation_call.completed
+            → output_item.done (the PNG, base64, in `result`) → completed
 Prewarm (`generate: false`): created → completed.
 Every event carries `sequence_number`, counting from 0.
 """
@@ -15,10 +18,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from pooler.emulator.replies import CompactionReply, Reply, TextReply, ToolCallReply
+from pooler.emulator.replies import (
+    CompactionReply,
+    ImageReply,
+    Reply,
+    TextReply,
+    ToolCallReply,
+)
 
 
 @dataclass(frozen=True)
@@ -160,11 +170,50 @@ def _compaction_events(turn: Turn) -> tuple[list[dict[str, Any]], dict[str, Any]
     return events, final
 
 
+def tiny_png(prompt: str) -> bytes:
+    """A valid 1x1 PNG whose colour is drawn from the prompt (different prompts, different
+    images; the same prompt, the same one)."""
+    red, green, blue = hashlib.sha256(prompt.encode()).digest()[:3]
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+
+    header = (1).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])  # 1x1, 8-bit RGB
+    pixels = zlib.compress(bytes([0, red, green, blue]))
+    signature = b"\x89PNG\r\n\x1a\n"
+    return signature + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def _image_events(turn: Turn, reply: ImageReply) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    item_id = f"ig_{_suffix(turn)}"
+    item = {"id": item_id, "type": "image_generation_call", "status": "in_progress"}
+    final = {
+        **item,
+        "status": "completed",
+        "result": base64.b64encode(tiny_png(reply.prompt)).decode(),
+        "revised_prompt": reply.prompt,
+        "size": reply.size,
+        "output_format": "png",
+    }
+    where = {"item_id": item_id, "output_index": 0}
+    events = [
+        {"type": "response.output_item.added", "output_index": 0, "item": item},
+        {"type": "response.image_generation_call.in_progress", **where},
+        {"type": "response.image_generation_call.generating", **where},
+        {"type": "response.image_generation_call.completed", **where},
+        {"type": "response.output_item.done", "output_index": 0, "item": final},
+    ]
+    return events, final
+
+
 def _output_tokens(item: dict[str, Any]) -> int:
     if item["type"] == "message":
         return len(item["content"][0]["text"]) // 4 + 1
     if item["type"] == "function_call":
         return len(item["arguments"]) // 4 + 1
+    if item["type"] == "image_generation_call":
+        return 272  # what one 1024x1024 low-quality image costs, roughly
     return len(item["encrypted_content"]) // 8
 
 
@@ -185,6 +234,8 @@ def build_events(reply: Reply, turn: Turn, *, generate: bool = True) -> list[dic
             body, item = _text_events(turn, reply.text)
         elif isinstance(reply, ToolCallReply):
             body, item = _tool_call_events(turn, reply)
+        elif isinstance(reply, ImageReply):
+            body, item = _image_events(turn, reply)
         else:
             assert isinstance(reply, CompactionReply)
             body, item = _compaction_events(turn)

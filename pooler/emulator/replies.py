@@ -7,7 +7,9 @@ In order:
   (b) a `function_call_output` item → "Tool output: <first 200 chars>";
   (c) "Reply with exactly: X" in the user's text → X;
   (d) a `compaction_trigger` item → one `compaction` item;
-  (e) anything else → a fixed greeting.
+  (e) an `image_generation` tool with `tool_choice: {"type": "image_generation"}`
+      → one `image_generation_call` item (a PNG drawn from the prompt);
+  (f) anything else → a fixed greeting.
 """
 
 from __future__ import annotations
@@ -41,7 +43,13 @@ class CompactionReply:
     pass
 
 
-Reply = TextReply | ToolCallReply | CompactionReply
+@dataclass(frozen=True)
+class ImageReply:
+    prompt: str
+    size: str = "1024x1024"
+
+
+Reply = TextReply | ToolCallReply | CompactionReply | ImageReply
 
 
 def decide_reply(body: dict[str, Any]) -> Reply:
@@ -54,6 +62,10 @@ def decide_reply(body: dict[str, Any]) -> Reply:
     if kind not in (None, "message") or last.get("role", "user") != "user":
         return TextReply(DEFAULT_TEXT)
     text = message_text(last.get("content"))
+    image_tool = _image_tool(body)
+    if image_tool is not None:
+        size = image_tool.get("size")
+        return ImageReply(text, size if isinstance(size, str) and size != "auto" else "1024x1024")
     named = _CALL.search(text)
     if named and named.group(1) in _function_tools(body.get("tools")):
         return ToolCallReply(named.group(1), named.group(2))
@@ -66,6 +78,18 @@ def decide_reply(body: dict[str, Any]) -> Reply:
     if exact:
         return TextReply(exact.group(1).strip())
     return TextReply(DEFAULT_TEXT)
+
+
+def _image_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The `image_generation` tool, when the request forces it."""
+    choice = body.get("tool_choice")
+    if not isinstance(choice, dict) or choice.get("type") != "image_generation":
+        return None
+    tools = body.get("tools")
+    for tool in tools if isinstance(tools, list) else []:
+        if isinstance(tool, dict) and tool.get("type") == "image_generation":
+            return tool
+    return None
 
 
 def _last_item(value: Any) -> dict[str, Any]:

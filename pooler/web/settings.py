@@ -22,3 +22,6 @@ class GatewaySettings:
     websocket_idle_timeout_s: float = 30 * 60.0
     # The upstream websocket is pinged this often; a pong missing for as long ends it (1011).
     websocket_ping_interval_s: float = 25.0
+    # The Codex model that hosts the image_generation tool for /v1/images requests (the
+    # image model itself goes in the tool).
+    images_host_model: str = "gpt-5.5"

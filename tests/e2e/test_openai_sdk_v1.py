@@ -188,3 +188,24 @@ async def test_the_async_python_sdk_through_v1(db_url: str, tmp_path: Path) -> N
                 lambda: __import__("asyncio").run(async_clients(stack))
             )
         assert found == {"responses": "async one", "chat": "async two"}
+
+
+def images_sync(stack: Stack) -> tuple[bytes, int]:
+    import base64
+
+    sdk = client(stack)
+    answer = sdk.images.generate(
+        model="gpt-image-1", prompt="a lighthouse at dawn", size="1024x1024"
+    )
+    assert answer.data
+    image = base64.b64decode(answer.data[0].b64_json or "")
+    return image, len(answer.data)
+
+
+async def test_the_python_sdk_generates_an_image_through_v1(db_url: str, tmp_path: Path) -> None:
+    async with open_stack(db_url, tmp_path) as stack:
+        with trio.fail_after(60):
+            image, count = await trio.to_thread.run_sync(images_sync, stack)
+        assert count == 1 and image.startswith(b"\x89PNG\r\n\x1a\n")
+        (request,) = await stack.upstream_requests()
+        assert request["status"] == 200  # one Responses turn with the image tool

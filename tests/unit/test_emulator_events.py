@@ -189,3 +189,35 @@ def test_a_named_function_call_needs_that_tool_offered() -> None:
         reply = decide_reply({"input": text, "tools": tools})
         assert reply == ToolCallReply("get_weather", '{"city":"Paris"}')
     assert isinstance(decide_reply({"input": text, "tools": []}), TextReply)
+
+
+def test_a_forced_image_tool_draws_one_png() -> None:
+    import base64
+    import zlib
+
+    from pooler.emulator.events import build_events, tiny_png
+    from pooler.emulator.replies import ImageReply
+
+    tool = {"type": "image_generation", "model": "gpt-image-1", "size": "1024x1536"}
+    body = {"input": "a red fox", "tools": [tool], "tool_choice": {"type": "image_generation"}}
+    reply = decide_reply(body)
+    assert reply == ImageReply("a red fox", "1024x1536")
+    assert isinstance(decide_reply({**body, "tool_choice": "auto"}), TextReply)
+    events = build_events(reply, TURN)
+    item = events[-1]["response"]["output"][0]
+    assert item["type"] == "image_generation_call" and item["status"] == "completed"
+    png = base64.b64decode(item["result"])
+    assert png == tiny_png("a red fox") != tiny_png("a grey wolf")
+    # A valid PNG: signature, chunks with correct CRCs, one RGB pixel.
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    at, kinds = 8, []
+    while at < len(png):
+        size = int.from_bytes(png[at : at + 4], "big")
+        kind, data = png[at + 4 : at + 8], png[at + 8 : at + 8 + size]
+        crc = int.from_bytes(png[at + 8 + size : at + 12 + size], "big")
+        assert zlib.crc32(kind + data) == crc
+        kinds.append(kind)
+        if kind == b"IDAT":
+            assert len(zlib.decompress(data)) == 4  # filter byte + R, G, B
+        at += 12 + size
+    assert kinds == [b"IHDR", b"IDAT", b"IEND"]

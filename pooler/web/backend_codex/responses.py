@@ -60,13 +60,18 @@ DONE, FAILOVER, RETRY_AUTH = "done", "failover", "retry_auth"
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
 
-def parse_payload(body: bytes) -> dict[str, Any]:
+def parse_object(body: bytes) -> dict[str, Any]:
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidJson("the request body is not valid JSON") from exc
     if not isinstance(payload, dict):
         raise InvalidJson("the request body must be a JSON object")
+    return payload
+
+
+def parse_payload(body: bytes) -> dict[str, Any]:
+    payload = parse_object(body)
     model = payload.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("'model' is required and must be a string", param="model")

@@ -21,6 +21,7 @@ from pooler.translate import (
     UpstreamFailure,
     chat_completion_from_response,
     encode_chunk,
+    images_response,
     public_event,
     public_response,
 )
@@ -103,3 +104,18 @@ class ChatPresenter:
         if accounting.terminal_type is None:
             raise stream_closed_error()
         return chat_completion_from_response(accounting.assembled_response(), model=self._model)
+
+
+class ImagesPresenter:
+    """`/v1/images/*`: never streamed; the generated image as `{"data": [{"b64_json"}]}`."""
+
+    def translate(self, chunk: bytes) -> bytes:
+        return b""
+
+    def failed(self, code: str, message: str) -> bytes:
+        return b""
+
+    def collected(self, accounting: StreamAccounting) -> dict[str, Any]:
+        if accounting.terminal_type is None:
+            raise stream_closed_error()
+        return images_response(accounting.assembled_response())

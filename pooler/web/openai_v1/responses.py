@@ -5,21 +5,27 @@ accounting as the backend route, and answered in the client's own protocol."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from pooler.translate import NormalizedRequest, chat_to_responses, normalize_responses_request
+from pooler.translate import (
+    NormalizedRequest,
+    chat_to_responses,
+    images_generation_request,
+    normalize_responses_request,
+)
 from pooler.web.asgi import Receive, Scope, decode_content, header, read_body
 from pooler.web.backend_codex.responses import (
     Presenter,
     ProxiedRequest,
     ResponsesRoute,
     check_content_type,
-    parse_payload,
+    parse_object,
 )
 from pooler.web.openai_v1.auth import authenticate_v1
-from pooler.web.openai_v1.presenters import ChatPresenter, ResponsesPresenter
+from pooler.web.openai_v1.presenters import ChatPresenter, ImagesPresenter, ResponsesPresenter
 from pooler.web.request_record import RequestRecord
 
 if TYPE_CHECKING:
@@ -52,11 +58,10 @@ class V1Route(ResponsesRoute):
         body = decode_content(
             await read_body(receive, limit), header(scope, b"content-encoding"), limit
         )
-        public = parse_payload(body)
-        record.model = public["model"]
-        normalized = self._translate(public)
+        normalized = self._translate(parse_object(body))
         record.stream = normalized.client_stream
         payload = normalized.body
+        record.model = payload["model"]  # what the upstream is asked for
         return ProxiedRequest(
             pool.pool_id, orjson.dumps(payload), payload, self._present(normalized)
         )
@@ -72,4 +77,14 @@ def v1_routes(gateway: Gateway) -> dict[str, dict[str, Any]]:
         chat_to_responses,
         lambda request: ChatPresenter(request.model, request.include_usage),
     )
-    return {"/v1/responses": {"POST": responses}, "/v1/chat/completions": {"POST": chat}}
+    images = V1Route(
+        gateway,
+        "v1_images",
+        partial(images_generation_request, host_model=gateway.settings.images_host_model),
+        lambda _: ImagesPresenter(),
+    )
+    return {
+        "/v1/responses": {"POST": responses},
+        "/v1/chat/completions": {"POST": chat},
+        "/v1/images/generations": {"POST": images},
+    }
