@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 log = logging.getLogger("pooler.web")
-WEBSOCKET_PATHS = frozenset({"/backend-api/codex/responses", "/backend-api/codex/v1/responses"})
+WEBSOCKET_PATHS = frozenset(
+    {"/backend-api/codex/responses", "/backend-api/codex/v1/responses", "/v1/responses"}
+)
 
 
 def build_routes(gateway: Gateway) -> dict[str, dict[str, Handler]]:

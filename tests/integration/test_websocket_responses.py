@@ -442,3 +442,18 @@ async def test_a_permessage_deflate_offer_is_declined(db_url: str, tmp_path: Pat
         lines = head.split(b"\r\n\r\n")[0].decode("latin-1").lower().split("\r\n")
         assert lines[0].startswith("http/1.1 101")
         assert not [line for line in lines if line.startswith("sec-websocket-extensions")]
+
+
+async def test_v1_websocket_serves_public_clients_without_codex_frames(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with open_stack(db_url, tmp_path) as stack:
+        with trio.fail_after(DEADLINE):
+            async with trio_websocket.open_websocket_url(
+                ws_url(stack, "/v1/responses"), extra_headers=auth(stack.key)
+            ) as ws:
+                events = await turn(ws, **responses_body("Reply with exactly: public"))
+        assert events[0]["type"] == "response.created"
+        assert not [e for e in events if e["type"].startswith("codex.")]
+        assert events[-1]["type"] == "response.completed"
+        assert {r["transport"] for r in await stack.upstream_requests()} == {"websocket"}

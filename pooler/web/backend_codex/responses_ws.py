@@ -64,6 +64,8 @@ from pooler.web.leasing import (
     refreshed_lease,
     release,
 )
+from pooler.web.openai_v1.auth import authenticate_v1
+from pooler.web.openai_v1.unsupported import V1_PREFIX
 from pooler.web.request_record import RequestRecord
 
 if TYPE_CHECKING:
@@ -95,6 +97,7 @@ CLOSE_CODES = {
 # Ends that say nothing about the account's health: its lease is released as neutral.
 NEUTRAL_ENDS = frozenset({KEY_REVOKED, ACCOUNT_CRASHED, ACCOUNT_STOPPED, LIMIT_REFUSED})
 LIMIT_KINDS = (m.USAGE_LIMIT, m.RATE_LIMITED)
+CODEX_ONLY_FRAME = '"type":"codex.'
 OPEN_REPLY_MARGIN_S = 1.0  # the actor's own connect deadline comes first
 
 
@@ -192,6 +195,7 @@ class _Socket:
     upstream_code: int | None = None
     turns: int = 0
     abandoned: bool = False  # the client left in the middle of a turn
+    public: bool = False  # a /v1 client: Codex-only frames (`codex.*`) are not relayed
     idle: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     def touch(self) -> None:
@@ -318,7 +322,12 @@ class ResponsesWebsocketRoute:
         agent = header(scope, b"user-agent")
         record.user_agent = agent.decode("latin-1")[:200] if agent else None
         try:
-            key, pool = gw.keys.authenticate(header(scope, b"authorization"))
+            public = scope["path"].startswith(V1_PREFIX)
+            key, pool = (
+                authenticate_v1(gw, scope)
+                if public
+                else gw.keys.authenticate(header(scope, b"authorization"))
+            )
         except PoolerError as error:
             record.finish(error.status, "rejected", error.code)
             gw.log_request(record)
@@ -399,6 +408,7 @@ class ResponsesWebsocketRoute:
                 lease = None
                 continue
             socket = _Socket(gw, scope, key_id, lease, attempts, template, upstream)
+            socket.public = scope["path"].startswith(V1_PREFIX)
             try:
                 await self._serve(socket, receive, send)
             finally:
@@ -519,7 +529,8 @@ class ResponsesWebsocketRoute:
                     await send({"type": "websocket.send", "bytes": frame})
                     continue
                 socket.on_upstream_frame(frame)  # first: a response id is pinned before relay
-                await send({"type": "websocket.send", "text": frame})
+                if not (socket.public and CODEX_ONLY_FRAME in frame[:40]):
+                    await send({"type": "websocket.send", "text": frame})
                 socket.after_upstream_frame()
         except trio_websocket.ConnectionClosed as closed:
             self._upstream_closed(socket, closed)
