@@ -17,9 +17,12 @@ from pooler.web.backend_codex.responses import ResponsesRoute
 from pooler.web.backend_codex.responses_ws import ResponsesWebsocketRoute
 from pooler.web.backend_codex.usage import UsageRoute
 from pooler.web.health import health_route, metrics_route, ready_route
+from pooler.web.openai_v1.audio import TRANSCRIPTIONS_PATH, V1TranscriptionsRoute
+from pooler.web.openai_v1.files import V1_FILES_PREFIX, v1_files_routes
 from pooler.web.openai_v1.models import MODEL_PREFIX, MODELS_PATH, V1ModelsRoute
 from pooler.web.openai_v1.responses import v1_routes
 from pooler.web.openai_v1.unsupported import V1_PREFIX, unsupported_v1
+from pooler.web.openai_v1.usage import USAGE_PATH, V1UsageRoute
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
@@ -63,6 +66,9 @@ def build_routes(gateway: Gateway) -> dict[str, dict[str, Handler]]:
         **v1_routes(gateway),
         MODELS_PATH: {"GET": v1_models},
         MODEL_PREFIX: {"GET": v1_models},  # stands for /v1/models/{id}
+        **v1_files_routes(gateway),  # V1_FILES_PREFIX stands for /v1/files/{id}[/content]
+        TRANSCRIPTIONS_PATH: {"POST": V1TranscriptionsRoute(gateway)},
+        USAGE_PATH: {"GET": V1UsageRoute(gateway)},
         "/healthz": {"GET": healthz},
         "/readyz": {"GET": readyz},
         "/metrics": {"GET": metrics},
@@ -108,6 +114,8 @@ def route_key(path: str) -> str:
     """The routing table's key for `path`: prefixes stand for the paths with an id."""
     if path.startswith(FILES_PREFIX):
         return FILES_PREFIX
+    if path.startswith(V1_FILES_PREFIX):
+        return V1_FILES_PREFIX
     if path.startswith(MODEL_PREFIX):
         return MODEL_PREFIX
     return path

@@ -24,6 +24,7 @@ EXPECTED_TABLES = {
     "continuity_pins",
     "account_credits",
     "instance_settings",
+    "v1_files",  # 0004
 }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -59,6 +60,46 @@ SENT_REQUEST_HEADERS = FORWARDED_REQUEST_HEADERS | {b"content-type", b"accept"}
 
 def file_key(file_id: str) -> bytes:
     return continuity_digest("file", file_id)
+
+
+async def run_attempts(
+    gw: Gateway,
+    attempts: LeaseAttempts,
+    record: RequestRecord,
+    attempt: Callable[[m.Lease], Awaitable[str | None]],
+    *,
+    failover: bool = True,
+) -> None:
+    """Lease accounts of the Pool and run `attempt` on each until one answers the client
+    (returns None) or the retry budget is spent; `attempt` returns the failure code to fail
+    over with (before the client's first byte) and records itself in `record.attempts`.
+    Raises the OpenAI-shaped error for "nobody could serve"."""
+    budget = gw.pool_policy(attempts.pool_id).retry_budget if failover else 0
+    last_failure: str | None = None
+    while len(record.attempts) < 1 + budget:
+        lease = await lease_account(gw.supervisor, attempts, timeout=gw.settings.lease_timeout_s)
+        if lease is None:
+            break
+        last_failure = await attempt(lease)
+        if last_failure is None:
+            return
+        record.retries = len(record.attempts)
+        attempts.tried.add(lease.account_id)
+        attempts.exclusions[lease.label] = last_failure
+    if last_failure is not None and attempts.hard_key is None:
+        raise UpstreamError(
+            f"the upstream request failed on every account tried ({last_failure})",
+            retry_after=gw.settings.no_backend_retry_after_s,
+        )
+    raise no_account_error(attempts, gw.settings.no_backend_retry_after_s)
+
+
+def account_headers(lease: m.Lease) -> list[tuple[bytes, bytes]]:
+    """The leased account's credentials, as the backend wants them."""
+    return [
+        (b"authorization", b"Bearer " + lease.access_token.encode()),
+        (b"chatgpt-account-id", lease.chatgpt_account_id.encode()),
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,29 +167,15 @@ class RelayRoute:
         target: str,
         body: bytes,
     ) -> None:
-        gw = self.gw
         base = [(k, v) for k, v in scope["headers"] if k in SENT_REQUEST_HEADERS]
-        budget = gw.pool_policy(attempts.pool_id).retry_budget if self.spec.failover else 0
-        last_failure: str | None = None
-        while len(record.attempts) < 1 + budget:
-            lease = await lease_account(
-                gw.supervisor, attempts, timeout=gw.settings.lease_timeout_s
-            )
-            if lease is None:
-                break
+
+        async def attempt(lease: m.Lease) -> str | None:
             try:
-                last_failure = await self._attempt(lease, base, target, body, record, send)
+                return await self._attempt(lease, base, target, body, record, send)
             except _Sent:
-                return
-            record.retries = len(record.attempts)
-            attempts.tried.add(lease.account_id)
-            attempts.exclusions[lease.label] = last_failure
-        if last_failure is not None and attempts.hard_key is None:
-            raise UpstreamError(
-                f"the upstream request failed on every account tried ({last_failure})",
-                retry_after=gw.settings.no_backend_retry_after_s,
-            )
-        raise no_account_error(attempts, gw.settings.no_backend_retry_after_s)
+                return None
+
+        await run_attempts(self.gw, attempts, record, attempt, failover=self.spec.failover)
 
     async def _attempt(
         self,
@@ -168,11 +195,7 @@ class RelayRoute:
         record.account_id, record.account_label = lease.account_id, lease.label
         outcome = m.Outcome(m.CANCELLED)
         code: str | None = None
-        headers = [
-            *base,
-            (b"authorization", b"Bearer " + lease.access_token.encode()),
-            (b"chatgpt-account-id", lease.chatgpt_account_id.encode()),
-        ]
+        headers = [*base, *account_headers(lease)]
         # The account's own pool is based at `…/backend-api/codex`; files and transcription
         # live beside it, on the shared backend pool.
         upstream, path = (

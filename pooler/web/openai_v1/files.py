@@ -1,0 +1,355 @@
+"""`/v1/files`: OpenAI file uploads onto a Pool account, and the Pool's file metadata.
+
+`POST /v1/files` (multipart `file`, `purpose`) runs the Codex backend's three steps on one
+leased account (protocol §1.9): create (`POST /files` → `file_id`, `upload_url`), PUT the
+bytes to the upload URL, finalize (`POST /files/{id}/uploaded`). Only a failed create fails
+over to another account: after it the file belongs to its account. The file is then pinned
+to that account (the hard continuity key relay.py uses), so `/responses` and chat requests
+naming it land there, and its metadata (never its bytes) is stored for `GET`.
+
+The bytes are held in memory for the request only (bounded by `max_body_bytes`, and by the
+`files` bulkhead in number), never stored or logged. Content download and deletion are not
+offered: `GET /v1/files/{id}/content` and `DELETE /v1/files/{id}` answer the `/v1`
+unsupported-endpoint 404.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+from urllib.parse import parse_qs, urlsplit
+from uuid import UUID
+
+import orjson
+import trio
+
+from pooler.actors import messages as m
+from pooler.db import DatabaseError
+from pooler.errors import (
+    BadRequest,
+    NotFound,
+    PoolerError,
+    ServiceUnavailable,
+    UnsupportedEndpoint,
+    UnsupportedParameter,
+    UpstreamError,
+)
+from pooler.routing.circuit import CONTROL
+from pooler.store import files as store
+from pooler.store.common import Conn
+from pooler.upstream.http1 import UpstreamPool
+from pooler.web.asgi import (
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    header,
+    read_body,
+    send_error,
+    send_json,
+)
+from pooler.web.backend_codex.relay import account_headers, file_key, run_attempts
+from pooler.web.leasing import LeaseAttempts, pin
+from pooler.web.openai_v1.auth import authenticate_v1
+from pooler.web.openai_v1.backend_call import CallFailed, LeasedCall
+from pooler.web.openai_v1.multipart import Part, boundary_of, parse_form
+from pooler.web.request_record import RequestRecord
+
+if TYPE_CHECKING:
+    from pooler.web.gateway import Gateway
+
+V1_FILES_PATH: Final = "/v1/files"
+V1_FILES_PREFIX: Final = V1_FILES_PATH + "/"
+PURPOSES: Final = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data", "evals"})
+MAX_FILENAME: Final = 255
+MAX_ANSWER: Final = 64 * 1024  # the backend's small JSON answers
+FINALIZE_TRIES: Final = 5
+FINALIZE_RETRY_S: Final = 0.5
+CLEANUP_S: Final = 2.0
+FILE_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,200}")
+JSON: Final = (b"content-type", b"application/json")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    filename: str
+    content_type: str
+    data: bytes
+    purpose: str
+
+
+def file_object(row: store.FileRecord) -> dict[str, Any]:
+    """The OpenAI `FileObject` of a stored file."""
+    return {
+        "id": row.id,
+        "object": "file",
+        "bytes": row.bytes,
+        "created_at": int(row.created_at.timestamp()),
+        "filename": row.filename,
+        "purpose": row.purpose,
+        "status": "processed",
+        "status_details": None,
+        "expires_at": None,
+    }
+
+
+def upload_of(form: dict[str, Part]) -> Upload:
+    """The `file` and `purpose` fields, checked; any other field is refused."""
+    for name in form:
+        if name not in ("file", "purpose"):
+            raise UnsupportedParameter(f"'{name}' is not supported here", param=name)
+    part = form.get("file")
+    if part is None or part.filename is None:
+        raise BadRequest("'file' is required (a file part with a filename)", param="file")
+    filename = re.split(r"[/\\]", part.filename)[-1].strip()
+    if not 0 < len(filename) <= MAX_FILENAME:
+        raise BadRequest(f"the file name must be 1 to {MAX_FILENAME} characters", param="file")
+    if "purpose" not in form:
+        raise BadRequest("'purpose' is required", param="purpose")
+    purpose = form["purpose"].text()
+    if purpose not in PURPOSES:
+        raise BadRequest(f"'purpose' must be one of {', '.join(sorted(PURPOSES))}", param="purpose")
+    content_type = part.content_type or ""
+    if not (0 < len(content_type) <= 200 and content_type.isascii() and content_type.isprintable()):
+        content_type = "application/octet-stream"  # it becomes a header of the upload
+    return Upload(filename, content_type, part.data, purpose)
+
+
+def upload_target(url: str, upstream_base_url: str) -> tuple[str, str]:
+    """The origin and request target of a backend upload URL. Only https URLs without
+    credentials and not naming a local or private address are followed, or URLs on the
+    upstream's own origin (the emulator's blob store)."""
+    parts = urlsplit(url)
+    own = urlsplit(upstream_base_url)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    if parts.username or parts.password or not parts.hostname:
+        raise UpstreamError("the upstream gave an unusable upload URL", code="invalid_upload_url")
+    if origin != f"{own.scheme}://{own.netloc}" and (
+        parts.scheme != "https" or _local_host(parts.hostname)
+    ):
+        raise UpstreamError("the upstream gave an unusable upload URL", code="invalid_upload_url")
+    return origin, (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+def _local_host(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a name: not resolved here
+    return not address.is_global
+
+
+class V1FilesRoute:
+    """`POST`/`GET /v1/files`, `GET /v1/files/{id}` (and the unsupported content/delete)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gw = self.gw
+        record = RequestRecord(request_id=gw.new_request_id(), route="v1_files", transport="http")
+        extra = [(b"x-request-id", record.request_id.encode())]
+        try:
+            key, pool = authenticate_v1(gw, scope)
+            record.pool_id, record.key_prefix = pool.pool_id, key.prefix
+            payload = await self._serve(scope, receive, record, pool.pool_id)
+            record.finish(200, "completed")
+            record.mark_first_byte()
+            await send_json(send, 200, payload, extra)
+        except ClientDisconnected:
+            record.finish(499, "client_disconnected")
+        except PoolerError as error:
+            record.finish(error.status, "rejected", error.code)
+            await send_error(send, error, extra)
+        finally:
+            gw.log_request(record)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, record: RequestRecord, pool_id: str
+    ) -> dict[str, Any]:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path == V1_FILES_PATH:
+            if method == "POST":
+                return await self._create(scope, receive, record, pool_id)
+            return await self._list(scope, pool_id)
+        file_id, _, action = path.removeprefix(V1_FILES_PREFIX).partition("/")
+        if action or method != "GET" or not FILE_ID.fullmatch(file_id):
+            raise UnsupportedEndpoint()  # content, delete, or no file path at all
+        row = await self._db(partial(store.get_file, pool_id=UUID(pool_id), file_id=file_id))
+        if row is None:
+            raise NotFound(f"No such File object: {file_id}", code="not_found", param="id")
+        return file_object(row)
+
+    async def _list(self, scope: Scope, pool_id: str) -> dict[str, Any]:
+        query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
+        try:
+            limit = int(query.get("limit", store.MAX_LIST))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= store.MAX_LIST:
+            raise BadRequest(f"'limit' must be 1 to {store.MAX_LIST}", param="limit")
+        order = query.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise BadRequest("'order' must be asc or desc", param="order")
+        rows, more = await self._db(
+            partial(
+                store.list_files,
+                pool_id=UUID(pool_id),
+                limit=limit,
+                newest_first=order == "desc",
+                purpose=query.get("purpose"),
+                after=query.get("after"),
+            )
+        )
+        data = [file_object(row) for row in rows]
+        return {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": more,
+        }
+
+    async def _create(
+        self, scope: Scope, receive: Receive, record: RequestRecord, pool_id: str
+    ) -> dict[str, Any]:
+        gw = self.gw
+        boundary = boundary_of(header(scope, b"content-type"))
+        stored: list[store.FileRecord] = []
+        async with gw.admission.admit("files"):  # bounds the bodies held in memory
+            form = parse_form(await read_body(receive, gw.settings.max_body_bytes), boundary)
+            upload = upload_of(form)
+            attempts = LeaseAttempts(pool_id, (), None, route_class=CONTROL)
+
+            async def attempt(lease: m.Lease) -> str | None:
+                return await self._attempt(lease, record, upload, stored)
+
+            await run_attempts(gw, attempts, record, attempt)
+        return file_object(stored[0])
+
+    async def _attempt(
+        self,
+        lease: m.Lease,
+        record: RequestRecord,
+        upload: Upload,
+        stored: list[store.FileRecord],
+    ) -> str | None:
+        """Create, upload, finalize on `lease`; the failure code of a create to fail over
+        with, else None once the file is pinned and stored."""
+        gw = self.gw
+        with LeasedCall(gw, lease, record) as call:
+            asked = {"file_name": upload.filename, "file_size": len(upload.data)}
+            try:
+                created = await call.exchange(
+                    gw.backend_upstream,
+                    "POST",
+                    "/files",
+                    [*account_headers(lease), JSON],
+                    orjson.dumps({**asked, "use_case": "codex"}),
+                    max_answer=MAX_ANSWER,
+                )
+            except CallFailed as failure:
+                if failure.failover:
+                    return failure.code
+                raise failure.client_error() from None
+            file_id, upload_url = self._created(call, created.body)
+            try:
+                await self._put(call, upload_url, upload)
+                await self._finalize(call, lease, file_id)
+            except CallFailed as failure:
+                raise failure.client_error() from None
+            call.succeeded(200)
+        assert record.pool_id is not None
+        pin(gw.supervisor, record.pool_id, (file_key(file_id),), lease.account_id)
+        row = await self._db(
+            partial(
+                store.insert_file,
+                file_id=file_id,
+                pool_id=UUID(record.pool_id),
+                account_id=UUID(lease.account_id),
+                filename=upload.filename,
+                size=len(upload.data),
+                purpose=upload.purpose,
+            )
+        )
+        stored.append(row)
+        return None
+
+    def _created(self, call: LeasedCall, body: bytes) -> tuple[str, str]:
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            parsed = None
+        file_id = parsed.get("file_id") if isinstance(parsed, dict) else None
+        url = parsed.get("upload_url") if isinstance(parsed, dict) else None
+        if not isinstance(file_id, str) or not FILE_ID.fullmatch(file_id):
+            raise call.fail(m.SERVER_ERROR, "invalid_upstream_response").client_error()
+        if not isinstance(url, str):
+            raise call.fail(m.SERVER_ERROR, "invalid_upstream_response").client_error()
+        return file_id, url
+
+    async def _put(self, call: LeasedCall, url: str, upload: Upload) -> None:
+        """The bytes to the backend's upload URL (a signed storage URL: no credentials)."""
+        origin, target = upload_target(url, self.gw.config.upstream_base_url)
+        blob = UpstreamPool(origin, max_connections=1, max_idle=0)
+        content_type = upload.content_type.encode("latin-1", "replace")
+        headers = [(b"x-ms-blob-type", b"BlockBlob"), (b"content-type", content_type)]
+        try:
+            await call.exchange(
+                blob,
+                "PUT",
+                target,
+                headers,
+                upload.data,
+                max_answer=MAX_ANSWER,
+            )
+        finally:
+            with trio.move_on_after(CLEANUP_S, shield=True):
+                await blob.aclose()
+
+    async def _finalize(self, call: LeasedCall, lease: m.Lease, file_id: str) -> None:
+        """`POST /files/{id}/uploaded` until it says `success` (or `error`)."""
+        for _ in range(FINALIZE_TRIES):
+            answer = await call.exchange(
+                self.gw.backend_upstream,
+                "POST",
+                f"/files/{file_id}/uploaded",
+                [*account_headers(lease), JSON],
+                b"{}",
+                max_answer=MAX_ANSWER,
+            )
+            try:
+                status = orjson.loads(answer.body).get("status")
+            except (orjson.JSONDecodeError, AttributeError):
+                status = None
+            if status == "success":
+                return
+            if status != "retry":
+                break
+            await trio.sleep(FINALIZE_RETRY_S)
+        raise UpstreamError(
+            "the upstream could not process the file", code="file_processing_failed"
+        )
+
+    async def _db(self, fn: Callable[[Conn], T]) -> T:
+        try:
+            return await self.gw.db.run(fn)
+        except DatabaseError as exc:
+            raise ServiceUnavailable("the file records are not reachable; retry") from exc
+
+
+def v1_files_routes(gateway: Gateway) -> dict[str, dict[str, Any]]:
+    """The routing table's entries; `V1_FILES_PREFIX` stands for `/v1/files/{id}[/content]`."""
+    route = V1FilesRoute(gateway)
+    return {
+        V1_FILES_PATH: {"GET": route, "POST": route},
+        V1_FILES_PREFIX: {"GET": route, "DELETE": route},
+    }

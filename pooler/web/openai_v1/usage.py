@@ -1,0 +1,116 @@
+"""`GET /v1/usage`: what this Pool API key has used, and what its Pool has left.
+
+    {"object": "usage",
+     "key":  {"prefix", "name"},
+     "pool": {"id", "name"},
+     "usage": {"last_24h": Totals, "last_30d": Totals},
+     "limits": <the Pool's Codex RateLimitStatusPayload, as /wham/usage answers it>}
+
+    Totals = {"window_seconds", "since" (epoch s), "requests", "failed_requests",
+              "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens",
+              "total_tokens"}
+
+Usage is read from the request log (one indexed range query on the key's rows of the last
+30 days, in a worker thread, with a statement timeout); rows reach it through the
+LogWriter, so the last second or so of traffic may not be counted yet. Limits come from
+memory (the PoolSupervisor's account snapshots), like `/wham/usage`.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+from uuid import UUID
+
+from pooler.db import DatabaseError
+from pooler.errors import PoolerError, ServiceUnavailable
+from pooler.store.common import Conn
+from pooler.web.asgi import Receive, Scope, Send, send_error, send_json
+from pooler.web.backend_codex.usage import pool_limits
+from pooler.web.openai_v1.auth import authenticate_v1
+from pooler.web.request_record import RequestRecord
+
+if TYPE_CHECKING:
+    from pooler.web.gateway import Gateway
+
+USAGE_PATH: Final = "/v1/usage"
+DAY_S: Final = 24 * 3600
+WINDOWS: Final = (("last_24h", DAY_S), ("last_30d", 30 * DAY_S))
+STATEMENT_TIMEOUT_MS: Final = 5_000
+TOKEN_COLUMNS: Final = (
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+)
+
+
+def key_usage(conn: Conn, pool_id: UUID, key_prefix: str, now: float) -> dict[str, Any]:
+    """Totals per window of the key's request-log rows (`WINDOWS`, longest last)."""
+    conn.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
+    selects: list[str] = []
+    params: dict[str, Any] = {"pool": pool_id, "key": key_prefix}
+    for name, seconds in WINDOWS:
+        params[name] = datetime.fromtimestamp(now - seconds, UTC)
+        where = f"created_at >= %({name})s"
+        selects.append(f"count(*) FILTER (WHERE {where})")
+        selects.append(f"count(*) FILTER (WHERE {where} AND status_code >= 400)")
+        selects += [
+            f"coalesce(sum({column}) FILTER (WHERE {where}), 0)" for column in TOKEN_COLUMNS
+        ]
+    oldest = WINDOWS[-1][0]
+    row = conn.execute(
+        f"SELECT {', '.join(selects)} FROM request_logs"
+        f" WHERE pool_id = %(pool)s AND key_prefix = %(key)s AND created_at >= %({oldest})s",
+        params,
+    ).fetchone()
+    assert row is not None
+    width = 2 + len(TOKEN_COLUMNS)
+    out: dict[str, Any] = {}
+    for index, (name, seconds) in enumerate(WINDOWS):
+        values = [int(v) for v in row[index * width : (index + 1) * width]]
+        out[name] = {
+            "window_seconds": seconds,
+            "since": int(now - seconds),
+            "requests": values[0],
+            "failed_requests": values[1],
+            **dict(zip(TOKEN_COLUMNS, values[2:], strict=True)),
+        }
+    return out
+
+
+class V1UsageRoute:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gw = self.gw
+        record = RequestRecord(gw.new_request_id(), route="v1_usage", transport="http")
+        extra = [(b"x-request-id", record.request_id.encode()), (b"cache-control", b"no-store")]
+        try:
+            key, pool = authenticate_v1(gw, scope)
+            record.pool_id, record.key_prefix = pool.pool_id, key.prefix
+            now = time.time()
+            try:
+                usage = await gw.db.run(
+                    lambda conn: key_usage(conn, UUID(pool.pool_id), key.prefix, now)
+                )
+            except DatabaseError as exc:
+                raise ServiceUnavailable("the request log is not reachable; retry") from exc
+            payload = {
+                "object": "usage",
+                "key": {"prefix": key.prefix, "name": key.name},
+                "pool": {"id": pool.pool_id, "name": pool.name},
+                "usage": usage,
+                "limits": await pool_limits(gw, pool.pool_id),
+            }
+            record.finish(200, "completed")
+            record.mark_first_byte()
+            await send_json(send, 200, payload, extra)
+        except PoolerError as error:
+            record.finish(error.status, "rejected", error.code)
+            await send_error(send, error, extra)
+        finally:
+            gw.log_request(record)
