@@ -190,22 +190,27 @@ async def test_the_async_python_sdk_through_v1(db_url: str, tmp_path: Path) -> N
         assert found == {"responses": "async one", "chat": "async two"}
 
 
-def images_sync(stack: Stack) -> tuple[bytes, int]:
+def images_sync(stack: Stack) -> tuple[bytes, bytes]:
     import base64
 
     sdk = client(stack)
     answer = sdk.images.generate(
         model="gpt-image-1", prompt="a lighthouse at dawn", size="1024x1024"
     )
-    assert answer.data
+    assert answer.data and len(answer.data) == 1
     image = base64.b64decode(answer.data[0].b64_json or "")
-    return image, len(answer.data)
+    edited = sdk.images.edit(
+        model="gpt-image-1", image=("in.png", image, "image/png"), prompt="add a boat"
+    )
+    assert edited.data and len(edited.data) == 1
+    return image, base64.b64decode(edited.data[0].b64_json or "")
 
 
 async def test_the_python_sdk_generates_an_image_through_v1(db_url: str, tmp_path: Path) -> None:
     async with open_stack(db_url, tmp_path) as stack:
         with trio.fail_after(60):
-            image, count = await trio.to_thread.run_sync(images_sync, stack)
-        assert count == 1 and image.startswith(b"\x89PNG\r\n\x1a\n")
-        (request,) = await stack.upstream_requests()
-        assert request["status"] == 200  # one Responses turn with the image tool
+            image, edited = await trio.to_thread.run_sync(images_sync, stack)
+        assert image.startswith(b"\x89PNG\r\n\x1a\n")
+        assert edited.startswith(b"\x89PNG\r\n\x1a\n") and edited != image
+        requests = await stack.upstream_requests()
+        assert [r["status"] for r in requests] == [200, 200]  # one image turn each

@@ -70,6 +70,8 @@ async def test_bad_requests_name_the_field(db_url: str, tmp_path: Path) -> None:
             (CHAT, {"model": "gpt-5.5"}, None, "messages"),
             (CHAT, {"messages": []}, None, "model"),
             ("/v1/responses", {"model": "gpt-5.5", "input": "hi", "conversation": "c"}, None, None),
+            ("/v1/images/generations", {"prompt": "a cat", "n": 2}, "unsupported_parameter", "n"),
+            ("/v1/images/edits", {"prompt": "a cat"}, None, "image"),
         ]
         for path, body, code, param in cases:
             response = await client.post(path, json=body)

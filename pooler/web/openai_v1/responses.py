@@ -10,9 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from pooler.errors import BadRequest
 from pooler.translate import (
+    ImageInput,
     NormalizedRequest,
     chat_to_responses,
+    images_edit_request,
     images_generation_request,
     normalize_responses_request,
 )
@@ -25,6 +28,7 @@ from pooler.web.backend_codex.responses import (
     parse_object,
 )
 from pooler.web.openai_v1.auth import authenticate_v1
+from pooler.web.openai_v1.multipart import Part, boundary_of, parse_form
 from pooler.web.openai_v1.presenters import ChatPresenter, ImagesPresenter, ResponsesPresenter
 from pooler.web.request_record import RequestRecord
 
@@ -67,6 +71,50 @@ class V1Route(ResponsesRoute):
         )
 
 
+class ImageEditsRoute(V1Route):
+    """`POST /v1/images/edits`: a JSON body naming its images, or a multipart form with
+    the image (`image` or `image[]`, one) and an optional `mask` as file parts."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__(gateway, "v1_images", self._json_edit, lambda _: ImagesPresenter())
+
+    def _json_edit(self, body: dict[str, Any]) -> NormalizedRequest:
+        return images_edit_request(body, host_model=self.gw.settings.images_host_model)
+
+    async def open_request(
+        self, scope: Scope, receive: Receive, record: RequestRecord
+    ) -> ProxiedRequest:
+        content_type = header(scope, b"content-type") or b""
+        if not content_type.lower().startswith(b"multipart/"):
+            return await super().open_request(scope, receive, record)
+        gw = self.gw
+        key, pool = authenticate_v1(gw, scope)
+        record.pool_id, record.key_prefix = pool.pool_id, key.prefix
+        boundary = boundary_of(content_type)
+        form = parse_form(await read_body(receive, gw.settings.max_body_bytes), boundary, "image")
+        images = [_image(form[name]) for name in ("image", "image[]") if name in form]
+        mask = _image(form["mask"]) if "mask" in form else None
+        fields = {
+            name: part.text()
+            for name, part in form.items()
+            if name not in ("image", "image[]", "mask")
+        }
+        normalized = images_edit_request(
+            fields, host_model=gw.settings.images_host_model, images=images, mask=mask
+        )
+        payload = normalized.body
+        record.model = payload["model"]
+        return ProxiedRequest(
+            pool.pool_id, orjson.dumps(payload), payload, self._present(normalized)
+        )
+
+
+def _image(part: Part) -> ImageInput:
+    if part.filename is None:
+        raise BadRequest(f"'{part.name}' must be an image file part", param=part.name)
+    return ImageInput(part.data, part.content_type or "application/octet-stream", part.filename)
+
+
 def v1_routes(gateway: Gateway) -> dict[str, dict[str, Any]]:
     responses = V1Route(
         gateway, "v1_responses", normalize_responses_request, lambda _: ResponsesPresenter()
@@ -87,4 +135,5 @@ def v1_routes(gateway: Gateway) -> dict[str, dict[str, Any]]:
         "/v1/responses": {"POST": responses},
         "/v1/chat/completions": {"POST": chat},
         "/v1/images/generations": {"POST": images},
+        "/v1/images/edits": {"POST": ImageEditsRoute(gateway)},
     }
