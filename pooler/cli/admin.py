@@ -18,7 +18,7 @@ import httpx
 from pooler.config import load_config
 from pooler.crypto import Keyring
 from pooler.db import Database
-from pooler.store import accounts, keys, mcp_tokens, operators, pools, refresh
+from pooler.store import accounts, mcp_tokens, operators, pools, refresh
 from pooler.store.common import Conn, StoreError
 
 T = TypeVar("T")
@@ -26,6 +26,7 @@ REFRESH_TIMEOUT_S: Final = 10.0  # one OAuth request; retries are bounded by oau
 
 
 def register(commands: Any) -> None:
+    from pooler.cli.admin_keys import register_keys
     from pooler.cli.admin_settings import register_settings
 
     admin = commands.add_parser("admin", help="manage operators, Pools, accounts and keys")
@@ -57,6 +58,9 @@ def register(commands: Any) -> None:
         "--continuity",
         choices=["on", "off"],
         help="keep each conversation on the account holding its prompt cache",
+    )
+    update.add_argument(
+        "--v1", choices=["on", "off"], help="serve the OpenAI-compatible /v1 API to its keys"
     )
     _json(update).set_defaults(handler=pool_update)
     _json(pool.add_parser("list", help="list Pools")).set_defaults(handler=pool_list)
@@ -94,19 +98,7 @@ def register(commands: Any) -> None:
     delete.add_argument("account", help="account id, label or email")
     _json(delete).set_defaults(handler=account_delete)
 
-    key = groups.add_parser("key", help="Pool API keys").add_subparsers(
-        dest="action", required=True
-    )
-    create = key.add_parser("create", help="create a key (printed once)")
-    create.add_argument("--pool", required=True)
-    create.add_argument("--name", default="default")
-    _json(create).set_defaults(handler=key_create)
-    lst = key.add_parser("list", help="list keys")
-    lst.add_argument("--pool")
-    _json(lst).set_defaults(handler=key_list)
-    revoke = key.add_parser("revoke", help="revoke a key by prefix or id")
-    revoke.add_argument("key")
-    _json(revoke).set_defaults(handler=key_revoke)
+    register_keys(groups)
 
     mcp = groups.add_parser("mcp-token", help="operator MCP tokens").add_subparsers(
         dest="action", required=True
@@ -202,14 +194,19 @@ def pool_update(args: argparse.Namespace) -> int:
     }
     if args.continuity is not None:
         changes["continuity_enabled"] = args.continuity == "on"
+    if args.v1 is not None:
+        changes["v1_enabled"] = args.v1 == "on"
     pool = _run(lambda conn: pools.update_pool(conn, args.name, actor="cli", **changes))
     return _emit(args, pool, f"pool {pool.name} updated")
 
 
 def pool_list(args: argparse.Namespace) -> int:
     found = _run(pools.list_pools)
-    rows = [[p.name, p.strategy, p.status, str(p.retry_budget)] for p in found]
-    return _emit(args, found, _table(rows, ["NAME", "STRATEGY", "STATUS", "RETRIES"]))
+    rows = [
+        [p.name, p.strategy, p.status, str(p.retry_budget), "on" if p.v1_enabled else "off"]
+        for p in found
+    ]
+    return _emit(args, found, _table(rows, ["NAME", "STRATEGY", "STATUS", "RETRIES", "V1"]))
 
 
 def account_import(args: argparse.Namespace) -> int:
@@ -325,32 +322,6 @@ def account_refresh(args: argparse.Namespace) -> int:
     if outcome.error is not None:
         raise CommandError(f"refresh of account {label} failed ({outcome.error}); try again later")
     return _emit(args, outcome.account, f"account {label} refreshed")
-
-
-def key_create(args: argparse.Namespace) -> int:
-    config = load_config()
-    raw, key = _run(
-        lambda conn: keys.create_key(conn, config.secret_key, args.pool, args.name, actor="cli")
-    )
-    if args.json:
-        return _emit(args, {"key": raw, **_plain(key)}, "")
-    print(raw)
-    print(
-        f"(key {key.key_prefix}… for pool {key.pool_name}: shown once, store it now)",
-        file=sys.stderr,
-    )
-    return 0
-
-
-def key_list(args: argparse.Namespace) -> int:
-    found = _run(lambda conn: keys.list_keys(conn, args.pool))
-    rows = [[k.key_prefix, k.pool_name, k.name, k.status] for k in found]
-    return _emit(args, found, _table(rows, ["PREFIX", "POOL", "NAME", "STATUS"]))
-
-
-def key_revoke(args: argparse.Namespace) -> int:
-    key = _run(lambda conn: keys.revoke_key(conn, args.key, actor="cli"))
-    return _emit(args, key, f"key {key.key_prefix} revoked")
 
 
 def mcp_token_create(args: argparse.Namespace) -> int:

@@ -1,39 +1,133 @@
-"""Pool API keys: shown once, stored as an HMAC-SHA256 digest plus a display prefix."""
+"""Pool API keys: shown once, stored as an HMAC-SHA256 digest plus a display prefix, with
+a policy of their own: the models they may use and a reasoning effort (enforced, or a
+ceiling). The gateway applies the policy (pooler.web.key_policy)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Any, Final, Literal
 from uuid import UUID
 
 from psycopg import sql
 from psycopg.rows import class_row
 
 from pooler.crypto import display_prefix, generate_pool_key, key_digest
-from pooler.store.common import ConflictError, Conn, InvalidInputError, NotFoundError, record_change
+from pooler.store.common import (
+    ConflictError,
+    Conn,
+    InvalidInputError,
+    NotFoundError,
+    record_change,
+    require_choice,
+)
 from pooler.store.models import ApiKey
 from pooler.store.pools import get_pool
 
+# Reasoning efforts, lowest first (the order a 'max' policy compares by).
+REASONING_EFFORTS: Final = ("none", "minimal", "low", "medium", "high", "xhigh")
+EFFORT_MODES: Final = ("enforce", "max")
+MAX_ALLOWED_MODELS: Final = 200
+
 _COLUMNS: Final = (
     "k.id, k.pool_id, p.name AS pool_name, k.name, k.key_prefix, k.status, k.created_at,"
-    " k.last_used_at, k.revoked_at"
+    " k.last_used_at, k.revoked_at, k.allowed_models, k.reasoning_effort,"
+    " k.reasoning_effort_mode"
 )
 _FROM: Final = "pool_api_keys k JOIN pools p ON p.id = k.pool_id"
 
 
+@dataclass(frozen=True, slots=True)
+class EffortPolicy:
+    """'enforce' rewrites every request's reasoning effort to `effort`; 'max' refuses one
+    above it."""
+
+    mode: str
+    effort: str
+
+    def __post_init__(self) -> None:
+        require_choice(self.mode, EFFORT_MODES, "reasoning effort mode")
+        require_choice(self.effort, REASONING_EFFORTS, "reasoning effort")
+
+
+class Keep(enum.Enum):
+    """An `update_key` argument left as it is."""
+
+    KEEP = enum.auto()
+
+
+KEEP: Final = Keep.KEEP
+
+
+def parse_effort_policy(text: str) -> EffortPolicy | None:
+    """`enforce:high` or `max:medium`; `none` (or empty): no effort policy."""
+    text = text.strip().lower()
+    if text in ("", "none"):
+        return None
+    mode, sep, effort = text.partition(":")
+    if not sep:
+        raise InvalidInputError(
+            f"a reasoning effort policy is enforce:EFFORT, max:EFFORT or none (got {text!r})"
+        )
+    return EffortPolicy(mode.strip(), effort.strip())
+
+
+def parse_allowed_models(text: str) -> list[str] | None:
+    """`m1,m2` (a comma-separated list); `any` (or empty): every model."""
+    if text.strip().lower() in ("", "any"):
+        return None
+    return check_allowed_models(text.split(","))
+
+
+def check_allowed_models(models: Iterable[str]) -> list[str]:
+    """Trimmed, without blanks or duplicates, in the given order; at least one."""
+    found: list[str] = []
+    for model in models:
+        model = model.strip()
+        if len(model) > 200:
+            raise InvalidInputError("a model name has at most 200 characters")
+        if model and model not in found:
+            found.append(model)
+    if not found:
+        raise InvalidInputError("name at least one allowed model (or 'any')")
+    if len(found) > MAX_ALLOWED_MODELS:
+        raise InvalidInputError(f"at most {MAX_ALLOWED_MODELS} allowed models")
+    return found
+
+
 def create_key(
-    conn: Conn, secret_key: bytes, pool_name: str, name: str, *, actor: str = "system"
+    conn: Conn,
+    secret_key: bytes,
+    pool_name: str,
+    name: str,
+    *,
+    allowed_models: Iterable[str] | None = None,
+    effort: EffortPolicy | None = None,
+    actor: str = "system",
 ) -> tuple[str, ApiKey]:
-    """A new key for the Pool; the raw key is returned once and never stored."""
+    """A new key for the Pool; the raw key is returned once and never stored.
+
+    `allowed_models` None: any model; `effort` None: the client's own reasoning effort."""
     if len(name) > 100:
         raise InvalidInputError("a key name has at most 100 characters")
+    models = check_allowed_models(allowed_models) if allowed_models is not None else None
     pool = get_pool(conn, pool_name)
     raw = generate_pool_key()
     row = conn.execute(
-        "INSERT INTO pool_api_keys (pool_id, name, key_prefix, key_digest)"
-        " VALUES (%s, %s, %s, %s) RETURNING id",
-        (pool.id, name, display_prefix(raw), key_digest(secret_key, raw)),
+        "INSERT INTO pool_api_keys (pool_id, name, key_prefix, key_digest, allowed_models,"
+        " reasoning_effort, reasoning_effort_mode) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        " RETURNING id",
+        (
+            pool.id,
+            name,
+            display_prefix(raw),
+            key_digest(secret_key, raw),
+            models,
+            effort.effort if effort else None,
+            effort.mode if effort else None,
+        ),
     ).fetchone()
     assert row is not None
     key = _get(conn, row[0])
@@ -43,9 +137,77 @@ def create_key(
         action="api_key.create",
         target_type="api_key",
         target_id=key.id,
-        details={"pool": pool_name, "name": name, "prefix": key.key_prefix},
+        details={"pool": pool_name, "name": name, "prefix": key.key_prefix, **_policy(key)},
     )
     return raw, key
+
+
+def update_key(
+    conn: Conn,
+    ref: str,
+    *,
+    pool_name: str | None = None,
+    allowed_models: Iterable[str] | Literal[Keep.KEEP] | None = KEEP,
+    effort: EffortPolicy | Literal[Keep.KEEP] | None = KEEP,
+    actor: str = "system",
+) -> ApiKey:
+    """Change a key's policy; `ref` is its id, display prefix or (active keys, optionally
+    in `pool_name`) name. None clears a setting, KEEP leaves it."""
+    key_id = resolve_key(conn, ref, pool_name)
+    changes: dict[str, Any] = {}
+    if allowed_models is not KEEP:
+        changes["allowed_models"] = (
+            check_allowed_models(allowed_models) if allowed_models is not None else None
+        )
+    if effort is not KEEP:
+        changes["reasoning_effort"] = effort.effort if effort else None
+        changes["reasoning_effort_mode"] = effort.mode if effort else None
+    if not changes:
+        return _get(conn, key_id)
+    assignments = ", ".join(f"{column} = %({column})s" for column in changes)
+    conn.execute(
+        f"UPDATE pool_api_keys SET {assignments} WHERE id = %(id)s", {**changes, "id": key_id}
+    )
+    key = _get(conn, key_id)
+    record_change(
+        conn,
+        actor=actor,
+        action="api_key.update",
+        target_type="api_key",
+        target_id=key.id,
+        details={"pool": key.pool_name, "prefix": key.key_prefix, **changes},
+    )
+    return key
+
+
+def resolve_key(conn: Conn, ref: str, pool_name: str | None = None) -> UUID:
+    """The one key whose id or display prefix is `ref`, else the one active key named
+    `ref` (in `pool_name` when given); NotFound or Conflict (ambiguous) otherwise."""
+    try:
+        return find_one_by_prefix_or_id(conn, "pool_api_keys", "key_prefix", ref, "key")
+    except NotFoundError:
+        pass
+    pool_id = get_pool(conn, pool_name).id if pool_name is not None else None
+    rows = conn.execute(
+        "SELECT id FROM pool_api_keys WHERE name = %s AND status = 'active'"
+        " AND (%s::uuid IS NULL OR pool_id = %s) LIMIT 2",
+        (ref, pool_id, pool_id),
+    ).fetchall()
+    shown = ref if len(ref) <= 36 else display_prefix(ref) + "..."
+    if not rows:
+        raise NotFoundError(f"no key with id, prefix or name {shown!r}")
+    if len(rows) > 1:
+        raise ConflictError(f"several active keys are named {shown!r}; use the key prefix")
+    found: UUID = rows[0][0]
+    return found
+
+
+def _policy(key: ApiKey) -> dict[str, Any]:
+    return {
+        "allowed_models": key.allowed_models,
+        "reasoning_effort": key.reasoning_effort,
+        "reasoning_effort_mode": key.reasoning_effort_mode,
+    }
 
 
 def list_keys(conn: Conn, pool_name: str | None = None) -> list[ApiKey]:

@@ -45,6 +45,7 @@ class Pool:
     created_at: datetime
     updated_at: datetime
     continuity_enabled: bool = True
+    v1_enabled: bool = True  # the OpenAI-compatible /v1 surface answers this Pool's keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +136,11 @@ class ApiKey:
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    # Policy (pooler.web.key_policy): the models it may use (None: any), and a reasoning
+    # effort with its mode ('enforce' or 'max'), both None or both set.
+    allowed_models: list[str] | None = None
+    reasoning_effort: str | None = None
+    reasoning_effort_mode: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +151,9 @@ class KeyEntry:
     pool_id: UUID
     prefix: str
     name: str
+    allowed_models: tuple[str, ...] | None = None
+    reasoning_effort: str | None = None
+    reasoning_effort_mode: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,8 @@ ASSIGNMENT_STATUSES: Final = ("active", "disabled")
 
 POOL_COLUMNS: Final = (
     "id, name, strategy, status, quota_threshold_percent::float8 AS quota_threshold_percent,"
-    " retry_budget, max_in_flight_per_account, created_at, updated_at, continuity_enabled"
+    " retry_budget, max_in_flight_per_account, created_at, updated_at, continuity_enabled,"
+    " v1_enabled"
 )
 
 
@@ -61,11 +62,16 @@ def update_pool(
     quota_threshold_percent: float | None = None,
     max_in_flight_per_account: int | None = None,
     continuity_enabled: bool | None = None,
+    v1_enabled: bool | None = None,
     actor: str = "system",
 ) -> Pool:
+    """Change the given settings (None: keep); `v1_enabled` opens or closes the Pool's
+    OpenAI-compatible /v1 surface."""
     changes: dict[str, Any] = {}
     if continuity_enabled is not None:
         changes["continuity_enabled"] = bool(continuity_enabled)
+    if v1_enabled is not None:
+        changes["v1_enabled"] = bool(v1_enabled)
     if strategy is not None:
         changes["strategy"] = require_choice(strategy, STRATEGIES, "strategy")
     if status is not None:

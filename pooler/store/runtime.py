@@ -26,10 +26,18 @@ def load_runtime_snapshot(conn: Conn) -> RuntimeSnapshot:
         .fetchall()
     )
     keys = {
-        digest: KeyEntry(key_id, pool_id, prefix, name)
-        for digest, key_id, pool_id, prefix, name in conn.execute(
-            "SELECT key_digest, id, pool_id, key_prefix, name FROM pool_api_keys"
-            " WHERE status = 'active'"
+        digest: KeyEntry(
+            key_id,
+            pool_id,
+            prefix,
+            name,
+            tuple(models) if models is not None else None,
+            effort,
+            effort_mode,
+        )
+        for digest, key_id, pool_id, prefix, name, models, effort, effort_mode in conn.execute(
+            "SELECT key_digest, id, pool_id, key_prefix, name, allowed_models, reasoning_effort,"
+            " reasoning_effort_mode FROM pool_api_keys WHERE status = 'active'"
         )
     }
     accounts = (

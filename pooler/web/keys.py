@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from pooler.crypto import key_digest
 from pooler.errors import ApiKeyInvalid, ApiKeyMissing, PoolerError
+from pooler.routing.snapshot import normalize_scope
+from pooler.store.models import KeyEntry, Pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +17,12 @@ class KeyInfo:
     pool_id: str
     prefix: str
     name: str | None
+    # Policy, applied by pooler.web.key_policy: the normalized (normalize_scope) model slugs
+    # the key may use, None for any; a reasoning effort and its mode ('enforce' or 'max'),
+    # both None or both set.
+    allowed_models: frozenset[str] | None = None
+    reasoning_effort: str | None = None
+    reasoning_effort_mode: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +30,25 @@ class PoolInfo:
     pool_id: str
     name: str
     status: str
+    v1_enabled: bool = True
+
+
+def key_info(entry: KeyEntry) -> KeyInfo:
+    """The cached form of a runtime-snapshot key (model names normalized once, here)."""
+    models = entry.allowed_models
+    return KeyInfo(
+        str(entry.key_id),
+        str(entry.pool_id),
+        entry.prefix,
+        entry.name,
+        frozenset(normalize_scope(m) for m in models) if models is not None else None,
+        entry.reasoning_effort,
+        entry.reasoning_effort_mode,
+    )
+
+
+def pool_info(pool: Pool) -> PoolInfo:
+    return PoolInfo(str(pool.id), pool.name, pool.status, bool(pool.v1_enabled))
 
 
 class PoolDisabled(PoolerError):

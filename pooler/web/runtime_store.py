@@ -31,7 +31,7 @@ from pooler.store.models import AttemptRow, RequestLogRow
 from pooler.store.quota import AccountQuota, CreditsRecord, WindowRecord
 from pooler.store.runtime import load_runtime_snapshot
 from pooler.upstream.oauth import RefreshFailed, refresh_tokens
-from pooler.web.keys import KeyInfo, PoolInfo
+from pooler.web.keys import KeyInfo, PoolInfo, key_info, pool_info
 from pooler.web.request_record import RequestRecord
 
 
@@ -53,11 +53,8 @@ def _datetime(epoch: float | None) -> datetime | None:
 
 def load_runtime(conn: Conn) -> LoadedRuntime:
     snapshot = load_runtime_snapshot(conn)
-    keys = {
-        digest: KeyInfo(str(k.key_id), str(k.pool_id), k.prefix, k.name)
-        for digest, k in snapshot.keys.items()
-    }
-    pools = {str(p.id): PoolInfo(str(p.id), p.name, p.status) for p in snapshot.pools.values()}
+    keys = {digest: key_info(k) for digest, k in snapshot.keys.items()}
+    pools = {str(p.id): pool_info(p) for p in snapshot.pools.values()}
     policies = {
         str(p.id): PoolPolicy(
             str(p.id),

@@ -38,6 +38,7 @@ from pooler.web.backend_codex.upstream_exchange import (
     classify_failure,
     relayed_response_headers,
 )
+from pooler.web.key_policy import apply_key_policy
 from pooler.web.leasing import (
     LeaseAttempts,
     all_quota,
@@ -175,6 +176,8 @@ async def read_json_request(
     )
     payload = parse_payload(body)
     record.model = payload["model"]
+    if apply_key_policy(key, payload):  # the key enforces a reasoning effort
+        body = orjson.dumps(payload)
     return pool.pool_id, body, payload
 
 

@@ -56,6 +56,8 @@ from pooler.web.backend_codex.upstream_exchange import (
     classify_failure,
     relayed_response_headers,
 )
+from pooler.web.key_policy import apply_key_policy
+from pooler.web.keys import KeyInfo
 from pooler.web.leasing import (
     LeaseAttempts,
     continuity_digest,
@@ -99,6 +101,11 @@ NEUTRAL_ENDS = frozenset({KEY_REVOKED, ACCOUNT_CRASHED, ACCOUNT_STOPPED, LIMIT_R
 LIMIT_KINDS = (m.USAGE_LIMIT, m.RATE_LIMITED)
 CODEX_ONLY_FRAME = '"type":"codex.'
 OPEN_REPLY_MARGIN_S = 1.0  # the actor's own connect deadline comes first
+
+
+def refusal_frame(error: PoolerError) -> bytes:
+    """A turn refused by the gateway, as the upstream words its own refusals."""
+    return orjson.dumps({"type": "error", "status": error.status, **error.body()})
 
 
 def upstream_ws_url(base_url: str) -> str:
@@ -182,7 +189,7 @@ class _Socket:
 
     gw: Gateway
     scope: Scope
-    key_id: str
+    key: KeyInfo
     lease: m.Lease
     attempts: LeaseAttempts
     template: RequestRecord
@@ -201,13 +208,15 @@ class _Socket:
     def touch(self) -> None:
         self.idle.deadline = trio.current_time() + self.gw.settings.websocket_idle_timeout_s
 
-    def start_turn(self, text: str) -> None:
+    def start_turn(self, text: str) -> str | PoolerError:
+        """The frame to forward (the key's policy applied to a `response.create`), or the
+        policy's refusal of the turn (logged here; the caller answers with an error frame)."""
         try:
             payload = orjson.loads(text)
         except orjson.JSONDecodeError:
-            return
+            return text
         if not isinstance(payload, dict) or payload.get("type") != "response.create":
-            return
+            return text
         if self.turn is not None:
             self.end_turn(200, "stream_failed", "turn_superseded")
         base = self.template
@@ -221,6 +230,13 @@ class _Socket:
         )
         model = payload.get("model")
         record.model = model if isinstance(model, str) else None
+        try:
+            if apply_key_policy(self.key, payload):
+                text = orjson.dumps(payload).decode()
+        except PoolerError as refusal:
+            record.finish(refusal.status, "rejected", refusal.code)
+            self.gw.log_request(record)
+            return refusal
         record.stream = True
         record.account_id, record.account_label = self.lease.account_id, self.lease.label
         self.turns += 1
@@ -229,6 +245,7 @@ class _Socket:
         self.accounting = TurnAccounting((self.gw.supervisor, pool_id, account_id))
         hard, soft = continuity_keys(payload, self.scope)
         pin(self.gw.supervisor, pool_id, (*((hard,) if hard else ()), *soft), account_id)
+        return text
 
     def on_upstream_frame(self, text: str) -> None:
         accounting = self.accounting
@@ -339,7 +356,7 @@ class ResponsesWebsocketRoute:
         try:
             # One slot of the "websocket" bulkhead for the socket's whole life.
             async with gw.admission.admit("websocket"):
-                served = await self._attempts(scope, receive, send, attempts, record, key.key_id)
+                served = await self._attempts(scope, receive, send, attempts, record, key)
         except ServerOverloaded as error:
             record.finish(error.status, "rejected", error.code)
             gw.log_request(record)
@@ -364,7 +381,7 @@ class ResponsesWebsocketRoute:
         send: Send,
         attempts: LeaseAttempts,
         template: RequestRecord,
-        key_id: str,
+        key: KeyInfo,
     ) -> bool:
         """Open the upstream websocket on the first account that takes it and serve the
         socket; False when none would (the caller answers 426)."""
@@ -407,7 +424,7 @@ class ResponsesWebsocketRoute:
                 attempts.exclusions[lease.label] = code
                 lease = None
                 continue
-            socket = _Socket(gw, scope, key_id, lease, attempts, template, upstream)
+            socket = _Socket(gw, scope, key, lease, attempts, template, upstream)
             socket.public = scope["path"].startswith(V1_PREFIX)
             try:
                 await self._serve(socket, receive, send)
@@ -455,21 +472,21 @@ class ResponsesWebsocketRoute:
             handshake, gw.models_etag(socket.attempts.pool_id)
         )
         await send({"type": "websocket.accept", "headers": accept_headers})
-        sockets = self._open.setdefault(socket.key_id, set())
+        sockets = self._open.setdefault(socket.key.key_id, set())
         sockets.add(socket)
         try:
             async with trio.open_nursery() as pumps:
                 socket.idle = pumps.cancel_scope
                 socket.touch()
-                if not gw.keys.is_valid(socket.key_id):  # revoked while the socket opened
+                if not gw.keys.is_valid(socket.key.key_id):  # revoked while the socket opened
                     socket.ended = KEY_REVOKED
                     pumps.cancel_scope.cancel()
-                pumps.start_soon(self._client_to_upstream, socket, receive)
+                pumps.start_soon(self._client_to_upstream, socket, receive, send)
                 await self._upstream_to_client(socket, send)
         finally:
             sockets.discard(socket)
-            if not sockets and self._open.get(socket.key_id) is sockets:
-                del self._open[socket.key_id]
+            if not sockets and self._open.get(socket.key.key_id) is sockets:
+                del self._open[socket.key.key_id]
             if socket.ended is None:
                 socket.ended = IDLE
             if socket.turn is not None:
@@ -498,7 +515,7 @@ class ResponsesWebsocketRoute:
         socket.upstream_code = closed.reason.code if closed.reason else None
         socket.idle.cancel()
 
-    async def _client_to_upstream(self, socket: _Socket, receive: Receive) -> None:
+    async def _client_to_upstream(self, socket: _Socket, receive: Receive, send: Send) -> None:
         upstream = socket.upstream.connection
         try:
             while True:
@@ -513,8 +530,13 @@ class ResponsesWebsocketRoute:
                 text = message.get("text")
                 if text is None:
                     text = (message.get("bytes") or b"").decode("utf-8", "replace")
-                socket.start_turn(text)
-                await upstream.send_message(text)
+                forwarded = socket.start_turn(text)
+                if isinstance(forwarded, PoolerError):  # refused by the key's policy
+                    await send(
+                        {"type": "websocket.send", "text": refusal_frame(forwarded).decode()}
+                    )
+                    continue
+                await upstream.send_message(forwarded)
         except trio_websocket.ConnectionClosed as closed:
             self._upstream_closed(socket, closed)
         socket.idle.cancel()

@@ -10,6 +10,7 @@ import trio
 
 from pooler.errors import NotFound, PoolerError, ServiceUnavailable
 from pooler.web.asgi import Receive, Scope, Send, send_error, send_json
+from pooler.web.key_policy import model_allowed
 from pooler.web.openai_v1.auth import authenticate_v1
 
 if TYPE_CHECKING:
@@ -42,8 +43,9 @@ class V1ModelsRoute:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            _, pool = authenticate_v1(self.gw, scope)
-            models = model_objects(await self._catalog(pool.pool_id))
+            key, pool = authenticate_v1(self.gw, scope)
+            catalog = model_objects(await self._catalog(pool.pool_id))
+            models = [m for m in catalog if model_allowed(key, m["id"])]  # the key's own
             path: str = scope["path"]
             if path.startswith(MODEL_PREFIX):
                 wanted = path.removeprefix(MODEL_PREFIX)

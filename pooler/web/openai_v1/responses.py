@@ -27,6 +27,8 @@ from pooler.web.backend_codex.responses import (
     check_content_type,
     parse_object,
 )
+from pooler.web.key_policy import CHAT_EFFORT_PARAM, RESPONSES_EFFORT_PARAM, apply_key_policy
+from pooler.web.keys import KeyInfo
 from pooler.web.openai_v1.auth import authenticate_v1
 from pooler.web.openai_v1.multipart import Part, boundary_of, parse_form
 from pooler.web.openai_v1.presenters import ChatPresenter, ImagesPresenter, ResponsesPresenter
@@ -45,11 +47,13 @@ class V1Route(ResponsesRoute):
         route: str,
         translate: Callable[[dict[str, Any]], NormalizedRequest],
         present: Callable[[NormalizedRequest], Presenter],
+        effort_param: str = RESPONSES_EFFORT_PARAM,
     ) -> None:
         super().__init__(gateway)
         self.route = route
         self._translate = translate
         self._present = present
+        self._effort_param = effort_param
 
     async def open_request(
         self, scope: Scope, receive: Receive, record: RequestRecord
@@ -64,11 +68,16 @@ class V1Route(ResponsesRoute):
         )
         normalized = self._translate(parse_object(body))
         record.stream = normalized.client_stream
+        return self._proxied(key, pool.pool_id, normalized, record)
+
+    def _proxied(
+        self, key: KeyInfo, pool_id: str, normalized: NormalizedRequest, record: RequestRecord
+    ) -> ProxiedRequest:
+        """The upstream request, once the key's policy (models, reasoning effort) allows it."""
         payload = normalized.body
         record.model = payload["model"]  # what the upstream is asked for
-        return ProxiedRequest(
-            pool.pool_id, orjson.dumps(payload), payload, self._present(normalized)
-        )
+        apply_key_policy(key, payload, effort_param=self._effort_param)
+        return ProxiedRequest(pool_id, orjson.dumps(payload), payload, self._present(normalized))
 
 
 class ImageEditsRoute(V1Route):
@@ -102,11 +111,7 @@ class ImageEditsRoute(V1Route):
         normalized = images_edit_request(
             fields, host_model=gw.settings.images_host_model, images=images, mask=mask
         )
-        payload = normalized.body
-        record.model = payload["model"]
-        return ProxiedRequest(
-            pool.pool_id, orjson.dumps(payload), payload, self._present(normalized)
-        )
+        return self._proxied(key, pool.pool_id, normalized, record)
 
 
 def _image(part: Part) -> ImageInput:
@@ -124,6 +129,7 @@ def v1_routes(gateway: Gateway) -> dict[str, dict[str, Any]]:
         "v1_chat",
         chat_to_responses,
         lambda request: ChatPresenter(request.model, request.include_usage),
+        CHAT_EFFORT_PARAM,
     )
     images = V1Route(
         gateway,
