@@ -79,6 +79,11 @@ class KeyCache:
         for listener in self.on_replace:
             listener()
 
+    def v1_enabled(self, pool_id: str) -> bool:
+        """Whether the Pool (by id) still serves `/v1`."""
+        pool = self._pools.get(pool_id)
+        return pool is not None and pool.v1_enabled
+
     def is_valid(self, key_id: str) -> bool:
         """Whether the key (by id) still authenticates: active, in an active Pool."""
         return key_id in self._valid_ids

@@ -266,3 +266,26 @@ async def test_v1_websocket_is_refused_for_a_disabled_pool(db_url: str, tmp_path
         assert json.loads(refused.value.body or b"{}")["error"]["code"] == (
             "v1_compatibility_disabled"
         )
+
+
+async def test_turning_v1_off_closes_open_v1_sockets_only(db_url: str, tmp_path: Path) -> None:
+    async with open_stack(db_url, tmp_path, accounts=1) as stack:
+        base = stack.url.replace("http://", "ws://")
+        headers = [(b"authorization", f"Bearer {stack.key}".encode())]
+        with trio.fail_after(10):
+            async with (
+                trio_websocket.open_websocket_url(
+                    base + "/v1/responses", extra_headers=headers
+                ) as v1,
+                trio_websocket.open_websocket_url(
+                    base + "/backend-api/codex/responses", extra_headers=headers
+                ) as backend,
+            ):
+                await stack.database.run(
+                    lambda conn: store.update_pool(conn, POOL, v1_enabled=False, actor="test")
+                )
+                with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                    await v1.get_message()
+                assert closed.value.reason is not None and closed.value.reason.code == 1008
+                assert backend.closed is None  # the Codex route is not /v1
+            del v1, backend, closed

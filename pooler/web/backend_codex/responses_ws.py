@@ -322,12 +322,15 @@ class ResponsesWebsocketRoute:
         gateway.keys.on_replace.append(self._close_revoked)
 
     def _close_revoked(self) -> None:
-        """After a key-cache reload: close (1008) the sockets of keys no longer valid."""
+        """After a key-cache reload: close (1008) the sockets of keys no longer valid, and
+        the `/v1` sockets of Pools that turned `/v1` off."""
         keys = self.gw.keys
-        for key_id in [k for k in self._open if not keys.is_valid(k)]:
-            for socket in self._open[key_id]:
-                socket.ended = socket.ended or KEY_REVOKED
-                socket.idle.cancel()
+        for key_id, sockets in self._open.items():
+            revoked = not keys.is_valid(key_id)
+            for socket in sockets:
+                if revoked or (socket.public and not keys.v1_enabled(socket.key.pool_id)):
+                    socket.ended = socket.ended or KEY_REVOKED
+                    socket.idle.cancel()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
