@@ -13,7 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
-import trio_websocket
+
+from pooler.upstream.ws_client import (
+    ClientWebsocket,
+    WebsocketClosed,
+    WebsocketProtocolError,
+    WebsocketRejected,
+    connect_websocket,
+)
 
 # Why the upstream socket ended, when the account side ended it (the handler's own reasons
 # are its business).
@@ -37,7 +44,7 @@ class WebsocketTarget:
 
 @dataclass(eq=False, slots=True)
 class UpstreamWebsocket:
-    connection: trio_websocket.WebSocketConnection
+    connection: ClientWebsocket
     ended_by: str | None = None
     _released: trio.Event = field(default_factory=trio.Event)
 
@@ -47,20 +54,8 @@ class UpstreamWebsocket:
 
 
 # The failures of opening a socket that are the upstream's answer, not a bug: the caller
-# gets them (ConnectionRejected is a HandshakeError).
-CONNECT_FAILURES = (trio_websocket.HandshakeError, OSError, trio.TooSlowError)
-
-
-def connect_failure(exc: BaseException) -> Exception | None:
-    """The one connect failure inside `exc` (possibly an exception group), else None."""
-    if isinstance(exc, CONNECT_FAILURES):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = connect_failure(inner)
-            if found is not None:
-                return found
-    return None
+# gets them.
+CONNECT_FAILURES = (WebsocketRejected, WebsocketProtocolError, OSError, trio.TooSlowError)
 
 
 async def hold_upstream_websocket(
@@ -73,54 +68,47 @@ async def hold_upstream_websocket(
     pings until it is released or dies, then close it. A connect failure goes to `fail`.
     While open, the socket is in `held`, where its owner can mark why it ended."""
     try:
-        async with trio.open_nursery() as nursery:
-            with trio.fail_after(target.connect_timeout):
-                connection = await trio_websocket.connect_websocket_url(
-                    nursery,
-                    target.url,
-                    extra_headers=list(target.headers),
-                    max_message_size=target.max_message_size,
-                )
-            socket = UpstreamWebsocket(connection)
-            try:
-                if deliver(socket):
-                    held.add(socket)
-                    await _keep_alive(socket, target.ping_interval)
-            except trio.Cancelled:
-                # The owner stops (a crash has said so already): marked before the reader
-                # task's end can wake the handler.
-                socket.ended_by = socket.ended_by or ACCOUNT_STOPPED
-                raise
-            finally:
-                held.discard(socket)
-                # Under cancellation this still closes the TCP stream before re-raising.
-                with trio.move_on_after(DISCONNECT_TIMEOUT_S):
-                    await connection.aclose()
-                nursery.cancel_scope.cancel()
-    except BaseException as exc:
-        failure = connect_failure(exc)
-        if failure is None:
-            raise
-        fail(failure)
+        with trio.fail_after(target.connect_timeout):
+            connection = await connect_websocket(
+                target.url, target.headers, max_message_size=target.max_message_size
+            )
+    except CONNECT_FAILURES as exc:
+        fail(exc)
+        return
+    socket = UpstreamWebsocket(connection)
+    try:
+        if deliver(socket):
+            held.add(socket)
+            await _keep_alive(socket, target.ping_interval)
+    except trio.Cancelled:
+        # The owner stops (a crash has said so already): marked before closing the stream
+        # wakes the handler's read.
+        socket.ended_by = socket.ended_by or ACCOUNT_STOPPED
+        raise
+    finally:
+        held.discard(socket)
+        # Under cancellation this still closes the TCP stream before re-raising.
+        with trio.move_on_after(DISCONNECT_TIMEOUT_S):
+            await connection.aclose()
 
 
 async def _keep_alive(socket: UpstreamWebsocket, interval: float) -> None:
-    """Until released: a ping every `interval`; a pong missing for as long ends the socket."""
+    """Until released: a ping every `interval`; a pong missing for as long ends the socket.
+    (The pong is read by the handler's pump, the socket's one reader.)"""
     connection = socket.connection
     if interval <= 0:
         await socket._released.wait()
         return
-    while not socket._released.is_set() and connection.closed is None:
+    while not socket._released.is_set() and not connection.is_closed:
         with trio.move_on_after(interval):
             await socket._released.wait()
             return
         try:
             with trio.move_on_after(interval) as waiting:
                 await connection.ping()
-        except trio_websocket.ConnectionClosed:
-            await socket._released.wait()
-            return
+        except WebsocketClosed:
+            break
         if waiting.cancelled_caught:
             socket.ended_by = socket.ended_by or PING_TIMEOUT
-            return  # the close wakes the handler, which releases the socket
+            return  # closing the stream wakes the handler, which releases the socket
     await socket._released.wait()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 from uuid import UUID
 
 import pytest
@@ -18,6 +17,7 @@ from pooler.actors import messages as m
 from pooler.actors.runtime import call
 from pooler.store.accounts import delete_account
 from pooler.store.keys import revoke_key
+from pooler.upstream.ws_client import ClientWebsocket
 from pooler.web.settings import GatewaySettings
 
 DEADLINE = 30
@@ -133,13 +133,13 @@ async def test_upstream_is_pinged_and_the_session_stays_up(
     db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pings: list[float] = []
-    original = trio_websocket.WebSocketConnection.ping
+    original = ClientWebsocket.ping
 
-    async def counting_ping(self: trio_websocket.WebSocketConnection, payload: Any = None) -> None:
-        await original(self, payload)  # the emulator's server answers with a pong
+    async def counting_ping(self: ClientWebsocket) -> None:
+        await original(self)  # the emulator's server answers with a pong
         pings.append(trio.current_time())
 
-    monkeypatch.setattr(trio_websocket.WebSocketConnection, "ping", counting_ping)
+    monkeypatch.setattr(ClientWebsocket, "ping", counting_ping)
     settings = GatewaySettings(websocket_ping_interval_s=0.1)
     async with open_stack(db_url, tmp_path, settings=settings) as stack:
         with trio.fail_after(DEADLINE):
@@ -156,12 +156,10 @@ async def test_upstream_is_pinged_and_the_session_stays_up(
 async def test_a_missing_pong_closes_the_session_with_1011(
     db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def unanswered_ping(
-        self: trio_websocket.WebSocketConnection, payload: Any = None
-    ) -> None:
+    async def unanswered_ping(self: ClientWebsocket) -> None:
         await trio.sleep_forever()
 
-    monkeypatch.setattr(trio_websocket.WebSocketConnection, "ping", unanswered_ping)
+    monkeypatch.setattr(ClientWebsocket, "ping", unanswered_ping)
     settings = GatewaySettings(websocket_ping_interval_s=0.1)
     async with open_stack(db_url, tmp_path, settings=settings) as stack:
         with trio.fail_after(DEADLINE):

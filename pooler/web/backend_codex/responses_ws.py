@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import trio
-import trio_websocket
 
 from pooler.actors import messages as m
 from pooler.actors.runtime import ActorDead, CallTimeout, call
@@ -49,6 +48,7 @@ from pooler.upstream.websocket import (
     UpstreamWebsocket,
     WebsocketTarget,
 )
+from pooler.upstream.ws_client import WebsocketClosed, WebsocketProtocolError, WebsocketRejected
 from pooler.web.asgi import Receive, Scope, Send, header
 from pooler.web.backend_codex.responses import continuity_keys
 from pooler.web.backend_codex.upstream_exchange import (
@@ -511,11 +511,11 @@ class ResponsesWebsocketRoute:
                 await send({"type": "websocket.close", "code": close})
         # The caller releases the upstream socket; its actor closes it.
 
-    def _upstream_closed(self, socket: _Socket, closed: trio_websocket.ConnectionClosed) -> None:
+    def _upstream_closed(self, socket: _Socket, closed: WebsocketClosed) -> None:
         # The account's side says why it closed the socket (its actor crashed or stopped, a
         # ping went unanswered); otherwise the upstream closed it.
         socket.ended = socket.ended or socket.upstream.ended_by or UPSTREAM_CLOSED
-        socket.upstream_code = closed.reason.code if closed.reason else None
+        socket.upstream_code = closed.code
         socket.idle.cancel()
 
     async def _client_to_upstream(self, socket: _Socket, receive: Receive, send: Send) -> None:
@@ -540,7 +540,7 @@ class ResponsesWebsocketRoute:
                     )
                     continue
                 await upstream.send_message(forwarded)
-        except trio_websocket.ConnectionClosed as closed:
+        except WebsocketClosed as closed:
             self._upstream_closed(socket, closed)
         socket.idle.cancel()
 
@@ -557,7 +557,7 @@ class ResponsesWebsocketRoute:
                 if not (socket.public and CODEX_ONLY_FRAME in frame[:40]):
                     await send({"type": "websocket.send", "text": frame})
                 socket.after_upstream_frame()
-        except trio_websocket.ConnectionClosed as closed:
+        except WebsocketClosed as closed:
             self._upstream_closed(socket, closed)
         socket.idle.cancel()
 
@@ -565,13 +565,13 @@ class ResponsesWebsocketRoute:
 def _open_failure(exc: BaseException) -> tuple[m.Outcome | None, str]:
     """How a failed upstream open counts against its account, and its exclusion code;
     (None, _) for an exception that is not an open failure (re-raised)."""
-    if isinstance(exc, trio_websocket.ConnectionRejected):
-        if exc.status_code == 426:
+    if isinstance(exc, WebsocketRejected):
+        if exc.status == 426:
             return m.Outcome(m.CANCELLED), "websocket_upgrade_refused"
-        failure = classify_failure(exc.status_code, list(exc.headers or ()), exc.body or b"")
+        failure = classify_failure(exc.status, exc.headers, exc.body)
         return failure.outcome, failure.error_code
     if isinstance(exc, trio.TooSlowError | CallTimeout):
         return m.Outcome(m.TIMEOUT), "upstream_connect_timeout"
-    if isinstance(exc, trio_websocket.HandshakeError | OSError | ActorDead):
+    if isinstance(exc, WebsocketProtocolError | OSError | ActorDead):
         return m.Outcome(m.TRANSPORT_ERROR), f"upstream_{type(exc).__name__}"
     return None, ""

@@ -1,0 +1,238 @@
+"""A lean client websocket for the upstream: one TCP stream, `wsproto`, no reader task.
+
+A session has exactly one reader, its upstream→client pump, so frames are parsed in that
+task as it asks for them: no background task and no queue between the socket and the
+pump (each costs memory per held session, and a task hop per frame). Control frames are
+handled on the way: a ping is answered, a pong wakes `ping()`, a close is answered and
+ends the connection. Writers (the client→upstream pump, keepalive pings, the close) share
+one lock.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Sequence
+from typing import cast
+from urllib.parse import urlsplit
+
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    Pong,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import RemoteProtocolError
+
+RECEIVE_SIZE = 64 * 1024
+MAX_REJECTION_BODY = 64 * 1024
+Headers = Sequence[tuple[bytes, bytes]]
+
+
+class WebsocketClosed(Exception):
+    """The connection is over; `code` is the peer's close code (None: no close frame)."""
+
+    def __init__(self, code: int | None) -> None:
+        super().__init__(f"websocket closed ({code})")
+        self.code = code
+
+
+class WebsocketRejected(Exception):
+    """The server answered the upgrade with an HTTP status instead of 101."""
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        super().__init__(f"websocket upgrade refused ({status})")
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+class WebsocketProtocolError(Exception):
+    """The server broke the websocket protocol during the handshake."""
+
+
+class ClientWebsocket:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        protocol: WSConnection,
+        handshake_headers: list[tuple[bytes, bytes]],
+        max_message_size: int,
+    ) -> None:
+        self.handshake_headers = handshake_headers
+        self._stream = stream
+        self._protocol = protocol
+        self._max_message_size = max_message_size
+        self._send_lock = trio.Lock()
+        self._parts: list[str] | list[bytes] = []
+        self._size = 0
+        self._pong: trio.Event | None = None
+        self.is_closed = False
+        self.close_code: int | None = None  # the peer's (or our) close code, once closed
+
+    # --- reading (the one reader) ---------------------------------------------------
+
+    async def get_message(self) -> str | bytes:
+        """The next text or binary message; raises WebsocketClosed when there is none."""
+        protocol = self._protocol
+        while True:
+            for event in protocol.events():
+                message = await self._on_event(event)
+                if message is not None:
+                    return message
+            if self.is_closed:
+                raise WebsocketClosed(self.close_code)
+            try:
+                data = await self._stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                self._end(None)
+                raise WebsocketClosed(None)
+            try:
+                protocol.receive_data(cast(bytes, data))  # a SocketStream gives bytes
+            except RemoteProtocolError:
+                await self._abort()
+                raise WebsocketClosed(1002) from None
+
+    async def _on_event(self, event: Event) -> str | bytes | None:
+        if isinstance(event, TextMessage | BytesMessage):
+            self._size += len(event.data)
+            if self._size > self._max_message_size:
+                await self.aclose(1009)
+                raise WebsocketClosed(1009)
+            self._parts.append(event.data)  # type: ignore[arg-type]
+            if not event.message_finished:
+                return None
+            parts, self._parts, self._size = self._parts, [], 0
+            joiner = "" if isinstance(event, TextMessage) else b""
+            return joiner.join(parts)  # type: ignore[arg-type]
+        if isinstance(event, Ping):
+            await self._send(event.response())
+        elif isinstance(event, Pong):
+            if self._pong is not None:
+                self._pong.set()
+        elif isinstance(event, CloseConnection):
+            if self._protocol.state == ConnectionState.REMOTE_CLOSING:
+                await self._send(event.response())
+            self._end(event.code)
+            await self._close_stream()
+            raise WebsocketClosed(event.code)
+        return None
+
+    # --- writing ------------------------------------------------------------------------
+
+    async def send_message(self, message: str | bytes) -> None:
+        if self.is_closed:
+            raise WebsocketClosed(self.close_code)
+        event = TextMessage(message) if isinstance(message, str) else BytesMessage(message)
+        await self._send(event)
+
+    async def ping(self) -> None:
+        """Send a ping and wait for its pong (which the reader receives)."""
+        pong = self._pong = trio.Event()
+        await self._send(Ping(os.urandom(4)))
+        await pong.wait()
+
+    async def aclose(self, code: int = 1000) -> None:
+        """Say goodbye (a close frame) and close the TCP stream. Idempotent; under
+        cancellation the stream is still closed."""
+        try:
+            if self._protocol.state == ConnectionState.OPEN:
+                await self._send(CloseConnection(code))
+        except WebsocketClosed:
+            pass
+        finally:
+            self._end(code)
+            await self._close_stream()
+
+    async def _send(self, event: Event) -> None:
+        try:
+            data = self._protocol.send(event)
+        except Exception as exc:  # wsproto: the connection is not in a state to send
+            raise WebsocketClosed(None) from exc
+        async with self._send_lock:
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._end(None)
+                raise WebsocketClosed(None) from None
+
+    def _end(self, code: int | None) -> None:
+        if not self.is_closed:
+            self.is_closed, self.close_code = True, code
+        if self._pong is not None:
+            self._pong.set()  # nobody waits for a pong that cannot come
+
+    async def _abort(self) -> None:
+        self._end(None)
+        await self._close_stream()
+
+    async def _close_stream(self) -> None:
+        await self._stream.aclose()
+
+
+async def connect_websocket(
+    url: str, headers: Headers, *, max_message_size: int
+) -> ClientWebsocket:
+    """Open `ws(s)://host[:port]/path` with `headers` on the upgrade request.
+
+    Raises WebsocketRejected (an HTTP answer), WebsocketProtocolError, OSError."""
+    parts = urlsplit(url)
+    secure = parts.scheme == "wss"
+    host = parts.hostname or ""
+    port = parts.port or (443 if secure else 80)
+    authority = host if port == (443 if secure else 80) else f"{host}:{port}"
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    stream: trio.abc.Stream
+    if secure:
+        stream = await trio.open_ssl_over_tcp_stream(
+            host, port, ssl_context=ssl.create_default_context(), https_compatible=True
+        )
+    else:
+        stream = await trio.open_tcp_stream(host, port)
+    try:
+        request = Request(host=authority, target=target, extra_headers=list(headers))
+        return await _handshake(stream, request, max_message_size)
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+
+
+async def _handshake(
+    stream: trio.abc.Stream, request: Request, max_message_size: int
+) -> ClientWebsocket:
+    protocol = WSConnection(ConnectionType.CLIENT)
+    await stream.send_all(protocol.send(request))
+    rejected: tuple[int, list[tuple[bytes, bytes]]] | None = None
+    body = bytearray()
+    while True:
+        data = await stream.receive_some(RECEIVE_SIZE)
+        if not data:
+            raise WebsocketProtocolError("the server closed the connection during the upgrade")
+        try:
+            protocol.receive_data(bytes(data))
+            events = list(protocol.events())
+        except RemoteProtocolError as exc:
+            raise WebsocketProtocolError(str(exc)) from None
+        for event in events:
+            if isinstance(event, AcceptConnection):
+                accepted = list(event.extra_headers)
+                return ClientWebsocket(stream, protocol, accepted, max_message_size)
+            if isinstance(event, RejectConnection):
+                rejected = (event.status_code, list(event.headers))
+                if not event.has_body:
+                    raise WebsocketRejected(*rejected, b"")
+            elif isinstance(event, RejectData) and rejected is not None:
+                body += event.data[: MAX_REJECTION_BODY - len(body)]
+                if event.body_finished:
+                    raise WebsocketRejected(*rejected, bytes(body))
