@@ -5,12 +5,17 @@ Never holds bodies, prompts, tokens or raw keys: only what DESIGN §3 allows.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import trio
 
+from pooler.errors import PoolerError
 from pooler.protocol.usage import TokenUsage
+from pooler.web.asgi import ClientDisconnected, Send, send_error
 
 
 @dataclass(slots=True)
@@ -64,3 +69,25 @@ class RequestRecord:
         self.outcome = outcome
         self.error_code = error_code
         self.duration_ms = self.elapsed_ms()
+
+
+@asynccontextmanager
+async def answered(
+    record: RequestRecord,
+    send: Send,
+    extra: list[tuple[bytes, bytes]],
+    log: Callable[[RequestRecord], None],
+) -> AsyncIterator[None]:
+    """Around a whole request: its log row is written whatever happens; a PoolerError
+    becomes the client's error answer (when one can still be sent) and a client that went
+    away is a 499."""
+    try:
+        yield
+    except ClientDisconnected:
+        record.finish(499, "client_disconnected")
+    except PoolerError as error:
+        record.finish(error.status, "rejected", error.code)
+        with contextlib.suppress(Exception):  # the answer had started, or the client is gone
+            await send_error(send, error, extra)
+    finally:
+        log(record)

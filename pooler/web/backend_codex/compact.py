@@ -14,17 +14,15 @@ import orjson
 import trio
 
 from pooler.actors import messages as m
-from pooler.errors import PoolerError, UpstreamError
+from pooler.errors import UpstreamError
 from pooler.protocol.usage import TokenUsage, usage_from_completed
 from pooler.routing.circuit import COMPACT
 from pooler.upstream.errors import UpstreamTransportError
 from pooler.web.asgi import (
-    ClientDisconnected,
     Receive,
     Scope,
     Send,
     send_bytes,
-    send_error,
 )
 from pooler.web.backend_codex.responses import (
     continuity_keys,
@@ -44,7 +42,7 @@ from pooler.web.leasing import (
     refreshed_lease,
     release,
 )
-from pooler.web.request_record import AttemptRecord, RequestRecord
+from pooler.web.request_record import AttemptRecord, RequestRecord, answered
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
@@ -63,20 +61,10 @@ class CompactRoute:
         gw = self.gw
         record = start_record(gw, scope, COMPACT, "http_json")
         request_id_header = (b"x-request-id", record.request_id.encode())
-        try:
+        async with answered(record, send, [request_id_header], gw.log_request):
             pool_id, body, payload = await read_json_request(gw, scope, receive, record)
             async with gw.admission.admit(COMPACT):
                 await self._forward(scope, send, record, pool_id, body, payload)
-        except ClientDisconnected:
-            record.finish(499, "client_disconnected")
-        except PoolerError as error:
-            record.finish(error.status, "rejected", error.code)
-            try:
-                await send_error(send, error, [request_id_header])
-            except Exception:  # the client is gone
-                log.debug("could not send error %s", error.code)
-        finally:
-            gw.log_request(record)
 
     async def _forward(
         self,

@@ -22,11 +22,11 @@ import orjson
 import trio
 
 from pooler.actors import messages as m
-from pooler.errors import NotFound, PoolerError, UpstreamError
+from pooler.errors import NotFound, UpstreamError
 from pooler.routing.circuit import CONTROL, RESPONSES
 from pooler.upstream.errors import UpstreamTransportError
 from pooler.upstream.http1 import UpstreamPool, UpstreamResponse
-from pooler.web.asgi import ClientDisconnected, Receive, Scope, Send, header, read_body, send_error
+from pooler.web.asgi import Receive, Scope, Send, header, read_body
 from pooler.web.backend_codex.upstream_exchange import (
     FORWARDED_REQUEST_HEADERS,
     classify_failure,
@@ -40,7 +40,7 @@ from pooler.web.leasing import (
     pin,
     release,
 )
-from pooler.web.request_record import AttemptRecord, RequestRecord
+from pooler.web.request_record import AttemptRecord, RequestRecord, answered
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
@@ -130,7 +130,7 @@ class RelayRoute:
         agent = header(scope, b"user-agent")
         record.user_agent = agent.decode("latin-1")[:200] if agent else None
         extra = [(b"x-request-id", record.request_id.encode())]
-        try:
+        async with answered(record, send, extra, gw.log_request):
             key, pool = gw.keys.authenticate(header(scope, b"authorization"))
             record.pool_id, record.key_prefix = pool.pool_id, key.prefix
             target, hard_key = self.target(scope)
@@ -139,14 +139,6 @@ class RelayRoute:
             attempts = LeaseAttempts(pool.pool_id, (), hard_key, route_class=spec.route_class)
             async with gw.admission.admit("responses"):
                 await self._attempts(scope, send, record, attempts, target, body)
-        except ClientDisconnected:
-            record.finish(499, "client_disconnected")
-        except PoolerError as error:
-            record.finish(error.status, "rejected", error.code)
-            with contextlib.suppress(Exception):  # the answer may have started already
-                await send_error(send, error, extra)
-        finally:
-            gw.log_request(record)
 
     def target(self, scope: Scope) -> tuple[str, bytes | None]:
         """The upstream path (relative to the ChatGPT backend) and the hard pin, if any."""

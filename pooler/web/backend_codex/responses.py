@@ -23,7 +23,6 @@ from pooler.routing.choose import PIN_KEPT, PIN_MOVED
 from pooler.routing.circuit import COMPACT, RESPONSES
 from pooler.upstream.errors import UpstreamTransportError
 from pooler.web.asgi import (
-    ClientDisconnected,
     Receive,
     Scope,
     Send,
@@ -49,7 +48,7 @@ from pooler.web.leasing import (
     refreshed_lease,
     release,
 )
-from pooler.web.request_record import AttemptRecord, RequestRecord
+from pooler.web.request_record import AttemptRecord, RequestRecord, answered
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
@@ -229,18 +228,11 @@ class ResponsesRoute:
         gw = self.gw
         record = start_record(gw, scope, self.route, "http")
         request_id_header = (b"x-request-id", record.request_id.encode())
-        try:
+        async with answered(record, send, [request_id_header], gw.log_request):
             request = await self.open_request(scope, receive, record)
             record.transport = "http_sse" if record.stream else "http_json"
             async with gw.admission.admit("stream" if record.stream else "responses"):
                 await self._proxy(scope, receive, send, record, request)
-        except ClientDisconnected:
-            record.finish(499, "client_disconnected")
-        except PoolerError as error:
-            record.finish(error.status, "rejected", error.code)
-            await _send_error_safely(send, error, request_id_header)
-        finally:
-            gw.log_request(record)
 
     async def _proxy(
         self,
@@ -611,12 +603,3 @@ async def _read_limited(response: Any, limit: int) -> bytes:
         if size >= limit:
             break
     return b"".join(parts)[:limit]
-
-
-async def _send_error_safely(send: Send, error: PoolerError, extra: tuple[bytes, bytes]) -> None:
-    try:
-        from pooler.web.asgi import send_error
-
-        await send_error(send, error, [extra])
-    except Exception:  # the response had already started, or the client is gone
-        log.debug("could not send error %s", error.code)

@@ -15,17 +15,15 @@ from typing import TYPE_CHECKING, Final
 import orjson
 
 from pooler.actors import messages as m
-from pooler.errors import BadRequest, PoolerError, UnsupportedParameter
+from pooler.errors import BadRequest, UnsupportedParameter
 from pooler.routing.circuit import CONTROL
 from pooler.web.asgi import (
-    ClientDisconnected,
     Receive,
     Scope,
     Send,
     header,
     read_body,
     send_bytes,
-    send_error,
     send_json,
 )
 from pooler.web.backend_codex.relay import account_headers, run_attempts
@@ -34,7 +32,7 @@ from pooler.web.leasing import LeaseAttempts
 from pooler.web.openai_v1.auth import authenticate_v1
 from pooler.web.openai_v1.backend_call import CallFailed, LeasedCall
 from pooler.web.openai_v1.multipart import Part, boundary_of, encode_form, parse_form
-from pooler.web.request_record import RequestRecord
+from pooler.web.request_record import RequestRecord, answered
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
@@ -88,7 +86,7 @@ class V1TranscriptionsRoute:
         gw = self.gw
         record = RequestRecord(gw.new_request_id(), route="v1_transcriptions", transport="http")
         extra = [(b"x-request-id", record.request_id.encode())]
-        try:
+        async with answered(record, send, extra, gw.log_request):
             key, pool = authenticate_v1(gw, scope)
             record.pool_id, record.key_prefix = pool.pool_id, key.prefix
             boundary = boundary_of(header(scope, b"content-type"))
@@ -105,13 +103,6 @@ class V1TranscriptionsRoute:
                 await send_bytes(send, 200, text.encode(), plain)
             else:
                 await send_json(send, 200, {"text": text}, extra)
-        except ClientDisconnected:
-            record.finish(499, "client_disconnected")
-        except PoolerError as error:
-            record.finish(error.status, "rejected", error.code)
-            await send_error(send, error, extra)
-        finally:
-            gw.log_request(record)
 
     async def _transcribe(
         self, scope: Scope, record: RequestRecord, pool_id: str, parts: list[Part]

@@ -32,7 +32,6 @@ from pooler.db import DatabaseError
 from pooler.errors import (
     BadRequest,
     NotFound,
-    PoolerError,
     ServiceUnavailable,
     UnsupportedEndpoint,
     UnsupportedParameter,
@@ -43,13 +42,11 @@ from pooler.store import files as store
 from pooler.store.common import Conn
 from pooler.upstream.http1 import UpstreamPool
 from pooler.web.asgi import (
-    ClientDisconnected,
     Receive,
     Scope,
     Send,
     header,
     read_body,
-    send_error,
     send_json,
 )
 from pooler.web.backend_codex.relay import account_headers, file_key, run_attempts
@@ -57,7 +54,7 @@ from pooler.web.leasing import LeaseAttempts, pin
 from pooler.web.openai_v1.auth import authenticate_v1
 from pooler.web.openai_v1.backend_call import CallFailed, LeasedCall
 from pooler.web.openai_v1.multipart import Part, boundary_of, parse_form
-from pooler.web.request_record import RequestRecord
+from pooler.web.request_record import RequestRecord, answered
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
@@ -156,20 +153,13 @@ class V1FilesRoute:
         gw = self.gw
         record = RequestRecord(request_id=gw.new_request_id(), route="v1_files", transport="http")
         extra = [(b"x-request-id", record.request_id.encode())]
-        try:
+        async with answered(record, send, extra, gw.log_request):
             key, pool = authenticate_v1(gw, scope)
             record.pool_id, record.key_prefix = pool.pool_id, key.prefix
             payload = await self._serve(scope, receive, record, pool.pool_id)
             record.finish(200, "completed")
             record.mark_first_byte()
             await send_json(send, 200, payload, extra)
-        except ClientDisconnected:
-            record.finish(499, "client_disconnected")
-        except PoolerError as error:
-            record.finish(error.status, "rejected", error.code)
-            await send_error(send, error, extra)
-        finally:
-            gw.log_request(record)
 
     async def _serve(
         self, scope: Scope, receive: Receive, record: RequestRecord, pool_id: str
