@@ -208,6 +208,10 @@ class PinConversation:
     pool_id: str
     continuity_keys: tuple[bytes, ...]
     account_id: str
+    # A hard pin (a file, a response id) is what the upstream needs, not a cache affinity:
+    # it is kept even when the Pool's continuity is off. `ttl` None: the map's own.
+    hard: bool = False
+    ttl: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

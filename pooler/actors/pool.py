@@ -166,11 +166,12 @@ class PoolSupervisor:
         elif isinstance(message, m.PinConversation):
             cmap = self.continuity.get(message.pool_id)
             policy = self.pools.get(message.pool_id)
-            if cmap is not None and (policy is None or policy.continuity):
+            if cmap is not None and (message.hard or policy is None or policy.continuity):
                 now = time.time()
+                ttl = self._continuity_ttl if message.ttl is None else message.ttl
                 for key in message.continuity_keys:
-                    cmap.pin(key, message.account_id, now)
-                    self._note_dirty_pin(message.pool_id, key, message.account_id, now)
+                    cmap.pin(key, message.account_id, now, ttl)
+                    self._note_dirty_pin(message.pool_id, key, message.account_id, now + ttl)
         elif isinstance(message, m.TakeDirtyPins):
             dirty, self._dirty_pins = self._dirty_pins, {}
             message.reply_to.send(
@@ -207,10 +208,10 @@ class PoolSupervisor:
             candidates = candidates[1:]
         request.reply_to.send(m.LeaseGranted(choice, None, refused))
 
-    def _note_dirty_pin(self, pool_id: str, key: bytes, account_id: str, now: float) -> None:
+    def _note_dirty_pin(self, pool_id: str, key: bytes, account_id: str, expires_at: float) -> None:
         """Remember a pin for the write-behind; bounded, what overflows waits for next time."""
         if len(self._dirty_pins) < MAX_DIRTY_PINS or (pool_id, key) in self._dirty_pins:
-            self._dirty_pins[(pool_id, key)] = (account_id, now + self._continuity_ttl)
+            self._dirty_pins[(pool_id, key)] = (account_id, expires_at)
         else:
             self.dirty_pin_overflows += 1
 
@@ -244,17 +245,18 @@ class PoolSupervisor:
     def _resolve_pin(self, request: m.LeaseRequest, now: float) -> tuple[Pin | None, str]:
         policy = self.pools.get(request.pool_id)
         keys = request.continuity_keys
+        cmap = self.continuity.get(request.pool_id)
+        # A hard pin holds even with continuity off: the upstream itself needs that account.
+        if request.hard_key is not None and cmap is not None:
+            account_id = cmap.get(request.hard_key, now)
+            if account_id is not None:
+                return Pin(account_id, hard=True), PIN_NEW
         if policy is not None and not policy.continuity:
             return None, PIN_DISABLED
         if not keys and request.hard_key is None:
             return None, PIN_NONE
-        cmap = self.continuity.get(request.pool_id)
         if cmap is None:
             return None, PIN_NEW
-        if request.hard_key is not None:
-            account_id = cmap.get(request.hard_key, now)
-            if account_id is not None:
-                return Pin(account_id, hard=True), PIN_NEW
         for key in keys:
             account_id = cmap.get(key, now)
             if account_id is not None:

@@ -33,14 +33,15 @@ class ContinuityMap:
             return None
         return pin.account_id
 
-    def pin(self, key: bytes, account_id: str, now: float) -> None:
+    def pin(self, key: bytes, account_id: str, now: float, ttl: float | None = None) -> None:
+        expires_at = now + (self.ttl if ttl is None else ttl)
         pin = self._pins.get(key)
         if pin is not None:
             pin.account_id = account_id
-            pin.expires_at = now + self.ttl
+            pin.expires_at = max(pin.expires_at, expires_at)
             self._pins.move_to_end(key)
             return
-        self._pins[key] = Pin(account_id, now + self.ttl)
+        self._pins[key] = Pin(account_id, expires_at)
         while len(self._pins) > self.max_entries:
             self._pins.popitem(last=False)
 

@@ -134,8 +134,21 @@ def release(lease: m.Lease, outcome: m.Outcome) -> None:
     lease.mailbox.try_send(m.Release(lease.lease_id, outcome))
 
 
-def pin(supervisor: Mailbox[Any], pool_id: str, keys: Iterable[bytes], account_id: str) -> None:
-    """Pin the conversation's keys to the account serving it (write-behind to Postgres)."""
+# A file lives on the account that created it for as long as the upstream keeps it.
+FILE_PIN_TTL_S = 30 * 24 * 3600.0
+
+
+def pin(
+    supervisor: Mailbox[Any],
+    pool_id: str,
+    keys: Iterable[bytes],
+    account_id: str,
+    *,
+    hard: bool = False,
+    ttl: float | None = None,
+) -> None:
+    """Pin the conversation's keys to the account serving it (write-behind to Postgres).
+    `hard`: the upstream needs that account (a file, a response id), continuity on or off."""
     keys = tuple(keys)
     if keys:
-        supervisor.try_send(m.PinConversation(pool_id, keys, account_id))
+        supervisor.try_send(m.PinConversation(pool_id, keys, account_id, hard, ttl))

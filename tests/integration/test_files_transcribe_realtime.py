@@ -11,8 +11,10 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from harness import Stack, open_stack, parse_sse, responses_body
+from harness import POOL, Stack, open_stack, parse_sse, responses_body
 from test_privacy import dump_database, token_strings
+
+from pooler.store.pools import update_pool
 
 FILES = "/backend-api/files"
 
@@ -75,6 +77,18 @@ async def test_file_is_finalized_and_used_on_its_creating_account(
                 assert parse_sse(response.text)[-1]["type"] == "response.completed"
                 turn = (await stack.upstream_requests("/codex/responses"))[-1]
                 assert turn["account_id"] == creators[file_id]
+            # File affinity is not a cache: it holds with the Pool's continuity off.
+            await stack.database.run(
+                lambda conn: update_pool(conn, POOL, continuity_enabled=False, actor="test")
+            )
+            await stack.gateway.reload()
+            late = await upload_file(stack, client, "late.txt", b"late")
+            creator = (await stack.upstream_requests("/backend-api/files"))[-1]["account_id"]
+            for _ in range(3):
+                response = await client.post("/backend-api/codex/responses", json=file_turn(late))
+                assert response.status_code == 200
+                turn = (await stack.upstream_requests("/codex/responses"))[-1]
+                assert turn["account_id"] == creator
             # An unknown file cannot be finalized (nothing pins it; the upstream says 404).
             missing = await client.post(f"{FILES}/file_unknown/uploaded", json={})
             assert missing.status_code == 404

@@ -33,6 +33,7 @@ from pooler.web.backend_codex.upstream_exchange import (
     relayed_response_headers,
 )
 from pooler.web.leasing import (
+    FILE_PIN_TTL_S,
     LeaseAttempts,
     continuity_digest,
     lease_account,
@@ -270,7 +271,14 @@ class RelayRoute:
         except (orjson.JSONDecodeError, AttributeError):
             file_id = None
         if isinstance(file_id, str) and file_id and record.pool_id is not None:
-            pin(self.gw.supervisor, record.pool_id, (file_key(file_id),), lease.account_id)
+            pin(
+                self.gw.supervisor,
+                record.pool_id,
+                (file_key(file_id),),
+                lease.account_id,
+                hard=True,
+                ttl=FILE_PIN_TTL_S,
+            )
 
     def _kept_headers(
         self, record: RequestRecord, headers: list[tuple[bytes, bytes]]

@@ -575,7 +575,7 @@ class ResponseAccounting(StreamAccounting):
         if self.response_id is not None and self.response_id != known:
             supervisor, pool_id, account_id = self._pin_to
             key = continuity_digest("response_id", self.response_id)
-            pin(supervisor, pool_id, (key,), account_id)
+            pin(supervisor, pool_id, (key,), account_id, hard=True)
 
 
 def _note_continuity(record: RequestRecord, attempts: LeaseAttempts) -> None:

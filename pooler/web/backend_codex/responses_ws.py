@@ -159,6 +159,7 @@ class TurnAccounting(StreamAccounting):
                 pool_id,
                 (continuity_digest("response_id", self.response_id),),
                 account_id,
+                hard=True,
             )
 
     def _on_error_frame(self, text: str) -> None:

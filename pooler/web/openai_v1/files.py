@@ -50,7 +50,7 @@ from pooler.web.asgi import (
     send_json,
 )
 from pooler.web.backend_codex.relay import account_headers, file_key, run_attempts
-from pooler.web.leasing import LeaseAttempts, pin
+from pooler.web.leasing import FILE_PIN_TTL_S, LeaseAttempts, pin
 from pooler.web.openai_v1.auth import authenticate_v1
 from pooler.web.openai_v1.backend_call import CallFailed, LeasedCall
 from pooler.web.openai_v1.multipart import Part, boundary_of, parse_form
@@ -258,7 +258,14 @@ class V1FilesRoute:
                 raise failure.client_error() from None
             call.succeeded(200)
         assert record.pool_id is not None
-        pin(gw.supervisor, record.pool_id, (file_key(file_id),), lease.account_id)
+        pin(
+            gw.supervisor,
+            record.pool_id,
+            (file_key(file_id),),
+            lease.account_id,
+            hard=True,
+            ttl=FILE_PIN_TTL_S,
+        )
         row = await self._db(
             partial(
                 store.insert_file,
