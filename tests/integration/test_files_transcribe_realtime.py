@@ -92,10 +92,10 @@ async def test_file_is_finalized_and_used_on_its_creating_account(
             # An unknown file cannot be finalized (nothing pins it; the upstream says 404).
             missing = await client.post(f"{FILES}/file_unknown/uploaded", json={})
             assert missing.status_code == 404
-            await stack.wait_for_logs(4 * 2 + 4 + 1)
+            await stack.wait_for_logs((4 + 1) * 2 + 4 + 3 + 1)
         rows = await log_rows(stack)
         files_rows = [r for r in rows if r[0] == "files"]
-        assert len(files_rows) == 9
+        assert len(files_rows) == 11  # five files created and finalized, one unknown
         assert all(r[3] is not None for r in files_rows)
 
 
