@@ -203,6 +203,13 @@ def images_sync(stack: Stack) -> tuple[bytes, bytes]:
         model="gpt-image-1", image=("in.png", image, "image/png"), prompt="add a boat"
     )
     assert edited.data and len(edited.data) == 1
+    # Several input images: the SDK sends them as repeated `image[]` parts.
+    combined = sdk.images.edit(
+        model="gpt-image-1",
+        image=[("a.png", image, "image/png"), ("b.png", image, "image/png")],
+        prompt="put both in one frame",
+    )
+    assert combined.data and len(combined.data) == 1
     return image, base64.b64decode(edited.data[0].b64_json or "")
 
 
@@ -213,4 +220,4 @@ async def test_the_python_sdk_generates_an_image_through_v1(db_url: str, tmp_pat
         assert image.startswith(b"\x89PNG\r\n\x1a\n")
         assert edited.startswith(b"\x89PNG\r\n\x1a\n") and edited != image
         requests = await stack.upstream_requests()
-        assert [r["status"] for r in requests] == [200, 200]  # one image turn each
+        assert [r["status"] for r in requests] == [200, 200, 200]  # one image turn each

@@ -49,14 +49,15 @@ def boundary_of(content_type: bytes | None) -> bytes:
     return boundary
 
 
-def parse_form(body: bytes, boundary: bytes, expected: str = "file") -> dict[str, Part]:
-    """The parts by name. `expected` is the field a malformed body is reported against."""
+def parse_parts(body: bytes, boundary: bytes, expected: str = "file") -> list[Part]:
+    """The parts in order (a name may repeat, as `image[]` does). `expected` is the field
+    a malformed body is reported against."""
     delimiter = b"--" + boundary
     start = body.find(delimiter)  # a preamble before the first delimiter is allowed
     if start < 0:
         raise invalid(expected, f"malformed multipart/form-data body (no '{expected}' part)")
     position = start + len(delimiter)
-    parts: dict[str, Part] = {}
+    parts: list[Part] = []
     while True:
         if body.startswith(b"--", position):
             return parts
@@ -68,11 +69,19 @@ def parse_form(body: bytes, boundary: bytes, expected: str = "file") -> dict[str
         end = body.find(b"\r\n" + delimiter, head_end + 4)
         if end < 0:
             raise invalid(expected, "truncated multipart/form-data body (no closing boundary)")
-        part = _part(body[position + 2 : head_end], body[head_end + 4 : end], expected)
-        if part.name in parts:
-            raise invalid(part.name, f"the field '{part.name}' is given twice")
-        parts[part.name] = part
+        parts.append(_part(body[position + 2 : head_end], body[head_end + 4 : end], expected))
         position = end + 2 + len(delimiter)
+
+
+def parse_form(body: bytes, boundary: bytes, expected: str = "file") -> dict[str, Part]:
+    """The parts by name, each name at most once. `expected` is the field a malformed body
+    is reported against."""
+    form: dict[str, Part] = {}
+    for part in parse_parts(body, boundary, expected):
+        if part.name in form:
+            raise invalid(part.name, f"the field '{part.name}' is given twice")
+        form[part.name] = part
+    return form
 
 
 def encode_form(parts: Iterable[Part]) -> tuple[bytes, bytes]:

@@ -30,7 +30,7 @@ from pooler.web.backend_codex.responses import (
 from pooler.web.key_policy import CHAT_EFFORT_PARAM, RESPONSES_EFFORT_PARAM, apply_key_policy
 from pooler.web.keys import KeyInfo
 from pooler.web.openai_v1.auth import authenticate_v1
-from pooler.web.openai_v1.multipart import Part, boundary_of, parse_form
+from pooler.web.openai_v1.multipart import Part, boundary_of, parse_parts
 from pooler.web.openai_v1.presenters import ChatPresenter, ImagesPresenter, ResponsesPresenter
 from pooler.web.request_record import RequestRecord
 
@@ -82,7 +82,7 @@ class V1Route(ResponsesRoute):
 
 class ImageEditsRoute(V1Route):
     """`POST /v1/images/edits`: a JSON body naming its images, or a multipart form with
-    the image (`image` or `image[]`, one) and an optional `mask` as file parts."""
+    the images (`image`, or `image[]` repeated) and an optional `mask` as file parts."""
 
     def __init__(self, gateway: Gateway) -> None:
         super().__init__(gateway, "v1_images", self._json_edit, lambda _: ImagesPresenter())
@@ -100,18 +100,24 @@ class ImageEditsRoute(V1Route):
         key, pool = authenticate_v1(gw, scope)
         record.pool_id, record.key_prefix = pool.pool_id, key.prefix
         boundary = boundary_of(content_type)
-        form = parse_form(await read_body(receive, gw.settings.max_body_bytes), boundary, "image")
-        images = [_image(form[name]) for name in ("image", "image[]") if name in form]
-        mask = _image(form["mask"]) if "mask" in form else None
-        fields = {
-            name: part.text()
-            for name, part in form.items()
-            if name not in ("image", "image[]", "mask")
-        }
+        body = await read_body(receive, gw.settings.max_body_bytes)
+        parts = parse_parts(body, boundary, "image")
+        images = [_image(part) for part in parts if part.name in IMAGE_FIELDS]
+        masks = [_image(part) for part in parts if part.name == "mask"]
+        fields: dict[str, Any] = {}
+        for part in parts:
+            if part.name in fields or (part.name == "mask" and len(masks) > 1):
+                raise BadRequest(f"the field '{part.name}' is given twice", param=part.name)
+            if part.name not in IMAGE_FIELDS and part.name != "mask":
+                fields[part.name] = part.text()
+        mask = masks[0] if masks else None
         normalized = images_edit_request(
             fields, host_model=gw.settings.images_host_model, images=images, mask=mask
         )
         return self._proxied(key, pool.pool_id, normalized, record)
+
+
+IMAGE_FIELDS = frozenset({"image", "image[]"})
 
 
 def _image(part: Part) -> ImageInput:
