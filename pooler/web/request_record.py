@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import TracebackType
 
 import trio
 
@@ -71,23 +71,41 @@ class RequestRecord:
         self.duration_ms = self.elapsed_ms()
 
 
-@asynccontextmanager
-async def answered(
-    record: RequestRecord,
-    send: Send,
-    extra: list[tuple[bytes, bytes]],
-    log: Callable[[RequestRecord], None],
-) -> AsyncIterator[None]:
+class AnsweredRequest:
     """Around a whole request: its log row is written whatever happens; a PoolerError
     becomes the client's error answer (when one can still be sent) and a client that went
-    away is a 499."""
-    try:
-        yield
-    except ClientDisconnected:
-        record.finish(499, "client_disconnected")
-    except PoolerError as error:
-        record.finish(error.status, "rejected", error.code)
-        with contextlib.suppress(Exception):  # the answer had started, or the client is gone
-            await send_error(send, error, extra)
-    finally:
-        log(record)
+    away is a 499. A class, not a generator: it runs on every request."""
+
+    __slots__ = ("_extra", "_log", "_record", "_send")
+
+    def __init__(
+        self,
+        record: RequestRecord,
+        send: Send,
+        extra: list[tuple[bytes, bytes]],
+        log: Callable[[RequestRecord], None],
+    ) -> None:
+        self._record, self._send, self._extra, self._log = record, send, extra, log
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        record = self._record
+        try:
+            if isinstance(error, ClientDisconnected):
+                record.finish(499, "client_disconnected")
+                return True
+            if isinstance(error, PoolerError):
+                record.finish(error.status, "rejected", error.code)
+                with contextlib.suppress(Exception):  # the answer had started, or the client left
+                    await send_error(self._send, error, self._extra)
+                return True
+            return False
+        finally:
+            self._log(record)

@@ -42,7 +42,7 @@ from pooler.web.leasing import (
     refreshed_lease,
     release,
 )
-from pooler.web.request_record import AttemptRecord, RequestRecord, answered
+from pooler.web.request_record import AnsweredRequest, AttemptRecord, RequestRecord
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
@@ -61,7 +61,7 @@ class CompactRoute:
         gw = self.gw
         record = start_record(gw, scope, COMPACT, "http_json")
         request_id_header = (b"x-request-id", record.request_id.encode())
-        async with answered(record, send, [request_id_header], gw.log_request):
+        async with AnsweredRequest(record, send, [request_id_header], gw.log_request):
             pool_id, body, payload = await read_json_request(gw, scope, receive, record)
             async with gw.admission.admit(COMPACT):
                 await self._forward(scope, send, record, pool_id, body, payload)

@@ -41,7 +41,7 @@ from pooler.web.leasing import (
     pin,
     release,
 )
-from pooler.web.request_record import AttemptRecord, RequestRecord, answered
+from pooler.web.request_record import AnsweredRequest, AttemptRecord, RequestRecord
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
@@ -131,7 +131,7 @@ class RelayRoute:
         agent = header(scope, b"user-agent")
         record.user_agent = agent.decode("latin-1")[:200] if agent else None
         extra = [(b"x-request-id", record.request_id.encode())]
-        async with answered(record, send, extra, gw.log_request):
+        async with AnsweredRequest(record, send, extra, gw.log_request):
             key, pool = gw.keys.authenticate(header(scope, b"authorization"))
             record.pool_id, record.key_prefix = pool.pool_id, key.prefix
             target, hard_key = self.target(scope)

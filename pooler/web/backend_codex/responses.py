@@ -48,7 +48,7 @@ from pooler.web.leasing import (
     refreshed_lease,
     release,
 )
-from pooler.web.request_record import AttemptRecord, RequestRecord, answered
+from pooler.web.request_record import AnsweredRequest, AttemptRecord, RequestRecord
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
@@ -228,7 +228,7 @@ class ResponsesRoute:
         gw = self.gw
         record = start_record(gw, scope, self.route, "http")
         request_id_header = (b"x-request-id", record.request_id.encode())
-        async with answered(record, send, [request_id_header], gw.log_request):
+        async with AnsweredRequest(record, send, [request_id_header], gw.log_request):
             request = await self.open_request(scope, receive, record)
             record.transport = "http_sse" if record.stream else "http_json"
             async with gw.admission.admit("stream" if record.stream else "responses"):

@@ -54,7 +54,7 @@ from pooler.web.leasing import FILE_PIN_TTL_S, LeaseAttempts, pin
 from pooler.web.openai_v1.auth import authenticate_v1
 from pooler.web.openai_v1.backend_call import CallFailed, LeasedCall
 from pooler.web.openai_v1.multipart import Part, boundary_of, parse_form
-from pooler.web.request_record import RequestRecord, answered
+from pooler.web.request_record import AnsweredRequest, RequestRecord
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
@@ -153,7 +153,7 @@ class V1FilesRoute:
         gw = self.gw
         record = RequestRecord(request_id=gw.new_request_id(), route="v1_files", transport="http")
         extra = [(b"x-request-id", record.request_id.encode())]
-        async with answered(record, send, extra, gw.log_request):
+        async with AnsweredRequest(record, send, extra, gw.log_request):
             key, pool = authenticate_v1(gw, scope)
             record.pool_id, record.key_prefix = pool.pool_id, key.prefix
             payload = await self._serve(scope, receive, record, pool.pool_id)
