@@ -11,7 +11,14 @@ import trio
 import trio_websocket
 from faults.helpers import no_leaks
 from harness import Stack, open_stack, responses_body
-from test_websocket_responses import auth, log_rows, turn, wait_admission_idle, ws_url
+from test_websocket_responses import (
+    auth,
+    leased_account,
+    log_rows,
+    turn,
+    wait_admission_idle,
+    ws_url,
+)
 
 from pooler.actors import messages as m
 from pooler.actors.runtime import call
@@ -99,8 +106,7 @@ async def close_code_on_crash(stack: Stack) -> tuple[int | None, str]:
     ) as ws:
         events = await turn(ws, **responses_body())
         assert events[-1]["type"] == "response.completed"
-        handles = stack.gateway.pool_supervisor.accounts
-        victim = next(a for a, h in handles.items() if h.snapshot.in_flight)
+        victim = leased_account(stack)
         supervisor = stack.gateway.supervisor
         assert await call(supervisor, lambda r: m.CrashAccount(victim, r), timeout=5)
         try:
@@ -184,8 +190,7 @@ async def test_removing_the_account_closes_its_socket_with_1012(
             ) as ws:
                 events = await turn(ws, **responses_body())
                 assert events[-1]["type"] == "response.completed"
-                handles = stack.gateway.pool_supervisor.accounts
-                victim = next(a for a, h in handles.items() if h.snapshot.in_flight)
+                victim = leased_account(stack)
                 await stack.database.run(
                     lambda conn: delete_account(conn, UUID(victim), actor="test")
                 )

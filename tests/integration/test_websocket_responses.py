@@ -33,6 +33,12 @@ async def turn(ws: trio_websocket.WebSocketConnection, **body: Any) -> list[dict
     return events
 
 
+def leased_account(stack: Stack) -> str:
+    """The account holding the open socket's lease (the only one with a lease in flight)."""
+    accounts = stack.gateway.pool_supervisor.accounts
+    return str(next(a for a, h in accounts.items() if h.snapshot.in_flight))
+
+
 async def log_rows(stack: Stack) -> list[tuple[Any, ...]]:
     return list(
         await stack.database.run(
@@ -334,8 +340,7 @@ async def test_each_turns_quota_evidence_reaches_the_account_while_the_socket_is
             ) as ws:
                 first = await turn(ws, **responses_body())
                 assert first[-1]["type"] == "response.completed"
-                accounts = stack.gateway.pool_supervisor.accounts
-                account_id = next(a for a, h in accounts.items() if h.snapshot.in_flight)
+                account_id = leased_account(stack)
                 handle = handle_of(stack, account_id)
                 label = handle.snapshot.label
                 # The next turn's codex.rate_limits event reports 99 %, delivered at its end.
@@ -380,8 +385,7 @@ async def test_a_limit_refusal_moves_the_reconnected_session_to_another_account(
             ) as ws:
                 first = await turn(ws, **responses_body())
                 assert first[-1]["type"] == "response.completed"
-                accounts = stack.gateway.pool_supervisor.accounts
-                refused_id = next(a for a, h in accounts.items() if h.snapshot.in_flight)
+                refused_id = leased_account(stack)
                 await arm(stack, handle_of(stack, refused_id).snapshot.label, "usage_limit_429")
                 second = await turn(ws, **responses_body())
                 assert second[-1]["type"] == "error"
