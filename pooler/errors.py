@@ -4,11 +4,14 @@
     ├── BadRequest                      400 invalid_request_error
     │   ├── InvalidJson                 400 invalid_json
     │   ├── UnsupportedParameter        400 unsupported_parameter (param names the field)
+    │   ├── ReasoningEffortNotAllowed   400 reasoning_effort_not_allowed
     │   ├── UnsupportedMediaType        415 unsupported_media_type
     │   └── BodyTooLarge                413 request_too_large
     ├── AuthError                       401 authentication_error
     │   ├── ApiKeyMissing               401 api_key_missing
     │   └── ApiKeyInvalid               401 api_key_invalid
+    ├── V1Disabled                      403 v1_compatibility_disabled
+    ├── ModelNotAllowed                 403 model_not_allowed
     ├── NotFound                        404 not_found_error
     │   └── UnsupportedEndpoint         404 unsupported_endpoint (any other /v1 endpoint)
     ├── UsageLimitReached               429 usage_limit_reached (resets_at, Retry-After)
@@ -87,6 +90,12 @@ class UnsupportedParameter(BadRequest):
     code = "unsupported_parameter"
 
 
+class ReasoningEffortNotAllowed(BadRequest):
+    """The requested reasoning effort is above the key's ceiling."""
+
+    code = "reasoning_effort_not_allowed"
+
+
 class UnsupportedMediaType(BadRequest):
     status = 415
     code = "unsupported_media_type"
@@ -125,6 +134,22 @@ class UnsupportedEndpoint(NotFound):
 
     def __init__(self) -> None:
         super().__init__("Unsupported OpenAI /v1 endpoint")
+
+
+class V1Disabled(PoolerError):
+    """The key's Pool has turned the OpenAI-compatible `/v1` surface off."""
+
+    status = 403
+    error_type = "permission_error"
+    code = "v1_compatibility_disabled"
+
+
+class ModelNotAllowed(PoolerError):
+    """The key may not use the requested model."""
+
+    status = 403
+    error_type = "permission_error"
+    code = "model_not_allowed"
 
 
 class MethodNotAllowed(PoolerError):

@@ -1,11 +1,9 @@
 """What a Pool and a Pool API key allow, decided without I/O before a request goes upstream.
 
-    PoolerError
-    ├── V1Disabled                  403 permission_error v1_compatibility_disabled
-    ├── ModelNotAllowed             403 permission_error model_not_allowed (param: model)
-    └── BadRequest
-        └── ReasoningEffortNotAllowed  400 reasoning_effort_not_allowed
-                                       (param: reasoning.effort, or the caller's name)
+Refusals (in the gateway's one exception tree, `pooler.errors`): V1Disabled (403
+v1_compatibility_disabled), ModelNotAllowed (403 model_not_allowed, param `model`) and
+ReasoningEffortNotAllowed (400 reasoning_effort_not_allowed, param `reasoning.effort` or
+the caller's name for it).
 
 A key's effort policy is `enforce:X` (every request runs at effort X, whatever it asked) or
 `max:X` (an effort above X is refused, never silently lowered: the client learns its limit).
@@ -19,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from pooler.errors import BadRequest, PoolerError
+from pooler.errors import ModelNotAllowed, ReasoningEffortNotAllowed, V1Disabled
 from pooler.routing.snapshot import normalize_scope
 from pooler.store.keys import REASONING_EFFORTS
 from pooler.web.keys import KeyInfo, PoolInfo
@@ -29,22 +27,6 @@ _RANK: Final = {effort: rank for rank, effort in enumerate(REASONING_EFFORTS)}
 UPSTREAM_DEFAULT_CEILING: Final = "medium"
 RESPONSES_EFFORT_PARAM: Final = "reasoning.effort"
 CHAT_EFFORT_PARAM: Final = "reasoning_effort"
-
-
-class V1Disabled(PoolerError):
-    status = 403
-    error_type = "permission_error"
-    code = "v1_compatibility_disabled"
-
-
-class ModelNotAllowed(PoolerError):
-    status = 403
-    error_type = "permission_error"
-    code = "model_not_allowed"
-
-
-class ReasoningEffortNotAllowed(BadRequest):
-    code = "reasoning_effort_not_allowed"
 
 
 def check_v1_enabled(pool: PoolInfo) -> None:
