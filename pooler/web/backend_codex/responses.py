@@ -161,6 +161,15 @@ def start_record(gw: Gateway, scope: Scope, route: str, transport: str) -> Reque
     return record
 
 
+async def read_json_body(gw: Gateway, scope: Scope, receive: Receive) -> bytes:
+    """A JSON request body, size-bounded and decompressed (zstd) as the client sent it."""
+    check_content_type(scope)
+    limit = gw.settings.max_body_bytes
+    return decode_content(
+        await read_body(receive, limit), header(scope, b"content-encoding"), limit
+    )
+
+
 async def read_json_request(
     gw: Gateway, scope: Scope, receive: Receive, record: RequestRecord
 ) -> tuple[str, bytes, dict[str, Any]]:
@@ -168,11 +177,7 @@ async def read_json_request(
     sent, the parsed payload)."""
     key, pool = gw.keys.authenticate(header(scope, b"authorization"))
     record.pool_id, record.key_prefix = pool.pool_id, key.prefix
-    check_content_type(scope)
-    limit = gw.settings.max_body_bytes
-    body = decode_content(
-        await read_body(receive, limit), header(scope, b"content-encoding"), limit
-    )
+    body = await read_json_body(gw, scope, receive)
     payload = parse_payload(body)
     record.model = payload["model"]
     if apply_key_policy(key, payload):  # the key enforces a reasoning effort

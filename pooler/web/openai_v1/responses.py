@@ -19,13 +19,13 @@ from pooler.translate import (
     images_generation_request,
     normalize_responses_request,
 )
-from pooler.web.asgi import Receive, Scope, decode_content, header, read_body
+from pooler.web.asgi import Receive, Scope, header, read_body
 from pooler.web.backend_codex.responses import (
     Presenter,
     ProxiedRequest,
     ResponsesRoute,
-    check_content_type,
     parse_object,
+    read_json_body,
 )
 from pooler.web.key_policy import CHAT_EFFORT_PARAM, RESPONSES_EFFORT_PARAM, apply_key_policy
 from pooler.web.keys import KeyInfo
@@ -61,12 +61,7 @@ class V1Route(ResponsesRoute):
         gw = self.gw
         key, pool = authenticate_v1(gw, scope)
         record.pool_id, record.key_prefix = pool.pool_id, key.prefix
-        check_content_type(scope)
-        limit = gw.settings.max_body_bytes
-        body = decode_content(
-            await read_body(receive, limit), header(scope, b"content-encoding"), limit
-        )
-        normalized = self._translate(parse_object(body))
+        normalized = self._translate(parse_object(await read_json_body(gw, scope, receive)))
         record.stream = normalized.client_stream
         return self._proxied(key, pool.pool_id, normalized, record)
 
