@@ -145,15 +145,11 @@ async def test_serve_logs_one_line_per_request_and_refuses_a_taken_port(
                 CODEX_POOLER_AUTH_BASE_URL=upstream,
             )
             key = await database.run(partial(seed_demo, config=load_config(env), state=state))
-            gateway = await nursery.start(
-                run_process, [*POOLER, "serve", "--port", str(port)], env
-            )
+            gateway = await nursery.start(run_process, [*POOLER, "serve", "--port", str(port)], env)
             await wait_for_line(gateway, b"listening on", 60)
 
             # A second gateway on the same port: one line, no traceback.
-            line = await trio.to_thread.run_sync(
-                lambda: refused(env, "serve", "--port", str(port))
-            )
+            line = await trio.to_thread.run_sync(lambda: refused(env, "serve", "--port", str(port)))
             assert line == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
 
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
