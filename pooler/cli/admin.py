@@ -107,7 +107,7 @@ def register(commands: Any) -> None:
 
     mcp = groups.add_parser(
         "mcp-token",
-        help="operator tokens for the coming /mcp endpoint (not served yet)",
+        help="operator tokens for the coming read-only /mcp endpoint (not served yet)",
     ).add_subparsers(dest="action", required=True)
     create = mcp.add_parser(
         "create",
