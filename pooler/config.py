@@ -12,6 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_DATA_DIR = "~/.local/share/codex-pooler"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class ConfigError(ValueError):
+    """The environment does not configure a working process; the message names the variable
+    and what it needs (the CLI prints it as one line)."""
 
 
 def data_dir_from_env(environ: dict[str, str] | None = None) -> Path:
@@ -22,7 +28,10 @@ def data_dir_from_env(environ: dict[str, str] | None = None) -> Path:
 def _read_or_create_secret(path: Path, nbytes: int) -> bytes:
     """A random secret kept in the data dir (mode 0600), created on first use."""
     if path.exists():
-        return decode_key(path.read_text().strip())
+        try:
+            return decode_key(path.read_text().strip())
+        except ValueError:
+            raise ConfigError(f"{path} must hold a 32-byte key, raw or base64") from None
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = secrets.token_bytes(nbytes)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -66,25 +75,50 @@ class Config:
         return self.database_url is None
 
 
+def _decoded(name: str, text: str) -> bytes:
+    try:
+        return decode_key(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be 32 bytes, raw or base64") from None
+
+
+def _node_secret(env: dict[str, str], name: str, generated: Path, shared: bool) -> bytes:
+    """A secret every node must share: from `name`, else (one node, embedded database)
+    generated into the data dir. With a shared database a generated secret would differ
+    per node, so it is required."""
+    if env.get(name, "").strip():
+        return _decoded(name, env[name])
+    if shared:
+        raise ConfigError(
+            f"{name} is required when DATABASE_URL is set (the same on every node;"
+            " 32 bytes, raw or base64: openssl rand -base64 32)"
+        )
+    return _read_or_create_secret(generated, 32)
+
+
+def _port(text: str) -> int:
+    if not text.strip().isdigit() or not 0 <= int(text) <= 65535:
+        raise ConfigError(f"CODEX_POOLER_HTTP_PORT must be a port number, not {text!r}")
+    return int(text)
+
+
+def _log_level(text: str) -> str:
+    if text.strip().lower() not in LOG_LEVELS:
+        raise ConfigError(f"CODEX_POOLER_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+    return text.strip().lower()
+
+
 def load_config(environ: dict[str, str] | None = None) -> Config:
     env = dict(os.environ if environ is None else environ)
     data_dir = data_dir_from_env(env)
     database_url = env.get("DATABASE_URL") or None
-    if env.get("CODEX_POOLER_SECRET_KEY"):
-        secret_key = env["CODEX_POOLER_SECRET_KEY"].encode()
-    else:
-        secret_key = _read_or_create_secret(data_dir / "secret_key", 32)
-    if env.get("CODEX_POOLER_UPSTREAM_SECRET_KEY"):
-        upstream_key = decode_key(env["CODEX_POOLER_UPSTREAM_SECRET_KEY"])
-    elif database_url is None:
-        upstream_key = _read_or_create_secret(data_dir / "upstream_secret_key", 32)
-    else:
-        raise ValueError(
-            "CODEX_POOLER_UPSTREAM_SECRET_KEY is required when DATABASE_URL is set "
-            "(32 bytes, raw or base64)"
-        )
+    shared = database_url is not None
+    secret_key = _node_secret(env, "CODEX_POOLER_SECRET_KEY", data_dir / "secret_key", shared)
+    upstream_key = _node_secret(
+        env, "CODEX_POOLER_UPSTREAM_SECRET_KEY", data_dir / "upstream_secret_key", shared
+    )
     old = tuple(
-        decode_key(part)
+        _decoded("CODEX_POOLER_UPSTREAM_SECRET_KEYS_OLD", part)
         for part in env.get("CODEX_POOLER_UPSTREAM_SECRET_KEYS_OLD", "").split(",")
         if part.strip()
     )
@@ -99,7 +133,7 @@ def load_config(environ: dict[str, str] | None = None) -> Config:
         ),
         auth_base_url=env.get("CODEX_POOLER_AUTH_BASE_URL", "https://auth.openai.com").rstrip("/"),
         host=env.get("CODEX_POOLER_HOST", "127.0.0.1"),
-        port=int(env.get("CODEX_POOLER_HTTP_PORT", "4000")),
+        port=_port(env.get("CODEX_POOLER_HTTP_PORT", "4000")),
         role=env.get("CODEX_POOLER_ROLE", "all"),
-        log_level=env.get("CODEX_POOLER_LOG_LEVEL", "info"),
+        log_level=_log_level(env.get("CODEX_POOLER_LOG_LEVEL", "info")),
     )

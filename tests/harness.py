@@ -262,12 +262,15 @@ def parse_sse(raw: str) -> list[dict[str, Any]]:
 
 
 def require_tool(name: str, hint: str) -> str:
-    """The path of an external client, or a skip (a failure when POOLER_REQUIRE_E2E=1)."""
+    """The path of an external client, or a skip (a failure when POOLER_REQUIRE_E2E=1) whose
+    reason names the client and what installs it (`hint`, e.g. "npm install ...")."""
     local = Path(__file__).resolve().parent.parent / "node_modules" / ".bin" / name
     found = str(local) if local.exists() else shutil.which(name)
     if found:
         return found
-    reason = f"{name} not found ({hint})"
+    reason = (
+        f"the {name} client is not installed (node_modules/.bin or PATH): {hint} enables this test"
+    )
     if os.environ.get("POOLER_REQUIRE_E2E") == "1":
         pytest.fail(reason + " and POOLER_REQUIRE_E2E=1")
     pytest.skip(reason)

@@ -17,7 +17,7 @@ import httpx
 
 from pooler.config import load_config
 from pooler.crypto import Keyring
-from pooler.db import Database
+from pooler.db import DatabaseError
 from pooler.store import accounts, mcp_tokens, operators, pools, refresh
 from pooler.store.common import Conn, StoreError
 
@@ -45,11 +45,16 @@ def register(commands: Any) -> None:
     pool = groups.add_parser("pool", help="Pools").add_subparsers(dest="action", required=True)
     create = pool.add_parser("create", help="create a Pool")
     create.add_argument("name")
-    create.add_argument("--strategy", default="least_used")
+    create.add_argument(
+        "--strategy",
+        default="least_used",
+        choices=pools.STRATEGIES,
+        help="how an account is chosen (default least_used)",
+    )
     _json(create).set_defaults(handler=pool_create)
     update = pool.add_parser("update", help="change a Pool")
     update.add_argument("name")
-    update.add_argument("--strategy")
+    update.add_argument("--strategy", choices=pools.STRATEGIES, help="how an account is chosen")
     update.add_argument("--status", choices=["active", "disabled"])
     update.add_argument("--retry-budget", type=int)
     update.add_argument("--quota-threshold", type=float, dest="quota_threshold_percent")
@@ -100,10 +105,14 @@ def register(commands: Any) -> None:
 
     register_keys(groups)
 
-    mcp = groups.add_parser("mcp-token", help="operator MCP tokens").add_subparsers(
-        dest="action", required=True
+    mcp = groups.add_parser(
+        "mcp-token",
+        help="operator tokens for the coming read-only /mcp endpoint (not served yet)",
+    ).add_subparsers(dest="action", required=True)
+    create = mcp.add_parser(
+        "create",
+        help="create a token an operator's MCP client will use once /mcp exists (printed once)",
     )
-    create = mcp.add_parser("create", help="create an MCP token for an operator (printed once)")
     create.add_argument("--email", required=True)
     create.add_argument("--name", default="")
     _json(create).set_defaults(handler=mcp_token_create)
@@ -116,18 +125,15 @@ def _json(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _run(fn: Callable[[Conn], T]) -> T:
-    from pooler.cli.run import CommandError
-    from pooler.embedded import resolve_database_url
-    from pooler.migrate import migrate
+    from pooler.cli.run import CommandError, one_line, open_database
 
-    config = load_config()
-    url = resolve_database_url(config)
-    migrate(url)
-    db = Database.open(url, min_size=1, max_size=1)
+    _, db = open_database(load_config(), min_size=1, max_size=1)
     try:
         return db.run_sync(fn)
     except StoreError as exc:
         raise CommandError(exc.message) from exc
+    except DatabaseError as exc:
+        raise CommandError(f"the database failed: {one_line(exc)}") from exc
     finally:
         db.close()
 

@@ -36,8 +36,9 @@ def register_keys(groups: Any) -> None:
     lst = key.add_parser("list", help="list keys")
     lst.add_argument("--pool")
     _json(lst).set_defaults(handler=key_list)
-    revoke = key.add_parser("revoke", help="revoke a key by prefix or id")
-    revoke.add_argument("key")
+    revoke = key.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("key", help="key prefix, id or name")
+    revoke.add_argument("--pool", help="the Pool of a key named by its name")
     _json(revoke).set_defaults(handler=key_revoke)
 
 
@@ -128,5 +129,5 @@ def key_list(args: argparse.Namespace) -> int:
 
 
 def key_revoke(args: argparse.Namespace) -> int:
-    key = _run(lambda conn: keys.revoke_key(conn, args.key, actor="cli"))
+    key = _run(lambda conn: keys.revoke_key(conn, args.key, pool_name=args.pool, actor="cli"))
     return _emit(args, key, f"key {key.key_prefix} revoked")

@@ -220,9 +220,12 @@ def list_keys(conn: Conn, pool_name: str | None = None) -> list[ApiKey]:
     ).fetchall()
 
 
-def revoke_key(conn: Conn, prefix_or_id: str, *, actor: str = "system") -> ApiKey:
-    """Revoke by key id or display prefix (an ambiguous prefix is refused)."""
-    key_id = find_one_by_prefix_or_id(conn, "pool_api_keys", "key_prefix", prefix_or_id, "key")
+def revoke_key(
+    conn: Conn, ref: str, *, pool_name: str | None = None, actor: str = "system"
+) -> ApiKey:
+    """Revoke by key id, display prefix or (active keys, optionally in `pool_name`) name, as
+    `resolve_key` finds it (an ambiguous prefix or name is refused)."""
+    key_id = resolve_key(conn, ref, pool_name)
     conn.execute(
         "UPDATE pool_api_keys SET status = 'revoked', revoked_at = now()"
         " WHERE id = %s AND status = 'active'",

@@ -36,7 +36,7 @@ from pooler.web.catalog import CATALOG_REFRESH_S, ModelCatalog
 from pooler.web.keys import KeyCache
 from pooler.web.loop_lag import LoopLagMonitor
 from pooler.web.metrics import Metrics
-from pooler.web.request_record import RequestRecord
+from pooler.web.request_record import RequestRecord, log_line
 from pooler.web.settings import GatewaySettings
 
 log = logging.getLogger("pooler.gateway")
@@ -120,6 +120,7 @@ class Gateway:
         return "req_" + os.urandom(12).hex()
 
     def log_request(self, record: RequestRecord) -> None:
+        log_line(record)
         self.metrics.counters.count(record.route, record.outcome)
         self.log_writer.enqueue(record)
 

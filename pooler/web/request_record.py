@@ -1,4 +1,5 @@
-"""The metadata-only record of one request, filled in as it runs and handed to the LogWriter.
+"""The metadata-only record of one request, filled in as it runs and handed to the LogWriter,
+and the one log line each answered request gets (`log_line`).
 
 Never holds bodies, prompts, tokens or raw keys: only what DESIGN §3 allows.
 """
@@ -6,6 +7,7 @@ Never holds bodies, prompts, tokens or raw keys: only what DESIGN §3 allows.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +18,9 @@ import trio
 from pooler.errors import PoolerError
 from pooler.protocol.usage import TokenUsage
 from pooler.web.asgi import ClientDisconnected, Send, send_error
+
+REQUEST_LOG = logging.getLogger("pooler.requests")
+_INFO = logging.INFO
 
 
 @dataclass(slots=True)
@@ -36,6 +41,7 @@ class RequestRecord:
     request_id: str
     route: str
     transport: str
+    method: str = "POST"  # of the HTTP request (a websocket turn is logged as WS)
     created_at: float = field(default_factory=time.time)
     started: float = field(default_factory=trio.current_time)
     pool_id: str | None = None
@@ -69,6 +75,22 @@ class RequestRecord:
         self.outcome = outcome
         self.error_code = error_code
         self.duration_ms = self.elapsed_ms()
+
+
+def log_line(record: RequestRecord) -> None:
+    """One INFO line per answered request, on every node: method, route, status, duration,
+    account label, request id. Metadata only (never a body, a prompt or the key). It runs on
+    every request at the default level: one level check, arguments formatted lazily."""
+    if REQUEST_LOG.isEnabledFor(_INFO):
+        REQUEST_LOG.info(
+            "%s %s %d %.0fms account=%s id=%s",
+            "WS" if record.transport == "websocket" else record.method,
+            record.route,
+            record.status_code,
+            record.duration_ms,
+            record.account_label or "-",
+            record.request_id,
+        )
 
 
 class AnsweredRequest:

@@ -22,11 +22,14 @@ PARIS = {"city": "Paris"}
 def require_node(*packages: str) -> str:
     """The path of `node`, once `npm install` has put `packages` in node_modules; else a
     skip (a failure when POOLER_REQUIRE_E2E=1)."""
-    node: str = require_tool("node", "Node.js 20 or later")
+    node: str = require_tool("node", "installing Node.js 20 or later (then npm install)")
     missing = [name for name in packages if not (ROOT / "node_modules" / name).is_dir()]
     if not missing:
         return node
-    reason = f"npm packages {missing} not installed (npm install; package.json pins them)"
+    reason = (
+        f"npm packages {', '.join(missing)} are not installed:"
+        " npm install (package.json pins them) enables this test"
+    )
     if os.environ.get("POOLER_REQUIRE_E2E") == "1":
         pytest.fail(reason + " and POOLER_REQUIRE_E2E=1")
     pytest.skip(reason)

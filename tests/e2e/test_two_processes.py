@@ -1,6 +1,7 @@
-"""Two `pooler serve` processes on one PostgreSQL (DESIGN §11), configured from a third
-(`pooler admin ...`): a key works on both, a Pool change reaches both within a second, and
-a conversation that moves to the other process stays on its account."""
+"""Two `pooler serve` processes on one PostgreSQL (DESIGN §11), each with its own data dir,
+configured from a third (`pooler admin ...`): a key works on both (they share the key secret
+through the environment), a Pool change reaches both within a second, and a conversation
+that moves to the other process stays on its account."""
 
 from __future__ import annotations
 
@@ -96,8 +97,12 @@ async def test_two_serve_processes_share_one_database(db_url: str, tmp_path: Pat
             await database.run(partial(seed_demo, config=load_config(env), state=state))
             python = [sys.executable, "-m", "pooler.cli.main"]
             ports = [free_port(), free_port()]
-            gateways = [
-                await nursery.start(run_process, [*python, "serve", "--port", str(port)], env)
+            gateways = [  # separate data dirs: nothing but the environment is shared
+                await nursery.start(
+                    run_process,
+                    [*python, "serve", "--port", str(port)],
+                    {**env, "CODEX_POOLER_DATA_DIR": str(tmp_path / f"node-{port}")},
+                )
                 for port in ports
             ]
             for gateway in gateways:

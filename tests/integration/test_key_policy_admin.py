@@ -63,7 +63,7 @@ def stack_env(config: Config, db_url: str) -> dict[str, str]:
     return {
         "DATABASE_URL": db_url,
         "CODEX_POOLER_DATA_DIR": str(config.data_dir),
-        "CODEX_POOLER_SECRET_KEY": config.secret_key.decode(),
+        "CODEX_POOLER_SECRET_KEY": base64.b64encode(config.secret_key).decode(),
         "CODEX_POOLER_UPSTREAM_SECRET_KEY": base64.b64encode(config.upstream_secret_key).decode(),
     }
 

@@ -151,7 +151,7 @@ class V1FilesRoute:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gw = self.gw
-        record = RequestRecord(request_id=gw.new_request_id(), route="v1_files", transport="http")
+        record = RequestRecord(gw.new_request_id(), "v1_files", "http", method=scope["method"])
         extra = [(b"x-request-id", record.request_id.encode())]
         async with AnsweredRequest(record, send, extra, gw.log_request):
             key, pool = authenticate_v1(gw, scope)

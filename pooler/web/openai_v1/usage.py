@@ -87,7 +87,7 @@ class V1UsageRoute:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gw = self.gw
-        record = RequestRecord(gw.new_request_id(), route="v1_usage", transport="http")
+        record = RequestRecord(gw.new_request_id(), "v1_usage", "http", method="GET")
         extra = [(b"x-request-id", record.request_id.encode()), (b"cache-control", b"no-store")]
         try:
             key, pool = authenticate_v1(gw, scope)
