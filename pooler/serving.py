@@ -10,6 +10,8 @@ from typing import Any
 import trio
 from hypercorn.config import Config
 
+from pooler.http1_framing import strict_request_framing
+
 log = logging.getLogger("pooler.serving")
 
 ShutdownTrigger = Callable[[], Awaitable[None]]
@@ -80,6 +82,7 @@ def _describe(exc: BaseException) -> str:
 
 def hypercorn_config(host: str, port: int, *, graceful_timeout: float = 5.0) -> Config:
     refuse_websocket_compression()
+    strict_request_framing()
     contain_connection_failures()
     config = Config()
     config.bind = [host_port(host, port)]
