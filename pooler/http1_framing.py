@@ -13,8 +13,9 @@ Transfer-Encoding other than exactly `chunked` (501). Only the server side is ch
 the gateway's own HTTP/1 client and any other h11 user in the process read as before.
 
 This reaches into h11's and Hypercorn's internals (the receive buffer's bytes, the
-connection's event extraction, the protocol's error answer), pinned by the versions in
-pyproject.toml and covered by tests/hostile/test_http_framing.py.
+connection's event extraction, the protocol's error answer), as of h11 0.16 and Hypercorn
+0.18: `strict_request_framing` refuses to start if one has moved, and
+tests/hostile/test_http_framing.py checks the behaviour.
 """
 
 from __future__ import annotations
@@ -128,6 +129,17 @@ def strict_request_framing() -> None:
     init = protocol.__init__
     if getattr(init, "_strict_framing", False):
         return
+    # An override of a name that has moved would be silently skipped: fail instead.
+    internals = (
+        (h11.Connection, "_extract_next_receive_event"),
+        (h11.Connection(h11.SERVER), "_receive_buffer"),
+        (ReceiveBuffer(), "_multiple_lines_search"),
+        (ReceiveBuffer(), "_data"),
+        (protocol, "_send_error_response"),
+    )
+    missing = [name for owner, name in internals if not hasattr(owner, name)]
+    if missing:
+        raise RuntimeError(f"h11 or Hypercorn changed: {missing} not found (pooler.http1_framing)")
 
     def init_strict(self: h11_protocol.H11Protocol, *args: Any, **kwargs: Any) -> None:
         init(self, *args, **kwargs)

@@ -11,9 +11,13 @@ import json
 import re
 from pathlib import Path
 
+import h11
 import pytest
 import trio
 from harness import Stack, open_stack, parse_sse, responses_body
+
+from pooler.http1_framing import StrictServerConnection
+from pooler.serving import hypercorn_config
 
 DEADLINE = 30
 STATUS_LINE = re.compile(rb"(?:^|\n)HTTP/1\.1 (\d{3}) ")
@@ -152,3 +156,40 @@ async def test_honest_framing_still_works_on_a_raw_socket(
             answer = await exchange(stack, request + last)
         assert [m.group(1) for m in STATUS_LINE.finditer(answer)] == [b"200"] * 2, answer[:300]
         assert answer.count(b"response.completed") >= 2
+
+
+def read_events(data: bytes, *, piece: int) -> list[object]:
+    """h11 events of a strict server connection fed `data` in pieces of `piece` bytes."""
+    connection = StrictServerConnection(16 * 1024)
+    events: list[object] = []
+    for start in range(0, len(data), piece):
+        connection.receive_data(data[start : start + piece])
+        while (event := connection.next_event()) is not h11.NEED_DATA:
+            events.append(event)
+            if isinstance(event, h11.EndOfMessage):
+                return events
+    return events
+
+
+@pytest.mark.parametrize("piece", [1, 7, 4096])
+def test_a_head_arriving_in_pieces_is_checked_whole(piece: int) -> None:
+    honest = (
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    )
+    events = read_events(honest, piece=piece)
+    assert isinstance(events[0], h11.Request) and isinstance(events[-1], h11.EndOfMessage)
+    assert b"".join(e.data for e in events if isinstance(e, h11.Data)) == b"abc"
+    for name in ("bare_lf_end", "obs_fold", "cl_te", "trailer_bare_lf"):
+        with pytest.raises(h11.RemoteProtocolError) as refused:
+            read_events(SHAPES[name][0], piece=piece)
+        assert refused.value.error_status_hint == 400, name
+
+
+def test_the_containments_are_installed_once() -> None:
+    from hypercorn.protocol import h11 as h11_protocol
+    from hypercorn.protocol import ws_stream
+
+    hypercorn_config("127.0.0.1", 0)
+    patched = (h11_protocol.H11Protocol.__init__, ws_stream.WSStream._handle_events)
+    hypercorn_config("127.0.0.1", 0)
+    assert (h11_protocol.H11Protocol.__init__, ws_stream.WSStream._handle_events) == patched
