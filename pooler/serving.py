@@ -10,6 +10,8 @@ from typing import Any
 import trio
 from hypercorn.config import Config
 
+from pooler.http1_framing import strict_request_framing
+
 log = logging.getLogger("pooler.serving")
 
 ShutdownTrigger = Callable[[], Awaitable[None]]
@@ -41,6 +43,35 @@ def refuse_websocket_compression() -> None:
 
     accept_uncompressed._refuses_compression = True  # type: ignore[attr-defined]
     ws_stream.Handshake.accept = accept_uncompressed  # type: ignore[method-assign]
+
+
+def bound_websocket_messages() -> None:
+    """Close a websocket as soon as a message passes the size limit (DESIGN §8).
+
+    Hypercorn (0.18) sends close 1009 when a message grows past
+    `websocket_max_message_size`, but keeps the message buffer and the socket: it waits
+    for the client's close frame while every later data or continuation frame is appended
+    to the buffer again (one socket grew the process by 580 MiB). After each batch of
+    received bytes is handled, a buffer over the limit is dropped and the stream closed,
+    which closes the TCP connection: nothing more is read, so nothing more is buffered.
+    The bytes read before that are bounded by the limit plus one read (64 KiB); the same
+    bound holds for one huge frame, which wsproto delivers in pieces as they arrive.
+    Idempotent."""
+    from hypercorn.protocol import ws_stream
+    from hypercorn.protocol.events import StreamClosed
+
+    handle_events = ws_stream.WSStream._handle_events
+    if getattr(handle_events, "_bounded", False):
+        return
+
+    async def handle_events_bounded(self: ws_stream.WSStream) -> None:
+        await handle_events(self)
+        if self.buffer.length > self.buffer.max_length and not self.closed:
+            self.buffer.clear()
+            await self.send(StreamClosed(stream_id=self.stream_id))
+
+    handle_events_bounded._bounded = True  # type: ignore[attr-defined]
+    ws_stream.WSStream._handle_events = handle_events_bounded  # type: ignore[method-assign]
 
 
 def contained(run: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
@@ -80,6 +111,8 @@ def _describe(exc: BaseException) -> str:
 
 def hypercorn_config(host: str, port: int, *, graceful_timeout: float = 5.0) -> Config:
     refuse_websocket_compression()
+    bound_websocket_messages()
+    strict_request_framing()
     contain_connection_failures()
     config = Config()
     config.bind = [host_port(host, port)]
