@@ -131,6 +131,15 @@ def client_frame(text: str) -> dict[str, Any] | None:
     return payload
 
 
+def dump_frame(payload: dict[str, Any]) -> str:
+    """A frame the key's policy changed, written back. orjson reads 1,024 levels of nesting
+    but writes only 254: a frame between the two is refused, not a crash of the socket."""
+    try:
+        return orjson.dumps(payload).decode()
+    except orjson.JSONEncodeError as exc:
+        raise InvalidJson("the frame is nested too deeply") from exc
+
+
 def refusal_frame(error: PoolerError) -> bytes:
     """A turn refused by the gateway, as the upstream words its own refusals."""
     return orjson.dumps({"type": "error", "status": error.status, **error.body()})
@@ -257,7 +266,7 @@ class _Socket:
         record.model = model if isinstance(model, str) else None
         try:
             if apply_key_policy(self.key, payload):
-                text = orjson.dumps(payload).decode()
+                text = dump_frame(payload)
         except PoolerError as refusal:
             record.finish(refusal.status, "rejected", refusal.code)
             self.gw.log_request(record)
