@@ -13,11 +13,15 @@ import pytest
 import trio
 import trio_websocket
 from harness import POOL, Stack, open_stack, responses_body
+from scripted_resolver import scripted_resolver
 
+from pooler.emulator.files import set_upload_origin
 from pooler.store.keys import EffortPolicy, create_key
+from pooler.upstream.http1 import UpstreamPool
 
 DEADLINE = 30
 FILES = "/backend-api/files"
+PURPOSE = {"purpose": "user_data"}
 
 
 async def new_key(stack: Stack, models: list[str] | None, effort: EffortPolicy | None) -> str:
@@ -209,3 +213,78 @@ async def test_a_file_name_the_database_cannot_store_is_refused_before_the_upstr
             await stack.wait_for_logs(6)
         rows = await log_rows(stack, "http")
         assert [r[0] for r in rows] == [400] * 5 + [200]
+
+
+async def test_upload_urls_naming_local_addresses_are_never_connected_to(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A backend that hands out upload URLs on this machine (numeric forms the old check
+    missed, a name resolving to loopback) gets no connection; its own origin still works."""
+    async with open_stack(db_url, tmp_path) as stack, stack.client() as client:
+        listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+        port = listener.socket.getsockname()[1]
+        connected: list[object] = []
+
+        async def accept() -> None:
+            async with listener:
+                while True:
+                    stream = await listener.accept()
+                    connected.append(stream)
+                    await stream.aclose()
+
+        files = {"file": ("a.txt", b"hello", "text/plain")}
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(accept)
+            with trio.fail_after(DEADLINE), scripted_resolver({"blob.internal": ["127.0.0.1"]}):
+                for host in (
+                    "127.1",
+                    "2130706433",
+                    "0x7f000001",
+                    "0177.0.0.1",
+                    "blob.internal",
+                    "localhost",
+                ):
+                    set_upload_origin(stack.emulator, f"https://{host}:{port}")
+                    answer = await client.post("/v1/files", files=files, data=PURPOSE)
+                    assert answer.status_code == 502, (host, answer.text)
+                    assert answer.json()["error"]["code"] == "invalid_upload_url"
+                set_upload_origin(stack.emulator, None)
+                answer = await client.post("/v1/files", files=files, data=PURPOSE)
+                assert answer.status_code == 200, answer.text
+            nursery.cancel_scope.cancel()
+        assert connected == []
+        puts = [r for r in await all_upstream_requests(stack) if r["method"] == "PUT"]
+        assert len(puts) == 1  # the honest upload only
+
+
+async def test_the_blob_pool_connects_to_the_checked_address_under_the_urls_name() -> None:
+    """No second lookup between the check and the connection: the pool is given the
+    address, and the name only goes in the Host header (and TLS)."""
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    heads: list[bytes] = []
+
+    async def serve_once() -> None:
+        async with listener:
+            stream = await listener.accept()
+            async with stream:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += await stream.receive_some(4096)
+                heads.append(head)
+                await stream.send_all(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+
+    with trio.fail_after(DEADLINE), scripted_resolver({}) as dns:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve_once)
+            pool = UpstreamPool(
+                f"http://blob.never-resolved.example:{port}",
+                max_connections=1,
+                connect_to="127.0.0.1",
+            )
+            async with pool.request("PUT", "/c/b?sig=1", [], b"x") as response:
+                assert response.status == 201
+            await pool.aclose()
+    assert dns.asked == []
+    assert heads[0].startswith(b"PUT /c/b?sig=1 HTTP/1.1\r\n")
+    assert f"host: blob.never-resolved.example:{port}".encode() in heads[0].lower()

@@ -4,15 +4,11 @@ code reads hosts, and the resolution step (a scripted resolver stands in for DNS
 from __future__ import annotations
 
 import ipaddress
-import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import pytest
-import trio
 from hypothesis import given
 from hypothesis import strategies as st
+from scripted_resolver import scripted_resolver
 
 from pooler.upstream.upload_url import (
     UnsafeUploadUrl,
@@ -110,43 +106,6 @@ def test_an_ipv4_mapped_address_is_judged_as_the_ipv4_one(value: int) -> None:
     assert is_public_address(mapped) == is_public_address(v4)
 
 
-class ScriptedResolver(trio.abc.HostnameResolver):
-    """Names resolve to the addresses given; anything else does not resolve."""
-
-    def __init__(self, answers: dict[str, list[str]]) -> None:
-        self.answers = answers
-        self.asked: list[str] = []
-
-    async def getaddrinfo(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        name = host.decode() if isinstance(host, bytes) else host
-        self.asked.append(name)
-        if name not in self.answers:
-            raise socket.gaierror(socket.EAI_NONAME, "no such name")
-        return [
-            (
-                socket.AF_INET6 if ":" in a else socket.AF_INET,
-                socket.SOCK_STREAM,
-                6,
-                "",
-                (a, int(port), 0, 0) if ":" in a else (a, int(port)),
-            )
-            for a in self.answers[name]
-        ]
-
-    async def getnameinfo(self, sockaddr: Any, flags: int) -> Any:
-        raise NotImplementedError
-
-
-@contextmanager
-def resolver(answers: dict[str, list[str]]) -> Iterator[ScriptedResolver]:
-    scripted = ScriptedResolver(answers)
-    previous = trio.socket.set_custom_hostname_resolver(scripted)
-    try:
-        yield scripted
-    finally:
-        trio.socket.set_custom_hostname_resolver(previous)
-
-
 async def test_a_name_is_followed_only_when_every_address_it_resolves_to_is_public() -> None:
     answers = {
         "blob.example.com": ["203.0.113.7", "8.8.4.4"],
@@ -155,7 +114,7 @@ async def test_a_name_is_followed_only_when_every_address_it_resolves_to_is_publ
         "metadata.example.com": ["169.254.169.254"],
         "mapped.example.com": ["::ffff:10.0.0.1"],
     }
-    with resolver(answers) as scripted:
+    with scripted_resolver(answers) as scripted:
         ok = parse_upload_url("https://blob.example.com/c/b", UPSTREAM)
         # 203.0.113.0/24 is documentation space: not public either.
         with pytest.raises(UnsafeUploadUrl):
