@@ -1,9 +1,10 @@
 """What a `POST /v1/files` form must hold, checked before any upstream call.
 
-Everything here ends up upstream (the file name in the create call, the content type as a
-header of the blob upload) and in the Pool's file record, so it is refused here, as a 400
-naming the field, rather than after the upstream has created a file that could then not be
-recorded (each retry of such a request would leave another file behind upstream).
+The body itself was already bounded by `max_body_bytes` as it was read. Everything here
+ends up upstream (the file name in the create call, the content type as a header of the
+blob upload) and in the Pool's file record, so it is refused here, as a 400 naming the
+field, rather than after the upstream has created a file that could then not be recorded
+(each retry of such a request would leave another file behind upstream).
 Pure: a parsed form in, an `Upload` out.
 """
 
@@ -14,12 +15,13 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Final
 
-from pooler.errors import BadRequest, UnsupportedParameter
+from pooler.errors import BadRequest, BodyTooLarge, UnsupportedParameter
 from pooler.web.openai_v1.multipart import Part
 
 PURPOSES: Final = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data", "evals"})
 MAX_FILENAME: Final = 255
 MAX_CONTENT_TYPE: Final = 200
+MAX_FILE_BYTES: Final = 512 * 1024 * 1024  # the backend's own limit (protocol §1.9)
 # Bidirectional overrides and isolates: they make a name display as another one.
 _BIDI_CONTROLS: Final = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
@@ -41,6 +43,8 @@ def upload_of(form: dict[str, Part]) -> Upload:
     if part is None or part.filename is None:
         raise BadRequest("'file' is required (a file part with a filename)", param="file")
     filename = check_filename(part.filename)
+    if len(part.data) > MAX_FILE_BYTES:  # only when max_body_bytes is set above it
+        raise BodyTooLarge(f"a file may hold at most {MAX_FILE_BYTES} bytes", param="file")
     if "purpose" not in form:
         raise BadRequest("'purpose' is required", param="purpose")
     purpose = check_purpose(form["purpose"].text())
