@@ -138,6 +138,9 @@ HOSTILE_FILE_IDS = [
     b"a%20b",  # a space: an invalid request line upstream (was a 500)
     b"%C3%A9",  # non-ASCII (was a 500)
     b"x%23y",  # `#`
+    b"x#y",
+    b"x;y",
+    b"x..y",
     b"file%00",  # NUL
     b"f" * 201,
 ]
