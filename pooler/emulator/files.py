@@ -51,6 +51,19 @@ class FakeFile:
 _FILES: weakref.WeakKeyDictionary[EmulatorState, dict[str, FakeFile]] = weakref.WeakKeyDictionary()
 
 
+# The origin its upload URLs name, when a test plays a hostile backend (default: the Host
+# the create request came to, where the emulator's blob store is).
+_UPLOAD_ORIGINS: weakref.WeakKeyDictionary[EmulatorState, str] = weakref.WeakKeyDictionary()
+
+
+def set_upload_origin(state: EmulatorState, origin: str | None) -> None:
+    """Make file creation hand out upload URLs on `origin` (None: back to its own)."""
+    if origin is None:
+        _UPLOAD_ORIGINS.pop(state, None)
+    else:
+        _UPLOAD_ORIGINS[state] = origin
+
+
 def files_of(state: EmulatorState) -> dict[str, FakeFile]:
     found = _FILES.get(state)
     if found is None:
@@ -120,7 +133,8 @@ async def handle_create(state: EmulatorState, scope: Scope, receive: Receive, se
     state.record("POST", scope["path"], grant=grant, status=200, now=now)
     _note(state, file_id=file.file_id)
     host = request_headers(scope).get(b"host", "localhost")
-    upload_url = f"http://{host}{UPLOAD_PREFIX}{file.file_id}?sig={file.signature}"
+    origin = _UPLOAD_ORIGINS.get(state, f"http://{host}")
+    upload_url = f"{origin}{UPLOAD_PREFIX}{file.file_id}?sig={file.signature}"
     await send_json(send, 200, {"file_id": file.file_id, "upload_url": upload_url})
 
 

@@ -164,7 +164,10 @@ class UpstreamPool:
         max_connections: int = 64,
         max_idle: int = 16,
         ssl_context: ssl.SSLContext | None = None,
+        connect_to: str | None = None,
     ) -> None:
+        """`connect_to`: the address to open connections to, when the caller has resolved
+        and checked the base URL's host itself (its name still goes in Host and TLS)."""
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"unsupported upstream base URL: {base_url!r}")
@@ -175,6 +178,7 @@ class UpstreamPool:
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._host = parts.hostname
         self._port = parts.port or default_port
+        self._connect_to = connect_to or self._host
         host = f"[{self._host}]" if ":" in self._host else self._host
         host_header = host if self._port == default_port else f"{host}:{self._port}"
         self._host_header = host_header.encode("idna")
@@ -258,7 +262,7 @@ class UpstreamPool:
 
     async def _connect(self) -> _Connection:
         try:
-            tcp = await trio.open_tcp_stream(self._host, self._port)
+            tcp = await trio.open_tcp_stream(self._connect_to, self._port)
         except OSError as exc:
             raise UpstreamConnectError(f"cannot connect to {self._origin}: {exc}") from exc
         stream: trio.abc.Stream = tcp

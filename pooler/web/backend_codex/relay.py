@@ -23,6 +23,7 @@ import trio
 
 from pooler.actors import messages as m
 from pooler.errors import NotFound, UpstreamError
+from pooler.protocol.file_ids import check_file_id
 from pooler.routing.circuit import CONTROL, RESPONSES
 from pooler.upstream.errors import UpstreamTransportError
 from pooler.upstream.http1 import UpstreamPool, UpstreamResponse
@@ -53,7 +54,6 @@ FILES_PREFIX = FILES_PATH + "/"
 TRANSCRIBE_PATH = "/backend-api/transcribe"
 REALTIME_CALLS_PATH = "/backend-api/codex/realtime/calls"
 MAX_FILES_BODY = 64 * 1024
-MAX_FILE_ID = 200
 # The answer headers a client of these routes needs, besides the `x-codex-*` family.
 KEPT_RESPONSE_HEADERS = frozenset({b"content-type", b"location", b"etag"})
 SENT_REQUEST_HEADERS = FORWARDED_REQUEST_HEADERS | {b"content-type", b"accept"}
@@ -61,6 +61,20 @@ SENT_REQUEST_HEADERS = FORWARDED_REQUEST_HEADERS | {b"content-type", b"accept"}
 
 def file_key(file_id: str) -> bytes:
     return continuity_digest("file", file_id)
+
+
+def finalized_file_id(scope: Scope) -> str:
+    """The id of `/backend-api/files/{id}/uploaded`, read from the path as sent (`raw_path`:
+    an escaped `/`, `?` or `.` is not decoded into something that means a path), and
+    checked against the backend's id shape (400 naming `file_id` otherwise)."""
+    path: str = scope["path"]
+    raw: bytes = scope.get("raw_path") or path.encode("utf-8", "surrogateescape")
+    if not raw.startswith(FILES_PREFIX.encode()):
+        raise NotFound(f"no such endpoint: {path[:200]}")
+    file_id, _, action = raw.removeprefix(FILES_PREFIX.encode()).partition(b"/")
+    if action != b"uploaded":
+        raise NotFound(f"no such endpoint: {path[:200]}")
+    return check_file_id(file_id.decode("latin-1"))
 
 
 async def run_attempts(
@@ -145,9 +159,7 @@ class RelayRoute:
         """The upstream path (relative to the ChatGPT backend) and the hard pin, if any."""
         path: str = scope["path"]
         if path.startswith(FILES_PREFIX):
-            file_id, _, action = path.removeprefix(FILES_PREFIX).partition("/")
-            if action != "uploaded" or not file_id or len(file_id) > MAX_FILE_ID:
-                raise NotFound(f"no such endpoint: {path}")
+            file_id = finalized_file_id(scope)
             return f"/files/{file_id}/uploaded", file_key(file_id)
         return path.removeprefix("/backend-api"), None
 

@@ -4,7 +4,10 @@ One upstream websocket per client websocket, on one account leased for the socke
 Text frames are relayed both ways untouched; only the frames the gateway accounts for are
 parsed (terminal events, `codex.rate_limits`, `response.created`, wrapped error frames).
 Each client `response.create` starts a turn with its own request-log row. Frames are never
-stored or logged.
+stored or logged. A client frame the gateway cannot read (not a JSON object with a string
+`type`, or a `response.create` without a string `model`) is refused in band with the HTTP
+route's error (`invalid_json`, ...) and a log row, never relayed: the key's policy must see
+every turn the upstream could start.
 
 When no account can open an upstream websocket the handshake is answered 426, so the
 Codex CLI falls back to HTTP at once (a 426 is the one refusal it does not retry).
@@ -33,7 +36,7 @@ import trio
 
 from pooler.actors import messages as m
 from pooler.actors.runtime import ActorDead, CallTimeout, call
-from pooler.errors import PoolerError, ServerOverloaded
+from pooler.errors import BadRequest, InvalidJson, PoolerError, ServerOverloaded
 from pooler.protocol.ratelimit import (
     RateLimitSnapshot,
     merge_snapshots,
@@ -101,6 +104,40 @@ NEUTRAL_ENDS = frozenset({KEY_REVOKED, ACCOUNT_CRASHED, ACCOUNT_STOPPED, LIMIT_R
 LIMIT_KINDS = (m.USAGE_LIMIT, m.RATE_LIMITED)
 CODEX_ONLY_FRAME = '"type":"codex.'
 OPEN_REPLY_MARGIN_S = 1.0  # the actor's own connect deadline comes first
+
+
+def client_frame(text: str) -> dict[str, Any] | None:
+    """A client frame read for the gateway: the payload of a `response.create` (its key
+    policy still to apply), or None for another kind of frame (relayed as sent).
+
+    A frame that is not a JSON object with a string `type` is refused (InvalidJson or
+    BadRequest, as the HTTP route refuses such a body), never relayed: the gateway cannot
+    tell whether it starts a turn, and a parser upstream that is more lenient than orjson
+    (`NaN`, lone surrogates, deeper nesting) could read one the key's policy never saw."""
+    try:
+        payload = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJson("the frame is not valid JSON") from exc
+    if not isinstance(payload, dict):
+        raise InvalidJson("the frame must be a JSON object")
+    kind = payload.get("type")
+    if not isinstance(kind, str):
+        raise BadRequest("a frame's 'type' is required and must be a string", param="type")
+    if kind != "response.create":
+        return None
+    model = payload.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("'model' is required and must be a string", param="model")
+    return payload
+
+
+def dump_frame(payload: dict[str, Any]) -> str:
+    """A frame the key's policy changed, written back. orjson reads 1,024 levels of nesting
+    but writes only 254: a frame between the two is refused, not a crash of the socket."""
+    try:
+        return orjson.dumps(payload).decode()
+    except orjson.JSONEncodeError as exc:
+        raise InvalidJson("the frame is nested too deeply") from exc
 
 
 def refusal_frame(error: PoolerError) -> bytes:
@@ -211,29 +248,25 @@ class _Socket:
 
     def start_turn(self, text: str) -> str | PoolerError:
         """The frame to forward (the key's policy applied to a `response.create`), or the
-        policy's refusal of the turn (logged here; the caller answers with an error frame)."""
+        refusal of the frame: by the key's policy, or because it is not a frame the gateway
+        can read (logged here; the caller answers with an error frame)."""
         try:
-            payload = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            return text
-        if not isinstance(payload, dict) or payload.get("type") != "response.create":
+            payload = client_frame(text)
+        except PoolerError as refusal:
+            record = self._turn_record()
+            record.finish(refusal.status, "rejected", refusal.code)
+            self.gw.log_request(record)
+            return refusal
+        if payload is None:
             return text
         if self.turn is not None:
             self.end_turn(200, "stream_failed", "turn_superseded")
-        base = self.template
-        record = RequestRecord(
-            request_id=self.gw.new_request_id(), route="responses", transport="websocket"
-        )
-        record.pool_id, record.key_prefix, record.user_agent = (
-            base.pool_id,
-            base.key_prefix,
-            base.user_agent,
-        )
+        record = self._turn_record()
         model = payload.get("model")
         record.model = model if isinstance(model, str) else None
         try:
             if apply_key_policy(self.key, payload):
-                text = orjson.dumps(payload).decode()
+                text = dump_frame(payload)
         except PoolerError as refusal:
             record.finish(refusal.status, "rejected", refusal.code)
             self.gw.log_request(record)
@@ -247,6 +280,18 @@ class _Socket:
         hard, soft = continuity_keys(payload, self.scope)
         pin(self.gw.supervisor, pool_id, (*((hard,) if hard else ()), *soft), account_id)
         return text
+
+    def _turn_record(self) -> RequestRecord:
+        base = self.template
+        record = RequestRecord(
+            request_id=self.gw.new_request_id(), route="responses", transport="websocket"
+        )
+        record.pool_id, record.key_prefix, record.user_agent = (
+            base.pool_id,
+            base.key_prefix,
+            base.user_agent,
+        )
+        return record
 
     def on_upstream_frame(self, text: str) -> None:
         accounting = self.accounting

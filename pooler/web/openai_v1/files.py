@@ -15,13 +15,10 @@ unsupported-endpoint 404.
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 from uuid import UUID
 
 import orjson
@@ -34,13 +31,14 @@ from pooler.errors import (
     NotFound,
     ServiceUnavailable,
     UnsupportedEndpoint,
-    UnsupportedParameter,
     UpstreamError,
 )
+from pooler.protocol.file_ids import check_file_id, is_file_id
 from pooler.routing.circuit import CONTROL
 from pooler.store import files as store
 from pooler.store.common import Conn
 from pooler.upstream.http1 import UpstreamPool
+from pooler.upstream.upload_url import UnsafeUploadUrl, parse_upload_url, resolve_upload_address
 from pooler.web.asgi import (
     Receive,
     Scope,
@@ -53,7 +51,8 @@ from pooler.web.backend_codex.relay import account_headers, file_key, run_attemp
 from pooler.web.leasing import FILE_PIN_TTL_S, LeaseAttempts, pin
 from pooler.web.openai_v1.auth import authenticate_v1
 from pooler.web.openai_v1.backend_call import CallFailed, LeasedCall
-from pooler.web.openai_v1.multipart import Part, boundary_of, parse_form
+from pooler.web.openai_v1.file_form import Upload, check_purpose, upload_of
+from pooler.web.openai_v1.multipart import boundary_of, parse_form
 from pooler.web.request_record import AnsweredRequest, RequestRecord
 
 if TYPE_CHECKING:
@@ -61,23 +60,12 @@ if TYPE_CHECKING:
 
 V1_FILES_PATH: Final = "/v1/files"
 V1_FILES_PREFIX: Final = V1_FILES_PATH + "/"
-PURPOSES: Final = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data", "evals"})
-MAX_FILENAME: Final = 255
 MAX_ANSWER: Final = 64 * 1024  # the backend's small JSON answers
 FINALIZE_TRIES: Final = 5
 FINALIZE_RETRY_S: Final = 0.5
 CLEANUP_S: Final = 2.0
-FILE_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,200}")
 JSON: Final = (b"content-type", b"application/json")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Upload:
-    filename: str
-    content_type: str
-    data: bytes
-    purpose: str
 
 
 def file_object(row: store.FileRecord) -> dict[str, Any]:
@@ -93,54 +81,6 @@ def file_object(row: store.FileRecord) -> dict[str, Any]:
         "status_details": None,
         "expires_at": None,
     }
-
-
-def upload_of(form: dict[str, Part]) -> Upload:
-    """The `file` and `purpose` fields, checked; any other field is refused."""
-    for name in form:
-        if name not in ("file", "purpose"):
-            raise UnsupportedParameter(f"'{name}' is not supported here", param=name)
-    part = form.get("file")
-    if part is None or part.filename is None:
-        raise BadRequest("'file' is required (a file part with a filename)", param="file")
-    filename = re.split(r"[/\\]", part.filename)[-1].strip()
-    if not 0 < len(filename) <= MAX_FILENAME:
-        raise BadRequest(f"the file name must be 1 to {MAX_FILENAME} characters", param="file")
-    if "purpose" not in form:
-        raise BadRequest("'purpose' is required", param="purpose")
-    purpose = form["purpose"].text()
-    if purpose not in PURPOSES:
-        raise BadRequest(f"'purpose' must be one of {', '.join(sorted(PURPOSES))}", param="purpose")
-    content_type = part.content_type or ""
-    if not (0 < len(content_type) <= 200 and content_type.isascii() and content_type.isprintable()):
-        content_type = "application/octet-stream"  # it becomes a header of the upload
-    return Upload(filename, content_type, part.data, purpose)
-
-
-def upload_target(url: str, upstream_base_url: str) -> tuple[str, str]:
-    """The origin and request target of a backend upload URL. Only https URLs without
-    credentials and not naming a local or private address are followed, or URLs on the
-    upstream's own origin (the emulator's blob store)."""
-    parts = urlsplit(url)
-    own = urlsplit(upstream_base_url)
-    origin = f"{parts.scheme}://{parts.netloc}"
-    if parts.username or parts.password or not parts.hostname:
-        raise UpstreamError("the upstream gave an unusable upload URL", code="invalid_upload_url")
-    if origin != f"{own.scheme}://{own.netloc}" and (
-        parts.scheme != "https" or _local_host(parts.hostname)
-    ):
-        raise UpstreamError("the upstream gave an unusable upload URL", code="invalid_upload_url")
-    return origin, (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-
-
-def _local_host(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False  # a name: not resolved here
-    return not address.is_global
 
 
 class V1FilesRoute:
@@ -171,15 +111,17 @@ class V1FilesRoute:
                 return await self._create(scope, receive, record, pool_id)
             return await self._list(scope, pool_id)
         file_id, _, action = path.removeprefix(V1_FILES_PREFIX).partition("/")
-        if action or method != "GET" or not FILE_ID.fullmatch(file_id):
+        if action or method != "GET":
             raise UnsupportedEndpoint()  # content, delete, or no file path at all
+        check_file_id(file_id)
         row = await self._db(partial(store.get_file, pool_id=UUID(pool_id), file_id=file_id))
         if row is None:
             raise NotFound(f"No such File object: {file_id}", code="not_found", param="id")
         return file_object(row)
 
     async def _list(self, scope: Scope, pool_id: str) -> dict[str, Any]:
-        query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
+        raw_query: bytes = scope.get("query_string", b"")
+        query = {k: v[-1] for k, v in parse_qs(raw_query.decode("utf-8", "replace")).items()}
         try:
             limit = int(query.get("limit", store.MAX_LIST))
         except ValueError:
@@ -189,14 +131,19 @@ class V1FilesRoute:
         order = query.get("order", "desc")
         if order not in ("asc", "desc"):
             raise BadRequest("'order' must be asc or desc", param="order")
+        purpose, after = query.get("purpose"), query.get("after")
+        if purpose is not None:
+            check_purpose(purpose)
+        if after is not None:
+            check_file_id(after, "after")
         rows, more = await self._db(
             partial(
                 store.list_files,
                 pool_id=UUID(pool_id),
                 limit=limit,
                 newest_first=order == "desc",
-                purpose=query.get("purpose"),
-                after=query.get("after"),
+                purpose=purpose,
+                after=after,
             )
         )
         data = [file_object(row) for row in rows]
@@ -287,16 +234,27 @@ class V1FilesRoute:
             parsed = None
         file_id = parsed.get("file_id") if isinstance(parsed, dict) else None
         url = parsed.get("upload_url") if isinstance(parsed, dict) else None
-        if not isinstance(file_id, str) or not FILE_ID.fullmatch(file_id):
+        if not is_file_id(file_id):
             raise call.fail(m.SERVER_ERROR, "invalid_upstream_response").client_error()
         if not isinstance(url, str):
             raise call.fail(m.SERVER_ERROR, "invalid_upstream_response").client_error()
         return file_id, url
 
     async def _put(self, call: LeasedCall, url: str, upload: Upload) -> None:
-        """The bytes to the backend's upload URL (a signed storage URL: no credentials)."""
-        origin, target = upload_target(url, self.gw.config.upstream_base_url)
-        blob = UpstreamPool(origin, max_connections=1, max_idle=0)
+        """The bytes to the backend's upload URL (a signed storage URL: no credentials),
+        sent only to a public address or the upstream's own origin (upload_url.py)."""
+        settings = self.gw.settings
+        try:
+            checked = parse_upload_url(url, self.gw.config.upstream_base_url)
+            with trio.fail_after(settings.upstream_connect_timeout_s):
+                address = await resolve_upload_address(checked)
+        except (UnsafeUploadUrl, trio.TooSlowError) as exc:
+            call.fail(m.SERVER_ERROR, "invalid_upload_url")
+            raise UpstreamError(
+                "the upstream gave an unusable upload URL", code="invalid_upload_url"
+            ) from exc
+        blob = UpstreamPool(checked.origin, max_connections=1, max_idle=0, connect_to=address)
+        target = checked.target
         content_type = upload.content_type.encode("latin-1", "replace")
         headers = [(b"x-ms-blob-type", b"BlockBlob"), (b"content-type", content_type)]
         try:
