@@ -45,7 +45,9 @@ class AccountCatalog:
 class MergedCatalog:
     body: bytes
     etag: str  # weak: W/"<hash of body>"
-    scopes: frozenset[str] = frozenset()  # every slug, normalized as routing matches them
+    # Every slug as listed and normalized as routing matches them (the exact spelling is
+    # found without normalizing, on every request).
+    scopes: frozenset[str] = frozenset()
     listed: tuple[str, ...] = ()  # the slugs a client is shown (not `visibility: none`)
 
 
@@ -74,7 +76,7 @@ def merge(catalogs: list[AccountCatalog]) -> MergedCatalog:
     return MergedCatalog(
         body,
         'W/"' + hashlib.sha256(body).hexdigest()[:32] + '"',
-        frozenset(normalize_scope(slug) for slug in seen),
+        frozenset(seen) | {normalize_scope(slug) for slug in seen},
         tuple(str(x["slug"]) for x in models if x.get("visibility") != "none"),
     )
 
@@ -105,7 +107,7 @@ class ModelCatalog:
         """The Pool's merged catalog; None while no member's list is known."""
         members = self.supervisor.assignments.get(pool_id, ())
         cached = self._merged.get(pool_id)
-        if cached is not None and cached[0] == members:
+        if cached is not None and (cached[0] is members or cached[0] == members):
             return cached[1]
         known = [self.accounts[a] for a in members if a in self.accounts]
         if not known:
@@ -124,7 +126,7 @@ class ModelCatalog:
         400 is relayed). A paused account's list is never fetched: it serves nothing now.
         """
         catalog = self.for_pool(pool_id)
-        if catalog is None or normalize_scope(model) in catalog.scopes:
+        if catalog is None or model in catalog.scopes or normalize_scope(model) in catalog.scopes:
             return
         if any(self._may_serve_unlisted(a) for a in self.supervisor.assignments.get(pool_id, ())):
             return

@@ -193,6 +193,26 @@ async def test_upstream_4xx_is_relayed_from_one_attempt(db_url: str, tmp_path: P
                     await trio.sleep(0.01)
                 circuit = snapshot_of(stack, str(account_id)).circuits.get("responses")
                 assert circuit is None or circuit.open_until == 0.0
+            # Compact and a websocket turn: the upstream's 400 as it words it, the socket on.
+            compact = await client.post(
+                "/backend-api/codex/responses/compact", json={"model": "gpt-5.5", "input": 5}
+            )
+            assert compact.status_code == 400, compact.text
+            assert compact.json()["error"]["param"] == "input"
+            headers = [(b"authorization", f"Bearer {stack.key}".encode())]
+            async with trio_websocket.open_websocket_url(
+                ws_url(stack), extra_headers=headers
+            ) as ws:
+                bad = {"type": "response.create", **responses_body(), "tools": "x"}
+                await ws.send_message(json.dumps(bad))
+                refusal = json.loads(await ws.get_message())
+                assert (refusal["type"], refusal["status"]) == ("error", 400)
+                assert refusal["error"]["code"] == "invalid_type"
+                await ws.send_message(json.dumps({"type": "response.create", **responses_body()}))
+                events: list[dict[str, Any]] = []
+                while not events or events[-1]["type"] not in ("response.completed", "error"):
+                    events.append(json.loads(await ws.get_message()))
+                assert events[-1]["type"] == "response.completed"
             # Missing model: the gateway's own check, before any upstream call.
             before = len(await stack.upstream_requests())
             no_model = {k: v for k, v in responses_body().items() if k != "model"}

@@ -39,7 +39,7 @@ def test_merged_catalog_knows_served_scopes_and_listed_slugs() -> None:
             AccountCatalog(({"slug": "gpt-5.4", "visibility": "hide"},), None),
         ]
     )
-    assert merged.scopes == frozenset({"gpt5.5", "internal", "gpt5.4"})
+    assert merged.scopes == frozenset({"GPT-5.5", "gpt5.5", "internal", "gpt-5.4", "gpt5.4"})
     assert merged.listed == ("GPT-5.5", "gpt-5.4")
 
 
