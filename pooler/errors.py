@@ -5,6 +5,7 @@
     │   ├── InvalidJson                 400 invalid_json
     │   ├── UnsupportedParameter        400 unsupported_parameter (param names the field)
     │   ├── ReasoningEffortNotAllowed   400 reasoning_effort_not_allowed
+    │   ├── ModelNotFound               400 model_not_found (no account in the Pool serves it)
     │   ├── UnsupportedMediaType        415 unsupported_media_type
     │   └── BodyTooLarge                413 request_too_large
     ├── AuthError                       401 authentication_error
@@ -28,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -94,6 +96,26 @@ class ReasoningEffortNotAllowed(BadRequest):
     """The requested reasoning effort is above the key's ceiling."""
 
     code = "reasoning_effort_not_allowed"
+
+
+class ModelNotFound(BadRequest):
+    """No account in the key's Pool serves the model; the message lists what it serves.
+    (A model that is served but has no eligible account now is a 503 NoEligibleBackend.)
+    400, not 404: the Codex CLI treats a 400 as final and retries a 404."""
+
+    code = "model_not_found"
+    MAX_SHOWN_CHARS = 100
+    MAX_LISTED = 50
+
+    def __init__(self, model: str, served: Sequence[str]) -> None:
+        shown = model[: self.MAX_SHOWN_CHARS] + ("..." if len(model) > self.MAX_SHOWN_CHARS else "")
+        listed = ", ".join(served[: self.MAX_LISTED]) + (
+            ", ..." if len(served) > self.MAX_LISTED else ""
+        )
+        super().__init__(
+            f"The model '{shown}' is not served by this Pool. It serves: {listed or 'none'}.",
+            param="model",
+        )
 
 
 class UnsupportedMediaType(BadRequest):

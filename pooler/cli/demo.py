@@ -7,6 +7,7 @@ import contextlib
 from pooler.config import Config
 from pooler.crypto import Keyring
 from pooler.emulator.authjson import auth_json_for
+from pooler.emulator.models import CODEX_CLI_MODEL, CODEX_CLI_VERSION
 from pooler.emulator.state import EmulatorState
 from pooler.store import accounts, keys, pools
 from pooler.store.common import ConflictError, Conn
@@ -48,9 +49,10 @@ def demo_banner(address: str, emulator_url: str, raw_key: str, config: Config) -
             "",
             f"  export CODEX_POOLER_API_KEY={raw_key}",
             "",
-            "Ask the Codex CLI (npm install -g @openai/codex) through the gateway:",
+            f"Ask the Codex CLI through the gateway (tested with {CODEX_CLI_VERSION}:"
+            f" npm install -g @openai/codex@{CODEX_CLI_VERSION}):",
             "",
-            "  codex exec --skip-git-repo-check -c model_provider=pooler \\",
+            f"  codex exec --skip-git-repo-check -m {CODEX_CLI_MODEL} -c model_provider=pooler \\",
             f"    -c '{codex_provider(base)}' \\",
             "    'Reply with exactly: hello from the pool' </dev/null",
             "",

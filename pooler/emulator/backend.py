@@ -85,6 +85,8 @@ async def handle_compact(state: EmulatorState, scope: Scope, receive: Receive, s
         return
     data = inbound.decode_body(raw, request_headers(scope).get(b"content-encoding"))
     body = inbound.parse_object(data) if isinstance(data, bytes) else data
+    if not isinstance(body, Rejection):
+        body = inbound.validate_shape(body) or body
     if isinstance(body, Rejection):
         state.record("POST", scope["path"], grant=grant, status=body.status, now=now)
         return await send_rejection(send, body)

@@ -54,8 +54,61 @@ def parse_object(data: bytes) -> dict[str, Any] | rj.Rejection:
     return body
 
 
+# The shapes a Responses body's top-level fields must have, with the words the upstream
+# uses for them ("Invalid type for 'input': expected one of a string or array of input
+# items, but got an integer instead.").
+FIELD_SHAPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "model": ((str,), "a string"),
+    "input": ((str, list), "one of a string or array of input items"),
+    "instructions": ((str,), "a string"),
+    "tools": ((list,), "an array"),
+    "previous_response_id": ((str,), "a string"),
+}
+
+
+def json_type(value: object) -> str:
+    """The JSON name of a parsed value's type, as the upstream's messages say it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "decimal"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def validate_shape(body: dict[str, Any]) -> rj.Rejection | None:
+    """The upstream's own 400 for a malformed Responses body (HTTP, websocket, compact):
+    a missing model, or a top-level field of the wrong type."""
+    if "model" not in body:
+        return rj.bad_request(
+            "Missing required parameter: 'model'.",
+            param="model",
+            code="missing_required_parameter",
+        )
+    for name, (types, expected) in FIELD_SHAPES.items():
+        value = body.get(name)
+        if name not in body or isinstance(value, types):
+            continue
+        if value is None and name != "model":
+            continue  # an explicit null is an absent optional field
+        return rj.bad_request(
+            f"Invalid type for '{name}': expected {expected}, but got {json_type(value)} instead.",
+            param=name,
+            code="invalid_type",
+        )
+    return None
+
+
 def validate_http(body: dict[str, Any]) -> rj.Rejection | None:
-    """The ChatGPT backend only streams and never stores."""
+    """A well-formed body; and the ChatGPT backend only streams and never stores."""
+    malformed = validate_shape(body)
+    if malformed is not None:
+        return malformed
     if body.get("stream") is not True:
         return rj.bad_request("Stream must be set to true", param="stream")
     if body.get("store") is True:

@@ -44,13 +44,23 @@ def model_info(
     }
 
 
+# The Codex CLI the catalog was checked against, and the model it asks for when none is
+# configured (its bundled presets; 0.171.0 asks for gpt-6.2-sol). `pooler demo` prints both.
+CODEX_CLI_VERSION = "0.169.0"
+CODEX_CLI_MODEL = "gpt-6.1-sol"
+
 MODELS: list[dict[str, Any]] = [
-    model_info("gpt-5.5", "GPT-5.5", 0),
-    model_info("gpt-5.4", "GPT-5.4", 1),
-    model_info("gpt-5.4-mini", "GPT-5.4 mini", 2),
-    model_info("gpt-5.3-codex", "GPT-5.3 Codex", 3, visible=False),
+    # What current Codex CLIs pick by default: a CLI asking for a model no account lists is
+    # refused (model_not_found), so the fake backend serves them as the real one does.
+    model_info("gpt-6.2-sol", "GPT-6.2-Sol", 0),
+    model_info(CODEX_CLI_MODEL, "GPT-6.1-Sol", 1),
+    model_info("gpt-6.1-terra", "GPT-6.1 Terra", 2),
+    model_info("gpt-5.5", "GPT-5.5", 3),
+    model_info("gpt-5.4", "GPT-5.4", 4),
+    model_info("gpt-5.4-mini", "GPT-5.4 mini", 5),
+    model_info("gpt-5.3-codex", "GPT-5.3 Codex", 6, visible=False),
     # Served with its own limit family on the real backend (`x-codex-bengalfox-*`).
-    model_info("gpt-5.3-codex-spark", "GPT-5.3-Codex-Spark", 4),
+    model_info("gpt-5.3-codex-spark", "GPT-5.3-Codex-Spark", 7),
 ]
 MODEL_SLUGS = frozenset(m["slug"] for m in MODELS)
 

@@ -92,11 +92,21 @@ def _image_tool(body: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+# Items that set the turn's context rather than continue the conversation: newer Codex
+# CLIs (gpt-6.x presets) end their input with a `configuration_update`.
+CONTEXT_ITEMS = frozenset({"configuration_update", "additional_tools"})
+
+
 def _last_item(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         return {"type": "message", "role": "user", "content": value}
-    if isinstance(value, list) and value and isinstance(value[-1], dict):
-        return value[-1]
+    if not isinstance(value, list):
+        return {}
+    for item in reversed(value):
+        if not isinstance(item, dict):
+            return {}
+        if item.get("type") not in CONTEXT_ITEMS:
+            return item
     return {}
 
 

@@ -21,7 +21,7 @@ from pooler.emulator.faults import (
     Fault,
     FaultPlan,
 )
-from pooler.emulator.models import model_not_found
+from pooler.emulator.models import MODEL_SLUGS, model_not_found
 from pooler.emulator.prompt_cache import CacheRules
 from pooler.emulator.tokens import TokenSet, mint_token_set
 from pooler.emulator.usage import (
@@ -285,7 +285,8 @@ class EmulatorState:
     ) -> tuple[rj.Rejection | None, Fault | None]:
         """Before answering a turn: a model the account lacks, an armed fault, then a full
         quota window."""
-        if account.models is not None and model and model not in account.models:
+        served = MODEL_SLUGS if account.models is None else account.models
+        if model and model not in served:
             status, code, message = model_not_found(model)
             return rj.rejection(status, code, message, param="model"), None
         fault = self.faults.take(account.account_id, RESPONSE_FAULTS)

@@ -141,6 +141,11 @@ async def _turn(session: _Session, body: dict[str, Any], frame: bytes) -> bool:
             grant=session.grant, status=status, fault=fault, turn=log, now=now,
         )  # fmt: skip
 
+    malformed = inbound.validate_shape(body)
+    if malformed is not None:
+        record(malformed.status)
+        await _send_event(session, error_frame(malformed))
+        return True
     previous = body.get("previous_response_id")
     if previous is not None and previous != session.last_response_id:
         record(400)

@@ -18,6 +18,7 @@ import trio
 
 from pooler.actors import messages as m
 from pooler.actors.runtime import call
+from pooler.errors import ModelNotFound
 from pooler.routing.snapshot import normalize_scope
 from pooler.upstream.errors import UpstreamTransportError
 
@@ -44,6 +45,10 @@ class AccountCatalog:
 class MergedCatalog:
     body: bytes
     etag: str  # weak: W/"<hash of body>"
+    # Every slug as listed and normalized as routing matches them (the exact spelling is
+    # found without normalizing, on every request).
+    scopes: frozenset[str] = frozenset()
+    listed: tuple[str, ...] = ()  # the slugs a client is shown (not `visibility: none`)
 
 
 def etag_matches(if_none_match: bytes | None, etag: str) -> bool:
@@ -68,7 +73,12 @@ def merge(catalogs: list[AccountCatalog]) -> MergedCatalog:
                 seen.add(slug)
                 models.append(model)
     body = json.dumps({"models": models}, separators=(",", ":")).encode()
-    return MergedCatalog(body, 'W/"' + hashlib.sha256(body).hexdigest()[:32] + '"')
+    return MergedCatalog(
+        body,
+        'W/"' + hashlib.sha256(body).hexdigest()[:32] + '"',
+        frozenset(seen) | {normalize_scope(slug) for slug in seen},
+        tuple(str(x["slug"]) for x in models if x.get("visibility") != "none"),
+    )
 
 
 def parse_models(body: bytes) -> tuple[dict[str, Any], ...] | None:
@@ -96,15 +106,38 @@ class ModelCatalog:
     def for_pool(self, pool_id: str) -> MergedCatalog | None:
         """The Pool's merged catalog; None while no member's list is known."""
         members = self.supervisor.assignments.get(pool_id, ())
+        cached = self._merged.get(pool_id)
+        if cached is not None and (cached[0] is members or cached[0] == members):
+            return cached[1]
         known = [self.accounts[a] for a in members if a in self.accounts]
         if not known:
             return None
-        cached = self._merged.get(pool_id)
-        if cached is not None and cached[0] == members:
-            return cached[1]
         merged = merge(known)
         self._merged[pool_id] = (members, merged)
         return merged
+
+    def check_model(self, pool_id: str, model: str) -> None:
+        """Raise ModelNotFound when no account of the Pool serves `model`.
+
+        The Pool serves what its `/models` lists (the merged catalog of the accounts whose
+        list is known). While that is not the whole answer it refuses nothing: before any
+        account's list is known, or while an active account's list is not known yet (just
+        added, or its fetch failed), the request goes on and the upstream decides (its own
+        400 is relayed). A paused account's list is never fetched: it serves nothing now.
+        """
+        catalog = self.for_pool(pool_id)
+        if catalog is None or model in catalog.scopes or normalize_scope(model) in catalog.scopes:
+            return
+        if any(self._may_serve_unlisted(a) for a in self.supervisor.assignments.get(pool_id, ())):
+            return
+        raise ModelNotFound(model, catalog.listed)
+
+    def _may_serve_unlisted(self, account_id: str) -> bool:
+        if account_id in self.accounts:
+            return False
+        handle = self.supervisor.accounts.get(account_id)
+        snapshot = handle.snapshot if handle is not None else None
+        return snapshot is not None and snapshot.alive and snapshot.lifecycle == "active"
 
     # --- refreshing (the Scheduler's job, and once at start) ----------------------------
 

@@ -63,6 +63,7 @@ class CompactRoute:
         request_id_header = (b"x-request-id", record.request_id.encode())
         async with AnsweredRequest(record, send, [request_id_header], gw.log_request):
             pool_id, body, payload = await read_json_request(gw, scope, receive, record)
+            gw.catalog.check_model(pool_id, str(payload["model"]))
             async with gw.admission.admit(COMPACT):
                 await self._forward(scope, send, record, pool_id, body, payload)
 

@@ -236,6 +236,7 @@ class ResponsesRoute:
         async with AnsweredRequest(record, send, [request_id_header], gw.log_request):
             request = await self.open_request(scope, receive, record)
             record.transport = "http_sse" if record.stream else "http_json"
+            gw.catalog.check_model(request.pool_id, str(request.payload["model"]))
             async with gw.admission.admit("stream" if record.stream else "responses"):
                 await self._proxy(scope, receive, send, record, request)
 

@@ -267,6 +267,8 @@ class _Socket:
         try:
             if apply_key_policy(self.key, payload):
                 text = dump_frame(payload)
+            if isinstance(model, str):  # one without is the upstream's to refuse
+                self.gw.catalog.check_model(self.attempts.pool_id, model)
         except PoolerError as refusal:
             record.finish(refusal.status, "rejected", refusal.code)
             self.gw.log_request(record)
