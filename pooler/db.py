@@ -16,9 +16,12 @@ checkpoint (Trio's rule: an operation that raised Cancelled did not happen).
 
 Errors. psycopg never leaks past this module:
 
-    DatabaseError                 any other database failure (constraint, syntax, ...)
-    └── DatabaseUnavailable       cannot reach or use the server: connection refused or
-                                  lost, pool timeout, admin shutdown, statement timeout
+    DatabaseError                 any other database failure (syntax, ...)
+    ├── DatabaseUnavailable       cannot reach or use the server: connection refused or
+    │                             lost, pool timeout, admin shutdown, statement timeout
+    └── DatabaseDataError         the values were refused (a NUL in text, a CHECK or unique
+                                  constraint, a number out of range): the same values
+                                  will be refused again, retrying cannot help
 
 Exceptions raised by `fn` itself (StoreError, ...) propagate unchanged, after rollback.
 Messages carry the SQLSTATE and primary message only: DETAIL lines can quote row values.
@@ -61,6 +64,10 @@ class DatabaseUnavailable(DatabaseError):
     """The database cannot be reached or used right now; retrying later may work."""
 
 
+class DatabaseDataError(DatabaseError):
+    """The database (or the driver, before sending) refused the values themselves."""
+
+
 def map_error(exc: BaseException) -> BaseException:
     """The exception to raise in place of `exc` at this edge (non-psycopg: unchanged)."""
     if isinstance(exc, psycopg_pool.PoolTimeout | psycopg_pool.PoolClosed):
@@ -74,6 +81,8 @@ def map_error(exc: BaseException) -> BaseException:
         return DatabaseError(f"transaction conflict ({text})", sqlstate=sqlstate)
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         return DatabaseUnavailable(f"database unavailable ({text})", sqlstate=sqlstate)
+    if isinstance(exc, psycopg.DataError | psycopg.IntegrityError):
+        return DatabaseDataError(f"database refused the values ({text})", sqlstate=sqlstate)
     return DatabaseError(f"database error ({text})", sqlstate=sqlstate)
 
 

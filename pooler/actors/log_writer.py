@@ -1,8 +1,18 @@
 """LogWriter: batches metadata-only request rows into Postgres, off the hot path.
 
-`enqueue` never waits. Rows wait in a bounded buffer; a batch that fails because the
-database is away stays in the buffer and is retried with backoff, so an outage loses
-nothing until the buffer is full, and what overflows then is counted, never silent.
+`enqueue` never waits. A row is written promptly: when rows arrive while the writer is
+idle it wakes, lingers a few milliseconds to gather what else arrives, and writes them in
+one transaction; under load the rows that arrive during a write make the next batch, so
+batches grow with the load and no row waits longer than one write plus the linger. That
+is what a crash (`kill -9`) can lose; a graceful stop (cancellation) writes every buffered
+row before returning, within a bounded time.
+
+A batch that fails because the database is away stays in the buffer and is retried with
+backoff, so an outage loses nothing until the buffer is full, and what overflows then is
+counted, never silent. A batch the database refuses for its values (a data error) is split
+until the refused rows are alone (`write_split`); each of those is written again in its
+reduced form (`reduce`: the row without the fields a client chose), and counted; a row
+refused even so is dropped and counted. One row can never wedge the writer.
 """
 
 from __future__ import annotations
@@ -14,9 +24,13 @@ from typing import Generic, TypeVar
 
 import trio
 
+from pooler.actors.write_split import is_data_error, write_splitting
+
 log = logging.getLogger("pooler.actors.log_writer")
 
 Row = TypeVar("Row")
+
+FINAL_FLUSH_S = 5.0
 
 
 class LogWriter(Generic[Row]):
@@ -24,18 +38,22 @@ class LogWriter(Generic[Row]):
         self,
         write_batch: Callable[[Sequence[Row]], Awaitable[None]],
         *,
+        reduce: Callable[[Row], Row] | None = None,
         capacity: int = 100_000,
         batch_size: int = 500,
-        flush_interval: float = 0.25,
+        linger: float = 0.005,
         max_backoff: float = 10.0,
     ) -> None:
         self._write_batch = write_batch
+        self._reduce = reduce
         self._buffer: deque[Row] = deque()
         self.capacity = capacity
         self.batch_size = batch_size
-        self.flush_interval = flush_interval
+        self.linger = linger
         self.max_backoff = max_backoff
-        self.dropped = 0
+        self.dropped = 0  # buffer full
+        self.reduced = 0  # refused by the database, written in reduced form
+        self.refused = 0  # refused by the database even reduced: dropped
         self.written = 0
         self.failed_batches = 0
         self._wakeup = trio.Event()
@@ -51,34 +69,59 @@ class LogWriter(Generic[Row]):
                 log.error("request-log buffer full: %d rows dropped so far", self.dropped)
             return
         self._buffer.append(row)
-        if len(self._buffer) >= self.batch_size:
-            self._wakeup.set()
+        self._wakeup.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         backoff = 0.0
         try:
             while True:
-                with trio.move_on_after(backoff or self.flush_interval):
+                if backoff:
+                    await trio.sleep(backoff)
+                else:
                     await self._wakeup.wait()
+                    await trio.sleep(self.linger)
                 self._wakeup = trio.Event()
                 backoff = await self._flush_once(backoff)
         finally:
-            with trio.move_on_after(5, shield=True):
+            with trio.move_on_after(FINAL_FLUSH_S, shield=True):
                 while self._buffer:
                     if await self._flush_once(0.0) != 0.0:
                         break
+            if self._buffer:
+                log.error("request-log: %d rows not written at stop", len(self._buffer))
 
     async def _flush_once(self, backoff: float) -> float:
+        """Write what the buffer holds; the backoff before the next try (0: all written)."""
         while self._buffer:
             batch = [self._buffer[i] for i in range(min(self.batch_size, len(self._buffer)))]
             try:
-                await self._write_batch(batch)
+                refused = await write_splitting(self._write_batch, batch)
+                if refused:
+                    await self._write_refused(refused)
             except Exception as exc:  # the database is away: keep the rows, back off
                 self.failed_batches += 1
                 log.warning("request-log batch failed (%s); will retry", type(exc).__name__)
                 return min(self.max_backoff, max(0.2, backoff * 2))
             for _ in batch:
                 self._buffer.popleft()
-            self.written += len(batch)
+            self.written += len(batch) - len(refused)
         return 0.0
+
+    async def _write_refused(self, rows: list[Row]) -> None:
+        """Rows the database refused alone: each in reduced form, else dropped (counted)."""
+        for row in rows:
+            reduced = self._reduce(row) if self._reduce is not None else None
+            if reduced is not None:
+                try:
+                    await self._write_batch([reduced])
+                except Exception as exc:
+                    if not is_data_error(exc):
+                        raise
+                else:
+                    self.reduced += 1
+                    self.written += 1
+                    log.error("request-log row refused by the database; stored reduced")
+                    continue
+            self.refused += 1
+            log.error("request-log row refused by the database; dropped (%d so far)", self.refused)

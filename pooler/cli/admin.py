@@ -20,6 +20,7 @@ from pooler.crypto import Keyring
 from pooler.db import DatabaseError
 from pooler.store import accounts, mcp_tokens, operators, pools, refresh
 from pooler.store.common import Conn, StoreError
+from pooler.store.text import storable
 
 T = TypeVar("T")
 REFRESH_TIMEOUT_S: Final = 10.0  # one OAuth request; retries are bounded by oauth.RetryPolicy
@@ -158,7 +159,8 @@ def _emit(args: argparse.Namespace, value: Any, text: str) -> int:
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
-    table = [header, *rows]
+    # Names stored before they were checked may hold terminal escapes: print them escaped.
+    table = [header, *([storable(cell, 1_000) or "" for cell in row] for row in rows)]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table

@@ -25,7 +25,9 @@ def register_keys(groups: Any) -> None:
     )
     create = key.add_parser("create", help="create a key (printed once)")
     create.add_argument("--pool", required=True)
-    create.add_argument("--name", default="default")
+    create.add_argument(
+        "--name", default="", help="unique among the Pool's active keys (default: unnamed)"
+    )
     _key_policy_args(create, updating=False)
     _json(create).set_defaults(handler=key_create)
     update = key.add_parser("update", help="change a key's model and reasoning policy")

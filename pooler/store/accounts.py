@@ -27,6 +27,7 @@ from pooler.store.common import (
     Conn,
     InvalidInputError,
     NotFoundError,
+    check_printable,
     record_change,
     require_choice,
 )
@@ -34,6 +35,7 @@ from pooler.store.credentials import account_refresh_lock, write_secrets
 from pooler.store.jwt_claims import ClaimsError, Identity, identity_from_tokens
 from pooler.store.models import Account, AccountView, QuotaWindow, QuotaWindowRow
 from pooler.store.pools import get_pool
+from pooler.store.text import findable, storable
 
 LIFECYCLES: Final = ("active", "paused", "reauth_required", "disabled")
 # operator action -> {lifecycle before: lifecycle after}; a lifecycle not listed is refused.
@@ -114,8 +116,15 @@ def import_account(
     The account is keyed by (chatgpt_account_id, chatgpt_user_id): a re-import replaces its
     tokens and makes it active again; two seats of one workspace are two accounts."""
     parsed = parse_auth_json(auth_json)
+    if label is not None:
+        check_printable(label, "an account label")
     pool = get_pool(conn, pool_name)
     ident = parsed.identity
+    # The ids travel in upstream headers: refused unless printable. What only names the
+    # account (email, plan) is made storable.
+    check_printable(parsed.chatgpt_account_id, "the auth.json's ChatGPT account id")
+    check_printable(ident.chatgpt_user_id or "", "the auth.json's ChatGPT user id")
+    email, plan_type = storable(ident.email, 254), storable(ident.plan_type, 64)
     existing = conn.execute(
         "SELECT id FROM upstream_accounts"
         " WHERE chatgpt_account_id = %s AND chatgpt_user_id IS NOT DISTINCT FROM %s",
@@ -123,7 +132,7 @@ def import_account(
     ).fetchone()
     if existing is not None:  # lock before touching the row: a refresh may hold the lock
         account_refresh_lock(conn, existing[0])
-    default_label = ident.email or parsed.chatgpt_account_id
+    default_label = email or parsed.chatgpt_account_id
     row = conn.execute(
         f"INSERT INTO upstream_accounts (label, email, chatgpt_account_id, chatgpt_user_id,"
         f" plan_type, access_token_expires_at) VALUES (%(label)s, %(email)s, %(account)s,"
@@ -138,10 +147,10 @@ def import_account(
         {
             "label": (label or default_label)[:200],
             "explicit_label": label,
-            "email": ident.email,
+            "email": email,
             "account": parsed.chatgpt_account_id,
             "user": ident.chatgpt_user_id,
-            "plan": ident.plan_type,
+            "plan": plan_type,
             "expires": ident.access_token_expires_at,
         },
     ).fetchone()
@@ -181,6 +190,8 @@ def get_account(conn: Conn, account_id: UUID) -> Account:
 def resolve_account(conn: Conn, ref: str) -> Account:
     """The one account whose id, label or email (case-insensitive) is `ref`."""
     wanted = ref.strip().lower()
+    if not findable(wanted):
+        raise NotFoundError("no such account (the reference holds a NUL or an invalid character)")
     cur = conn.cursor(row_factory=class_row(Account))
     found = cur.execute(
         f"SELECT {ACCOUNT_COLUMNS} FROM upstream_accounts"
@@ -257,7 +268,7 @@ def set_lifecycle(
     account = cur.execute(
         f"UPDATE upstream_accounts SET lifecycle = %s, lifecycle_reason = %s, updated_at = now()"
         f" WHERE id = %s RETURNING {ACCOUNT_COLUMNS}",
-        (lifecycle, reason, account_id),
+        (lifecycle, storable(reason), account_id),
     ).fetchone()
     assert account is not None
     record_change(

@@ -16,6 +16,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from pooler.db import notify
+from pooler.store.text import storable, storable_json, unprintable
 
 # Configuration changed (pools, keys, accounts, assignments, lifecycle): gateways reload their
 # RuntimeSnapshot. Payload "<kind>:<id>", e.g. "pool:<uuid>"; informative only.
@@ -64,7 +65,13 @@ def record_change(
     conn.execute(
         "INSERT INTO audit_events (actor, action, target_type, target_id, details)"
         " VALUES (%s, %s, %s, %s, %s)",
-        (actor, action, target_type, str(target_id), Jsonb(dict(details or {}))),
+        (
+            storable(actor),
+            action,
+            target_type,
+            str(target_id),
+            Jsonb(storable_json(dict(details or {}))),
+        ),
     )
     notify(conn, CONFIG_CHANNEL, f"{target_type}:{target_id}")
 
@@ -72,4 +79,15 @@ def record_change(
 def require_choice(value: str, choices: tuple[str, ...], what: str) -> str:
     if value not in choices:
         raise InvalidInputError(f"{what} must be one of {', '.join(choices)} (got {value!r})")
+    return value
+
+
+def check_printable(value: str, what: str) -> str:
+    """Refuse a name an operator would see printed if it holds a control or other
+    unprintable character (an ANSI escape, NUL, a bidi override, ...)."""
+    if unprintable(value):
+        raise InvalidInputError(
+            f"{what} cannot contain control or other unprintable characters"
+            " (such as NUL, tabs, newlines or terminal escapes)"
+        )
     return value

@@ -11,6 +11,7 @@ from uuid import UUID
 from psycopg.rows import class_row
 
 from pooler.store.common import Conn
+from pooler.store.text import storable
 
 MAX_LIST: Final = 10_000
 _COLUMNS: Final = "id, pool_id, account_id, filename, bytes, purpose, created_at"
@@ -44,7 +45,7 @@ def insert_file(
         " ON CONFLICT (pool_id, id) DO UPDATE SET account_id = EXCLUDED.account_id,"
         " filename = EXCLUDED.filename, bytes = EXCLUDED.bytes, purpose = EXCLUDED.purpose"
         f" RETURNING {_COLUMNS}",
-        (file_id, pool_id, account_id, filename, size, purpose),
+        (file_id, pool_id, account_id, storable(filename, 255), size, storable(purpose, 64)),
     ).fetchone()
     assert row is not None
     return row

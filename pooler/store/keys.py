@@ -20,11 +20,13 @@ from pooler.store.common import (
     Conn,
     InvalidInputError,
     NotFoundError,
+    check_printable,
     record_change,
     require_choice,
 )
 from pooler.store.models import ApiKey
 from pooler.store.pools import get_pool
+from pooler.store.text import findable
 
 # Reasoning efforts, lowest first (the order a 'max' policy compares by).
 REASONING_EFFORTS: Final = ("none", "minimal", "low", "medium", "high", "xhigh")
@@ -110,14 +112,17 @@ def create_key(
     """A new key for the Pool; the raw key is returned once and never stored.
 
     `allowed_models` None: any model; `effort` None: the client's own reasoning effort."""
-    if len(name) > 100:
-        raise InvalidInputError("a key name has at most 100 characters")
+    check_printable(name, "a key name")
+    if len(name) > 100 or name != name.strip():
+        raise InvalidInputError("a key name has at most 100 characters, without surrounding spaces")
     models = check_allowed_models(allowed_models) if allowed_models is not None else None
     pool = get_pool(conn, pool_name)
     raw = generate_pool_key()
+    # A name is unique among the Pool's active keys (migration 0005); empty: unnamed.
     row = conn.execute(
         "INSERT INTO pool_api_keys (pool_id, name, key_prefix, key_digest, allowed_models,"
         " reasoning_effort, reasoning_effort_mode) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (pool_id, name) WHERE status = 'active' AND name <> '' DO NOTHING"
         " RETURNING id",
         (
             pool.id,
@@ -129,7 +134,10 @@ def create_key(
             effort.mode if effort else None,
         ),
     ).fetchone()
-    assert row is not None
+    if row is None:
+        raise ConflictError(
+            f"pool {pool_name!r} already has an active key named {name!r}; choose another name"
+        )
     key = _get(conn, row[0])
     record_change(
         conn,
@@ -183,6 +191,8 @@ def update_key(
 def resolve_key(conn: Conn, ref: str, pool_name: str | None = None) -> UUID:
     """The one key whose id or display prefix is `ref`, else the one active key named
     `ref` (in `pool_name` when given); NotFound or Conflict (ambiguous) otherwise."""
+    if not findable(ref):
+        raise NotFoundError("no such key (the reference holds a NUL or an invalid character)")
     try:
         return find_one_by_prefix_or_id(conn, "pool_api_keys", "key_prefix", ref, "key")
     except NotFoundError:
@@ -256,6 +266,8 @@ def find_one_by_prefix_or_id(
     conn: Conn, table: str, prefix_column: str, prefix_or_id: str, what: str
 ) -> UUID:
     """The id of the one row whose id or display prefix is `prefix_or_id`."""
+    if not findable(prefix_or_id):
+        raise NotFoundError(f"no {what} with that id or prefix (it holds an invalid character)")
     try:
         ident: UUID | None = UUID(prefix_or_id)
     except ValueError:

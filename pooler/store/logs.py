@@ -1,6 +1,7 @@
 """Request logs and attempts (metadata only), written in batches by the LogWriter.
 
-Inserts are idempotent on the request id (and attempt number): a batch retried after a
+Every text reaching a row is made storable here (`pooler.store.text`). Inserts are
+idempotent on the request id (and attempt number): a batch retried after a
 database outage, even one that had in fact committed, never duplicates a row. Not audited
 and not announced: this is traffic, not configuration.
 """
@@ -17,10 +18,13 @@ from psycopg.types.json import Jsonb
 
 from pooler.store.common import Conn
 from pooler.store.models import AttemptRow, RequestLogRow
+from pooler.store.text import DEFAULT_LIMIT, storable, storable_json
 
 LOG_COLUMNS: Final = tuple(f.name for f in fields(RequestLogRow))
 ATTEMPT_COLUMNS: Final = tuple(f.name for f in fields(AttemptRow))
 _EXCLUSIONS_AT: Final = LOG_COLUMNS.index("exclusions")
+# Text columns longer than text.DEFAULT_LIMIT; every other text column is cut there.
+_TEXT_LIMITS: Final = {"client_user_agent": 512}
 
 
 def insert_request_logs(conn: Conn, rows: Sequence[RequestLogRow]) -> int:
@@ -33,7 +37,7 @@ def insert_request_logs(conn: Conn, rows: Sequence[RequestLogRow]) -> int:
 
 def insert_attempts(conn: Conn, rows: Sequence[AttemptRow]) -> int:
     """Insert a batch of attempts; (request_id, attempt) already stored are skipped."""
-    params = [tuple(getattr(r, name) for name in ATTEMPT_COLUMNS) for r in rows]
+    params = [tuple(_storable(getattr(r, name), name) for name in ATTEMPT_COLUMNS) for r in rows]
     return _insert_many(conn, "request_attempts", ATTEMPT_COLUMNS, "request_id, attempt", params)
 
 
@@ -73,10 +77,18 @@ def delete_request_logs_before(conn: Conn, cutoff: datetime) -> int:
     return cur.rowcount
 
 
+def _storable(value: Any, column: str) -> Any:
+    """Every text bound for a log row passes here (a client chose some of it: the model,
+    the user agent): escaped and bounded, so the database never refuses the row."""
+    if isinstance(value, str):
+        return storable(value, _TEXT_LIMITS.get(column, DEFAULT_LIMIT))
+    return value
+
+
 def _log_params(row: RequestLogRow) -> tuple[Any, ...]:
-    values = [getattr(row, name) for name in LOG_COLUMNS]
+    values = [_storable(getattr(row, name), name) for name in LOG_COLUMNS]
     if row.exclusions is not None:
-        values[_EXCLUSIONS_AT] = Jsonb(dict(row.exclusions))
+        values[_EXCLUSIONS_AT] = Jsonb(storable_json(dict(row.exclusions)))
     return tuple(values)
 
 

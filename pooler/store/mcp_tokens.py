@@ -7,7 +7,13 @@ from typing import Final
 from psycopg.rows import class_row
 
 from pooler.crypto import display_prefix, generate_mcp_token, key_digest
-from pooler.store.common import Conn, NotFoundError, record_change
+from pooler.store.common import (
+    Conn,
+    InvalidInputError,
+    NotFoundError,
+    check_printable,
+    record_change,
+)
 from pooler.store.keys import find_one_by_prefix_or_id
 from pooler.store.models import McpToken
 from pooler.store.operators import normalize_email
@@ -24,6 +30,8 @@ def create_mcp_token(
 ) -> tuple[str, McpToken]:
     """A new token for the operator `email`; the raw token is returned once, never stored."""
     email = normalize_email(email)
+    if len(check_printable(name, "a token name")) > 100:
+        raise InvalidInputError("a token name has at most 100 characters")
     row = conn.execute("SELECT id FROM operators WHERE email = %s", (email,)).fetchone()
     if row is None:
         raise NotFoundError(f"operator {email!r} not found")

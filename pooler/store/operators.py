@@ -7,8 +7,15 @@ from typing import Final
 from psycopg.rows import class_row
 
 from pooler.crypto import hash_password, verify_password
-from pooler.store.common import ConflictError, Conn, InvalidInputError, record_change
+from pooler.store.common import (
+    ConflictError,
+    Conn,
+    InvalidInputError,
+    check_printable,
+    record_change,
+)
 from pooler.store.models import Operator
+from pooler.store.text import findable
 
 ROLES: Final = ("owner", "admin")
 MIN_PASSWORD_LEN: Final = 8
@@ -16,7 +23,7 @@ OPERATOR_COLUMNS: Final = "id, email, role, status, created_at, last_login_at"
 
 
 def normalize_email(email: str) -> str:
-    email = email.strip().lower()
+    email = check_printable(email, "an operator email").strip().lower()
     local, _, domain = email.partition("@")
     if not local or not domain or len(email) > 254:
         raise InvalidInputError("an operator email looks like name@example.com")
@@ -61,6 +68,8 @@ def list_operators(conn: Conn) -> list[Operator]:
 
 def verify_operator_password(conn: Conn, email: str, password: str) -> Operator | None:
     """The active operator with this email and password, else None (no side effects)."""
+    if not findable(email):
+        return None
     row = conn.execute(
         "SELECT password_hash FROM operators WHERE email = %s AND status = 'active'",
         (email.strip().lower(),),

@@ -12,10 +12,12 @@ from pooler.store.common import (
     Conn,
     InvalidInputError,
     NotFoundError,
+    check_printable,
     record_change,
     require_choice,
 )
 from pooler.store.models import Assignment, Pool
+from pooler.store.text import findable
 
 STRATEGIES: Final = ("least_used", "round_robin", "fill_first", "weighted")
 POOL_STATUSES: Final = ("active", "disabled")
@@ -110,6 +112,8 @@ def update_pool(
 
 
 def get_pool(conn: Conn, name: str) -> Pool:
+    if not findable(name):
+        raise NotFoundError("pool not found (the name holds a NUL or an invalid character)")
     cur = conn.cursor(row_factory=class_row(Pool))
     pool = cur.execute(f"SELECT {POOL_COLUMNS} FROM pools WHERE name = %s", (name,)).fetchone()
     if pool is None:
@@ -163,6 +167,7 @@ def set_assignment(
 
 
 def _check_name(name: str) -> None:
+    check_printable(name, "a pool name")
     if not name or name != name.strip() or len(name) > 64:
         raise InvalidInputError("a pool name is 1 to 64 characters, without surrounding spaces")
 

@@ -16,6 +16,7 @@ from uuid import UUID
 
 from pooler.db import notify
 from pooler.store.common import QUOTA_CHANNEL, Conn
+from pooler.store.text import storable
 
 SOURCES: Final = ("headers", "event", "error", "usage_api")
 
@@ -74,13 +75,13 @@ def record_quota(
                 [
                     (
                         account_id,
-                        w.family[:100],
+                        storable(w.family, 100),
                         w.window,
                         max(0.0, min(1000.0, w.used_percent)),
-                        w.window_minutes,
+                        _positive_int(w.window_minutes),
                         w.reset_at,
                         w.observed_at,
-                        w.limit_name[:200] if w.limit_name else None,
+                        storable(w.limit_name or None, 200),
                         w.source if w.source in SOURCES else "headers",
                     )
                     for w in windows
@@ -99,12 +100,17 @@ def record_quota(
                     account_id,
                     credits.has_credits,
                     credits.unlimited,
-                    credits.balance[:64] if credits.balance else None,
+                    storable(credits.balance or None, 64),
                     credits.observed_at,
                 ),
             )
     notify(conn, QUOTA_CHANNEL, f"{account_id}/{origin}" if origin else str(account_id))
     return True
+
+
+def _positive_int(value: int | None) -> int | None:
+    """What the column's CHECK and type allow (the upstream chose the number)."""
+    return value if value is not None and 0 < value < 2**31 else None
 
 
 def load_quota(conn: Conn, account_ids: Sequence[UUID] | None = None) -> dict[UUID, AccountQuota]:

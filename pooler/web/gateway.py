@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -21,6 +22,7 @@ from pooler.actors.log_writer import LogWriter
 from pooler.actors.pool import AccountDeps, PoolSupervisor
 from pooler.actors.runtime import call
 from pooler.actors.scheduler import Job, Scheduler
+from pooler.actors.write_split import write_splitting
 from pooler.config import Config
 from pooler.crypto import Keyring
 from pooler.db import Database
@@ -36,7 +38,7 @@ from pooler.web.catalog import CATALOG_REFRESH_S, ModelCatalog
 from pooler.web.keys import KeyCache
 from pooler.web.loop_lag import LoopLagMonitor
 from pooler.web.metrics import Metrics
-from pooler.web.request_record import RequestRecord, log_line
+from pooler.web.request_record import RequestRecord, log_line, reduced_record
 from pooler.web.settings import GatewaySettings
 
 log = logging.getLogger("pooler.gateway")
@@ -78,7 +80,9 @@ class Gateway:
         )
         self.supervisor = self.pool_supervisor.mailbox
         self.catalog = ModelCatalog(self.pool_supervisor)
-        self.log_writer: LogWriter[RequestRecord] = LogWriter(self._write_logs)
+        self.log_writer: LogWriter[RequestRecord] = LogWriter(
+            self._write_logs, reduce=reduced_record
+        )
         self.loop_lag = LoopLagMonitor()
         self.metrics = Metrics(self._metrics_state)
         self._http = httpx.Client(timeout=20.0)
@@ -92,6 +96,7 @@ class Gateway:
         # One write-behind at a time: a flush returns only once what it took, and what an
         # earlier flush had taken, is stored (a caller may rely on it, e.g. before a stop).
         self._write_behind_lock = trio.Lock()
+        self.write_behind_refused: Counter[str] = Counter()
         # Names this process in its NOTIFY payloads, so it skips its own announcements.
         self.node_id = os.urandom(6).hex()
         self._pins_read_up_to: dict[str, datetime] = {}
@@ -290,10 +295,21 @@ class Gateway:
         pins = await call(self.supervisor, m.TakeDirtyPins, timeout=APPLY_CONFIG_TIMEOUT_S)
         if not pins:
             return
+
+        async def write(some: Sequence[runtime_store.Pin]) -> None:
+            await self.db.run(lambda conn: runtime_store.store_pins(conn, some, self.node_id))
+
         try:
-            await self.db.run(lambda conn: runtime_store.store_pins(conn, pins, self.node_id))
+            refused = await write_splitting(write, pins)
+            self._count_refused("pins", refused)
         except Exception as exc:  # kept in memory; the next change of each pin retries
             log.warning("continuity write-behind failed: %s", type(exc).__name__)
+
+    def _count_refused(self, kind: str, refused: Sequence[object]) -> None:
+        """Write-behind items the database refused for their values: dropped, counted."""
+        if refused:
+            self.write_behind_refused[kind] += len(refused)
+            log.error("%s write-behind: %d item(s) refused by the database", kind, len(refused))
 
     async def restore_continuity(self) -> None:
         """Read the pins back at start-up, so a restart keeps conversations on their account."""
@@ -323,8 +339,14 @@ class Gateway:
         if not self._dirty_quota:
             return
         dirty, self._dirty_quota = self._dirty_quota, {}
-        try:
-            await self.db.run(lambda conn: runtime_store.store_quota(conn, dirty, self.node_id))
+
+        async def write(some: Sequence[tuple[str, list[runtime_store.QuotaNote]]]) -> None:
+            notes = dict(some)
+            await self.db.run(lambda conn: runtime_store.store_quota(conn, notes, self.node_id))
+
+        try:  # an account whose evidence is refused never holds back the others
+            refused_quota = await write_splitting(write, list(dirty.items()))
+            self._count_refused("quota", refused_quota)
         except Exception as exc:
             log.warning("quota write-behind failed: %s", type(exc).__name__)
             for account_id, notes in dirty.items():
@@ -344,6 +366,9 @@ class Gateway:
             "log_pending": self.log_writer.pending,
             "log_written": self.log_writer.written,
             "log_dropped": self.log_writer.dropped,
+            "log_reduced": self.log_writer.reduced,
+            "log_refused": self.log_writer.refused,
+            "write_behind_refused": dict(self.write_behind_refused),
             "loop_lag": {q: self.loop_lag.quantile(q) for q in (0.5, 0.99, 1.0)},
             "circuits": Counter(
                 (route_class, circuit.state)

@@ -97,6 +97,24 @@ class GatewayCollector(Collector):
             "Request-log rows dropped (buffer full)",
             value=state["log_dropped"],
         )
+        yield CounterMetricFamily(
+            "codex_pooler_log_rows_reduced",
+            "Request-log rows the database refused, stored without client-chosen fields",
+            value=state["log_reduced"],
+        )
+        yield CounterMetricFamily(
+            "codex_pooler_log_rows_refused",
+            "Request-log rows the database refused even reduced: dropped",
+            value=state["log_refused"],
+        )
+        refused = CounterMetricFamily(
+            "codex_pooler_write_behind_refused",
+            "Write-behind items (quota evidence, continuity pins) the database refused: dropped",
+            labels=["kind"],
+        )
+        for kind in ("quota", "pins"):
+            refused.add_metric([kind], state["write_behind_refused"].get(kind, 0))
+        yield refused
 
 
 class Metrics:

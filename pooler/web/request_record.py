@@ -7,6 +7,7 @@ Never holds bodies, prompts, tokens or raw keys: only what DESIGN §3 allows.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -91,6 +92,24 @@ def log_line(record: RequestRecord) -> None:
             record.account_label or "-",
             record.request_id,
         )
+
+
+def reduced_record(record: RequestRecord) -> RequestRecord:
+    """The record without anything a client or an upstream chose (model, user agent,
+    labels, attempts...): what is stored when the database refuses the full row."""
+    return dataclasses.replace(
+        record,
+        key_prefix=None,
+        model=None,
+        error_code="log_row_reduced",
+        account_label=None,
+        usage=None,
+        exclusions={},
+        user_agent=None,
+        attempts=[],
+        continuity=None,
+        continuity_from=None,
+    )
 
 
 class AnsweredRequest:

@@ -273,7 +273,10 @@ def write_request_records(conn: Conn, records: Sequence[RequestRecord]) -> None:
         log_store.insert_attempts(conn, attempts)
 
 
-def store_pins(conn: Conn, pins: Sequence[tuple[str, bytes, str, float]], origin: str = "") -> None:
+Pin = tuple[str, bytes, str, float]  # pool id, key digest, account id, expiry
+
+
+def store_pins(conn: Conn, pins: Sequence[Pin], origin: str = "") -> None:
     from pooler.store.continuity import upsert_continuity_pins
     from pooler.store.models import ContinuityPin
 

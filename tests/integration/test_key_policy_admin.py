@@ -162,7 +162,11 @@ async def test_cli_refuses_bad_policies(cli: Cli) -> None:
     assert await cli.json("key", "list") == []
 
     await cli.ok("key", "create", "--pool", "team", "--name", "dup")
-    await cli.ok("key", "create", "--pool", "team", "--name", "dup")
+    # A second active key of the same name in one Pool is refused; another Pool may have it.
+    assert "already has an active key named" in await cli.refused(
+        "key", "create", "--pool", "team", "--name", "dup"
+    )
+    await cli.ok("key", "create", "--pool", "other", "--name", "dup")
     other = await cli.json("key", "create", "--pool", "other", "--name", "solo")
     err = await cli.refused("key", "update", "dup", "--allowed-models", "gpt-5.5")
     assert "several active keys" in err

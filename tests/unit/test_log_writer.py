@@ -1,0 +1,144 @@
+"""LogWriter: one row the database refuses never wedges it; rows are written promptly;
+a graceful stop (cancellation) writes every buffered row. The database boundary is a fake
+`write_batch` that refuses a poison row, as PostgreSQL refuses a NUL."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import trio
+import trio.testing
+
+from pooler.actors.log_writer import LogWriter
+from pooler.actors.write_split import write_splitting
+from pooler.db import DatabaseDataError, DatabaseUnavailable
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    n: int
+    text: str = "ok"
+
+
+class FakeTable:
+    """Stores rows like an idempotent INSERT; refuses a batch holding a poison text (a
+    data error), or everything while `away` (the database unreachable)."""
+
+    def __init__(self, poison: str = "\x00") -> None:
+        self.rows: dict[int, Row] = {}
+        self.poison = poison
+        self.away = False
+        self.writes = 0
+
+    async def write(self, batch: Sequence[Row]) -> None:
+        await trio.lowlevel.checkpoint()
+        self.writes += 1
+        if self.away:
+            raise DatabaseUnavailable("database unavailable")
+        if any(self.poison in row.text for row in batch):
+            raise DatabaseDataError("database refused the values (22021: ...)")
+        for row in batch:
+            self.rows.setdefault(row.n, row)
+
+
+def reduce(row: Row) -> Row:
+    return Row(row.n, "reduced")
+
+
+async def test_split_writes_everything_but_the_refused_rows() -> None:
+    table = FakeTable()
+    rows = [Row(i, "x\x00" if i in (3, 77) else "ok") for i in range(100)]
+    refused = await write_splitting(table.write, rows)
+    assert [r.n for r in refused] == [3, 77]
+    assert sorted(table.rows) == [i for i in range(100) if i not in (3, 77)]
+    assert table.writes < 40  # halves, not one write per row
+
+
+async def test_split_leaves_an_outage_to_the_caller() -> None:
+    table = FakeTable()
+    table.away = True
+    try:
+        await write_splitting(table.write, [Row(1)])
+    except DatabaseUnavailable:
+        pass
+    else:
+        raise AssertionError("an outage must propagate")
+
+
+async def test_a_poison_row_is_stored_reduced_and_the_rest_written(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    table = FakeTable()
+    writer: LogWriter[Row] = LogWriter(table.write, reduce=reduce)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        writer.enqueue(Row(1))
+        writer.enqueue(Row(2, "model x\x00"))
+        writer.enqueue(Row(3))
+        await trio.sleep(1)
+        assert writer.pending == 0
+        assert table.rows[2].text == "reduced" and writer.reduced == 1
+        writer.enqueue(Row(4))  # the writer is not wedged: the next row goes in
+        await trio.sleep(1)
+        assert sorted(table.rows) == [1, 2, 3, 4]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_row_refused_even_reduced_is_dropped_and_counted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    table = FakeTable(poison="!")
+    writer: LogWriter[Row] = LogWriter(table.write, reduce=lambda row: row)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        for i in range(10):
+            writer.enqueue(Row(i, "!" if i == 5 else "ok"))
+        await trio.sleep(1)
+        assert writer.pending == 0 and writer.refused == 1
+        assert sorted(table.rows) == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+        nursery.cancel_scope.cancel()
+
+
+async def test_rows_are_written_promptly_when_idle(autojump_clock: trio.testing.MockClock) -> None:
+    table = FakeTable()
+    writer: LogWriter[Row] = LogWriter(table.write)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        writer.enqueue(Row(1))
+        start = trio.current_time()
+        while 1 not in table.rows:
+            await trio.sleep(0.001)
+        # Virtual time: the row waited the linger (5 ms), not a 0.25 s flush interval.
+        assert trio.current_time() - start <= writer.linger + 0.002
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_outage_keeps_rows_and_a_stop_writes_them_all(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    table = FakeTable()
+    writer: LogWriter[Row] = LogWriter(table.write, reduce=reduce, batch_size=7)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        table.away = True
+        for i in range(50):
+            writer.enqueue(Row(i, "x\x00" if i == 20 else "ok"))
+        await trio.sleep(3)
+        assert writer.pending == 50 and not table.rows
+        table.away = False
+        nursery.cancel_scope.cancel()  # a graceful stop: the final flush writes them all
+    assert writer.pending == 0
+    assert sorted(table.rows) == list(range(50)) and table.rows[20].text == "reduced"
+
+
+async def test_a_stop_right_after_enqueue_loses_nothing() -> None:
+    table = FakeTable()
+    writer: LogWriter[Row] = LogWriter(table.write)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            for i in range(1234):
+                writer.enqueue(Row(i))
+            nursery.cancel_scope.cancel()
+    assert len(table.rows) == 1234
