@@ -39,7 +39,7 @@ async def test_sigterm_right_after_traffic_loses_no_log_row(db_url: str, tmp_pat
                 **os.environ,
                 "DATABASE_URL": db_url,
                 "CODEX_POOLER_DATA_DIR": str(config.data_dir),
-                "CODEX_POOLER_SECRET_KEY": config.secret_key.decode(),
+                "CODEX_POOLER_SECRET_KEY": base64.b64encode(config.secret_key).decode(),
                 "CODEX_POOLER_UPSTREAM_SECRET_KEY": base64.b64encode(
                     config.upstream_secret_key
                 ).decode(),
