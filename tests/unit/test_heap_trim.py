@@ -37,4 +37,3 @@ def test_a_grown_heap_is_trimmed_once() -> None:
     for _ in range(3):  # quiet: free stays counted, but nothing grew
         assert not trimmer.trim_if_worth_it()
     assert heap.trims == 1
-
