@@ -7,7 +7,8 @@
     │   ├── ReasoningEffortNotAllowed   400 reasoning_effort_not_allowed
     │   ├── ModelNotFound               400 model_not_found (no account in the Pool serves it)
     │   ├── UnsupportedMediaType        415 unsupported_media_type
-    │   └── BodyTooLarge                413 request_too_large
+    │   ├── BodyTooLarge                413 request_too_large
+    │   └── RequestTimeout              408 request_timeout (the connection is closed)
     ├── AuthError                       401 authentication_error
     │   ├── ApiKeyMissing               401 api_key_missing
     │   └── ApiKeyInvalid               401 api_key_invalid
@@ -126,6 +127,16 @@ class UnsupportedMediaType(BadRequest):
 class BodyTooLarge(BadRequest):
     status = 413
     code = "request_too_large"
+
+
+class RequestTimeout(BadRequest):
+    """The request body did not arrive within its deadline; the rest is not read."""
+
+    status = 408
+    code = "request_timeout"
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [*super().headers(), (b"connection", b"close")]
 
 
 class AuthError(PoolerError):

@@ -12,7 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-ROUTE_CLASSES = ("responses", "stream", "compact", "control", "files", "audio", "websocket")
+ROUTE_CLASSES = (
+    "body",
+    "responses",
+    "stream",
+    "compact",
+    "control",
+    "files",
+    "audio",
+    "websocket",
+)
 
 
 class SettingsError(ValueError):
@@ -31,7 +40,10 @@ class Bulkhead:
 # The reference (inventory §6) admits 32 plain and 24 streaming requests per node; a Trio
 # process holds thousands of idle streams cheaply (DESIGN §9), so streams get room for that
 # and the bulkhead guards memory rather than throughput. The smaller classes match it.
+# `body` admits the Responses-shaped routes while they read, decode and parse a body (their
+# class, stream or not, is in the body): it bounds the bodies being decoded at once.
 DEFAULT_BULKHEADS: Mapping[str, Bulkhead] = {
+    "body": Bulkhead(64, 1024, 10.0),
     "responses": Bulkhead(512, 1024, 10.0),
     "stream": Bulkhead(8192, 1024, 10.0),
     "compact": Bulkhead(8, 32, 10.0),
@@ -50,6 +62,11 @@ class InstanceSettings:
     demotion_seconds: float = 60.0
     usage_poll_interval_seconds: float = 60.0
     quota_freshness_seconds: float = 900.0
+    # Request bodies (DESIGN §8): a body must arrive within the deadline, and a compressed
+    # one may not decode past either bound (the reference's 64 MiB and 200:1).
+    body_read_timeout_seconds: float = 30.0
+    max_decompressed_body_bytes: int = 64 * 1024 * 1024
+    max_decompression_ratio: float = 200.0
     bulkheads: Mapping[str, Bulkhead] = field(default_factory=lambda: dict(DEFAULT_BULKHEADS))
 
 
@@ -60,6 +77,9 @@ _RANGES: Mapping[str, tuple[type, float, float]] = {
     "demotion_seconds": (float, 0, 3600),
     "usage_poll_interval_seconds": (float, 5, 86_400),
     "quota_freshness_seconds": (float, 30, 86_400),
+    "body_read_timeout_seconds": (float, 0.1, 3600),
+    "max_decompressed_body_bytes": (int, 1024, 1024**3),
+    "max_decompression_ratio": (float, 1, 100_000),
 }
 _BULKHEAD_RANGES: Mapping[str, tuple[type, float, float]] = {
     "concurrency": (int, 1, 100_000),
@@ -74,8 +94,12 @@ def _number(key: str, value: Any, kind: type, low: float, high: float) -> int | 
     if kind is int and value != int(value):
         raise SettingsError(f"{key} must be a whole number")
     if not low <= value <= high:
-        raise SettingsError(f"{key} must be between {low:g} and {high:g}")
+        raise SettingsError(f"{key} must be between {_shown(low)} and {_shown(high)}")
     return int(value) if kind is int else float(value)
+
+
+def _shown(bound: float) -> str:
+    return str(int(bound)) if bound == int(bound) else f"{bound:g}"
 
 
 def _bulkhead(route_class: str, raw: Any, base: Bulkhead) -> Bulkhead:

@@ -122,6 +122,11 @@ def hypercorn_config(host: str, port: int, *, graceful_timeout: float = 5.0) -> 
     # Hypercorn closes a keep-alive connection after 1,000 requests by default (DESIGN §9).
     config.keep_alive_max_requests = 1_000_000_000
     config.keep_alive_timeout = 75.0
+    # A request head must arrive within keep_alive_timeout (Hypercorn's idle timer runs until
+    # it is complete) and 16 KiB; a body has its own deadline (pooler.web.request_body). No
+    # read_timeout: it is per receive on every connection, and would end a silent client's
+    # SSE stream or websocket.
+    config.h11_max_incomplete_size = 16 * 1024
     config.graceful_timeout = graceful_timeout
     config.include_server_header = False
     config.websocket_ping_interval = None

@@ -1,4 +1,5 @@
-"""Small ASGI helpers for the runtime routes: headers, bodies, JSON answers.
+"""Small ASGI helpers for the runtime routes: headers and JSON answers (bodies are read in
+request_body.py).
 
 The runtime routes are plain ASGI (no framework on the hot path): every microsecond there is
 added latency for every request.
@@ -10,9 +11,8 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 import orjson
-import zstandard
 
-from pooler.errors import BadRequest, BodyTooLarge, PoolerError
+from pooler.errors import PoolerError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -40,42 +40,6 @@ def headers_dict(scope: Scope, names: Iterable[bytes]) -> dict[bytes, bytes]:
         if key in wanted and key not in found:
             found[key] = bytes(value)
     return found
-
-
-async def read_body(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge(f"request body is larger than {limit} bytes")
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def decode_content(body: bytes, encoding: bytes | None, limit: int) -> bytes:
-    if not encoding or encoding.lower() == b"identity":
-        return body
-    if encoding.lower() != b"zstd":
-        raise BadRequest(
-            f"unsupported Content-Encoding {encoding.decode('latin-1')!r} (only zstd)",
-            code="unsupported_content_encoding",
-        )
-    try:
-        reader = zstandard.ZstdDecompressor().stream_reader(body)
-        out = reader.read(limit + 1)
-    except zstandard.ZstdError as exc:
-        raise BadRequest("the zstd request body could not be decoded", code="invalid_body") from exc
-    if len(out) > limit:
-        raise BodyTooLarge(f"decoded request body is larger than {limit} bytes")
-    return out
 
 
 async def send_json(

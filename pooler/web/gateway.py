@@ -35,6 +35,7 @@ from pooler.upstream.http1 import UpstreamPool
 from pooler.web import runtime_store
 from pooler.web.admission import Admission
 from pooler.web.catalog import CATALOG_REFRESH_S, ModelCatalog
+from pooler.web.heap_trim import TRIM_INTERVAL_S, HeapTrimmer
 from pooler.web.keys import KeyCache
 from pooler.web.loop_lag import LoopLagMonitor
 from pooler.web.metrics import Metrics
@@ -103,8 +104,10 @@ class Gateway:
         self._quota_from_peers: set[str] = set()
         self._pins_from_peers: set[str] = set()
         self._peer_news = trio.Event()
+        self.heap_trimmer = HeapTrimmer()  # memory freed by large bodies goes back
         self.scheduler = Scheduler(
             [
+                Job("heap_trim", TRIM_INTERVAL_S, self.heap_trimmer.run),
                 Job("usage_tick", USAGE_TICK_S, self._usage_tick),
                 Job("write_behind", WRITE_BEHIND_INTERVAL_S, self.flush_write_behind),
                 Job("model_catalog", CATALOG_REFRESH_S, self.catalog.refresh, timeout_s=120.0),

@@ -27,7 +27,7 @@ from pooler.protocol.file_ids import check_file_id
 from pooler.routing.circuit import CONTROL, RESPONSES
 from pooler.upstream.errors import UpstreamTransportError
 from pooler.upstream.http1 import UpstreamPool, UpstreamResponse
-from pooler.web.asgi import Receive, Scope, Send, header, read_body
+from pooler.web.asgi import Receive, Scope, Send, header
 from pooler.web.backend_codex.upstream_exchange import (
     FORWARDED_REQUEST_HEADERS,
     classify_failure,
@@ -42,6 +42,7 @@ from pooler.web.leasing import (
     pin,
     release,
 )
+from pooler.web.request_body import read_raw_body
 from pooler.web.request_record import AnsweredRequest, AttemptRecord, RequestRecord
 
 if TYPE_CHECKING:
@@ -149,10 +150,9 @@ class RelayRoute:
             key, pool = gw.keys.authenticate(header(scope, b"authorization"))
             record.pool_id, record.key_prefix = pool.pool_id, key.prefix
             target, hard_key = self.target(scope)
-            limit = spec.max_body if spec.max_body is not None else gw.settings.max_body_bytes
-            body = await read_body(receive, limit)
             attempts = LeaseAttempts(pool.pool_id, (), hard_key, route_class=spec.route_class)
-            async with gw.admission.admit("responses"):
+            async with gw.admission.admit("responses"):  # before the body costs memory
+                body = await read_raw_body(gw, receive, spec.max_body)
                 await self._attempts(scope, send, record, attempts, target, body)
 
     def target(self, scope: Scope) -> tuple[str, bytes | None]:

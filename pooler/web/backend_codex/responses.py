@@ -26,9 +26,7 @@ from pooler.web.asgi import (
     Receive,
     Scope,
     Send,
-    decode_content,
     header,
-    read_body,
     send_bytes,
     send_json,
 )
@@ -48,6 +46,7 @@ from pooler.web.leasing import (
     refreshed_lease,
     release,
 )
+from pooler.web.request_body import BODY, read_decoded_body
 from pooler.web.request_record import AnsweredRequest, AttemptRecord, RequestRecord
 
 if TYPE_CHECKING:
@@ -68,6 +67,15 @@ def parse_object(body: bytes) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise InvalidJson("the request body must be a JSON object")
     return payload
+
+
+def dump_payload(payload: dict[str, Any]) -> bytes:
+    """A client's parsed payload written back as JSON. orjson reads 1,024 levels of nesting
+    but writes only 254: a body between the two is the client's error, not ours."""
+    try:
+        return orjson.dumps(payload)
+    except orjson.JSONEncodeError as exc:
+        raise InvalidJson("the request body is nested too deeply") from exc
 
 
 def parse_payload(body: bytes) -> dict[str, Any]:
@@ -145,7 +153,7 @@ def streaming_body(body: bytes, payload: dict[str, Any]) -> bytes:
         separator = b"" if rest.startswith(b"}") else b","
         return body[:start] + b'"stream":true' + separator + body[start:]
     payload["stream"] = True
-    return orjson.dumps(payload)
+    return dump_payload(payload)
 
 
 def check_content_type(scope: Scope) -> None:
@@ -162,12 +170,10 @@ def start_record(gw: Gateway, scope: Scope, route: str, transport: str) -> Reque
 
 
 async def read_json_body(gw: Gateway, scope: Scope, receive: Receive) -> bytes:
-    """A JSON request body, size-bounded and decompressed (zstd) as the client sent it."""
+    """A JSON request body, size-bounded and decompressed (zstd) as the client sent it.
+    Call it holding a `body` admission slot."""
     check_content_type(scope)
-    limit = gw.settings.max_body_bytes
-    return decode_content(
-        await read_body(receive, limit), header(scope, b"content-encoding"), limit
-    )
+    return await read_decoded_body(gw, scope, receive)
 
 
 async def read_json_request(
@@ -177,11 +183,12 @@ async def read_json_request(
     sent, the parsed payload)."""
     key, pool = gw.keys.authenticate(header(scope, b"authorization"))
     record.pool_id, record.key_prefix = pool.pool_id, key.prefix
-    body = await read_json_body(gw, scope, receive)
-    payload = parse_payload(body)
+    async with gw.admission.admit(BODY):  # before the body costs memory
+        body = await read_json_body(gw, scope, receive)
+        payload = parse_payload(body)
     record.model = payload["model"]
     if apply_key_policy(key, payload):  # the key enforces a reasoning effort
-        body = orjson.dumps(payload)
+        body = dump_payload(payload)
     return pool.pool_id, body, payload
 
 

@@ -22,7 +22,6 @@ from pooler.web.asgi import (
     Scope,
     Send,
     header,
-    read_body,
     send_bytes,
     send_json,
 )
@@ -32,6 +31,7 @@ from pooler.web.leasing import LeaseAttempts
 from pooler.web.openai_v1.auth import authenticate_v1
 from pooler.web.openai_v1.backend_call import CallFailed, LeasedCall
 from pooler.web.openai_v1.multipart import Part, boundary_of, encode_form, parse_form
+from pooler.web.request_body import read_raw_body
 from pooler.web.request_record import AnsweredRequest, RequestRecord
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class V1TranscriptionsRoute:
             record.pool_id, record.key_prefix = pool.pool_id, key.prefix
             boundary = boundary_of(header(scope, b"content-type"))
             async with gw.admission.admit("audio"):  # bounds the audio held in memory
-                form = parse_form(await read_body(receive, gw.settings.max_body_bytes), boundary)
+                form = parse_form(await read_raw_body(gw, receive), boundary)
                 model, parts, response_format = transcription_form(form)
                 del form
                 record.model = model

@@ -44,7 +44,6 @@ from pooler.web.asgi import (
     Scope,
     Send,
     header,
-    read_body,
     send_json,
 )
 from pooler.web.backend_codex.relay import account_headers, file_key, run_attempts
@@ -53,6 +52,7 @@ from pooler.web.openai_v1.auth import authenticate_v1
 from pooler.web.openai_v1.backend_call import CallFailed, LeasedCall
 from pooler.web.openai_v1.file_form import Upload, check_purpose, upload_of
 from pooler.web.openai_v1.multipart import boundary_of, parse_form
+from pooler.web.request_body import read_raw_body
 from pooler.web.request_record import AnsweredRequest, RequestRecord
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ class V1FilesRoute:
         boundary = boundary_of(header(scope, b"content-type"))
         stored: list[store.FileRecord] = []
         async with gw.admission.admit("files"):  # bounds the bodies held in memory
-            form = parse_form(await read_body(receive, gw.settings.max_body_bytes), boundary)
+            form = parse_form(await read_raw_body(gw, receive), boundary)
             upload = upload_of(form)
             attempts = LeaseAttempts(pool_id, (), None, route_class=CONTROL)
 

@@ -8,8 +8,6 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from pooler.errors import BadRequest
 from pooler.translate import (
     ImageInput,
@@ -19,11 +17,12 @@ from pooler.translate import (
     images_generation_request,
     normalize_responses_request,
 )
-from pooler.web.asgi import Receive, Scope, header, read_body
+from pooler.web.asgi import Receive, Scope, header
 from pooler.web.backend_codex.responses import (
     Presenter,
     ProxiedRequest,
     ResponsesRoute,
+    dump_payload,
     parse_object,
     read_json_body,
 )
@@ -32,6 +31,7 @@ from pooler.web.keys import KeyInfo
 from pooler.web.openai_v1.auth import authenticate_v1
 from pooler.web.openai_v1.multipart import Part, boundary_of, parse_parts
 from pooler.web.openai_v1.presenters import ChatPresenter, ImagesPresenter, ResponsesPresenter
+from pooler.web.request_body import BODY, read_raw_body
 from pooler.web.request_record import RequestRecord
 
 if TYPE_CHECKING:
@@ -61,7 +61,9 @@ class V1Route(ResponsesRoute):
         gw = self.gw
         key, pool = authenticate_v1(gw, scope)
         record.pool_id, record.key_prefix = pool.pool_id, key.prefix
-        normalized = self._translate(parse_object(await read_json_body(gw, scope, receive)))
+        async with gw.admission.admit(BODY):  # before the body costs memory
+            payload = parse_object(await read_json_body(gw, scope, receive))
+        normalized = self._translate(payload)
         record.stream = normalized.client_stream
         return self._proxied(key, pool.pool_id, normalized, record)
 
@@ -72,7 +74,7 @@ class V1Route(ResponsesRoute):
         payload = normalized.body
         record.model = payload["model"]  # what the upstream is asked for
         apply_key_policy(key, payload, effort_param=self._effort_param)
-        return ProxiedRequest(pool_id, orjson.dumps(payload), payload, self._present(normalized))
+        return ProxiedRequest(pool_id, dump_payload(payload), payload, self._present(normalized))
 
 
 class ImageEditsRoute(V1Route):
@@ -95,8 +97,8 @@ class ImageEditsRoute(V1Route):
         key, pool = authenticate_v1(gw, scope)
         record.pool_id, record.key_prefix = pool.pool_id, key.prefix
         boundary = boundary_of(content_type)
-        body = await read_body(receive, gw.settings.max_body_bytes)
-        parts = parse_parts(body, boundary, "image")
+        async with gw.admission.admit(BODY):
+            parts = parse_parts(await read_raw_body(gw, receive), boundary, "image")
         images = [_image(part) for part in parts if part.name in IMAGE_FIELDS]
         masks = [_image(part) for part in parts if part.name == "mask"]
         fields: dict[str, Any] = {}
