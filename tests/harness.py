@@ -215,6 +215,28 @@ async def run_process(
                 await proc.wait()
 
 
+async def run_client(
+    argv: list[str], env: dict[str, str], seconds: float, cwd: Path | None = None
+) -> tuple[int, str, str]:
+    """Run an external client to its end (stdin empty, within `seconds`): its exit code,
+    stripped stdout and stderr."""
+    with trio.fail_after(seconds):
+        result = await trio.run_process(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdin=b"",
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    return (
+        result.returncode,
+        result.stdout.decode(errors="replace").strip(),
+        result.stderr.decode(errors="replace"),
+    )
+
+
 async def wait_for_line(proc: trio.Process, needle: bytes, seconds: float) -> bytes:
     """Read the process's output until `needle` shows up; what was read."""
     assert proc.stdout is not None

@@ -10,8 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-import trio
-from harness import open_stack, require_tool
+from harness import open_stack, require_tool, run_client
 
 CN_VERSION = "1.5.47"
 
@@ -38,21 +37,7 @@ models:
 
 
 async def run_cn(cn: str, env: dict[str, str], cwd: Path, *args: str) -> tuple[int, str, str]:
-    with trio.fail_after(90):
-        result = await trio.run_process(
-            [cn, *args],
-            env=env,
-            cwd=cwd,
-            stdin=b"",
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
-    return (
-        result.returncode,
-        result.stdout.decode(errors="replace").strip(),
-        result.stderr.decode(errors="replace"),
-    )
+    return await run_client([cn, *args], env, 90, cwd)
 
 
 async def test_continue_cli_plain_and_with_its_read_tool(

@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import trio
-from harness import Stack, open_stack
+from harness import Stack, open_stack, run_client
 
 LLM_VERSION = "0.36"
 WEATHER = 'def get_weather(city: str) -> str:\n    return "sunny in " + city'
@@ -54,20 +53,7 @@ def models_yaml(base_url: str) -> str:
 
 
 async def run_llm(llm: str, env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    with trio.fail_after(60):
-        result = await trio.run_process(
-            [llm, *args],
-            env=env,
-            stdin=b"",
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
-    return (
-        result.returncode,
-        result.stdout.decode(errors="replace").strip(),
-        result.stderr.decode(errors="replace"),
-    )
+    return await run_client([llm, *args], env, 60)
 
 
 async def test_llm_chat_and_responses_models_with_a_tool_round_trip(

@@ -59,13 +59,14 @@ DONE, FAILOVER, RETRY_AUTH = "done", "failover", "retry_auth"
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
 
-def parse_object(body: bytes) -> dict[str, Any]:
+def parse_object(body: bytes | str, what: str = "the request body") -> dict[str, Any]:
+    """`body` (a request body or a websocket frame) as a JSON object, else InvalidJson."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidJson("the request body is not valid JSON") from exc
+        raise InvalidJson(f"{what} is not valid JSON") from exc
     if not isinstance(payload, dict):
-        raise InvalidJson("the request body must be a JSON object")
+        raise InvalidJson(f"{what} must be a JSON object")
     return payload
 
 

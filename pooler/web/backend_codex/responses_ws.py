@@ -53,7 +53,7 @@ from pooler.upstream.websocket import (
 )
 from pooler.upstream.ws_client import WebsocketClosed, WebsocketProtocolError, WebsocketRejected
 from pooler.web.asgi import Receive, Scope, Send, header
-from pooler.web.backend_codex.responses import continuity_keys
+from pooler.web.backend_codex.responses import continuity_keys, parse_object
 from pooler.web.backend_codex.upstream_exchange import (
     FORWARDED_REQUEST_HEADERS,
     classify_failure,
@@ -114,12 +114,7 @@ def client_frame(text: str) -> dict[str, Any] | None:
     BadRequest, as the HTTP route refuses such a body), never relayed: the gateway cannot
     tell whether it starts a turn, and a parser upstream that is more lenient than orjson
     (`NaN`, lone surrogates, deeper nesting) could read one the key's policy never saw."""
-    try:
-        payload = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidJson("the frame is not valid JSON") from exc
-    if not isinstance(payload, dict):
-        raise InvalidJson("the frame must be a JSON object")
+    payload = parse_object(text, "the frame")
     kind = payload.get("type")
     if not isinstance(kind, str):
         raise BadRequest("a frame's 'type' is required and must be a string", param="type")
