@@ -7,7 +7,9 @@ request carrying both Content-Length and Transfer-Encoding as chunked and keeps 
 connection open. Hypercorn (0.18) gives an application no say before h11 has framed the
 request, so its h11 connection is replaced by `StrictServerConnection`, which refuses
 those shapes; h11 then reports a protocol error, and Hypercorn answers 400 with
-`connection: close` and closes (its error answer gets an OpenAI-shaped body here too).
+`connection: close` and closes (its error answer gets an OpenAI-shaped body here too). A
+response that starts before its request's body has all arrived says `connection: close`
+too, since Hypercorn closes such a connection.
 h11 itself already refuses conflicting or invalid Content-Length values (400) and any
 Transfer-Encoding other than exactly `chunked` (501). Only the server side is changed:
 the gateway's own HTTP/1 client and any other h11 user in the process read as before.
@@ -96,6 +98,16 @@ class StrictServerConnection(h11.Connection):
         super().__init__(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
         self._receive_buffer = StrictReceiveBuffer()
 
+    def send(self, event: Any) -> bytes | None:  # type: ignore[override]
+        # Hypercorn closes the connection after a response that ended before the request's
+        # body did (a 401, 413 or 408 answered without reading it all), without saying so:
+        # a client that finished sending would reuse the connection and lose its next
+        # request. Such a response says `connection: close` (RFC 9112 §9.6).
+        if type(event) is h11.Response and self.their_state is not h11.DONE:
+            event = closing(event)
+        sent: bytes | None = super().send(event)
+        return sent
+
     def _extract_next_receive_event(self) -> Any:
         # Called inside next_event's error handling: a refusal here puts the peer in ERROR
         # and reaches Hypercorn as a RemoteProtocolError, like h11's own refusals.
@@ -103,6 +115,18 @@ class StrictServerConnection(h11.Connection):
         if type(event) is h11.Request:
             check_request_framing(event)
         return event
+
+
+def closing(response: h11.Response) -> h11.Response:
+    """`response` with `connection: close` among its headers."""
+    headers = list(response.headers)
+    if any(name == b"connection" and b"close" in value.lower() for name, value in headers):
+        return response
+    return h11.Response(
+        status_code=response.status_code,
+        headers=[*headers, (b"connection", b"close")],
+        reason=response.reason,
+    )
 
 
 def refusal(status: int) -> tuple[list[tuple[bytes, bytes]], bytes]:

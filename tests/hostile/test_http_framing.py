@@ -193,3 +193,62 @@ def test_the_containments_are_installed_once() -> None:
     patched = (h11_protocol.H11Protocol.__init__, ws_stream.WSStream._handle_events)
     hypercorn_config("127.0.0.1", 0)
     assert (h11_protocol.H11Protocol.__init__, ws_stream.WSStream._handle_events) == patched
+
+
+async def read_response(stream: trio.SocketStream, client: h11.Connection) -> h11.Response:
+    """The next whole response on `stream` (its body read and dropped)."""
+    response: h11.Response | None = None
+    while True:
+        event = client.next_event()
+        if event is h11.NEED_DATA:
+            client.receive_data(await stream.receive_some(65536))
+        elif isinstance(event, h11.Response):
+            response = event
+        elif isinstance(event, h11.EndOfMessage):
+            assert response is not None
+            return response
+
+
+async def test_an_answer_before_the_whole_body_says_it_closes(db_url: str, tmp_path: Path) -> None:
+    """Hypercorn closes a connection whose response ended before the request body did; the
+    response must say so, or a client that then finishes its body reuses a dead connection.
+    A response that does not say so leaves the connection usable (tried many times: whether
+    a small body has been read when the 401 starts is a race)."""
+    async with open_stack(db_url, tmp_path) as stack:
+        partial = front(
+            b"Authorization: Bearer sk-cxp-forged\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100000\r\n\r\n",
+            b'{"model":',
+        )
+        with trio.fail_after(DEADLINE):
+            answer = await exchange(stack, partial)  # ends only when the gateway closes
+        head = answer.partition(b"\r\n\r\n")[0].lower()
+        assert head.startswith(b"http/1.1 401 "), answer[:200]
+        assert b"connection: close" in head
+
+        post = h11.Request(
+            method="POST",
+            target="/backend-api/codex/responses",
+            headers=[
+                ("host", "pooler"),
+                ("authorization", "Bearer sk-cxp-forged"),
+                ("content-type", "application/json"),
+                ("content-length", "2"),
+            ],
+        )
+        health = h11.Request(method="GET", target="/healthz", headers=[("host", "pooler")])
+        with trio.fail_after(DEADLINE):
+            for _ in range(30):
+                stream = await trio.open_tcp_stream("127.0.0.1", stack.running.port)
+                async with stream:
+                    client = h11.Connection(h11.CLIENT)
+                    for event in (post, h11.Data(data=b"{}"), h11.EndOfMessage()):
+                        await stream.send_all(client.send(event) or b"")
+                    response = await read_response(stream, client)
+                    assert response.status_code == 401
+                    if dict(response.headers).get(b"connection") == b"close":
+                        continue
+                    client.start_next_cycle()
+                    for event in (health, h11.EndOfMessage()):
+                        await stream.send_all(client.send(event) or b"")
+                    assert (await read_response(stream, client)).status_code == 200
