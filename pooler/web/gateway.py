@@ -365,6 +365,7 @@ class Gateway:
         return {
             "accounts_by_lifecycle": Counter(h.snapshot.lifecycle for h in handles),
             "in_flight": sum(h.snapshot.in_flight for h in handles),
+            "continuity_pins": sum(len(m) for m in self.pool_supervisor.continuity.values()),
             "actor_crashes": self.pool_supervisor.crashes,
             "log_pending": self.log_writer.pending,
             "log_written": self.log_writer.written,

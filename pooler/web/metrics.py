@@ -45,6 +45,11 @@ class GatewayCollector(Collector):
         yield GaugeMetricFamily(
             "codex_pooler_in_flight", "Leases in flight", value=state["in_flight"]
         )
+        yield GaugeMetricFamily(
+            "codex_pooler_continuity_pins",
+            "Conversation pins held in memory, all Pools (at most 100,000 per Pool)",
+            value=state["continuity_pins"],
+        )
         yield CounterMetricFamily(
             "codex_pooler_actor_crashes", "Account actor crashes", value=state["actor_crashes"]
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
@@ -44,6 +45,8 @@ async def test_health_readiness_and_metrics(db_url: str, tmp_path: Path) -> None
         assert 'codex_pooler_accounts{lifecycle="active"} 3.0' in metrics
         assert "codex_pooler_log_rows_dropped_total 0.0" in metrics
         assert 'codex_pooler_event_loop_lag_seconds{quantile="0.99"}' in metrics
+        pins = re.search(r"^codex_pooler_continuity_pins (\S+)$", metrics, re.M)
+        assert pins and float(pins.group(1)) >= 1  # the response id, at least
 
 
 async def test_websocket_upgrade_only_on_the_responses_path(db_url: str, tmp_path: Path) -> None:
