@@ -9,8 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
-from pooler.cli.admin import _emit, _json, _plain, _run, _table
-from pooler.cli.run import CommandError
+from pooler.cli.common import CommandError, emit, plain, run_in_store, table, with_json
 from pooler.config import load_config
 from pooler.store import keys
 from pooler.store.common import StoreError
@@ -29,19 +28,19 @@ def register_keys(groups: Any) -> None:
         "--name", default="", help="unique among the Pool's active keys (default: unnamed)"
     )
     _key_policy_args(create, updating=False)
-    _json(create).set_defaults(handler=key_create)
+    with_json(create).set_defaults(handler=key_create)
     update = key.add_parser("update", help="change a key's model and reasoning policy")
     update.add_argument("key", help="key prefix, id or name")
     update.add_argument("--pool", help="the Pool of a key named by its name")
     _key_policy_args(update, updating=True)
-    _json(update).set_defaults(handler=key_update)
+    with_json(update).set_defaults(handler=key_update)
     lst = key.add_parser("list", help="list keys")
     lst.add_argument("--pool")
-    _json(lst).set_defaults(handler=key_list)
+    with_json(lst).set_defaults(handler=key_list)
     revoke = key.add_parser("revoke", help="revoke a key")
     revoke.add_argument("key", help="key prefix, id or name")
     revoke.add_argument("--pool", help="the Pool of a key named by its name")
-    _json(revoke).set_defaults(handler=key_revoke)
+    with_json(revoke).set_defaults(handler=key_revoke)
 
 
 def _key_policy_args(parser: argparse.ArgumentParser, *, updating: bool) -> None:
@@ -64,7 +63,7 @@ def key_create(args: argparse.Namespace) -> int:
     config = load_config()
     models = _parsed(keys.parse_allowed_models, args.allowed_models)
     effort = _parsed(keys.parse_effort_policy, args.reasoning_effort)
-    raw, key = _run(
+    raw, key = run_in_store(
         lambda conn: keys.create_key(
             conn,
             config.secret_key,
@@ -76,7 +75,7 @@ def key_create(args: argparse.Namespace) -> int:
         )
     )
     if args.json:
-        return _emit(args, {"key": raw, **_plain(key)}, "")
+        return emit(args, {"key": raw, **plain(key)}, "")
     print(raw)
     print(
         f"(key {key.key_prefix}… for pool {key.pool_name}: shown once, store it now)",
@@ -88,12 +87,12 @@ def key_create(args: argparse.Namespace) -> int:
 def key_update(args: argparse.Namespace) -> int:
     models = _parsed(keys.parse_allowed_models, args.allowed_models)
     effort = _parsed(keys.parse_effort_policy, args.reasoning_effort)
-    key = _run(
+    key = run_in_store(
         lambda conn: keys.update_key(
             conn, args.key, pool_name=args.pool, allowed_models=models, effort=effort, actor="cli"
         )
     )
-    return _emit(args, key, f"key {key.key_prefix} updated ({_key_policy_text(key)})")
+    return emit(args, key, f"key {key.key_prefix} updated ({_key_policy_text(key)})")
 
 
 def _parsed(parse: Callable[[str], T], text: str | None) -> T | Literal[keys.Keep.KEEP]:
@@ -114,7 +113,7 @@ def _key_policy_text(key: ApiKey) -> str:
 
 
 def key_list(args: argparse.Namespace) -> int:
-    found = _run(lambda conn: keys.list_keys(conn, args.pool))
+    found = run_in_store(lambda conn: keys.list_keys(conn, args.pool))
     rows = [
         [
             k.key_prefix,
@@ -127,9 +126,11 @@ def key_list(args: argparse.Namespace) -> int:
         for k in found
     ]
     header = ["PREFIX", "POOL", "NAME", "STATUS", "MODELS", "REASONING"]
-    return _emit(args, found, _table(rows, header))
+    return emit(args, found, table(rows, header))
 
 
 def key_revoke(args: argparse.Namespace) -> int:
-    key = _run(lambda conn: keys.revoke_key(conn, args.key, pool_name=args.pool, actor="cli"))
-    return _emit(args, key, f"key {key.key_prefix} revoked")
+    key = run_in_store(
+        lambda conn: keys.revoke_key(conn, args.key, pool_name=args.pool, actor="cli")
+    )
+    return emit(args, key, f"key {key.key_prefix} revoked")

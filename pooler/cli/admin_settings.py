@@ -8,8 +8,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from pooler.cli.admin import _emit, _json, _run, _table
-from pooler.cli.run import CommandError
+from pooler.cli.common import CommandError, emit, run_in_store, table, with_json
 from pooler.instance_settings import InstanceSettings, settings_as_dict
 from pooler.store.instance_settings import (
     get_instance_settings,
@@ -23,17 +22,17 @@ def register_settings(groups: Any) -> None:
         "settings", help="instance settings (circuits, bulkheads, usage polling)"
     ).add_subparsers(dest="action", required=True)
     show = settings.add_parser("show", help="every setting, its value and its default")
-    _json(show).set_defaults(handler=settings_show)
+    with_json(show).set_defaults(handler=settings_show)
     change = settings.add_parser(
         "set", help="change settings, e.g. bulkheads.stream.concurrency=64"
     )
     change.add_argument(
         "changes", nargs="+", metavar="KEY=VALUE", help="VALUE is read as JSON, else as text"
     )
-    _json(change).set_defaults(handler=settings_set)
+    with_json(change).set_defaults(handler=settings_set)
     reset = settings.add_parser("reset", help="put settings back to their defaults")
     reset.add_argument("keys", nargs="+", metavar="KEY")
-    _json(reset).set_defaults(handler=settings_reset)
+    with_json(reset).set_defaults(handler=settings_reset)
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
@@ -48,25 +47,25 @@ def parse_assignment(text: str) -> tuple[str, Any]:
 
 
 def settings_show(args: argparse.Namespace) -> int:
-    _, effective = _run(get_instance_settings)
+    _, effective = run_in_store(get_instance_settings)
     return _report(args, effective, _listing(effective))
 
 
 def settings_set(args: argparse.Namespace) -> int:
     changes = dict(parse_assignment(text) for text in args.changes)
-    effective = _run(lambda conn: update_instance_settings(conn, changes, actor="cli"))
+    effective = run_in_store(lambda conn: update_instance_settings(conn, changes, actor="cli"))
     return _report(args, effective, f"updated {', '.join(changes)}")
 
 
 def settings_reset(args: argparse.Namespace) -> int:
-    effective = _run(lambda conn: reset_instance_settings(conn, args.keys, actor="cli"))
+    effective = run_in_store(lambda conn: reset_instance_settings(conn, args.keys, actor="cli"))
     return _report(args, effective, f"reset {', '.join(args.keys)} to the default")
 
 
 def _report(args: argparse.Namespace, effective: InstanceSettings, text: str) -> int:
     values, defaults = _flat(settings_as_dict(effective)), _defaults()
     changed = [key for key, value in values.items() if value != defaults.get(key)]
-    return _emit(args, {"settings": settings_as_dict(effective), "changed": changed}, text)
+    return emit(args, {"settings": settings_as_dict(effective), "changed": changed}, text)
 
 
 def _listing(effective: InstanceSettings) -> str:
@@ -80,7 +79,7 @@ def _listing(effective: InstanceSettings) -> str:
         ]
         for key, value in _flat(settings_as_dict(effective)).items()
     ]
-    return _table(rows, ["KEY", "VALUE", "DEFAULT", "CHANGED"])
+    return table(rows, ["KEY", "VALUE", "DEFAULT", "CHANGED"])
 
 
 def _defaults() -> dict[str, Any]:

