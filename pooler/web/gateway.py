@@ -29,7 +29,12 @@ from pooler.db import Database
 from pooler.instance_settings import InstanceSettings
 from pooler.protocol.ratelimit import RateLimitSnapshot
 from pooler.routing.choose import PoolPolicy
-from pooler.store.common import CONTINUITY_CHANNEL, QUOTA_CHANNEL, TOKENS_CHANNEL
+from pooler.store.common import (
+    CONFIG_CHANNEL,
+    CONTINUITY_CHANNEL,
+    QUOTA_CHANNEL,
+    TOKENS_CHANNEL,
+)
 from pooler.upstream import usage_api
 from pooler.upstream.http1 import UpstreamPool
 from pooler.web import runtime_store
@@ -44,7 +49,6 @@ from pooler.web.settings import GatewaySettings
 
 log = logging.getLogger("pooler.gateway")
 
-CONFIG_CHANNEL = "pooler_config"
 RELOAD_DEBOUNCE_S = 0.05
 # Write-behind of quota evidence and continuity pins: short, so another node sees a
 # conversation's pin within about a second (DESIGN §11).

@@ -10,6 +10,8 @@ import trio
 import zstandard
 from harness import open_stack, parse_sse, responses_body
 
+from pooler.db import notify
+from pooler.store import CONFIG_CHANNEL
 from pooler.web.settings import GatewaySettings
 
 
@@ -119,7 +121,7 @@ async def test_bad_requests_get_clear_errors(
                 await stack.database.run(
                     lambda conn: (
                         conn.execute("UPDATE pools SET status = 'disabled'")
-                        and conn.execute("NOTIFY pooler_config, 'test'")
+                        and notify(conn, CONFIG_CHANNEL, "test")
                     )
                 )
                 for _ in range(100):  # the NOTIFY-driven reload takes a moment
