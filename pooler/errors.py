@@ -1,26 +1,36 @@
 """The gateway's one exception tree, mapped to the client's protocol at each surface.
 
-    PoolerError                         (status, OpenAI error type, stable code)
-    ├── BadRequest                      400 invalid_request_error
-    │   ├── InvalidJson                 400 invalid_json
-    │   ├── UnsupportedParameter        400 unsupported_parameter (param names the field)
-    │   ├── ReasoningEffortNotAllowed   400 reasoning_effort_not_allowed
-    │   ├── ModelNotFound               400 model_not_found (no account in the Pool serves it)
-    │   ├── UnsupportedMediaType        415 unsupported_media_type
-    │   ├── BodyTooLarge                413 request_too_large
-    │   └── RequestTimeout              408 request_timeout (the connection is closed)
-    ├── AuthError                       401 authentication_error
-    │   ├── ApiKeyMissing               401 api_key_missing
-    │   └── ApiKeyInvalid               401 api_key_invalid
-    ├── V1Disabled                      403 v1_compatibility_disabled
-    ├── ModelNotAllowed                 403 model_not_allowed
-    ├── NotFound                        404 not_found_error
-    │   └── UnsupportedEndpoint         404 unsupported_endpoint (any other /v1 endpoint)
-    ├── UsageLimitReached               429 usage_limit_reached (resets_at, Retry-After)
-    ├── NoEligibleBackend               503 no_eligible_backend (Retry-After)
-    ├── ServerOverloaded                503 server_is_overloaded (Retry-After)
-    └── UpstreamError                   502 upstream_error
-        └── ImageGenerationFailed       502 image_generation_failed
+Each class carries its HTTP status, its OpenAI error `type` and a stable `code` (a raise may
+name a more precise code); `body()` is the client's `{"error": {"message", "type", "code",
+"param"}}`. tests/unit/test_error_tree.py keeps this drawing equal to the classes.
+
+    (class, HTTP status, OpenAI error type, code)
+    PoolerError                       500 server_error          internal_error
+    ├── BadRequest                    400 invalid_request_error invalid_request
+    │   ├── InvalidJson               400 invalid_request_error invalid_json
+    │   ├── UnsupportedParameter      400 invalid_request_error unsupported_parameter
+    │   ├── ReasoningEffortNotAllowed 400 invalid_request_error reasoning_effort_not_allowed
+    │   ├── ModelNotFound             400 invalid_request_error model_not_found
+    │   ├── RequestTimeout            408 invalid_request_error request_timeout
+    │   ├── BodyTooLarge              413 invalid_request_error request_too_large
+    │   └── UnsupportedMediaType      415 invalid_request_error unsupported_media_type
+    ├── AuthError                     401 authentication_error  api_key_invalid
+    │   ├── ApiKeyMissing             401 authentication_error  api_key_missing
+    │   └── ApiKeyInvalid             401 authentication_error  api_key_invalid
+    ├── PoolDisabled                  403 permission_error      pool_disabled
+    ├── V1Disabled                    403 permission_error      v1_compatibility_disabled
+    ├── ModelNotAllowed               403 permission_error      model_not_allowed
+    ├── NotFound                      404 not_found_error       unsupported_endpoint
+    │   └── UnsupportedEndpoint       404 invalid_request_error unsupported_endpoint
+    ├── MethodNotAllowed              405 invalid_request_error method_not_allowed
+    ├── PinnedContinuationUnavailable 409 invalid_request_error pinned_continuation_unavailable
+    ├── WebsocketUnsupported          426 invalid_request_error websocket_unsupported
+    ├── UsageLimitReached             429 usage_limit_reached   usage_limit_reached
+    ├── UpstreamError                 502 server_error          upstream_error
+    │   └── ImageGenerationFailed     502 server_error          image_generation_failed
+    ├── NoEligibleBackend             503 server_error          no_eligible_backend
+    ├── ServiceUnavailable            503 server_error          service_unavailable
+    └── ServerOverloaded              503 server_error          server_is_overloaded
 
 No httpx, h11 or psycopg exception reaches a handler: the edges map them into this tree.
 """
@@ -130,7 +140,8 @@ class BodyTooLarge(BadRequest):
 
 
 class RequestTimeout(BadRequest):
-    """The request body did not arrive within its deadline; the rest is not read."""
+    """The request body did not arrive within its deadline; the rest is not read, and the
+    answer closes the connection."""
 
     status = 408
     code = "request_timeout"
@@ -169,6 +180,14 @@ class UnsupportedEndpoint(NotFound):
         super().__init__("Unsupported OpenAI /v1 endpoint")
 
 
+class PoolDisabled(PoolerError):
+    """The key's Pool is disabled: its keys are refused until it is enabled again."""
+
+    status = 403
+    error_type = "permission_error"
+    code = "pool_disabled"
+
+
 class V1Disabled(PoolerError):
     """The key's Pool has turned the OpenAI-compatible `/v1` surface off."""
 
@@ -189,6 +208,19 @@ class MethodNotAllowed(PoolerError):
     status = 405
     error_type = "invalid_request_error"
     code = "method_not_allowed"
+
+
+class WebsocketUnsupported(PoolerError):
+    """A websocket handshake the gateway does not take (a path without websockets, or no
+    account's upstream would open one): 426, which makes the Codex CLI fall back to HTTP at
+    once rather than retry."""
+
+    status = 426
+    error_type = "invalid_request_error"
+    code = "websocket_unsupported"
+
+    def __init__(self, message: str = "websocket transport is not available; use HTTP") -> None:
+        super().__init__(message)
 
 
 class UsageLimitReached(PoolerError):
@@ -213,6 +245,8 @@ class UsageLimitReached(PoolerError):
 
 
 class NoEligibleBackend(PoolerError):
+    """No account of the Pool can take the request now (Retry-After when one will)."""
+
     status = 503
     error_type = "server_error"
     code = "no_eligible_backend"

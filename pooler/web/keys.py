@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pooler.crypto import key_digest
-from pooler.errors import ApiKeyInvalid, ApiKeyMissing, PoolerError
+from pooler.errors import ApiKeyInvalid, ApiKeyMissing, PoolDisabled
 from pooler.routing.snapshot import normalize_scope
 from pooler.store.models import KeyEntry, Pool
 
@@ -49,12 +49,6 @@ def key_info(entry: KeyEntry) -> KeyInfo:
 
 def pool_info(pool: Pool) -> PoolInfo:
     return PoolInfo(str(pool.id), pool.name, pool.status, bool(pool.v1_enabled))
-
-
-class PoolDisabled(PoolerError):
-    status = 403
-    error_type = "permission_error"
-    code = "pool_disabled"
 
 
 class KeyCache:
