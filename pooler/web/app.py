@@ -7,14 +7,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from pooler.errors import MethodNotAllowed, NotFound, PoolerError
+from pooler.errors import MethodNotAllowed, NotFound, PoolerError, WebsocketUnsupported
 from pooler.serving import serve_lifespan
 from pooler.web.asgi import Receive, Scope, Send, send_error
 from pooler.web.backend_codex.compact import CompactRoute
 from pooler.web.backend_codex.models import ModelsRoute
 from pooler.web.backend_codex.relay import FILES_PREFIX, relay_routes
 from pooler.web.backend_codex.responses import ResponsesRoute
-from pooler.web.backend_codex.responses_ws import ResponsesWebsocketRoute
+from pooler.web.backend_codex.responses_ws import ResponsesWebsocketRoute, refuse
 from pooler.web.backend_codex.usage import UsageRoute
 from pooler.web.health import health_route, metrics_route, ready_route
 from pooler.web.openai_v1.audio import TRANSCRIPTIONS_PATH, V1TranscriptionsRoute
@@ -136,23 +136,7 @@ async def _guarded(handler: Handler, scope: Scope, receive: Receive, send: Send)
 
 
 async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
-    """Websocket Responses are not served yet: 426 makes the Codex CLI fall back to HTTP."""
+    """A websocket on a path that takes none: 426, so a client falls back to HTTP at once."""
     await receive()  # websocket.connect
-    if "websocket.http.response" in scope.get("extensions", {}):
-        body = (
-            b'{"error":{"message":"websocket transport is not available; use HTTP",'
-            b'"type":"invalid_request_error","code":"websocket_unsupported","param":null}}'
-        )
-        await send(
-            {
-                "type": "websocket.http.response.start",
-                "status": 426,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
-    else:
-        await send({"type": "websocket.close", "code": 1008})
+    refused = WebsocketUnsupported()
+    await refuse(scope, send, refused.status, refused.body_bytes(), refused.headers())

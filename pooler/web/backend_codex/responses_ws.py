@@ -36,7 +36,13 @@ import trio
 
 from pooler.actors import messages as m
 from pooler.actors.runtime import ActorDead, CallTimeout, call
-from pooler.errors import BadRequest, InvalidJson, PoolerError, ServerOverloaded
+from pooler.errors import (
+    BadRequest,
+    InvalidJson,
+    PoolerError,
+    ServerOverloaded,
+    WebsocketUnsupported,
+)
 from pooler.protocol.ratelimit import (
     RateLimitSnapshot,
     merge_snapshots,
@@ -86,10 +92,6 @@ CLOSE_NORMAL, CLOSE_POLICY, CLOSE_INTERNAL, CLOSE_RESTART, CLOSE_TRY_AGAIN = (
     1013,
 )
 BETA = (b"openai-beta", b"responses_websockets=2026-02-06")
-UPGRADE_REFUSED_BODY = (
-    b'{"error":{"message":"websocket transport is not available; use HTTP",'
-    b'"type":"invalid_request_error","code":"websocket_unsupported","param":null}}'
-)
 CLIENT_GONE, UPSTREAM_CLOSED, IDLE = "client_disconnected", "upstream_closed", "idle_timeout"
 KEY_REVOKED, LIMIT_REFUSED = "key_revoked", "limit_refused"
 # How each way of ending closes the client socket (the rest: 1000).
@@ -415,10 +417,10 @@ class ResponsesWebsocketRoute:
             with contextlib.suppress(Exception):
                 await send({"type": "websocket.close", "code": CLOSE_INTERNAL})
         if not served:
-            record.finish(426, "rejected", "websocket_upgrade_refused")
+            refused = WebsocketUnsupported()
+            record.finish(refused.status, "rejected", "websocket_upgrade_refused")
             gw.log_request(record)
-            headers = [(b"content-type", b"application/json")]
-            await refuse(scope, send, 426, UPGRADE_REFUSED_BODY, headers)
+            await refuse(scope, send, refused.status, refused.body_bytes(), refused.headers())
 
     async def _attempts(
         self,
