@@ -12,17 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-ROUTE_CLASSES = (
-    "body",
-    "responses",
-    "stream",
-    "compact",
-    "control",
-    "files",
-    "audio",
-    "websocket",
-)
-
 
 class SettingsError(ValueError):
     """A setting that cannot be applied; the message names it."""

@@ -32,10 +32,10 @@ def seed_demo(conn: Conn, *, config: Config, state: EmulatorState) -> str:
     return raw
 
 
-def codex_provider(base_url: str, env_key: str = "CODEX_POOLER_API_KEY") -> str:
+def codex_provider(base_url: str) -> str:
     return (
         f'model_providers.pooler={{name="OpenAI",base_url="{base_url}/backend-api/codex",'
-        f'env_key="{env_key}",wire_api="responses",supports_websockets=false}}'
+        'env_key="CODEX_POOLER_API_KEY",wire_api="responses",supports_websockets=false}'
     )
 
 

@@ -251,9 +251,3 @@ def build_events(reply: Reply, turn: Turn, *, generate: bool = True) -> list[dic
     for number, event in enumerate(events):
         event["sequence_number"] = number
     return events
-
-
-def completed_usage(events: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The usage of a built sequence's `response.completed` event."""
-    usage = events[-1].get("response", {}).get("usage")
-    return usage if isinstance(usage, dict) else None

@@ -42,7 +42,6 @@ class FakeFile:
     file_id: str
     account_id: str
     file_name: str
-    file_size: int
     signature: str
     uploaded_bytes: int | None = None
     sha256: str | None = None
@@ -128,7 +127,7 @@ async def handle_create(state: EmulatorState, scope: Scope, receive: Receive, se
         return await send_rejection(send, problem)
     if await _faulted(state, grant, scope, send, now):
         return
-    file = FakeFile(new_id("file"), grant.account.account_id, name, size, secrets.token_hex(8))
+    file = FakeFile(new_id("file"), grant.account.account_id, name, secrets.token_hex(8))
     files_of(state)[file.file_id] = file
     state.record("POST", scope["path"], grant=grant, status=200, now=now)
     _note(state, file_id=file.file_id)

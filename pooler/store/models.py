@@ -187,7 +187,6 @@ class RuntimeSnapshot:
     accounts: Mapping[UUID, RuntimeAccount]
     assignments: Mapping[UUID, tuple[AssignmentEntry, ...]]
     quota: Mapping[UUID, tuple[QuotaWindow, ...]]
-    loaded_at: datetime
 
     def pool_by_name(self, name: str) -> Pool | None:
         return next((pool for pool in self.pools.values() if pool.name == name), None)

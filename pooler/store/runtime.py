@@ -4,7 +4,6 @@ the database). Reload it whenever CONFIG_CHANNEL fires."""
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime
 from uuid import UUID
 
 from psycopg.rows import class_row
@@ -60,5 +59,4 @@ def load_runtime_snapshot(conn: Conn) -> RuntimeSnapshot:
         accounts={account.id: account for account in accounts},
         assignments={pool_id: tuple(found) for pool_id, found in assignments.items()},
         quota=quota_by_account(conn),
-        loaded_at=datetime.now(UTC),
     )

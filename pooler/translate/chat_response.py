@@ -174,13 +174,12 @@ class ChatStreamTranslator:
         *,
         model: str,
         include_usage: bool = False,
-        created: int | None = None,
-        completion_id: str | None = None,
     ) -> None:
         self.model = model
         self.include_usage = include_usage
-        self.id = completion_id
-        self.created = created
+        # From the upstream's response.created (or the first chunk, if it never comes).
+        self.id: str | None = None
+        self.created: int | None = None
         self.started = False  # has any chunk been produced?
         self.done = False  # terminal event seen (or aborted): feed() returns nothing more
         self.failure: UpstreamFailure | None = None

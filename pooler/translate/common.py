@@ -136,10 +136,10 @@ def check_string_map(value: Any, param: str) -> dict[str, str]:
     return mapping
 
 
-def service_tier(value: Any, param: str = "service_tier") -> str | None:
+def service_tier(value: Any) -> str | None:
     """The tier to forward: `auto`/`default` mean "no preference" and are not sent; Codex
     sends its "fast" mode as `priority`, so `fast` is an alias of it."""
-    tier = check_choice(value, param, SERVICE_TIERS)
+    tier = check_choice(value, "service_tier", SERVICE_TIERS)
     if tier in ("auto", "default"):
         return None
     return "priority" if tier == "fast" else tier

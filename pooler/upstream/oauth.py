@@ -44,7 +44,6 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY: Final = RetryPolicy()
-NO_RETRY: Final = RetryPolicy(attempts=1)
 
 
 @dataclass(frozen=True, slots=True)
