@@ -8,8 +8,9 @@ though nothing referenced the memory; `malloc_trim(0)` brought it back to 98 MB.
 A scheduled pass reads how much free memory the heaps hold (`mallinfo2`, microseconds) and
 the resident size, and trims when both are a threshold above where the last trim left
 them: a quiet process is never trimmed twice for nothing, and the pass (milliseconds on a
-large heap) runs only after large bodies came and went. Without glibc (musl, macOS) the
-pass does nothing.
+large heap) runs only after large bodies came and went. Blocks of 1 MiB or more are mapped
+on their own (`map_large_blocks`), so a large body's memory goes back when it is freed,
+without waiting for a trim. Without glibc (musl, macOS) neither does anything.
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ import trio
 log = logging.getLogger("pooler.heap_trim")
 
 TRIM_INTERVAL_S = 10.0
-TRIM_ABOVE_BYTES = 64 * 1024 * 1024
+TRIM_ABOVE_BYTES = 16 * 1024 * 1024
 PAGE_SIZE = 4096
+# Blocks this large are mapped on their own and unmapped when freed (see
+# `map_large_blocks`); request bodies of this size are rare, so the syscalls are too.
+MMAP_THRESHOLD_BYTES = 1024 * 1024
+_M_MMAP_THRESHOLD = -3  # mallopt parameter, <malloc.h>
 
 
 class _MallInfo2(ctypes.Structure):
@@ -63,6 +68,20 @@ class HeapProbes:
     trim: Callable[[], None]
 
 
+def map_large_blocks(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """Have glibc map every block of `threshold` bytes or more on its own (mallopt). glibc
+    raises its mmap threshold as large blocks are freed (up to 32 MiB), so a burst of large
+    bodies leaves later large blocks in the heap, fragmented and kept after they are freed;
+    a fixed threshold gives each one back to the system when it is freed. Whether it took
+    (False without glibc)."""
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(_M_MMAP_THRESHOLD, threshold))
+
+
 def glibc_probes() -> HeapProbes | None:
     name = ctypes.util.find_library("c")
     try:
@@ -89,6 +108,8 @@ def _rss() -> int:
 
 class HeapTrimmer:
     def __init__(self, probes: HeapProbes | None = None, threshold: int = TRIM_ABOVE_BYTES) -> None:
+        if probes is None:  # this process's own heap
+            map_large_blocks()
         self._probes = probes if probes is not None else glibc_probes()
         self.threshold = threshold
         self.rss_after_last_trim = 0

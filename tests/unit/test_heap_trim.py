@@ -37,3 +37,14 @@ def test_a_grown_heap_is_trimmed_once() -> None:
     for _ in range(3):  # quiet: free stays counted, but nothing grew
         assert not trimmer.trim_if_worth_it()
     assert heap.trims == 1
+
+
+def test_large_blocks_are_mapped_on_their_own_with_glibc() -> None:
+    import ctypes.util
+    import sys
+
+    from pooler.web.heap_trim import map_large_blocks
+
+    took = map_large_blocks()
+    if sys.platform == "linux" and ctypes.util.find_library("c"):
+        assert took
