@@ -20,6 +20,7 @@ from psycopg.rows import class_row, dict_row
 
 from pooler.crypto import Keyring
 from pooler.db import notify
+from pooler.routing.lifecycle import Event, Lifecycle, moves
 from pooler.store.common import (
     QUOTA_CHANNEL,
     TOKENS_CHANNEL,
@@ -37,11 +38,12 @@ from pooler.store.models import Account, AccountView, QuotaWindow, QuotaWindowRo
 from pooler.store.pools import get_pool
 from pooler.store.text import findable, storable
 
-LIFECYCLES: Final = ("active", "paused", "reauth_required", "disabled")
+LIFECYCLES: Final = tuple(state.value for state in Lifecycle)
 # operator action -> {lifecycle before: lifecycle after}; a lifecycle not listed is refused.
+# Read from the one transition table (`pooler.routing.lifecycle`).
 OPERATOR_MOVES: Final[dict[str, dict[str, str]]] = {
-    "pause": {"active": "paused", "paused": "paused", "disabled": "paused"},
-    "resume": {"paused": "active", "active": "active", "disabled": "active"},
+    "pause": moves(Event.PAUSE),
+    "resume": moves(Event.RESUME),
 }
 REAUTH_HINT: Final = (
     "needs a new login: sign in again with the Codex CLI and re-import its auth.json"
