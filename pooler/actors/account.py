@@ -16,12 +16,13 @@ from typing import Any
 import trio
 
 from pooler.actors import messages as m
-from pooler.actors.runtime import Mailbox, ReplyTo
+from pooler.actors.runtime import Actor, Mailbox, ReplyTo
 from pooler.instance_settings import InstanceSettings
 from pooler.protocol.jwt import jwt_expiry
 from pooler.protocol.ratelimit import RateLimitSnapshot, parse_rate_limit_headers
 from pooler.routing.circuit import Circuit, CircuitSettings
 from pooler.routing.evidence import apply_evidence
+from pooler.routing.lifecycle import Event, IllegalTransition, Lifecycle, follow, transition
 from pooler.routing.snapshot import AccountSnapshot
 from pooler.upstream.http1 import UpstreamPool
 from pooler.upstream.websocket import (
@@ -31,6 +32,8 @@ from pooler.upstream.websocket import (
 )
 
 log = logging.getLogger("pooler.actors.account")
+
+ACTIVE = Lifecycle.ACTIVE
 
 REFRESH_AHEAD_FRACTION = 0.8
 RATE_LIMIT_COOLDOWN_S = 5.0
@@ -96,7 +99,13 @@ def circuit_settings(settings: InstanceSettings) -> CircuitSettings:
     )
 
 
-class AccountActor:
+class AccountActor(Actor[Any]):
+    """One upstream account: hands out leases, learns from outcomes, keeps its token fresh.
+
+    Its lifecycle moves only through `pooler.routing.lifecycle` (the database's word via
+    `SetLifecycle`, a refused login here); an illegal move is logged and refused.
+    """
+
     def __init__(
         self,
         state: AccountState,
@@ -110,8 +119,8 @@ class AccountActor:
         settings: Callable[[], InstanceSettings] = InstanceSettings,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(mailbox.name, mailbox=mailbox)
         self.state = state
-        self.mailbox = mailbox
         self.upstream = upstream
         self._publish_to = publish
         self._load_credentials = load_credentials
@@ -128,78 +137,80 @@ class AccountActor:
         self._timer_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._websockets: set[UpstreamWebsocket] = set()  # open upstream sockets, by holder
+        self.handlers = {
+            m.Offer: self._offered,
+            m.Confirm: self._confirm_message,
+            m.Release: lambda msg: self._release(msg.lease_id, msg.outcome),
+            m.OpenWebsocket: self._open_websocket,
+            m.TurnRefused: self._turn_refused,
+            m.RefreshNow: self._refresh_now,
+            m.RefreshFinished: self._refresh_finished,
+            m.SetLifecycle: self._set_lifecycle,
+            m.PollUsage: lambda msg: self._start_usage_poll(),
+            m.UsagePolled: self._usage_polled,
+            m.QuotaEvidence: lambda msg: self._learn(msg.evidence, msg.observed_at, source=None),
+            m.TurnEvidence: lambda msg: self._learn(msg.evidence, msg.observed_at, source="event"),
+            m.ReloadCredentials: lambda msg: self._start_reload(),
+            m.CredentialsLoaded: lambda msg: self._credentials_loaded(msg.access_token),
+            # circuit views follow the new limits
+            m.ApplySettings: lambda msg: self._publish(self.state.snapshot),
+            m.InjectCrash: self._inject_crash,
+            m.SetModels: self._set_models,
+        }
 
     @property
     def account_id(self) -> str:
         return self.state.snapshot.account_id
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def setup(self) -> None:
         self._credentials = await self._load_credentials(self.account_id)
         self._refreshing = self._polling = self._loading = False
         self._waiters = []
         self._set(in_flight=len(self.state.leases), alive=True)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await self.setup()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self._schedule_refresh_ahead()
                 task_status.started()
-                async for message in self.mailbox.receive_channel:
-                    try:
-                        self.handle(message)
-                    except BaseException:
-                        self._websockets_ended(ACCOUNT_CRASHED)  # before the nursery closes them
-                        raise
+                await self.serve()
         finally:
             self._nursery = None
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:  # nobody is left to finish their refresh
                 waiter.fail(RefreshUnavailable("the account actor stopped"))
 
+    async def handle(self, message: Any) -> None:
+        try:
+            self.dispatch(message)  # every handler here decides without awaiting
+        except BaseException:
+            self._websockets_ended(ACCOUNT_CRASHED)  # before the nursery closes them
+            raise
+
     # --- decisions ---------------------------------------------------------------------
 
-    def handle(self, message: object) -> None:
-        if isinstance(message, m.Offer):
-            self._offered(message)
-        elif isinstance(message, m.Confirm):
-            lease = self._confirm(message.route_class)
-            if not message.reply_to.send(lease) and lease is not None:
-                self._release(lease.lease_id, m.Outcome(m.CANCELLED))
-        elif isinstance(message, m.Release):
-            self._release(message.lease_id, message.outcome)
-        elif isinstance(message, m.OpenWebsocket):
-            self._open_websocket(message)
-        elif isinstance(message, m.TurnRefused):
-            self._turn_refused(message)
-        elif isinstance(message, m.RefreshNow):
-            self._refresh_now(message)
-        elif isinstance(message, m.RefreshFinished):
-            self._refresh_finished(message)
-        elif isinstance(message, m.SetLifecycle):
-            self._set(
-                lifecycle=message.lifecycle,
-                max_in_flight=message.max_in_flight or self.state.snapshot.max_in_flight,
-            )
-        elif isinstance(message, m.PollUsage):
-            self._start_usage_poll()
-        elif isinstance(message, m.UsagePolled):
-            self._usage_polled(message)
-        elif isinstance(message, m.QuotaEvidence):
-            self._learn(message.evidence, message.observed_at, source=None)
-        elif isinstance(message, m.TurnEvidence):
-            self._learn(message.evidence, message.observed_at, source="event")
-        elif isinstance(message, m.ReloadCredentials):
-            self._start_reload()
-        elif isinstance(message, m.CredentialsLoaded):
-            self._credentials_loaded(message.access_token)
-        elif isinstance(message, m.ApplySettings):
-            self._publish(self.state.snapshot)  # circuit views follow the new limits
-        elif isinstance(message, m.InjectCrash):
-            raise RuntimeError("injected crash")
-        elif isinstance(message, m.SetModels):
-            if message.models != self.state.snapshot.models:
-                self._set(models=message.models)
-        else:
-            log.warning("account %s: unknown message %s", self.state.snapshot.label, type(message))
+    def _confirm_message(self, message: m.Confirm) -> None:
+        lease = self._confirm(message.route_class)
+        if not message.reply_to.send(lease) and lease is not None:
+            self._release(lease.lease_id, m.Outcome(m.CANCELLED))
+
+    def _set_lifecycle(self, message: m.SetLifecycle) -> None:
+        snap = self.state.snapshot
+        try:
+            lifecycle = follow(snap.lifecycle, message.lifecycle)
+        except IllegalTransition as exc:  # a stale word from the database: keep ours
+            log.warning("account %s: %s", snap.label, exc)
+            lifecycle = Lifecycle(snap.lifecycle)
+        self._set(lifecycle=lifecycle, max_in_flight=message.max_in_flight or snap.max_in_flight)
+
+    def _set_models(self, message: m.SetModels) -> None:
+        if message.models != self.state.snapshot.models:
+            self._set(models=message.models)
+
+    def _inject_crash(self, message: m.InjectCrash) -> None:
+        raise RuntimeError("injected crash")
 
     def _offered(self, offer: m.Offer) -> None:
         lease = self._confirm(offer.request.route_class)
@@ -214,7 +225,7 @@ class AccountActor:
     def _confirm(self, route_class: str) -> m.Lease | None:
         snap = self.state.snapshot
         creds = self._credentials
-        if snap.lifecycle != "active" or creds is None or snap.in_flight >= snap.max_in_flight:
+        if snap.lifecycle != ACTIVE or creds is None or snap.in_flight >= snap.max_in_flight:
             return None
         circuit = self.state.circuits.get(route_class)
         probe = False
@@ -346,7 +357,7 @@ class AccountActor:
 
     def _refresh_now(self, message: m.RefreshNow) -> None:
         creds = self._credentials
-        if self.state.snapshot.lifecycle == "reauth_required":
+        if self.state.snapshot.lifecycle == Lifecycle.REAUTH_REQUIRED:
             message.reply_to.fail(RefreshUnavailable("account needs a new login"))
             return
         if creds is not None and creds.access_token != message.stale_token:
@@ -371,7 +382,7 @@ class AccountActor:
                 self.state.snapshot.label,
                 message.reauth_reason,
             )
-            self._set(lifecycle="reauth_required")
+            self._set(lifecycle=transition(self.state.snapshot.lifecycle, Event.LOGIN_REFUSED))
         for waiter in waiters:
             waiter.fail(RefreshUnavailable(message.reauth_reason or message.error or "refresh"))
         if message.reauth_reason is None:
@@ -392,7 +403,7 @@ class AccountActor:
             or self._fetch_usage is None
             or self._nursery is None
             or creds is None
-            or self.state.snapshot.lifecycle != "active"
+            or self.state.snapshot.lifecycle != ACTIVE
         ):
             return
         self._polling = True

@@ -37,6 +37,7 @@ __all__ = [
     "CallTimeout",
     "ChildHandle",
     "CrashHook",
+    "Handler",
     "Mailbox",
     "ReplyTo",
     "Supervisor",
@@ -215,28 +216,59 @@ async def call(
     return cast(R, reply)
 
 
-class Actor(Generic[M]):
-    """One task, one mailbox. Subclasses write `handle` (and `setup` when they need one).
+# A handler decides without awaiting; it may return an effect (an awaitable) that the actor
+# awaits before its next message, e.g. starting children on a new configuration.
+Handler = Callable[[Any], Awaitable[None] | None]
 
-    `run` is what a supervisor runs: `setup`, then readiness, then one message at a time.
-    The mailbox outlives incarnations, so requests queued during a restart are served by the
-    next one; `Supervisor.start_actor` closes it when the actor stops for good. A request
-    whose handler raised or was cancelled is answered ActorDead.
+
+class Actor(Generic[M]):
+    """One task, one mailbox, one dispatch table. Subclasses fill `handlers`.
+
+    `run` is what a supervisor runs: `setup`, then readiness, then one message at a time,
+    each looked up by its exact type in `handlers`. A message of a type not in the table is
+    logged (its type, never its content) and dropped; a request among those is answered
+    ActorDead at once. The mailbox outlives incarnations, so requests queued during a
+    restart are served by the next one; `Supervisor.start_actor` closes it when the actor
+    stops for good. A request whose handler raised or was cancelled is answered ActorDead.
     """
 
-    def __init__(self, name: str, *, capacity: int) -> None:
+    def __init__(self, name: str, *, capacity: int = 0, mailbox: Mailbox[M] | None = None) -> None:
+        """A new mailbox of ``capacity``, or ``mailbox`` when the owner made it already."""
         self.name = name
-        self.mailbox: Mailbox[M] = Mailbox(capacity, name=name)
+        self.mailbox: Mailbox[M] = mailbox if mailbox is not None else Mailbox(capacity, name=name)
+        self.handlers: dict[type, Handler] = {}
+        self.unknown_messages = 0
 
     async def setup(self) -> None:
         """Get ready to serve (load a token, restore state). Runs before readiness."""
 
     async def handle(self, message: M) -> None:
-        raise NotImplementedError
+        """Dispatch ``message`` and perform the effect its handler returned, if any."""
+        effect = self.dispatch(message)
+        if effect is not None:
+            await effect
+
+    def dispatch(self, message: object) -> Awaitable[None] | None:
+        """The decision for ``message`` (no await): its handler's result."""
+        handler = self.handlers.get(type(message))
+        if handler is None:
+            self.unknown(message)
+            return None
+        return handler(message)
+
+    def unknown(self, message: object) -> None:
+        """The one policy for a message nobody handles: count, log the type, drop."""
+        self.unknown_messages += 1
+        logger.warning("actor %s: unknown message %s dropped", self.name, type(message).__name__)
+        _drop_request(message)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self.setup()
         task_status.started()
+        await self.serve()
+
+    async def serve(self) -> None:
+        """Handle messages one at a time until the mailbox is closed."""
         receive = self.mailbox.receive_channel
         while True:
             try:
