@@ -71,6 +71,6 @@ def test_an_unknown_state_is_refused() -> None:
 
 def test_operator_moves_come_from_the_table() -> None:
     assert moves(Event.PAUSE) == {"active": "paused", "paused": "paused", "disabled": "paused"}
-    assert OPERATOR_MOVES == {"pause": moves(Event.PAUSE), "resume": moves(Event.RESUME)}
+    assert {"pause": moves(Event.PAUSE), "resume": moves(Event.RESUME)} == OPERATOR_MOVES
     assert "reauth_required" not in OPERATOR_MOVES["resume"]
     assert all(type(k) is str and type(v) is str for k, v in OPERATOR_MOVES["pause"].items())
