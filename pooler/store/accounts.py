@@ -34,7 +34,7 @@ from pooler.store.common import (
 )
 from pooler.store.credentials import account_refresh_lock, write_secrets
 from pooler.store.jwt_claims import ClaimsError, Identity, identity_from_tokens
-from pooler.store.models import Account, AccountView, QuotaWindow, QuotaWindowRow
+from pooler.store.models import Account, AccountView, QuotaWindowRow, StoredQuotaWindow
 from pooler.store.pools import get_pool
 from pooler.store.text import findable, storable
 
@@ -239,9 +239,9 @@ def list_accounts(conn: Conn, pool_name: str | None = None) -> list[AccountView]
 
 def quota_by_account(
     conn: Conn, account_ids: Sequence[UUID] | None = None
-) -> dict[UUID, tuple[QuotaWindow, ...]]:
+) -> dict[UUID, tuple[StoredQuotaWindow, ...]]:
     """Latest quota windows per account (all accounts when `account_ids` is None)."""
-    cur = conn.cursor(row_factory=class_row(QuotaWindow))
+    cur = conn.cursor(row_factory=class_row(StoredQuotaWindow))
     order = " ORDER BY account_id, family, window_kind"
     if account_ids is None:
         windows = cur.execute(f"SELECT {QUOTA_COLUMNS} FROM quota_windows{order}").fetchall()
@@ -250,7 +250,7 @@ def quota_by_account(
             f"SELECT {QUOTA_COLUMNS} FROM quota_windows WHERE account_id = ANY(%s){order}",
             (list(account_ids),),
         ).fetchall()
-    grouped: defaultdict[UUID, list[QuotaWindow]] = defaultdict(list)
+    grouped: defaultdict[UUID, list[StoredQuotaWindow]] = defaultdict(list)
     for window in windows:
         grouped[window.account_id].append(window)
     return {account_id: tuple(found) for account_id, found in grouped.items()}
