@@ -28,6 +28,7 @@ from pooler.upstream.http1 import UpstreamPool
 from pooler.upstream.websocket import (
     ACCOUNT_CRASHED,
     UpstreamWebsocket,
+    WebsocketEnd,
     hold_upstream_websocket,
 )
 
@@ -276,7 +277,7 @@ class AccountActor(Actor[Any]):
             self._websockets,
         )
 
-    def _websockets_ended(self, reason: str) -> None:
+    def _websockets_ended(self, reason: WebsocketEnd) -> None:
         """Say why this incarnation's sockets are about to close, for their handlers."""
         for socket in self._websockets:
             socket.ended_by = socket.ended_by or reason
@@ -314,7 +315,12 @@ class AccountActor(Actor[Any]):
         self._publish(snap)
 
     def _count(
-        self, route_class: str, probe: bool, kind: str, now: float, settings: InstanceSettings
+        self,
+        route_class: str,
+        probe: bool,
+        kind: m.OutcomeKind,
+        now: float,
+        settings: InstanceSettings,
     ) -> None:
         """One finished attempt on the route class's circuit."""
         circuit = self.state.circuits.get(route_class)
