@@ -140,7 +140,7 @@ class LeasedCall:
             with contextlib.suppress(UpstreamTransportError):
                 await context.__aexit__(None, None, None)
 
-    def fail(self, kind: str, code: str) -> CallFailed:
+    def fail(self, kind: m.OutcomeKind, code: str) -> CallFailed:
         """Note a failure the caller found in an answer (e.g. unusable JSON)."""
         return self._failed(m.Outcome(kind, self.attempt.status_code), code)
 
