@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -19,7 +20,6 @@ import trio
 from pooler.actors import messages as m
 from pooler.errors import BadRequest, InvalidJson, PoolerError, UnsupportedMediaType, UpstreamError
 from pooler.protocol.stream_accounting import StreamAccounting, failed_event
-from pooler.routing.choose import PIN_KEPT, PIN_MOVED
 from pooler.routing.circuit import COMPACT, RESPONSES
 from pooler.upstream.errors import UpstreamTransportError
 from pooler.web.asgi import (
@@ -30,24 +30,16 @@ from pooler.web.asgi import (
     send_bytes,
     send_json,
 )
+from pooler.web.attempts import Attempt, run_attempts
 from pooler.web.backend_codex.upstream_exchange import (
     FORWARDED_REQUEST_HEADERS,
     classify_failure,
     relayed_response_headers,
 )
 from pooler.web.key_policy import apply_key_policy
-from pooler.web.leasing import (
-    LeaseAttempts,
-    all_quota,
-    continuity_digest,
-    lease_account,
-    no_account_error,
-    pin,
-    refreshed_lease,
-    release,
-)
+from pooler.web.leasing import LeaseAttempts, account_headers, continuity_digest, pin
 from pooler.web.request_body import BODY, read_decoded_body
-from pooler.web.request_record import AnsweredRequest, AttemptRecord, RequestRecord
+from pooler.web.request_record import AnsweredRequest, RequestRecord
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
@@ -55,7 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("pooler.web.responses")
 
 UPSTREAM_PATH = "/responses"
-DONE, FAILOVER, RETRY_AUTH = "done", "failover", "retry_auth"
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
 
@@ -288,160 +279,85 @@ class ResponsesRoute:
     ) -> None:
         gw = self.gw
         pool_id, payload = request.pool_id, request.payload
-        policy = gw.pool_policy(pool_id)
         hard_key, soft_keys = continuity_keys(payload, scope)
         attempts = LeaseAttempts(
             pool_id, soft_keys, hard_key, route_class=RESPONSES, model=str(payload["model"])
         )
-        try:
-            await self._attempt_all(scope, send, record, request, attempts, policy.retry_budget)
-        finally:
-            _note_continuity(record, attempts)
-
-    async def _attempt_all(
-        self,
-        scope: Scope,
-        send: Send,
-        record: RequestRecord,
-        request: ProxiedRequest,
-        attempts: LeaseAttempts,
-        retry_budget: int,
-    ) -> None:
-        gw = self.gw
         base_headers = [(k, v) for k, v in scope["headers"] if k in FORWARDED_REQUEST_HEADERS]
         # The upstream is always asked for a stream, whatever the client accepts.
         base_headers.append((b"content-type", b"application/json"))
         base_headers.append((b"accept", b"text/event-stream"))
-        max_attempts = 1 + retry_budget
-        lease: m.Lease | None = None
-        last_failure: str | None = None
-        refreshed: set[str] = set()
-        while len(record.attempts) < max_attempts:
-            if lease is None:
-                lease = await lease_account(
-                    gw.supervisor, attempts, timeout=gw.settings.lease_timeout_s
-                )
-                if lease is None:
-                    break
-            result, failure_code = await self._attempt(
-                lease, base_headers, request, record, send, attempts
-            )
-            if result == DONE:
-                return
-            last_failure = failure_code
-            record.retries = len(record.attempts)
-            failed = lease
-            if result == RETRY_AUTH and failed.account_id not in refreshed:
-                refreshed.add(failed.account_id)
-                lease = await refreshed_lease(failed, gw.settings)
-                if lease is not None:
-                    continue
-            attempts.tried.add(failed.account_id)
-            attempts.exclusions[failed.label] = failure_code or "failed"
-            resets_at = record.attempts[-1].resets_at
-            if failure_code == "usage_limit_reached" and resets_at is not None:
-                attempts.usage_resets.append(resets_at)
-            lease = None
-        # An account that refused for its limits (quota, rate) did not fail: when no account
-        # is left, the client gets the "nothing eligible" answer (429/503, DESIGN §4).
-        refused = bool(record.attempts) and record.attempts[-1].outcome in (
-            m.USAGE_LIMIT,
-            m.RATE_LIMITED,
-        )
-        if last_failure is not None and not refused and not all_quota(attempts):
-            raise UpstreamError(
-                f"the upstream request failed on every account tried ({last_failure})",
-                retry_after=gw.settings.no_backend_retry_after_s,
-            )
-        raise no_account_error(attempts, gw.settings.no_backend_retry_after_s)
+        exchange = partial(self._exchange, base_headers, request, record, send, attempts)
+        budget = gw.pool_policy(pool_id).retry_budget
+        await run_attempts(gw, attempts, record, exchange, budget=budget)
 
-    async def _attempt(
+    async def _exchange(
         self,
-        lease: m.Lease,
         base_headers: list[tuple[bytes, bytes]],
         request: ProxiedRequest,
         record: RequestRecord,
         send: Send,
         attempts: LeaseAttempts,
-    ) -> tuple[str, str | None]:
+        attempt: Attempt,
+    ) -> None:
+        """One upstream request on `attempt.lease`, relayed to the client (or a failure
+        before its first byte)."""
         settings = self.gw.settings
-        attempt = AttemptRecord(
-            len(record.attempts) + 1, lease.account_id, lease.label, trio.current_time()
-        )
-        record.attempts.append(attempt)
-        record.account_id, record.account_label = lease.account_id, lease.label
-        outcome = m.Outcome(m.CANCELLED)
-        result: tuple[str, str | None] = (DONE, None)
-        headers = [
-            *base_headers,
-            (b"authorization", b"Bearer " + lease.access_token.encode()),
-            (b"chatgpt-account-id", lease.chatgpt_account_id.encode()),
-        ]
-        try:
-            async with AsyncExitStack() as stack:
-                try:
-                    with trio.fail_after(settings.upstream_first_byte_timeout_s):
-                        response = await stack.enter_async_context(
-                            lease.upstream.request("POST", UPSTREAM_PATH, headers, request.body)
-                        )
-                except trio.TooSlowError:
-                    outcome = m.Outcome(m.TIMEOUT)
-                    result = (FAILOVER, "upstream_timeout")
-                    return result
-                except UpstreamTransportError as exc:
-                    outcome = m.Outcome(m.TRANSPORT_ERROR)
-                    result = (FAILOVER, f"upstream_{type(exc).__name__}")
-                    return result
-                attempt.status_code = response.status
-                if response.status != 200:
-                    error_body = b""
-                    with trio.move_on_after(settings.upstream_idle_timeout_s):
-                        with contextlib.suppress(UpstreamTransportError):
-                            error_body = await _read_limited(
-                                response, settings.max_error_body_bytes
-                            )
-                    failure = classify_failure(response.status, response.headers, error_body)
-                    outcome = failure.outcome
-                    attempt.resets_at = outcome.resets_at
-                    if outcome.kind == m.UNAUTHORIZED:
-                        result = (RETRY_AUTH, failure.error_code)
-                    elif outcome.kind in m.FAILOVER_KINDS:
-                        result = (FAILOVER, failure.error_code)
-                    else:
-                        record.mark_first_byte()
-                        record.finish(failure.status, "upstream_client_error", failure.error_code)
-                        await send_bytes(
-                            send,
-                            failure.status,
-                            error_body,
-                            [
-                                (b"content-type", b"application/json"),
-                                (b"x-request-id", record.request_id.encode()),
-                            ],
-                        )
-                    return result
-                # Pin as soon as the upstream accepts, before relaying: a client can send its
-                # next turn the moment it has the last byte, and that lease request must
-                # find the pin (the supervisor's mailbox keeps the order).
-                pin(self.gw.supervisor, attempts.pool_id, attempts.pin_keys, lease.account_id)
-                accounting = ResponseAccounting(
-                    self.gw.supervisor, attempts.pool_id, lease.account_id, not record.stream
+        lease = attempt.lease
+        headers = account_headers(lease, base_headers)
+        async with AsyncExitStack() as stack:
+            try:
+                with trio.fail_after(settings.upstream_first_byte_timeout_s):
+                    response = await stack.enter_async_context(
+                        lease.upstream.request("POST", UPSTREAM_PATH, headers, request.body)
+                    )
+            except trio.TooSlowError:
+                return attempt.failed(m.Outcome(m.TIMEOUT), "upstream_timeout")
+            except UpstreamTransportError as exc:
+                return attempt.failed(
+                    m.Outcome(m.TRANSPORT_ERROR), f"upstream_{type(exc).__name__}"
                 )
-                presenter = request.presenter
-                if record.stream:
-                    outcome = await self._relay_stream(
-                        response, send, record, accounting, presenter
-                    )
-                else:
-                    outcome, result = await self._collect(
-                        response, send, record, accounting, presenter
-                    )
-                return result
-        finally:
-            attempt.duration_ms = (trio.current_time() - attempt.started_at) * 1000.0
-            attempt.outcome = outcome.kind
-            attempt.error_code = result[1]
-            release(lease, outcome)
+            attempt.record.status_code = response.status
+            if response.status != 200:
+                return await self._refused(attempt, response, record, send)
+            # Pin as soon as the upstream accepts, before relaying: a client can send its
+            # next turn the moment it has the last byte, and that lease request must
+            # find the pin (the supervisor's mailbox keeps the order).
+            pin(self.gw.supervisor, attempts.pool_id, attempts.pin_keys, lease.account_id)
+            accounting = ResponseAccounting(
+                self.gw.supervisor, attempts.pool_id, lease.account_id, not record.stream
+            )
+            if record.stream:
+                outcome = await self._relay_stream(
+                    response, send, record, accounting, request.presenter
+                )
+                attempt.ended(outcome)
+            else:
+                await self._collect(attempt, response, send, record, accounting, request.presenter)
+
+    async def _refused(
+        self, attempt: Attempt, response: Any, record: RequestRecord, send: Send
+    ) -> None:
+        """An upstream answer other than 200: a failure to fail over from, or the upstream's
+        refusal of the request itself, relayed as is."""
+        settings = self.gw.settings
+        error_body = b""
+        with trio.move_on_after(settings.upstream_idle_timeout_s):
+            with contextlib.suppress(UpstreamTransportError):
+                error_body = await _read_limited(response, settings.max_error_body_bytes)
+        failure = classify_failure(response.status, response.headers, error_body)
+        outcome = failure.outcome
+        if outcome.kind == m.UNAUTHORIZED or outcome.kind in m.FAILOVER_KINDS:
+            return attempt.failed(outcome, failure.error_code)
+        attempt.ended(outcome, failure.error_code)
+        record.mark_first_byte()
+        record.finish(failure.status, "upstream_client_error", failure.error_code)
+        await send_bytes(
+            send,
+            failure.status,
+            error_body,
+            [(b"content-type", b"application/json"), (b"x-request-id", record.request_id.encode())],
+        )
 
     async def _relay_stream(
         self,
@@ -496,12 +412,13 @@ class ResponsesRoute:
 
     async def _collect(
         self,
+        attempt: Attempt,
         response: Any,
         send: Send,
         record: RequestRecord,
         accounting: ResponseAccounting,
         presenter: Presenter | None,
-    ) -> tuple[m.Outcome, tuple[str, str | None]]:
+    ) -> None:
         """A non-streaming client: read the whole stream, answer with the final response."""
         idle = self.gw.settings.upstream_idle_timeout_s
 
@@ -513,13 +430,12 @@ class ResponsesRoute:
         if broken is not None or accounting.terminal_type is None:
             # Nothing reached the client yet, so another account may still answer.
             code = broken or "upstream_stream_closed"
-            return m.Outcome(m.TRANSPORT_ERROR, 200, headers), (FAILOVER, code)
+            return attempt.failed(m.Outcome(m.TRANSPORT_ERROR, 200, headers), code)
         record.usage = accounting.usage
         record.mark_first_byte()
-        outcome = m.Outcome(m.OK, 200, headers, rate_limits=accounting.rate_limits)
+        attempt.ended(m.Outcome(m.OK, 200, headers, rate_limits=accounting.rate_limits))
         if presenter is not None:
-            await self._present_collected(send, record, accounting, presenter)
-            return outcome, (DONE, None)
+            return await self._present_collected(send, record, accounting, presenter)
         extra = [
             (b"x-request-id", record.request_id.encode()),
             *relayed_response_headers(response.headers, self.gw.models_etag(record.pool_id)),
@@ -532,7 +448,6 @@ class ResponsesRoute:
             error = UpstreamError("the upstream response failed", code=code)
             record.finish(502, "failed", code)
             await send_bytes(send, 502, error.body_bytes(), [*error.headers(), *extra])
-        return outcome, (DONE, None)
 
     async def _present_collected(
         self,
@@ -590,22 +505,6 @@ class ResponseAccounting(StreamAccounting):
             supervisor, pool_id, account_id = self._pin_to
             key = continuity_digest("response_id", self.response_id)
             pin(supervisor, pool_id, (key,), account_id, hard=True)
-
-
-def _note_continuity(record: RequestRecord, attempts: LeaseAttempts) -> None:
-    """Say in the log how the request met its conversation, and why a pin moved."""
-    choice = attempts.first_choice
-    if choice is None:
-        return
-    outcome = choice.pin_outcome
-    pinned = choice.pin.account_id if choice.pin is not None else None
-    if outcome == PIN_KEPT and record.account_id != pinned:
-        outcome = PIN_MOVED  # the pinned account failed and another one answered
-    record.continuity = outcome
-    if outcome == PIN_MOVED:
-        record.continuity_from = pinned
-    if outcome == PIN_MOVED or record.retries or record.account_id is None:
-        record.exclusions = dict(attempts.exclusions)
 
 
 async def _read_limited(response: Any, limit: int) -> bytes:

@@ -29,6 +29,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -53,6 +54,7 @@ from pooler.upstream.websocket import (
 )
 from pooler.upstream.ws_client import WebsocketClosed, WebsocketProtocolError, WebsocketRejected
 from pooler.web.asgi import Receive, Scope, Send, header
+from pooler.web.attempts import Attempt, run_attempts
 from pooler.web.backend_codex.responses import continuity_keys, parse_object
 from pooler.web.backend_codex.upstream_exchange import (
     FORWARDED_REQUEST_HEADERS,
@@ -61,14 +63,7 @@ from pooler.web.backend_codex.upstream_exchange import (
 )
 from pooler.web.key_policy import apply_key_policy
 from pooler.web.keys import KeyInfo
-from pooler.web.leasing import (
-    LeaseAttempts,
-    continuity_digest,
-    lease_account,
-    pin,
-    refreshed_lease,
-    release,
-)
+from pooler.web.leasing import LeaseAttempts, account_headers, continuity_digest, pin
 from pooler.web.openai_v1.auth import authenticate_v1
 from pooler.web.openai_v1.unsupported import V1_PREFIX
 from pooler.web.request_record import RequestRecord
@@ -357,6 +352,24 @@ class _Socket:
         return m.Outcome(kind, 101, rate_limits=self.rate_limits)
 
 
+class _UpgradeRefused(Exception):
+    """The upstream answered the upgrade 426: it does not do websockets (no failover)."""
+
+
+@dataclass(slots=True)
+class _Client:
+    """The client side of one websocket handshake, as the attempt loop's exchange needs it."""
+
+    scope: Scope
+    receive: Receive
+    send: Send
+    key: KeyInfo
+    attempts: LeaseAttempts
+    template: RequestRecord
+    forwarded: tuple[tuple[bytes, bytes], ...]
+    accepted: bool = False  # the client socket was accepted (an upstream one opened)
+
+
 class ResponsesWebsocketRoute:
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
@@ -432,55 +445,47 @@ class ResponsesWebsocketRoute:
         """Open the upstream websocket on the first account that takes it and serve the
         socket; False when none would (the caller answers 426)."""
         gw = self.gw
-        settings = gw.settings
         forwarded = tuple(
             (k, v)
             for k, v in scope["headers"]
             if k in FORWARDED_REQUEST_HEADERS and k != b"openai-beta"
         )
-        lease: m.Lease | None = None
-        refreshed: set[str] = set()
-        for _ in range(1 + gw.pool_policy(attempts.pool_id).retry_budget):
-            if lease is None:
-                try:
-                    lease = await lease_account(
-                        gw.supervisor, attempts, timeout=settings.lease_timeout_s
-                    )
-                except PoolerError:
-                    return False
-                if lease is None:
-                    return False
-            try:
-                upstream = await self._open_upstream(lease, forwarded)
-            except BaseException as exc:
-                outcome, code = _open_failure(exc)
-                if outcome is None:
-                    release(lease, m.Outcome(m.CANCELLED))
-                    raise
-                release(lease, outcome)
-                if code == "websocket_upgrade_refused":  # this upstream does not do websockets
-                    return False
-                if outcome.kind == m.UNAUTHORIZED and lease.account_id not in refreshed:
-                    refreshed.add(lease.account_id)  # once: the same account, a fresh token
-                    renewed = await refreshed_lease(lease, settings)
-                    if renewed is not None:
-                        lease = renewed
-                        continue
-                attempts.tried.add(lease.account_id)
-                attempts.exclusions[lease.label] = code
-                lease = None
-                continue
-            socket = _Socket(gw, scope, key, lease, attempts, template, upstream)
-            socket.public = scope["path"].startswith(V1_PREFIX)
-            try:
-                await self._serve(socket, receive, send)
-            finally:
-                upstream.release()
-                release(lease, socket.outcome())
-            return True
-        if lease is not None:
-            release(lease, m.Outcome(m.CANCELLED))
-        return False
+        client = _Client(scope, receive, send, key, attempts, template, forwarded)
+        budget = gw.pool_policy(attempts.pool_id).retry_budget
+        try:
+            await run_attempts(
+                gw, attempts, template, partial(self._exchange, client), budget=budget
+            )
+        except (PoolerError, _UpgradeRefused):
+            if client.accepted:  # the handshake is no longer ours to answer
+                raise
+            return False
+        return True
+
+    async def _exchange(self, client: _Client, attempt: Attempt) -> None:
+        """Open the upstream socket on the attempt's lease, then serve the client socket
+        for its life; the lease is released with how the socket ended."""
+        lease = attempt.lease
+        try:
+            upstream = await self._open_upstream(lease, client.forwarded)
+        except BaseException as exc:
+            outcome, code = _open_failure(exc)
+            if outcome is None:
+                raise
+            if code == "websocket_upgrade_refused":  # this upstream does not do websockets
+                attempt.ended(outcome, code)
+                raise _UpgradeRefused from None
+            return attempt.failed(outcome, code)
+        socket = _Socket(
+            self.gw, client.scope, client.key, lease, client.attempts, client.template, upstream
+        )
+        socket.public = client.scope["path"].startswith(V1_PREFIX)
+        client.accepted = True
+        try:
+            await self._serve(socket, client.receive, client.send)
+        finally:
+            upstream.release()
+            attempt.ended(socket.outcome())
 
     async def _open_upstream(
         self, lease: m.Lease, forwarded: tuple[tuple[bytes, bytes], ...]
@@ -489,12 +494,7 @@ class ResponsesWebsocketRoute:
         settings = self.gw.settings
         target = WebsocketTarget(
             self.url,
-            (
-                *forwarded,
-                BETA,
-                (b"authorization", b"Bearer " + lease.access_token.encode()),
-                (b"chatgpt-account-id", lease.chatgpt_account_id.encode()),
-            ),
+            tuple(account_headers(lease, (*forwarded, BETA))),
             max_message_size=settings.max_body_bytes,
             connect_timeout=settings.upstream_connect_timeout_s,
             ping_interval=settings.websocket_ping_interval_s,
