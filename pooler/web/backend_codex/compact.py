@@ -26,18 +26,15 @@ from pooler.web.asgi import (
     send_bytes,
 )
 from pooler.web.attempts import Attempt, run_attempts
-from pooler.web.backend_codex.responses import (
-    continuity_keys,
-    read_json_request,
-    start_record,
-)
-from pooler.web.backend_codex.upstream_exchange import (
+from pooler.web.backend_codex.responses import read_json_request
+from pooler.web.continuity import continuity_keys
+from pooler.web.leasing import LeaseAttempts, account_headers, pin
+from pooler.web.request_record import AnsweredRequest, RequestRecord, start_record
+from pooler.web.upstream_exchange import (
     FORWARDED_REQUEST_HEADERS,
     classify_failure,
     relayed_response_headers,
 )
-from pooler.web.leasing import LeaseAttempts, account_headers, pin
-from pooler.web.request_record import AnsweredRequest, RequestRecord
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway

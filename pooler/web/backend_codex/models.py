@@ -13,10 +13,10 @@ from pooler.errors import PoolerError
 from pooler.upstream.errors import UpstreamTransportError
 from pooler.web.asgi import Receive, Scope, Send, header, send_bytes, send_error
 from pooler.web.attempts import Attempt, run_attempts
-from pooler.web.backend_codex.upstream_exchange import classify_failure
 from pooler.web.catalog import MergedCatalog, etag_matches
 from pooler.web.leasing import LeaseAttempts, account_headers
 from pooler.web.request_record import RequestRecord
+from pooler.web.upstream_exchange import classify_failure
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway

@@ -30,20 +30,15 @@ from pooler.upstream.errors import UpstreamTransportError
 from pooler.upstream.http1 import UpstreamPool, UpstreamResponse
 from pooler.web.asgi import Receive, Scope, Send, header
 from pooler.web.attempts import Attempt, run_attempts
-from pooler.web.backend_codex.upstream_exchange import (
+from pooler.web.continuity import file_key
+from pooler.web.leasing import FILE_PIN_TTL_S, LeaseAttempts, account_headers, pin
+from pooler.web.request_body import read_raw_body
+from pooler.web.request_record import AnsweredRequest, RequestRecord
+from pooler.web.upstream_exchange import (
     FORWARDED_REQUEST_HEADERS,
     classify_failure,
     relayed_response_headers,
 )
-from pooler.web.leasing import (
-    FILE_PIN_TTL_S,
-    LeaseAttempts,
-    account_headers,
-    continuity_digest,
-    pin,
-)
-from pooler.web.request_body import read_raw_body
-from pooler.web.request_record import AnsweredRequest, RequestRecord
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
@@ -58,10 +53,6 @@ MAX_FILES_BODY = 64 * 1024
 # The answer headers a client of these routes needs, besides the `x-codex-*` family.
 KEPT_RESPONSE_HEADERS = frozenset({b"content-type", b"location", b"etag"})
 SENT_REQUEST_HEADERS = FORWARDED_REQUEST_HEADERS | {b"content-type", b"accept"}
-
-
-def file_key(file_id: str) -> bytes:
-    return continuity_digest("file", file_id)
 
 
 def finalized_file_id(scope: Scope) -> str:

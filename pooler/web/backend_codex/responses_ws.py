@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,7 @@ from pooler.protocol.ratelimit import (
     merge_snapshots,
     parse_rate_limit_headers,
 )
+from pooler.protocol.responses_request import parse_object
 from pooler.protocol.stream_accounting import StreamAccounting
 from pooler.routing.circuit import RESPONSES
 from pooler.upstream.websocket import (
@@ -55,18 +57,16 @@ from pooler.upstream.websocket import (
 from pooler.upstream.ws_client import WebsocketClosed, WebsocketProtocolError, WebsocketRejected
 from pooler.web.asgi import Receive, Scope, Send, header
 from pooler.web.attempts import Attempt, run_attempts
-from pooler.web.backend_codex.responses import continuity_keys, parse_object
-from pooler.web.backend_codex.upstream_exchange import (
+from pooler.web.continuity import continuity_keys, response_key
+from pooler.web.key_policy import apply_key_policy
+from pooler.web.keys import KeyInfo, PoolInfo
+from pooler.web.leasing import LeaseAttempts, account_headers, continuity_digest, pin
+from pooler.web.request_record import RequestRecord
+from pooler.web.upstream_exchange import (
     FORWARDED_REQUEST_HEADERS,
     classify_failure,
     relayed_response_headers,
 )
-from pooler.web.key_policy import apply_key_policy
-from pooler.web.keys import KeyInfo
-from pooler.web.leasing import LeaseAttempts, account_headers, continuity_digest, pin
-from pooler.web.openai_v1.auth import authenticate_v1
-from pooler.web.openai_v1.unsupported import V1_PREFIX
-from pooler.web.request_record import RequestRecord
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
@@ -184,7 +184,7 @@ class TurnAccounting(StreamAccounting):
             pin(
                 supervisor,
                 pool_id,
-                (continuity_digest("response_id", self.response_id),),
+                (response_key(self.response_id),),
                 account_id,
                 hard=True,
             )
@@ -370,9 +370,24 @@ class _Client:
     accepted: bool = False  # the client socket was accepted (an upstream one opened)
 
 
+Authenticate = Callable[["Gateway", Scope], tuple[KeyInfo, PoolInfo]]
+
+
+def authenticate_key(gw: Gateway, scope: Scope) -> tuple[KeyInfo, PoolInfo]:
+    """A Codex client: its Pool API key (Bearer)."""
+    return gw.keys.authenticate(header(scope, b"authorization"))
+
+
 class ResponsesWebsocketRoute:
-    def __init__(self, gateway: Gateway) -> None:
+    """`authenticate`: who may open a socket here; `public`: a `/v1` surface, whose clients
+    get no Codex-only frames and lose their sockets when the Pool turns `/v1` off."""
+
+    def __init__(
+        self, gateway: Gateway, authenticate: Authenticate = authenticate_key, public: bool = False
+    ) -> None:
         self.gw = gateway
+        self.authenticate = authenticate
+        self.public = public
         self.url = upstream_ws_url(f"{gateway.config.upstream_base_url}/backend-api/codex")
         self._open: dict[str, set[_Socket]] = {}  # open sockets by Pool API key id
         gateway.keys.on_replace.append(self._close_revoked)
@@ -398,12 +413,7 @@ class ResponsesWebsocketRoute:
         agent = header(scope, b"user-agent")
         record.user_agent = agent.decode("latin-1")[:200] if agent else None
         try:
-            public = scope["path"].startswith(V1_PREFIX)
-            key, pool = (
-                authenticate_v1(gw, scope)
-                if public
-                else gw.keys.authenticate(header(scope, b"authorization"))
-            )
+            key, pool = self.authenticate(gw, scope)
         except PoolerError as error:
             record.finish(error.status, "rejected", error.code)
             gw.log_request(record)
@@ -479,7 +489,7 @@ class ResponsesWebsocketRoute:
         socket = _Socket(
             self.gw, client.scope, client.key, lease, client.attempts, client.template, upstream
         )
-        socket.public = client.scope["path"].startswith(V1_PREFIX)
+        socket.public = self.public
         client.accepted = True
         try:
             await self._serve(socket, client.receive, client.send)

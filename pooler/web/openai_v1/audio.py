@@ -26,13 +26,13 @@ from pooler.web.asgi import (
     send_json,
 )
 from pooler.web.attempts import Attempt, run_attempts
-from pooler.web.backend_codex.upstream_exchange import FORWARDED_REQUEST_HEADERS
 from pooler.web.leasing import LeaseAttempts, account_headers
 from pooler.web.openai_v1.auth import authenticate_v1
 from pooler.web.openai_v1.backend_call import CallFailed, LeasedCall
 from pooler.web.openai_v1.multipart import Part, boundary_of, encode_form, parse_form
 from pooler.web.request_body import read_raw_body
 from pooler.web.request_record import AnsweredRequest, RequestRecord
+from pooler.web.upstream_exchange import FORWARDED_REQUEST_HEADERS
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway

@@ -22,7 +22,7 @@ from pooler.actors import messages as m
 from pooler.errors import BadRequest, PoolerError, UpstreamError
 from pooler.upstream.errors import UpstreamTransportError
 from pooler.upstream.http1 import UpstreamPool
-from pooler.web.backend_codex.upstream_exchange import classify_failure
+from pooler.web.upstream_exchange import classify_failure
 
 if TYPE_CHECKING:
     from pooler.web.attempts import Attempt

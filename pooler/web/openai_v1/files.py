@@ -47,7 +47,7 @@ from pooler.web.asgi import (
     send_json,
 )
 from pooler.web.attempts import Attempt, run_attempts
-from pooler.web.backend_codex.relay import file_key
+from pooler.web.continuity import file_key
 from pooler.web.leasing import FILE_PIN_TTL_S, LeaseAttempts, account_headers, pin
 from pooler.web.openai_v1.auth import authenticate_v1
 from pooler.web.openai_v1.backend_call import CallFailed, LeasedCall
