@@ -5,7 +5,8 @@ idle it wakes, lingers a few milliseconds to gather what else arrives, and write
 one transaction; under load the rows that arrive during a write make the next batch, so
 batches grow with the load and no row waits longer than one write plus the linger. That
 is what a crash (`kill -9`) can lose; a graceful stop (cancellation) writes every buffered
-row before returning, within a bounded time.
+row before returning, within a bounded time. The buffer belongs to the object, not to a run
+of `run`, so a supervisor restarting `run` after a crash loses nothing of it.
 
 A batch that fails because the database is away stays in the buffer and is retried with
 backoff, so an outage loses nothing until the buffer is full, and what overflows then is
@@ -73,6 +74,10 @@ class LogWriter(Generic[Row]):
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
+        # A restart (by the gateway's supervisor) reuses this object and its buffer: rows
+        # kept from the last incarnation are written now, not when the next one arrives.
+        if self._buffer:
+            self._wakeup.set()
         backoff = 0.0
         try:
             while True:

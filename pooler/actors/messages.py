@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from pooler.protocol.ratelimit import RateLimitSnapshot
@@ -15,17 +16,31 @@ if TYPE_CHECKING:
     from pooler.upstream.websocket import UpstreamWebsocket, WebsocketTarget
 
 
-# Outcome kinds a handler reports when it releases a lease.
-OK = "ok"
-USAGE_LIMIT = "usage_limit"
-RATE_LIMITED = "rate_limited"
-SERVER_ERROR = "server_error"
-UNAUTHORIZED = "unauthorized"
-TRANSPORT_ERROR = "transport_error"
-TIMEOUT = "timeout"
-CLIENT_ERROR = "client_error"
-CANCELLED = "cancelled"
-STREAM_FAILED = "stream_failed"
+class OutcomeKind(StrEnum):
+    """How an attempt on a lease ended, as the handler reports it when it releases."""
+
+    OK = "ok"
+    USAGE_LIMIT = "usage_limit"
+    RATE_LIMITED = "rate_limited"
+    SERVER_ERROR = "server_error"
+    UNAUTHORIZED = "unauthorized"
+    TRANSPORT_ERROR = "transport_error"
+    TIMEOUT = "timeout"
+    CLIENT_ERROR = "client_error"
+    CANCELLED = "cancelled"
+    STREAM_FAILED = "stream_failed"
+
+
+OK = OutcomeKind.OK
+USAGE_LIMIT = OutcomeKind.USAGE_LIMIT
+RATE_LIMITED = OutcomeKind.RATE_LIMITED
+SERVER_ERROR = OutcomeKind.SERVER_ERROR
+UNAUTHORIZED = OutcomeKind.UNAUTHORIZED
+TRANSPORT_ERROR = OutcomeKind.TRANSPORT_ERROR
+TIMEOUT = OutcomeKind.TIMEOUT
+CLIENT_ERROR = OutcomeKind.CLIENT_ERROR
+CANCELLED = OutcomeKind.CANCELLED
+STREAM_FAILED = OutcomeKind.STREAM_FAILED
 
 FAILOVER_KINDS = frozenset({USAGE_LIMIT, RATE_LIMITED, SERVER_ERROR, TRANSPORT_ERROR, TIMEOUT})
 # What counts against an account's circuit; a client going away or a bad request does not.
@@ -49,7 +64,7 @@ class Lease:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    kind: str
+    kind: OutcomeKind
     status: int | None = None
     headers: tuple[tuple[bytes, bytes], ...] = ()
     resets_at: float | None = None

@@ -11,29 +11,14 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from functools import partial
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
 from pooler.actors import messages as m
-from pooler.actors.account import (
-    AccountActor,
-    AccountState,
-    FetchUsage,
-    LoadCredentials,
-    PersistQuota,
-    RefreshCredentials,
-)
-from pooler.actors.restart import RestartBudget
-from pooler.actors.runtime import (
-    Mailbox,
-    Supervisor,
-    SupervisorEscalation,
-    SupervisorStats,
-    supervise,
-)
+from pooler.actors.account_tree import AccountDeps, AccountHandle, AccountTree
+from pooler.actors.runtime import Actor
 from pooler.instance_settings import InstanceSettings
 from pooler.routing.choose import (
     PIN_DISABLED,
@@ -47,16 +32,11 @@ from pooler.routing.choose import (
 from pooler.routing.continuity import ContinuityMap
 from pooler.routing.snapshot import AccountSnapshot, ScopedLimit, WindowState
 from pooler.routing.strategies import ChoiceHistory
-from pooler.upstream.http1 import UpstreamPool
 
 log = logging.getLogger("pooler.actors.pool")
 
-ACCOUNT_MAILBOX_CAPACITY = 1024
 SUPERVISOR_MAILBOX_CAPACITY = 4096
-UPSTREAM_MIN_CONNECTIONS = 1024
-UPSTREAM_MAX_IDLE = 128
 MAX_DIRTY_PINS = 100_000
-ESCALATION_COOLOFF_S = 60.0
 CANDIDATES_PER_OFFER = 3  # the chosen account and its fallbacks should it refuse
 POLL_JITTER = 0.1  # usage polls spread by ±10 % so accounts do not poll in lockstep
 
@@ -85,34 +65,25 @@ class RuntimeConfig:
     settings: InstanceSettings = field(default_factory=InstanceSettings)
 
 
-@dataclass(slots=True)
-class AccountHandle:
-    state: AccountState
-    mailbox: Mailbox[Any]
-    upstream: UpstreamPool
-    actor: AccountActor
-    stats: SupervisorStats = field(default_factory=lambda: SupervisorStats("account"))
+class PoolSupervisor(Actor[Any]):
+    """The lease authority: chooses accounts for requests and supervises their actors.
 
-    @property
-    def snapshot(self) -> AccountSnapshot:
-        return self.state.snapshot
+    Its routing state (pins, routers, the account handles) lives on the object, so a
+    restart of `run` by the gateway's supervisor keeps it and starts the same accounts
+    again. `clock` is wall time (epoch seconds, as quota resets are), injectable for tests.
+    """
 
-
-@dataclass(slots=True)
-class AccountDeps:
-    upstream_base_url: str
-    load_credentials: LoadCredentials
-    refresh_credentials: RefreshCredentials
-    persist_quota: PersistQuota | None = None
-    fetch_usage: FetchUsage | None = None
-    restart_budget: Callable[[], RestartBudget] = lambda: RestartBudget(5, 60.0)
-
-
-class PoolSupervisor:
-    def __init__(self, deps: AccountDeps, *, continuity_ttl: float = 6 * 3600.0) -> None:
-        self.deps = deps
-        self.mailbox: Mailbox[Any] = Mailbox(SUPERVISOR_MAILBOX_CAPACITY, name="pool-supervisor")
-        self.accounts: dict[str, AccountHandle] = {}
+    def __init__(
+        self,
+        deps: AccountDeps,
+        *,
+        continuity_ttl: float = 6 * 3600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__("pool-supervisor", capacity=SUPERVISOR_MAILBOX_CAPACITY)
+        self._clock = clock
+        self.tree = AccountTree(deps, self._changed, lambda: self.settings, clock)
+        self.accounts: dict[str, AccountHandle] = self.tree.accounts
         self.pools: dict[str, PoolPolicy] = {}
         self.assignments: dict[str, tuple[str, ...]] = {}
         self.continuity: dict[str, ContinuityMap] = {}
@@ -123,74 +94,105 @@ class PoolSupervisor:
         self._memberships: dict[str, tuple[str, ...]] = {}  # account id -> pool ids
         self._dirty: set[str] = set()
         self._next_poll: dict[str, float] = {}
-        self._supervisor: Supervisor | None = None
         self._dirty_pins: dict[tuple[str, bytes], tuple[str, float]] = {}
         self.dirty_pin_overflows = 0
-        self.crashes = 0
-        self.escalations = 0
+        self.handlers = {
+            m.LeaseRequest: self._lease_requested,
+            m.Refused: self._refused,
+            m.UsageTick: self._usage_tick,
+            m.ForwardToAccount: self._forward,
+            m.PinConversation: self._pin,
+            m.TakeDirtyPins: self._take_dirty_pins,
+            m.RestorePins: self._restore_pins,
+            m.ApplySettings: self._settings_message,
+            m.PoolSnapshots: self._pool_snapshots,
+            m.CrashAccount: self._crash_account,
+            m.ApplyConfig: self._apply_config,
+        }
+
+    @property
+    def crashes(self) -> int:
+        """Account actor crashes so far."""
+        return self.tree.crashes
+
+    @property
+    def escalations(self) -> int:
+        """Accounts that crashed past their restart budget so far."""
+        return self.tree.escalations
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
-            self._supervisor = Supervisor(nursery, on_crash=self._on_crash)
+            self.tree.bind(nursery)
+            await self.tree.restart_all()  # none at the first start; after a crash, all
             task_status.started()
             try:
-                async for message in self.mailbox.receive_channel:
-                    if isinstance(message, m.ApplyConfig):
-                        await self._apply(message.snapshot)
-                        if message.reply_to is not None:
-                            message.reply_to.send(None)
-                    else:
-                        self.handle(message)
+                await self.serve()
             finally:
-                for handle in self.accounts.values():
-                    with trio.move_on_after(2, shield=True):
-                        await handle.upstream.aclose()
                 nursery.cancel_scope.cancel()
+
+    async def aclose(self) -> None:
+        """Close the accounts' upstream pools, once the actor has stopped for good (they
+        outlive its restarts: the leases of requests in flight hold them)."""
+        await self.tree.aclose_upstreams()
 
     # --- decisions (no await) ------------------------------------------------------------
 
-    def handle(self, message: object) -> None:
-        if isinstance(message, m.LeaseRequest):
-            choice, candidates = self._choose(message)
-            self._offer(message, choice, tuple(candidates), ())
-        elif isinstance(message, m.UsageTick):
-            self._poll_due(time.time())
-        elif isinstance(message, m.ForwardToAccount):
-            handle = self.accounts.get(message.account_id)
-            if handle is not None:
-                handle.mailbox.try_send(message.message)
-        elif isinstance(message, m.Refused):
-            offer = message.offer
-            refused = (*offer.refused, offer.candidates[0].snapshot.label)
-            self._offer(offer.request, offer.choice, offer.candidates[1:], refused)
-        elif isinstance(message, m.PinConversation):
-            cmap = self.continuity.get(message.pool_id)
-            policy = self.pools.get(message.pool_id)
-            if cmap is not None and (message.hard or policy is None or policy.continuity):
-                now = time.time()
-                ttl = self._continuity_ttl if message.ttl is None else message.ttl
-                for key in message.continuity_keys:
-                    cmap.pin(key, message.account_id, now, ttl)
-                    self._note_dirty_pin(message.pool_id, key, message.account_id, now + ttl)
-        elif isinstance(message, m.TakeDirtyPins):
-            dirty, self._dirty_pins = self._dirty_pins, {}
-            message.reply_to.send(
-                [(pool, key, account, expiry) for (pool, key), (account, expiry) in dirty.items()]
-            )
-        elif isinstance(message, m.RestorePins):
-            cmap = self.continuity.setdefault(message.pool_id, ContinuityMap(self._continuity_ttl))
-            now = time.time()
-            for key, account_id, expires_at in message.pins:
-                cmap.restore(key, account_id, expires_at, now)
-        elif isinstance(message, m.ApplySettings):
-            self._apply_settings(message.settings)
-        elif isinstance(message, m.PoolSnapshots):
-            members = self.assignments.get(message.pool_id, ())
-            accounts = self.accounts
-            message.reply_to.send([accounts[a].snapshot for a in members if a in accounts])
-        elif isinstance(message, m.CrashAccount):
-            handle = self.accounts.get(message.account_id)
-            message.reply_to.send(handle is not None and handle.mailbox.try_send(m.InjectCrash()))
+    def _lease_requested(self, message: m.LeaseRequest) -> None:
+        choice, candidates = self._choose(message)
+        self._offer(message, choice, tuple(candidates), ())
+
+    def _refused(self, message: m.Refused) -> None:
+        offer = message.offer
+        refused = (*offer.refused, offer.candidates[0].snapshot.label)
+        self._offer(offer.request, offer.choice, offer.candidates[1:], refused)
+
+    def _usage_tick(self, message: m.UsageTick) -> None:
+        self._poll_due(self._clock())
+
+    def _forward(self, message: m.ForwardToAccount) -> None:
+        handle = self.accounts.get(message.account_id)
+        if handle is not None:
+            handle.mailbox.try_send(message.message)
+
+    def _pin(self, message: m.PinConversation) -> None:
+        cmap = self.continuity.get(message.pool_id)
+        policy = self.pools.get(message.pool_id)
+        if cmap is not None and (message.hard or policy is None or policy.continuity):
+            now = self._clock()
+            ttl = self._continuity_ttl if message.ttl is None else message.ttl
+            for key in message.continuity_keys:
+                cmap.pin(key, message.account_id, now, ttl)
+                self._note_dirty_pin(message.pool_id, key, message.account_id, now + ttl)
+
+    def _take_dirty_pins(self, message: m.TakeDirtyPins) -> None:
+        dirty, self._dirty_pins = self._dirty_pins, {}
+        message.reply_to.send(
+            [(pool, key, account, expiry) for (pool, key), (account, expiry) in dirty.items()]
+        )
+
+    def _restore_pins(self, message: m.RestorePins) -> None:
+        cmap = self.continuity.setdefault(message.pool_id, ContinuityMap(self._continuity_ttl))
+        now = self._clock()
+        for key, account_id, expires_at in message.pins:
+            cmap.restore(key, account_id, expires_at, now)
+
+    def _settings_message(self, message: m.ApplySettings) -> None:
+        self._apply_settings(message.settings)
+
+    def _pool_snapshots(self, message: m.PoolSnapshots) -> None:
+        members = self.assignments.get(message.pool_id, ())
+        accounts = self.accounts
+        message.reply_to.send([accounts[a].snapshot for a in members if a in accounts])
+
+    def _crash_account(self, message: m.CrashAccount) -> None:
+        handle = self.accounts.get(message.account_id)
+        message.reply_to.send(handle is not None and handle.mailbox.try_send(m.InjectCrash()))
+
+    async def _apply_config(self, message: m.ApplyConfig) -> None:
+        """The effect of a new configuration: actors start and stop (awaited in turn)."""
+        await self._apply(message.snapshot)
+        if message.reply_to is not None:
+            message.reply_to.send(None)
 
     def _offer(
         self,
@@ -216,7 +218,7 @@ class PoolSupervisor:
             self.dirty_pin_overflows += 1
 
     def _choose(self, request: m.LeaseRequest) -> tuple[Choice, list[m.LeaseCandidate]]:
-        now = time.time()
+        now = self._clock()
         self._sync(now)
         router = self.routers.get(request.pool_id)
         if router is None:
@@ -306,7 +308,7 @@ class PoolSupervisor:
         if not changed:
             return
         if interval_changed:  # polls scheduled on the old interval are spread over the new
-            now = time.time()
+            now = self._clock()
             for account_id in self._next_poll:
                 self._next_poll[account_id] = now + random.uniform(0, new_interval)
         for router in self.routers.values():
@@ -315,17 +317,9 @@ class PoolSupervisor:
             handle.mailbox.try_send(m.ApplySettings(settings))
         self._rebuild_routers()
 
-    def _on_crash(self, name: str, exc: BaseException, restarts: int) -> None:
-        self.crashes += 1
-        handle = self.accounts.get(name)
-        if handle is not None:
-            handle.state.snapshot = replace(handle.state.snapshot, alive=False)
-            self._changed(name)
-
     # --- configuration -------------------------------------------------------------------
 
     async def _apply(self, config: RuntimeConfig) -> None:
-        assert self._supervisor is not None
         self.pools = dict(config.pools)
         self.assignments = dict(config.assignments)
         self._apply_settings(config.settings)
@@ -354,7 +348,7 @@ class PoolSupervisor:
         self._rebuild_routers()
 
     def _rebuild_routers(self) -> None:
-        now = time.time()
+        now = self._clock()
         memberships: dict[str, list[str]] = {}
         routers: dict[str, PoolRouter] = {}
         for pool_id, policy in self.pools.items():
@@ -374,8 +368,6 @@ class PoolSupervisor:
         self._dirty.clear()
 
     async def _start_account(self, account: AccountConfig, cap: int) -> None:
-        assert self._supervisor is not None
-        deps = self.deps
         snapshot = AccountSnapshot(
             account_id=account.account_id,
             label=account.label,
@@ -387,76 +379,10 @@ class PoolSupervisor:
             scoped=account.scoped,
             has_credits=account.has_credits,
         )
-        state = AccountState(snapshot=snapshot, chatgpt_account_id=account.chatgpt_account_id)
-        mailbox: Mailbox[Any] = Mailbox(ACCOUNT_MAILBOX_CAPACITY, name=f"account:{account.label}")
-        # One upstream connection per lease: the in-flight cap, not the pool, is the limit.
-        upstream = UpstreamPool(
-            deps.upstream_base_url,
-            max_connections=max(cap, UPSTREAM_MIN_CONNECTIONS),
-            max_idle=UPSTREAM_MAX_IDLE,
-        )
-        actor = AccountActor(
-            state,
-            mailbox,
-            upstream,
-            publish=partial(self._changed, account.account_id),
-            load_credentials=deps.load_credentials,
-            refresh_credentials=deps.refresh_credentials,
-            persist_quota=deps.persist_quota,
-            fetch_usage=deps.fetch_usage,
-            settings=lambda: self.settings,
-        )
-        handle = AccountHandle(state, mailbox, upstream, actor)
-        self.accounts[account.account_id] = handle
-        try:
-            await self._supervisor.start_child(
-                account.account_id,
-                partial(self._guard_account, handle),
-                budget=deps.restart_budget(),
-            )
-        except Exception as exc:
-            log.error("account %s could not start: %s", account.label, type(exc).__name__)
-            handle.state.snapshot = replace(handle.state.snapshot, alive=False)
-
-    async def _guard_account(
-        self, handle: AccountHandle, *, task_status: trio.TaskStatus[None]
-    ) -> None:
-        """Supervise one account's actor. When it crashes past its restart budget, the
-        account alone leaves routing for a cool-off, then gets a fresh budget: one broken
-        account never takes the PoolSupervisor (and every other account) down with it."""
-        name = handle.snapshot.account_id
-        status: trio.TaskStatus[None] = task_status
-        while True:
-            try:
-                await supervise(
-                    name,
-                    handle.actor.run,
-                    budget=self.deps.restart_budget(),
-                    on_crash=self._on_crash,
-                    stats=handle.stats,
-                    task_status=status,
-                )
-                return
-            except SupervisorEscalation as exc:
-                log.error(
-                    "account %s crashed past its restart budget (%s); out of routing for %.0f s",
-                    handle.snapshot.label,
-                    type(exc.__cause__).__name__,
-                    ESCALATION_COOLOFF_S,
-                )
-                self.escalations += 1
-                handle.state.snapshot = replace(handle.state.snapshot, alive=False)
-                self._changed(name)
-                status = trio.TASK_STATUS_IGNORED
-                await trio.sleep(ESCALATION_COOLOFF_S)
+        await self.tree.start(snapshot, account.chatgpt_account_id)
 
     async def _stop_account(self, account_id: str) -> None:
-        assert self._supervisor is not None
-        handle = self.accounts.pop(account_id)
         self._next_poll.pop(account_id, None)
         for cmap in self.continuity.values():
             cmap.forget_account(account_id)
-        if account_id in self._supervisor.children:
-            await self._supervisor.stop_child(account_id)
-        with trio.move_on_after(2, shield=True):
-            await handle.upstream.aclose()
+        await self.tree.stop(account_id)

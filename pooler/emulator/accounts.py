@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from pooler.emulator.prompt_cache import CacheRules, PromptCache
 from pooler.emulator.tokens import Identity, TokenSet, mint_token_set
-from pooler.emulator.usage import PRIMARY_MINUTES, SECONDARY_MINUTES, LimitFamily, QuotaWindow
+from pooler.emulator.usage import PRIMARY_MINUTES, SECONDARY_MINUTES, EmulatedWindow, LimitFamily
 
 
 def account_uuid(seed: str, index: int) -> str:
@@ -45,8 +45,8 @@ class FakeAccount:
     plan_type: str
     user_id: str
     tokens: TokenSet
-    primary: QuotaWindow
-    secondary: QuotaWindow
+    primary: EmulatedWindow
+    secondary: EmulatedWindow
     prompt_cache: PromptCache = field(default_factory=PromptCache)
     families: dict[str, LimitFamily] = field(default_factory=dict)  # family id -> limit
     reporting: Reporting = field(default_factory=Reporting)
@@ -87,7 +87,7 @@ class FakeAccount:
         """The extra limit family a request for `model` counts against, if any."""
         return next((f for f in self.families.values() if f.applies_to(model)), None)
 
-    def windows_for(self, model: str) -> tuple[QuotaWindow, QuotaWindow]:
+    def windows_for(self, model: str) -> tuple[EmulatedWindow, EmulatedWindow]:
         """The windows a request for `model` counts against: its family's, else the default."""
         family = self.family_for(model)
         return (family.primary, family.secondary) if family else (self.primary, self.secondary)
@@ -107,7 +107,7 @@ def make_account(
         plan_type=identity.plan_type,
         user_id=identity.user_id,
         tokens=mint_token_set(identity, now, token_ttl),
-        primary=QuotaWindow(origin=now, minutes=PRIMARY_MINUTES),
-        secondary=QuotaWindow(origin=now, minutes=SECONDARY_MINUTES),
+        primary=EmulatedWindow(origin=now, minutes=PRIMARY_MINUTES),
+        secondary=EmulatedWindow(origin=now, minutes=SECONDARY_MINUTES),
         prompt_cache=PromptCache(rules=cache_rules or CacheRules()),
     )

@@ -27,8 +27,8 @@ from pooler.emulator.tokens import TokenSet, mint_token_set
 from pooler.emulator.usage import (
     PRIMARY_MINUTES,
     SECONDARY_MINUTES,
+    EmulatedWindow,
     LimitFamily,
-    QuotaWindow,
     WindowView,
     additional_rate_limit,
     family_headers,
@@ -243,8 +243,8 @@ class EmulatorState:
             family = LimitFamily(
                 family_id,
                 limit_name,
-                QuotaWindow(origin=self.started_at, minutes=PRIMARY_MINUTES),
-                QuotaWindow(origin=self.started_at, minutes=SECONDARY_MINUTES),
+                EmulatedWindow(origin=self.started_at, minutes=PRIMARY_MINUTES),
+                EmulatedWindow(origin=self.started_at, minutes=SECONDARY_MINUTES),
             )
             account.families[family_id] = family
         elif limit_name:
@@ -359,8 +359,8 @@ class EmulatorState:
 
 
 def _set_windows(
-    primary: QuotaWindow,
-    secondary: QuotaWindow,
+    primary: EmulatedWindow,
+    secondary: EmulatedWindow,
     primary_percent: float | None,
     secondary_percent: float | None,
     now: float,

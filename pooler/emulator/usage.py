@@ -21,7 +21,9 @@ SECONDARY_MINUTES = 10080
 
 
 @dataclass
-class QuotaWindow:
+class EmulatedWindow:
+    """The emulator's own rolling quota window, which it fills and resets."""
+
     origin: float
     minutes: int
     used_percent: float = 0.0
@@ -61,8 +63,8 @@ class LimitFamily:
 
     family: str
     limit_name: str
-    primary: QuotaWindow
-    secondary: QuotaWindow
+    primary: EmulatedWindow
+    secondary: EmulatedWindow
 
     @property
     def header_prefix(self) -> bytes:
@@ -87,7 +89,7 @@ class WindowView:
     reset_after: int
 
 
-def view(window: QuotaWindow, now: float) -> WindowView:
+def view(window: EmulatedWindow, now: float) -> WindowView:
     reset_at = window.reset_at(now)
     return WindowView(window.used_percent, window.minutes, reset_at, max(0, int(reset_at - now)))
 

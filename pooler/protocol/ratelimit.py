@@ -18,8 +18,8 @@ from typing import Any
 __all__ = [
     "DEFAULT_FAMILY",
     "Credits",
-    "QuotaWindow",
     "RateLimitSnapshot",
+    "ReportedWindow",
     "credits_from_json",
     "normalize_family",
     "number_or_none",
@@ -36,7 +36,9 @@ _FALSE = (b"false", b"0")
 
 
 @dataclass(frozen=True, slots=True)
-class QuotaWindow:
+class ReportedWindow:
+    """One quota window as the upstream reported it (headers, an event, the usage API)."""
+
     used_percent: float
     window_minutes: int | None
     reset_at: float | None  # epoch seconds
@@ -51,10 +53,10 @@ class Credits:
 
 @dataclass(frozen=True, slots=True)
 class RateLimitSnapshot:
-    primary: QuotaWindow | None
-    secondary: QuotaWindow | None
+    primary: ReportedWindow | None
+    secondary: ReportedWindow | None
     credits: Credits | None
-    extra: dict[str, tuple[QuotaWindow | None, QuotaWindow | None]]  # family id -> windows
+    extra: dict[str, tuple[ReportedWindow | None, ReportedWindow | None]]  # family id -> windows
     plan_type: str | None
     active_limit: str | None  # the family a 429 refers to (`x-codex-active-limit`)
     limit_names: dict[str, str] = field(default_factory=dict)  # family id -> display name
@@ -68,7 +70,7 @@ def parse_rate_limit_headers(
     for name, value in headers:
         if name[:2].lower() == b"x-":
             x.setdefault(name.lower(), value)
-    windows: dict[str, tuple[QuotaWindow | None, QuotaWindow | None]] = {}
+    windows: dict[str, tuple[ReportedWindow | None, ReportedWindow | None]] = {}
     names: dict[str, str] = {}
     for prefix in _families(x):
         family = _family_id(prefix)
@@ -169,7 +171,7 @@ def normalize_family(name: str) -> str | None:
     return name.strip().lower().replace("-", "_") or None
 
 
-def _header_window(x: dict[bytes, bytes], stem: bytes, now: float) -> QuotaWindow | None:
+def _header_window(x: dict[bytes, bytes], stem: bytes, now: float) -> ReportedWindow | None:
     used = number_or_none(x.get(stem + b"-used-percent"))
     if used is None:
         return None
@@ -180,7 +182,7 @@ def _header_window(x: dict[bytes, bytes], stem: bytes, now: float) -> QuotaWindo
         reset_at = None if after is None else now + after
     if used == 0 and not minutes and reset_at is None:
         return None  # §5: a window is present only if it says something
-    return QuotaWindow(used, minutes, reset_at)
+    return ReportedWindow(used, minutes, reset_at)
 
 
 def _header_credits(x: dict[bytes, bytes]) -> Credits | None:
@@ -191,7 +193,7 @@ def _header_credits(x: dict[bytes, bytes]) -> Credits | None:
     return Credits(has_credits, unlimited, _text(x.get(b"x-codex-credits-balance")))
 
 
-def _event_window(raw: object, now: float) -> QuotaWindow | None:
+def _event_window(raw: object, now: float) -> ReportedWindow | None:
     if not isinstance(raw, Mapping):
         return None
     used = number_or_none(raw.get("used_percent"))
@@ -205,7 +207,7 @@ def _event_window(raw: object, now: float) -> QuotaWindow | None:
     if reset_at is None:
         after = number_or_none(raw.get("reset_after_seconds"))
         reset_at = None if after is None else now + after
-    return QuotaWindow(used, minutes, reset_at)
+    return ReportedWindow(used, minutes, reset_at)
 
 
 def credits_from_json(raw: object) -> Credits | None:

@@ -12,10 +12,18 @@ Pure state machine; the AccountActor owns the instances and passes `now`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from pooler.routing.snapshot import CircuitView
 
-CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+class CircuitState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+CLOSED, OPEN, HALF_OPEN = CircuitState
 
 # Route classes (DESIGN §2): one circuit each per account.
 RESPONSES = "responses"
@@ -32,7 +40,7 @@ class CircuitSettings:
 
 @dataclass(slots=True)
 class Circuit:
-    state: str = CLOSED
+    state: CircuitState = CLOSED
     failures: int = 0
     open_until: float = 0.0
     probes: int = 0

@@ -9,21 +9,21 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pooler.protocol.ratelimit import QuotaWindow, RateLimitSnapshot
+from pooler.protocol.ratelimit import RateLimitSnapshot, ReportedWindow
 from pooler.routing.snapshot import AccountSnapshot, ScopedLimit, WindowState, normalize_scope
 
 WEEKLY_MINUTES = 10_080
 
 
-def window_state(window: QuotaWindow | None, observed_at: float) -> WindowState | None:
+def window_state(window: ReportedWindow | None, observed_at: float) -> WindowState | None:
     if window is None:
         return None
     return WindowState(window.used_percent, window.reset_at, observed_at)
 
 
 def _pair(
-    primary: QuotaWindow | None, secondary: QuotaWindow | None
-) -> tuple[QuotaWindow | None, QuotaWindow | None]:
+    primary: ReportedWindow | None, secondary: ReportedWindow | None
+) -> tuple[ReportedWindow | None, ReportedWindow | None]:
     """A weekly window reported in the primary slot is the secondary one (inventory §4)."""
     if primary is not None and secondary is None and primary.window_minutes == WEEKLY_MINUTES:
         return None, primary

@@ -20,6 +20,7 @@ from psycopg.rows import class_row, dict_row
 
 from pooler.crypto import Keyring
 from pooler.db import notify
+from pooler.routing.lifecycle import Event, Lifecycle, moves
 from pooler.store.common import (
     QUOTA_CHANNEL,
     TOKENS_CHANNEL,
@@ -33,15 +34,16 @@ from pooler.store.common import (
 )
 from pooler.store.credentials import account_refresh_lock, write_secrets
 from pooler.store.jwt_claims import ClaimsError, Identity, identity_from_tokens
-from pooler.store.models import Account, AccountView, QuotaWindow, QuotaWindowRow
+from pooler.store.models import Account, AccountView, QuotaWindowRow, StoredQuotaWindow
 from pooler.store.pools import get_pool
 from pooler.store.text import findable, storable
 
-LIFECYCLES: Final = ("active", "paused", "reauth_required", "disabled")
+LIFECYCLES: Final = tuple(state.value for state in Lifecycle)
 # operator action -> {lifecycle before: lifecycle after}; a lifecycle not listed is refused.
+# Read from the one transition table (`pooler.routing.lifecycle`).
 OPERATOR_MOVES: Final[dict[str, dict[str, str]]] = {
-    "pause": {"active": "paused", "paused": "paused", "disabled": "paused"},
-    "resume": {"paused": "active", "active": "active", "disabled": "active"},
+    "pause": moves(Event.PAUSE),
+    "resume": moves(Event.RESUME),
 }
 REAUTH_HINT: Final = (
     "needs a new login: sign in again with the Codex CLI and re-import its auth.json"
@@ -237,9 +239,9 @@ def list_accounts(conn: Conn, pool_name: str | None = None) -> list[AccountView]
 
 def quota_by_account(
     conn: Conn, account_ids: Sequence[UUID] | None = None
-) -> dict[UUID, tuple[QuotaWindow, ...]]:
+) -> dict[UUID, tuple[StoredQuotaWindow, ...]]:
     """Latest quota windows per account (all accounts when `account_ids` is None)."""
-    cur = conn.cursor(row_factory=class_row(QuotaWindow))
+    cur = conn.cursor(row_factory=class_row(StoredQuotaWindow))
     order = " ORDER BY account_id, family, window_kind"
     if account_ids is None:
         windows = cur.execute(f"SELECT {QUOTA_COLUMNS} FROM quota_windows{order}").fetchall()
@@ -248,7 +250,7 @@ def quota_by_account(
             f"SELECT {QUOTA_COLUMNS} FROM quota_windows WHERE account_id = ANY(%s){order}",
             (list(account_ids),),
         ).fetchall()
-    grouped: defaultdict[UUID, list[QuotaWindow]] = defaultdict(list)
+    grouped: defaultdict[UUID, list[StoredQuotaWindow]] = defaultdict(list)
     for window in windows:
         grouped[window.account_id].append(window)
     return {account_id: tuple(found) for account_id, found in grouped.items()}

@@ -85,7 +85,9 @@ class QuotaWindowRow:
 
 
 @dataclass(frozen=True, slots=True)
-class QuotaWindow:
+class StoredQuotaWindow:
+    """A quota observation read back from the database, as the account listings show it."""
+
     account_id: UUID
     family: str
     window: str
@@ -111,7 +113,7 @@ class AccountView:
     last_refresh_at: datetime | None
     created_at: datetime
     pools: tuple[str, ...]
-    quota: tuple[QuotaWindow, ...]
+    quota: tuple[StoredQuotaWindow, ...]
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -186,7 +188,7 @@ class RuntimeSnapshot:
     keys: Mapping[bytes, KeyEntry]
     accounts: Mapping[UUID, RuntimeAccount]
     assignments: Mapping[UUID, tuple[AssignmentEntry, ...]]
-    quota: Mapping[UUID, tuple[QuotaWindow, ...]]
+    quota: Mapping[UUID, tuple[StoredQuotaWindow, ...]]
 
     def pool_by_name(self, name: str) -> Pool | None:
         return next((pool for pool in self.pools.values() if pool.name == name), None)

@@ -20,8 +20,8 @@ import httpx
 
 from pooler.protocol.ratelimit import (
     DEFAULT_FAMILY,
-    QuotaWindow,
     RateLimitSnapshot,
+    ReportedWindow,
     credits_from_json,
     normalize_family,
     number_or_none,
@@ -42,7 +42,7 @@ USAGE_TIMEOUT_S: Final = 10.0
 USER_AGENT: Final = "codex-pooler"
 WEEKLY_MINUTES: Final = 10080
 
-Pair = tuple[QuotaWindow | None, QuotaWindow | None]
+Pair = tuple[ReportedWindow | None, ReportedWindow | None]
 
 
 class UsageError(Exception):
@@ -171,7 +171,7 @@ def _first(raw: Mapping[str, Any], *keys: str) -> object:
     return None
 
 
-def _window(raw: object, now: float) -> QuotaWindow | None:
+def _window(raw: object, now: float) -> ReportedWindow | None:
     if not isinstance(raw, Mapping):
         return None
     used = number_or_none(raw.get("used_percent"))
@@ -183,4 +183,4 @@ def _window(raw: object, now: float) -> QuotaWindow | None:
     if reset_at is None or reset_at <= 0:
         after = number_or_none(raw.get("reset_after_seconds"))
         reset_at = None if after is None else now + max(0.0, after)
-    return QuotaWindow(used, minutes, reset_at)
+    return ReportedWindow(used, minutes, reset_at)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import trio
 
@@ -22,11 +23,24 @@ from pooler.upstream.ws_client import (
     connect_websocket,
 )
 
-# Why the upstream socket ended, when the account side ended it (the handler's own reasons
-# are its business).
-ACCOUNT_CRASHED = "account_crashed"
-ACCOUNT_STOPPED = "account_stopped"
-PING_TIMEOUT = "upstream_ping_timeout"
+
+class WebsocketEnd(StrEnum):
+    """Why a websocket session ended. The account side sets the first three on the
+    upstream socket (`ended_by`); the client handler adds its own."""
+
+    ACCOUNT_CRASHED = "account_crashed"
+    ACCOUNT_STOPPED = "account_stopped"
+    PING_TIMEOUT = "upstream_ping_timeout"
+    CLIENT_GONE = "client_disconnected"
+    UPSTREAM_CLOSED = "upstream_closed"
+    IDLE = "idle_timeout"
+    KEY_REVOKED = "key_revoked"
+    LIMIT_REFUSED = "limit_refused"
+
+
+ACCOUNT_CRASHED = WebsocketEnd.ACCOUNT_CRASHED
+ACCOUNT_STOPPED = WebsocketEnd.ACCOUNT_STOPPED
+PING_TIMEOUT = WebsocketEnd.PING_TIMEOUT
 
 DISCONNECT_TIMEOUT_S = 5.0
 
@@ -45,7 +59,7 @@ class WebsocketTarget:
 @dataclass(eq=False, slots=True)
 class UpstreamWebsocket:
     connection: ClientWebsocket
-    ended_by: str | None = None
+    ended_by: WebsocketEnd | None = None
     _released: trio.Event = field(default_factory=trio.Event)
 
     def release(self) -> None:

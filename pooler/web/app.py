@@ -13,11 +13,12 @@ from pooler.web.asgi import Receive, Scope, Send, send_error
 from pooler.web.backend_codex.compact import CompactRoute
 from pooler.web.backend_codex.models import ModelsRoute
 from pooler.web.backend_codex.relay import FILES_PREFIX, relay_routes
-from pooler.web.backend_codex.responses import ResponsesRoute
+from pooler.web.backend_codex.responses import responses_route
 from pooler.web.backend_codex.responses_ws import ResponsesWebsocketRoute, refuse
 from pooler.web.backend_codex.usage import UsageRoute
 from pooler.web.health import health_route, metrics_route, ready_route
 from pooler.web.openai_v1.audio import TRANSCRIPTIONS_PATH, V1TranscriptionsRoute
+from pooler.web.openai_v1.auth import authenticate_v1
 from pooler.web.openai_v1.files import V1_FILES_PREFIX, v1_files_routes
 from pooler.web.openai_v1.models import MODEL_PREFIX, MODELS_PATH, V1ModelsRoute
 from pooler.web.openai_v1.responses import v1_routes
@@ -35,7 +36,7 @@ WEBSOCKET_PATHS = frozenset(
 
 
 def build_routes(gateway: Gateway) -> dict[str, dict[str, Handler]]:
-    responses = ResponsesRoute(gateway)
+    responses = responses_route(gateway)
     models = ModelsRoute(gateway)
     relays = relay_routes(gateway)
     compact = CompactRoute(gateway)
@@ -78,6 +79,7 @@ def build_routes(gateway: Gateway) -> dict[str, dict[str, Handler]]:
 def build_app(gateway: Gateway) -> Handler:
     routes = build_routes(gateway)
     websocket_responses = ResponsesWebsocketRoute(gateway)
+    websocket_v1 = ResponsesWebsocketRoute(gateway, authenticate_v1, public=True)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -100,8 +102,10 @@ def build_app(gateway: Gateway) -> Handler:
                 return
             await _guarded(handler, scope, receive, send)
         elif kind == "websocket":
-            if scope["path"] in WEBSOCKET_PATHS:
-                await websocket_responses(scope, receive, send)
+            path = scope["path"]
+            if path in WEBSOCKET_PATHS:
+                route = websocket_v1 if path.startswith(V1_PREFIX) else websocket_responses
+                await route(scope, receive, send)
             else:
                 await _refuse_websocket(scope, receive, send)
         elif kind == "lifespan":

@@ -21,6 +21,7 @@ from pooler.actors.runtime import call
 from pooler.errors import ModelNotFound
 from pooler.routing.snapshot import normalize_scope
 from pooler.upstream.errors import UpstreamTransportError
+from pooler.web.leasing import account_headers, release
 
 if TYPE_CHECKING:
     from pooler.actors.pool import PoolSupervisor
@@ -178,11 +179,7 @@ class ModelCatalog:
         if lease is None:
             return
         previous = self.accounts.get(account_id)
-        headers = [
-            (b"authorization", b"Bearer " + lease.access_token.encode()),
-            (b"chatgpt-account-id", lease.chatgpt_account_id.encode()),
-            (b"accept", b"application/json"),
-        ]
+        headers = account_headers(lease, ((b"accept", b"application/json"),))
         if previous is not None and previous.etag:
             headers.append((b"if-none-match", previous.etag.encode()))
         target = f"/models?client_version={CATALOG_CLIENT_VERSION}"
@@ -199,7 +196,7 @@ class ModelCatalog:
             log.info("model catalog of %s: %s", lease.label, type(exc).__name__)
         finally:
             # Neutral: a catalog fetch says nothing about the account's quota or health.
-            lease.mailbox.try_send(m.Release(lease.lease_id, m.Outcome(m.CANCELLED)))
+            release(lease, m.Outcome(m.CANCELLED))
         if status == 304 and previous is not None:
             return
         models = parse_models(body) if status == 200 else None

@@ -18,9 +18,11 @@ import trio
 
 from pooler.actors import messages as m
 from pooler.actors.account import Credentials, RefreshResult, UsageResult, credentials_from_token
+from pooler.actors.account_tree import AccountDeps
 from pooler.actors.log_writer import LogWriter
-from pooler.actors.pool import AccountDeps, PoolSupervisor
-from pooler.actors.runtime import call
+from pooler.actors.pool import PoolSupervisor
+from pooler.actors.restart import RestartBudget
+from pooler.actors.runtime import Supervisor, call
 from pooler.actors.scheduler import Job, Scheduler
 from pooler.actors.write_split import write_splitting
 from pooler.config import Config
@@ -58,6 +60,8 @@ APPLY_CONFIG_TIMEOUT_S = 120.0
 MAX_QUOTA_NOTES_PER_ACCOUNT = 8
 RESTORE_SLICE = 2_000  # pins per RestorePins message
 PINS_READ_OVERLAP = timedelta(seconds=5)
+# The gateway's own actors: five crashes a minute each, then the process ends.
+CORE_BUDGET = RestartBudget(5, 60.0)
 
 
 class Gateway:
@@ -84,6 +88,8 @@ class Gateway:
             continuity_ttl=self.settings.continuity_ttl_s,
         )
         self.supervisor = self.pool_supervisor.mailbox
+        self.actors: Supervisor | None = None  # while running: the PoolSupervisor, LogWriter
+        # and Scheduler, each under its restart budget
         self.catalog = ModelCatalog(self.pool_supervisor)
         self.log_writer: LogWriter[RequestRecord] = LogWriter(
             self._write_logs, reduce=reduced_record
@@ -141,8 +147,11 @@ class Gateway:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(self.log_writer.run)
-                await nursery.start(self.pool_supervisor.run)
+                # The root of the actor tree: each of these restarts within its budget; past
+                # it, the escalation leaves this nursery and ends the gateway.
+                self.actors = actors = Supervisor(nursery)
+                await actors.start_child("log-writer", self.log_writer.run, budget=CORE_BUDGET)
+                await actors.start_actor(self.pool_supervisor, budget=CORE_BUDGET)
                 await self.reload()
                 await self.restore_continuity()
                 await nursery.start(
@@ -156,14 +165,16 @@ class Gateway:
                 )
                 nursery.start_soon(self._reload_loop)
                 nursery.start_soon(self._peer_news_loop)
-                await nursery.start(self.scheduler.run)
+                await actors.start_child("scheduler", self.scheduler.run, budget=CORE_BUDGET)
                 nursery.start_soon(self._first_catalog)
                 nursery.start_soon(self.loop_lag.run)
                 self.configured = True
                 task_status.started()
         finally:
             self.configured = False
+            self.actors = None
             self._http.close()
+            await self.pool_supervisor.aclose()
             with trio.move_on_after(2, shield=True):
                 await self.backend_upstream.aclose()
 

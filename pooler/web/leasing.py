@@ -1,4 +1,6 @@
-"""Getting a Lease for a request: ask the PoolSupervisor, then the chosen AccountActor."""
+"""Getting a Lease for a request (ask the PoolSupervisor, then the chosen AccountActor),
+refreshing its token, the headers it gives an upstream call, releasing it, and pinning a
+conversation to its account. The loop that uses them is `pooler.web.attempts`."""
 
 from __future__ import annotations
 
@@ -10,13 +12,9 @@ from typing import Any
 from pooler.actors import messages as m
 from pooler.actors.account import RefreshUnavailable
 from pooler.actors.runtime import ActorDead, CallTimeout, Mailbox, ReplyTo, call
-from pooler.errors import NoEligibleBackend, PinnedContinuationUnavailable, UsageLimitReached
+from pooler.errors import NoEligibleBackend
 from pooler.routing.choose import Choice
-from pooler.routing.eligibility import QUOTA_CODES
 from pooler.web.settings import GatewaySettings
-
-# Quota exclusions, and the failure codes of attempts that met a usage limit.
-QUOTA_FAILURES = QUOTA_CODES | {"usage_limit", "usage_limit_reached"}
 
 
 def continuity_digest(kind: str, value: str) -> bytes:
@@ -83,34 +81,6 @@ async def lease_account(
     return granted.lease
 
 
-def all_quota(attempts: LeaseAttempts) -> bool:
-    codes = set(attempts.exclusions.values())
-    return bool(codes) and codes <= QUOTA_FAILURES
-
-
-def no_account_error(
-    attempts: LeaseAttempts, retry_after: float
-) -> UsageLimitReached | NoEligibleBackend | PinnedContinuationUnavailable:
-    """429 when every account is out of quota, else 503 (DESIGN §4); a hard pin whose
-    account cannot serve is its own error: the client must resend the full context."""
-    choice = attempts.last_choice
-    if choice is not None and choice.hard_pin_unavailable:
-        return PinnedContinuationUnavailable(
-            "the account holding previous_response_id cannot serve now; resend the request"
-            " with the full conversation and without previous_response_id",
-            param="previous_response_id",
-            extra={"recovery_kind": "restart_with_full_context"},
-        )
-    resets = list(attempts.usage_resets)
-    if choice is not None and choice.earliest_reset is not None:
-        resets.append(choice.earliest_reset)
-    if resets and all_quota(attempts):
-        return UsageLimitReached(
-            "every account in this Pool has reached its usage limit", resets_at=min(resets)
-        )
-    return NoEligibleBackend("no eligible upstream account in this Pool", retry_after=retry_after)
-
-
 async def refreshed_lease(lease: m.Lease, settings: GatewaySettings) -> m.Lease | None:
     """After an upstream 401 (the lease released as UNAUTHORIZED): the same account again,
     with a refreshed token. None: it could not refresh, or no longer takes requests."""
@@ -127,6 +97,18 @@ async def refreshed_lease(lease: m.Lease, settings: GatewaySettings) -> m.Lease 
         )
     except (RefreshUnavailable, CallTimeout, ActorDead):
         return None
+
+
+def account_headers(
+    lease: m.Lease, before: Iterable[tuple[bytes, bytes]] = ()
+) -> list[tuple[bytes, bytes]]:
+    """`before`, then the leased account's credentials as the backend wants them: the one
+    place the upstream account headers are built."""
+    return [
+        *before,
+        (b"authorization", b"Bearer " + lease.access_token.encode()),
+        (b"chatgpt-account-id", lease.chatgpt_account_id.encode()),
+    ]
 
 
 def release(lease: m.Lease, outcome: m.Outcome) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import trio
 import zstandard
 
-from pooler.errors import BadRequest, BodyTooLarge, RequestTimeout
+from pooler.errors import BadRequest, BodyTooLarge, RequestTimeout, UnsupportedMediaType
 from pooler.web.asgi import ClientDisconnected, Receive, Scope, header
 
 if TYPE_CHECKING:
@@ -125,3 +125,16 @@ async def read_decoded_body(gw: Gateway, scope: Scope, receive: Receive) -> byte
         instance.max_decompressed_body_bytes,
         instance.max_decompression_ratio,
     )
+
+
+def check_content_type(scope: Scope) -> None:
+    content_type = header(scope, b"content-type")
+    if content_type is None or not content_type.split(b";")[0].strip().lower().endswith(b"json"):
+        raise UnsupportedMediaType("Content-Type must be application/json")
+
+
+async def read_json_body(gw: Gateway, scope: Scope, receive: Receive) -> bytes:
+    """A JSON request body, size-bounded and decompressed (zstd) as the client sent it.
+    Call it holding a `body` admission slot."""
+    check_content_type(scope)
+    return await read_decoded_body(gw, scope, receive)

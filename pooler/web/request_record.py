@@ -13,12 +13,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import trio
 
 from pooler.errors import PoolerError
 from pooler.protocol.usage import TokenUsage
-from pooler.web.asgi import ClientDisconnected, Send, send_error
+from pooler.web.asgi import ClientDisconnected, Scope, Send, header, send_error
+
+if TYPE_CHECKING:
+    from pooler.web.gateway import Gateway
 
 REQUEST_LOG = logging.getLogger("pooler.requests")
 _INFO = logging.INFO
@@ -76,6 +80,14 @@ class RequestRecord:
         self.outcome = outcome
         self.error_code = error_code
         self.duration_ms = self.elapsed_ms()
+
+
+def start_record(gw: Gateway, scope: Scope, route: str, transport: str) -> RequestRecord:
+    """The record of a request that starts now, with its (truncated) user agent."""
+    record = RequestRecord(request_id=gw.new_request_id(), route=route, transport=transport)
+    agent = header(scope, b"user-agent")
+    record.user_agent = agent.decode("latin-1")[:200] if agent else None
+    return record
 
 
 def log_line(record: RequestRecord) -> None:

@@ -17,7 +17,7 @@ from pooler.actors.pool import AccountConfig, RuntimeConfig
 from pooler.crypto import Keyring
 from pooler.instance_settings import InstanceSettings
 from pooler.protocol.jwt import jwt_expiry
-from pooler.protocol.ratelimit import DEFAULT_FAMILY, Credits, QuotaWindow, RateLimitSnapshot
+from pooler.protocol.ratelimit import DEFAULT_FAMILY, Credits, RateLimitSnapshot, ReportedWindow
 from pooler.routing.choose import PoolPolicy
 from pooler.routing.evidence import apply_evidence
 from pooler.routing.snapshot import AccountSnapshot
@@ -99,7 +99,7 @@ def stored_evidence(quota: AccountQuota | None) -> list[tuple[RateLimitSnapshot,
         return []
     pieces: list[tuple[RateLimitSnapshot, float]] = []
     for w in quota.windows:
-        window = QuotaWindow(w.used_percent, w.window_minutes, _epoch(w.reset_at))
+        window = ReportedWindow(w.used_percent, w.window_minutes, _epoch(w.reset_at))
         pair = (window, None) if w.window == "primary" else (None, window)
         if w.family == DEFAULT_FAMILY:
             evidence = RateLimitSnapshot(pair[0], pair[1], None, {}, None, None)
@@ -181,7 +181,7 @@ def _quota_records(
     credits: CreditsRecord | None = None
     for evidence, observed, source in notes:
         at = datetime.fromtimestamp(observed, UTC)
-        families: list[tuple[str, QuotaWindow | None, QuotaWindow | None]] = [
+        families: list[tuple[str, ReportedWindow | None, ReportedWindow | None]] = [
             (DEFAULT_FAMILY, evidence.primary, evidence.secondary)
         ]
         families.extend((family, p, s) for family, (p, s) in evidence.extra.items())

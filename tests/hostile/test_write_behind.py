@@ -11,14 +11,16 @@ from uuid import UUID
 import trio
 from harness import open_stack
 
-from pooler.protocol.ratelimit import QuotaWindow, RateLimitSnapshot
+from pooler.protocol.ratelimit import RateLimitSnapshot, ReportedWindow
 from pooler.store.logs import recent_request_logs
 from pooler.store.quota import load_quota
 from pooler.web.request_record import RequestRecord
 
 
 def evidence(used: float) -> RateLimitSnapshot:
-    return RateLimitSnapshot(QuotaWindow(used, 300, time.time() + 3600), None, None, {}, None, None)
+    return RateLimitSnapshot(
+        ReportedWindow(used, 300, time.time() + 3600), None, None, {}, None, None
+    )
 
 
 async def test_refused_quota_evidence_is_dropped_and_the_rest_stored(

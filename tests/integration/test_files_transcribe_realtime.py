@@ -12,6 +12,7 @@ import httpx
 import pytest
 import trio
 from harness import POOL, Stack, open_stack, parse_sse, responses_body
+from routing_support import log_row
 from test_privacy import dump_database, token_strings
 
 from pooler.store.pools import update_pool
@@ -225,3 +226,25 @@ async def test_failover_before_the_first_byte_but_not_for_a_pinned_finalize(
             assert done.status_code == 500
             finals = await stack.upstream_requests("/uploaded")
             assert [(r["status"], r["account_id"]) for r in finals] == [(500, healthy.account_id)]
+
+
+async def test_relays_answer_like_responses_when_every_account_is_out_of_quota(
+    db_url: str, tmp_path: Path
+) -> None:
+    """One attempt loop, one ending: every account refusing for its usage limit is a 429
+    `usage_limit_reached` with Retry-After (not a 502), and the log row says why."""
+    async with open_stack(db_url, tmp_path) as stack, stack.client() as client:
+        for account in stack.emulator.accounts:
+            await stack.fault(account.label, "usage_limit_429")
+        files = {"file": ("a.wav", b"RIFF....WAVE", "audio/wav")}
+        with trio.fail_after(30):
+            answer = await client.post("/backend-api/transcribe", files=files)
+        assert answer.status_code == 429, answer.text
+        assert answer.json()["error"]["code"] == "usage_limit_reached"
+        assert int(answer.headers["retry-after"]) >= 1
+        tried = await stack.upstream_requests("/backend-api/transcribe")
+        assert [r["status"] for r in tried] == [429, 429, 429]
+        row = await log_row(stack, answer.headers["x-request-id"])
+        assert row["status_code"] == 429
+        labels = {str(a.label) for a in stack.emulator.accounts}
+        assert row["exclusions"] == dict.fromkeys(labels, "usage_limit_reached")

@@ -226,3 +226,26 @@ async def test_accounts_running_out_one_by_one(db_url: str, tmp_path: Path) -> N
         assert (row["status_code"], row["error_code"]) == (429, "usage_limit_reached")
         assert set(row["exclusions"]) == LABELS
         assert set(row["exclusions"].values()) <= QUOTA_CODES
+
+
+async def test_a_401_without_retry_budget_is_refreshed_and_its_leases_go_back(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The retry on the same account after a token refresh is not a new candidate: with a
+    budget of 0 it still happens, and both leases are released (tests/unit/test_attempts.py
+    has the loop's other endings)."""
+    async with open_stack(db_url, tmp_path) as stack, stack.client() as client:
+        await update_pool_live(stack, retry_budget=0)
+        for label in sorted(LABELS):
+            await arm(stack, label, "unauthorized_401")
+        answer = await post(client)
+        completed(answer)
+        tried = await seen(stack)
+        assert [e["status"] for e in tried] == [401, 200]
+        assert len({e["label"] for e in tried}) == 1
+        row = await log_row(stack, answer.headers["x-request-id"])
+        assert (row["retries"], row["status_code"]) == (1, 200)
+        with trio.fail_after(5):
+            accounts = stack.gateway.pool_supervisor.accounts.values()
+            while any(handle.snapshot.in_flight for handle in accounts):
+                await trio.sleep(0.02)

@@ -6,7 +6,7 @@ from pooler.emulator.faults import FaultPlan
 from pooler.emulator.rejections import Rejection
 from pooler.emulator.state import REQUEST_LOG_SIZE, EmulatorState, Grant, TurnLog
 from pooler.emulator.tokens import TokenSet
-from pooler.emulator.usage import QuotaWindow
+from pooler.emulator.usage import EmulatedWindow
 from pooler.protocol.jwt import auth_claims, decode_jwt_claims
 
 T0 = 1_800_000_000.0
@@ -106,7 +106,7 @@ def test_usage_moves_and_blocks_at_100() -> None:
 
 
 def test_quota_window_rolls_over_many_periods() -> None:
-    window = QuotaWindow(origin=0.0, minutes=1, used_percent=50)
+    window = EmulatedWindow(origin=0.0, minutes=1, used_percent=50)
     assert window.reset_at(59.0) == 60
     assert window.reset_at(600.5) == 660 and window.used_percent == 0
     window.add(150, 601)

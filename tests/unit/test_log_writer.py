@@ -11,6 +11,8 @@ import trio
 import trio.testing
 
 from pooler.actors.log_writer import LogWriter
+from pooler.actors.restart import RestartBudget
+from pooler.actors.runtime import open_supervisor
 from pooler.actors.write_split import write_splitting
 from pooler.db import DatabaseDataError, DatabaseUnavailable
 
@@ -40,6 +42,9 @@ class FakeTable:
             raise DatabaseDataError("database refused the values (22021: ...)")
         for row in batch:
             self.rows.setdefault(row.n, row)
+
+
+BUDGET = RestartBudget(5, 60.0)
 
 
 def reduce(row: Row) -> Row:
@@ -142,3 +147,29 @@ async def test_a_stop_right_after_enqueue_loses_nothing() -> None:
                 writer.enqueue(Row(i))
             nursery.cancel_scope.cancel()
     assert len(table.rows) == 1234
+
+
+async def test_a_restarted_writer_writes_the_rows_its_crashed_run_kept(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The gateway's supervisor restarts `run` on the same LogWriter after a crash: rows
+    the crashed run could not write (the database was away) are written by the next run
+    once the database is back, without waiting for another row to arrive."""
+    table = FakeTable()
+    writer = LogWriter(table.write, reduce=reduce)
+    table.away = True
+    async with open_supervisor() as supervisor:
+        child = await supervisor.start_child("log-writer", writer.run, budget=BUDGET)
+        for i in range(10):
+            writer.enqueue(Row(i))
+        await trio.sleep(1.0)  # a failed batch, and the writer backing off
+        assert writer.failed_batches >= 1 and writer.pending == 10
+        supervisor.crash_child("log-writer", RuntimeError("writer bug"))
+        await trio.sleep(30.0)  # the crashed run's final flush fails too; then a restart
+        assert child.stats.restarts == 1 and writer.pending == 10
+        table.away = False
+        with trio.fail_after(60):
+            while writer.pending:
+                await trio.sleep(0.1)
+        assert sorted(table.rows) == list(range(10))
+        await supervisor.stop_all()

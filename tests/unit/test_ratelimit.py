@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from pooler.protocol.ratelimit import (
     Credits,
-    QuotaWindow,
     RateLimitSnapshot,
+    ReportedWindow,
     parse_rate_limit_headers,
     parse_rate_limits_event,
     parse_usage_limit_error,
@@ -40,8 +40,8 @@ def test_codex_headers_with_both_windows_and_credits() -> None:
     raw.append((b"content-type", b"text/event-stream"))
     snapshot = parse_rate_limit_headers(raw, NOW)
     assert snapshot == RateLimitSnapshot(
-        primary=QuotaWindow(12.5, 300, 1760003600.0),  # reset-at wins over reset-after
-        secondary=QuotaWindow(40.0, 10080, NOW + 86400),
+        primary=ReportedWindow(12.5, 300, 1760003600.0),  # reset-at wins over reset-after
+        secondary=ReportedWindow(40.0, 10080, NOW + 86400),
         credits=Credits(has_credits=True, unlimited=False, balance="12.50"),
         extra={},
         plan_type=None,
@@ -62,8 +62,8 @@ def test_extra_families_and_their_names() -> None:
     assert snapshot is not None
     assert snapshot.primary is None and snapshot.secondary is None
     assert snapshot.extra == {
-        "codex_bengalfox": (QuotaWindow(80.0, None, None), None),
-        "codex_secondary": (QuotaWindow(5.0, 1440, None), None),
+        "codex_bengalfox": (ReportedWindow(80.0, None, None), None),
+        "codex_secondary": (ReportedWindow(5.0, 1440, None), None),
     }
     assert snapshot.limit_names == {"codex_bengalfox": "gpt-5.2-codex-sonic"}
 
@@ -73,7 +73,7 @@ def test_window_present_rule() -> None:
     assert parse_rate_limit_headers(empty, NOW) is None
     zero_with_reset = headers(codex_primary_used_percent="0", codex_primary_reset_at="1760000100")
     snapshot = parse_rate_limit_headers(zero_with_reset, NOW)
-    assert snapshot is not None and snapshot.primary == QuotaWindow(0.0, None, 1760000100.0)
+    assert snapshot is not None and snapshot.primary == ReportedWindow(0.0, None, 1760000100.0)
 
 
 def test_garbage_values_are_ignored() -> None:
@@ -90,7 +90,7 @@ def test_garbage_values_are_ignored() -> None:
     )
     assert snapshot is not None
     assert snapshot.primary is None and snapshot.credits is None
-    assert snapshot.secondary == QuotaWindow(7.0, None, None)
+    assert snapshot.secondary == ReportedWindow(7.0, None, None)
     assert parse_rate_limit_headers([(b"x-codex-primary-used-percent", b"inf")], NOW) is None
     assert parse_rate_limit_headers([], NOW) is None
 
@@ -110,7 +110,7 @@ def test_rate_limits_event() -> None:
         '"unlimited":false,"balance":"3"},"metered_limit_name":"codex","limit_name":null}'
     )
     assert parse_rate_limits_event(event, NOW) == RateLimitSnapshot(
-        QuotaWindow(12.0, 300, 1760003600.0), None, Credits(True, False, "3"), {}, "plus", None
+        ReportedWindow(12.0, 300, 1760003600.0), None, Credits(True, False, "3"), {}, "plus", None
     )
 
 
@@ -123,7 +123,7 @@ def test_rate_limits_event_of_another_family() -> None:
     }
     snapshot = parse_rate_limits_event(event, NOW)
     assert snapshot is not None and snapshot.primary is None
-    assert snapshot.extra == {"codex_bengalfox": (QuotaWindow(50.5, None, NOW + 60), None)}
+    assert snapshot.extra == {"codex_bengalfox": (ReportedWindow(50.5, None, NOW + 60), None)}
     assert snapshot.limit_names == {"codex_bengalfox": "GPT Sonic"}
 
 
@@ -202,11 +202,11 @@ def _window_headers(stem: str, window: tuple[float, int | None, int | None]) -> 
     return lines
 
 
-def _expected(window: tuple[float, int | None, int | None] | None) -> QuotaWindow | None:
+def _expected(window: tuple[float, int | None, int | None] | None) -> ReportedWindow | None:
     if window is None:
         return None
     used, minutes, reset_at = window
-    return QuotaWindow(used, minutes, None if reset_at is None else float(reset_at))
+    return ReportedWindow(used, minutes, None if reset_at is None else float(reset_at))
 
 
 @given(

@@ -9,7 +9,7 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pooler.protocol.ratelimit import Credits, QuotaWindow, RateLimitSnapshot
+from pooler.protocol.ratelimit import Credits, RateLimitSnapshot, ReportedWindow
 from pooler.routing.choose import (
     PIN_KEPT,
     PIN_MOVED,
@@ -138,10 +138,10 @@ def test_model_scoped_limits_apply_only_to_their_model() -> None:
 
 def test_evidence_from_every_family_folds_into_the_snapshot() -> None:
     evidence = RateLimitSnapshot(
-        primary=QuotaWindow(42.0, 300, NOW + 100),
+        primary=ReportedWindow(42.0, 300, NOW + 100),
         secondary=None,
         credits=Credits(True, False, "5"),
-        extra={"codex_bengalfox": (QuotaWindow(100.0, 300, NOW + 50), None)},
+        extra={"codex_bengalfox": (ReportedWindow(100.0, 300, NOW + 50), None)},
         plan_type="pro",
         active_limit=None,
         limit_names={"codex_bengalfox": "GPT-5.3-Codex-Spark"},
@@ -151,10 +151,10 @@ def test_evidence_from_every_family_folds_into_the_snapshot() -> None:
     assert snapshot.plan_type == "pro" and snapshot.has_credits
     assert snapshot.scoped[0].scope == "gpt5.3codexspark"
     # Older evidence (another node's, arriving late) never overwrites newer.
-    older = replace(evidence, primary=QuotaWindow(99.0, 300, NOW + 100))
+    older = replace(evidence, primary=ReportedWindow(99.0, 300, NOW + 100))
     assert apply_evidence(snapshot, older, NOW - 10).primary == snapshot.primary
     # A weekly window reported in the primary slot is the secondary one.
-    weekly = replace(evidence, primary=QuotaWindow(10.0, 10_080, NOW + 9999), extra={})
+    weekly = replace(evidence, primary=ReportedWindow(10.0, 10_080, NOW + 9999), extra={})
     assert apply_evidence(account("b"), weekly, NOW).secondary is not None
 
 

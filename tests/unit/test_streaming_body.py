@@ -9,7 +9,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pooler.web.backend_codex.responses import streaming_body
+from pooler.protocol.responses_request import streaming_body
 
 values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),

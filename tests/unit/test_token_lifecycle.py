@@ -194,6 +194,26 @@ async def test_a_permanent_refresh_failure_moves_the_account_to_reauth_required(
             assert len(issuer.calls) == 1
 
 
+async def test_a_stale_pause_from_the_database_does_not_hide_a_dead_login(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The lifecycle moves through its transition table: once the refresh token is known to
+    be dead, a "paused" read from the database before that (a stale reload) is refused and
+    the account stays reauth_required; a fresh login ("active") is followed."""
+    issuer = FakeIssuer(60.0, fail={1: "refresh_token_reused"})
+    with trio.fail_after(10_000):
+        async with running_actor(issuer) as (actor, published):
+            await trio.sleep(REFRESH_AHEAD_FRACTION * 60.0 + 1.0)
+            assert actor.state.snapshot.lifecycle == "reauth_required"
+            assert actor.mailbox.try_send(m.SetLifecycle("paused", 8))
+            await trio.sleep(1.0)
+            assert actor.state.snapshot.lifecycle == "reauth_required"
+            assert actor.state.snapshot.max_in_flight == 8  # the rest of the message applies
+            assert actor.mailbox.try_send(m.SetLifecycle("active"))
+            await trio.sleep(1.0)
+            assert published[-1].lifecycle == "active"
+
+
 async def test_a_transient_refresh_failure_keeps_the_account_routable_and_backs_off(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pooler.emulator import EmulatorState, serve_emulator
-from pooler.protocol.ratelimit import Credits, QuotaWindow, RateLimitSnapshot
+from pooler.protocol.ratelimit import Credits, RateLimitSnapshot, ReportedWindow
 from pooler.upstream.usage_api import (
     UsageUnauthorized,
     UsageUnavailable,
@@ -59,12 +59,12 @@ def test_full_payload() -> None:
         ],
     }
     assert parse_usage_payload(payload, NOW) == RateLimitSnapshot(
-        primary=QuotaWindow(12.0, 300, 1_760_003_600.0),  # reset_at wins over reset_after
-        secondary=QuotaWindow(40.0, 10080, NOW + 86400),
+        primary=ReportedWindow(12.0, 300, 1_760_003_600.0),  # reset_at wins over reset_after
+        secondary=ReportedWindow(40.0, 10080, NOW + 86400),
         credits=Credits(has_credits=True, unlimited=False, balance="12.50"),
         extra={
-            "codex_bengalfox": (QuotaWindow(80.0, 300, NOW + 60), None),
-            "other_model": (QuotaWindow(5.0, 1440, NOW + 30), None),
+            "codex_bengalfox": (ReportedWindow(80.0, 300, NOW + 60), None),
+            "other_model": (ReportedWindow(5.0, 1440, NOW + 30), None),
         },
         plan_type="pro",
         active_limit=None,
@@ -77,7 +77,7 @@ def test_older_keys_and_a_lone_weekly_window() -> None:
     snapshot = parse_usage_payload(payload, NOW)
     assert snapshot is not None
     assert snapshot.primary is None
-    assert snapshot.secondary == QuotaWindow(7.0, 10080, NOW + 100)
+    assert snapshot.secondary == ReportedWindow(7.0, 10080, NOW + 100)
     # With the secondary slot taken, a weekly primary stays where it is.
     both = {"rate_limit": {"primary": window(7, 604800), "secondary": window(9, 604800)}}
     snapshot = parse_usage_payload(both, NOW)
@@ -97,7 +97,7 @@ def test_default_family_in_additional_limits_fills_primary() -> None:
     }
     snapshot = parse_usage_payload(payload, NOW)
     assert snapshot is not None
-    assert snapshot.primary == QuotaWindow(3.0, 300, NOW + 600)
+    assert snapshot.primary == ReportedWindow(3.0, 300, NOW + 600)
     assert snapshot.extra == {} and snapshot.limit_names == {}
 
 
@@ -128,8 +128,8 @@ def test_malformed_values_are_ignored() -> None:
         "credits": {"has_credits": False, "unlimited": True, "balance": 3},
     }
     assert parse_usage_payload(payload, NOW) == RateLimitSnapshot(
-        primary=QuotaWindow(10.0, None, None),
-        secondary=QuotaWindow(10.0, None, NOW),
+        primary=ReportedWindow(10.0, None, None),
+        secondary=ReportedWindow(10.0, None, NOW),
         credits=Credits(False, True, "3"),
         extra={},
         plan_type=None,
@@ -222,7 +222,7 @@ def test_fetch_sends_the_account_headers() -> None:
 
     with scripted(handler) as http:
         snapshot = fetch_usage(http, "https://up.test", "tok-123", "acct-9", now=NOW)
-    assert snapshot is not None and snapshot.primary == QuotaWindow(1.0, 300, NOW + 600)
+    assert snapshot is not None and snapshot.primary == ReportedWindow(1.0, 300, NOW + 600)
     (request,) = seen
     assert request.method == "GET"
     assert str(request.url) == "https://up.test/backend-api/wham/usage"

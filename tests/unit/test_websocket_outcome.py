@@ -9,14 +9,14 @@ import pytest
 
 from pooler.actors import messages as m
 from pooler.upstream.websocket import ACCOUNT_CRASHED, ACCOUNT_STOPPED, PING_TIMEOUT
-from pooler.web.backend_codex.responses_ws import (
+from pooler.web.backend_codex.ws_session import (
     CLIENT_GONE,
     IDLE,
     KEY_REVOKED,
     LIMIT_REFUSED,
     UPSTREAM_CLOSED,
-    _Socket,
 )
+from pooler.web.backend_codex.ws_session import ClientSocket as _Socket
 
 
 def session(ended: str, **fields: Any) -> _Socket:

@@ -3,17 +3,20 @@ cache, pooler/web/catalog.py), or while none is known, the upstream's through an
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
 
 from pooler.actors import messages as m
-from pooler.errors import PoolerError, UpstreamError
+from pooler.errors import PoolerError
 from pooler.upstream.errors import UpstreamTransportError
 from pooler.web.asgi import Receive, Scope, Send, header, send_bytes, send_error
-from pooler.web.backend_codex.upstream_exchange import classify_failure
+from pooler.web.attempts import Attempt, run_attempts
 from pooler.web.catalog import MergedCatalog, etag_matches
-from pooler.web.leasing import LeaseAttempts, lease_account, no_account_error, release
+from pooler.web.leasing import LeaseAttempts, account_headers
+from pooler.web.request_record import RequestRecord
+from pooler.web.upstream_exchange import classify_failure
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
@@ -43,50 +46,42 @@ class ModelsRoute:
             query = scope.get("query_string", b"").decode("latin-1")
             if "client_version=" not in query:
                 query = "client_version=0.169.0" + (f"&{query}" if query else "")
-            target = f"/models?{query}"
+            headers = [(b"accept", b"application/json")]
+            for name in (b"originator", b"user-agent", b"version", b"if-none-match"):
+                value = header(scope, name)
+                if value:
+                    headers.append((name, value))
+            # Not logged: the record only carries the attempts through the loop.
+            record = RequestRecord(gw.new_request_id(), "models", "http", method="GET")
             attempts = LeaseAttempts(pool.pool_id, ())
-            for _ in range(1 + gw.pool_policy(pool.pool_id).retry_budget):
-                lease = await lease_account(
-                    gw.supervisor, attempts, timeout=gw.settings.lease_timeout_s
-                )
-                if lease is None:
-                    raise no_account_error(attempts, gw.settings.no_backend_retry_after_s)
-                if await self._try(lease, target, scope, send):
-                    return
-                attempts.tried.add(lease.account_id)
-            raise UpstreamError("the model catalog could not be fetched from any account")
+            exchange = partial(_exchange, f"/models?{query}", headers, send)
+            budget = gw.pool_policy(pool.pool_id).retry_budget
+            await run_attempts(gw, attempts, record, exchange, budget=budget)
         except PoolerError as error:
             await send_error(send, error)
 
-    async def _try(self, lease: m.Lease, target: str, scope: Scope, send: Send) -> bool:
-        headers = [
-            (b"authorization", b"Bearer " + lease.access_token.encode()),
-            (b"chatgpt-account-id", lease.chatgpt_account_id.encode()),
-            (b"accept", b"application/json"),
-        ]
-        for name in (b"originator", b"user-agent", b"version", b"if-none-match"):
-            value = header(scope, name)
-            if value:
-                headers.append((name, value))
-        try:
-            with trio.fail_after(MODELS_TIMEOUT_S):
-                async with lease.upstream.request("GET", target, headers) as response:
-                    body = await response.read()
-                    status, response_headers = response.status, response.headers
-        except (trio.TooSlowError, UpstreamTransportError):
-            release(lease, m.Outcome(m.TRANSPORT_ERROR))
-            return False
-        except BaseException:
-            release(lease, m.Outcome(m.CANCELLED))
-            raise
-        if status in (200, 304):
-            release(lease, m.Outcome(m.OK, status, tuple(response_headers)))
-            kept = [(k, v) for k, v in response_headers if k in (b"etag", b"content-type")]
-            await send_bytes(send, status, body[:MAX_MODELS_BODY], kept)
-            return True
-        failure = classify_failure(status, response_headers, body)
-        release(lease, failure.outcome)
-        if failure.outcome.kind in m.FAILOVER_KINDS or failure.outcome.kind == m.UNAUTHORIZED:
-            return False
-        await send_bytes(send, status, body, [(b"content-type", b"application/json")])
-        return True
+
+async def _exchange(
+    target: str, base: list[tuple[bytes, bytes]], send: Send, attempt: Attempt
+) -> None:
+    lease = attempt.lease
+    try:
+        with trio.fail_after(MODELS_TIMEOUT_S):
+            headers = account_headers(lease, base)
+            async with lease.upstream.request("GET", target, headers) as response:
+                body = await response.read()
+                status, response_headers = response.status, response.headers
+    except trio.TooSlowError:
+        return attempt.failed(m.Outcome(m.TIMEOUT), "upstream_timeout")
+    except UpstreamTransportError as exc:
+        return attempt.failed(m.Outcome(m.TRANSPORT_ERROR), f"upstream_{type(exc).__name__}")
+    attempt.record.status_code = status
+    if status in (200, 304):
+        attempt.ended(m.Outcome(m.OK, status, tuple(response_headers)))
+        kept = [(k, v) for k, v in response_headers if k in (b"etag", b"content-type")]
+        return await send_bytes(send, status, body[:MAX_MODELS_BODY], kept)
+    failure = classify_failure(status, response_headers, body)
+    if failure.outcome.kind in m.FAILOVER_KINDS or failure.outcome.kind == m.UNAUTHORIZED:
+        return attempt.failed(failure.outcome, failure.error_code)
+    attempt.ended(failure.outcome, failure.error_code)
+    await send_bytes(send, status, body, [(b"content-type", b"application/json")])

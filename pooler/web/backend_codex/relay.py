@@ -14,36 +14,31 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import orjson
 import trio
 
 from pooler.actors import messages as m
-from pooler.errors import NotFound, UpstreamError
+from pooler.errors import NotFound
 from pooler.protocol.file_ids import check_file_id
 from pooler.routing.circuit import CONTROL, RESPONSES
 from pooler.upstream.errors import UpstreamTransportError
 from pooler.upstream.http1 import UpstreamPool, UpstreamResponse
 from pooler.web.asgi import Receive, Scope, Send, header
-from pooler.web.backend_codex.upstream_exchange import (
+from pooler.web.attempts import Attempt, run_attempts
+from pooler.web.continuity import file_key
+from pooler.web.leasing import FILE_PIN_TTL_S, LeaseAttempts, account_headers, pin
+from pooler.web.request_body import read_raw_body
+from pooler.web.request_record import AnsweredRequest, RequestRecord
+from pooler.web.upstream_exchange import (
     FORWARDED_REQUEST_HEADERS,
     classify_failure,
     relayed_response_headers,
 )
-from pooler.web.leasing import (
-    FILE_PIN_TTL_S,
-    LeaseAttempts,
-    continuity_digest,
-    lease_account,
-    no_account_error,
-    pin,
-    release,
-)
-from pooler.web.request_body import read_raw_body
-from pooler.web.request_record import AnsweredRequest, AttemptRecord, RequestRecord
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
@@ -60,10 +55,6 @@ KEPT_RESPONSE_HEADERS = frozenset({b"content-type", b"location", b"etag"})
 SENT_REQUEST_HEADERS = FORWARDED_REQUEST_HEADERS | {b"content-type", b"accept"}
 
 
-def file_key(file_id: str) -> bytes:
-    return continuity_digest("file", file_id)
-
-
 def finalized_file_id(scope: Scope) -> str:
     """The id of `/backend-api/files/{id}/uploaded`, read from the path as sent (`raw_path`:
     an escaped `/`, `?` or `.` is not decoded into something that means a path), and
@@ -78,46 +69,6 @@ def finalized_file_id(scope: Scope) -> str:
     return check_file_id(file_id.decode("latin-1"))
 
 
-async def run_attempts(
-    gw: Gateway,
-    attempts: LeaseAttempts,
-    record: RequestRecord,
-    attempt: Callable[[m.Lease], Awaitable[str | None]],
-    *,
-    failover: bool = True,
-) -> None:
-    """Lease accounts of the Pool and run `attempt` on each until one answers the client
-    (returns None) or the retry budget is spent; `attempt` returns the failure code to fail
-    over with (before the client's first byte) and records itself in `record.attempts`.
-    Raises the OpenAI-shaped error for "nobody could serve"."""
-    budget = gw.pool_policy(attempts.pool_id).retry_budget if failover else 0
-    last_failure: str | None = None
-    while len(record.attempts) < 1 + budget:
-        lease = await lease_account(gw.supervisor, attempts, timeout=gw.settings.lease_timeout_s)
-        if lease is None:
-            break
-        last_failure = await attempt(lease)
-        if last_failure is None:
-            return
-        record.retries = len(record.attempts)
-        attempts.tried.add(lease.account_id)
-        attempts.exclusions[lease.label] = last_failure
-    if last_failure is not None and attempts.hard_key is None:
-        raise UpstreamError(
-            f"the upstream request failed on every account tried ({last_failure})",
-            retry_after=gw.settings.no_backend_retry_after_s,
-        )
-    raise no_account_error(attempts, gw.settings.no_backend_retry_after_s)
-
-
-def account_headers(lease: m.Lease) -> list[tuple[bytes, bytes]]:
-    """The leased account's credentials, as the backend wants them."""
-    return [
-        (b"authorization", b"Bearer " + lease.access_token.encode()),
-        (b"chatgpt-account-id", lease.chatgpt_account_id.encode()),
-    ]
-
-
 @dataclass(frozen=True, slots=True)
 class RelaySpec:
     """What one relayed route is: its log name, upstream target, limits and pinning."""
@@ -126,10 +77,6 @@ class RelaySpec:
     route_class: str
     max_body: int | None  # None: the gateway's max_body_bytes
     failover: bool = True
-
-
-class _Sent(Exception):
-    """The answer has been sent (internal: ends the attempt loop)."""
 
 
 class RelayRoute:
@@ -172,35 +119,24 @@ class RelayRoute:
         target: str,
         body: bytes,
     ) -> None:
+        gw = self.gw
         base = [(k, v) for k, v in scope["headers"] if k in SENT_REQUEST_HEADERS]
+        exchange = partial(self._exchange, base, target, body, record, send)
+        budget = gw.pool_policy(attempts.pool_id).retry_budget if self.spec.failover else 0
+        await run_attempts(gw, attempts, record, exchange, budget=budget)
 
-        async def attempt(lease: m.Lease) -> str | None:
-            try:
-                return await self._attempt(lease, base, target, body, record, send)
-            except _Sent:
-                return None
-
-        await run_attempts(self.gw, attempts, record, attempt, failover=self.spec.failover)
-
-    async def _attempt(
+    async def _exchange(
         self,
-        lease: m.Lease,
         base: list[tuple[bytes, bytes]],
         target: str,
         body: bytes,
         record: RequestRecord,
         send: Send,
-    ) -> str:
-        """A failure code to fail over with; raises _Sent once the client has its answer."""
+        attempt: Attempt,
+    ) -> None:
         settings = self.gw.settings
-        attempt = AttemptRecord(
-            len(record.attempts) + 1, lease.account_id, lease.label, trio.current_time()
-        )
-        record.attempts.append(attempt)
-        record.account_id, record.account_label = lease.account_id, lease.label
-        outcome = m.Outcome(m.CANCELLED)
-        code: str | None = None
-        headers = [*base, *account_headers(lease)]
+        lease = attempt.lease
+        headers = account_headers(lease, base)
         # The account's own pool is based at `…/backend-api/codex`; files and transcription
         # live beside it, on the shared backend pool.
         upstream, path = (
@@ -208,41 +144,33 @@ class RelayRoute:
             if target.startswith("/codex/")
             else (self.backend, target)
         )
-        try:
+        async with AsyncExitStack() as stack:
             try:
                 with trio.fail_after(settings.upstream_first_byte_timeout_s):
-                    context = upstream.request("POST", path, headers, body)
-                    response = await context.__aenter__()
+                    response = await stack.enter_async_context(
+                        upstream.request("POST", path, headers, body)
+                    )
             except trio.TooSlowError:
-                outcome, code = m.Outcome(m.TIMEOUT), "upstream_timeout"
-                return code
+                return attempt.failed(m.Outcome(m.TIMEOUT), "upstream_timeout")
             except UpstreamTransportError as exc:
-                outcome, code = m.Outcome(m.TRANSPORT_ERROR), f"upstream_{type(exc).__name__}"
-                return code
-            try:
-                attempt.status_code = response.status
-                if response.status >= 400:
-                    error_body = b""
-                    with trio.move_on_after(settings.upstream_idle_timeout_s):
-                        with contextlib.suppress(UpstreamTransportError):
-                            error_body = await response.read()
-                    failure = classify_failure(response.status, response.headers, error_body)
-                    outcome, code = failure.outcome, failure.error_code
-                    failover = outcome.kind in m.FAILOVER_KINDS or outcome.kind == m.UNAUTHORIZED
-                    if failover and self.spec.failover:
-                        return code
-                    record.finish(response.status, "upstream_client_error", code)
-                    await self._answer(send, record, response.status, response.headers, error_body)
-                    raise _Sent
-                outcome = await self._relay(lease, response, record, send)
-                raise _Sent
-            finally:
-                await context.__aexit__(None, None, None)
-        finally:
-            attempt.duration_ms = (trio.current_time() - attempt.started_at) * 1000.0
-            attempt.outcome = outcome.kind
-            attempt.error_code = code
-            release(lease, outcome)
+                return attempt.failed(
+                    m.Outcome(m.TRANSPORT_ERROR), f"upstream_{type(exc).__name__}"
+                )
+            attempt.record.status_code = response.status
+            if response.status < 400:
+                return attempt.ended(await self._relay(lease, response, record, send))
+            error_body = b""
+            with trio.move_on_after(settings.upstream_idle_timeout_s):
+                with contextlib.suppress(UpstreamTransportError):
+                    error_body = await response.read()
+            failure = classify_failure(response.status, response.headers, error_body)
+            outcome, code = failure.outcome, failure.error_code
+            failover = self.spec.failover and outcome.kind in m.FAILOVER_KINDS
+            if failover or outcome.kind == m.UNAUTHORIZED:
+                return attempt.failed(outcome, code)
+            attempt.ended(outcome, code)
+            record.finish(response.status, "upstream_client_error", code)
+            await self._answer(send, record, response.status, response.headers, error_body)
 
     async def _relay(
         self, lease: m.Lease, response: UpstreamResponse, record: RequestRecord, send: Send

@@ -25,30 +25,19 @@ handshake 503).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING
 
-import orjson
 import trio
 
 from pooler.actors import messages as m
 from pooler.actors.runtime import ActorDead, CallTimeout, call
-from pooler.errors import (
-    BadRequest,
-    InvalidJson,
-    PoolerError,
-    ServerOverloaded,
-    WebsocketUnsupported,
-)
-from pooler.protocol.ratelimit import (
-    RateLimitSnapshot,
-    merge_snapshots,
-    parse_rate_limit_headers,
-)
-from pooler.protocol.stream_accounting import StreamAccounting
+from pooler.errors import PoolerError, ServerOverloaded, WebsocketUnsupported
+from pooler.protocol.ratelimit import parse_rate_limit_headers
 from pooler.routing.circuit import RESPONSES
 from pooler.upstream.websocket import (
     ACCOUNT_CRASHED,
@@ -59,87 +48,37 @@ from pooler.upstream.websocket import (
 )
 from pooler.upstream.ws_client import WebsocketClosed, WebsocketProtocolError, WebsocketRejected
 from pooler.web.asgi import Receive, Scope, Send, header
-from pooler.web.backend_codex.responses import continuity_keys, parse_object
-from pooler.web.backend_codex.upstream_exchange import (
+from pooler.web.attempts import Attempt, run_attempts
+from pooler.web.backend_codex.ws_session import (
+    CLIENT_GONE,
+    CLOSE_CODES,
+    CLOSE_INTERNAL,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_TRY_AGAIN,
+    CODEX_ONLY_FRAME,
+    IDLE,
+    KEY_REVOKED,
+    UPSTREAM_CLOSED,
+    ClientSocket,
+    refusal_frame,
+)
+from pooler.web.continuity import continuity_keys
+from pooler.web.keys import KeyInfo, PoolInfo
+from pooler.web.leasing import LeaseAttempts, account_headers, continuity_digest, pin
+from pooler.web.request_record import RequestRecord
+from pooler.web.upstream_exchange import (
     FORWARDED_REQUEST_HEADERS,
     classify_failure,
     relayed_response_headers,
 )
-from pooler.web.key_policy import apply_key_policy
-from pooler.web.keys import KeyInfo
-from pooler.web.leasing import (
-    LeaseAttempts,
-    continuity_digest,
-    lease_account,
-    pin,
-    refreshed_lease,
-    release,
-)
-from pooler.web.openai_v1.auth import authenticate_v1
-from pooler.web.openai_v1.unsupported import V1_PREFIX
-from pooler.web.request_record import RequestRecord
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
 
 log = logging.getLogger("pooler.web.responses_ws")
-
-CLOSE_NORMAL, CLOSE_POLICY, CLOSE_INTERNAL, CLOSE_RESTART, CLOSE_TRY_AGAIN = (
-    1000,
-    1008,
-    1011,
-    1012,
-    1013,
-)
 BETA = (b"openai-beta", b"responses_websockets=2026-02-06")
-CLIENT_GONE, UPSTREAM_CLOSED, IDLE = "client_disconnected", "upstream_closed", "idle_timeout"
-KEY_REVOKED, LIMIT_REFUSED = "key_revoked", "limit_refused"
-# How each way of ending closes the client socket (the rest: 1000).
-CLOSE_CODES = {
-    KEY_REVOKED: CLOSE_POLICY,
-    ACCOUNT_CRASHED: CLOSE_INTERNAL,
-    PING_TIMEOUT: CLOSE_INTERNAL,
-    ACCOUNT_STOPPED: CLOSE_RESTART,
-}
-# Ends that say nothing about the account's health: its lease is released as neutral.
-NEUTRAL_ENDS = frozenset({KEY_REVOKED, ACCOUNT_CRASHED, ACCOUNT_STOPPED, LIMIT_REFUSED})
-LIMIT_KINDS = (m.USAGE_LIMIT, m.RATE_LIMITED)
-CODEX_ONLY_FRAME = '"type":"codex.'
 OPEN_REPLY_MARGIN_S = 1.0  # the actor's own connect deadline comes first
-
-
-def client_frame(text: str) -> dict[str, Any] | None:
-    """A client frame read for the gateway: the payload of a `response.create` (its key
-    policy still to apply), or None for another kind of frame (relayed as sent).
-
-    A frame that is not a JSON object with a string `type` is refused (InvalidJson or
-    BadRequest, as the HTTP route refuses such a body), never relayed: the gateway cannot
-    tell whether it starts a turn, and a parser upstream that is more lenient than orjson
-    (`NaN`, lone surrogates, deeper nesting) could read one the key's policy never saw."""
-    payload = parse_object(text, "the frame")
-    kind = payload.get("type")
-    if not isinstance(kind, str):
-        raise BadRequest("a frame's 'type' is required and must be a string", param="type")
-    if kind != "response.create":
-        return None
-    model = payload.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("'model' is required and must be a string", param="model")
-    return payload
-
-
-def dump_frame(payload: dict[str, Any]) -> str:
-    """A frame the key's policy changed, written back. orjson reads 1,024 levels of nesting
-    but writes only 254: a frame between the two is refused, not a crash of the socket."""
-    try:
-        return orjson.dumps(payload).decode()
-    except orjson.JSONEncodeError as exc:
-        raise InvalidJson("the frame is nested too deeply") from exc
-
-
-def refusal_frame(error: PoolerError) -> bytes:
-    """A turn refused by the gateway, as the upstream words its own refusals."""
-    return orjson.dumps({"type": "error", "status": error.status, **error.body()})
 
 
 def upstream_ws_url(base_url: str) -> str:
@@ -165,205 +104,44 @@ async def refuse(
     await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
 
 
-class TurnAccounting(StreamAccounting):
-    """One turn's accounting from its websocket frames (one event per frame); pins the
-    response id to the account as soon as the upstream names it."""
-
-    def __init__(self, pin_to: tuple[Any, str, str]) -> None:
-        super().__init__()
-        self._pin_to = pin_to
-        self.error_status: int | None = None
-        self.error_outcome: m.Outcome | None = None
-        self.error_headers: list[tuple[bytes, bytes]] = []
-
-    @property
-    def ended(self) -> bool:
-        return self.terminal_type is not None or self.error_status is not None
-
-    def feed_frame(self, text: str) -> None:
-        if '"type":"error"' in text[:40]:
-            self._on_error_frame(text)
-            return
-        known = self.response_id
-        self._on_event(text)
-        if self.response_id is not None and self.response_id != known:
-            supervisor, pool_id, account_id = self._pin_to
-            pin(
-                supervisor,
-                pool_id,
-                (continuity_digest("response_id", self.response_id),),
-                account_id,
-                hard=True,
-            )
-
-    def _on_error_frame(self, text: str) -> None:
-        try:
-            frame = json.loads(text)
-        except ValueError:
-            return
-        status = frame.get("status", frame.get("status_code")) if isinstance(frame, dict) else None
-        if not isinstance(status, int) or status < 400:
-            return
-        raw_headers = frame.get("headers")
-        headers = (
-            [(str(k).lower().encode(), str(v).encode()) for k, v in raw_headers.items()]
-            if isinstance(raw_headers, dict)
-            else []
-        )
-        body = json.dumps({"error": frame.get("error")}).encode()
-        failure = classify_failure(status, headers, body)
-        self.error_status, self.error_code = status, failure.error_code
-        self.error_headers = headers
-        self.error_outcome = failure.outcome
+class _UpgradeRefused(Exception):
+    """The upstream answered the upgrade 426: it does not do websockets (no failover)."""
 
 
-@dataclass(slots=True, eq=False)  # hashed by identity: kept in a set while open
-class _Socket:
-    """One client websocket: its lease, its open turn, what ended it, and the quota
-    evidence not yet delivered to its account (each turn's goes at the turn's end)."""
+@dataclass(slots=True)
+class _Client:
+    """The client side of one websocket handshake, as the attempt loop's exchange needs it."""
 
-    gw: Gateway
     scope: Scope
+    receive: Receive
+    send: Send
     key: KeyInfo
-    lease: m.Lease
     attempts: LeaseAttempts
     template: RequestRecord
-    upstream: UpstreamWebsocket
-    turn: RequestRecord | None = None
-    accounting: TurnAccounting | None = None
-    rate_limits: RateLimitSnapshot | None = None
-    refusal: m.Outcome | None = None  # a server or auth failure seen in an error frame
-    ended: str | None = None
-    upstream_code: int | None = None
-    turns: int = 0
-    abandoned: bool = False  # the client left in the middle of a turn
-    public: bool = False  # a /v1 client: Codex-only frames (`codex.*`) are not relayed
-    idle: trio.CancelScope = field(default_factory=trio.CancelScope)
+    forwarded: tuple[tuple[bytes, bytes], ...]
+    accepted: bool = False  # the client socket was accepted (an upstream one opened)
 
-    def touch(self) -> None:
-        self.idle.deadline = trio.current_time() + self.gw.settings.websocket_idle_timeout_s
 
-    def start_turn(self, text: str) -> str | PoolerError:
-        """The frame to forward (the key's policy applied to a `response.create`), or the
-        refusal of the frame: by the key's policy, or because it is not a frame the gateway
-        can read (logged here; the caller answers with an error frame)."""
-        try:
-            payload = client_frame(text)
-        except PoolerError as refusal:
-            record = self._turn_record()
-            record.finish(refusal.status, "rejected", refusal.code)
-            self.gw.log_request(record)
-            return refusal
-        if payload is None:
-            return text
-        if self.turn is not None:
-            self.end_turn(200, "stream_failed", "turn_superseded")
-        record = self._turn_record()
-        model = payload.get("model")
-        record.model = model if isinstance(model, str) else None
-        try:
-            if apply_key_policy(self.key, payload):
-                text = dump_frame(payload)
-            if isinstance(model, str):  # one without is the upstream's to refuse
-                self.gw.catalog.check_model(self.attempts.pool_id, model)
-        except PoolerError as refusal:
-            record.finish(refusal.status, "rejected", refusal.code)
-            self.gw.log_request(record)
-            return refusal
-        record.stream = True
-        record.account_id, record.account_label = self.lease.account_id, self.lease.label
-        self.turns += 1
-        self.turn = record
-        pool_id, account_id = self.attempts.pool_id, self.lease.account_id
-        self.accounting = TurnAccounting((self.gw.supervisor, pool_id, account_id))
-        hard, soft = continuity_keys(payload, self.scope)
-        pin(self.gw.supervisor, pool_id, (*((hard,) if hard else ()), *soft), account_id)
-        return text
+Authenticate = Callable[["Gateway", Scope], tuple[KeyInfo, PoolInfo]]
 
-    def _turn_record(self) -> RequestRecord:
-        base = self.template
-        record = RequestRecord(
-            request_id=self.gw.new_request_id(), route="responses", transport="websocket"
-        )
-        record.pool_id, record.key_prefix, record.user_agent = (
-            base.pool_id,
-            base.key_prefix,
-            base.user_agent,
-        )
-        return record
 
-    def on_upstream_frame(self, text: str) -> None:
-        accounting = self.accounting
-        if accounting is None:
-            if '"type":"codex.rate_limits"' in text[:40]:
-                stray = TurnAccounting((None, "", ""))
-                stray.feed_frame(text)
-                self.rate_limits = merge_snapshots(self.rate_limits, stray.rate_limits)
-            return
-        accounting.feed_frame(text)
-        if self.turn is not None:
-            self.turn.mark_first_byte()
-
-    def after_upstream_frame(self) -> None:
-        accounting = self.accounting
-        if accounting is None or self.turn is None or not accounting.ended:
-            return
-        if accounting.error_status is not None:
-            refusal = accounting.error_outcome
-            if refusal is not None and refusal.kind in LIMIT_KINDS:
-                # The account is out of quota (or busy) now, not when the socket ends; and
-                # the socket ends, so that the client's next turn finds another account.
-                self.lease.mailbox.try_send(m.TurnRefused(self.lease.lease_id, refusal))
-                self.ended = self.ended or LIMIT_REFUSED
-                self.idle.cancel()
-            elif refusal is not None and refusal.kind != m.CLIENT_ERROR:
-                self.refusal = refusal
-            self.end_turn(accounting.error_status, "upstream_client_error", accounting.error_code)
-        elif accounting.completed:
-            self.end_turn(200, "completed")
-        else:
-            self.end_turn(200, "failed", accounting.error_code)
-
-    def end_turn(self, status: int, outcome: str, error_code: str | None = None) -> None:
-        record, accounting = self.turn, self.accounting
-        if record is None or accounting is None:
-            return
-        record.usage = accounting.usage
-        now = time.time()
-        evidence = merge_snapshots(self.rate_limits, accounting.rate_limits)
-        if accounting.error_headers:
-            evidence = merge_snapshots(
-                evidence, parse_rate_limit_headers(accounting.error_headers, now)
-            )
-        # Delivered now, not at the socket's end: the account's quota follows each turn.
-        delivered = evidence is not None and self.lease.mailbox.try_send(
-            m.TurnEvidence(evidence, now)
-        )
-        self.rate_limits = None if delivered else evidence
-        record.finish(status, outcome, error_code)
-        self.gw.log_request(record)
-        self.turn, self.accounting = None, None
-
-    def outcome(self) -> m.Outcome:
-        """What the socket's lease is released with (the last turn's evidence included)."""
-        if self.refusal is not None:
-            return replace(self.refusal, rate_limits=self.rate_limits)
-        if self.ended in NEUTRAL_ENDS or self.abandoned:
-            kind = m.CANCELLED
-        elif self.ended == PING_TIMEOUT or (
-            self.ended == UPSTREAM_CLOSED and self.upstream_code != CLOSE_NORMAL
-        ):
-            kind = m.STREAM_FAILED
-        else:
-            kind = m.OK
-        return m.Outcome(kind, 101, rate_limits=self.rate_limits)
+def authenticate_key(gw: Gateway, scope: Scope) -> tuple[KeyInfo, PoolInfo]:
+    """A Codex client: its Pool API key (Bearer)."""
+    return gw.keys.authenticate(header(scope, b"authorization"))
 
 
 class ResponsesWebsocketRoute:
-    def __init__(self, gateway: Gateway) -> None:
+    """`authenticate`: who may open a socket here; `public`: a `/v1` surface, whose clients
+    get no Codex-only frames and lose their sockets when the Pool turns `/v1` off."""
+
+    def __init__(
+        self, gateway: Gateway, authenticate: Authenticate = authenticate_key, public: bool = False
+    ) -> None:
         self.gw = gateway
+        self.authenticate = authenticate
+        self.public = public
         self.url = upstream_ws_url(f"{gateway.config.upstream_base_url}/backend-api/codex")
-        self._open: dict[str, set[_Socket]] = {}  # open sockets by Pool API key id
+        self._open: dict[str, set[ClientSocket]] = {}  # open sockets by Pool API key id
         gateway.keys.on_replace.append(self._close_revoked)
 
     def _close_revoked(self) -> None:
@@ -387,12 +165,7 @@ class ResponsesWebsocketRoute:
         agent = header(scope, b"user-agent")
         record.user_agent = agent.decode("latin-1")[:200] if agent else None
         try:
-            public = scope["path"].startswith(V1_PREFIX)
-            key, pool = (
-                authenticate_v1(gw, scope)
-                if public
-                else gw.keys.authenticate(header(scope, b"authorization"))
-            )
+            key, pool = self.authenticate(gw, scope)
         except PoolerError as error:
             record.finish(error.status, "rejected", error.code)
             gw.log_request(record)
@@ -434,55 +207,47 @@ class ResponsesWebsocketRoute:
         """Open the upstream websocket on the first account that takes it and serve the
         socket; False when none would (the caller answers 426)."""
         gw = self.gw
-        settings = gw.settings
         forwarded = tuple(
             (k, v)
             for k, v in scope["headers"]
             if k in FORWARDED_REQUEST_HEADERS and k != b"openai-beta"
         )
-        lease: m.Lease | None = None
-        refreshed: set[str] = set()
-        for _ in range(1 + gw.pool_policy(attempts.pool_id).retry_budget):
-            if lease is None:
-                try:
-                    lease = await lease_account(
-                        gw.supervisor, attempts, timeout=settings.lease_timeout_s
-                    )
-                except PoolerError:
-                    return False
-                if lease is None:
-                    return False
-            try:
-                upstream = await self._open_upstream(lease, forwarded)
-            except BaseException as exc:
-                outcome, code = _open_failure(exc)
-                if outcome is None:
-                    release(lease, m.Outcome(m.CANCELLED))
-                    raise
-                release(lease, outcome)
-                if code == "websocket_upgrade_refused":  # this upstream does not do websockets
-                    return False
-                if outcome.kind == m.UNAUTHORIZED and lease.account_id not in refreshed:
-                    refreshed.add(lease.account_id)  # once: the same account, a fresh token
-                    renewed = await refreshed_lease(lease, settings)
-                    if renewed is not None:
-                        lease = renewed
-                        continue
-                attempts.tried.add(lease.account_id)
-                attempts.exclusions[lease.label] = code
-                lease = None
-                continue
-            socket = _Socket(gw, scope, key, lease, attempts, template, upstream)
-            socket.public = scope["path"].startswith(V1_PREFIX)
-            try:
-                await self._serve(socket, receive, send)
-            finally:
-                upstream.release()
-                release(lease, socket.outcome())
-            return True
-        if lease is not None:
-            release(lease, m.Outcome(m.CANCELLED))
-        return False
+        client = _Client(scope, receive, send, key, attempts, template, forwarded)
+        budget = gw.pool_policy(attempts.pool_id).retry_budget
+        try:
+            await run_attempts(
+                gw, attempts, template, partial(self._exchange, client), budget=budget
+            )
+        except (PoolerError, _UpgradeRefused):
+            if client.accepted:  # the handshake is no longer ours to answer
+                raise
+            return False
+        return True
+
+    async def _exchange(self, client: _Client, attempt: Attempt) -> None:
+        """Open the upstream socket on the attempt's lease, then serve the client socket
+        for its life; the lease is released with how the socket ended."""
+        lease = attempt.lease
+        try:
+            upstream = await self._open_upstream(lease, client.forwarded)
+        except BaseException as exc:
+            outcome, code = _open_failure(exc)
+            if outcome is None:
+                raise
+            if code == "websocket_upgrade_refused":  # this upstream does not do websockets
+                attempt.ended(outcome, code)
+                raise _UpgradeRefused from None
+            return attempt.failed(outcome, code)
+        socket = ClientSocket(
+            self.gw, client.scope, client.key, lease, client.attempts, client.template, upstream
+        )
+        socket.public = self.public
+        client.accepted = True
+        try:
+            await self._serve(socket, client.receive, client.send)
+        finally:
+            upstream.release()
+            attempt.ended(socket.outcome())
 
     async def _open_upstream(
         self, lease: m.Lease, forwarded: tuple[tuple[bytes, bytes], ...]
@@ -491,12 +256,7 @@ class ResponsesWebsocketRoute:
         settings = self.gw.settings
         target = WebsocketTarget(
             self.url,
-            (
-                *forwarded,
-                BETA,
-                (b"authorization", b"Bearer " + lease.access_token.encode()),
-                (b"chatgpt-account-id", lease.chatgpt_account_id.encode()),
-            ),
+            tuple(account_headers(lease, (*forwarded, BETA))),
             max_message_size=settings.max_body_bytes,
             connect_timeout=settings.upstream_connect_timeout_s,
             ping_interval=settings.websocket_ping_interval_s,
@@ -507,7 +267,7 @@ class ResponsesWebsocketRoute:
             timeout=settings.upstream_connect_timeout_s + OPEN_REPLY_MARGIN_S,
         )
 
-    async def _serve(self, socket: _Socket, receive: Receive, send: Send) -> None:
+    async def _serve(self, socket: ClientSocket, receive: Receive, send: Send) -> None:
         gw = self.gw
         handshake = list(socket.upstream.connection.handshake_headers)
         turn_state = header({"headers": handshake}, b"x-codex-turn-state")
@@ -556,14 +316,14 @@ class ResponsesWebsocketRoute:
                 await send({"type": "websocket.close", "code": close})
         # The caller releases the upstream socket; its actor closes it.
 
-    def _upstream_closed(self, socket: _Socket, closed: WebsocketClosed) -> None:
+    def _upstream_closed(self, socket: ClientSocket, closed: WebsocketClosed) -> None:
         # The account's side says why it closed the socket (its actor crashed or stopped, a
         # ping went unanswered); otherwise the upstream closed it.
         socket.ended = socket.ended or socket.upstream.ended_by or UPSTREAM_CLOSED
         socket.upstream_code = closed.code
         socket.idle.cancel()
 
-    async def _client_to_upstream(self, socket: _Socket, receive: Receive, send: Send) -> None:
+    async def _client_to_upstream(self, socket: ClientSocket, receive: Receive, send: Send) -> None:
         upstream = socket.upstream.connection
         try:
             while True:
@@ -589,7 +349,7 @@ class ResponsesWebsocketRoute:
             self._upstream_closed(socket, closed)
         socket.idle.cancel()
 
-    async def _upstream_to_client(self, socket: _Socket, send: Send) -> None:
+    async def _upstream_to_client(self, socket: ClientSocket, send: Send) -> None:
         upstream = socket.upstream.connection
         try:
             while True:

@@ -25,14 +25,14 @@ from pooler.web.asgi import (
     send_bytes,
     send_json,
 )
-from pooler.web.backend_codex.relay import account_headers, run_attempts
-from pooler.web.backend_codex.upstream_exchange import FORWARDED_REQUEST_HEADERS
-from pooler.web.leasing import LeaseAttempts
+from pooler.web.attempts import Attempt, run_attempts
+from pooler.web.leasing import LeaseAttempts, account_headers
 from pooler.web.openai_v1.auth import authenticate_v1
 from pooler.web.openai_v1.backend_call import CallFailed, LeasedCall
 from pooler.web.openai_v1.multipart import Part, boundary_of, encode_form, parse_form
 from pooler.web.request_body import read_raw_body
 from pooler.web.request_record import AnsweredRequest, RequestRecord
+from pooler.web.upstream_exchange import FORWARDED_REQUEST_HEADERS
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
@@ -113,31 +113,31 @@ class V1TranscriptionsRoute:
         headers = [*base, (b"content-type", content_type)]
         texts: list[str] = []
 
-        async def attempt(lease: m.Lease) -> str | None:
-            with LeasedCall(gw, lease, record) as call:
-                try:
-                    answer = await call.exchange(
-                        gw.backend_upstream,
-                        "POST",
-                        "/transcribe",
-                        [*headers, *account_headers(lease)],
-                        body,
-                        max_answer=MAX_ANSWER,
-                    )
-                except CallFailed as failure:
-                    if failure.failover:
-                        return failure.code
-                    raise failure.client_error() from None
-                try:
-                    text = orjson.loads(answer.body).get("text")
-                except (orjson.JSONDecodeError, AttributeError):
-                    text = None
-                if not isinstance(text, str):
-                    raise call.fail(m.SERVER_ERROR, "invalid_upstream_response").client_error()
-                call.succeeded(answer.status)
-                texts.append(text)
-                return None
+        async def exchange(attempt: Attempt) -> None:
+            call = LeasedCall(gw, attempt)
+            try:
+                answer = await call.exchange(
+                    gw.backend_upstream,
+                    "POST",
+                    "/transcribe",
+                    account_headers(attempt.lease, headers),
+                    body,
+                    max_answer=MAX_ANSWER,
+                )
+            except CallFailed as failure:
+                if failure.failover:
+                    return attempt.failed(failure.outcome, failure.code)
+                raise failure.client_error() from None
+            try:
+                text = orjson.loads(answer.body).get("text")
+            except (orjson.JSONDecodeError, AttributeError):
+                text = None
+            if not isinstance(text, str):
+                raise call.fail(m.SERVER_ERROR, "invalid_upstream_response").client_error()
+            call.succeeded(answer.status)
+            texts.append(text)
 
         attempts = LeaseAttempts(pool_id, (), None, route_class=CONTROL)
-        await run_attempts(gw, attempts, record, attempt)
+        budget = gw.pool_policy(pool_id).retry_budget
+        await run_attempts(gw, attempts, record, exchange, budget=budget)
         return texts[0]

@@ -2,9 +2,8 @@
 `/v1` files and transcription routes make of the relays' pieces (relay.py) when they must
 read the backend's answer before answering in OpenAI's shape.
 
-    call = LeasedCall(gw, lease, record)     # one attempt in the request log
-    with call:
-        answer = await call.exchange(...)    # raises CallFailed (failover or not)
+    call = LeasedCall(gw, attempt)           # an attempt of the attempt loop
+    answer = await call.exchange(...)        # raises CallFailed (failover or not)
 
 Deadlines come from the gateway settings: the first byte of the answer, then the idle
 time between its chunks. Bodies are never logged.
@@ -15,7 +14,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 import trio
@@ -24,11 +22,10 @@ from pooler.actors import messages as m
 from pooler.errors import BadRequest, PoolerError, UpstreamError
 from pooler.upstream.errors import UpstreamTransportError
 from pooler.upstream.http1 import UpstreamPool
-from pooler.web.backend_codex.upstream_exchange import classify_failure
-from pooler.web.leasing import release
-from pooler.web.request_record import AttemptRecord, RequestRecord
+from pooler.web.upstream_exchange import classify_failure
 
 if TYPE_CHECKING:
+    from pooler.web.attempts import Attempt
     from pooler.web.gateway import Gateway
 
 
@@ -66,36 +63,16 @@ class CallFailed(Exception):
 
 
 class LeasedCall:
-    """One attempt on a leased account: recorded, and the lease released with how it went
-    (the last failure, else OK once `succeeded()` was called, else CANCELLED)."""
+    """Backend calls made by one attempt of the attempt loop (pooler.web.attempts): each
+    failure is noted on the attempt, so the lease is released with it (the last failure,
+    else OK once `succeeded()` was called, else CANCELLED)."""
 
-    def __init__(self, gw: Gateway, lease: m.Lease, record: RequestRecord) -> None:
+    def __init__(self, gw: Gateway, attempt: Attempt) -> None:
         self.gw = gw
-        self.lease = lease
-        self.record = record
-        self.outcome = m.Outcome(m.CANCELLED)
-        self.attempt = AttemptRecord(
-            len(record.attempts) + 1, lease.account_id, lease.label, trio.current_time()
-        )
-
-    def __enter__(self) -> LeasedCall:
-        self.record.attempts.append(self.attempt)
-        self.record.account_id, self.record.account_label = self.lease.account_id, self.lease.label
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        attempt = self.attempt
-        attempt.duration_ms = (trio.current_time() - attempt.started_at) * 1000.0
-        attempt.outcome = self.outcome.kind
-        release(self.lease, self.outcome)
+        self.attempt = attempt
 
     def succeeded(self, status: int) -> None:
-        self.outcome = m.Outcome(m.OK, status)
+        self.attempt.ended(m.Outcome(m.OK, status))
 
     async def exchange(
         self,
@@ -121,7 +98,7 @@ class LeasedCall:
         except ValueError:  # a request line the client could not have caused
             raise self._failed(m.Outcome(m.CLIENT_ERROR), "invalid_upstream_request") from None
         try:
-            self.attempt.status_code = response.status
+            self.attempt.record.status_code = response.status
             try:
                 with trio.fail_after(settings.upstream_idle_timeout_s):
                     answer = await _read_bounded(response.aiter_bytes(), max_answer)
@@ -140,13 +117,12 @@ class LeasedCall:
             with contextlib.suppress(UpstreamTransportError):
                 await context.__aexit__(None, None, None)
 
-    def fail(self, kind: str, code: str) -> CallFailed:
+    def fail(self, kind: m.OutcomeKind, code: str) -> CallFailed:
         """Note a failure the caller found in an answer (e.g. unusable JSON)."""
-        return self._failed(m.Outcome(kind, self.attempt.status_code), code)
+        return self._failed(m.Outcome(kind, self.attempt.record.status_code), code)
 
     def _failed(self, outcome: m.Outcome, code: str, status: int | None = None) -> CallFailed:
-        self.outcome = outcome
-        self.attempt.error_code = code
+        self.attempt.ended(outcome, code)
         return CallFailed(outcome, code, status)
 
 

@@ -46,8 +46,9 @@ from pooler.web.asgi import (
     header,
     send_json,
 )
-from pooler.web.backend_codex.relay import account_headers, file_key, run_attempts
-from pooler.web.leasing import FILE_PIN_TTL_S, LeaseAttempts, pin
+from pooler.web.attempts import Attempt, run_attempts
+from pooler.web.continuity import file_key
+from pooler.web.leasing import FILE_PIN_TTL_S, LeaseAttempts, account_headers, pin
 from pooler.web.openai_v1.auth import authenticate_v1
 from pooler.web.openai_v1.backend_call import CallFailed, LeasedCall
 from pooler.web.openai_v1.file_form import Upload, check_purpose, upload_of
@@ -160,72 +161,59 @@ class V1FilesRoute:
     ) -> dict[str, Any]:
         gw = self.gw
         boundary = boundary_of(header(scope, b"content-type"))
-        stored: list[store.FileRecord] = []
+        created: list[tuple[str, str]] = []  # (file id, account id)
         async with gw.admission.admit("files"):  # bounds the bodies held in memory
             form = parse_form(await read_raw_body(gw, receive), boundary)
             upload = upload_of(form)
             attempts = LeaseAttempts(pool_id, (), None, route_class=CONTROL)
-
-            async def attempt(lease: m.Lease) -> str | None:
-                return await self._attempt(lease, record, upload, stored)
-
-            await run_attempts(gw, attempts, record, attempt)
-        return file_object(stored[0])
-
-    async def _attempt(
-        self,
-        lease: m.Lease,
-        record: RequestRecord,
-        upload: Upload,
-        stored: list[store.FileRecord],
-    ) -> str | None:
-        """Create, upload, finalize on `lease`; the failure code of a create to fail over
-        with, else None once the file is pinned and stored."""
-        gw = self.gw
-        with LeasedCall(gw, lease, record) as call:
-            asked = {"file_name": upload.filename, "file_size": len(upload.data)}
-            try:
-                created = await call.exchange(
-                    gw.backend_upstream,
-                    "POST",
-                    "/files",
-                    [*account_headers(lease), JSON],
-                    orjson.dumps({**asked, "use_case": "codex"}),
-                    max_answer=MAX_ANSWER,
-                )
-            except CallFailed as failure:
-                if failure.failover:
-                    return failure.code
-                raise failure.client_error() from None
-            file_id, upload_url = self._created(call, created.body)
-            try:
-                await self._put(call, upload_url, upload)
-                await self._finalize(call, lease, file_id)
-            except CallFailed as failure:
-                raise failure.client_error() from None
-            call.succeeded(200)
-        assert record.pool_id is not None
-        pin(
-            gw.supervisor,
-            record.pool_id,
-            (file_key(file_id),),
-            lease.account_id,
-            hard=True,
-            ttl=FILE_PIN_TTL_S,
-        )
+            exchange = partial(self._exchange, upload, created)
+            budget = gw.pool_policy(pool_id).retry_budget
+            await run_attempts(gw, attempts, record, exchange, budget=budget)
+        [(file_id, account_id)] = created
+        pin(gw.supervisor, pool_id, (file_key(file_id),), account_id, hard=True, ttl=FILE_PIN_TTL_S)
         row = await self._db(
             partial(
                 store.insert_file,
                 file_id=file_id,
-                pool_id=UUID(record.pool_id),
-                account_id=UUID(lease.account_id),
+                pool_id=UUID(pool_id),
+                account_id=UUID(account_id),
                 filename=upload.filename,
                 size=len(upload.data),
                 purpose=upload.purpose,
             )
         )
-        stored.append(row)
-        return None
+        return file_object(row)
+
+    async def _exchange(
+        self, upload: Upload, created: list[tuple[str, str]], attempt: Attempt
+    ) -> None:
+        """Create, upload, finalize on the attempt's lease: a failed create fails over,
+        anything after it is the client's error (the file belongs to that account)."""
+        gw = self.gw
+        lease = attempt.lease
+        call = LeasedCall(gw, attempt)
+        asked = {"file_name": upload.filename, "file_size": len(upload.data)}
+        try:
+            answer = await call.exchange(
+                gw.backend_upstream,
+                "POST",
+                "/files",
+                account_headers(lease, (JSON,)),
+                orjson.dumps({**asked, "use_case": "codex"}),
+                max_answer=MAX_ANSWER,
+            )
+        except CallFailed as failure:
+            if failure.failover:
+                return attempt.failed(failure.outcome, failure.code)
+            raise failure.client_error() from None
+        file_id, upload_url = self._created(call, answer.body)
+        try:
+            await self._put(call, upload_url, upload)
+            await self._finalize(call, lease, file_id)
+        except CallFailed as failure:
+            raise failure.client_error() from None
+        call.succeeded(200)
+        created.append((file_id, lease.account_id))
 
     def _created(self, call: LeasedCall, body: bytes) -> tuple[str, str]:
         try:
@@ -277,7 +265,7 @@ class V1FilesRoute:
                 self.gw.backend_upstream,
                 "POST",
                 f"/files/{file_id}/uploaded",
-                [*account_headers(lease), JSON],
+                account_headers(lease, (JSON,)),
                 b"{}",
                 max_answer=MAX_ANSWER,
             )

@@ -2,7 +2,7 @@
 
 The Responses route relays upstream bytes as they come for the Codex backend surface. For
 `/v1` it hands each chunk to a presenter instead (`Presenter` in
-`pooler.web.backend_codex.responses`), which decodes the events and writes the
+`pooler.web.responses_relay`), which decodes the events and writes the
 client's protocol: public Responses events (Codex-only ones left out) or Chat Completions
 chunks. A client that did not ask for a stream gets the presenter's collected answer.
 """

@@ -9,6 +9,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pooler.errors import BadRequest
+from pooler.protocol.responses_request import dump_payload, parse_object
 from pooler.translate import (
     ImageInput,
     NormalizedRequest,
@@ -18,39 +19,32 @@ from pooler.translate import (
     normalize_responses_request,
 )
 from pooler.web.asgi import Receive, Scope, header
-from pooler.web.backend_codex.responses import (
-    Presenter,
-    ProxiedRequest,
-    ResponsesRoute,
-    dump_payload,
-    parse_object,
-    read_json_body,
-)
 from pooler.web.key_policy import CHAT_EFFORT_PARAM, RESPONSES_EFFORT_PARAM, apply_key_policy
 from pooler.web.keys import KeyInfo
 from pooler.web.openai_v1.auth import authenticate_v1
 from pooler.web.openai_v1.multipart import Part, boundary_of, parse_parts
 from pooler.web.openai_v1.presenters import ChatPresenter, ImagesPresenter, ResponsesPresenter
-from pooler.web.request_body import BODY, read_raw_body
+from pooler.web.request_body import BODY, read_json_body, read_raw_body
 from pooler.web.request_record import RequestRecord
+from pooler.web.responses_relay import Presenter, ProxiedRequest, ResponsesRelay
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
 
 
-class V1Route(ResponsesRoute):
-    """A public body, translated to a Codex Responses request, its answer presented back."""
+class V1Request:
+    """How a `/v1` route opens its request: a public body, translated to a Codex Responses
+    request, whose answer its presenter gives back in the client's protocol. The relay
+    (pooler/web/responses_relay.py) does the rest."""
 
     def __init__(
         self,
         gateway: Gateway,
-        route: str,
         translate: Callable[[dict[str, Any]], NormalizedRequest],
         present: Callable[[NormalizedRequest], Presenter],
         effort_param: str = RESPONSES_EFFORT_PARAM,
     ) -> None:
-        super().__init__(gateway)
-        self.route = route
+        self.gw = gateway
         self._translate = translate
         self._present = present
         self._effort_param = effort_param
@@ -77,12 +71,12 @@ class V1Route(ResponsesRoute):
         return ProxiedRequest(pool_id, dump_payload(payload), payload, self._present(normalized))
 
 
-class ImageEditsRoute(V1Route):
+class ImageEditsRequest(V1Request):
     """`POST /v1/images/edits`: a JSON body naming its images, or a multipart form with
     the images (`image`, or `image[]` repeated) and an optional `mask` as file parts."""
 
     def __init__(self, gateway: Gateway) -> None:
-        super().__init__(gateway, "v1_images", self._json_edit, lambda _: ImagesPresenter())
+        super().__init__(gateway, self._json_edit, lambda _: ImagesPresenter())
 
     def _json_edit(self, body: dict[str, Any]) -> NormalizedRequest:
         return images_edit_request(body, host_model=self.gw.settings.images_host_model)
@@ -124,25 +118,26 @@ def _image(part: Part) -> ImageInput:
 
 
 def v1_routes(gateway: Gateway) -> dict[str, dict[str, Any]]:
-    responses = V1Route(
-        gateway, "v1_responses", normalize_responses_request, lambda _: ResponsesPresenter()
-    )
-    chat = V1Route(
+    responses = V1Request(gateway, normalize_responses_request, lambda _: ResponsesPresenter())
+    chat = V1Request(
         gateway,
-        "v1_chat",
         chat_to_responses,
         lambda request: ChatPresenter(request.model, request.include_usage),
         CHAT_EFFORT_PARAM,
     )
-    images = V1Route(
+    images = V1Request(
         gateway,
-        "v1_images",
         partial(images_generation_request, host_model=gateway.settings.images_host_model),
         lambda _: ImagesPresenter(),
     )
+    edits = ImageEditsRequest(gateway)
+    routes = {
+        "/v1/responses": ("v1_responses", responses),
+        "/v1/chat/completions": ("v1_chat", chat),
+        "/v1/images/generations": ("v1_images", images),
+        "/v1/images/edits": ("v1_images", edits),
+    }
     return {
-        "/v1/responses": {"POST": responses},
-        "/v1/chat/completions": {"POST": chat},
-        "/v1/images/generations": {"POST": images},
-        "/v1/images/edits": {"POST": ImageEditsRoute(gateway)},
+        path: {"POST": ResponsesRelay(gateway, route, opener.open_request)}
+        for path, (route, opener) in routes.items()
     }

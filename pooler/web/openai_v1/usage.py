@@ -27,8 +27,8 @@ from pooler.db import DatabaseError
 from pooler.errors import PoolerError, ServiceUnavailable
 from pooler.store.common import Conn
 from pooler.web.asgi import Receive, Scope, Send, send_error, send_json
-from pooler.web.backend_codex.usage import pool_limits
 from pooler.web.openai_v1.auth import authenticate_v1
+from pooler.web.pool_limits import pool_limits
 from pooler.web.request_record import RequestRecord
 
 if TYPE_CHECKING:

@@ -1,0 +1,373 @@
+"""Relaying one Responses request through the attempt loop: lease, stream the upstream's
+answer to the client as it comes (or collect it for a client that did not stream), fail
+over only before the first byte (DESIGN §2), account, pin, log.
+
+Failover happens only before the first byte reaches the client; after that an upstream
+failure is relayed in-protocol as `response.failed` and nothing is replayed. Shared by the
+Codex backend route and `/v1` (which present the answer in their own protocol through a
+`Presenter`); each gives the relay its own way of opening a request (`OpenRequest`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
+
+from pooler.actors import messages as m
+from pooler.errors import PoolerError, UpstreamError
+from pooler.protocol.stream_accounting import StreamAccounting, failed_event
+from pooler.routing.circuit import RESPONSES
+from pooler.upstream.errors import UpstreamTransportError
+from pooler.web.asgi import Receive, Scope, Send, send_bytes, send_json
+from pooler.web.attempts import Attempt, run_attempts
+from pooler.web.continuity import continuity_keys, response_key
+from pooler.web.leasing import LeaseAttempts, account_headers, pin
+from pooler.web.request_record import AnsweredRequest, RequestRecord, start_record
+from pooler.web.upstream_exchange import (
+    FORWARDED_REQUEST_HEADERS,
+    classify_failure,
+    relayed_response_headers,
+)
+
+if TYPE_CHECKING:
+    from pooler.web.gateway import Gateway
+
+log = logging.getLogger("pooler.web.responses")
+
+UPSTREAM_PATH = "/responses"
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+
+
+class Presenter(Protocol):
+    """How the upstream's events reach a client of another protocol (`/v1`)."""
+
+    def translate(self, chunk: bytes) -> bytes:
+        """The client's bytes for one upstream chunk (possibly none)."""
+
+    def failed(self, code: str, message: str) -> bytes:
+        """The in-stream failure to send when the upstream breaks off after the start."""
+
+    def collected(self, accounting: StreamAccounting) -> dict[str, Any]:
+        """The whole answer for a client that did not stream; raises a PoolerError when the
+        upstream response failed."""
+
+
+@dataclass(slots=True)
+class ProxiedRequest:
+    """One request to relay: its Pool, the upstream body (asking for a stream) and its
+    parsed payload, and how the answer is presented (None: the upstream's bytes as they
+    come, for Codex clients)."""
+
+    pool_id: str
+    body: bytes
+    payload: dict[str, Any]
+    presenter: Presenter | None = None
+
+
+OpenRequest = Callable[[Scope, Receive, RequestRecord], Awaitable[ProxiedRequest]]
+
+
+class ResponsesRelay:
+    """One Responses route: `open_request` authenticates and reads the request (and sets
+    the record's route, model and stream); the relay does the rest."""
+
+    def __init__(self, gateway: Gateway, route: str, open_request: OpenRequest) -> None:
+        self.gw = gateway
+        self.route = route
+        self.open_request = open_request
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gw = self.gw
+        record = start_record(gw, scope, self.route, "http")
+        request_id_header = (b"x-request-id", record.request_id.encode())
+        async with AnsweredRequest(record, send, [request_id_header], gw.log_request):
+            request = await self.open_request(scope, receive, record)
+            record.transport = "http_sse" if record.stream else "http_json"
+            gw.catalog.check_model(request.pool_id, str(request.payload["model"]))
+            async with gw.admission.admit("stream" if record.stream else "responses"):
+                await self._proxy(scope, receive, send, record, request)
+
+    async def _proxy(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        record: RequestRecord,
+        request: ProxiedRequest,
+    ) -> None:
+        disconnected = False
+
+        async def watch_disconnect(cancel_scope: trio.CancelScope) -> None:
+            nonlocal disconnected
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if record.outcome == "unknown":  # the answer is not complete yet
+                disconnected = True
+                cancel_scope.cancel()
+
+        error: PoolerError | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_disconnect, nursery.cancel_scope)
+            try:
+                await self._attempts(scope, send, record, request)
+            except PoolerError as exc:  # raised outside the nursery, not in a group
+                error = exc
+            nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        if disconnected and record.outcome == "unknown":
+            record.finish(499, "client_disconnected")
+
+    async def _attempts(
+        self,
+        scope: Scope,
+        send: Send,
+        record: RequestRecord,
+        request: ProxiedRequest,
+    ) -> None:
+        gw = self.gw
+        pool_id, payload = request.pool_id, request.payload
+        hard_key, soft_keys = continuity_keys(payload, scope)
+        attempts = LeaseAttempts(
+            pool_id, soft_keys, hard_key, route_class=RESPONSES, model=str(payload["model"])
+        )
+        base_headers = [(k, v) for k, v in scope["headers"] if k in FORWARDED_REQUEST_HEADERS]
+        # The upstream is always asked for a stream, whatever the client accepts.
+        base_headers.append((b"content-type", b"application/json"))
+        base_headers.append((b"accept", b"text/event-stream"))
+        exchange = partial(self._exchange, base_headers, request, record, send, attempts)
+        budget = gw.pool_policy(pool_id).retry_budget
+        await run_attempts(gw, attempts, record, exchange, budget=budget)
+
+    async def _exchange(
+        self,
+        base_headers: list[tuple[bytes, bytes]],
+        request: ProxiedRequest,
+        record: RequestRecord,
+        send: Send,
+        attempts: LeaseAttempts,
+        attempt: Attempt,
+    ) -> None:
+        """One upstream request on `attempt.lease`, relayed to the client (or a failure
+        before its first byte)."""
+        settings = self.gw.settings
+        lease = attempt.lease
+        headers = account_headers(lease, base_headers)
+        async with AsyncExitStack() as stack:
+            try:
+                with trio.fail_after(settings.upstream_first_byte_timeout_s):
+                    response = await stack.enter_async_context(
+                        lease.upstream.request("POST", UPSTREAM_PATH, headers, request.body)
+                    )
+            except trio.TooSlowError:
+                return attempt.failed(m.Outcome(m.TIMEOUT), "upstream_timeout")
+            except UpstreamTransportError as exc:
+                return attempt.failed(
+                    m.Outcome(m.TRANSPORT_ERROR), f"upstream_{type(exc).__name__}"
+                )
+            attempt.record.status_code = response.status
+            if response.status != 200:
+                return await self._refused(attempt, response, record, send)
+            # Pin as soon as the upstream accepts, before relaying: a client can send its
+            # next turn the moment it has the last byte, and that lease request must
+            # find the pin (the supervisor's mailbox keeps the order).
+            pin(self.gw.supervisor, attempts.pool_id, attempts.pin_keys, lease.account_id)
+            accounting = ResponseAccounting(
+                self.gw.supervisor, attempts.pool_id, lease.account_id, not record.stream
+            )
+            if record.stream:
+                outcome = await self._relay_stream(
+                    response, send, record, accounting, request.presenter
+                )
+                attempt.ended(outcome)
+            else:
+                await self._collect(attempt, response, send, record, accounting, request.presenter)
+
+    async def _refused(
+        self, attempt: Attempt, response: Any, record: RequestRecord, send: Send
+    ) -> None:
+        """An upstream answer other than 200: a failure to fail over from, or the upstream's
+        refusal of the request itself, relayed as is."""
+        settings = self.gw.settings
+        error_body = b""
+        with trio.move_on_after(settings.upstream_idle_timeout_s):
+            with contextlib.suppress(UpstreamTransportError):
+                error_body = await _read_limited(response, settings.max_error_body_bytes)
+        failure = classify_failure(response.status, response.headers, error_body)
+        outcome = failure.outcome
+        if outcome.kind == m.UNAUTHORIZED or outcome.kind in m.FAILOVER_KINDS:
+            return attempt.failed(outcome, failure.error_code)
+        attempt.ended(outcome, failure.error_code)
+        record.mark_first_byte()
+        record.finish(failure.status, "upstream_client_error", failure.error_code)
+        await send_bytes(
+            send,
+            failure.status,
+            error_body,
+            [(b"content-type", b"application/json"), (b"x-request-id", record.request_id.encode())],
+        )
+
+    async def _relay_stream(
+        self,
+        response: Any,
+        send: Send,
+        record: RequestRecord,
+        accounting: ResponseAccounting,
+        presenter: Presenter | None,
+    ) -> m.Outcome:
+        idle = self.gw.settings.upstream_idle_timeout_s
+        headers = [*SSE_HEADERS, (b"x-request-id", record.request_id.encode())]
+        if presenter is None:  # a Codex client reads the account's x-codex headers
+            headers.extend(
+                relayed_response_headers(response.headers, self.gw.models_etag(record.pool_id))
+            )
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        record.mark_first_byte()
+
+        async def relay(chunk: bytes) -> None:
+            accounting.feed(chunk)  # first: a response id is pinned before the client sees it
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+        async def present(chunk: bytes) -> None:
+            accounting.feed(chunk)
+            assert presenter is not None
+            shown = presenter.translate(chunk)
+            if shown:
+                await send({"type": "http.response.body", "body": shown, "more_body": True})
+
+        failure = await _pump(response, idle, relay if presenter is None else present)
+        if failure is None and accounting.terminal_type is None:
+            failure = "upstream_stream_closed"
+        if failure is not None:
+            message = "the upstream stream ended before the response completed"
+            event = (
+                failed_event(None, failure, message)
+                if presenter is None
+                else presenter.failed(failure, message)
+            )
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        record.usage = accounting.usage
+        if failure is not None:
+            record.finish(200, "stream_failed", failure)
+            kind = m.TIMEOUT if failure == "stream_idle_timeout" else m.STREAM_FAILED
+        else:
+            outcome_name = "completed" if accounting.completed else "failed"
+            record.finish(200, outcome_name, accounting.error_code)
+            kind = m.OK
+        # The record is final before the last write: a disconnect now changes nothing.
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return m.Outcome(kind, 200, tuple(response.headers), rate_limits=accounting.rate_limits)
+
+    async def _collect(
+        self,
+        attempt: Attempt,
+        response: Any,
+        send: Send,
+        record: RequestRecord,
+        accounting: ResponseAccounting,
+        presenter: Presenter | None,
+    ) -> None:
+        """A non-streaming client: read the whole stream, answer with the final response."""
+        idle = self.gw.settings.upstream_idle_timeout_s
+
+        async def collect(chunk: bytes) -> None:
+            accounting.feed(chunk)
+
+        broken = await _pump(response, idle, collect)
+        headers = tuple(response.headers)
+        if broken is not None or accounting.terminal_type is None:
+            # Nothing reached the client yet, so another account may still answer.
+            code = broken or "upstream_stream_closed"
+            return attempt.failed(m.Outcome(m.TRANSPORT_ERROR, 200, headers), code)
+        record.usage = accounting.usage
+        record.mark_first_byte()
+        attempt.ended(m.Outcome(m.OK, 200, headers, rate_limits=accounting.rate_limits))
+        if presenter is not None:
+            return await self._present_collected(send, record, accounting, presenter)
+        extra = [
+            (b"x-request-id", record.request_id.encode()),
+            *relayed_response_headers(response.headers, self.gw.models_etag(record.pool_id)),
+        ]
+        if accounting.completed:
+            record.finish(200, "completed")
+            await send_json(send, 200, accounting.assembled_response(), extra)
+        else:
+            code = accounting.error_code or "upstream_error"
+            error = UpstreamError("the upstream response failed", code=code)
+            record.finish(502, "failed", code)
+            await send_bytes(send, 502, error.body_bytes(), [*error.headers(), *extra])
+
+    async def _present_collected(
+        self,
+        send: Send,
+        record: RequestRecord,
+        accounting: ResponseAccounting,
+        presenter: Presenter,
+    ) -> None:
+        request_id = (b"x-request-id", record.request_id.encode())
+        try:
+            answer = presenter.collected(accounting)
+        except PoolerError as error:
+            record.finish(error.status, "failed", error.code)
+            await send_bytes(send, error.status, error.body_bytes(), [*error.headers(), request_id])
+            return
+        outcome = "completed" if accounting.completed else "failed"
+        record.finish(200, outcome, None if accounting.completed else accounting.error_code)
+        await send_json(send, 200, answer, [request_id])
+
+
+async def _pump(
+    response: Any, idle: float, on_chunk: Callable[[bytes], Awaitable[None]]
+) -> str | None:
+    """Hand each upstream chunk to `on_chunk` as it arrives; a failure code, or None at the end.
+
+    One cancel scope for the whole stream, its deadline pushed on after every chunk (a new
+    scope per chunk cost ~7 % of the gateway's CPU on SSE): `idle` seconds without progress
+    end the stream.
+    """
+    with trio.CancelScope() as scope:
+        scope.deadline = trio.current_time() + idle
+        try:
+            async for chunk in response.aiter_bytes():
+                await on_chunk(chunk)
+                scope.deadline = trio.current_time() + idle
+        except UpstreamTransportError:
+            return "upstream_stream_broken"
+    return "stream_idle_timeout" if scope.cancelled_caught else None
+
+
+class ResponseAccounting(StreamAccounting):
+    """Stream accounting that pins the response id to its account as soon as the upstream
+    names it, so a follow-up with `previous_response_id` finds it (a hard pin)."""
+
+    def __init__(
+        self, supervisor: Any, pool_id: str, account_id: str, collect_output: bool
+    ) -> None:
+        super().__init__(collect_output=collect_output)
+        self._pin_to = (supervisor, pool_id, account_id)
+
+    def feed(self, chunk: bytes) -> None:
+        known = self.response_id
+        super().feed(chunk)
+        if self.response_id is not None and self.response_id != known:
+            supervisor, pool_id, account_id = self._pin_to
+            key = response_key(self.response_id)
+            pin(supervisor, pool_id, (key,), account_id, hard=True)
+
+
+async def _read_limited(response: Any, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        parts.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(parts)[:limit]
