@@ -1,7 +1,7 @@
 """LogWriter: batches metadata-only request rows into Postgres, off the hot path.
 
 `enqueue` never waits. A row is written promptly: when rows arrive while the writer is
-idle it wakes, lingers a few milliseconds to gather what else arrives, and writes them in
+idle it wakes, lingers 50 ms to gather what else arrives, and writes them in
 one transaction; under load the rows that arrive during a write make the next batch, so
 batches grow with the load and no row waits longer than one write plus the linger. That
 is what a crash (`kill -9`) can lose; a graceful stop (cancellation) writes every buffered
@@ -42,7 +42,7 @@ class LogWriter(Generic[Row]):
         reduce: Callable[[Row], Row] | None = None,
         capacity: int = 100_000,
         batch_size: int = 500,
-        linger: float = 0.005,
+        linger: float = 0.05,
         max_backoff: float = 10.0,
     ) -> None:
         self._write_batch = write_batch

@@ -114,7 +114,7 @@ async def test_rows_are_written_promptly_when_idle(autojump_clock: trio.testing.
         start = trio.current_time()
         while 1 not in table.rows:
             await trio.sleep(0.001)
-        # Virtual time: the row waited the linger (5 ms), not a 0.25 s flush interval.
+        # Virtual time: the row waited the linger (50 ms), not a 0.25 s flush interval.
         assert trio.current_time() - start <= writer.linger + 0.002
         nursery.cancel_scope.cancel()
 
