@@ -9,8 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import trio
-from harness import open_stack, require_tool
+from harness import open_stack, require_tool, run_client
 
 PROMPT = "Please run `echo pooler-e2e-tool-output` and tell me what it printed"
 
@@ -57,18 +56,10 @@ async def test_codex_exec_runs_a_tool_through_the_gateway(db_url: str, tmp_path:
     last_message = tmp_path / "last.txt"
     async with open_stack(db_url, tmp_path / "gw") as stack:
         env = {**os.environ, "CODEX_HOME": str(home), "CODEX_POOLER_API_KEY": stack.key}
-        with trio.fail_after(120):
-            result = await trio.run_process(
-                codex_command(codex, stack.url, last_message),
-                cwd=work,
-                env=env,
-                stdin=b"",
-                capture_stdout=True,
-                capture_stderr=True,
-                check=False,
-            )
-        stderr = result.stderr.decode(errors="replace")
-        assert result.returncode == 0, stderr[-3000:]
+        code, _, stderr = await run_client(
+            codex_command(codex, stack.url, last_message), env, 120, work
+        )
+        assert code == 0, stderr[-3000:]
         answer = last_message.read_text()
         # The emulator echoes the tool's output: Codex really ran the command.
         assert "pooler-e2e-tool-output" in answer

@@ -11,8 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import trio
-from harness import Stack, open_stack, require_tool
+from harness import Stack, open_stack, require_tool, run_client
 from test_codex_cli import codex_command
 
 
@@ -27,18 +26,9 @@ async def run_codex(stack: Stack, codex: str, tmp_path: Path) -> tuple[int, str,
         for arg in codex_command(codex, stack.url, last_message)
     ]
     env = {**os.environ, "CODEX_HOME": str(home), "CODEX_POOLER_API_KEY": stack.key}
-    with trio.fail_after(120):
-        result = await trio.run_process(
-            command,
-            cwd=work,
-            env=env,
-            stdin=b"",
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
+    code, _, stderr = await run_client(command, env, 120, work)
     answer = last_message.read_text() if last_message.exists() else ""
-    return result.returncode, result.stderr.decode(errors="replace"), answer
+    return code, stderr, answer
 
 
 def methods(upstream: list[dict[str, Any]]) -> list[tuple[str, str]]:

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
-from harness import Stack, open_stack, require_tool
+from harness import Stack, open_stack, require_tool, run_client
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = Path(__file__).resolve().parent / "node"
@@ -38,19 +37,9 @@ def require_node(*packages: str) -> str:
 async def run_script(node: str, stack: Stack, script: str) -> dict[str, Any]:
     """`node <script>` with the gateway's `/v1` and the Pool key; the JSON it printed."""
     env = {**os.environ, "POOLER_BASE_URL": f"{stack.url}/v1", "POOLER_KEY": stack.key}
-    with trio.fail_after(120):
-        result = await trio.run_process(
-            [node, str(SCRIPTS / script)],
-            cwd=ROOT,
-            env=env,
-            stdin=b"",
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
-    stderr = result.stderr.decode(errors="replace")
-    assert result.returncode == 0, stderr[-3000:]
-    found: dict[str, Any] = json.loads(result.stdout)
+    code, stdout, stderr = await run_client([node, str(SCRIPTS / script)], env, 120, ROOT)
+    assert code == 0, stderr[-3000:]
+    found: dict[str, Any] = json.loads(stdout)
     return found
 
 
