@@ -35,6 +35,7 @@ from pooler.errors import (
 )
 from pooler.routing.choose import PIN_KEPT, PIN_MOVED
 from pooler.routing.eligibility import QUOTA_CODES
+from pooler.upstream.errors import UpstreamTransportError
 from pooler.web.leasing import LeaseAttempts, lease_account, refreshed_lease, release
 from pooler.web.request_record import AttemptRecord, RequestRecord
 from pooler.web.settings import GatewaySettings
@@ -70,6 +71,14 @@ class Attempt:
         self.failure = code
         self.record.error_code = code
         self.record.resets_at = outcome.resets_at
+
+
+def unreachable(exc: trio.TooSlowError | UpstreamTransportError) -> tuple[m.Outcome, str]:
+    """How an upstream that gave no answer counts against its account, and the attempt's
+    code: a deadline ran out (`upstream_timeout`) or the transport failed."""
+    if isinstance(exc, trio.TooSlowError):
+        return m.Outcome(m.TIMEOUT), "upstream_timeout"
+    return m.Outcome(m.TRANSPORT_ERROR), f"upstream_{type(exc).__name__}"
 
 
 Exchange = Callable[[Attempt], Awaitable[None]]

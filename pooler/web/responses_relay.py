@@ -26,7 +26,7 @@ from pooler.protocol.stream_accounting import StreamAccounting, failed_event
 from pooler.routing.circuit import RESPONSES
 from pooler.upstream.errors import UpstreamTransportError
 from pooler.web.asgi import Receive, Scope, Send, send_bytes, send_json
-from pooler.web.attempts import Attempt, run_attempts
+from pooler.web.attempts import Attempt, run_attempts, unreachable
 from pooler.web.continuity import continuity_keys, response_key
 from pooler.web.leasing import LeaseAttempts, account_headers, pin
 from pooler.web.request_record import AnsweredRequest, RequestRecord, start_record
@@ -166,12 +166,8 @@ class ResponsesRelay:
                     response = await stack.enter_async_context(
                         lease.upstream.request("POST", UPSTREAM_PATH, headers, request.body)
                     )
-            except trio.TooSlowError:
-                return attempt.failed(m.Outcome(m.TIMEOUT), "upstream_timeout")
-            except UpstreamTransportError as exc:
-                return attempt.failed(
-                    m.Outcome(m.TRANSPORT_ERROR), f"upstream_{type(exc).__name__}"
-                )
+            except (trio.TooSlowError, UpstreamTransportError) as exc:
+                return attempt.failed(*unreachable(exc))
             attempt.record.status_code = response.status
             if response.status != 200:
                 return await self._refused(attempt, response, record, send)

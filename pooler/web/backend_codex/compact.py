@@ -25,7 +25,7 @@ from pooler.web.asgi import (
     Send,
     send_bytes,
 )
-from pooler.web.attempts import Attempt, run_attempts
+from pooler.web.attempts import Attempt, run_attempts, unreachable
 from pooler.web.backend_codex.responses import read_json_request
 from pooler.web.continuity import continuity_keys
 from pooler.web.leasing import LeaseAttempts, account_headers, pin
@@ -101,10 +101,8 @@ class CompactRoute:
                 async with lease.upstream.request("POST", UPSTREAM_PATH, headers, body) as response:
                     answer = await response.read()
                     status, upstream_headers = response.status, list(response.headers)
-        except trio.TooSlowError:
-            return attempt.failed(m.Outcome(m.TIMEOUT), "upstream_timeout")
-        except UpstreamTransportError as exc:
-            return attempt.failed(m.Outcome(m.TRANSPORT_ERROR), f"upstream_{type(exc).__name__}")
+        except (trio.TooSlowError, UpstreamTransportError) as exc:
+            return attempt.failed(*unreachable(exc))
         attempt.record.status_code = status
         if status == 200:
             attempt.ended(m.Outcome(m.OK, status, tuple(upstream_headers)))

@@ -12,7 +12,7 @@ from pooler.actors import messages as m
 from pooler.errors import PoolerError
 from pooler.upstream.errors import UpstreamTransportError
 from pooler.web.asgi import Receive, Scope, Send, header, send_bytes, send_error
-from pooler.web.attempts import Attempt, run_attempts
+from pooler.web.attempts import Attempt, run_attempts, unreachable
 from pooler.web.catalog import MergedCatalog, etag_matches
 from pooler.web.leasing import LeaseAttempts, account_headers
 from pooler.web.request_record import RequestRecord
@@ -71,10 +71,8 @@ async def _exchange(
             async with lease.upstream.request("GET", target, headers) as response:
                 body = await response.read()
                 status, response_headers = response.status, response.headers
-    except trio.TooSlowError:
-        return attempt.failed(m.Outcome(m.TIMEOUT), "upstream_timeout")
-    except UpstreamTransportError as exc:
-        return attempt.failed(m.Outcome(m.TRANSPORT_ERROR), f"upstream_{type(exc).__name__}")
+    except (trio.TooSlowError, UpstreamTransportError) as exc:
+        return attempt.failed(*unreachable(exc))
     attempt.record.status_code = status
     if status in (200, 304):
         attempt.ended(m.Outcome(m.OK, status, tuple(response_headers)))

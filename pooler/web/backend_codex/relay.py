@@ -29,7 +29,7 @@ from pooler.routing.circuit import CONTROL, RESPONSES
 from pooler.upstream.errors import UpstreamTransportError
 from pooler.upstream.http1 import UpstreamPool, UpstreamResponse
 from pooler.web.asgi import Receive, Scope, Send, header
-from pooler.web.attempts import Attempt, run_attempts
+from pooler.web.attempts import Attempt, run_attempts, unreachable
 from pooler.web.continuity import file_key
 from pooler.web.leasing import FILE_PIN_TTL_S, LeaseAttempts, account_headers, pin
 from pooler.web.request_body import read_raw_body
@@ -150,12 +150,8 @@ class RelayRoute:
                     response = await stack.enter_async_context(
                         upstream.request("POST", path, headers, body)
                     )
-            except trio.TooSlowError:
-                return attempt.failed(m.Outcome(m.TIMEOUT), "upstream_timeout")
-            except UpstreamTransportError as exc:
-                return attempt.failed(
-                    m.Outcome(m.TRANSPORT_ERROR), f"upstream_{type(exc).__name__}"
-                )
+            except (trio.TooSlowError, UpstreamTransportError) as exc:
+                return attempt.failed(*unreachable(exc))
             attempt.record.status_code = response.status
             if response.status < 400:
                 return attempt.ended(await self._relay(lease, response, record, send))

@@ -22,10 +22,10 @@ from pooler.actors import messages as m
 from pooler.errors import BadRequest, PoolerError, UpstreamError
 from pooler.upstream.errors import UpstreamTransportError
 from pooler.upstream.http1 import UpstreamPool
+from pooler.web.attempts import Attempt, unreachable
 from pooler.web.upstream_exchange import classify_failure
 
 if TYPE_CHECKING:
-    from pooler.web.attempts import Attempt
     from pooler.web.gateway import Gateway
 
 
@@ -90,11 +90,8 @@ class LeasedCall:
             with trio.fail_after(settings.upstream_first_byte_timeout_s):
                 context = upstream.request(method, target, headers, body)
                 response = await context.__aenter__()
-        except trio.TooSlowError:
-            raise self._failed(m.Outcome(m.TIMEOUT), "upstream_timeout") from None
-        except UpstreamTransportError as exc:
-            code = f"upstream_{type(exc).__name__}"
-            raise self._failed(m.Outcome(m.TRANSPORT_ERROR), code) from None
+        except (trio.TooSlowError, UpstreamTransportError) as exc:
+            raise self._failed(*unreachable(exc)) from None
         except ValueError:  # a request line the client could not have caused
             raise self._failed(m.Outcome(m.CLIENT_ERROR), "invalid_upstream_request") from None
         try:
