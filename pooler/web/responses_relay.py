@@ -31,8 +31,8 @@ from pooler.web.continuity import continuity_keys, response_key
 from pooler.web.leasing import LeaseAttempts, account_headers, pin
 from pooler.web.request_record import AnsweredRequest, RequestRecord, start_record
 from pooler.web.upstream_exchange import (
-    FORWARDED_REQUEST_HEADERS,
     classify_failure,
+    forwarded_headers,
     relayed_response_headers,
 )
 
@@ -138,10 +138,12 @@ class ResponsesRelay:
         attempts = LeaseAttempts(
             pool_id, soft_keys, hard_key, route_class=RESPONSES, model=str(payload["model"])
         )
-        base_headers = [(k, v) for k, v in scope["headers"] if k in FORWARDED_REQUEST_HEADERS]
         # The upstream is always asked for a stream, whatever the client accepts.
-        base_headers.append((b"content-type", b"application/json"))
-        base_headers.append((b"accept", b"text/event-stream"))
+        base_headers = forwarded_headers(
+            scope["headers"],
+            (b"content-type", b"application/json"),
+            (b"accept", b"text/event-stream"),
+        )
         exchange = partial(self._exchange, base_headers, request, record, send, attempts)
         budget = gw.pool_policy(pool_id).retry_budget
         await run_attempts(gw, attempts, record, exchange, budget=budget)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,19 @@ FORWARDED_REQUEST_HEADERS = frozenset(
         b"version",
     }
 )
+
+Header = tuple[bytes, bytes]
+
+
+def forwarded_headers(
+    client_headers: Iterable[Header],
+    *extra: Header,
+    names: frozenset[bytes] = FORWARDED_REQUEST_HEADERS,
+) -> list[Header]:
+    """The client's headers the upstream gets (`names`), then `extra`; the account's own
+    are added per attempt (`leasing.account_headers`)."""
+    return [*((k, v) for k, v in client_headers if k in names), *extra]
+
 
 RELAYED_RESPONSE_PREFIXES = (
     b"x-codex-",

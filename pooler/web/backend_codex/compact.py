@@ -31,8 +31,8 @@ from pooler.web.continuity import continuity_keys
 from pooler.web.leasing import LeaseAttempts, account_headers, pin
 from pooler.web.request_record import AnsweredRequest, RequestRecord, start_record
 from pooler.web.upstream_exchange import (
-    FORWARDED_REQUEST_HEADERS,
     classify_failure,
+    forwarded_headers,
     relayed_response_headers,
 )
 
@@ -73,9 +73,11 @@ class CompactRoute:
         attempts = LeaseAttempts(
             pool_id, soft_keys, hard_key, route_class=COMPACT, model=str(payload["model"])
         )
-        forwarded = [(k, v) for k, v in scope["headers"] if k in FORWARDED_REQUEST_HEADERS]
-        forwarded.append((b"content-type", b"application/json"))
-        forwarded.append((b"accept", b"application/json"))
+        forwarded = forwarded_headers(
+            scope["headers"],
+            (b"content-type", b"application/json"),
+            (b"accept", b"application/json"),
+        )
         exchange = partial(self._exchange, forwarded, body, record, send, attempts)
         # Never another account: the history to compact lives on this one (budget 0).
         await run_attempts(gw, attempts, record, exchange, budget=0)

@@ -37,6 +37,7 @@ from pooler.web.request_record import AnsweredRequest, RequestRecord
 from pooler.web.upstream_exchange import (
     FORWARDED_REQUEST_HEADERS,
     classify_failure,
+    forwarded_headers,
     relayed_response_headers,
 )
 
@@ -120,7 +121,7 @@ class RelayRoute:
         body: bytes,
     ) -> None:
         gw = self.gw
-        base = [(k, v) for k, v in scope["headers"] if k in SENT_REQUEST_HEADERS]
+        base = forwarded_headers(scope["headers"], names=SENT_REQUEST_HEADERS)
         exchange = partial(self._exchange, base, target, body, record, send)
         budget = gw.pool_policy(attempts.pool_id).retry_budget if self.spec.failover else 0
         await run_attempts(gw, attempts, record, exchange, budget=budget)

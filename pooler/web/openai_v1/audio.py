@@ -32,7 +32,7 @@ from pooler.web.openai_v1.backend_call import CallFailed, LeasedCall
 from pooler.web.openai_v1.multipart import Part, boundary_of, encode_form, parse_form
 from pooler.web.request_body import read_raw_body
 from pooler.web.request_record import AnsweredRequest, RequestRecord
-from pooler.web.upstream_exchange import FORWARDED_REQUEST_HEADERS
+from pooler.web.upstream_exchange import forwarded_headers
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
@@ -109,8 +109,7 @@ class V1TranscriptionsRoute:
     ) -> str:
         gw = self.gw
         body, content_type = encode_form(parts)
-        base = [(k, v) for k, v in scope["headers"] if k in FORWARDED_REQUEST_HEADERS]
-        headers = [*base, (b"content-type", content_type)]
+        headers = forwarded_headers(scope["headers"], (b"content-type", content_type))
         texts: list[str] = []
 
         async def exchange(attempt: Attempt) -> None:
