@@ -11,7 +11,7 @@ from hypercorn.trio import serve
 from pooler.config import Config
 from pooler.db import Database
 from pooler.serving import ShutdownTrigger, bound_port, hypercorn_config
-from pooler.web.app import build_app
+from pooler.web.app import create_app
 from pooler.web.gateway import Gateway
 from pooler.web.settings import GatewaySettings
 
@@ -41,12 +41,12 @@ async def run_gateway(
 ) -> None:
     """Serve until cancelled or until `shutdown_trigger` returns; then drain and stop."""
     gateway = Gateway(config, db, settings)
-    app = build_app(gateway)
+    app = create_app(gateway)
     async with trio.open_nursery() as actors:
         await actors.start(gateway.run)
         run = partial(
             serve,
-            app,  # type: ignore[arg-type]  # hypercorn's TypedDict scopes vs plain dicts
+            app,
             hypercorn_config(host, port),
             shutdown_trigger=shutdown_trigger,
             mode="asgi",

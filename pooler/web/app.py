@@ -1,145 +1,155 @@
-"""The gateway's ASGI application: a table of runtime routes, JSON errors for the rest."""
+"""The gateway's one application: a Quart-trio app built by `create_app`, one blueprint per
+surface (`backend_codex`, `openai_v1`, `health`; the admin pages and `/mcp` join the same
+way), and error handlers that answer in the client's JSON shape.
+
+How a request meets Quart (a body read on demand, relays that push their answer) is in
+`quart_http.py`. The websocket routes are not Quart websocket handlers: their raw ASGI
+handler is mounted under the app (`asgi_app`), because Quart's websocket layer (a second
+task, a queue and a request context per socket) cost more memory per held session than
+the budget allows; the measurement is in ops/bench/README.md ("Quart websockets").
+"""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pooler.errors import MethodNotAllowed, NotFound, PoolerError, WebsocketUnsupported
-from pooler.serving import serve_lifespan
-from pooler.web.asgi import Receive, Scope, Send, send_error
-from pooler.web.backend_codex.compact import CompactRoute
-from pooler.web.backend_codex.models import ModelsRoute
-from pooler.web.backend_codex.relay import FILES_PREFIX, relay_routes
-from pooler.web.backend_codex.responses import responses_route
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import MethodNotAllowed as MethodNotAllowedHTTP
+from werkzeug.exceptions import NotFound as NotFoundHTTP
+
+from pooler.errors import (
+    BadRequest,
+    BodyTooLarge,
+    MethodNotAllowed,
+    NotFound,
+    PoolerError,
+    RequestTimeout,
+    WebsocketUnsupported,
+)
+from pooler.web.asgi import ClientDisconnected
 from pooler.web.backend_codex.responses_ws import ResponsesWebsocketRoute, refuse
-from pooler.web.backend_codex.usage import UsageRoute
-from pooler.web.health import health_route, metrics_route, ready_route
-from pooler.web.openai_v1.audio import TRANSCRIPTIONS_PATH, V1TranscriptionsRoute
+from pooler.web.backend_codex.routes import backend_codex_blueprint
+from pooler.web.health import health_blueprint
 from pooler.web.openai_v1.auth import authenticate_v1
-from pooler.web.openai_v1.files import V1_FILES_PREFIX, v1_files_routes
-from pooler.web.openai_v1.models import MODEL_PREFIX, MODELS_PATH, V1ModelsRoute
-from pooler.web.openai_v1.responses import v1_routes
-from pooler.web.openai_v1.unsupported import V1_PREFIX, unsupported_v1
-from pooler.web.openai_v1.usage import USAGE_PATH, V1UsageRoute
-
-if TYPE_CHECKING:
-    from pooler.web.gateway import Gateway
-
-Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
-log = logging.getLogger("pooler.web")
-WEBSOCKET_PATHS = frozenset(
-    {"/backend-api/codex/responses", "/backend-api/codex/v1/responses", "/v1/responses"}
+from pooler.web.openai_v1.routes import openai_v1_blueprint
+from pooler.web.quart_http import (
+    PUSHED,
+    GatewayHTTPConnection,
+    GatewayRequest,
+    error_response,
 )
 
+if TYPE_CHECKING:
+    from quart.wrappers import Response
 
-def build_routes(gateway: Gateway) -> dict[str, dict[str, Handler]]:
-    responses = responses_route(gateway)
-    models = ModelsRoute(gateway)
-    relays = relay_routes(gateway)
-    compact = CompactRoute(gateway)
-    usage = UsageRoute(gateway)
-    v1_models = V1ModelsRoute(gateway)
+    from pooler.web.gateway import Gateway
 
-    async def healthz(scope: Scope, receive: Receive, send: Send) -> None:
-        await health_route(send)
+log = logging.getLogger("pooler.web")
 
-    async def readyz(scope: Scope, receive: Receive, send: Send) -> None:
-        await ready_route(gateway, send)
+RawHandler = Callable[[Any, Any, Any], Awaitable[None]]
 
-    async def metrics(scope: Scope, receive: Receive, send: Send) -> None:
-        await metrics_route(gateway, send)
-
-    return {
-        "/backend-api/codex/responses": {"POST": responses},
-        "/backend-api/codex/v1/responses": {"POST": responses},
-        "/backend-api/codex/responses/compact": {"POST": compact},
-        "/backend-api/codex/v1/responses/compact": {"POST": compact},
-        "/backend-api/codex/models": {"GET": models},
-        "/backend-api/codex/v1/models": {"GET": models},
-        # Files (`FILES_PREFIX` stands for `…/files/{id}/uploaded`), transcription, realtime.
-        **{path: {"POST": relay} for path, relay in relays.items()},
-        "/backend-api/wham/usage": {"GET": usage},
-        "/wham/usage": {"GET": usage},
-        "/api/codex/usage": {"GET": usage},
-        **v1_routes(gateway),
-        MODELS_PATH: {"GET": v1_models},
-        MODEL_PREFIX: {"GET": v1_models},  # stands for /v1/models/{id}
-        **v1_files_routes(gateway),  # V1_FILES_PREFIX stands for /v1/files/{id}[/content]
-        TRANSCRIPTIONS_PATH: {"POST": V1TranscriptionsRoute(gateway)},
-        USAGE_PATH: {"GET": V1UsageRoute(gateway)},
-        "/healthz": {"GET": healthz},
-        "/readyz": {"GET": readyz},
-        "/metrics": {"GET": metrics},
-    }
+# Quart's defaults that would fight a gateway (each is tested in tests/integration/
+# test_app_shape.py): no body or form caps of Quart's own (each route sets its bound), no
+# deadline on a whole body or response (a stream may last minutes; the body has the
+# instance's own deadline), no automatic OPTIONS answers.
+APP_CONFIG = {
+    "MAX_CONTENT_LENGTH": None,
+    "BODY_TIMEOUT": None,
+    "RESPONSE_TIMEOUT": None,
+    "PROVIDE_AUTOMATIC_OPTIONS": False,
+    # A `/v1` upload has a few fields and one file (the parts are checked by the route).
+    "MAX_FORM_PARTS": 32,
+    "MAX_FORM_MEMORY_SIZE": 1024 * 1024,
+}
 
 
-def build_app(gateway: Gateway) -> Handler:
-    routes = build_routes(gateway)
-    websocket_responses = ResponsesWebsocketRoute(gateway)
-    websocket_v1 = ResponsesWebsocketRoute(gateway, authenticate_v1, public=True)
+class GatewayApp(QuartTrio):
+    """The Quart-trio app, with the raw websocket handlers mounted by path."""
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            path = scope["path"]
-            methods = routes.get(route_key(path))
-            handler = methods.get(scope["method"]) if methods is not None else None
-            if handler is None and path.startswith(V1_PREFIX):
-                await unsupported_v1(gateway, scope, send)  # after authentication
-                return
-            if methods is None:
-                await send_error(send, NotFound(f"no such endpoint: {scope['path']}"))
-                return
-            if handler is None:
-                allowed = ", ".join(sorted(methods))
-                error = MethodNotAllowed(
-                    f"{scope['method']} is not allowed here (allowed: {allowed})"
-                )
-                await send_error(send, error, [(b"allow", allowed.encode())])
-                return
-            await _guarded(handler, scope, receive, send)
-        elif kind == "websocket":
-            path = scope["path"]
-            if path in WEBSOCKET_PATHS:
-                route = websocket_v1 if path.startswith(V1_PREFIX) else websocket_responses
-                await route(scope, receive, send)
-            else:
-                await _refuse_websocket(scope, receive, send)
-        elif kind == "lifespan":
-            await serve_lifespan(receive, send)
+    asgi_http_class = GatewayHTTPConnection
+    request_class = GatewayRequest
 
+    def __init__(self) -> None:
+        super().__init__("pooler.web")
+        self.config.update(APP_CONFIG)
+        self.url_map.merge_slashes = False  # `//x` is not `/x`: a 404, never a redirect
+        self.websocket_routes: dict[str, RawHandler] = {}
+
+    async def asgi_app(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] == "websocket":
+            route = self.websocket_routes.get(scope["path"])
+            await (route or refuse_websocket)(scope, receive, send)
+            return
+        await super().asgi_app(scope, receive, send)
+
+
+def create_app(gateway: Gateway) -> GatewayApp:
+    """The gateway's application: every runtime route, health and metrics."""
+    app = GatewayApp()
+    app.register_blueprint(backend_codex_blueprint(gateway))
+    app.register_blueprint(openai_v1_blueprint(gateway))
+    app.register_blueprint(health_blueprint(gateway))
+    codex_websocket = ResponsesWebsocketRoute(gateway)
+    app.websocket_routes.update(
+        {
+            "/backend-api/codex/responses": codex_websocket,
+            "/backend-api/codex/v1/responses": codex_websocket,
+            "/v1/responses": ResponsesWebsocketRoute(gateway, authenticate_v1, public=True),
+        }
+    )
+    install_error_handlers(app)
     return app
 
 
-def route_key(path: str) -> str:
-    """The routing table's key for `path`: prefixes stand for the paths with an id."""
-    if path.startswith(FILES_PREFIX):
-        return FILES_PREFIX
-    if path.startswith(V1_FILES_PREFIX):
-        return V1_FILES_PREFIX
-    if path.startswith(MODEL_PREFIX):
-        return MODEL_PREFIX
-    return path
+def install_error_handlers(app: GatewayApp) -> None:
+    """Every error raised before an answer started becomes the client's JSON error."""
+
+    @app.errorhandler(PoolerError)
+    async def pooler_error(error: PoolerError) -> Response:
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        from quart import request
+
+        return http_error_response(error, request.method, request.path)
+
+    @app.errorhandler(ClientDisconnected)
+    async def client_left(error: ClientDisconnected) -> Response:
+        return PUSHED  # nobody to answer
+
+    @app.errorhandler(Exception)
+    async def unexpected(error: Exception) -> Response:
+        from quart import request
+
+        log.error("unhandled error on %s %s", request.method, request.path, exc_info=error)
+        return error_response(PoolerError("internal error in the gateway"))
 
 
-async def _guarded(handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
-    """A bug in a handler becomes a JSON 500 (if nothing was sent yet), never a traceback.
+def http_error_response(error: HTTPException, method: str, path: str) -> Response:
+    """A werkzeug HTTP error (routing, Quart's form parser) in the gateway's error tree."""
+    if isinstance(error, NotFoundHTTP):
+        return error_response(NotFound(f"no such endpoint: {path}"))
+    if isinstance(error, MethodNotAllowedHTTP):
+        allowed = ", ".join(sorted(error.valid_methods or ()))
+        refused = MethodNotAllowed(f"{method} is not allowed here (allowed: {allowed})")
+        return error_response(refused, [(b"allow", allowed.encode())])
+    if error.code == 408:
+        return error_response(RequestTimeout("the request body did not arrive in time"))
+    if error.code == 413:
+        return error_response(BodyTooLarge("the request body is too large"))
+    if error.code is not None and error.code < 500:
+        return error_response(BadRequest(error.description or "bad request"))
+    return error_response(PoolerError("internal error in the gateway"))
 
-    `send` is not wrapped (that would cost a call per relayed chunk): if the response had
-    already started, the server refuses the second start and that refusal is ignored.
-    """
-    try:
-        await handler(scope, receive, send)
-    except Exception:
-        log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-        with contextlib.suppress(Exception):
-            await send_error(send, PoolerError("internal error in the gateway"))
 
-
-async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+async def refuse_websocket(scope: Any, receive: Any, send: Any) -> None:
     """A websocket on a path that takes none: 426, so a client falls back to HTTP at once."""
     await receive()  # websocket.connect
     refused = WebsocketUnsupported()

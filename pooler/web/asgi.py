@@ -1,8 +1,6 @@
-"""Small ASGI helpers for the runtime routes: headers and JSON answers (bodies are read in
-request_body.py).
-
-The runtime routes are plain ASGI (no framework on the hot path): every microsecond there is
-added latency for every request.
+"""Small ASGI helpers: header lookups on a scope, and the answers a relay pushes through
+the server's `send` (pooler/web/quart_http.py says why relays push) or a websocket
+handshake refuses with.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
-"""/healthz (the process answers), /readyz (the database answers), /metrics (Prometheus)."""
+"""The `health` blueprint: /healthz (the process answers), /readyz (the database answers),
+/metrics (Prometheus)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import trio
+from quart import Blueprint, Response
 
-from pooler.web.asgi import Send, send_bytes, send_json
+from pooler.web.quart_http import json_response
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
@@ -14,20 +16,25 @@ if TYPE_CHECKING:
 READY_PROBE_TIMEOUT_S = 1.0
 
 
-async def health_route(send: Send) -> None:
-    await send_json(send, 200, {"status": "ok"})
+def health_blueprint(gateway: Gateway) -> Blueprint:
+    health = Blueprint("health", __name__)
 
+    @health.get("/healthz")
+    async def healthz() -> Response:
+        return json_response({"status": "ok"})
 
-async def ready_route(gateway: Gateway, send: Send) -> None:
-    ready = False
-    with trio.move_on_after(READY_PROBE_TIMEOUT_S):
-        ready = gateway.configured and await gateway.db.ping()
-    if ready:
-        await send_json(send, 200, {"status": "ready"})
-    else:
-        await send_json(send, 503, {"status": "not_ready"}, [(b"retry-after", b"1")])
+    @health.get("/readyz")
+    async def readyz() -> Response:
+        ready = False
+        with trio.move_on_after(READY_PROBE_TIMEOUT_S):
+            ready = gateway.configured and await gateway.db.ping()
+        if ready:
+            return json_response({"status": "ready"})
+        return json_response({"status": "not_ready"}, 503, [("retry-after", "1")])
 
+    @health.get("/metrics")
+    async def metrics() -> Response:
+        body = gateway.metrics.render()
+        return Response(body, headers={"content-type": "text/plain; version=0.0.4"})
 
-async def metrics_route(gateway: Gateway, send: Send) -> None:
-    body = gateway.metrics.render()
-    await send_bytes(send, 200, body, [(b"content-type", b"text/plain; version=0.0.4")])
+    return health

@@ -19,10 +19,14 @@ import trio
 import zstandard
 
 from pooler.errors import BadRequest, BodyTooLarge, RequestTimeout, UnsupportedMediaType
-from pooler.web.asgi import ClientDisconnected, Receive, Scope, header
+from pooler.web.asgi import Scope, header
 
 if TYPE_CHECKING:
+    from quart.datastructures import FileStorage
+    from werkzeug.datastructures import MultiDict
+
     from pooler.web.gateway import Gateway
+    from pooler.web.quart_http import GatewayRequest, PulledBody
 
 # The route class of the Responses-shaped routes while they read, decode and parse a body
 # (whether they will stream, and so their class for the rest, is in the body).
@@ -35,30 +39,13 @@ FIRST_READ_FACTOR = 16
 MIN_READ = 64 * 1024
 
 
-async def read_body(receive: Receive, limit: int, timeout_s: float) -> bytes:
+async def read_body(body: PulledBody, limit: int, timeout_s: float) -> bytes:
     """The whole body as sent; BodyTooLarge past `limit` bytes, RequestTimeout when it has
     not all arrived within `timeout_s`."""
+    body.limit = limit
     with trio.move_on_after(timeout_s):
-        return await _read_all(receive, limit)
+        return await body.read()
     raise RequestTimeout(f"the request body did not arrive within {timeout_s:g} seconds")
-
-
-async def _read_all(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge(f"request body is larger than {limit} bytes")
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def decode_content(
@@ -107,21 +94,22 @@ def _bounded_zstd(body: bytes, bound: int) -> bytes | None:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-async def read_raw_body(gw: Gateway, receive: Receive, limit: int | None = None) -> bytes:
+async def read_raw_body(gw: Gateway, request: GatewayRequest, limit: int | None = None) -> bytes:
     """The body as sent, under the instance's deadline and `limit` (default: the gateway's
     `max_body_bytes`). Call it holding an admission slot."""
     bound = gw.settings.max_body_bytes if limit is None else limit
-    return await read_body(receive, bound, gw.instance_settings.body_read_timeout_seconds)
+    timeout_s = gw.instance_settings.body_read_timeout_seconds
+    return await read_body(request.body, bound, timeout_s)
 
 
-async def read_decoded_body(gw: Gateway, scope: Scope, receive: Receive) -> bytes:
+async def read_decoded_body(gw: Gateway, request: GatewayRequest) -> bytes:
     """The body as sent, then decoded within the instance's bounds. Call it holding an
     admission slot."""
-    body = await read_raw_body(gw, receive)
+    body = await read_raw_body(gw, request)
     instance = gw.instance_settings
     return decode_content(
         body,
-        header(scope, b"content-encoding"),
+        header(request.scope, b"content-encoding"),
         instance.max_decompressed_body_bytes,
         instance.max_decompression_ratio,
     )
@@ -133,8 +121,18 @@ def check_content_type(scope: Scope) -> None:
         raise UnsupportedMediaType("Content-Type must be application/json")
 
 
-async def read_json_body(gw: Gateway, scope: Scope, receive: Receive) -> bytes:
+async def read_json_body(gw: Gateway, request: GatewayRequest) -> bytes:
     """A JSON request body, size-bounded and decompressed (zstd) as the client sent it.
     Call it holding a `body` admission slot."""
-    check_content_type(scope)
-    return await read_decoded_body(gw, scope, receive)
+    check_content_type(request.scope)
+    return await read_decoded_body(gw, request)
+
+
+async def read_form(
+    gw: Gateway, request: GatewayRequest, limit: int | None = None
+) -> tuple[MultiDict[str, str], MultiDict[str, FileStorage]]:
+    """A `multipart/form-data` body parsed by Quart (fields, files), under the instance's
+    deadline and `limit` (default: `max_body_bytes`). Call it holding an admission slot.
+    A body Quart cannot parse yields no parts: the route names the part it misses."""
+    await read_raw_body(gw, request, limit)  # parsed whole: see PulledBody.read
+    return await request.form, await request.files

@@ -25,10 +25,11 @@ from pooler.errors import PoolerError, UpstreamError
 from pooler.protocol.stream_accounting import StreamAccounting, failed_event
 from pooler.routing.circuit import RESPONSES
 from pooler.upstream.errors import UpstreamTransportError
-from pooler.web.asgi import Receive, Scope, Send, send_bytes, send_json
+from pooler.web.asgi import Scope, Send, send_bytes, send_json
 from pooler.web.attempts import Attempt, run_attempts, unreachable
 from pooler.web.continuity import continuity_keys, response_key
 from pooler.web.leasing import LeaseAttempts, account_headers, pin
+from pooler.web.quart_http import PUSHED, GatewayRequest
 from pooler.web.request_record import AnsweredRequest, RequestRecord, start_record
 from pooler.web.upstream_exchange import (
     classify_failure,
@@ -37,6 +38,8 @@ from pooler.web.upstream_exchange import (
 )
 
 if TYPE_CHECKING:
+    from quart.wrappers import Response
+
     from pooler.web.gateway import Gateway
 
 log = logging.getLogger("pooler.web.responses")
@@ -71,7 +74,7 @@ class ProxiedRequest:
     presenter: Presenter | None = None
 
 
-OpenRequest = Callable[[Scope, Receive, RequestRecord], Awaitable[ProxiedRequest]]
+OpenRequest = Callable[[GatewayRequest, RequestRecord], Awaitable[ProxiedRequest]]
 
 
 class ResponsesRelay:
@@ -83,31 +86,26 @@ class ResponsesRelay:
         self.route = route
         self.open_request = open_request
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, client: GatewayRequest) -> Response:
         gw = self.gw
-        record = start_record(gw, scope, self.route, "http")
+        record = start_record(gw, client.scope, self.route, "http")
         request_id_header = (b"x-request-id", record.request_id.encode())
-        async with AnsweredRequest(record, send, [request_id_header], gw.log_request):
-            request = await self.open_request(scope, receive, record)
+        async with AnsweredRequest(record, client.send, [request_id_header], gw.log_request):
+            request = await self.open_request(client, record)
             record.transport = "http_sse" if record.stream else "http_json"
             gw.catalog.check_model(request.pool_id, str(request.payload["model"]))
             async with gw.admission.admit("stream" if record.stream else "responses"):
-                await self._proxy(scope, receive, send, record, request)
+                await self._proxy(client, record, request)
+        return PUSHED
 
     async def _proxy(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        record: RequestRecord,
-        request: ProxiedRequest,
+        self, client: GatewayRequest, record: RequestRecord, request: ProxiedRequest
     ) -> None:
         disconnected = False
 
         async def watch_disconnect(cancel_scope: trio.CancelScope) -> None:
             nonlocal disconnected
-            while (await receive())["type"] != "http.disconnect":
-                pass
+            await client.wait_for_disconnect()
             if record.outcome == "unknown":  # the answer is not complete yet
                 disconnected = True
                 cancel_scope.cancel()
@@ -116,7 +114,7 @@ class ResponsesRelay:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch_disconnect, nursery.cancel_scope)
             try:
-                await self._attempts(scope, send, record, request)
+                await self._attempts(client.scope, client.send, record, request)
             except PoolerError as exc:  # raised outside the nursery, not in a group
                 error = exc
             nursery.cancel_scope.cancel()

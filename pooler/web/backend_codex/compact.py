@@ -19,16 +19,12 @@ from pooler.actors import messages as m
 from pooler.protocol.usage import TokenUsage, usage_from_completed
 from pooler.routing.circuit import COMPACT
 from pooler.upstream.errors import UpstreamTransportError
-from pooler.web.asgi import (
-    Receive,
-    Scope,
-    Send,
-    send_bytes,
-)
+from pooler.web.asgi import Scope, Send, send_bytes
 from pooler.web.attempts import Attempt, run_attempts, unreachable
 from pooler.web.backend_codex.responses import read_json_request
 from pooler.web.continuity import continuity_keys
 from pooler.web.leasing import LeaseAttempts, account_headers, pin
+from pooler.web.quart_http import PUSHED, GatewayRequest
 from pooler.web.request_record import AnsweredRequest, RequestRecord, start_record
 from pooler.web.upstream_exchange import (
     classify_failure,
@@ -37,6 +33,8 @@ from pooler.web.upstream_exchange import (
 )
 
 if TYPE_CHECKING:
+    from quart.wrappers import Response
+
     from pooler.web.gateway import Gateway
 
 log = logging.getLogger("pooler.web.compact")
@@ -49,15 +47,16 @@ class CompactRoute:
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gw = self.gw
+    async def __call__(self, request: GatewayRequest) -> Response:
+        gw, scope, send = self.gw, request.scope, request.send
         record = start_record(gw, scope, COMPACT, "http_json")
         request_id_header = (b"x-request-id", record.request_id.encode())
         async with AnsweredRequest(record, send, [request_id_header], gw.log_request):
-            pool_id, body, payload = await read_json_request(gw, scope, receive, record)
+            pool_id, body, payload = await read_json_request(gw, request, record)
             gw.catalog.check_model(pool_id, str(payload["model"]))
             async with gw.admission.admit(COMPACT):
                 await self._forward(scope, send, record, pool_id, body, payload)
+        return PUSHED
 
     async def _forward(
         self,

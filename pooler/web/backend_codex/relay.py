@@ -28,10 +28,11 @@ from pooler.protocol.file_ids import check_file_id
 from pooler.routing.circuit import CONTROL, RESPONSES
 from pooler.upstream.errors import UpstreamTransportError
 from pooler.upstream.http1 import UpstreamPool, UpstreamResponse
-from pooler.web.asgi import Receive, Scope, Send, header
+from pooler.web.asgi import Scope, Send, header
 from pooler.web.attempts import Attempt, run_attempts, unreachable
 from pooler.web.continuity import file_key
 from pooler.web.leasing import FILE_PIN_TTL_S, LeaseAttempts, account_headers, pin
+from pooler.web.quart_http import PUSHED, GatewayRequest
 from pooler.web.request_body import read_raw_body
 from pooler.web.request_record import AnsweredRequest, RequestRecord
 from pooler.web.upstream_exchange import (
@@ -42,6 +43,8 @@ from pooler.web.upstream_exchange import (
 )
 
 if TYPE_CHECKING:
+    from quart.wrappers import Response
+
     from pooler.web.gateway import Gateway
 
 log = logging.getLogger("pooler.web.relay")
@@ -88,8 +91,8 @@ class RelayRoute:
         self.spec = spec
         self.backend = backend  # the ChatGPT backend base (`…/backend-api`), for all accounts
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gw, spec = self.gw, self.spec
+    async def __call__(self, request: GatewayRequest) -> Response:
+        gw, spec, scope, send = self.gw, self.spec, request.scope, request.send
         record = RequestRecord(request_id=gw.new_request_id(), route=spec.route, transport="http")
         agent = header(scope, b"user-agent")
         record.user_agent = agent.decode("latin-1")[:200] if agent else None
@@ -100,8 +103,9 @@ class RelayRoute:
             target, hard_key = self.target(scope)
             attempts = LeaseAttempts(pool.pool_id, (), hard_key, route_class=spec.route_class)
             async with gw.admission.admit("responses"):  # before the body costs memory
-                body = await read_raw_body(gw, receive, spec.max_body)
+                body = await read_raw_body(gw, request, spec.max_body)
                 await self._attempts(scope, send, record, attempts, target, body)
+        return PUSHED
 
     def target(self, scope: Scope) -> tuple[str, bytes | None]:
         """The upstream path (relative to the ChatGPT backend) and the hard pin, if any."""
@@ -240,11 +244,11 @@ class RelayRoute:
 
 
 def relay_routes(gateway: Gateway) -> dict[str, RelayRoute]:
-    """The relayed routes by path; `FILES_PREFIX` is the finalize route (`{id}/uploaded`)."""
+    """The relayed routes by path; "finalize" is `…/files/{id}/uploaded`."""
     backend = gateway.backend_upstream
     specs = {
         FILES_PATH: RelaySpec("files", CONTROL, MAX_FILES_BODY),
-        FILES_PREFIX: RelaySpec("files", CONTROL, MAX_FILES_BODY, failover=False),
+        "finalize": RelaySpec("files", CONTROL, MAX_FILES_BODY, failover=False),
         TRANSCRIBE_PATH: RelaySpec("transcribe", CONTROL, None),
         REALTIME_CALLS_PATH: RelaySpec("realtime_calls", RESPONSES, None),
     }

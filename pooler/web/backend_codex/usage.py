@@ -8,22 +8,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pooler.errors import PoolerError
-from pooler.web.asgi import Receive, Scope, Send, header, send_error, send_json
+from pooler.web.asgi import header
 from pooler.web.pool_limits import pool_limits
+from pooler.web.quart_http import json_response
 
 if TYPE_CHECKING:
+    from quart.wrappers import Response
+
     from pooler.web.gateway import Gateway
+    from pooler.web.quart_http import GatewayRequest
 
 
 class UsageRoute:
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            _, pool = self.gw.keys.authenticate(header(scope, b"authorization"))
-            payload = await pool_limits(self.gw, pool.pool_id)
-            await send_json(send, 200, payload, [(b"cache-control", b"no-store")])
-        except PoolerError as error:
-            await send_error(send, error)
+    async def __call__(self, request: GatewayRequest) -> Response:
+        _, pool = self.gw.keys.authenticate(header(request.scope, b"authorization"))
+        payload = await pool_limits(self.gw, pool.pool_id)
+        return json_response(payload, 200, [("cache-control", "no-store")])

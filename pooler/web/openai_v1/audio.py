@@ -17,27 +17,28 @@ import orjson
 from pooler.actors import messages as m
 from pooler.errors import BadRequest, UnsupportedParameter
 from pooler.routing.circuit import CONTROL
-from pooler.web.asgi import (
-    Receive,
-    Scope,
-    Send,
-    header,
-    send_bytes,
-    send_json,
-)
+from pooler.web.asgi import Scope, header, send_bytes, send_json
 from pooler.web.attempts import Attempt, run_attempts
 from pooler.web.leasing import LeaseAttempts, account_headers
 from pooler.web.openai_v1.auth import authenticate_v1
 from pooler.web.openai_v1.backend_call import CallFailed, LeasedCall
-from pooler.web.openai_v1.multipart import Part, boundary_of, encode_form, parse_form
-from pooler.web.request_body import read_raw_body
+from pooler.web.openai_v1.multipart import (
+    Part,
+    check_form_type,
+    encode_form,
+    form_parts,
+    parts_by_name,
+)
+from pooler.web.quart_http import PUSHED, GatewayRequest
+from pooler.web.request_body import read_form
 from pooler.web.request_record import AnsweredRequest, RequestRecord
 from pooler.web.upstream_exchange import forwarded_headers
 
 if TYPE_CHECKING:
+    from quart.wrappers import Response
+
     from pooler.web.gateway import Gateway
 
-TRANSCRIPTIONS_PATH: Final = "/v1/audio/transcriptions"
 FIELDS: Final = frozenset({"file", "model", "language", "prompt", "response_format", "stream"})
 FORMATS: Final = ("json", "text")
 MAX_ANSWER: Final = 4 * 1024 * 1024
@@ -82,16 +83,16 @@ class V1TranscriptionsRoute:
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gw = self.gw
+    async def __call__(self, request: GatewayRequest) -> Response:
+        gw, scope, send = self.gw, request.scope, request.send
         record = RequestRecord(gw.new_request_id(), route="v1_transcriptions", transport="http")
         extra = [(b"x-request-id", record.request_id.encode())]
         async with AnsweredRequest(record, send, extra, gw.log_request):
             key, pool = authenticate_v1(gw, scope)
             record.pool_id, record.key_prefix = pool.pool_id, key.prefix
-            boundary = boundary_of(header(scope, b"content-type"))
+            check_form_type(header(scope, b"content-type"))
             async with gw.admission.admit("audio"):  # bounds the audio held in memory
-                form = parse_form(await read_raw_body(gw, receive), boundary)
+                form = parts_by_name(form_parts(*await read_form(gw, request)))
                 model, parts, response_format = transcription_form(form)
                 del form
                 record.model = model
@@ -103,6 +104,7 @@ class V1TranscriptionsRoute:
                 await send_bytes(send, 200, text.encode(), plain)
             else:
                 await send_json(send, 200, {"text": text}, extra)
+        return PUSHED
 
     async def _transcribe(
         self, scope: Scope, record: RequestRecord, pool_id: str, parts: list[Part]

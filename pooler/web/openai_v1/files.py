@@ -39,24 +39,21 @@ from pooler.store import files as store
 from pooler.store.common import Conn
 from pooler.upstream.http1 import UpstreamPool
 from pooler.upstream.upload_url import UnsafeUploadUrl, parse_upload_url, resolve_upload_address
-from pooler.web.asgi import (
-    Receive,
-    Scope,
-    Send,
-    header,
-    send_json,
-)
+from pooler.web.asgi import Scope, header, send_json
 from pooler.web.attempts import Attempt, run_attempts
 from pooler.web.continuity import file_key
 from pooler.web.leasing import FILE_PIN_TTL_S, LeaseAttempts, account_headers, pin
 from pooler.web.openai_v1.auth import authenticate_v1
 from pooler.web.openai_v1.backend_call import CallFailed, LeasedCall
 from pooler.web.openai_v1.file_form import Upload, check_purpose, upload_of
-from pooler.web.openai_v1.multipart import boundary_of, parse_form
-from pooler.web.request_body import read_raw_body
+from pooler.web.openai_v1.multipart import check_form_type, form_parts, parts_by_name
+from pooler.web.quart_http import PUSHED, GatewayRequest
+from pooler.web.request_body import read_form
 from pooler.web.request_record import AnsweredRequest, RequestRecord
 
 if TYPE_CHECKING:
+    from quart.wrappers import Response
+
     from pooler.web.gateway import Gateway
 
 V1_FILES_PATH: Final = "/v1/files"
@@ -90,26 +87,29 @@ class V1FilesRoute:
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gw = self.gw
+    async def __call__(self, request: GatewayRequest, file_path: str = "") -> Response:
+        """`file_path`: what follows `/v1/files/` (read again from the path as sent)."""
+        gw, scope, send = self.gw, request.scope, request.send
         record = RequestRecord(gw.new_request_id(), "v1_files", "http", method=scope["method"])
         extra = [(b"x-request-id", record.request_id.encode())]
         async with AnsweredRequest(record, send, extra, gw.log_request):
             key, pool = authenticate_v1(gw, scope)
             record.pool_id, record.key_prefix = pool.pool_id, key.prefix
-            payload = await self._serve(scope, receive, record, pool.pool_id)
+            payload = await self._serve(request, record, pool.pool_id)
             record.finish(200, "completed")
             record.mark_first_byte()
             await send_json(send, 200, payload, extra)
+        return PUSHED
 
     async def _serve(
-        self, scope: Scope, receive: Receive, record: RequestRecord, pool_id: str
+        self, request: GatewayRequest, record: RequestRecord, pool_id: str
     ) -> dict[str, Any]:
+        scope = request.scope
         path: str = scope["path"]
         method: str = scope["method"]
         if path == V1_FILES_PATH:
             if method == "POST":
-                return await self._create(scope, receive, record, pool_id)
+                return await self._create(request, record, pool_id)
             return await self._list(scope, pool_id)
         file_id, _, action = path.removeprefix(V1_FILES_PREFIX).partition("/")
         if action or method != "GET":
@@ -157,14 +157,13 @@ class V1FilesRoute:
         }
 
     async def _create(
-        self, scope: Scope, receive: Receive, record: RequestRecord, pool_id: str
+        self, request: GatewayRequest, record: RequestRecord, pool_id: str
     ) -> dict[str, Any]:
         gw = self.gw
-        boundary = boundary_of(header(scope, b"content-type"))
+        check_form_type(header(request.scope, b"content-type"))
         created: list[tuple[str, str]] = []  # (file id, account id)
         async with gw.admission.admit("files"):  # bounds the bodies held in memory
-            form = parse_form(await read_raw_body(gw, receive), boundary)
-            upload = upload_of(form)
+            upload = upload_of(parts_by_name(form_parts(*await read_form(gw, request))))
             attempts = LeaseAttempts(pool_id, (), None, route_class=CONTROL)
             exchange = partial(self._exchange, upload, created)
             budget = gw.pool_policy(pool_id).retry_budget
@@ -287,12 +286,3 @@ class V1FilesRoute:
             return await self.gw.db.run(fn)
         except DatabaseError as exc:
             raise ServiceUnavailable("the file records are not reachable; retry") from exc
-
-
-def v1_files_routes(gateway: Gateway) -> dict[str, dict[str, Any]]:
-    """The routing table's entries; `V1_FILES_PREFIX` stands for `/v1/files/{id}[/content]`."""
-    route = V1FilesRoute(gateway)
-    return {
-        V1_FILES_PATH: {"GET": route, "POST": route},
-        V1_FILES_PREFIX: {"GET": route, "DELETE": route},
-    }

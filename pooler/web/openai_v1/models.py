@@ -8,17 +8,18 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import trio
 
-from pooler.errors import NotFound, PoolerError, ServiceUnavailable
-from pooler.web.asgi import Receive, Scope, Send, send_error, send_json
+from pooler.errors import NotFound, ServiceUnavailable
 from pooler.web.key_policy import model_allowed
 from pooler.web.openai_v1.auth import authenticate_v1
+from pooler.web.quart_http import json_response
 
 if TYPE_CHECKING:
+    from quart.wrappers import Response
+
     from pooler.web.catalog import MergedCatalog
     from pooler.web.gateway import Gateway
+    from pooler.web.quart_http import GatewayRequest
 
-MODELS_PATH = "/v1/models"
-MODEL_PREFIX = MODELS_PATH + "/"
 FIRST_CATALOG_WAIT_S = 10.0
 OWNER = "openai"
 
@@ -41,22 +42,17 @@ class V1ModelsRoute:
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            key, pool = authenticate_v1(self.gw, scope)
-            catalog = model_objects(await self._catalog(pool.pool_id))
-            models = [m for m in catalog if model_allowed(key, m["id"])]  # the key's own
-            path: str = scope["path"]
-            if path.startswith(MODEL_PREFIX):
-                wanted = path.removeprefix(MODEL_PREFIX)
-                found = next((m for m in models if m["id"] == wanted), None)
-                if found is None:
-                    raise NotFound(f"The model '{wanted}' does not exist", code="model_not_found")
-                await send_json(send, 200, found)
-                return
-            await send_json(send, 200, {"object": "list", "data": models})
-        except PoolerError as error:
-            await send_error(send, error)
+    async def __call__(self, request: GatewayRequest, model_id: str | None = None) -> Response:
+        """The list, or the one model `model_id` (`/v1/models/{id}`)."""
+        key, pool = authenticate_v1(self.gw, request.scope)
+        catalog = model_objects(await self._catalog(pool.pool_id))
+        models = [m for m in catalog if model_allowed(key, m["id"])]  # the key's own
+        if model_id is not None:
+            found = next((m for m in models if m["id"] == model_id), None)
+            if found is None:
+                raise NotFound(f"The model '{model_id}' does not exist", code="model_not_found")
+            return json_response(found)
+        return json_response({"object": "list", "data": models})
 
     async def _catalog(self, pool_id: str) -> MergedCatalog:
         catalog = self.gw.catalog.for_pool(pool_id)

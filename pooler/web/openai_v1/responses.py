@@ -18,18 +18,19 @@ from pooler.translate import (
     images_generation_request,
     normalize_responses_request,
 )
-from pooler.web.asgi import Receive, Scope, header
+from pooler.web.asgi import header
 from pooler.web.key_policy import CHAT_EFFORT_PARAM, RESPONSES_EFFORT_PARAM, apply_key_policy
 from pooler.web.keys import KeyInfo
 from pooler.web.openai_v1.auth import authenticate_v1
-from pooler.web.openai_v1.multipart import Part, boundary_of, parse_parts
+from pooler.web.openai_v1.multipart import Part, check_form_type, form_parts
 from pooler.web.openai_v1.presenters import ChatPresenter, ImagesPresenter, ResponsesPresenter
-from pooler.web.request_body import BODY, read_json_body, read_raw_body
+from pooler.web.request_body import BODY, read_form, read_json_body
 from pooler.web.request_record import RequestRecord
 from pooler.web.responses_relay import Presenter, ProxiedRequest, ResponsesRelay
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
+    from pooler.web.quart_http import GatewayRequest
 
 
 class V1Request:
@@ -49,14 +50,12 @@ class V1Request:
         self._present = present
         self._effort_param = effort_param
 
-    async def open_request(
-        self, scope: Scope, receive: Receive, record: RequestRecord
-    ) -> ProxiedRequest:
+    async def open_request(self, request: GatewayRequest, record: RequestRecord) -> ProxiedRequest:
         gw = self.gw
-        key, pool = authenticate_v1(gw, scope)
+        key, pool = authenticate_v1(gw, request.scope)
         record.pool_id, record.key_prefix = pool.pool_id, key.prefix
         async with gw.admission.admit(BODY):  # before the body costs memory
-            payload = parse_object(await read_json_body(gw, scope, receive))
+            payload = parse_object(await read_json_body(gw, request))
         normalized = self._translate(payload)
         record.stream = normalized.client_stream
         return self._proxied(key, pool.pool_id, normalized, record)
@@ -81,18 +80,16 @@ class ImageEditsRequest(V1Request):
     def _json_edit(self, body: dict[str, Any]) -> NormalizedRequest:
         return images_edit_request(body, host_model=self.gw.settings.images_host_model)
 
-    async def open_request(
-        self, scope: Scope, receive: Receive, record: RequestRecord
-    ) -> ProxiedRequest:
-        content_type = header(scope, b"content-type") or b""
+    async def open_request(self, request: GatewayRequest, record: RequestRecord) -> ProxiedRequest:
+        content_type = header(request.scope, b"content-type") or b""
         if not content_type.lower().startswith(b"multipart/"):
-            return await super().open_request(scope, receive, record)
+            return await super().open_request(request, record)
         gw = self.gw
-        key, pool = authenticate_v1(gw, scope)
+        key, pool = authenticate_v1(gw, request.scope)
         record.pool_id, record.key_prefix = pool.pool_id, key.prefix
-        boundary = boundary_of(content_type)
+        check_form_type(content_type)
         async with gw.admission.admit(BODY):
-            parts = parse_parts(await read_raw_body(gw, receive), boundary, "image")
+            parts = form_parts(*await read_form(gw, request))
         images = [_image(part) for part in parts if part.name in IMAGE_FIELDS]
         masks = [_image(part) for part in parts if part.name == "mask"]
         fields: dict[str, Any] = {}
@@ -117,7 +114,8 @@ def _image(part: Part) -> ImageInput:
     return ImageInput(part.data, part.content_type or "application/octet-stream", part.filename)
 
 
-def v1_routes(gateway: Gateway) -> dict[str, dict[str, Any]]:
+def v1_relays(gateway: Gateway) -> dict[str, ResponsesRelay]:
+    """The Responses-shaped `/v1` routes by path."""
     responses = V1Request(gateway, normalize_responses_request, lambda _: ResponsesPresenter())
     chat = V1Request(
         gateway,
@@ -138,6 +136,6 @@ def v1_routes(gateway: Gateway) -> dict[str, dict[str, Any]]:
         "/v1/images/edits": ("v1_images", edits),
     }
     return {
-        path: {"POST": ResponsesRelay(gateway, route, opener.open_request)}
+        path: ResponsesRelay(gateway, route, opener.open_request)
         for path, (route, opener) in routes.items()
     }

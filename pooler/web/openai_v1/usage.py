@@ -26,15 +26,17 @@ from uuid import UUID
 from pooler.db import DatabaseError
 from pooler.errors import PoolerError, ServiceUnavailable
 from pooler.store.common import Conn
-from pooler.web.asgi import Receive, Scope, Send, send_error, send_json
 from pooler.web.openai_v1.auth import authenticate_v1
 from pooler.web.pool_limits import pool_limits
+from pooler.web.quart_http import error_response, json_response
 from pooler.web.request_record import RequestRecord
 
 if TYPE_CHECKING:
-    from pooler.web.gateway import Gateway
+    from quart.wrappers import Response
 
-USAGE_PATH: Final = "/v1/usage"
+    from pooler.web.gateway import Gateway
+    from pooler.web.quart_http import GatewayRequest
+
 DAY_S: Final = 24 * 3600
 WINDOWS: Final = (("last_24h", DAY_S), ("last_30d", 30 * DAY_S))
 STATEMENT_TIMEOUT_MS: Final = 5_000
@@ -85,12 +87,12 @@ class V1UsageRoute:
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, request: GatewayRequest) -> Response:
         gw = self.gw
         record = RequestRecord(gw.new_request_id(), "v1_usage", "http", method="GET")
-        extra = [(b"x-request-id", record.request_id.encode()), (b"cache-control", b"no-store")]
+        extra = [("x-request-id", record.request_id), ("cache-control", "no-store")]
         try:
-            key, pool = authenticate_v1(gw, scope)
+            key, pool = authenticate_v1(gw, request.scope)
             record.pool_id, record.key_prefix = pool.pool_id, key.prefix
             now = time.time()
             try:
@@ -108,9 +110,9 @@ class V1UsageRoute:
             }
             record.finish(200, "completed")
             record.mark_first_byte()
-            await send_json(send, 200, payload, extra)
+            return json_response(payload, 200, extra)
         except PoolerError as error:
             record.finish(error.status, "rejected", error.code)
-            await send_error(send, error, extra)
+            return error_response(error, [(k.encode(), v.encode()) for k, v in extra])
         finally:
             gw.log_request(record)

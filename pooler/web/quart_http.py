@@ -1,0 +1,197 @@
+"""How the gateway's Quart-trio app meets an HTTP request: three places where Quart's
+defaults fight a gateway, configured here (DESIGN §1, §8).
+
+- **The body is read when the handler asks for it** (`PulledBody`). Quart-trio reads
+  every body at once into memory in a second task, before the handler runs; the gateway
+  reads it only after it has authenticated the caller and taken an admission slot, so the
+  bodies in memory at once are bounded by a bulkhead, and an unread body keeps the
+  server's flow control (Hypercorn stops reading the socket).
+- **A relay answers by pushing** (`request.send`, then `return PUSHED`). Quart sends a
+  response's head when the handler returns, then iterates its body. A relay decides its
+  status on the upstream's first byte, holding the lease, the admission slot and the
+  upstream socket in `async with` blocks of one function (failover happens before that
+  byte, DESIGN §2), and an SSE event costs one `send` with nothing in between. So the
+  relays write to the ASGI `send` themselves; every other answer is an ordinary Quart
+  response, and every error raised before an answer started goes through the app's error
+  handlers.
+- **No per-request tasks and no response timeout.** Quart-trio opens a nursery with two
+  tasks per request and cancels a response after `RESPONSE_TIMEOUT` (a Codex turn can
+  stream for many minutes); here the handler runs in the connection's own task and a
+  streaming relay watches for the client leaving itself (`wait_for_disconnect`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Generator, Iterable
+from typing import IO, Any
+
+import orjson
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
+from quart.formparser import FormDataParser
+from quart.globals import _cv_request
+from quart.wrappers import Response
+from quart_trio.asgi import TrioASGIHTTPConnection
+from quart_trio.wrappers.request import TrioBody, TrioRequest
+from werkzeug.datastructures import Headers
+
+from pooler.errors import BodyTooLarge, PoolerError
+from pooler.web.asgi import ClientDisconnected, Receive, Scope, Send
+
+
+class PulledBody(TrioBody):
+    """A request body that asks the server for each chunk only when it is read.
+
+    Iterated (Quart's form parser does) or awaited whole; refused with BodyTooLarge as
+    soon as it passes `limit` bytes (set by the route before reading; Quart's own
+    `max_content_length` is unused)."""
+
+    def __init__(self, expected_content_length: int | None, max_content_length: int | None) -> None:
+        self.receive: Receive | None = None
+        self.limit = max_content_length
+        self.size = 0
+        self.done = False
+        self._whole: bytes | None = None
+        self._handed = False
+
+    def __aiter__(self) -> PulledBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._whole is not None:  # read whole already (see `read`): handed over once
+            if self._handed:
+                raise StopAsyncIteration
+            self._handed = True
+            return self._whole
+        while not self.done:
+            chunk = await self._next_chunk()
+            if chunk:
+                return chunk
+        raise StopAsyncIteration
+
+    async def _next_chunk(self) -> bytes:
+        assert self.receive is not None, "the connection sets receive before the handler runs"
+        message = await self.receive()
+        if message["type"] == "http.disconnect":
+            self.done = True
+            raise ClientDisconnected
+        if not message.get("more_body", False):
+            self.done = True
+        chunk: bytes = message.get("body", b"")
+        self.size += len(chunk)
+        if self.limit is not None and self.size > self.limit:
+            raise BodyTooLarge(f"request body is larger than {self.limit} bytes")
+        return chunk
+
+    def __await__(self) -> Generator[Any, None, bytes]:
+        return self.read().__await__()
+
+    async def read(self) -> bytes:
+        """The whole body (read once; later calls return the same bytes, and iterating
+        it then yields them as one chunk).
+
+        A form is parsed from the whole body, never from the chunks as they arrived:
+        werkzeug's multipart decoder (3.1) hands a part a stray CR when a chunk ends
+        inside the closing `--boundary--` (tests/unit/test_v1_multipart.py)."""
+        if self._whole is None:
+            chunks: list[bytes] = []
+            while not self.done:
+                chunk = await self._next_chunk()
+                if chunk:
+                    chunks.append(chunk)
+            self._whole = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return self._whole
+
+    def append(self, data: bytes) -> None:  # Quart's push API: nothing pushes here
+        raise NotImplementedError("PulledBody is read from the server, not pushed to")
+
+    def set_complete(self) -> None:
+        raise NotImplementedError("PulledBody is read from the server, not pushed to")
+
+    def clear(self) -> None:
+        self._whole = None
+
+
+def in_memory_stream(
+    total_content_length: int | None,
+    content_type: str | None,
+    filename: str | None,
+    content_length: int | None = None,
+) -> IO[bytes]:
+    """Where Quart's form parser puts an uploaded file: memory, never a temporary file
+    (file bytes are never written anywhere; the body's size is already bounded)."""
+    return io.BytesIO()
+
+
+class GatewayRequest(TrioRequest):
+    """Quart's request, with a body read on demand and the server's `send` for relays."""
+
+    body_class = PulledBody
+    body: PulledBody
+    scope: Scope  # type: ignore[assignment]  # the plain dict the server passes
+    send: Send
+    receive: Receive
+
+    def make_form_data_parser(self) -> FormDataParser:
+        return self.form_data_parser_class(
+            max_form_memory_size=self.max_form_memory_size,
+            max_form_parts=self.max_form_parts,
+            cls=self.parameter_storage_class,
+            stream_factory=in_memory_stream,
+        )
+
+    async def wait_for_disconnect(self) -> None:
+        """Return when the client goes away (call it once the body has been read; any
+        body left unread is discarded)."""
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+
+
+class Pushed(Response):
+    """What a handler returns when it has answered through `request.send` itself."""
+
+
+PUSHED = Pushed(b"", status=200)
+
+
+class GatewayHTTPConnection(TrioASGIHTTPConnection):
+    """One HTTP request: the handler runs in this task, its body unread until asked for."""
+
+    async def __call__(
+        self, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        request = self._create_request_from_scope(send)
+        assert isinstance(request, GatewayRequest)
+        request.receive = request.body.receive = receive  # type: ignore[assignment]
+        request.send = send  # type: ignore[assignment]
+        response = await self.app.handle_request(request)
+        if response is PUSHED:
+            return
+        # A handler that failed after pushing its head leaves the error handler's answer
+        # nowhere to go: the server refuses a second head, and the connection closes.
+        with contextlib.suppress(Exception):
+            await self._send_response(send, response)
+
+
+def current_request() -> GatewayRequest:
+    """The request being handled (one context lookup, not Quart's proxy per attribute)."""
+    return _cv_request.get().request  # type: ignore[return-value]
+
+
+def error_response(
+    error: PoolerError, extra_headers: Iterable[tuple[bytes, bytes]] = ()
+) -> Response:
+    """`error` as the client's JSON error answer."""
+    headers = Headers()
+    for name, value in (*error.headers(), *extra_headers):
+        headers.add(name.decode("latin-1"), value.decode("latin-1"))
+    return Response(error.body_bytes(), status=error.status, headers=headers)
+
+
+def json_response(
+    payload: Any, status: int = 200, extra_headers: Iterable[tuple[str, str]] = ()
+) -> Response:
+    """`payload` as a JSON answer (orjson, like every other body the gateway writes)."""
+    headers = Headers([("content-type", "application/json"), *extra_headers])
+    return Response(orjson.dumps(payload), status=status, headers=headers)
