@@ -158,9 +158,7 @@ PUSHED = Pushed(b"", status=200)
 class GatewayHTTPConnection(TrioASGIHTTPConnection):
     """One HTTP request: the handler runs in this task, its body unread until asked for."""
 
-    async def __call__(
-        self, receive: ASGIReceiveCallable, send: ASGISendCallable
-    ) -> None:
+    async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         request = self._create_request_from_scope(send)
         assert isinstance(request, GatewayRequest)
         request.receive = request.body.receive = receive  # type: ignore[assignment]
