@@ -88,7 +88,7 @@ class Leasing(Protocol):
     """What the loop needs of the gateway: the PoolSupervisor's mailbox and the settings."""
 
     @property
-    def supervisor(self) -> Mailbox[Any]: ...
+    def pool_mailbox(self) -> Mailbox[Any]: ...
 
     @property
     def settings(self) -> GatewaySettings: ...
@@ -104,7 +104,7 @@ async def run_attempts(
 ) -> None:
     """Run `exchange` on leased accounts until one answers the client, at most
     `1 + budget` accounts; raises `exhausted_error` when none did."""
-    supervisor, settings = gw.supervisor, gw.settings
+    mailbox, settings = gw.pool_mailbox, gw.settings
     left = 1 + budget
     lease: m.Lease | None = None
     renewed = False  # `lease` is the same account again, with a refreshed token
@@ -114,7 +114,7 @@ async def run_attempts(
             if lease is None:
                 if left == 0:
                     break
-                lease = await lease_account(supervisor, attempts, timeout=settings.lease_timeout_s)
+                lease = await lease_account(mailbox, attempts, timeout=settings.lease_timeout_s)
                 if lease is None:
                     break
                 left -= 1

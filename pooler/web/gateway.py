@@ -87,7 +87,7 @@ class Gateway:
             ),
             continuity_ttl=self.settings.continuity_ttl_s,
         )
-        self.supervisor = self.pool_supervisor.mailbox
+        self.pool_mailbox = self.pool_supervisor.mailbox  # where leases are asked for
         self.actors: Supervisor | None = None  # while running: the PoolSupervisor, LogWriter
         # and Scheduler, each under its restart budget
         self.catalog = ModelCatalog(self.pool_supervisor)
@@ -185,7 +185,7 @@ class Gateway:
         self.instance_settings = snapshot.settings
         self.admission.configure(snapshot.settings.bulkheads)
         await call(
-            self.supervisor,
+            self.pool_mailbox,
             lambda reply: m.ApplyConfig(snapshot.runtime, reply),
             timeout=APPLY_CONFIG_TIMEOUT_S,
         )
@@ -198,7 +198,7 @@ class Gateway:
         if origin == self.node_id:
             return  # this node's own write-behind: it knows already
         if channel == TOKENS_CHANNEL:
-            self.supervisor.try_send(m.ForwardToAccount(payload, m.ReloadCredentials()))
+            self.pool_mailbox.try_send(m.ForwardToAccount(payload, m.ReloadCredentials()))
             return
         if channel == QUOTA_CHANNEL:
             self._quota_from_peers.add(payload)
@@ -222,7 +222,7 @@ class Gateway:
                     for account_id, pieces in evidence_by_account.items():
                         for evidence, observed_at in pieces:
                             message = m.QuotaEvidence(evidence, observed_at)
-                            self.supervisor.try_send(m.ForwardToAccount(account_id, message))
+                            self.pool_mailbox.try_send(m.ForwardToAccount(account_id, message))
                 for pool_id in pools:
                     await self.restore_pool_pins(pool_id)
             except Exception as exc:  # the next notification, or a reload, catches up
@@ -298,7 +298,7 @@ class Gateway:
             log.warning("model catalog refresh failed: %s", type(exc).__name__)
 
     async def _usage_tick(self) -> None:
-        self.supervisor.try_send(m.UsageTick())
+        self.pool_mailbox.try_send(m.UsageTick())
 
     async def flush_write_behind(self) -> None:
         await self.flush_quota()
@@ -310,7 +310,7 @@ class Gateway:
             await self._flush_continuity()
 
     async def _flush_continuity(self) -> None:
-        pins = await call(self.supervisor, m.TakeDirtyPins, timeout=APPLY_CONFIG_TIMEOUT_S)
+        pins = await call(self.pool_mailbox, m.TakeDirtyPins, timeout=APPLY_CONFIG_TIMEOUT_S)
         if not pins:
             return
 
@@ -347,7 +347,7 @@ class Gateway:
             self._pins_read_up_to[pool_id] = latest
         for start in range(0, len(pins), RESTORE_SLICE):
             piece = tuple(pins[start : start + RESTORE_SLICE])
-            await self.supervisor.send(m.RestorePins(pool_id, piece))
+            await self.pool_mailbox.send(m.RestorePins(pool_id, piece))
 
     async def flush_quota(self) -> None:
         async with self._write_behind_lock:

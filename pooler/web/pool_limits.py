@@ -21,7 +21,7 @@ async def pool_limits(gw: Gateway, pool_id: str) -> dict[str, Any]:
     """The Pool's `RateLimitStatusPayload`, from the PoolSupervisor's snapshots."""
     try:
         snapshots: list[AccountSnapshot] = await call(
-            gw.supervisor,
+            gw.pool_mailbox,
             lambda reply: m.PoolSnapshots(pool_id, reply),
             timeout=gw.settings.lease_timeout_s,
         )

@@ -174,9 +174,9 @@ class ResponsesRelay:
             # Pin as soon as the upstream accepts, before relaying: a client can send its
             # next turn the moment it has the last byte, and that lease request must
             # find the pin (the supervisor's mailbox keeps the order).
-            pin(self.gw.supervisor, attempts.pool_id, attempts.pin_keys, lease.account_id)
+            pin(self.gw.pool_mailbox, attempts.pool_id, attempts.pin_keys, lease.account_id)
             accounting = ResponseAccounting(
-                self.gw.supervisor, attempts.pool_id, lease.account_id, not record.stream
+                self.gw.pool_mailbox, attempts.pool_id, lease.account_id, not record.stream
             )
             if record.stream:
                 outcome = await self._relay_stream(

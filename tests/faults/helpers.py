@@ -120,7 +120,7 @@ async def lease_choice(stack: Stack) -> m.LeaseGranted:
     """Ask the PoolSupervisor for a lease exactly as a handler does (no continuity key),
     hand it straight back, and return the answer: the lease and the choice behind it."""
     granted: m.LeaseGranted = await call(
-        stack.gateway.supervisor,
+        stack.gateway.pool_mailbox,
         lambda reply: m.LeaseRequest(pool_id(stack), (), frozenset(), reply),
         timeout=5,
     )

@@ -246,7 +246,7 @@ async def test_usage_polling_alone_teaches_the_gateway(db_url: str, tmp_path: Pa
         await set_reporting(stack, "account-3", usage_delay_ms=1500)
         asked = now()
         for _ in range(5):
-            stack.gateway.supervisor.try_send(m.ForwardToAccount(ids["account-3"], m.PollUsage()))
+            stack.gateway.pool_mailbox.try_send(m.ForwardToAccount(ids["account-3"], m.PollUsage()))
         await trio.sleep(1.4)
         started = [
             e

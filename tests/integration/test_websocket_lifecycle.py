@@ -107,7 +107,7 @@ async def close_code_on_crash(stack: Stack) -> tuple[int | None, str]:
         events = await turn(ws, **responses_body())
         assert events[-1]["type"] == "response.completed"
         victim = leased_account(stack)
-        supervisor = stack.gateway.supervisor
+        supervisor = stack.gateway.pool_mailbox
         assert await call(supervisor, lambda r: m.CrashAccount(victim, r), timeout=5)
         try:
             while True:

@@ -40,7 +40,7 @@ RESETS_IN = 600.0
 class Gw:
     """What the loop needs of the gateway."""
 
-    supervisor: Mailbox[Any]
+    pool_mailbox: Mailbox[Any]
     settings: GatewaySettings = field(default_factory=GatewaySettings)
 
 
@@ -211,7 +211,7 @@ async def test_every_account_out_of_quota_is_429_with_its_earliest_reset() -> No
 async def test_a_hard_pin_whose_account_cannot_serve_is_409() -> None:
     async with open_pool() as pool:
         key = continuity_digest("response_id", "resp_1")
-        pin(pool.gw.supervisor, POOL, (key,), pool.label_ids()["b"], hard=True)
+        pin(pool.gw.pool_mailbox, POOL, (key,), pool.label_ids()["b"], hard=True)
         upstream = Upstream({"b": ["usage"]})
         with pytest.raises(PinnedContinuationUnavailable) as raised:
             await pool.run(upstream, hard_key=key)

@@ -107,7 +107,7 @@ class CompactRoute:
         attempt.record.status_code = status
         if status == 200:
             attempt.ended(m.Outcome(m.OK, status, tuple(upstream_headers)))
-            pin(gw.supervisor, attempts.pool_id, attempts.pin_keys, lease.account_id)
+            pin(gw.pool_mailbox, attempts.pool_id, attempts.pin_keys, lease.account_id)
             record.usage = _usage(answer)
             record.finish(status, "completed")
         else:

@@ -213,7 +213,7 @@ class RelayRoute:
             file_id = None
         if isinstance(file_id, str) and file_id and record.pool_id is not None:
             pin(
-                self.gw.supervisor,
+                self.gw.pool_mailbox,
                 record.pool_id,
                 (file_key(file_id),),
                 lease.account_id,

@@ -273,7 +273,7 @@ class ResponsesWebsocketRoute:
         turn_state = header({"headers": handshake}, b"x-codex-turn-state")
         if turn_state:
             key = continuity_digest("turn_state", turn_state.decode("latin-1"))
-            pin(gw.supervisor, socket.attempts.pool_id, (key,), socket.lease.account_id)
+            pin(gw.pool_mailbox, socket.attempts.pool_id, (key,), socket.lease.account_id)
         # The upgrade's x-codex headers go with the first turn's evidence.
         socket.rate_limits = parse_rate_limit_headers(handshake, time.time())
         accept_headers = relayed_response_headers(

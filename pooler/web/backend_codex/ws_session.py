@@ -29,6 +29,7 @@ from pooler.upstream.websocket import (
     ACCOUNT_STOPPED,
     PING_TIMEOUT,
     UpstreamWebsocket,
+    WebsocketEnd,
 )
 from pooler.web.asgi import Scope
 from pooler.web.continuity import continuity_keys, response_key
@@ -48,8 +49,12 @@ CLOSE_NORMAL, CLOSE_POLICY, CLOSE_INTERNAL, CLOSE_RESTART, CLOSE_TRY_AGAIN = (
     1012,
     1013,
 )
-CLIENT_GONE, UPSTREAM_CLOSED, IDLE = "client_disconnected", "upstream_closed", "idle_timeout"
-KEY_REVOKED, LIMIT_REFUSED = "key_revoked", "limit_refused"
+CLIENT_GONE, UPSTREAM_CLOSED, IDLE = (
+    WebsocketEnd.CLIENT_GONE,
+    WebsocketEnd.UPSTREAM_CLOSED,
+    WebsocketEnd.IDLE,
+)
+KEY_REVOKED, LIMIT_REFUSED = WebsocketEnd.KEY_REVOKED, WebsocketEnd.LIMIT_REFUSED
 # How each way of ending closes the client socket (the rest: 1000).
 CLOSE_CODES = {
     KEY_REVOKED: CLOSE_POLICY,
@@ -165,7 +170,7 @@ class ClientSocket:
     accounting: TurnAccounting | None = None
     rate_limits: RateLimitSnapshot | None = None
     refusal: m.Outcome | None = None  # a server or auth failure seen in an error frame
-    ended: str | None = None
+    ended: WebsocketEnd | None = None
     upstream_code: int | None = None
     turns: int = 0
     abandoned: bool = False  # the client left in the middle of a turn
@@ -207,9 +212,9 @@ class ClientSocket:
         self.turns += 1
         self.turn = record
         pool_id, account_id = self.attempts.pool_id, self.lease.account_id
-        self.accounting = TurnAccounting((self.gw.supervisor, pool_id, account_id))
+        self.accounting = TurnAccounting((self.gw.pool_mailbox, pool_id, account_id))
         hard, soft = continuity_keys(payload, self.scope)
-        pin(self.gw.supervisor, pool_id, (*((hard,) if hard else ()), *soft), account_id)
+        pin(self.gw.pool_mailbox, pool_id, (*((hard,) if hard else ()), *soft), account_id)
         return text
 
     def _turn_record(self) -> RequestRecord:

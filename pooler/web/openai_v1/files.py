@@ -169,7 +169,14 @@ class V1FilesRoute:
             budget = gw.pool_policy(pool_id).retry_budget
             await run_attempts(gw, attempts, record, exchange, budget=budget)
         [(file_id, account_id)] = created
-        pin(gw.supervisor, pool_id, (file_key(file_id),), account_id, hard=True, ttl=FILE_PIN_TTL_S)
+        pin(
+            gw.pool_mailbox,
+            pool_id,
+            (file_key(file_id),),
+            account_id,
+            hard=True,
+            ttl=FILE_PIN_TTL_S,
+        )
         row = await self._db(
             partial(
                 store.insert_file,
