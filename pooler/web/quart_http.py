@@ -23,9 +23,11 @@ defaults fight a gateway, configured here (DESIGN §1, §8).
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 from collections.abc import Generator, Iterable
-from typing import IO, Any
+from typing import IO, Any, cast
+from urllib.parse import urlsplit
 
 import orjson
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
@@ -113,6 +115,17 @@ class PulledBody(TrioBody):
         self._whole = None
 
 
+class SoleTaskLock:
+    """Quart's per-request form-parsing lock, for a request handled by one task (a
+    `trio.Lock` per request cost ~0.8 KiB for as long as a stream is held)."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
 def in_memory_stream(
     total_content_length: int | None,
     content_type: str | None,
@@ -128,6 +141,7 @@ class GatewayRequest(TrioRequest):
     """Quart's request, with a body read on demand and the server's `send` for relays."""
 
     body_class = PulledBody
+    lock_class = SoleTaskLock  # type: ignore[assignment]
     body: PulledBody
     scope: Scope  # type: ignore[assignment]  # the plain dict the server passes
     send: Send
@@ -155,12 +169,46 @@ class Pushed(Response):
 PUSHED = Pushed(b"", status=200)
 
 
+async def _no_push_promise(path: str, headers: Headers) -> None:
+    """HTTP/2 server push: the gateway never pushes."""
+
+
 class GatewayHTTPConnection(TrioASGIHTTPConnection):
     """One HTTP request: the handler runs in this task, its body unread until asked for."""
 
+    def _create_request_from_scope(self, send: ASGISendCallable) -> GatewayRequest:
+        """Quart's request, its header names decoded once per process (`header_name`)."""
+        scope = self.scope
+        headers = Headers()
+        headers["Remote-Addr"] = (scope.get("client") or ["<local>"])[0]
+        add = headers.add
+        for name, value in scope["headers"]:
+            add(_header_name(name), value.decode("latin-1"))
+        if scope["http_version"] < "1.1":
+            headers.setdefault("Host", self.app.config["SERVER_NAME"] or "")
+        path = scope["path"]
+        root_path = scope.get("root_path", "")
+        if path[:1] != "/":
+            path = urlsplit(path).path
+        if root_path:
+            path = path.removeprefix(root_path) if path.startswith(root_path) else " "
+        request = self.app.request_class(
+            scope["method"],
+            scope["scheme"],
+            path,
+            scope["query_string"],
+            headers,
+            root_path,
+            scope["http_version"],
+            max_content_length=None,
+            body_timeout=None,
+            send_push_promise=_no_push_promise,
+            scope=scope,
+        )
+        return cast(GatewayRequest, request)
+
     async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         request = self._create_request_from_scope(send)
-        assert isinstance(request, GatewayRequest)
         request.receive = request.body.receive = receive  # type: ignore[assignment]
         request.send = send  # type: ignore[assignment]
         response = await self.app.handle_request(request)
@@ -193,3 +241,10 @@ def json_response(
     """`payload` as a JSON answer (orjson, like every other body the gateway writes)."""
     headers = Headers([("content-type", "application/json"), *extra_headers])
     return Response(orjson.dumps(payload), status=status, headers=headers)
+
+
+@functools.lru_cache(maxsize=512)
+def _header_name(raw: bytes) -> str:
+    """A header name as Quart's request keeps it (title case), decoded once per process
+    (a bounded cache: a client inventing names cannot grow it)."""
+    return raw.decode("latin-1").title()

@@ -53,7 +53,8 @@ def shape_app(body_read: trio.Event) -> GatewayApp:
         request.body.limit = 1024
         body = await request.body
         body_read.set()
-        return json_response({"bytes": len(body)})
+        seen = {"bytes": len(body), "agent": request.headers.get("User-Agent")}
+        return json_response({**seen, "host": request.host, "path": request.path})
 
     @probe.get("/bug")
     async def bug() -> Response:
@@ -114,7 +115,13 @@ async def test_the_body_is_read_only_when_the_handler_asks() -> None:
             too_big = await client.post("/read", content=b"x" * 2048)
             assert too_big.status_code == 413
             assert too_big.json()["error"]["code"] == "request_too_large"
-            assert (await client.post("/read", content=b"x" * 10)).json() == {"bytes": 10}
+            honest = await client.post("/read", content=b"x" * 10, headers={"user-agent": "t/1"})
+            assert honest.json() == {
+                "bytes": 10,
+                "agent": "t/1",  # Quart's own view of the headers is whole
+                "host": f"{host}:{port}",
+                "path": "/read",
+            }
             assert body_read.is_set()
 
 
