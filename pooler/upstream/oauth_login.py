@@ -34,7 +34,7 @@ import hmac
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
@@ -183,7 +183,7 @@ def parse_callback_url(pasted: str, expected_state: str) -> str:
         params = parse_qs(raw_query, keep_blank_values=True, strict_parsing=False)
     except ValueError:
         params = {}
-    if not params:
+    if not params.keys() & {"code", "state", "error"}:
         raise SignInError(
             "invalid_callback", "paste the whole URL the browser landed on after signing in"
         )
@@ -366,8 +366,10 @@ def poll_device_sign_in(
 _DEVICE_FIELDS: Final = ("authorization_code", "code_verifier")
 
 
-async def poll_until_done(poll: Callable[[], T | None], interval: float, seconds_left: float) -> T:
-    """Call `poll` (in a worker thread) every `interval` seconds until it gives an answer.
+async def poll_until_done(
+    poll: Callable[[], Awaitable[T | None]], interval: float, seconds_left: float
+) -> T:
+    """Await `poll` every `interval` seconds until it gives an answer.
 
     A retryable SignInError waits for the next turn; any other one ends the wait.
 
@@ -377,7 +379,7 @@ async def poll_until_done(poll: Callable[[], T | None], interval: float, seconds
     with trio.move_on_after(seconds_left):
         while True:
             try:
-                found = await trio.to_thread.run_sync(poll)
+                found = await poll()
             except SignInError as exc:
                 if not exc.retryable:
                     raise
@@ -391,9 +393,10 @@ async def poll_until_done(poll: Callable[[], T | None], interval: float, seconds
 async def wait_for_device_sign_in(
     http: httpx.Client, auth_base_url: str, device: DeviceSignIn
 ) -> SignInTokens:
-    """Poll at the server's interval until the sign-in is done; gives up at its expiry."""
-    return await poll_until_done(
-        lambda: poll_device_sign_in(http, auth_base_url, device),
-        device.interval,
-        device.seconds_left(),
-    )
+    """Poll (each request in a worker thread) at the server's interval until the sign-in
+    is done; gives up at its expiry. Cancellation waits for a request under way to end."""
+
+    async def poll() -> SignInTokens | None:
+        return await trio.to_thread.run_sync(poll_device_sign_in, http, auth_base_url, device)
+
+    return await poll_until_done(poll, device.interval, device.seconds_left())
