@@ -49,7 +49,7 @@ def add_signed_in_account(
     """
     require_choice(method, SIGN_IN_METHODS, "sign-in method")
     parsed = parse_tokens(
-        tokens.access_token, tokens.refresh_token, tokens.id_token or None, source="the sign-in's"
+        tokens.access_token, tokens.refresh_token, tokens.id_token or None, source="the sign-in"
     )
     account, created = save_account(
         conn,

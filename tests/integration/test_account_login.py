@@ -21,11 +21,18 @@ from typing import Any
 from uuid import UUID
 
 import httpx
+import pytest
 import trio
 from harness import Stack, open_stack, responses_body
 
 from pooler import store
+from pooler.crypto import Keyring
+from pooler.db import Database
+from pooler.emulator.state import EmulatorState
+from pooler.emulator.tokens import mint_unsigned_jwt
 from pooler.store.keys import create_key
+from pooler.store.sign_in import add_signed_in_account
+from pooler.upstream.oauth_login import SignInTokens
 
 RESPONSES = "/backend-api/codex/responses"
 URL = re.compile(rb"(http://\S+/oauth/authorize\?\S+)")
@@ -280,3 +287,45 @@ async def test_device_code_sign_in_denied_or_expired(db_url: str, tmp_path: Path
         async with login(stack, "--pool", "demo", "--device-code") as running:
             code, _out, err = await running.result()
         assert code == 2 and "expired" in err
+
+
+def test_the_service_refuses_what_names_no_account(database: Database, keyring: Keyring) -> None:
+    """The sign-in's tokens go through the import's own checks (`parse_tokens`)."""
+    database.run_sync(lambda conn: store.create_pool(conn, "team"))
+    fake = EmulatorState(accounts=1).accounts[0]
+    good = SignInTokens(fake.access_token, fake.refresh_token, fake.id_token)
+    anonymous = mint_unsigned_jwt({"exp": 4_000_000_000})
+    cases = [
+        (SignInTokens("not-a-jwt", "rt", "not-a-jwt"), "browser", "not readable JWTs"),
+        (SignInTokens(anonymous, "rt", anonymous), "browser", "no ChatGPT account id"),
+        (good, "carrier_pigeon", "sign-in method"),
+    ]
+    for tokens, method, message in cases:
+        with pytest.raises(store.InvalidInputError, match=message):
+            database.run_sync(
+                lambda conn, t=tokens, m=method: add_signed_in_account(
+                    conn, keyring, "team", t, method=m
+                )
+            )
+    with pytest.raises(store.NotFoundError):
+        database.run_sync(
+            lambda conn: add_signed_in_account(conn, keyring, "nope", good, method="browser")
+        )
+    first = database.run_sync(
+        lambda conn: add_signed_in_account(conn, keyring, "team", good, method="browser")
+    )
+    again = database.run_sync(
+        lambda conn: add_signed_in_account(
+            conn, keyring, "team", good, method="device_code", label="mine"
+        )
+    )
+    assert first.created and not again.created
+    assert again.account.id == first.account.id and again.account.label == "mine"
+    stored = database.run_sync(
+        lambda conn: store.load_account_credentials(conn, keyring, first.account.id)
+    )
+    assert (stored.access_token, stored.refresh_token, stored.id_token) == (
+        good.access_token,
+        good.refresh_token,
+        good.id_token,
+    )
