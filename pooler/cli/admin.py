@@ -13,6 +13,7 @@ from uuid import UUID
 import httpx
 
 from pooler.cli.admin_keys import register_keys
+from pooler.cli.admin_login import register_login
 from pooler.cli.admin_settings import register_settings
 from pooler.cli.common import CommandError, emit, plain, run_in_store, table, with_json
 from pooler.config import load_config
@@ -73,6 +74,7 @@ def register(commands: Any) -> None:
     imp.add_argument("--pool", required=True)
     imp.add_argument("--label")
     with_json(imp).set_defaults(handler=account_import)
+    register_login(account)
     lst = account.add_parser("list", help="list accounts with lifecycle and quota")
     lst.add_argument("--pool")
     with_json(lst).set_defaults(handler=account_list)
@@ -268,7 +270,7 @@ def account_refresh(args: argparse.Namespace) -> int:
     if outcome.permanent:
         raise CommandError(
             f"refresh of account {label} refused ({outcome.error}): it is now reauth_required;"
-            " sign in again and re-import its auth.json"
+            " sign it in again (`pooler admin account login`) or re-import a fresh auth.json"
         )
     if outcome.error is not None:
         raise CommandError(f"refresh of account {label} failed ({outcome.error}); try again later")

@@ -5,6 +5,7 @@ accounts.py    one fake account; tokens.py its unsigned JWTs; usage.py its windo
 prompt_cache.py  each account's prefix cache (what `cached_tokens` reports)
 replies.py     what to answer, from the last input item; events.py the event sequence
 faults.py      the scriptable fault plan
+signin.py      sign-ins: authorization codes (PKCE) and device codes; signin_http.py serves them
 app.py         the raw ASGI app (responses_http, ws, backend, oauth, control handlers)
 server.py      Hypercorn trio serving and the `pooler emulator` entry
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from pooler.emulator import backend, control, files, oauth
+from pooler.emulator import backend, control, files, oauth, signin_http
 from pooler.emulator.asgi import ASGIApp, Receive, Scope, Send, deny_websocket, send_rejection
 from pooler.emulator.rejections import method_not_allowed, not_found
 from pooler.emulator.responses_http import handle_responses
@@ -25,6 +25,10 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/backend-api/api/codex/usage": {"GET": backend.handle_usage},
     "/api/codex/usage": {"GET": backend.handle_usage},
     "/oauth/token": {"POST": oauth.handle_token},
+    signin_http.AUTHORIZE_PATH: {"GET": signin_http.handle_authorize},
+    signin_http.USERCODE_PATH: {"POST": signin_http.handle_usercode},
+    signin_http.DEVICE_TOKEN_PATH: {"POST": signin_http.handle_device_token},
+    signin_http.DEVICE_PAGE_PATH: {"GET": signin_http.handle_device_page},
     files.FILES_PATH: {"POST": files.handle_create},
     files.TRANSCRIBE_PATH: {"POST": files.handle_transcribe},
     files.REALTIME_CALLS_PATH: {"POST": files.handle_realtime_call},

@@ -12,6 +12,7 @@ and how an account reports it.
                                its turns accept; null: the default catalog)}
     POST /_emulator/reset     everything back to the start (tokens stay valid)
     GET  /_emulator/faults | requests | accounts
+    /_emulator/device/approve|deny|expire and /_emulator/signin: sign-ins (signin_http)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pooler.emulator.accounts import FakeAccount
 from pooler.emulator.asgi import Receive, Scope, Send, read_body, send_json, send_rejection
 from pooler.emulator.faults import DEFAULT_STALL_SECONDS
 from pooler.emulator.rejections import Rejection, bad_request, method_not_allowed, not_found
+from pooler.emulator.signin_http import device_control, signin_settings, signin_view
 from pooler.emulator.state import EmulatorState
 
 PREFIX = "/_emulator/"
@@ -140,6 +142,8 @@ def _read_view(state: EmulatorState, name: str, now: float) -> dict[str, Any]:
         return {"faults": state.faults.pending()}
     if name == "requests":
         return {"requests": list(state.requests)}
+    if name == "signin":
+        return signin_view(state)
     return {"accounts": state.accounts_view(now)}
 
 
@@ -151,6 +155,10 @@ async def handle_control(state: EmulatorState, scope: Scope, receive: Receive, s
         "reset": ("POST",),
         "accounts": ("GET", "POST"),
         "usage": ("POST",),
+        "signin": ("GET", "POST"),
+        "device/approve": ("POST",),
+        "device/deny": ("POST",),
+        "device/expire": ("POST",),
     }
     if name not in routes:
         return await send_rejection(send, not_found(scope["path"]))
@@ -170,6 +178,10 @@ async def handle_control(state: EmulatorState, scope: Scope, receive: Receive, s
         result = arm_fault(state, body)
     elif name == "accounts":
         result = set_reporting(state, body, now)
+    elif name == "signin":
+        result = signin_settings(state, body)
+    elif name.startswith("device/"):
+        result = device_control(state, name.removeprefix("device/"), body)
     else:
         result = set_usage(state, body, now)
     if isinstance(result, Rejection):

@@ -23,6 +23,7 @@ from pooler.emulator.faults import (
 )
 from pooler.emulator.models import MODEL_SLUGS, model_not_found
 from pooler.emulator.prompt_cache import CacheRules
+from pooler.emulator.signin import SignInDesk
 from pooler.emulator.tokens import TokenSet, mint_token_set
 from pooler.emulator.usage import (
     PRIMARY_MINUTES,
@@ -89,6 +90,7 @@ class EmulatorState:
             make_account(seed, i, start, token_ttl, cache_rules) for i in range(1, accounts + 1)
         ]
         self.faults = FaultPlan()
+        self.sign_ins = SignInDesk()
         self.requests: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
         self._grants: dict[str, Grant] = {}
         self._refresh: dict[str, _RefreshRecord] = {}
@@ -148,6 +150,13 @@ class EmulatorState:
         tokens = mint_token_set(record.account.identity, now, self.token_ttl)
         self._issue(record.account, tokens, fresh=True)
         self._grants = {t: g for t, g in self._grants.items() if g.expires_at > now}
+        return tokens
+
+    def issue_sign_in(self, account: FakeAccount, now: float) -> TokenSet:
+        """A completed sign-in: a new token set for the account, usable and refreshable like
+        the ones it started with (which stay valid too)."""
+        tokens = mint_token_set(account.identity, now, self.token_ttl)
+        self._issue(account, tokens, fresh=True)
         return tokens
 
     # -- quota -------------------------------------------------------------------------
@@ -347,9 +356,10 @@ class EmulatorState:
         self.requests.append(entry)
 
     def reset(self) -> None:
-        """Clear faults, usage (extra families too), prompt caches, reporting settings and
-        the request log; tokens stay valid."""
+        """Clear faults, usage (extra families too), prompt caches, reporting settings,
+        pending sign-ins and the request log; tokens stay valid."""
         self.faults.clear()
+        self.sign_ins.clear()
         self.requests.clear()
         for account in self.accounts:
             account.clear_usage()

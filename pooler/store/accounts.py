@@ -4,14 +4,15 @@ Lifecycle. `active` accounts serve; `paused` and `disabled` ones are kept out of
 an operator; `reauth_required` is set by the gateway when the auth server refuses the
 account's refresh token for good. An operator pauses and resumes accounts through
 `OPERATOR_MOVES`; nothing an operator does brings an account back from `reauth_required`
-except a re-import of a fresh auth.json (`import_account`), because its stored refresh token
-is known to be dead. `set_lifecycle` itself is unchecked: the gateway uses it too.
+except fresh tokens, from a re-import of an auth.json (`import_account`) or a new sign-in
+(`pooler.store.sign_in`), because its stored refresh token is known to be dead.
+`set_lifecycle` itself is unchecked: the gateway uses it too.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 from uuid import UUID
@@ -46,8 +47,8 @@ OPERATOR_MOVES: Final[dict[str, dict[str, str]]] = {
     "resume": moves(Event.RESUME),
 }
 REAUTH_HINT: Final = (
-    "needs a new login: sign in again with the Codex CLI and re-import its auth.json"
-    " (`pooler admin account import`)"
+    "needs a new login: sign it in again (`pooler admin account login`) or re-import a fresh"
+    " auth.json (`pooler admin account import`)"
 )
 WINDOWS: Final = ("primary", "secondary")
 ACCOUNT_COLUMNS: Final = (
@@ -90,18 +91,30 @@ def parse_auth_json(auth_json: Any) -> AuthJson:
         raise InvalidInputError("auth.json tokens.refresh_token is missing")
     if ident is not None and not isinstance(ident, str):
         raise InvalidInputError("auth.json tokens.id_token is not a string")
+    return parse_tokens(access, refresh, ident or None, tokens.get("account_id"))
+
+
+def parse_tokens(
+    access: str,
+    refresh: str,
+    ident: str | None,
+    file_account: Any = None,
+    *,
+    source: str = "auth.json",
+) -> AuthJson:
+    """The account that ChatGPT tokens belong to, read from their claims (`source` names
+    where they came from in the messages: an auth.json, a sign-in)."""
     try:
-        identity = identity_from_tokens(ident or None, access)
+        identity = identity_from_tokens(ident, access)
     except ClaimsError as exc:
-        raise InvalidInputError(f"auth.json tokens are not readable JWTs: {exc}") from None
-    file_account = tokens.get("account_id")
+        raise InvalidInputError(f"{source} tokens are not readable JWTs: {exc}") from None
     claimed = identity.chatgpt_account_id
     if file_account and claimed and file_account != claimed:
-        raise InvalidInputError("auth.json tokens.account_id does not match the token claims")
+        raise InvalidInputError(f"{source} tokens.account_id does not match the token claims")
     account_id = claimed or file_account
     if not isinstance(account_id, str) or not account_id:
-        raise InvalidInputError("auth.json carries no ChatGPT account id")
-    return AuthJson(access, refresh, ident or None, identity, account_id)
+        raise InvalidInputError(f"{source} carries no ChatGPT account id")
+    return AuthJson(access, refresh, ident, identity, account_id)
 
 
 def import_account(
@@ -113,11 +126,36 @@ def import_account(
     *,
     actor: str = "system",
 ) -> Account:
-    """Create or update the account of a Codex auth.json and assign it to the Pool.
+    """Create or update the account of a Codex auth.json and assign it to the Pool."""
+    account, _ = save_account(
+        conn,
+        keyring,
+        pool_name,
+        parse_auth_json(auth_json),
+        label,
+        actor=actor,
+        action="upstream_account.import",
+    )
+    return account
 
-    The account is keyed by (chatgpt_account_id, chatgpt_user_id): a re-import replaces its
-    tokens and makes it active again; two seats of one workspace are two accounts."""
-    parsed = parse_auth_json(auth_json)
+
+def save_account(
+    conn: Conn,
+    keyring: Keyring,
+    pool_name: str,
+    parsed: AuthJson,
+    label: str | None = None,
+    *,
+    actor: str,
+    action: str,
+    details: Mapping[str, Any] | None = None,
+) -> tuple[Account, bool]:
+    """Store the tokens as an account of the Pool (an import or a sign-in); the account and
+    whether it is new. Audited as `action` with the Pool, label, `created` and `details`.
+
+    The account is keyed by (chatgpt_account_id, chatgpt_user_id): tokens for a known one
+    replace its tokens and make it active again; two seats of one workspace are two
+    accounts."""
     if label is not None:
         check_printable(label, "an account label")
     pool = get_pool(conn, pool_name)
@@ -170,13 +208,13 @@ def import_account(
     record_change(
         conn,
         actor=actor,
-        action="upstream_account.import",
+        action=action,
         target_type="account",
         target_id=account.id,
-        details={"pool": pool_name, "label": account.label, "created": created},
+        details={"pool": pool_name, "label": account.label, "created": created, **(details or {})},
     )
     notify(conn, TOKENS_CHANNEL, str(account.id))
-    return account
+    return account, created
 
 
 def get_account(conn: Conn, account_id: UUID) -> Account:

@@ -64,7 +64,8 @@ class RefreshFailed(Exception):
         self.retryable = retryable and not permanent
 
 
-def _error_code(body: Any) -> str | None:
+def error_code(body: Any) -> str | None:
+    """An auth server error's code: `error.code`, `error` when a string, or `code`."""
     if not isinstance(body, dict):
         return None
     error = body.get("error")
@@ -133,7 +134,7 @@ def _refresh_once(client: httpx.Client, auth_base_url: str, refresh_token: str) 
         body = None
     status = response.status_code
     if status != 200:
-        code = _error_code(body) or f"http_{status}"
+        code = error_code(body) or f"http_{status}"
         permanent = code in PERMANENT_CODES or status == 401
         raise RefreshFailed(code, permanent=permanent, retryable=status >= 500 or status == 429)
     if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
