@@ -15,15 +15,19 @@ How to add a page
    `pool_or_404(found, pool_id)`: an admin's request for a Pool not theirs is a 404 and
    changes nothing.
 3. **Database work** goes through `await db(lambda conn: store.fn(conn, ...))` (one
-   transaction in a worker thread, never on the event loop), calling the same
+   transaction in a worker thread, never on the event loop; `db_with_password` for work
+   that hashes a password: one at a time per process), calling the same
    `pooler.store` functions as the CLI. A `StoreError` a form should show is caught and
    rendered beside the form; one left uncaught becomes an error page (404/409/400).
 4. **Templates** live in `templates/console/`, extend `base.html` and fill `title` and
    `content`; exactly one `<h1>` per page; every field has a visible `<label for=...>`
-   (tests find fields by label). Autoescaping is on: never mark operator- or client-typed
-   text `|safe`. Use the classes of `static/console.css` (`.table`, `.form`, `.error`,
-   `.notice`, `.actions`, `.button`, `.danger`); add little to it.
-5. **Forms** are `method="post"` with `{{ csrf() }}` inside (the base layout's macro) and
+   (tests find fields by label): `{% from "console/_form.html" import csrf, field,
+   error_box with context %}` gives `field("Name", "name")`. Autoescaping is on: never
+   mark operator- or client-typed text `|safe`. Use the classes of `static/console.css`
+   (`.table` in a `.scroll` div, `.form`, `.error`, `.notice`, `.actions`, `.button`,
+   `.danger`); add little to it. `render("page.html", status, **context)` answers; the
+   context always has `me` (the SignedIn, or None) and `csrf_token`.
+5. **Forms** are `method="post"` with `{{ csrf() }}` inside and are
    read with `form = await read_form()`, which bounds the body (64 KiB, urlencoded),
    parses it and refuses a missing or wrong CSRF token with 403 before the handler does
    anything. After a successful POST answer `redirect_to(path)` (303); on a refused one

@@ -21,7 +21,12 @@ from typing import Final
 from pooler.crypto import key_digest
 from pooler.store.audit import record_event
 from pooler.store.common import Conn
-from pooler.store.console_sessions import ConsoleSession, create_session, end_session_of_token
+from pooler.store.console_sessions import (
+    ConsoleSession,
+    create_session,
+    delete_expired_sessions,
+    end_session_of_token,
+)
 from pooler.store.models import Operator
 from pooler.store.operators import authenticate
 
@@ -104,6 +109,17 @@ def clear_account_failures(conn: Conn, secret_key: bytes, email: str) -> None:
     )
 
 
+def forget_stale(conn: Conn) -> None:
+    """Drop expired sessions and failure counts nobody remembers any more (both indexed;
+    done at each successful sign-in, so no job is needed)."""
+    delete_expired_sessions(conn)
+    conn.execute(
+        "DELETE FROM console_signin_failures WHERE last_failure_at < now() - %s"
+        " AND blocked_until < now()",
+        (FORGET_AFTER,),
+    )
+
+
 def sign_in_with_password(
     conn: Conn,
     secret_key: bytes,
@@ -128,6 +144,7 @@ def sign_in_with_password(
         _audit_failure(conn, None, ip, "bad_credentials")
         return SignIn("failed", retry_after_s=math.ceil(delay))
     clear_account_failures(conn, secret_key, operator.email)
+    forget_stale(conn)
     if replaces:
         end_session_of_token(conn, secret_key, replaces)
     stage = "totp" if operator.totp_enabled else "full"

@@ -23,7 +23,7 @@ from console_support import (
     post_form,
     sign_in,
 )
-from harness import Stack, open_stack
+from harness import Stack, open_stack, open_two_nodes
 
 from pooler import store
 from pooler.cli.main import main
@@ -448,3 +448,23 @@ async def test_the_cli_owner_can_sign_in_to_the_console(
         assert (await client.get("/bootstrap")).status_code == 404
         assert (await sign_in(client)).status_code == 303
         assert "Cli Owner" in (await client.get("/admin/pools")).text
+
+
+async def test_throttling_holds_across_two_nodes(db_url: str, tmp_path: Path) -> None:
+    async with open_two_nodes(db_url, tmp_path) as (first, second):
+        await make_owner(first)
+        async with browser(first) as one, browser(second) as two:
+            for _ in range(4):
+                assert (await sign_in(one, OWNER_EMAIL, "wrong password!")).status_code == 401
+            blocked = await sign_in(two)  # the other node knows
+            assert blocked.status_code == 429 and blocked.headers["retry-after"]
+            await second.database.run(
+                lambda conn: conn.execute(
+                    "UPDATE console_signin_failures SET blocked_until = now()"
+                )
+            )
+            assert (await sign_in(two)).status_code == 303
+            assert (await two.get("/admin/pools")).status_code == 200
+            # The session is in the database: the first node knows it as well.
+            one.cookies.set("pooler_session", two.cookies["pooler_session"])
+            assert (await one.get("/admin/pools")).status_code == 200
