@@ -52,7 +52,7 @@ from quart import Blueprint, g
 from quart.wrappers import Response
 from werkzeug.exceptions import HTTPException, NotFound
 
-from pooler.admin_ui.access import access_blueprint
+from pooler.admin_ui.access import access_blueprint, second_factor_blueprint
 from pooler.admin_ui.errors import (
     add_security_headers,
     http_error_page,
@@ -61,6 +61,7 @@ from pooler.admin_ui.errors import (
     store_error_page,
     unexpected_error_page,
 )
+from pooler.admin_ui.own_settings import own_settings_blueprint
 from pooler.admin_ui.pools_home import pools_home_blueprint
 from pooler.errors import PoolerError
 from pooler.store.common import StoreError
@@ -73,7 +74,7 @@ if TYPE_CHECKING:
 __all__ = ["console_blueprint", "http_error_page", "is_console_path"]
 
 # Every page's blueprint factory, registered under the console's blueprint.
-PAGES = (access_blueprint, pools_home_blueprint)
+PAGES = (access_blueprint, second_factor_blueprint, pools_home_blueprint, own_settings_blueprint)
 STATIC_FILES = {"console.css": "text/css; charset=utf-8"}
 
 

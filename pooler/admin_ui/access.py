@@ -1,7 +1,10 @@
 """Getting in and out: `/` (where to go), `/bootstrap` (the first owner), `/login`,
-`/logout`, and `/password/change` (forced after a temporary password, or chosen)."""
+`/logout`, `/password/change` (forced after a temporary password, or chosen), and the
+second factor's `/login/code`."""
 
 from __future__ import annotations
+
+import time
 
 from quart import Blueprint
 from quart.wrappers import Response
@@ -115,7 +118,7 @@ def access_blueprint() -> Blueprint:
         return signed_in_cookie(redirect_to(target), result.token)
 
     @bp.post("/logout")
-    @operator_required(password_change=True)
+    @operator_required(stage=None, password_change=True)
     async def logout(found: SignedIn) -> Response:
         await read_form()
         ip = console.client_ip()
@@ -163,5 +166,48 @@ def access_blueprint() -> Blueprint:
         if error is not None:
             return await render("password_change.html", 400, error=error)
         return redirect_to(SIGNED_IN_HOME)
+
+    return bp
+
+
+def second_factor_blueprint() -> Blueprint:
+    """`/login/code`: the TOTP (or recovery code) step after a correct password."""
+    bp = Blueprint("second_factor", __name__)
+
+    @bp.get("/login/code")
+    @operator_required(stage="totp", password_change=True)
+    async def code_form(found: SignedIn) -> Response:
+        return await render("login_code.html", error=None)
+
+    @bp.post("/login/code")
+    @operator_required(stage="totp", password_change=True)
+    async def code(found: SignedIn) -> Response:
+        form = await read_form()
+        gateway = console.gateway()
+        secret, keyring = gateway.config.secret_key, gateway.keyring
+        ip, agent, now = console.client_ip(), console.user_agent(), time.time()
+        result = await db(
+            lambda conn: console_signin.sign_in_second_factor(
+                conn,
+                secret,
+                keyring,
+                found.session,
+                found.operator,
+                form.get("code"),
+                ip=ip,
+                user_agent=agent,
+                now=now,
+            )
+        )
+        if result.kind == "throttled":
+            wait = int(result.retry_after_s)
+            response = await render(
+                "login_code.html", 429, error=f"Too many wrong codes. Try again in {wait} seconds."
+            )
+            response.headers["retry-after"] = str(wait)
+            return response
+        if result.token is None:
+            return await render("login_code.html", 401, error="That code is not valid.")
+        return signed_in_cookie(redirect_to("/"), result.token)
 
     return bp

@@ -63,11 +63,12 @@ def signed_in() -> SignedIn:
 
 
 def operator_required(
-    role: str | None = None, *, stage: str = "full", password_change: bool = False
+    role: str | None = None, *, stage: str | None = "full", password_change: bool = False
 ) -> Callable[[Handler], Handler]:
     """A page for a signed-in operator: admitted through the `admin` bulkhead, redirected to
     /login when not signed in, to the password change when one is due (unless
     `password_change`), and refused (403) when `role` is given and the operator's differs.
+    `stage` None admits a session half-way through the second factor too (sign-out).
     The handler is called with the `SignedIn` first, then the route's arguments."""
 
     def decorate(handler: Handler) -> Handler:
@@ -75,7 +76,7 @@ def operator_required(
         async def page(**kwargs: Any) -> Response:
             async with console.gateway().admission.admit("admin"):
                 found = await console.find_signed_in()
-                if found is None or found.session.stage != stage:
+                if found is None or (stage is not None and found.session.stage != stage):
                     return redirect_to("/login")
                 if found.operator.must_change_password and not password_change:
                     return redirect_to("/password/change")

@@ -24,6 +24,8 @@ from pooler.store.operators import OPERATOR_COLUMNS
 from pooler.store.text import findable, storable
 
 SESSION_TTL: Final = timedelta(days=14)
+# Between the password and the second factor: long enough to open the authenticator app.
+SECOND_FACTOR_TTL: Final = timedelta(minutes=10)
 STAGES: Final = ("full", "totp")
 # A session's last-seen time is written at most this often (a page view need not write).
 TOUCH_EVERY: Final = timedelta(seconds=30)
@@ -73,7 +75,7 @@ def create_session(
             secrets.token_urlsafe(32),
             storable(ip, 64),
             storable(user_agent, MAX_USER_AGENT),
-            SESSION_TTL,
+            SESSION_TTL if stage == "full" else SECOND_FACTOR_TTL,
         ),
     ).fetchone()
     assert session is not None

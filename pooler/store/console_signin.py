@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
-from pooler.crypto import key_digest
+from pooler.crypto import Keyring, key_digest
+from pooler.store import operator_totp
 from pooler.store.audit import record_event
 from pooler.store.common import Conn
 from pooler.store.console_sessions import (
@@ -154,6 +155,41 @@ def sign_in_with_password(
     if stage == "full":
         audit_sign_in(conn, operator, ip, "password")
     return SignIn("signed_in" if stage == "full" else "totp", token, session, operator, 0.0)
+
+
+def sign_in_second_factor(
+    conn: Conn,
+    secret_key: bytes,
+    keyring: Keyring,
+    pending: ConsoleSession,
+    operator: Operator,
+    code: str,
+    *,
+    ip: str,
+    user_agent: str | None,
+    now: float,
+) -> SignIn:
+    """The TOTP step of a 'totp' session: a current, unused code or an unused recovery code
+    ends the pending session and opens a full one (a new token); throttled like passwords."""
+    wait = blocked_for(conn, secret_key, operator.email, ip)
+    if wait > 0:
+        _audit_failure(conn, operator, ip, "throttled")
+        return SignIn("throttled", retry_after_s=math.ceil(wait))
+    if operator_totp.check_totp_code(conn, keyring, operator.id, code, now):
+        method = "totp"
+    elif operator_totp.use_recovery_code(
+        conn, secret_key, operator.id, code, actor=operator.email, ip=ip
+    ):
+        method = "recovery_code"
+    else:
+        delay = record_failure(conn, secret_key, operator.email, ip)
+        _audit_failure(conn, operator, ip, "bad_code")
+        return SignIn("failed", retry_after_s=math.ceil(delay))
+    clear_account_failures(conn, secret_key, operator.email)
+    conn.execute("DELETE FROM console_sessions WHERE id = %s", (pending.id,))
+    token, session = create_session(conn, secret_key, operator.id, ip=ip, user_agent=user_agent)
+    audit_sign_in(conn, operator, ip, method)
+    return SignIn("signed_in", token, session, operator)
 
 
 def audit_sign_in(conn: Conn, operator: Operator, ip: str, method: str) -> None:

@@ -238,3 +238,21 @@ def assign_pools(conn: Conn, operator_id: UUID | str, pool_ids: list[UUID], *, a
         target_id=str(operator_id),
         details={"pools": [str(p) for p in pool_ids]},
     )
+
+
+def set_display_name(conn: Conn, operator_id: UUID | str, display_name: str, *, actor: str) -> None:
+    display_name = checked_display_name(display_name)
+    row = conn.execute(
+        "UPDATE operators SET display_name = %s, updated_at = now() WHERE id = %s RETURNING id",
+        (display_name, str(operator_id)),
+    ).fetchone()
+    if row is None:
+        raise NotFoundError("operator not found")
+    record_change(
+        conn,
+        actor=actor,
+        action="operator.update",
+        target_type="operator",
+        target_id=str(operator_id),
+        details={"display_name": display_name},
+    )
