@@ -468,3 +468,37 @@ async def test_throttling_holds_across_two_nodes(db_url: str, tmp_path: Path) ->
             # The session is in the database: the first node knows it as well.
             one.cookies.set("pooler_session", two.cookies["pooler_session"])
             assert (await one.get("/admin/pools")).status_code == 200
+
+
+async def test_hostile_forms_get_html_answers_and_change_nothing(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with open_stack(db_url, tmp_path) as stack, browser(stack) as client:
+        page = await client.get("/bootstrap")
+        token = csrf_of(page.text)
+        big = await client.post("/bootstrap", data={"csrf_token": token, "x": "y" * 70_000})
+        assert big.status_code == 413 and big.headers["content-type"].startswith("text/html")
+        as_json = await client.post("/bootstrap", json={"csrf_token": token})
+        assert as_json.status_code == 415
+        control = await client.post(
+            "/bootstrap",
+            data={
+                "csrf_token": token,
+                "email": "owner@example.com",
+                "display_name": "bad\x1b[31mname",
+                "password": OWNER_PASSWORD,
+            },
+        )
+        assert control.status_code == 400 and "control" in control.text
+        assert not await one_value(stack, "SELECT count(*) FROM operators")
+        await make_owner(stack)
+        form = "application/x-www-form-urlencoded"
+        for email, status in ((b"owner%40example.com%00", 401), (b"a" * 5000, 401), (b"\xff", 400)):
+            login = await client.post(
+                "/login",
+                content=b"csrf_token=" + token.encode() + b"&password=x&email=" + email,
+                headers={"content-type": form},
+            )
+            assert login.status_code == status, email
+            assert login.headers["content-type"].startswith("text/html")
+        assert (await sign_in(client)).status_code == 303
