@@ -24,8 +24,9 @@ How to add a page
    (tests find fields by label): `{% from "console/_form.html" import csrf, field,
    error_box with context %}` gives `field("Name", "name")`. Autoescaping is on: never
    mark operator- or client-typed text `|safe`. Use the classes of `static/console.css`
-   (`.table` in a `.scroll` div, `.form`, `.error`, `.notice`, `.actions`, `.button`,
-   `.danger`); add little to it. `render("page.html", status, **context)` answers; the
+   (`.table.stack` in a `.scroll` div, with `data-label` on each cell so a row becomes a
+   card at 390 px; `.form`, `.error`, `.notice`, `.actions`, `.button`, `.danger`); add
+   little to it. `render("page.html", status, **context)` answers; the
    context always has `me` (the SignedIn, or None) and `csrf_token`.
 5. **Forms** are `method="post"` with `{{ csrf() }}` inside and are
    read with `form = await read_form()`, which bounds the body (64 KiB, urlencoded),
