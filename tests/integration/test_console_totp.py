@@ -189,3 +189,27 @@ async def test_sessions_are_listed_and_revoked(db_url: str, tmp_path: Path) -> N
             await other.aclose()
         actions = await audit_actions(stack)
         assert {"console.session_revoke", "console.session_revoke_others"} <= set(actions)
+
+
+async def test_the_half_way_session_lasts_minutes_only(db_url: str, tmp_path: Path) -> None:
+    async with open_stack(db_url, tmp_path) as stack, browser(stack) as client:
+        await stack.database.run(
+            lambda conn: operators.create_owner(conn, OWNER_EMAIL, OWNER_PASSWORD)
+        )
+        await sign_in(client)
+        await enrol(client)
+        async with browser(stack) as other:
+            await sign_in(other)
+            life = await stack.database.run(
+                lambda conn: conn.execute(
+                    "SELECT expires_at - created_at FROM console_sessions WHERE stage = 'totp'"
+                ).fetchone()[0]
+            )
+            assert life.total_seconds() == 600
+            await stack.database.run(
+                lambda conn: conn.execute(
+                    "UPDATE console_sessions SET expires_at = now() WHERE stage = 'totp'"
+                )
+            )
+            late = await other.get("/login/code")
+            assert (late.status_code, late.headers["location"]) == (303, "/login")
