@@ -46,6 +46,7 @@ How to add a page
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING
 
@@ -79,10 +80,13 @@ PAGES = (access_blueprint, second_factor_blueprint, pools_home_blueprint, own_se
 STATIC_FILES = {"console.css": "text/css; charset=utf-8"}
 
 
-def console_blueprint(gateway: Gateway) -> Blueprint:
-    """The console: every page, its error pages and headers, and its static files."""
+def console_blueprint(
+    gateway: Gateway, pages: Sequence[Callable[[], Blueprint]] = PAGES
+) -> Blueprint:
+    """The console: every page (of `pages`), its error pages and headers, and its static
+    files."""
     bp = Blueprint("console", __name__, template_folder="templates")
-    for page in PAGES:
+    for page in pages:
         bp.register_blueprint(page())
     static = {
         name: resources.files("pooler.admin_ui").joinpath("static", name).read_bytes()
