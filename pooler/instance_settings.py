@@ -8,6 +8,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -40,6 +41,9 @@ DEFAULT_BULKHEADS: Mapping[str, Bulkhead] = {
     "files": Bulkhead(4, 8, 5.0),
     "audio": Bulkhead(4, 8, 5.0),
     "websocket": Bulkhead(8192, 1024, 10.0),
+    # The operator console's pages (pooler/admin_ui): a few at once, so paging through
+    # accounts or hashing passwords never takes CPU or database connections from traffic.
+    "admin": Bulkhead(4, 64, 10.0),
 }
 
 
@@ -57,7 +61,14 @@ class InstanceSettings:
     max_decompressed_body_bytes: int = 64 * 1024 * 1024
     max_decompression_ratio: float = 200.0
     bulkheads: Mapping[str, Bulkhead] = field(default_factory=lambda: dict(DEFAULT_BULKHEADS))
+    # Operator console: a session unused this long is signed out (its 14-day life aside).
+    console_idle_timeout_minutes: int = 60
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or CIDRs); the
+    # console's client IP (throttling, session list) and https detection depend on them.
+    trusted_proxies: tuple[str, ...] = ()
 
+
+MAX_TRUSTED_PROXIES = 64
 
 _RANGES: Mapping[str, tuple[type, float, float]] = {
     "circuit_failure_threshold": (int, 1, 1000),
@@ -69,6 +80,7 @@ _RANGES: Mapping[str, tuple[type, float, float]] = {
     "body_read_timeout_seconds": (float, 0.1, 3600),
     "max_decompressed_body_bytes": (int, 1024, 1024**3),
     "max_decompression_ratio": (float, 1, 100_000),
+    "console_idle_timeout_minutes": (int, 5, 10_080),
 }
 _BULKHEAD_RANGES: Mapping[str, tuple[type, float, float]] = {
     "concurrency": (int, 1, 100_000),
@@ -103,6 +115,20 @@ def _bulkhead(route_class: str, raw: Any, base: Bulkhead) -> Bulkhead:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
+def _networks(raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, list | tuple) or len(raw) > MAX_TRUSTED_PROXIES:
+        raise SettingsError(f"trusted_proxies must be a list of at most {MAX_TRUSTED_PROXIES}")
+    out = []
+    for item in raw:
+        try:
+            out.append(str(ipaddress.ip_network(str(item).strip(), strict=False)))
+        except ValueError:
+            raise SettingsError(
+                f"trusted_proxies: {str(item)[:64]!r} is not an IP address or CIDR"
+            ) from None
+    return tuple(out)
+
+
 def parse_settings(raw: Mapping[str, Any], *, strict: bool = False) -> InstanceSettings:
     """Settings from the stored object. `strict` refuses unknown keys (when an operator sets
     them); stored rows are read leniently."""
@@ -119,6 +145,8 @@ def parse_settings(raw: Mapping[str, Any], *, strict: bool = False) -> InstanceS
                     continue
                 merged[route_class] = _bulkhead(route_class, spec, DEFAULT_BULKHEADS[route_class])
             values["bulkheads"] = merged
+        elif key == "trusted_proxies":
+            values[key] = _networks(value)
         elif key in _RANGES:
             kind, low, high = _RANGES[key]
             values[key] = _number(key, value, kind, low, high)
@@ -140,6 +168,8 @@ def settings_as_dict(settings: InstanceSettings) -> dict[str, Any]:
                 }
                 for name, b in value.items()
             }
+        elif f.name == "trusted_proxies":
+            value = list(value)
         out[f.name] = value
     return out
 
@@ -148,7 +178,7 @@ def is_setting_key(key: str) -> bool:
     """Whether a dotted key names a setting or a group of them (`bulkheads.stream`)."""
     parts = key.split(".")
     if parts[0] != "bulkheads":
-        return len(parts) == 1 and parts[0] in _RANGES
+        return len(parts) == 1 and (parts[0] in _RANGES or parts[0] == "trusted_proxies")
     if len(parts) == 1:
         return True
     if parts[1] not in DEFAULT_BULKHEADS:

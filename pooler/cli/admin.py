@@ -34,7 +34,13 @@ def register(commands: Any) -> None:
     )
     create = owner.add_parser("create", help="create the instance owner")
     create.add_argument("--email", required=True)
-    create.add_argument("--password-stdin", action="store_true", required=True)
+    create.add_argument("--display-name", default="")
+    create.add_argument(
+        "--password-stdin",
+        action="store_true",
+        required=True,
+        help="read the password (12-128 characters, not a common one) from standard input",
+    )
     with_json(create).set_defaults(handler=owner_create)
     with_json(owner.add_parser("list", help="list operators")).set_defaults(handler=owner_list)
 
@@ -121,7 +127,9 @@ def owner_create(args: argparse.Namespace) -> int:
     if not password:
         raise CommandError("no password on standard input")
     operator = run_in_store(
-        lambda conn: operators.create_owner(conn, args.email, password, actor="cli")
+        lambda conn: operators.create_owner(
+            conn, args.email, password, display_name=args.display_name, actor="cli"
+        )
     )
     return emit(args, operator, f"owner {operator.email} created")
 

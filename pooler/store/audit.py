@@ -1,11 +1,19 @@
-"""Reading the audit trail (writing is `common.record_change`, inside each mutation)."""
+"""The audit trail: reading it, and `record_event` for what is audited without being a
+configuration change (configuration changes use `common.record_change`, which also makes
+every gateway reload)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+from uuid import UUID
+
 from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
 
 from pooler.store.common import Conn
 from pooler.store.models import AuditEvent
+from pooler.store.text import storable, storable_json
 
 
 def list_audit_events(conn: Conn, limit: int = 100) -> list[AuditEvent]:
@@ -16,3 +24,28 @@ def list_audit_events(conn: Conn, limit: int = 100) -> list[AuditEvent]:
         " FROM audit_events ORDER BY created_at DESC, id LIMIT %s",
         (limit,),
     ).fetchall()
+
+
+def record_event(
+    conn: Conn,
+    *,
+    actor: str,
+    action: str,
+    target_type: str,
+    target_id: UUID | str,
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """Audit something that changes no configuration (a sign-in, a failure, a sign-out):
+    the row only, without the NOTIFY that makes every gateway reload. `details` must hold
+    no secrets."""
+    conn.execute(
+        "INSERT INTO audit_events (actor, action, target_type, target_id, details)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (
+            storable(actor),
+            action,
+            target_type,
+            str(target_id),
+            Jsonb(storable_json(dict(details or {}))),
+        ),
+    )

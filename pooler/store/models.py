@@ -18,6 +18,10 @@ class Operator:
     status: str  # active | disabled
     created_at: datetime
     last_login_at: datetime | None
+    display_name: str = ""
+    must_change_password: bool = False
+    totp_enabled: bool = False
+    password_changed_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
 """The gateway's one application: a Quart-trio app built by `create_app`, one blueprint per
-surface (`backend_codex`, `openai_v1`, `health`; the admin pages and `/mcp` join the same
-way), and error handlers that answer in the client's JSON shape.
+surface (`backend_codex`, `openai_v1`, `health`, the operator console `pooler.admin_ui`;
+`/mcp` joins the same way), and error handlers that answer in the client's JSON shape (the
+console answers with HTML pages of its own).
 
 How a request meets Quart (a body read on demand, relays that push their answer) is in
 `quart_http.py`. The websocket routes are not Quart websocket handlers: their raw ASGI
@@ -21,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as MethodNotAllowedHTTP
 from werkzeug.exceptions import NotFound as NotFoundHTTP
 
+from pooler.admin_ui import console_blueprint, http_error_page, is_console_path
 from pooler.errors import (
     BadRequest,
     BodyTooLarge,
@@ -95,6 +97,7 @@ def create_app(gateway: Gateway) -> GatewayApp:
     app.register_blueprint(backend_codex_blueprint(gateway))
     app.register_blueprint(openai_v1_blueprint(gateway))
     app.register_blueprint(health_blueprint(gateway))
+    app.register_blueprint(console_blueprint(gateway))
     codex_websocket = ResponsesWebsocketRoute(gateway)
     app.websocket_routes.update(
         {
@@ -118,6 +121,10 @@ def install_error_handlers(app: GatewayApp) -> None:
     async def http_error(error: HTTPException) -> Response:
         from quart import request
 
+        # A console path no route took gets the console's HTML page (the raw path: Quart's
+        # `request.path` of `//x` is `/`).
+        if "console" in app.blueprints and is_console_path(request.scope["path"]):
+            return await http_error_page(error)
         return http_error_response(error, request.method, request.path)
 
     @app.errorhandler(ClientDisconnected)

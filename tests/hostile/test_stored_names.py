@@ -42,7 +42,7 @@ def test_pool_key_and_operator_names_refuse_control_characters(
     database: Database, secret_key: bytes
 ) -> None:
     database.run_sync(lambda c: store.create_pool(c, "team"))
-    database.run_sync(lambda c: store.create_operator(c, "op@example.com", "password123"))
+    database.run_sync(lambda c: store.create_operator(c, "op@example.com", "a long password"))
     for name in HOSTILE:
         with pytest.raises(InvalidInputError, match="control"):
             database.run_sync(lambda c: store.create_pool(c, name))  # noqa: B023
@@ -50,7 +50,7 @@ def test_pool_key_and_operator_names_refuse_control_characters(
             database.run_sync(lambda c: store.create_key(c, secret_key, "team", name))  # noqa: B023
         with pytest.raises(InvalidInputError, match="control"):
             database.run_sync(
-                lambda c: store.create_operator(c, f"a{name}@example.com", "password123")  # noqa: B023
+                lambda c: store.create_operator(c, f"a{name}@example.com", "a long password")  # noqa: B023
             )
         with pytest.raises(InvalidInputError, match="control"):
             database.run_sync(

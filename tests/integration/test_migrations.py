@@ -25,6 +25,10 @@ EXPECTED_TABLES = {
     "account_credits",
     "instance_settings",
     "v1_files",  # 0004
+    "console_sessions",  # 0006
+    "operator_recovery_codes",
+    "console_signin_failures",
+    "operator_pool_assignments",
 }
 
 

@@ -432,19 +432,21 @@ def test_revoke_key(database: Database, secret_key: bytes) -> None:
 
 
 def test_operators_and_mcp_tokens(database: Database, secret_key: bytes) -> None:
-    owner = database.run_sync(lambda c: store.create_owner(c, " Owner@Example.com ", "s3cret-pw"))
+    owner = database.run_sync(
+        lambda c: store.create_owner(c, " Owner@Example.com ", "s3cret-pw-long")
+    )
     assert (owner.email, owner.role, owner.status) == ("owner@example.com", "owner", "active")
     with pytest.raises(store.ConflictError):
-        database.run_sync(lambda c: store.create_owner(c, "OWNER@example.com", "another-pw"))
+        database.run_sync(lambda c: store.create_owner(c, "OWNER@example.com", "another-pw-long"))
     with pytest.raises(store.InvalidInputError):
         database.run_sync(lambda c: store.create_owner(c, "x@example.com", "short"))
     with pytest.raises(store.InvalidInputError):
-        database.run_sync(lambda c: store.create_owner(c, "not-an-email", "long-enough"))
+        database.run_sync(lambda c: store.create_owner(c, "not-an-email", "long-enough-pw"))
     assert database.run_sync(store.list_operators) == [owner]
     check = store.verify_operator_password
-    assert database.run_sync(lambda c: check(c, "owner@example.com", "s3cret-pw")) == owner
+    assert database.run_sync(lambda c: check(c, "owner@example.com", "s3cret-pw-long")) == owner
     assert database.run_sync(lambda c: check(c, "owner@example.com", "wrong-pw")) is None
-    assert database.run_sync(lambda c: check(c, "nobody@example.com", "s3cret-pw")) is None
+    assert database.run_sync(lambda c: check(c, "nobody@example.com", "s3cret-pw-long")) is None
 
     raw, token = database.run_sync(
         lambda c: store.create_mcp_token(c, secret_key, "owner@example.com", "laptop")

@@ -14,8 +14,10 @@ from pooler.crypto import (
     generate_mcp_token,
     generate_pool_key,
     hash_password,
+    hash_password_scrypt,
     key_digest,
     key_version,
+    password_needs_rehash,
     verify_password,
 )
 
@@ -109,11 +111,19 @@ def test_pool_keys_and_mcp_tokens_have_their_shapes() -> None:
 
 def test_password_hash_round_trip() -> None:
     encoded = hash_password("correct horse battery staple")
-    assert encoded.startswith("scrypt$")
+    assert encoded.startswith("$argon2id$")
     assert "correct horse" not in encoded
     assert verify_password("correct horse battery staple", encoded)
     assert not verify_password("correct horse battery stapl", encoded)
     assert not verify_password("", encoded)
+
+
+def test_scrypt_hashes_of_earlier_versions_still_verify_and_want_a_rehash() -> None:
+    old = hash_password_scrypt("correct horse battery staple")
+    assert verify_password("correct horse battery staple", old)
+    assert not verify_password("correct horse battery stapl", old)
+    assert password_needs_rehash(old)
+    assert not password_needs_rehash(hash_password("correct horse battery staple"))
 
 
 def test_password_hashes_are_salted() -> None:
@@ -122,7 +132,15 @@ def test_password_hashes_are_salted() -> None:
 
 @pytest.mark.parametrize(
     "encoded",
-    ["", "plain", "bcrypt$1$2$3$4$5", "scrypt$14$8$1$!!$??", "scrypt$99$8$1$AAAA$AAAA", "a$b"],
+    [
+        "",
+        "plain",
+        "$argon2id$v=19$m=1,t=1,p=1$!!$??",
+        "bcrypt$1$2$3$4$5",
+        "scrypt$14$8$1$!!$??",
+        "scrypt$99$8$1$AAAA$AAAA",
+        "a$b",
+    ],
 )
 def test_malformed_password_hash_never_matches(encoded: str) -> None:
     assert not verify_password("anything", encoded)
