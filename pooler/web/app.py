@@ -44,6 +44,7 @@ from pooler.web.quart_http import (
     GatewayRequest,
     error_response,
 )
+from pooler.web.route_cache import cache_static_routes
 
 if TYPE_CHECKING:
     from quart.wrappers import Response
@@ -79,6 +80,7 @@ class GatewayApp(QuartTrio):
         super().__init__("pooler.web")
         self.config.update(APP_CONFIG)
         self.url_map.merge_slashes = False  # `//x` is not `/x`: a 404, never a redirect
+        cache_static_routes(self.url_map)
         self.websocket_routes: dict[str, RawHandler] = {}
 
     async def asgi_app(
