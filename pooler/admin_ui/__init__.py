@@ -11,7 +11,7 @@ How to add a page
    operator: sign-in, invites). Both admit the request through the `admin` bulkhead. The
    handler receives the `SignedIn` (operator, session, `pool_ids`: None for an owner,
    else the admin's Pools) before the route's arguments. Scope every query to
-   `found.pool_ids` (`pools_home.visible_pools` shows how) and refuse another Pool with
+   `found.pool_ids` (`pool_overview.visible_pools` shows how) and refuse another Pool with
    `pool_or_404(found, pool_id)`: an admin's request for a Pool not theirs is a 404 and
    changes nothing.
 3. **Database work** goes through `await db(lambda conn: store.fn(conn, ...))` (one

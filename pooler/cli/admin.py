@@ -71,6 +71,11 @@ def register(commands: Any) -> None:
     )
     with_json(update).set_defaults(handler=pool_update)
     with_json(pool.add_parser("list", help="list Pools")).set_defaults(handler=pool_list)
+    delete = pool.add_parser(
+        "delete", help="delete a Pool (refused while it has active keys or assigned accounts)"
+    )
+    delete.add_argument("name")
+    with_json(delete).set_defaults(handler=pool_delete)
 
     account = groups.add_parser("account", help="upstream accounts").add_subparsers(
         dest="action", required=True
@@ -172,6 +177,11 @@ def pool_list(args: argparse.Namespace) -> int:
         for p in found
     ]
     return emit(args, found, table(rows, ["NAME", "STRATEGY", "STATUS", "RETRIES", "V1"]))
+
+
+def pool_delete(args: argparse.Namespace) -> int:
+    pool = run_in_store(lambda conn: pools.delete_pool(conn, args.name, actor="cli"))
+    return emit(args, pool, f"pool {pool.name} deleted")
 
 
 def account_import(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""A Pool's usage as one Codex `RateLimitStatusPayload` (protocol §1.6). Pure.
+"""A Pool's usage as one Codex `RateLimitStatusPayload` (protocol §1.6), and how
+many of its accounts are usable now. Pure.
 
 The Codex CLI reads `/wham/usage` for its status line; behind a Pool key that status is the
 Pool's, not one account's:
@@ -18,7 +19,12 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pooler.routing.eligibility import DEFAULT_FRESHNESS_S, quota_block, window_blocked_until
+from pooler.routing.eligibility import (
+    DEFAULT_FRESHNESS_S,
+    account_block,
+    quota_block,
+    window_blocked_until,
+)
 from pooler.routing.snapshot import LIFECYCLE_ACTIVE, AccountSnapshot, WindowState
 
 PRIMARY_WINDOW_S = 5 * 3600
@@ -29,6 +35,18 @@ UNKNOWN_PLAN = "unknown"
 def serving_members(snapshots: Iterable[AccountSnapshot]) -> list[AccountSnapshot]:
     """The accounts that count: running and active (paused or broken ones do not serve)."""
     return [s for s in snapshots if s.alive and s.lifecycle == LIFECYCLE_ACTIVE]
+
+
+def usable_count(
+    snapshots: Iterable[AccountSnapshot],
+    now: float,
+    *,
+    threshold: float = 100.0,
+    freshness: float = DEFAULT_FRESHNESS_S,
+) -> int:
+    """How many of the Pool's members the router would lease now: the router's own check
+    (`account_block`: running, active, under quota, not cooling down, below capacity)."""
+    return sum(1 for s in snapshots if account_block(s, threshold, now, freshness) is None)
 
 
 def current_percent(window: WindowState | None, now: float) -> float:

@@ -34,9 +34,10 @@ Conn = psycopg.Connection[Any]
 class StoreError(Exception):
     code = "store_error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.param = param  # the input at fault, when one is (a form shows the message there)
 
 
 class NotFoundError(StoreError):
@@ -76,18 +77,23 @@ def record_change(
     notify(conn, CONFIG_CHANNEL, f"{target_type}:{target_id}")
 
 
-def require_choice(value: str, choices: tuple[str, ...], what: str) -> str:
+def require_choice(
+    value: str, choices: tuple[str, ...], what: str, *, param: str | None = None
+) -> str:
     if value not in choices:
-        raise InvalidInputError(f"{what} must be one of {', '.join(choices)} (got {value!r})")
+        raise InvalidInputError(
+            f"{what} must be one of {', '.join(choices)} (got {value!r})", param
+        )
     return value
 
 
-def check_printable(value: str, what: str) -> str:
+def check_printable(value: str, what: str, *, param: str | None = None) -> str:
     """Refuse a name an operator would see printed if it holds a control or other
     unprintable character (an ANSI escape, NUL, a bidi override, ...)."""
     if unprintable(value):
         raise InvalidInputError(
             f"{what} cannot contain control or other unprintable characters"
-            " (such as NUL, tabs, newlines or terminal escapes)"
+            " (such as NUL, tabs, newlines or terminal escapes)",
+            param,
         )
     return value

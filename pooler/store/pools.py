@@ -31,27 +31,72 @@ POOL_COLUMNS: Final = (
 
 
 def create_pool(
-    conn: Conn, name: str, strategy: str = "least_used", *, actor: str = "system"
+    conn: Conn,
+    name: str,
+    strategy: str = "least_used",
+    *,
+    actor: str = "system",
+    **policy: Any,
 ) -> Pool:
+    """A new Pool named `name`; `policy` takes `update_pool`'s settings (omitted or None:
+    the defaults). A duplicate name is a ConflictError (param "name")."""
     _check_name(name)
-    require_choice(strategy, STRATEGIES, "strategy")
+    changes = policy_changes(strategy=strategy, **policy)
+    columns = ["name", *changes]
     cur = conn.cursor(row_factory=class_row(Pool))
     pool = cur.execute(
-        f"INSERT INTO pools (name, strategy) VALUES (%s, %s)"
+        f"INSERT INTO pools ({', '.join(columns)})"
+        f" VALUES ({', '.join(f'%({c})s' for c in columns)})"
         f" ON CONFLICT (name) DO NOTHING RETURNING {POOL_COLUMNS}",
-        (name, strategy),
+        {**changes, "name": name},
     ).fetchone()
     if pool is None:
-        raise ConflictError(f"a pool named {name!r} already exists")
+        raise ConflictError(f"a pool named {name!r} already exists", "name")
     record_change(
         conn,
         actor=actor,
         action="pool.create",
         target_type="pool",
         target_id=pool.id,
-        details={"name": name, "strategy": strategy},
+        details={"name": name, **changes},
     )
     return pool
+
+
+def policy_changes(
+    *,
+    strategy: str | None = None,
+    status: str | None = None,
+    retry_budget: int | None = None,
+    quota_threshold_percent: float | None = None,
+    max_in_flight_per_account: int | None = None,
+    continuity_enabled: bool | None = None,
+    v1_enabled: bool | None = None,
+) -> dict[str, Any]:
+    """The checked column values of the given settings (None: not given). Each refusal is
+    an InvalidInputError whose `param` names the setting."""
+    changes: dict[str, Any] = {}
+    if continuity_enabled is not None:
+        changes["continuity_enabled"] = bool(continuity_enabled)
+    if v1_enabled is not None:
+        changes["v1_enabled"] = bool(v1_enabled)
+    if strategy is not None:
+        changes["strategy"] = require_choice(strategy, STRATEGIES, "strategy", param="strategy")
+    if status is not None:
+        changes["status"] = require_choice(status, POOL_STATUSES, "status", param="status")
+    if retry_budget is not None:
+        changes["retry_budget"] = _in_range(retry_budget, 0, 20, "retry_budget")
+    if quota_threshold_percent is not None:
+        if isinstance(quota_threshold_percent, bool) or not 0 < quota_threshold_percent <= 100:
+            raise InvalidInputError(
+                "quota_threshold_percent must be in (0, 100]", "quota_threshold_percent"
+            )
+        changes["quota_threshold_percent"] = quota_threshold_percent
+    if max_in_flight_per_account is not None:
+        changes["max_in_flight_per_account"] = _in_range(
+            max_in_flight_per_account, 1, 100_000, "max_in_flight_per_account"
+        )
+    return changes
 
 
 def update_pool(
@@ -69,25 +114,15 @@ def update_pool(
 ) -> Pool:
     """Change the given settings (None: keep); `v1_enabled` opens or closes the Pool's
     OpenAI-compatible /v1 surface."""
-    changes: dict[str, Any] = {}
-    if continuity_enabled is not None:
-        changes["continuity_enabled"] = bool(continuity_enabled)
-    if v1_enabled is not None:
-        changes["v1_enabled"] = bool(v1_enabled)
-    if strategy is not None:
-        changes["strategy"] = require_choice(strategy, STRATEGIES, "strategy")
-    if status is not None:
-        changes["status"] = require_choice(status, POOL_STATUSES, "status")
-    if retry_budget is not None:
-        changes["retry_budget"] = _in_range(retry_budget, 0, 20, "retry_budget")
-    if quota_threshold_percent is not None:
-        if not 0 < quota_threshold_percent <= 100:
-            raise InvalidInputError("quota_threshold_percent must be in (0, 100]")
-        changes["quota_threshold_percent"] = quota_threshold_percent
-    if max_in_flight_per_account is not None:
-        changes["max_in_flight_per_account"] = _in_range(
-            max_in_flight_per_account, 1, 100_000, "max_in_flight_per_account"
-        )
+    changes = policy_changes(
+        strategy=strategy,
+        status=status,
+        retry_budget=retry_budget,
+        quota_threshold_percent=quota_threshold_percent,
+        max_in_flight_per_account=max_in_flight_per_account,
+        continuity_enabled=continuity_enabled,
+        v1_enabled=v1_enabled,
+    )
     if not changes:
         return get_pool(conn, name)
     assignments = ", ".join(f"{column} = %({column})s" for column in changes)
@@ -108,6 +143,55 @@ def update_pool(
         target_id=pool.id,
         details=details,
     )
+    return pool
+
+
+def delete_pool(conn: Conn, name: str, *, actor: str = "system") -> Pool:
+    """Delete a Pool that nothing depends on: refused (ConflictError, naming them) while it
+    has active API keys or active account assignments. Its revoked keys, disabled
+    assignments, continuity pins, files and admins' assignments go with it; its request
+    logs and audit trail stay."""
+    pool = get_pool(conn, name)
+    # Lock the Pool's row: a key or assignment added meanwhile waits for this transaction
+    # (its foreign key check shares the row lock) and then finds the Pool gone.
+    conn.execute("SELECT 1 FROM pools WHERE id = %s FOR UPDATE", (pool.id,))
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM pool_api_keys WHERE pool_id = %(id)s AND status = 'active'),"
+        " (SELECT count(*) FROM pool_assignments WHERE pool_id = %(id)s AND status = 'active')",
+        {"id": pool.id},
+    ).fetchone()
+    keys, accounts = row if row is not None else (0, 0)
+    if keys or accounts:
+        what = []
+        if keys:
+            what.append(f"{keys} active API key{'s' if keys != 1 else ''}")
+        if accounts:
+            what.append(f"{accounts} assigned account{'s' if accounts != 1 else ''}")
+        steps = []
+        if keys:
+            steps.append("revoke its keys")
+        if accounts:
+            steps.append("disable its account assignments")
+        raise ConflictError(
+            f"pool {name!r} still has {' and '.join(what)}: {' and '.join(steps)} first"
+        )
+    conn.execute("DELETE FROM pools WHERE id = %s", (pool.id,))
+    record_change(
+        conn,
+        actor=actor,
+        action="pool.delete",
+        target_type="pool",
+        target_id=pool.id,
+        details={"name": name},
+    )
+    return pool
+
+
+def pool_by_id(conn: Conn, pool_id: UUID) -> Pool:
+    cur = conn.cursor(row_factory=class_row(Pool))
+    pool = cur.execute(f"SELECT {POOL_COLUMNS} FROM pools WHERE id = %s", (pool_id,)).fetchone()
+    if pool is None:
+        raise NotFoundError("pool not found")
     return pool
 
 
@@ -167,12 +251,14 @@ def set_assignment(
 
 
 def _check_name(name: str) -> None:
-    check_printable(name, "a pool name")
+    check_printable(name, "a pool name", param="name")
     if not name or name != name.strip() or len(name) > 64:
-        raise InvalidInputError("a pool name is 1 to 64 characters, without surrounding spaces")
+        raise InvalidInputError(
+            "a pool name is 1 to 64 characters, without surrounding spaces", "name"
+        )
 
 
 def _in_range(value: int, low: int, high: int, what: str) -> int:
     if isinstance(value, bool) or not low <= value <= high:
-        raise InvalidInputError(f"{what} must be between {low} and {high}")
+        raise InvalidInputError(f"{what} must be between {low} and {high}", what)
     return value

@@ -10,6 +10,7 @@ from pooler.routing.pool_usage import (
     SECONDARY_WINDOW_S,
     UNKNOWN_PLAN,
     pool_usage,
+    usable_count,
 )
 from pooler.routing.snapshot import AccountSnapshot, ScopedLimit, WindowState
 
@@ -168,3 +169,18 @@ def test_aggregate_is_bounded_and_consistent(
         for p, s, r in raw
     )
     assert limits["limit_reached"] == exhausted
+
+
+def test_usable_counts_what_the_router_would_lease_now() -> None:
+    members = [
+        account("ok", 10, 5),
+        account("paused", lifecycle="paused"),
+        account("down", alive=False),
+        account("over threshold", 95),
+        account("cooling", cooling_until=NOW + 30),
+        account("busy", in_flight=2, max_in_flight=2),
+        account("cooled", cooling_until=NOW - 1),
+    ]
+    assert usable_count(members, NOW) == 3  # ok, over threshold (100 %), cooled
+    assert usable_count(members, NOW, threshold=90) == 2
+    assert usable_count([], NOW) == 0
