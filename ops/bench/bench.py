@@ -38,6 +38,7 @@ from typing import Any
 import trio
 from cache_run import FULL_CACHE, QUICK_CACHE, cache_run
 from cluster import Cluster, Endpoints
+from console_run import FULL_CONSOLE, QUICK_CONSOLE, console_run
 from extras import idle_streams, profile_gateway
 from failover import FULL_FAILOVER, QUICK_FAILOVER, failover_run
 from report import Results, error_banner, markdown, to_json
@@ -45,7 +46,8 @@ from runner import ForeignLoad, Run, benchmark, log, new_run, wait_until_ready
 from scenarios import FULL, QUICK, Plan
 from websocket_run import FULL_WS, QUICK_WS, websocket_run
 
-EXTRAS = ("failover", "cache", "websocket")
+EXTRAS = ("failover", "cache", "websocket", "console")
+ON_BENCH_POOL = frozenset({"websocket", "console"})  # extras that need no Pool of their own
 # Below the 192 streams that 3 accounts x 64 upstream connections allow (see README).
 IDLE_STREAMS = 150
 DEFAULT_PROFILE_OUT = Path("/tmp/pooler-gateway.speedscope.json")  # never in the repo
@@ -166,7 +168,7 @@ async def run_extras(
         return
     foreign = ForeignLoad(run.endpoints)
     for name in names:
-        if name == "websocket":  # on the bench Pool: one lease per session, no seeding
+        if name in ON_BENCH_POOL:
             await wait_until_ready(run.endpoints)
         else:
             await wait_until_ready(run.endpoints, run.endpoints.pool(name).key)
@@ -176,6 +178,9 @@ async def run_extras(
             if ws_held is not None:
                 ws_plan = replace(ws_plan, held=ws_held)
             run.results.extras[name] = await websocket_run(run, ws_plan)
+        elif name == "console":
+            console_plan = QUICK_CONSOLE if quick else FULL_CONSOLE
+            run.results.extras[name] = await console_run(run, console_plan)
         elif name == "failover":
             plan = QUICK_FAILOVER if quick else FULL_FAILOVER
             run.results.extras[name] = await failover_run(run, plan)
@@ -199,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     results = describe(args, plan, cores)
     started = time.monotonic()
     try:
-        seeded = bool(set(extras_wanted(args)) - {"websocket"})  # websocket: the bench Pool
+        seeded = bool(set(extras_wanted(args)) - ON_BENCH_POOL)
         with Cluster(cores, log, extra_pools=seeded) as cluster:
             endpoints = cluster.start()
             profile = trio.run(run_all, endpoints, plan, results, args)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from console_run import console_table
 from scenarios import PATHS, SCENARIOS
 from stats import Budget, Verdict, evaluate
 
@@ -317,6 +318,9 @@ def extras_markdown(extras: dict[str, Any], other_cores: float | None = None) ->
         lines += _cache_markdown(extras["cache"])
     if "websocket" in extras:
         lines += _websocket_markdown(extras["websocket"])
+    if "console" in extras:
+        lines += ["", "Console extra (an operator paging through the admin pages):", ""]
+        lines += console_table(extras["console"])
     return lines
 
 

@@ -1,0 +1,133 @@
+"""The console extra: does an operator using the admin pages slow the gateway down?
+
+The bench gateway's owner is created at `/bootstrap` and signs in; then, round by round,
+short requests run one at a time (c=1, closed loop) through the gateway and directly to
+the emulator, first alone, then while an operator pages through the console as fast as
+it answers (every console page that answers 200 to the owner: Pools, each Pool, own
+settings, and the accounts and keys pages when present). The added p50/p99 of both runs
+are compared: the console runs in its own admission class (`admin`) and does its database
+work in worker threads, so the gateway's figures should not move beyond noise.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import trio
+from runner import Run, log, measure
+from scenarios import SCENARIOS, targets
+from stats import median
+
+OWNER = {
+    "email": "bench-owner@example.com",
+    "display_name": "Bench owner",
+    "password": "a long bench password for the console",
+}
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+POOL_LINK_RE = re.compile(r'href="(/admin/pools/[^"#?]+)"')
+CANDIDATE_PAGES = ("/admin/pools", "/admin/settings", "/admin/upstreams", "/admin/api-keys")
+
+
+@dataclass(frozen=True)
+class ConsolePlan:
+    rounds: int
+    seconds: float  # per run of c=1 short requests
+
+
+QUICK_CONSOLE = ConsolePlan(rounds=3, seconds=3.0)
+FULL_CONSOLE = ConsolePlan(rounds=5, seconds=6.0)
+
+
+async def signed_in_operator(base: str) -> tuple[httpx.AsyncClient, list[str]]:
+    """The bench's owner, signed in; and the console pages it can page through."""
+    client = httpx.AsyncClient(base_url=base, timeout=30, follow_redirects=False)
+    shown = await client.get("/bootstrap")
+    if shown.status_code == 200:
+        form = {"csrf_token": _csrf(shown.text), **OWNER}
+        created = await client.post("/bootstrap", data=form)
+        if created.status_code not in (302, 303):
+            raise RuntimeError(f"bootstrap answered {created.status_code}")
+    login = await client.get("/login")
+    credentials = {"email": OWNER["email"], "password": OWNER["password"]}
+    signed = await client.post("/login", data={"csrf_token": _csrf(login.text), **credentials})
+    if signed.status_code not in (302, 303):
+        raise RuntimeError(f"sign-in answered {signed.status_code}")
+    pages = [page for page in CANDIDATE_PAGES if (await client.get(page)).status_code == 200]
+    if "/admin/pools" in pages:
+        listing = (await client.get("/admin/pools")).text
+        pages += sorted(set(POOL_LINK_RE.findall(listing)))[:5]
+    return client, pages
+
+
+def _csrf(html: str) -> str:
+    found = CSRF_RE.search(html)
+    if found is None:
+        raise RuntimeError("the console page has no CSRF token")
+    return found.group(1)
+
+
+async def page_through(client: httpx.AsyncClient, pages: list[str], counts: dict[str, int]) -> None:
+    """Ask for every page in turn, as fast as they answer, until cancelled."""
+    while True:
+        for page in pages:
+            answer = await client.get(page)
+            counts["ok" if answer.status_code == 200 else f"status {answer.status_code}"] += 1
+
+
+async def console_run(run: Run, plan: ConsolePlan) -> dict[str, Any]:
+    endpoints = run.endpoints
+    client, pages = await signed_in_operator(f"http://127.0.0.1:{endpoints.gateway_port}")
+    log(f"console: the operator pages through {len(pages)} pages")
+    short = next(s for s in SCENARIOS if s.kind == "short" and s.concurrency == 1)
+    paths = targets(endpoints, short.kind, short.deltas)
+    added: dict[str, list[tuple[float, float]]] = {"alone": [], "with operator": []}
+    counts: dict[str, int] = {"ok": 0}
+    paging_s = 0.0
+    async with client:
+        for index in range(plan.rounds):
+            for mode in ("alone", "with operator"):
+                direct = await measure(run, "direct", paths["direct"], short, plan.seconds)
+                async with trio.open_nursery() as nursery:
+                    if mode == "with operator":
+                        nursery.start_soon(page_through, client, pages, counts)
+                        started = trio.current_time()
+                    gateway = await measure(run, "gateway", paths["gateway"], short, plan.seconds)
+                    if mode == "with operator":
+                        paging_s += trio.current_time() - started
+                    nursery.cancel_scope.cancel()
+                added[mode].append(
+                    (gateway["p50_ms"] - direct["p50_ms"], gateway["p99_ms"] - direct["p99_ms"])
+                )
+            log(f"console: round {index + 1}/{plan.rounds} done")
+    figures: dict[str, Any] = {"pages": pages, "console_answers": counts}
+    figures["console_pages_per_s"] = counts["ok"] / paging_s if paging_s else None
+    for mode, pairs in added.items():
+        figures[mode] = {
+            "added_p50_ms": median([p50 for p50, _ in pairs]),
+            "added_p99_ms": median([p99 for _, p99 in pairs]),
+        }
+    return figures
+
+
+def console_table(figures: dict[str, Any]) -> list[str]:
+    """The console extra as Markdown lines."""
+    lines = [
+        "| gateway short c=1 | added p50 | added p99 |",
+        "|---|---:|---:|",
+    ]
+    for mode in ("alone", "with operator"):
+        row = figures[mode]
+        lines.append(f"| {mode} | {row['added_p50_ms']:+.2f} ms | {row['added_p99_ms']:+.2f} ms |")
+    rate = figures.get("console_pages_per_s")
+    answers = figures["console_answers"]
+    others = ", ".join(f"{k}: {v}" for k, v in answers.items() if k != "ok") or "none"
+    per_s = f" ({rate:.1f} per second)" if rate else ""
+    lines += [
+        "",
+        f"The operator fetched {answers.get('ok', 0)} console pages{per_s} from "
+        f"{len(figures['pages'])} distinct pages; other answers: {others}.",
+    ]
+    return lines
