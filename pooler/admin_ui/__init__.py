@@ -55,6 +55,7 @@ from quart.wrappers import Response
 from werkzeug.exceptions import HTTPException, NotFound
 
 from pooler.admin_ui.access import access_blueprint, second_factor_blueprint
+from pooler.admin_ui.api_keys import api_keys_blueprint
 from pooler.admin_ui.errors import (
     add_security_headers,
     http_error_page,
@@ -77,7 +78,11 @@ __all__ = ["console_blueprint", "http_error_page", "is_console_path"]
 
 # Every page's blueprint factory, registered under the console's blueprint.
 PAGES = (access_blueprint, second_factor_blueprint, pools_home_blueprint, own_settings_blueprint)
-STATIC_FILES = {"console.css": "text/css; charset=utf-8"}
+PAGES += (api_keys_blueprint,)
+STATIC_FILES = {
+    "console.css": "text/css; charset=utf-8",
+    "copy.js": "text/javascript; charset=utf-8",
+}
 
 
 def console_blueprint(
