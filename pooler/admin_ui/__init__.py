@@ -77,6 +77,7 @@ if TYPE_CHECKING:
 __all__ = ["console_blueprint", "http_error_page", "is_console_path"]
 
 # Every page's blueprint factory, registered under the console's blueprint.
+PAGES: tuple[Callable[[], Blueprint], ...]
 PAGES = (access_blueprint, second_factor_blueprint, pools_home_blueprint, own_settings_blueprint)
 PAGES += (api_keys_blueprint,)
 STATIC_FILES = {
