@@ -230,6 +230,13 @@ async def test_create_use_edit_rotate_pause_revoke(
             assert (await post_form(client, page, {}, f"{page}/resume")).status_code == 303
             assert await gateway_status(stack, new_raw) == 200
 
+            # Without the CSRF token every action is refused and changes nothing.
+            unchanged = await key_row(stack, key_id)
+            for action in ("rotate", "pause", "revoke", "edit"):
+                forged = await client.post(f"{page}/{action}", data={"name": "forged"})
+                assert forged.status_code == 403, action
+            assert await key_row(stack, key_id) == unchanged
+
             # Revoke, after a confirm page.
             assert "cannot be undone" in (await client.get(f"{page}/revoke")).text
             assert (await post_form(client, page, {}, f"{page}/revoke")).status_code == 303
