@@ -55,6 +55,7 @@ from quart.wrappers import Response
 from werkzeug.exceptions import HTTPException, NotFound
 
 from pooler.admin_ui.access import access_blueprint, second_factor_blueprint
+from pooler.admin_ui.api_keys import api_keys_blueprint
 from pooler.admin_ui.errors import (
     add_security_headers,
     http_error_page,
@@ -76,8 +77,13 @@ if TYPE_CHECKING:
 __all__ = ["console_blueprint", "http_error_page", "is_console_path"]
 
 # Every page's blueprint factory, registered under the console's blueprint.
+PAGES: tuple[Callable[[], Blueprint], ...]
 PAGES = (access_blueprint, second_factor_blueprint, pools_home_blueprint, own_settings_blueprint)
-STATIC_FILES = {"console.css": "text/css; charset=utf-8"}
+PAGES += (api_keys_blueprint,)
+STATIC_FILES = {
+    "console.css": "text/css; charset=utf-8",
+    "copy.js": "text/javascript; charset=utf-8",
+}
 
 
 def console_blueprint(

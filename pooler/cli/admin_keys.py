@@ -1,6 +1,6 @@
-"""`pooler admin key ...`: create, list, revoke Pool API keys and change their policy (the
-models a key may use, its reasoning effort). A running gateway applies a change at once
-(NOTIFY)."""
+"""`pooler admin key ...`: create, list, rotate, pause, resume and revoke Pool API keys and
+change their name and policy (the models a key may use, its reasoning effort). A running
+gateway applies a change at once (NOTIFY)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, Literal, TypeVar
 
 from pooler.cli.common import CommandError, emit, plain, run_in_store, table, with_json
 from pooler.config import load_config
-from pooler.store import keys
+from pooler.store import key_lifecycle, keys
 from pooler.store.common import StoreError
 from pooler.store.models import ApiKey
 
@@ -32,6 +32,7 @@ def register_keys(groups: Any) -> None:
     update = key.add_parser("update", help="change a key's model and reasoning policy")
     update.add_argument("key", help="key prefix, id or name")
     update.add_argument("--pool", help="the Pool of a key named by its name")
+    update.add_argument("--name", help="a new name (unique among the Pool's keys)")
     _key_policy_args(update, updating=True)
     with_json(update).set_defaults(handler=key_update)
     lst = key.add_parser("list", help="list keys")
@@ -41,6 +42,17 @@ def register_keys(groups: Any) -> None:
     revoke.add_argument("key", help="key prefix, id or name")
     revoke.add_argument("--pool", help="the Pool of a key named by its name")
     with_json(revoke).set_defaults(handler=key_revoke)
+    rotate = key.add_parser(
+        "rotate", help="a new secret for the key (printed once); the old one stops working"
+    )
+    for parser, handler in (
+        (rotate, key_rotate),
+        (key.add_parser("pause", help="refuse a key until it is resumed"), key_pause),
+        (key.add_parser("resume", help="accept a paused key again"), key_resume),
+    ):
+        parser.add_argument("key", help="key prefix, id or name")
+        parser.add_argument("--pool", help="the Pool of a key named by its name")
+        with_json(parser).set_defaults(handler=handler)
 
 
 def _key_policy_args(parser: argparse.ArgumentParser, *, updating: bool) -> None:
@@ -87,9 +99,16 @@ def key_create(args: argparse.Namespace) -> int:
 def key_update(args: argparse.Namespace) -> int:
     models = _parsed(keys.parse_allowed_models, args.allowed_models)
     effort = _parsed(keys.parse_effort_policy, args.reasoning_effort)
+    name = keys.KEEP if args.name is None else args.name
     key = run_in_store(
         lambda conn: keys.update_key(
-            conn, args.key, pool_name=args.pool, allowed_models=models, effort=effort, actor="cli"
+            conn,
+            args.key,
+            pool_name=args.pool,
+            allowed_models=models,
+            effort=effort,
+            name=name,
+            actor="cli",
         )
     )
     return emit(args, key, f"key {key.key_prefix} updated ({_key_policy_text(key)})")
@@ -134,3 +153,35 @@ def key_revoke(args: argparse.Namespace) -> int:
         lambda conn: keys.revoke_key(conn, args.key, pool_name=args.pool, actor="cli")
     )
     return emit(args, key, f"key {key.key_prefix} revoked")
+
+
+def key_rotate(args: argparse.Namespace) -> int:
+    config = load_config()
+    raw, key = run_in_store(
+        lambda conn: key_lifecycle.rotate_key(
+            conn, config.secret_key, args.key, pool_name=args.pool, actor="cli"
+        )
+    )
+    if args.json:
+        return emit(args, {"key": raw, **plain(key)}, "")
+    print(raw)
+    print(
+        f"(key {key.key_prefix}… of pool {key.pool_name} rotated: the old secret no longer"
+        " works; the new one is shown once, store it now)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def key_pause(args: argparse.Namespace) -> int:
+    key = run_in_store(
+        lambda conn: key_lifecycle.pause_key(conn, args.key, pool_name=args.pool, actor="cli")
+    )
+    return emit(args, key, f"key {key.key_prefix} paused")
+
+
+def key_resume(args: argparse.Namespace) -> int:
+    key = run_in_store(
+        lambda conn: key_lifecycle.resume_key(conn, args.key, pool_name=args.pool, actor="cli")
+    )
+    return emit(args, key, f"key {key.key_prefix} resumed")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
+from pooler.client_snippets import CURL_BODY
 from pooler.config import Config
 from pooler.crypto import Keyring
 from pooler.emulator.authjson import auth_json_for
@@ -13,10 +14,6 @@ from pooler.store import accounts, keys, pools
 from pooler.store.common import ConflictError, Conn
 
 DEMO_POOL = "demo"
-CURL_BODY = (
-    '{"model":"gpt-5.5","stream":true,"input":[{"type":"message","role":"user",'
-    '"content":[{"type":"input_text","text":"hi"}]}]}'
-)
 
 
 def seed_demo(conn: Conn, *, config: Config, state: EmulatorState) -> str:

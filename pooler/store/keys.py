@@ -1,6 +1,8 @@
 """Pool API keys: shown once, stored as an HMAC-SHA256 digest plus a display prefix, with
 a policy of their own: the models they may use and a reasoning effort (enforced, or a
-ceiling). The gateway applies the policy (pooler.web.key_policy)."""
+ceiling). The gateway applies the policy (pooler.web.key_policy). A key is `active`,
+`paused` (refused, resumable) or `revoked` (for good); its name is unique among the Pool's
+keys that are not revoked. Rotation and pausing: `pooler.store.key_lifecycle`."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from datetime import datetime
 from typing import Any, Final, Literal
 from uuid import UUID
 
+import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 
@@ -36,7 +39,7 @@ MAX_ALLOWED_MODELS: Final = 200
 _COLUMNS: Final = (
     "k.id, k.pool_id, p.name AS pool_name, k.name, k.key_prefix, k.status, k.created_at,"
     " k.last_used_at, k.revoked_at, k.allowed_models, k.reasoning_effort,"
-    " k.reasoning_effort_mode"
+    " k.reasoning_effort_mode, k.rotated_at"
 )
 _FROM: Final = "pool_api_keys k JOIN pools p ON p.id = k.pool_id"
 
@@ -112,17 +115,16 @@ def create_key(
     """A new key for the Pool; the raw key is returned once and never stored.
 
     `allowed_models` None: any model; `effort` None: the client's own reasoning effort."""
-    check_printable(name, "a key name")
-    if len(name) > 100 or name != name.strip():
-        raise InvalidInputError("a key name has at most 100 characters, without surrounding spaces")
+    check_key_name(name)
     models = check_allowed_models(allowed_models) if allowed_models is not None else None
     pool = get_pool(conn, pool_name)
     raw = generate_pool_key()
-    # A name is unique among the Pool's active keys (migration 0005); empty: unnamed.
+    # A name is unique among the Pool's keys that are not revoked (migrations 0005, 0007);
+    # empty: unnamed.
     row = conn.execute(
         "INSERT INTO pool_api_keys (pool_id, name, key_prefix, key_digest, allowed_models,"
         " reasoning_effort, reasoning_effort_mode) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT (pool_id, name) WHERE status = 'active' AND name <> '' DO NOTHING"
+        " ON CONFLICT (pool_id, name) WHERE status <> 'revoked' AND name <> '' DO NOTHING"
         " RETURNING id",
         (
             pool.id,
@@ -135,10 +137,8 @@ def create_key(
         ),
     ).fetchone()
     if row is None:
-        raise ConflictError(
-            f"pool {pool_name!r} already has an active key named {name!r}; choose another name"
-        )
-    key = _get(conn, row[0])
+        raise _name_taken(conn, pool_name, name)
+    key = get_key(conn, row[0])
     record_change(
         conn,
         actor=actor,
@@ -157,12 +157,15 @@ def update_key(
     pool_name: str | None = None,
     allowed_models: Iterable[str] | Literal[Keep.KEEP] | None = KEEP,
     effort: EffortPolicy | Literal[Keep.KEEP] | None = KEEP,
+    name: str | Literal[Keep.KEEP] = KEEP,
     actor: str = "system",
 ) -> ApiKey:
-    """Change a key's policy; `ref` is its id, display prefix or (active keys, optionally
-    in `pool_name`) name. None clears a setting, KEEP leaves it."""
+    """Change a key's policy or name; `ref` is its id, display prefix or (keys not revoked,
+    optionally in `pool_name`) name. None clears a setting, KEEP leaves it."""
     key_id = resolve_key(conn, ref, pool_name)
     changes: dict[str, Any] = {}
+    if name is not KEEP:
+        changes["name"] = check_key_name(name)
     if allowed_models is not KEEP:
         changes["allowed_models"] = (
             check_allowed_models(allowed_models) if allowed_models is not None else None
@@ -171,12 +174,18 @@ def update_key(
         changes["reasoning_effort"] = effort.effort if effort else None
         changes["reasoning_effort_mode"] = effort.mode if effort else None
     if not changes:
-        return _get(conn, key_id)
+        return get_key(conn, key_id)
     assignments = ", ".join(f"{column} = %({column})s" for column in changes)
-    conn.execute(
-        f"UPDATE pool_api_keys SET {assignments} WHERE id = %(id)s", {**changes, "id": key_id}
-    )
-    key = _get(conn, key_id)
+    try:
+        with conn.transaction():
+            conn.execute(
+                f"UPDATE pool_api_keys SET {assignments} WHERE id = %(id)s",
+                {**changes, "id": key_id},
+            )
+    except psycopg.errors.UniqueViolation:
+        current = get_key(conn, key_id)
+        raise _name_taken(conn, current.pool_name, changes["name"]) from None
+    key = get_key(conn, key_id)
     record_change(
         conn,
         actor=actor,
@@ -188,9 +197,28 @@ def update_key(
     return key
 
 
+def check_key_name(name: str) -> str:
+    check_printable(name, "a key name")
+    if len(name) > 100 or name != name.strip():
+        raise InvalidInputError("a key name has at most 100 characters, without surrounding spaces")
+    return name
+
+
+def _name_taken(conn: Conn, pool_name: str, name: str) -> ConflictError:
+    row = conn.execute(
+        "SELECT k.status FROM pool_api_keys k JOIN pools p ON p.id = k.pool_id"
+        " WHERE p.name = %s AND k.name = %s AND k.status <> 'revoked'",
+        (pool_name, name),
+    ).fetchone()
+    holder = "a paused" if row is not None and row[0] == "paused" else "an active"
+    return ConflictError(
+        f"pool {pool_name!r} already has {holder} key named {name!r}; choose another name"
+    )
+
+
 def resolve_key(conn: Conn, ref: str, pool_name: str | None = None) -> UUID:
-    """The one key whose id or display prefix is `ref`, else the one active key named
-    `ref` (in `pool_name` when given); NotFound or Conflict (ambiguous) otherwise."""
+    """The one key whose id or display prefix is `ref`, else the one key (not revoked)
+    named `ref` (in `pool_name` when given); NotFound or Conflict (ambiguous) otherwise."""
     if not findable(ref):
         raise NotFoundError("no such key (the reference holds a NUL or an invalid character)")
     try:
@@ -199,7 +227,7 @@ def resolve_key(conn: Conn, ref: str, pool_name: str | None = None) -> UUID:
         pass
     pool_id = get_pool(conn, pool_name).id if pool_name is not None else None
     rows = conn.execute(
-        "SELECT id FROM pool_api_keys WHERE name = %s AND status = 'active'"
+        "SELECT id FROM pool_api_keys WHERE name = %s AND status <> 'revoked'"
         " AND (%s::uuid IS NULL OR pool_id = %s) LIMIT 2",
         (ref, pool_id, pool_id),
     ).fetchall()
@@ -233,15 +261,16 @@ def list_keys(conn: Conn, pool_name: str | None = None) -> list[ApiKey]:
 def revoke_key(
     conn: Conn, ref: str, *, pool_name: str | None = None, actor: str = "system"
 ) -> ApiKey:
-    """Revoke by key id, display prefix or (active keys, optionally in `pool_name`) name, as
-    `resolve_key` finds it (an ambiguous prefix or name is refused)."""
+    """Revoke (active or paused) by key id, display prefix or (keys not revoked, optionally
+    in `pool_name`) name, as `resolve_key` finds it (an ambiguous prefix or name is
+    refused)."""
     key_id = resolve_key(conn, ref, pool_name)
     conn.execute(
         "UPDATE pool_api_keys SET status = 'revoked', revoked_at = now()"
-        " WHERE id = %s AND status = 'active'",
+        " WHERE id = %s AND status <> 'revoked'",
         (key_id,),
     )
-    key = _get(conn, key_id)
+    key = get_key(conn, key_id)
     record_change(
         conn,
         actor=actor,
@@ -286,7 +315,7 @@ def find_one_by_prefix_or_id(
     return result
 
 
-def _get(conn: Conn, key_id: UUID) -> ApiKey:
+def get_key(conn: Conn, key_id: UUID) -> ApiKey:
     cur = conn.cursor(row_factory=class_row(ApiKey))
     key = cur.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE k.id = %s", (key_id,)).fetchone()
     if key is None:

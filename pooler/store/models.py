@@ -138,7 +138,7 @@ class ApiKey:
     pool_name: str
     name: str
     key_prefix: str
-    status: str  # active | revoked
+    status: str  # active | paused | revoked
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
@@ -147,6 +147,7 @@ class ApiKey:
     allowed_models: list[str] | None = None
     reasoning_effort: str | None = None
     reasoning_effort_mode: str | None = None
+    rotated_at: datetime | None = None  # when its secret was last replaced
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,6 +103,9 @@ class Gateway:
             f"{config.upstream_base_url}/backend-api", max_connections=64, max_idle=8
         )
         self._reload_wanted = trio.Event()
+        # Reloads run one at a time, so one that read the database before a change cannot
+        # be applied after one that read it after the change.
+        self._reload_lock = trio.Lock()
         self._dirty_quota: dict[str, list[runtime_store.QuotaNote]] = {}
         # One write-behind at a time: a flush returns only once what it took, and what an
         # earlier flush had taken, is stored (a caller may rely on it, e.g. before a stop).
@@ -179,6 +182,12 @@ class Gateway:
                 await self.backend_upstream.aclose()
 
     async def reload(self) -> None:
+        """Read the configuration and apply it (also called by the console after a change
+        it must see applied on this node before it answers, e.g. a key rotated)."""
+        async with self._reload_lock:
+            await self._reload()
+
+    async def _reload(self) -> None:
         snapshot = await self.db.run(runtime_store.load_runtime)
         self.keys.replace(snapshot.keys, snapshot.pools)
         self._policies = snapshot.runtime.pools

@@ -58,18 +58,19 @@ class KeyCache:
         self._secret = secret_key
         self._keys: dict[bytes, KeyInfo] = {}
         self._pools: dict[str, PoolInfo] = {}
-        self._valid_ids: frozenset[str] = frozenset()
+        # key id -> its current display prefix, for the keys that authenticate now
+        self._valid: dict[str, str] = {}
         # Called after each replace, e.g. to close the websockets of a revoked key.
         self.on_replace: list[Callable[[], None]] = []
 
     def replace(self, keys: dict[bytes, KeyInfo], pools: dict[str, PoolInfo]) -> None:
         self._keys = keys
         self._pools = pools
-        self._valid_ids = frozenset(
-            k.key_id
+        self._valid = {
+            k.key_id: k.prefix
             for k in keys.values()
             if (pool := pools.get(k.pool_id)) is not None and pool.status == "active"
-        )
+        }
         for listener in self.on_replace:
             listener()
 
@@ -78,9 +79,10 @@ class KeyCache:
         pool = self._pools.get(pool_id)
         return pool is not None and pool.v1_enabled
 
-    def is_valid(self, key_id: str) -> bool:
-        """Whether the key (by id) still authenticates: active, in an active Pool."""
-        return key_id in self._valid_ids
+    def is_valid(self, key: KeyInfo) -> bool:
+        """Whether the key still authenticates with the secret it was given with: active, in
+        an active Pool, not rotated since (a rotation changes the display prefix)."""
+        return self._valid.get(key.key_id) == key.prefix
 
     def digest(self, raw: str) -> bytes:
         return key_digest(self._secret, raw)

@@ -148,10 +148,10 @@ class ResponsesWebsocketRoute:
         """After a key-cache reload: close (1008) the sockets of keys no longer valid, and
         the `/v1` sockets of Pools that turned `/v1` off."""
         keys = self.gw.keys
-        for key_id, sockets in self._open.items():
-            revoked = not keys.is_valid(key_id)
+        for sockets in self._open.values():
             for socket in sockets:
-                if revoked or (socket.public and not keys.v1_enabled(socket.key.pool_id)):
+                v1_off = socket.public and not keys.v1_enabled(socket.key.pool_id)
+                if not keys.is_valid(socket.key) or v1_off:
                     socket.ended = socket.ended or KEY_REVOKED
                     socket.idle.cancel()
 
@@ -286,7 +286,7 @@ class ResponsesWebsocketRoute:
             async with trio.open_nursery() as pumps:
                 socket.idle = pumps.cancel_scope
                 socket.touch()
-                if not gw.keys.is_valid(socket.key.key_id):  # revoked while the socket opened
+                if not gw.keys.is_valid(socket.key):  # revoked while the socket opened
                     socket.ended = KEY_REVOKED
                     pumps.cancel_scope.cancel()
                 pumps.start_soon(self._client_to_upstream, socket, receive, send)
