@@ -110,24 +110,3 @@ async def console_run(run: Run, plan: ConsolePlan) -> dict[str, Any]:
             "added_p99_ms": median([p99 for _, p99 in pairs]),
         }
     return figures
-
-
-def console_table(figures: dict[str, Any]) -> list[str]:
-    """The console extra as Markdown lines."""
-    lines = [
-        "| gateway short c=1 | added p50 | added p99 |",
-        "|---|---:|---:|",
-    ]
-    for mode in ("alone", "with operator"):
-        row = figures[mode]
-        lines.append(f"| {mode} | {row['added_p50_ms']:+.2f} ms | {row['added_p99_ms']:+.2f} ms |")
-    rate = figures.get("console_pages_per_s")
-    answers = figures["console_answers"]
-    others = ", ".join(f"{k}: {v}" for k, v in answers.items() if k != "ok") or "none"
-    per_s = f" ({rate:.1f} per second)" if rate else ""
-    lines += [
-        "",
-        f"The operator fetched {answers.get('ok', 0)} console pages{per_s} from "
-        f"{len(figures['pages'])} distinct pages; other answers: {others}.",
-    ]
-    return lines

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from console_run import console_table
 from scenarios import PATHS, SCENARIOS
 from stats import Budget, Verdict, evaluate
 
@@ -320,7 +319,7 @@ def extras_markdown(extras: dict[str, Any], other_cores: float | None = None) ->
         lines += _websocket_markdown(extras["websocket"])
     if "console" in extras:
         lines += ["", "Console extra (an operator paging through the admin pages):", ""]
-        lines += console_table(extras["console"])
+        lines += _console_markdown(extras["console"])
     return lines
 
 
@@ -387,3 +386,24 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _console_markdown(figures: dict[str, Any]) -> list[str]:
+    """The console extra as Markdown lines."""
+    lines = [
+        "| gateway short c=1 | added p50 | added p99 |",
+        "|---|---:|---:|",
+    ]
+    for mode in ("alone", "with operator"):
+        row = figures[mode]
+        lines.append(f"| {mode} | {row['added_p50_ms']:+.2f} ms | {row['added_p99_ms']:+.2f} ms |")
+    rate = figures.get("console_pages_per_s")
+    answers = figures["console_answers"]
+    others = ", ".join(f"{k}: {v}" for k, v in answers.items() if k != "ok") or "none"
+    per_s = f" ({rate:.1f} per second)" if rate else ""
+    lines += [
+        "",
+        f"The operator fetched {answers.get('ok', 0)} console pages{per_s} from "
+        f"{len(figures['pages'])} distinct pages; other answers: {others}.",
+    ]
+    return lines

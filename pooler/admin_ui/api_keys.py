@@ -34,10 +34,10 @@ from pooler.admin_ui.api_keys_view import (
 )
 from pooler.admin_ui.console import SignedIn
 from pooler.admin_ui.pages import db, operator_required, read_form, redirect_to, render
-from pooler.admin_ui.pools_home import PoolRow, visible_pools
+from pooler.admin_ui.pool_overview import visible_pools
 from pooler.store import key_lifecycle, keys
 from pooler.store.common import ConflictError, Conn, NotFoundError, StoreError
-from pooler.store.models import ApiKey
+from pooler.store.models import ApiKey, Pool
 from pooler.web.quart_http import current_request
 
 log = logging.getLogger("pooler.admin_ui")
@@ -82,10 +82,9 @@ def api_keys_blueprint() -> Blueprint:
         if pool_filter is not None and not found.may_see_pool(pool_filter):
             raise NotFound()
 
-        def read(conn: Conn) -> tuple[list[KeyRow], list[PoolRow]]:
-            return visible_keys(conn, found.pool_ids, pool_filter), visible_pools(
-                conn, found.pool_ids
-            )
+        def read(conn: Conn) -> tuple[list[KeyRow], list[Pool]]:
+            shown = visible_pools(conn, found.pool_ids)
+            return visible_keys(conn, found.pool_ids, pool_filter), [f.pool for f in shown]
 
         rows, pools = await db(read)
         return await render(
