@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
 
 SNAPSHOT_TIMEOUT_S: Final = 5.0
-WINDOW_NAMES: Final = {"primary": "5-hour", "secondary": "weekly"}
+WINDOW_NAMES: Final = {"primary": "short", "secondary": "weekly"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +56,19 @@ class QuotaBar:
     limit_name: str | None
 
     @property
+    def span(self) -> str:
+        """`5h`, `7d`: the window's length (its kind when the length is unknown)."""
+        minutes = self.window_minutes
+        if not minutes:
+            return WINDOW_NAMES.get(self.window, self.window)
+        if minutes % 1440 == 0:
+            return f"{minutes // 1440}d"
+        return f"{minutes / 60:g}h" if minutes >= 60 else f"{minutes}m"
+
+    @property
     def name(self) -> str:
-        if self.window_minutes:
-            hours = self.window_minutes / 60
-            span = f"{hours:g} h" if hours < 48 else f"{hours / 24:g} days"
-        else:
-            span = WINDOW_NAMES.get(self.window, self.window)
         family = "" if self.family == "codex" else f"{self.limit_name or self.family} · "
-        return f"{family}{span}"
+        return f"{family}{self.span} window"
 
     @property
     def width(self) -> int:
@@ -71,7 +76,7 @@ class QuotaBar:
 
     @property
     def short(self) -> str:
-        return f"{(self.window[:1] or '?').upper()} {self.used_percent:.0f}%"
+        return f"{self.span} {self.used_percent:.0f}%"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +107,15 @@ class AccountRow:
         return mask_email(self.email)
 
     @property
-    def last_error(self) -> str | None:
+    def reason(self) -> str | None:
+        """Why the lifecycle is what it is (an operator's pause reason, the auth server's
+        refusal), as stored: printable, bounded."""
         return storable(self.lifecycle_reason, 300) if self.lifecycle_reason else None
+
+    @property
+    def last_error(self) -> str | None:
+        """The reason, unless it is an operator's (a pause is not an error)."""
+        return None if self.lifecycle in ("active", "paused") else self.reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +261,7 @@ async def live_state(gw: Gateway, accounts: list[AccountRow]) -> dict[UUID, Live
                 now,
                 threshold=threshold,
                 freshness=freshness,
-                lifecycle_reason=account.last_error,
+                lifecycle_reason=account.reason,
                 pause=account.pause,
             )
         out[account.id] = Live(snapshot, list(verdicts.items()), available)

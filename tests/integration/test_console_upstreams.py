@@ -105,7 +105,7 @@ async def test_list_and_detail_show_live_state_and_the_verdict(db_url: str, tmp_
                 assert fake.email not in listing.text  # masked
                 assert f"{fake.email[:2]}•••@emulator.test" in listing.text
             assert listing.text.count(">yes<") == 3
-            assert re.search(r"P \d+%", listing.text)
+            assert re.search(r"5h \d+%", listing.text)
 
             with_quota = await stack.database.run(
                 lambda conn: conn.execute("SELECT account_id FROM quota_windows").fetchone()[0]
