@@ -190,6 +190,10 @@ async def test_actions_are_audited_and_need_the_csrf_token(db_url: str, tmp_path
             [event] = await audited(stack, "account.refresh")
             assert event.actor == OWNER_EMAIL and event.details["ok"] is True
             assert "never" not in refreshed.text.split("Last refresh")[1][:80]
+            # the running account actor serves with the refreshed tokens
+            await stack.database.run(lambda conn: store.pause_account(conn, ids["account-1"]))
+            await stack.gateway.reload()
+            await served_by(stack, stack.key, stack.emulator.accounts[1].account_id)
 
             team = await stack.database.run(lambda conn: store.get_pool(conn, "team"))
             assigned = await post(owner, page, f"{page}/assign", pool=str(team.id), weight="7")
@@ -326,10 +330,12 @@ async def test_upload_an_auth_json(db_url: str, tmp_path: Path) -> None:
             assert too_big.status_code == 413
             assert await account_count(stack) == 2
 
-            added = await upload(good, csrf_token=token, label="uploaded one")
+            added = await upload(good, csrf_token=token, label="<i>uploaded</i>")
             assert added.status_code == 303
             account_id = added.headers["location"].rsplit("/", 1)[1]
-            assert (await owner.get(added.headers["location"])).status_code == 200
+            shown = await owner.get(added.headers["location"])
+            assert shown.status_code == 200 and "<i>uploaded" not in shown.text
+            assert "&lt;i&gt;uploaded&lt;/i&gt;" in shown.text
             assert await account_count(stack) == 3
             # the same file again: the same account, not a second one
             again = await upload(good, csrf_token=token)
