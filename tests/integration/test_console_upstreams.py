@@ -494,6 +494,10 @@ async def test_device_code_sign_in(db_url: str, tmp_path: Path) -> None:
                 assert code
                 await stack.control("POST", f"device/{action}", {"user_code": code.group(1)})
                 await wait_for(owner, flow, words)
+            # nobody approves: the page gives up once the code's lifetime is over
+            await stack.control("POST", "signin", {"device_ttl_seconds": 2})
+            flow = await start_device(owner, str(demo.id))
+            await wait_for(owner, flow, "device code expired")
             assert len(await audited(stack, "upstream_account.sign_in")) == 1
 
         for other in stack.emulator.accounts[1:]:
