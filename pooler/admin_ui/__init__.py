@@ -66,6 +66,8 @@ from pooler.admin_ui.errors import (
 )
 from pooler.admin_ui.own_settings import own_settings_blueprint
 from pooler.admin_ui.pools_home import pools_home_blueprint
+from pooler.admin_ui.upstream_add import upstream_add_blueprint
+from pooler.admin_ui.upstreams import upstreams_blueprint
 from pooler.errors import PoolerError
 from pooler.store.common import StoreError
 from pooler.web.asgi import ClientDisconnected
@@ -77,9 +79,15 @@ if TYPE_CHECKING:
 __all__ = ["console_blueprint", "http_error_page", "is_console_path"]
 
 # Every page's blueprint factory, registered under the console's blueprint.
-PAGES: tuple[Callable[[], Blueprint], ...]
-PAGES = (access_blueprint, second_factor_blueprint, pools_home_blueprint, own_settings_blueprint)
-PAGES += (api_keys_blueprint,)
+PAGES: tuple[Callable[[], Blueprint], ...] = (
+    access_blueprint,
+    second_factor_blueprint,
+    pools_home_blueprint,
+    own_settings_blueprint,
+    api_keys_blueprint,
+    upstreams_blueprint,
+    upstream_add_blueprint,
+)
 STATIC_FILES = {
     "console.css": "text/css; charset=utf-8",
     "copy.js": "text/javascript; charset=utf-8",
