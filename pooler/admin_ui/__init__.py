@@ -63,8 +63,12 @@ from pooler.admin_ui.errors import (
     store_error_page,
     unexpected_error_page,
 )
+from pooler.admin_ui.invites_page import invites_blueprint
+from pooler.admin_ui.onboarding import onboarding_blueprint
+from pooler.admin_ui.operators_page import operators_blueprint
 from pooler.admin_ui.own_settings import own_settings_blueprint
 from pooler.admin_ui.pools_home import pools_home_blueprint
+from pooler.admin_ui.system_page import system_blueprint
 from pooler.errors import PoolerError
 from pooler.store.common import StoreError
 from pooler.web.asgi import ClientDisconnected
@@ -76,7 +80,16 @@ if TYPE_CHECKING:
 __all__ = ["console_blueprint", "http_error_page", "is_console_path"]
 
 # Every page's blueprint factory, registered under the console's blueprint.
-PAGES = (access_blueprint, second_factor_blueprint, pools_home_blueprint, own_settings_blueprint)
+PAGES: tuple[Callable[[], Blueprint], ...] = (
+    access_blueprint,
+    second_factor_blueprint,
+    pools_home_blueprint,
+    own_settings_blueprint,
+    operators_blueprint,
+    invites_blueprint,
+    onboarding_blueprint,
+    system_blueprint,
+)
 STATIC_FILES = {"console.css": "text/css; charset=utf-8"}
 
 
