@@ -39,6 +39,7 @@ from pooler.upstream.oauth_login import (
 )
 
 PATH = "/onboarding/invites/<token>"
+TOO_MANY = "This link has been tried too many times; ask for a new one."
 OUTCOMES = {
     "denied": "The sign-in was refused. You can start again.",
     "expired": "The code expired before the sign-in was done. You can start again.",
@@ -64,6 +65,8 @@ def onboarding_blueprint() -> Blueprint:
     bp = Blueprint("onboarding", __name__)
 
     async def page(invite: OpenInvite, status: int = 200, **context: Any) -> Response:
+        if invite.device is None and not invite.starting and invite.starts_left == 0:
+            context["message"] = TOO_MANY
         context.setdefault("message", OUTCOMES.get(invite.outcome or ""))
         refresh = None
         if invite.device is not None:
@@ -121,8 +124,7 @@ def onboarding_blueprint() -> Blueprint:
         if not await db(lambda conn: invites.claim_device_start(conn, invite.id)):
             # One under way already, a start in progress, or no starts left: show the page.
             if invite.device is None and not invite.starting and invite.starts_left == 0:
-                message = "This link has been tried too many times; ask for a new one."
-                return await page(invite, 429, message=message)
+                return await page(invite, 429)
             return redirect_to(f"/onboarding/invites/{token}")
         try:
             device = await trio.to_thread.run_sync(_start, gateway.config.auth_base_url)
