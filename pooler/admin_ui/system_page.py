@@ -183,11 +183,12 @@ def changes_of(form: Form, current: Mapping[str, Any]) -> tuple[dict[str, Any], 
             continue
         value = typed_value(key, text)
         try:
-            parse_settings(with_change({}, key, value), strict=True)
+            parsed = parse_settings(with_change({}, key, value), strict=True)
         except SettingsError as exc:
             errors[key] = str(exc)
             continue
-        changes[key] = value
+        if flat(settings_as_dict(parsed))[key] != current[key]:  # "30.0" for 30 is no change
+            changes[key] = value
     return changes, errors
 
 
