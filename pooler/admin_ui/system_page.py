@@ -206,6 +206,7 @@ def system_blueprint() -> Blueprint:
         defaults = {
             key: shown(value) for key, value in flat(settings_as_dict(InstanceSettings())).items()
         }
+        saved = dict(values)  # "Reset to default" is offered for what is saved, not typed
         values.update(typed or {})
         context.setdefault("error", None)
         context.setdefault("notice", None)
@@ -216,6 +217,7 @@ def system_blueprint() -> Blueprint:
             route_classes=list(DEFAULT_BULKHEADS),
             bulkhead_fields=BULKHEAD_FIELDS,
             values=values,
+            saved=saved,
             defaults=defaults,
             errors=errors or {},
             **context,
