@@ -64,8 +64,12 @@ from pooler.admin_ui.errors import (
     store_error_page,
     unexpected_error_page,
 )
+from pooler.admin_ui.invites_page import invites_blueprint
+from pooler.admin_ui.onboarding import onboarding_blueprint
+from pooler.admin_ui.operators_page import operators_blueprint
 from pooler.admin_ui.own_settings import own_settings_blueprint
 from pooler.admin_ui.pools_home import pools_home_blueprint
+from pooler.admin_ui.system_page import system_blueprint
 from pooler.admin_ui.upstream_add import upstream_add_blueprint
 from pooler.admin_ui.upstreams import upstreams_blueprint
 from pooler.errors import PoolerError
@@ -87,6 +91,10 @@ PAGES: tuple[Callable[[], Blueprint], ...] = (
     api_keys_blueprint,
     upstreams_blueprint,
     upstream_add_blueprint,
+    operators_blueprint,
+    invites_blueprint,
+    onboarding_blueprint,
+    system_blueprint,
 )
 STATIC_FILES = {
     "console.css": "text/css; charset=utf-8",

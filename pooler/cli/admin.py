@@ -14,6 +14,7 @@ import httpx
 
 from pooler.cli.admin_keys import register_keys
 from pooler.cli.admin_login import register_login
+from pooler.cli.admin_operators import register_operators
 from pooler.cli.admin_settings import register_settings
 from pooler.cli.common import CommandError, emit, plain, run_in_store, table, with_json
 from pooler.config import load_config
@@ -28,6 +29,7 @@ def register(commands: Any) -> None:
     admin = commands.add_parser("admin", help="manage operators, Pools, accounts and keys")
     groups = admin.add_subparsers(dest="group", required=True, metavar="GROUP")
     register_settings(groups)
+    register_operators(groups)
 
     owner = groups.add_parser("owner", help="instance owner").add_subparsers(
         dest="action", required=True

@@ -7,6 +7,7 @@ one). Sign-in checks live in `console_signin`; this module owns the operator row
 
 from __future__ import annotations
 
+import secrets
 from functools import lru_cache
 from typing import Final
 from uuid import UUID
@@ -256,3 +257,195 @@ def set_display_name(conn: Conn, operator_id: UUID | str, display_name: str, *, 
         target_id=str(operator_id),
         details={"display_name": display_name},
     )
+
+
+# -- managing other operators (the Operators page; owner only) ---------------------------
+
+# A temporary password: 20 URL-safe characters (120 bits), shown once, changed at first
+# sign-in (`must_change_password`).
+TEMPORARY_PASSWORD_BYTES: Final = 15
+STATUSES: Final = ("active", "disabled")
+
+
+def temporary_password() -> str:
+    return secrets.token_urlsafe(TEMPORARY_PASSWORD_BYTES)
+
+
+def _require_another_active_owner(conn: Conn, operator_id: UUID | str, what: str) -> None:
+    """Refuse `what` when `operator_id` is the only active owner. Locks the active owners'
+    rows, so two owners demoting each other at once cannot both succeed."""
+    rows = conn.execute(
+        "SELECT id FROM operators WHERE role = 'owner' AND status = 'active' ORDER BY id FOR UPDATE"
+    ).fetchall()
+    others = [row[0] for row in rows if str(row[0]) != str(operator_id)]
+    if not others:
+        raise ConflictError(
+            f"the last active owner cannot be {what}: make another operator an owner first"
+        )
+
+
+def _locked(conn: Conn, operator_id: UUID | str) -> Operator:
+    cur = conn.cursor(row_factory=class_row(Operator))
+    found = cur.execute(
+        f"SELECT {OPERATOR_COLUMNS} FROM operators WHERE id = %s FOR UPDATE",
+        (str(operator_id),),
+    ).fetchone()
+    if found is None:
+        raise NotFoundError("operator not found")
+    return found
+
+
+def _revoke_sessions(conn: Conn, operator_id: UUID | str) -> int:
+    return conn.execute(
+        "DELETE FROM console_sessions WHERE operator_id = %s", (str(operator_id),)
+    ).rowcount
+
+
+def create_operator_with_temporary_password(
+    conn: Conn,
+    email: str,
+    role: str,
+    *,
+    display_name: str = "",
+    pool_ids: list[UUID] | None = None,
+    actor: str,
+) -> tuple[Operator, str]:
+    """A new operator who must change the returned temporary password (shown once) at the
+    first sign-in; an admin gets `pool_ids` assigned."""
+    password = temporary_password()
+    operator = create_operator(
+        conn,
+        email,
+        password,
+        role,
+        display_name=display_name,
+        must_change_password=True,
+        actor=actor,
+    )
+    if role == "admin" and pool_ids:
+        assign_pools(conn, operator.id, _existing_pools(conn, pool_ids), actor=actor)
+    return operator, password
+
+
+def _existing_pools(conn: Conn, pool_ids: list[UUID]) -> list[UUID]:
+    rows = conn.execute(
+        "SELECT id FROM pools WHERE id = ANY(%s::uuid[]) ORDER BY name", (pool_ids,)
+    ).fetchall()
+    if len(rows) != len(set(pool_ids)):
+        raise InvalidInputError("one of the chosen Pools does not exist")
+    return [row[0] for row in rows]
+
+
+def set_role(conn: Conn, operator_id: UUID | str, role: str, *, actor: str) -> Operator:
+    """Make an operator owner or admin. The last active owner cannot be demoted. An admin's
+    Pool assignments are kept (an owner sees every Pool regardless)."""
+    if role not in ROLES:
+        raise InvalidInputError(f"role must be one of {', '.join(ROLES)}")
+    current = _locked(conn, operator_id)
+    if current.role == role:
+        return current
+    if current.role == "owner" and current.status == "active":
+        _require_another_active_owner(conn, operator_id, "demoted")
+    conn.execute(
+        "UPDATE operators SET role = %s, updated_at = now() WHERE id = %s", (role, current.id)
+    )
+    record_change(
+        conn,
+        actor=actor,
+        action="operator.update",
+        target_type="operator",
+        target_id=current.id,
+        details={"email": current.email, "role": role},
+    )
+    return get_operator(conn, current.id)
+
+
+def set_pools(conn: Conn, operator_id: UUID | str, pool_ids: list[UUID], *, actor: str) -> None:
+    """Make `pool_ids` (which must exist) exactly the Pools assigned to an operator."""
+    current = _locked(conn, operator_id)
+    assign_pools(conn, current.id, _existing_pools(conn, pool_ids), actor=actor)
+
+
+def set_status(conn: Conn, operator_id: UUID | str, status: str, *, actor: str) -> int:
+    """Deactivate (`disabled`) or reactivate (`active`) an operator. Deactivating revokes
+    every session of theirs; the last active owner cannot be deactivated. Returns the
+    number of sessions ended."""
+    if status not in STATUSES:
+        raise InvalidInputError(f"status must be one of {', '.join(STATUSES)}")
+    current = _locked(conn, operator_id)
+    if status == "disabled" and current.role == "owner" and current.status == "active":
+        _require_another_active_owner(conn, operator_id, "deactivated")
+    conn.execute(
+        "UPDATE operators SET status = %s, updated_at = now() WHERE id = %s",
+        (status, current.id),
+    )
+    ended = _revoke_sessions(conn, current.id) if status == "disabled" else 0
+    if current.status != status:
+        record_change(
+            conn,
+            actor=actor,
+            action="operator.deactivate" if status == "disabled" else "operator.reactivate",
+            target_type="operator",
+            target_id=current.id,
+            details={"email": current.email, "sessions_ended": ended},
+        )
+    return ended
+
+
+def reset_password(conn: Conn, operator_id: UUID | str, *, actor: str) -> str:
+    """A new temporary password (returned, shown once; changed at the next sign-in); every
+    session of the operator ends."""
+    current = _locked(conn, operator_id)
+    password = temporary_password()
+    set_password(conn, current.id, password, must_change=True, actor=actor)
+    ended = _revoke_sessions(conn, current.id)
+    record_change(
+        conn,
+        actor=actor,
+        action="operator.password_reset",
+        target_type="operator",
+        target_id=current.id,
+        details={"email": current.email, "sessions_ended": ended},
+    )
+    return password
+
+
+def delete_operator(conn: Conn, operator_id: UUID | str, *, actor: str) -> None:
+    """Delete an operator (their sessions, codes and assignments go with them). The last
+    active owner cannot be deleted."""
+    current = _locked(conn, operator_id)
+    if current.role == "owner" and current.status == "active":
+        _require_another_active_owner(conn, operator_id, "deleted")
+    conn.execute("DELETE FROM operators WHERE id = %s", (current.id,))
+    record_change(
+        conn,
+        actor=actor,
+        action="operator.delete",
+        target_type="operator",
+        target_id=current.id,
+        details={"email": current.email, "role": current.role},
+    )
+
+
+def assigned_pools(conn: Conn) -> dict[UUID, list[str]]:
+    """Each operator's assigned Pools, by name."""
+    rows = conn.execute(
+        "SELECT a.operator_id, p.name FROM operator_pool_assignments a"
+        " JOIN pools p ON p.id = a.pool_id ORDER BY p.name"
+    ).fetchall()
+    out: dict[UUID, list[str]] = {}
+    for operator_id, name in rows:
+        out.setdefault(operator_id, []).append(name)
+    return out
+
+
+def find_operator(conn: Conn, email: str) -> Operator:
+    """The operator with this email (any case)."""
+    if not findable(email):
+        raise NotFoundError("operator not found")
+    row = conn.execute(
+        "SELECT id FROM operators WHERE email = %s", (email.strip().lower(),)
+    ).fetchone()
+    if row is None:
+        raise NotFoundError(f"no operator with email {email.strip().lower()!r}")
+    return get_operator(conn, row[0])

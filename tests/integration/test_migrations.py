@@ -29,6 +29,7 @@ EXPECTED_TABLES = {
     "operator_recovery_codes",
     "console_signin_failures",
     "operator_pool_assignments",
+    "pool_invites",  # 0009
 }
 
 

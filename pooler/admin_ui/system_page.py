@@ -1,0 +1,262 @@
+"""`/admin/system` (owner only): every instance setting (`pooler admin settings show`),
+grouped, with its default; saved through `pooler.store.instance_settings` (the CLI's own
+checks: a refused value is shown beside its field, 400), audited, and applied by every
+running gateway on the change's NOTIFY. A changed setting can be put back to its default.
+No instance setting is a secret today; a secret one would be write-only here (its value
+never rendered).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from quart import Blueprint
+from quart.wrappers import Response
+
+from pooler.admin_ui.console import SignedIn
+from pooler.admin_ui.pages import Form, db, operator_required, read_form, redirect_to, render
+from pooler.instance_settings import (
+    DEFAULT_BULKHEADS,
+    InstanceSettings,
+    SettingsError,
+    parse_settings,
+    settings_as_dict,
+    with_change,
+)
+from pooler.store.common import StoreError
+from pooler.store.instance_settings import (
+    get_instance_settings,
+    reset_instance_settings,
+    update_instance_settings,
+)
+
+HOME = "/admin/system"
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    key: str
+    label: str
+    hint: str
+    kind: str = "number"  # number | list
+
+
+# The groups and words of the page; every key of `InstanceSettings` appears once (a test
+# checks it against `pooler admin settings show`).
+GROUPS: Final[tuple[tuple[str, tuple[Setting, ...]], ...]] = (
+    (
+        "Circuit breakers",
+        (
+            Setting(
+                "circuit_failure_threshold",
+                "Failures to open",
+                "Failures in a row that open an account's circuit for a route class.",
+            ),
+            Setting(
+                "circuit_open_seconds",
+                "Open for (seconds)",
+                "How long an open circuit keeps the account out.",
+            ),
+            Setting(
+                "circuit_half_open_probes",
+                "Half-open probes",
+                "Trial requests let through before the circuit closes again.",
+            ),
+        ),
+    ),
+    (
+        "Routing and quota",
+        (
+            Setting(
+                "demotion_seconds",
+                "Demotion (seconds)",
+                "How long an account that failed a request is tried last.",
+            ),
+            Setting(
+                "usage_poll_interval_seconds",
+                "Usage poll interval (seconds)",
+                "How often each account's quota is read from upstream.",
+            ),
+            Setting(
+                "quota_freshness_seconds",
+                "Quota freshness (seconds)",
+                "Quota data older than this is not trusted for routing.",
+            ),
+        ),
+    ),
+    (
+        "Request bodies",
+        (
+            Setting(
+                "body_read_timeout_seconds",
+                "Body read timeout (seconds)",
+                "A request body must arrive within this.",
+            ),
+            Setting(
+                "max_decompressed_body_bytes",
+                "Largest decompressed body (bytes)",
+                "A compressed body may not decode past this size.",
+            ),
+            Setting(
+                "max_decompression_ratio",
+                "Largest decompression ratio",
+                "Nor past this ratio to its compressed size.",
+            ),
+        ),
+    ),
+    (
+        "Console",
+        (
+            Setting(
+                "console_idle_timeout_minutes",
+                "Idle sign-out (minutes)",
+                "A console session unused this long is signed out.",
+            ),
+            Setting(
+                "trusted_proxies",
+                "Trusted proxies",
+                "IP addresses or CIDRs, one a line, whose X-Forwarded-For and"
+                " X-Forwarded-Proto are believed.",
+                "list",
+            ),
+        ),
+    ),
+)
+BULKHEAD_FIELDS: Final = (
+    ("concurrency", "Running at once"),
+    ("queue", "Waiting"),
+    ("queue_timeout_s", "Wait at most (seconds)"),
+)
+
+
+def flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def all_keys() -> list[str]:
+    return list(flat(settings_as_dict(InstanceSettings())))
+
+
+def shown(value: Any) -> str:
+    """A value as its field holds it."""
+    if isinstance(value, list | tuple):
+        return "\n".join(str(item) for item in value)
+    if isinstance(value, float) and value == int(value) and math.isfinite(value):
+        return str(int(value))
+    return str(value)
+
+
+def typed_value(key: str, text: str) -> Any:
+    """What an operator typed, read like `pooler admin settings set KEY=VALUE` reads it
+    (JSON, else text); the trusted proxies are one a line (or separated by commas)."""
+    if key == "trusted_proxies":
+        return [item.strip() for item in text.replace(",", "\n").splitlines() if item.strip()]
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def changes_of(form: Form, current: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings the form changes, and the error of each refused one (by key), each
+    checked alone by the same parser the store and the CLI use."""
+    changes: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for key in all_keys():
+        if key not in form:
+            continue
+        text = form.get(key).strip()
+        if text == shown(current[key]):
+            continue
+        if not text and key != "trusted_proxies":
+            errors[key] = "a value is required"
+            continue
+        value = typed_value(key, text)
+        try:
+            parsed = parse_settings(with_change({}, key, value), strict=True)
+        except SettingsError as exc:
+            errors[key] = str(exc)
+            continue
+        if flat(settings_as_dict(parsed))[key] != current[key]:  # "30.0" for 30 is no change
+            changes[key] = value
+    return changes, errors
+
+
+def system_blueprint() -> Blueprint:
+    bp = Blueprint("system_page", __name__)
+
+    async def page(
+        status: int = 200,
+        typed: Mapping[str, str] | None = None,
+        errors: Mapping[str, str] | None = None,
+        **context: Any,
+    ) -> Response:
+        _, effective = await db(get_instance_settings)
+        values = {key: shown(value) for key, value in flat(settings_as_dict(effective)).items()}
+        defaults = {
+            key: shown(value) for key, value in flat(settings_as_dict(InstanceSettings())).items()
+        }
+        saved = dict(values)  # "Reset to default" is offered for what is saved, not typed
+        values.update(typed or {})
+        context.setdefault("error", None)
+        context.setdefault("notice", None)
+        return await render(
+            "system.html",
+            status,
+            groups=GROUPS,
+            route_classes=list(DEFAULT_BULKHEADS),
+            bulkhead_fields=BULKHEAD_FIELDS,
+            values=values,
+            saved=saved,
+            defaults=defaults,
+            errors=errors or {},
+            **context,
+        )
+
+    @bp.get(HOME)
+    @operator_required("owner")
+    async def show(found: SignedIn) -> Response:
+        return await page()
+
+    @bp.post(HOME)
+    @operator_required("owner")
+    async def save(found: SignedIn) -> Response:
+        form = await read_form()
+        _, effective = await db(get_instance_settings)
+        current = flat(settings_as_dict(effective))
+        changes, errors = changes_of(form, current)
+        typed = {key: form.get(key) for key in current if key in form}
+        if errors:
+            return await page(
+                400, typed, errors, error="Nothing was saved: correct the fields marked below."
+            )
+        if not changes:
+            return await page(notice="Nothing changed.")
+        actor = found.operator.email
+        try:
+            await db(lambda conn: update_instance_settings(conn, changes, actor=actor))
+        except StoreError as exc:
+            return await page(400, typed, error=exc.message)
+        return await page(notice=f"Saved: {', '.join(changes)}.")
+
+    @bp.post(f"{HOME}/reset")
+    @operator_required("owner")
+    async def reset(found: SignedIn) -> Response:
+        form = await read_form()
+        key, actor = form.get("key"), found.operator.email
+        if key not in all_keys():
+            return await page(400, error="That is not an instance setting.")
+        await db(lambda conn: reset_instance_settings(conn, [key], actor=actor))
+        return redirect_to(HOME)
+
+    return bp
