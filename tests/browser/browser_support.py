@@ -118,6 +118,25 @@ class Console:
             page.set_viewport_size(LAPTOP)
 
 
+def wrapped(page: Page, selector: str, size: ViewportSize) -> list[str]:
+    """The texts of the elements matching `selector` that break onto more than one line
+    when the window is `size` (a code or a button label should not)."""
+    page.set_viewport_size(size)
+    try:
+        found: list[str] = page.evaluate(
+            """selector => [...document.querySelectorAll(selector)].filter(element => {
+                const range = document.createRange();
+                range.selectNodeContents(element);
+                const tops = [...range.getClientRects()].map(rect => Math.round(rect.top));
+                return new Set(tops).size > 1;
+            }).map(element => element.textContent.trim())""",
+            selector,
+        )
+        return found
+    finally:
+        page.set_viewport_size(LAPTOP)
+
+
 def _run(scenario: Scenario, base_url: str, shots: Path, chromium: str) -> Console:
     from playwright.sync_api import sync_playwright
 

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pyotp
 import pytest
-from browser_support import Console, require_playwright, run_scenario, sign_in, sign_out
+from browser_support import (
+    LAPTOP,
+    PHONE,
+    Console,
+    require_playwright,
+    run_scenario,
+    sign_in,
+    sign_out,
+    wrapped,
+)
 from harness import Stack, open_stack
 
 from pooler import store
@@ -51,6 +60,7 @@ def enrol_totp(console: Console, page: Page) -> tuple[pyotp.TOTP, list[str]]:
     expect(page).to_have_url(re.compile(r"/admin/settings/totp$"))
     expect(page.locator(".qr svg")).to_be_visible()
     console.look(page, "totp-enrol")
+    assert wrapped(page, "figcaption code", PHONE) == []  # the key on one line
     secret = page.locator("figcaption code").inner_text().replace(" ", "")
     generator = pyotp.TOTP(secret)
 
@@ -65,6 +75,7 @@ def enrol_totp(console: Console, page: Page) -> tuple[pyotp.TOTP, list[str]]:
     codes = page.locator("ol.codes code").all_inner_texts()
     assert len(codes) == 10 and len(set(codes)) == 10
     console.look(page, "recovery-codes")
+    assert wrapped(page, "ol.codes code", PHONE) == []  # no code split across lines
     page.get_by_role("link", name="Done").click()
     expect(page.get_by_text("Recovery codes left: 10")).to_be_visible()
     return generator, codes
@@ -105,6 +116,10 @@ def first_run(console: Console) -> None:
     console.look(page, "settings")
     generator, codes = enrol_totp(console, page)
     console.look(page, "settings-totp-on")
+    # Each password field says what it is for.
+    expect(page.get_by_label("Password (for new recovery codes)")).to_be_empty()
+    expect(page.get_by_label("Password (to turn two-factor sign-in off)")).to_be_empty()
+    assert wrapped(page, "table button.link", LAPTOP) == []
     sign_out(page)
 
     sign_in(page, EMAIL, PASSWORD)
