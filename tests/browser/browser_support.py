@@ -43,7 +43,6 @@ LAPTOP: ViewportSize = {"width": 1280, "height": 800}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 STEP_TIMEOUT_MS = 15_000  # one click, fill or navigation
 SCENARIO_TIMEOUT_S = 180  # a whole scenario, browser start included
-HINT = "apt-get install -y chromium, and pip install -e '.[test]' for playwright,"
 
 Scenario = Callable[["Console"], None]
 
@@ -54,7 +53,7 @@ def find_chromium(path: str = CHROMIUM) -> str:
     wanted = os.environ.get("POOLER_CHROMIUM", path)
     found = shutil.which(wanted)
     if found is None:
-        missing_client(f"Chromium is not at {wanted}: {HINT} enables this test")
+        missing_client(f"Chromium is not at {wanted}: apt-get install chromium enables this test")
     return found
 
 
@@ -64,7 +63,10 @@ def require_playwright() -> None:
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        missing_client(f"the playwright package is not installed: {HINT} enables this test")
+        missing_client(
+            "the playwright package is not installed: pip install -e '.[test]' enables this test"
+            " (it uses Debian's chromium: no `playwright install`)"
+        )
 
 
 def slug(url: str) -> str:
