@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -290,9 +290,14 @@ def require_tool(name: str, hint: str) -> str:
     found = str(local) if local.exists() else shutil.which(name)
     if found:
         return found
-    reason = (
+    missing_client(
         f"the {name} client is not installed (node_modules/.bin or PATH): {hint} enables this test"
     )
+
+
+def missing_client(reason: str) -> NoReturn:
+    """Skip with `reason` (also a whole test module, from its top level), or fail when
+    POOLER_REQUIRE_E2E=1 (CI)."""
     if os.environ.get("POOLER_REQUIRE_E2E") == "1":
         pytest.fail(reason + " and POOLER_REQUIRE_E2E=1")
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)
