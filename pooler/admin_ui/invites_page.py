@@ -16,7 +16,7 @@ from werkzeug.exceptions import NotFound
 from pooler.admin_ui import console
 from pooler.admin_ui.console import SignedIn
 from pooler.admin_ui.pages import db, operator_required, pool_or_404, read_form, redirect_to, render
-from pooler.admin_ui.pools_home import visible_pools
+from pooler.admin_ui.pool_overview import visible_pools
 from pooler.store import invites
 from pooler.store.common import ConflictError, Conn, NotFoundError
 from pooler.web.quart_http import current_request
@@ -38,7 +38,7 @@ def invites_blueprint() -> Blueprint:
         def load(conn: Conn) -> tuple[Any, Any]:
             return (
                 invites.list_invites(conn, found.pool_ids),
-                visible_pools(conn, found.pool_ids),
+                [shown.pool for shown in visible_pools(conn, found.pool_ids)],
             )
 
         rows, pools = await db(load)
