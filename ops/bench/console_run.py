@@ -45,16 +45,18 @@ async def signed_in_operator(base: str) -> tuple[httpx.AsyncClient, list[str]]:
     """The bench's owner, signed in; and the console pages it can page through."""
     client = httpx.AsyncClient(base_url=base, timeout=30, follow_redirects=False)
     shown = await client.get("/bootstrap")
-    if shown.status_code == 200:
+    if shown.status_code == 200:  # no owner yet: creating it signs it in
         form = {"csrf_token": _csrf(shown.text), **OWNER}
         created = await client.post("/bootstrap", data=form)
         if created.status_code not in (302, 303):
             raise RuntimeError(f"bootstrap answered {created.status_code}")
-    login = await client.get("/login")
-    credentials = {"email": OWNER["email"], "password": OWNER["password"]}
-    signed = await client.post("/login", data={"csrf_token": _csrf(login.text), **credentials})
-    if signed.status_code not in (302, 303):
-        raise RuntimeError(f"sign-in answered {signed.status_code}")
+    else:
+        login = await client.get("/login")
+        credentials = {"email": OWNER["email"], "password": OWNER["password"]}
+        form = {"csrf_token": _csrf(login.text), **credentials}
+        signed = await client.post("/login", data=form)
+        if signed.status_code not in (302, 303):
+            raise RuntimeError(f"sign-in answered {signed.status_code}")
     pages = [page for page in CANDIDATE_PAGES if (await client.get(page)).status_code == 200]
     if "/admin/pools" in pages:
         listing = (await client.get("/admin/pools")).text
@@ -86,7 +88,7 @@ async def console_run(run: Run, plan: ConsolePlan) -> dict[str, Any]:
     added: dict[str, list[tuple[float, float]]] = {"alone": [], "with operator": []}
     counts: dict[str, int] = {"ok": 0}
     paging_s = 0.0
-    async with client:
+    try:
         for index in range(plan.rounds):
             for mode in ("alone", "with operator"):
                 direct = await measure(run, "direct", paths["direct"], short, plan.seconds)
@@ -102,6 +104,8 @@ async def console_run(run: Run, plan: ConsolePlan) -> dict[str, Any]:
                     (gateway["p50_ms"] - direct["p50_ms"], gateway["p99_ms"] - direct["p99_ms"])
                 )
             log(f"console: round {index + 1}/{plan.rounds} done")
+    finally:
+        await client.aclose()
     figures: dict[str, Any] = {"pages": pages, "console_answers": counts}
     figures["console_pages_per_s"] = counts["ok"] / paging_s if paging_s else None
     for mode, pairs in added.items():
