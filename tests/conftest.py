@@ -8,6 +8,7 @@ milliseconds (`db_url`), or an opened `Database` on it (`database`).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import shutil
@@ -138,3 +139,15 @@ def secret_key() -> bytes:
 def keyring() -> Keyring:
     """An upstream-secret keyring with a fresh current key and no old keys."""
     return Keyring(os.urandom(32))
+
+
+@pytest.fixture
+def cli_env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment a `pooler admin` command run in-process needs: the test database
+    and fresh secrets."""
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.setenv("CODEX_POOLER_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CODEX_POOLER_SECRET_KEY", base64.b64encode(os.urandom(32)).decode())
+    monkeypatch.setenv(
+        "CODEX_POOLER_UPSTREAM_SECRET_KEY", base64.b64encode(os.urandom(32)).decode()
+    )

@@ -391,19 +391,16 @@ if __name__ == "__main__":
 def _console_markdown(figures: dict[str, Any]) -> list[str]:
     """The console extra as Markdown lines."""
     lines = [
-        "| gateway short c=1 | added p50 | added p99 |",
-        "|---|---:|---:|",
+        "| gateway short c=1 while | added p50 | added p99 | console pages/s | other answers |",
+        "|---|---:|---:|---:|---|",
     ]
-    for mode in ("alone", "with operator"):
-        row = figures[mode]
-        lines.append(f"| {mode} | {row['added_p50_ms']:+.2f} ms | {row['added_p99_ms']:+.2f} ms |")
-    rate = figures.get("console_pages_per_s")
-    answers = figures["console_answers"]
-    others = ", ".join(f"{k}: {v}" for k, v in answers.items() if k != "ok") or "none"
-    per_s = f" ({rate:.1f} per second)" if rate else ""
-    lines += [
-        "",
-        f"The operator fetched {answers.get('ok', 0)} console pages{per_s} from "
-        f"{len(figures['pages'])} distinct pages; other answers: {others}.",
-    ]
+    for mode, row in figures["modes"].items():
+        rate = row.get("console_pages_per_s")
+        answers = row.get("console_answers", {})
+        others = ", ".join(f"{k}: {v}" for k, v in answers.items() if k != "ok") or "none"
+        lines.append(
+            f"| {mode} | {row['added_p50_ms']:+.2f} ms | {row['added_p99_ms']:+.2f} ms "
+            f"| {'-' if rate is None else f'{rate:.1f}'} | {others if rate else '-'} |"
+        )
+    lines += ["", f"Pages visited in turn: {', '.join(figures['pages'])}."]
     return lines

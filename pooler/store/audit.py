@@ -9,11 +9,9 @@ from typing import Any
 from uuid import UUID
 
 from psycopg.rows import class_row
-from psycopg.types.json import Jsonb
 
-from pooler.store.common import Conn
+from pooler.store.common import Conn, insert_audit_row
 from pooler.store.models import AuditEvent
-from pooler.store.text import storable, storable_json
 
 
 def list_audit_events(conn: Conn, limit: int = 100) -> list[AuditEvent]:
@@ -38,14 +36,4 @@ def record_event(
     """Audit something that changes no configuration (a sign-in, a failure, a sign-out):
     the row only, without the NOTIFY that makes every gateway reload. `details` must hold
     no secrets."""
-    conn.execute(
-        "INSERT INTO audit_events (actor, action, target_type, target_id, details)"
-        " VALUES (%s, %s, %s, %s, %s)",
-        (
-            storable(actor),
-            action,
-            target_type,
-            str(target_id),
-            Jsonb(storable_json(dict(details or {}))),
-        ),
-    )
+    insert_audit_row(conn, actor, action, target_type, target_id, details)

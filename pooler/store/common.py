@@ -63,6 +63,19 @@ def record_change(
 ) -> None:
     """Audit a configuration change and announce it on CONFIG_CHANNEL, in the caller's
     transaction (both vanish if it rolls back). `details` must hold no secrets."""
+    insert_audit_row(conn, actor, action, target_type, target_id, details)
+    notify(conn, CONFIG_CHANNEL, f"{target_type}:{target_id}")
+
+
+def insert_audit_row(
+    conn: Conn,
+    actor: str,
+    action: str,
+    target_type: str,
+    target_id: UUID | str,
+    details: Mapping[str, Any] | None,
+) -> None:
+    """One row of the audit trail (text escaped and bounded like every stored text)."""
     conn.execute(
         "INSERT INTO audit_events (actor, action, target_type, target_id, details)"
         " VALUES (%s, %s, %s, %s, %s)",
@@ -74,7 +87,6 @@ def record_change(
             Jsonb(storable_json(dict(details or {}))),
         ),
     )
-    notify(conn, CONFIG_CHANNEL, f"{target_type}:{target_id}")
 
 
 def require_choice(

@@ -6,9 +6,7 @@ password reset (both end the operator's sessions), delete; the last active owner
 from __future__ import annotations
 
 import argparse
-import base64
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -281,16 +279,6 @@ async def test_the_last_active_owner_stays(db_url: str, tmp_path: Path) -> None:
             await stack.database.run(
                 lambda conn: operators.set_role(conn, me, "admin", actor="cli")
             )
-
-
-@pytest.fixture
-def cli_env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DATABASE_URL", db_url)
-    monkeypatch.setenv("CODEX_POOLER_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("CODEX_POOLER_SECRET_KEY", base64.b64encode(os.urandom(32)).decode())
-    monkeypatch.setenv(
-        "CODEX_POOLER_UPSTREAM_SECRET_KEY", base64.b64encode(os.urandom(32)).decode()
-    )
 
 
 def operator_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> str:

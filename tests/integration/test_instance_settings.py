@@ -4,12 +4,9 @@ row lock under concurrent writers, and `pooler admin settings` run in-process.""
 from __future__ import annotations
 
 import argparse
-import base64
 import json
-import os
 import re
 import threading
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -182,16 +179,6 @@ def test_concurrent_changes_to_different_keys_both_land(db_url: str) -> None:
 
 
 # --- the command line, in-process ---------------------------------------------------------
-
-
-@pytest.fixture
-def cli_env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DATABASE_URL", db_url)
-    monkeypatch.setenv("CODEX_POOLER_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("CODEX_POOLER_SECRET_KEY", base64.b64encode(os.urandom(32)).decode())
-    monkeypatch.setenv(
-        "CODEX_POOLER_UPSTREAM_SECRET_KEY", base64.b64encode(os.urandom(32)).decode()
-    )
 
 
 def settings_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
