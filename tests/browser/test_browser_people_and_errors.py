@@ -226,8 +226,9 @@ def form_errors(console: Console) -> None:
 
     # A key name already used in the Pool: refused beside the field.
     nav(page, "API keys")
-    page.get_by_label("Pool", exact=True).select_option(label="demo")
-    page.get_by_label("Name", exact=True).fill("demo")
+    form = page.locator("form", has=page.get_by_role("button", name="Create key"))
+    form.get_by_label("Pool", exact=True).select_option(label="demo")
+    form.get_by_label("Name", exact=True).fill("demo")
     page.get_by_role("button", name="Create key").click()
     expect(page.get_by_role("alert")).to_contain_text("The key was not created")
     expect(page.locator("#f-name-error")).to_contain_text("already has an active key")
