@@ -1,0 +1,116 @@
+"""Steps the console scenarios share, written as a user takes them (labels, buttons, links),
+and the few things a scenario asks of the stack from its worker thread: the emulator's
+control API (approving a device sign-in), the gateway over plain HTTP, the Codex CLI.
+
+A scenario runs in a thread started by `trio.to_thread.run_sync`, so it calls the stack's
+async helpers with `trio.from_thread.run`; every wait is bounded."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+from harness import Stack, responses_body, run_client
+from playwright.sync_api import Page, expect
+
+OWNER_EMAIL = "owner@example.com"
+OWNER_PASSWORD = "owner password of the browser tests"
+OWNER_NAME = "The Owner"
+RESPONSES = "/backend-api/codex/responses"
+POOLS = re.compile(r"/admin/pools$")
+WAIT_MS = 20_000  # what a page that completes by itself (meta refresh) may take
+# The emulator's device-code poll interval, so the sign-in pages reload themselves every
+# 3 s: long enough for `Console.look` to take its screenshots between two reloads.
+DEVICE_INTERVAL_S = 3
+
+
+def nav(page: Page, name: str) -> None:
+    """Follow a link of the console's header."""
+    page.get_by_role("navigation", name="Console").get_by_role(
+        "link", name=name, exact=True
+    ).click()
+
+
+def heading(page: Page) -> Any:
+    return page.get_by_role("heading", level=1)
+
+
+def open_add_account(page: Page, pool: str) -> None:
+    """Upstreams → Add an account → the Pool → Continue (asked only when there are several
+    Pools): the page of the three ways."""
+    nav(page, "Upstreams")
+    page.get_by_role("link", name="Add an account", exact=True).click()
+    expect(heading(page)).to_contain_text("Add an account")
+    if heading(page).inner_text() == "Add an account":
+        page.get_by_label("Pool", exact=True).select_option(label=pool)
+        page.get_by_role("button", name="Continue", exact=True).click()
+    expect(heading(page)).to_have_text(f"Add an account to {pool}")
+
+
+def meter_values(page: Page) -> list[float]:
+    """The values of the quota bars (`<meter>`) on an account's page."""
+    found: list[float] = page.locator("meter").evaluate_all("bars => bars.map(bar => bar.value)")
+    return found
+
+
+def reload_until(page: Page, done: Callable[[], bool], seconds: float = 20.0) -> None:
+    """Reload the page (as a user presses F5) until `done()` holds, within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, f"{page.url} did not change within {seconds} s"
+        page.wait_for_timeout(300)
+        page.reload()
+
+
+def emulator(stack: Stack, method: str, path: str, payload: Any = None) -> Any:
+    """The emulator's control API, from the scenario's thread."""
+    return trio.from_thread.run(stack.control, method, path, payload)
+
+
+def gateway_status(stack: Stack, key: str) -> int:
+    """The status of one Responses turn through the gateway with `key` (a plain HTTP call)."""
+    answer = httpx.post(
+        stack.url + RESPONSES,
+        json=responses_body(),
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    return answer.status_code
+
+
+def last_upstream_account(stack: Stack) -> str:
+    """The emulator's label of the account that served the latest Responses turn."""
+    found = emulator(stack, "GET", "requests")["requests"]
+    served = [r for r in found if str(r.get("path", "")).endswith("/responses")]
+    assert served, "no Responses turn reached the emulator"
+    return stack.label_of(str(served[-1]["account_id"]))
+
+
+def codex_exec(codex: str, stack: Stack, key: str, work: Path, prompt: str) -> str:
+    """`codex exec` with the Pool key through the gateway (HTTP provider, no retries, no
+    network but the gateway); its last message. Runs in the trio loop's process runner."""
+    home, last = work / "codex-home", work / "last.txt"
+    home.mkdir(parents=True, exist_ok=True)
+    provider = (
+        'model_providers.pooler={name="OpenAI",'
+        f'base_url="{stack.url}/backend-api/codex",'
+        'env_key="CODEX_POOLER_API_KEY",wire_api="responses",supports_websockets=false,'
+        "requires_openai_auth=true,request_max_retries=0,stream_max_retries=0}"
+    )
+    argv = [
+        codex, "exec", "--skip-git-repo-check", "--ephemeral",
+        "--dangerously-bypass-approvals-and-sandbox", "--color", "never", "-m", "gpt-5.5",
+        "-c", "model_provider=pooler", "-c", provider, "-c", "features.plugins=false",
+        "-c", "analytics.enabled=false", "-c", "check_for_update_on_startup=false",
+        "-o", str(last), prompt,
+    ]  # fmt: skip
+    env = {**os.environ, "CODEX_HOME": str(home), "CODEX_POOLER_API_KEY": key}
+    code, _, stderr = trio.from_thread.run(run_client, argv, env, 120.0, work)
+    assert code == 0, stderr[-3000:]
+    return last.read_text()
