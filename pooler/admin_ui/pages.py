@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import math
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
@@ -18,7 +19,9 @@ from quart.wrappers import Response
 from werkzeug.exceptions import BadRequest, Forbidden, NotFound, UnsupportedMediaType
 
 from pooler.admin_ui import console
-from pooler.admin_ui.console import ANON_COOKIE, SignedIn
+from pooler.admin_ui.console import ANON_COOKIE, SESSION_COOKIE, SignedIn
+from pooler.admin_ui.errors import error_page
+from pooler.admin_ui.page_pace import PagePace
 from pooler.errors import RequestTimeout
 from pooler.store.common import Conn
 from pooler.web.quart_http import current_request
@@ -62,6 +65,10 @@ def signed_in() -> SignedIn:
     return found
 
 
+# One per process: a session's pages are counted on the node that serves them.
+PAGE_PACE = PagePace()
+
+
 def operator_required(
     role: str | None = None, *, stage: str | None = "full", password_change: bool = False
 ) -> Callable[[Handler], Handler]:
@@ -74,6 +81,12 @@ def operator_required(
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def page(**kwargs: Any) -> Response:
+            token = console.read_cookie(SESSION_COOKIE)
+            if token is not None:  # signed in, or about to be sent to /login
+                wait_s = PAGE_PACE.wait_s(hash(token), trio.current_time())
+                if wait_s:
+                    retry = [("retry-after", str(math.ceil(wait_s)))]
+                    return await error_page(429, "Too many pages at once: wait a moment.", retry)
             async with console.gateway().admission.admit("admin"):
                 found = await console.find_signed_in()
                 if found is None or (stage is not None and found.session.stage != stage):

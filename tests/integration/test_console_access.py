@@ -502,3 +502,25 @@ async def test_hostile_forms_get_html_answers_and_change_nothing(
             assert login.status_code == status, email
             assert login.headers["content-type"].startswith("text/html")
         assert (await sign_in(client)).status_code == 303
+
+
+async def test_a_session_paging_flat_out_is_slowed_and_others_are_not(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A script asking for pages as fast as they answer meets 429 (with Retry-After)
+    after a burst; another operator's session is not affected, and the first one may go
+    on once it waits."""
+    async with open_stack(db_url, tmp_path) as stack, browser(stack) as script:
+        assert (await bootstrap_owner(script)).status_code == 303
+        statuses = [(await script.get("/admin/pools")).status_code for _ in range(80)]
+        assert statuses[:30] == [200] * 30
+        assert 429 in statuses
+        refused = await script.get("/admin/pools")
+        assert refused.status_code == 429
+        assert int(refused.headers["retry-after"]) >= 1
+        assert "Too many pages" in refused.text
+        async with browser(stack) as person:
+            assert (await sign_in(person)).status_code == 303
+            assert (await person.get("/admin/pools")).status_code == 200
+        await trio.sleep(0.5)
+        assert (await script.get("/admin/pools")).status_code == 200
