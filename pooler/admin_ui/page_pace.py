@@ -3,8 +3,9 @@
 The console shares the gateway's process and core. A person pages at a few pages a
 second and never meets this bound; a script paging flat out (100+ pages a second) took
 CPU from the gateway's requests (`ops/bench/README.md`, "The console beside the
-gateway"). Past the bound a page is refused with 429 before any database work. Pure: the
-caller passes the time.
+gateway"). Past the burst a page waits for its slot (a waiting request costs no CPU, so a
+script is slowed to the rate); a page whose slot is more than `MAX_WAIT_S` away is
+refused (429) before any work. Pure: the caller passes the time.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Final
 PAGES_PER_SECOND: Final = 10.0
 BURST: Final = 40.0
 MAX_SESSIONS: Final = 10_000  # more buckets than this: the oldest are forgotten
+MAX_WAIT_S: Final = 2.0
 
 
 @dataclass(slots=True)
@@ -30,9 +32,9 @@ class PagePace:
         self.rate, self.burst, self.limit = rate, burst, limit
         self._buckets: dict[int, _Bucket] = {}
 
-    def wait_s(self, session: int, now: float) -> float:
-        """0 when `session` may have a page now (and it is counted), else how many seconds
-        until it may."""
+    def reserve(self, session: int, now: float, max_wait_s: float = MAX_WAIT_S) -> float | None:
+        """Seconds until `session`'s next page may run (0: now), its slot reserved; None
+        when that is more than `max_wait_s` away (nothing reserved)."""
         bucket = self._buckets.pop(session, None)  # re-inserted last: the newest
         if bucket is None:
             bucket = _Bucket(self.burst, now)
@@ -41,7 +43,8 @@ class PagePace:
         if len(self._buckets) >= self.limit:
             del self._buckets[next(iter(self._buckets))]
         self._buckets[session] = bucket
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return 0.0
-        return (1.0 - bucket.tokens) / self.rate
+        wait_s = max(0.0, (1.0 - bucket.tokens) / self.rate)
+        if wait_s > max_wait_s:
+            return None
+        bucket.tokens -= 1.0
+        return wait_s

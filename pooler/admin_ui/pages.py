@@ -20,8 +20,8 @@ from werkzeug.exceptions import BadRequest, Forbidden, NotFound, UnsupportedMedi
 
 from pooler.admin_ui import console
 from pooler.admin_ui.console import ANON_COOKIE, SESSION_COOKIE, SignedIn
-from pooler.admin_ui.errors import error_page
-from pooler.admin_ui.page_pace import PagePace
+from pooler.admin_ui.errors import add_security_headers
+from pooler.admin_ui.page_pace import MAX_WAIT_S, PagePace
 from pooler.errors import RequestTimeout
 from pooler.store.common import Conn
 from pooler.web.quart_http import current_request
@@ -83,10 +83,17 @@ def operator_required(
         async def page(**kwargs: Any) -> Response:
             token = console.read_cookie(SESSION_COOKIE)
             if token is not None:  # signed in, or about to be sent to /login
-                wait_s = PAGE_PACE.wait_s(hash(token), trio.current_time())
-                if wait_s:
-                    retry = [("retry-after", str(math.ceil(wait_s)))]
-                    return await error_page(429, "Too many pages at once: wait a moment.", retry)
+                wait_s = PAGE_PACE.reserve(hash(token), trio.current_time())
+                if wait_s is None:  # a plain answer: a refused page costs next to nothing
+                    return add_security_headers(
+                        Response(
+                            "Too many pages at once: wait a moment.\n",
+                            status=429,
+                            headers={"retry-after": str(math.ceil(MAX_WAIT_S))},
+                            content_type="text/plain; charset=utf-8",
+                        )
+                    )
+                await trio.sleep(wait_s)
             async with console.gateway().admission.admit("admin"):
                 found = await console.find_signed_in()
                 if found is None or (stage is not None and found.session.stage != stage):
