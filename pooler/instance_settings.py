@@ -174,6 +174,22 @@ def settings_as_dict(settings: InstanceSettings) -> dict[str, Any]:
     return out
 
 
+def flat_settings(settings: InstanceSettings) -> dict[str, Any]:
+    """Every setting under its dotted key (`bulkheads.body.concurrency`), as the CLI and
+    the console's System page list them."""
+    return _flat(settings_as_dict(settings))
+
+
+def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def is_setting_key(key: str) -> bool:
     """Whether a dotted key names a setting or a group of them (`bulkheads.stream`)."""
     parts = key.split(".")

@@ -23,8 +23,8 @@ from pooler.instance_settings import (
     DEFAULT_BULKHEADS,
     InstanceSettings,
     SettingsError,
+    flat_settings,
     parse_settings,
-    settings_as_dict,
     with_change,
 )
 from pooler.store.common import StoreError
@@ -133,18 +133,8 @@ BULKHEAD_FIELDS: Final = (
 )
 
 
-def flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def all_keys() -> list[str]:
-    return list(flat(settings_as_dict(InstanceSettings())))
+    return list(flat_settings(InstanceSettings()))
 
 
 def shown(value: Any) -> str:
@@ -187,7 +177,7 @@ def changes_of(form: Form, current: Mapping[str, Any]) -> tuple[dict[str, Any], 
         except SettingsError as exc:
             errors[key] = str(exc)
             continue
-        if flat(settings_as_dict(parsed))[key] != current[key]:  # "30.0" for 30 is no change
+        if flat_settings(parsed)[key] != current[key]:  # "30.0" for 30 is no change
             changes[key] = value
     return changes, errors
 
@@ -202,10 +192,8 @@ def system_blueprint() -> Blueprint:
         **context: Any,
     ) -> Response:
         _, effective = await db(get_instance_settings)
-        values = {key: shown(value) for key, value in flat(settings_as_dict(effective)).items()}
-        defaults = {
-            key: shown(value) for key, value in flat(settings_as_dict(InstanceSettings())).items()
-        }
+        values = {key: shown(value) for key, value in flat_settings(effective).items()}
+        defaults = {key: shown(value) for key, value in flat_settings(InstanceSettings()).items()}
         saved = dict(values)  # "Reset to default" is offered for what is saved, not typed
         values.update(typed or {})
         context.setdefault("error", None)
@@ -233,7 +221,7 @@ def system_blueprint() -> Blueprint:
     async def save(found: SignedIn) -> Response:
         form = await read_form()
         _, effective = await db(get_instance_settings)
-        current = flat(settings_as_dict(effective))
+        current = flat_settings(effective)
         changes, errors = changes_of(form, current)
         typed = {key: form.get(key) for key in current if key in form}
         if errors:

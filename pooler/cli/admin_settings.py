@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping
 from typing import Any
 
 from pooler.cli.common import CommandError, emit, run_in_store, table, with_json
-from pooler.instance_settings import InstanceSettings, settings_as_dict
+from pooler.instance_settings import InstanceSettings, flat_settings, settings_as_dict
 from pooler.store.instance_settings import (
     get_instance_settings,
     reset_instance_settings,
@@ -63,7 +62,7 @@ def settings_reset(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace, effective: InstanceSettings, text: str) -> int:
-    values, defaults = _flat(settings_as_dict(effective)), _defaults()
+    values, defaults = flat_settings(effective), _defaults()
     changed = [key for key, value in values.items() if value != defaults.get(key)]
     return emit(args, {"settings": settings_as_dict(effective), "changed": changed}, text)
 
@@ -77,20 +76,10 @@ def _listing(effective: InstanceSettings) -> str:
             json.dumps(defaults.get(key)),
             "*" if value != defaults.get(key) else "",
         ]
-        for key, value in _flat(settings_as_dict(effective)).items()
+        for key, value in flat_settings(effective).items()
     ]
     return table(rows, ["KEY", "VALUE", "DEFAULT", "CHANGED"])
 
 
 def _defaults() -> dict[str, Any]:
-    return _flat(settings_as_dict(InstanceSettings()))
-
-
-def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+    return flat_settings(InstanceSettings())
