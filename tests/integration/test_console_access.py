@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import trio
+import zstandard
 from console_support import (
     OWNER_EMAIL,
     OWNER_PASSWORD,
@@ -501,7 +502,18 @@ async def test_hostile_forms_get_html_answers_and_change_nothing(
             )
             assert login.status_code == status, email
             assert login.headers["content-type"].startswith("text/html")
+        # A compressed form is not read as one (the console takes no Content-Encoding).
+        packed = zstandard.ZstdCompressor().compress(
+            b"csrf_token=" + token.encode() + b"&email=owner%40example.com&password=x"
+        )
+        zstd_form = {"content-type": form, "content-encoding": "zstd"}
+        squeezed = await client.post("/login", content=packed, headers=zstd_form)
+        assert squeezed.status_code == 400, squeezed.status_code
+        # A forged session cookie signs nobody in.
+        async with browser(stack, cookies={"pooler_session": "forged" * 8}) as forger:
+            assert (await forger.get("/admin/pools")).status_code in (302, 303)
         assert (await sign_in(client)).status_code == 303
+        assert (await client.get("/admin/pools")).status_code == 200
 
 
 async def test_a_session_paging_flat_out_is_paced_and_others_are_not(
