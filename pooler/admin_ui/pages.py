@@ -30,8 +30,8 @@ T = TypeVar("T")
 
 MAX_FORM_BYTES: Final = 64 * 1024
 MAX_FORM_FIELDS: Final = 200
-# A form is small: it arrives within this or the request is refused (a slow body must not
-# hold one of the few `admin` slots).
+# A form is small: it arrives within this (or the instance's body deadline, if shorter) or
+# the request is refused (a slow body must not hold one of the few `admin` slots).
 FORM_READ_TIMEOUT_S: Final = 10.0
 CSRF_FIELD: Final = "csrf_token"
 SIGNED_IN_HOME: Final = "/admin/pools"
@@ -164,7 +164,8 @@ async def read_form(max_bytes: int = MAX_FORM_BYTES) -> Form:
     if content_type != "application/x-www-form-urlencoded":
         raise UnsupportedMediaType("a console form is sent as application/x-www-form-urlencoded")
     request.body.limit = max_bytes
-    with trio.move_on_after(FORM_READ_TIMEOUT_S):
+    body_deadline_s = console.gateway().instance_settings.body_read_timeout_seconds
+    with trio.move_on_after(min(FORM_READ_TIMEOUT_S, body_deadline_s)):
         raw = await request.body.read()
         return _checked_form(raw)
     raise RequestTimeout("the form did not arrive in time")
