@@ -22,7 +22,7 @@ from pooler.store.text import DEFAULT_LIMIT, storable, storable_json
 
 LOG_COLUMNS: Final = tuple(f.name for f in fields(RequestLogRow))
 ATTEMPT_COLUMNS: Final = tuple(f.name for f in fields(AttemptRow))
-_EXCLUSIONS_AT: Final = LOG_COLUMNS.index("exclusions")
+_JSON_AT: Final = tuple(LOG_COLUMNS.index(name) for name in ("exclusions", "routing"))
 # Text columns longer than text.DEFAULT_LIMIT; every other text column is cut there.
 _TEXT_LIMITS: Final = {"client_user_agent": 512}
 
@@ -62,7 +62,8 @@ def recent_request_logs(conn: Conn, limit: int = 100) -> list[RequestLogRow]:
 def attempts_for(conn: Conn, request_id: str) -> list[AttemptRow]:
     cur = conn.cursor(row_factory=class_row(AttemptRow))
     columns = ", ".join(
-        f"{name}::float8 AS {name}" if name == "duration_ms" else name for name in ATTEMPT_COLUMNS
+        f"{name}::float8 AS {name}" if name in ("duration_ms", "ttfb_ms") else name
+        for name in ATTEMPT_COLUMNS
     )
     return cur.execute(
         f"SELECT {columns} FROM request_attempts WHERE request_id = %s ORDER BY attempt",
@@ -87,8 +88,9 @@ def _storable(value: Any, column: str) -> Any:
 
 def _log_params(row: RequestLogRow) -> tuple[Any, ...]:
     values = [_storable(getattr(row, name), name) for name in LOG_COLUMNS]
-    if row.exclusions is not None:
-        values[_EXCLUSIONS_AT] = Jsonb(storable_json(dict(row.exclusions)))
+    for at in _JSON_AT:
+        if values[at] is not None:
+            values[at] = Jsonb(storable_json(dict(values[at])))
     return tuple(values)
 
 

@@ -231,6 +231,12 @@ class RequestLogRow:
     # account it was pinned to when it moved (the reason is in exclusions under its label).
     continuity: str | None = None
     continuity_from: UUID | None = None
+    client_request_id: str | None = None
+    client_ip: str | None = None
+    request_bytes: int | None = None
+    response_bytes: int | None = None
+    # How the account was chosen: {"strategy", "candidates": [{"label", "verdict"}...]}.
+    routing: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +250,7 @@ class AttemptRow:
     duration_ms: float | None = None
     status_code: int | None = None
     error_code: str | None = None
+    ttfb_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
