@@ -27,7 +27,9 @@ How to add a page
    (`.table.stack` in a `.scroll` div, with `data-label` on each cell so a row becomes a
    card at 390 px; `.form`, `.error`, `.notice`, `.actions`, `.button`, `.danger`); add
    little to it. `render("page.html", status, **context)` answers; the
-   context always has `me` (the SignedIn, or None) and `csrf_token`.
+   context always has `me` (the SignedIn, or None), `csrf_token` and `request`. Templates
+   render synchronously (`templating.py`): Quart's template globals (`url_for`,
+   `session`, `g`, `config`) are not there; pass what a template needs.
 5. **Forms** are `method="post"` with `{{ csrf() }}` inside and are
    read with `form = await read_form()`, which bounds the body (64 KiB, urlencoded),
    parses it and refuses a missing or wrong CSRF token with 403 before the handler does

@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-from quart import g, render_template
+from quart import g
 from quart.wrappers import Response
 from werkzeug.exceptions import HTTPException
 
+from pooler.admin_ui.templating import render_page
 from pooler.errors import PoolerError
 from pooler.store.common import ConflictError, InvalidInputError, NotFoundError, StoreError
 
@@ -56,7 +57,7 @@ async def error_page(
     status: int, message: str, headers: list[tuple[str, str]] | None = None
 ) -> Response:
     signed = g.get("signed_in")
-    body = await render_template(
+    body = render_page(
         "console/error.html",
         me=signed,
         csrf_token=signed.session.csrf_token if signed else "",

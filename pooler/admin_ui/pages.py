@@ -14,7 +14,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl
 
 import trio
-from quart import g, render_template
+from quart import g
 from quart.wrappers import Response
 from werkzeug.exceptions import BadRequest, Forbidden, NotFound, UnsupportedMediaType
 
@@ -22,6 +22,7 @@ from pooler.admin_ui import console
 from pooler.admin_ui.console import ANON_COOKIE, SESSION_COOKIE, SignedIn
 from pooler.admin_ui.errors import add_security_headers
 from pooler.admin_ui.page_pace import MAX_WAIT_S, PagePace
+from pooler.admin_ui.templating import render_page
 from pooler.errors import RequestTimeout
 from pooler.store.common import Conn
 from pooler.web.quart_http import current_request
@@ -138,7 +139,7 @@ async def render(template: str, status: int = 200, **context: Any) -> Response:
     shows: the signed-in operator (`me`, or None) and the form's `csrf_token`."""
     found: SignedIn | None = g.get("signed_in")
     token = csrf_token()
-    body = await render_template(
+    body = render_page(
         f"console/{template}", me=found, csrf_token=token, csrf_field=CSRF_FIELD, **context
     )
     response = Response(body, status=status, content_type="text/html; charset=utf-8")
