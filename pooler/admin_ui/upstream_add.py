@@ -53,7 +53,7 @@ from pooler.admin_ui.upstream_view import load_accounts, other_pools
 from pooler.crypto import Keyring
 from pooler.store import accounts
 from pooler.store import console_sign_ins as sign_ins
-from pooler.store.common import ConflictError, Conn, StoreError
+from pooler.store.common import ConflictError, Conn, NotFoundError, StoreError
 from pooler.store.console_sign_ins import ConsoleSignIn
 from pooler.store.sign_in import SignedInAccount, add_signed_in_account
 from pooler.upstream import oauth_login
@@ -229,7 +229,8 @@ def upstream_add_blueprint() -> Blueprint:
         return redirect_to(f"{FLOWS}/{flow_id}")
 
     async def flow_of(found: SignedIn, raw_id: str) -> ConsoleSignIn:
-        gone = NotFound("this sign-in is over or unknown; start a new one")
+        # The same 404 for unknown, another session's and expired; it says what to do.
+        gone = NotFoundError("This sign-in is over or unknown; start a new one.")
         try:
             flow_id = UUID(raw_id)
         except ValueError:
