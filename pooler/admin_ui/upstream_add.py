@@ -5,13 +5,15 @@
    field checked like every console form; stored by `accounts.import_account` (the CLI's
    validation and messages, shown beside the field).
 2. **Browser sign-in with PKCE** (`/new/browser`): `oauth_login.start_browser_sign_in`
-   makes the authorize URL; the state and verifier stay on the gateway
-   (`sign_in_flows`); the operator opens the URL in a new tab and pastes back the callback
-   URL they land on; `finish_browser_sign_in` checks the state and exchanges the code.
+   makes the authorize URL; the state and verifier stay on the server, encrypted in the
+   database (`store.console_sign_ins`, so any gateway node can finish the sign-in); the
+   operator opens the URL in a new tab and pastes back the callback URL they land on;
+   `finish_browser_sign_in` checks the state and exchanges the code.
 3. **Device code** (`/new/device`): `start_device_sign_in` gives the user code and the
    verification URL; the flow's page reloads itself (`<meta http-equiv="refresh">`, no
    script) at the server's interval and polls once per load, never sooner than that
-   interval, until the sign-in is done, denied or expired.
+   interval (the poll is claimed in the database: once however many loads, on however
+   many nodes), until the sign-in is done, denied or expired.
 
 Both sign-ins end in `sign_in.add_signed_in_account`: an account already known is
 re-linked (new tokens, active, assigned) rather than duplicated. A re-link
@@ -25,6 +27,7 @@ import hmac
 import json
 import math
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from uuid import UUID
 
@@ -46,11 +49,12 @@ from pooler.admin_ui.pages import (
     redirect_to,
     render,
 )
-from pooler.admin_ui.sign_in_flows import Flow, SignInFlows
 from pooler.admin_ui.upstream_view import load_accounts, other_pools
 from pooler.crypto import Keyring
 from pooler.store import accounts
-from pooler.store.common import ConflictError, Conn, StoreError
+from pooler.store import console_sign_ins as sign_ins
+from pooler.store.common import ConflictError, Conn, NotFoundError, StoreError
+from pooler.store.console_sign_ins import ConsoleSignIn
 from pooler.store.sign_in import SignedInAccount, add_signed_in_account
 from pooler.upstream import oauth_login
 from pooler.upstream.oauth_login import SignInError, SignInTokens
@@ -92,7 +96,7 @@ def target(conn: Conn, found: SignedIn, raw_pool: str, raw_relink: str) -> tuple
 
 
 def store_sign_in(
-    conn: Conn, keyring: Keyring, flow: Flow, tokens: SignInTokens, method: str, actor: str
+    conn: Conn, keyring: Keyring, flow: ConsoleSignIn, tokens: SignInTokens, method: str, actor: str
 ) -> SignedInAccount:
     """Add (or re-link) the signed-in account; a re-link that signed in as another account
     is refused and rolled back."""
@@ -105,9 +109,8 @@ def store_sign_in(
     return added
 
 
-def upstream_add_blueprint(flows: SignInFlows | None = None) -> Blueprint:
+def upstream_add_blueprint() -> Blueprint:
     bp = Blueprint("upstream_add", __name__)
-    flows = flows if flows is not None else SignInFlows()
 
     async def add_page(
         found: SignedIn,
@@ -187,27 +190,16 @@ def upstream_add_blueprint(flows: SignInFlows | None = None) -> Blueprint:
     @operator_required()
     async def browser_start(found: SignedIn) -> Response:
         form = await read_form()
-        pool_id, pool_name, relink = await db(
-            lambda conn: target(conn, found, form.get("pool"), form.get("relink"))
-        )
+        raw_pool, raw_relink = form.get("pool"), form.get("relink")
         sign_in = oauth_login.start_browser_sign_in(console.gateway().config.auth_base_url)
-        flow = flows.start(
-            found.session.id,
-            pool_id,
-            pool_name,
-            relink.id if relink else None,
-            browser=sign_in,
-        )
-        return redirect_to(f"{FLOWS}/{flow.id}")
+        return await keep(found, raw_pool, raw_relink, sign_in)
 
     @bp.post(f"{NEW}/device")
     @operator_required()
     async def device_start(found: SignedIn) -> Response:
         form = await read_form()
         raw_pool, raw_relink = form.get("pool"), form.get("relink")
-        pool_id, pool_name, relink = await db(
-            lambda conn: target(conn, found, raw_pool, raw_relink)
-        )
+        await db(lambda conn: target(conn, found, raw_pool, raw_relink))  # 404 before asking
         base = console.gateway().config.auth_base_url
 
         def start() -> oauth_login.DeviceSignIn:
@@ -218,22 +210,44 @@ def upstream_add_blueprint(flows: SignInFlows | None = None) -> Blueprint:
             device = await trio.to_thread.run_sync(start)
         except SignInError as exc:
             return await add_page(found, raw_pool, raw_relink, 502, error=exc.message)
-        flow = flows.start(
-            found.session.id, pool_id, pool_name, relink.id if relink else None, device=device
-        )
-        return redirect_to(f"{FLOWS}/{flow.id}")
+        return await keep(found, raw_pool, raw_relink, device)
 
-    def flow_of(found: SignedIn, flow_id: str) -> Flow:
-        flow = flows.get(flow_id, found.session.id)
+    async def keep(
+        found: SignedIn,
+        raw_pool: str,
+        raw_relink: str,
+        sign_in: oauth_login.BrowserSignIn | oauth_login.DeviceSignIn,
+    ) -> Response:
+        keyring, session_id = console.gateway().keyring, found.session.id
+
+        def save(conn: Conn) -> UUID:
+            pool_id, _, relink = target(conn, found, raw_pool, raw_relink)
+            relink_id = relink.id if relink else None
+            return sign_ins.start(conn, keyring, session_id, pool_id, relink_id, sign_in)
+
+        flow_id = await db(save)
+        return redirect_to(f"{FLOWS}/{flow_id}")
+
+    async def flow_of(found: SignedIn, raw_id: str) -> ConsoleSignIn:
+        # The same 404 for unknown, another session's and expired; it says what to do.
+        gone = NotFoundError("This sign-in is over or unknown; start a new one.")
+        try:
+            flow_id = UUID(raw_id)
+        except ValueError:
+            raise gone from None
+        keyring, session_id = console.gateway().keyring, found.session.id
+        flow = await db(lambda conn: sign_ins.get(conn, keyring, flow_id, session_id))
         if flow is None:
-            raise NotFound("this sign-in is over or unknown; start a new one")
+            raise gone
         pool_or_404(found, flow.pool_id)
         return flow
 
-    async def flow_page(flow: Flow, status: int = 200, error: str | None = None) -> Response:
+    async def flow_page(
+        flow: ConsoleSignIn, status: int = 200, error: str | None = None
+    ) -> Response:
         refresh_in = None
-        if flow.device is not None and not flow.finished:
-            refresh_in = max(1, math.ceil(flow.next_poll_at - time.time()))
+        if flow.device is not None and not flow.finished and flow.next_poll_at is not None:
+            refresh_in = max(1, math.ceil(flow.next_poll_at.timestamp() - time.time()))
         return await render(
             "upstream_sign_in.html", status, flow=flow, error=error, refresh_in=refresh_in
         )
@@ -241,23 +255,24 @@ def upstream_add_blueprint(flows: SignInFlows | None = None) -> Blueprint:
     @bp.get(f"{FLOWS}/<flow_id>")
     @operator_required()
     async def flow_show(found: SignedIn, flow_id: str) -> Response:
-        flow = flow_of(found, flow_id)
+        flow = await flow_of(found, flow_id)
         if flow.device is not None and not flow.finished:
             await poll_device(found, flow)
         return await flow_page(flow)
 
-    async def poll_device(found: SignedIn, flow: Flow) -> None:
-        """Ask the auth server once, if the server's interval has passed since the last
-        question (and no other load of the page is asking)."""
-        device = flow.device
-        assert device is not None
-        now = time.time()
-        if device.seconds_left(now) <= 0:
-            flow.error = "The device code expired before the sign-in was done; start again."
+    async def poll_device(found: SignedIn, flow: ConsoleSignIn) -> None:
+        """Ask the auth server once, if a poll is due (claimed in the database, so however
+        many loads of the page, on however many nodes, ask once per the server's
+        interval)."""
+        keyring, session_id = console.gateway().keyring, found.session.id
+        device = await db(lambda conn: sign_ins.claim_poll(conn, keyring, flow.id, session_id))
+        if device is None:
+            fresh = await db(lambda conn: sign_ins.get(conn, keyring, flow.id, session_id))
+            if fresh is not None:  # the next poll's time, or another load's outcome
+                flow.next_poll_at, flow.error = fresh.next_poll_at, fresh.error
+                flow.account_id, flow.created = fresh.account_id, fresh.created
             return
-        if flow.polling or now < flow.next_poll_at:
-            return
-        flow.polling = True
+        flow.next_poll_at = datetime.now(UTC) + timedelta(seconds=device.interval)
         base = console.gateway().config.auth_base_url
 
         def poll() -> SignInTokens | None:
@@ -267,31 +282,37 @@ def upstream_add_blueprint(flows: SignInFlows | None = None) -> Blueprint:
         try:
             tokens = await trio.to_thread.run_sync(poll)
         except oauth_login.SignInDenied:
-            flow.error = "The sign-in was denied."
+            await fail(found, flow, "The sign-in was denied.")
             return
         except oauth_login.SignInExpired:
-            flow.error = "The device code expired before the sign-in was done; start again."
+            await fail(found, flow, sign_ins.DEVICE_EXPIRED)
             return
         except SignInError as exc:
             if not exc.retryable:
-                flow.error = exc.message
+                await fail(found, flow, exc.message)
             return
-        finally:
-            flow.polling = False
-            flow.next_poll_at = time.time() + device.interval
         if tokens is not None:
             await finish(found, flow, tokens, "device_code")
 
-    async def finish(found: SignedIn, flow: Flow, tokens: SignInTokens, method: str) -> None:
-        keyring = console.gateway().keyring
+    async def fail(found: SignedIn, flow: ConsoleSignIn, message: str) -> None:
+        session_id = found.session.id
+        await db(lambda conn: sign_ins.fail(conn, flow.id, session_id, message))
+        flow.error = message
+
+    async def finish(
+        found: SignedIn, flow: ConsoleSignIn, tokens: SignInTokens, method: str
+    ) -> None:
+        keyring, session_id = console.gateway().keyring, found.session.id
+
+        def store(conn: Conn) -> SignedInAccount:
+            added = store_sign_in(conn, keyring, flow, tokens, method, found.operator.email)
+            sign_ins.finish(conn, flow.id, session_id, added.account.id, added.created)
+            return added
+
         try:
-            added = await db(
-                lambda conn: store_sign_in(
-                    conn, keyring, flow, tokens, method, found.operator.email
-                )
-            )
+            added = await db(store)
         except StoreError as exc:
-            flow.error = exc.message
+            await fail(found, flow, exc.message)
             return
         flow.account_id, flow.created = added.account.id, added.created
 
@@ -299,7 +320,7 @@ def upstream_add_blueprint(flows: SignInFlows | None = None) -> Blueprint:
     @operator_required()
     async def flow_finish(found: SignedIn, flow_id: str) -> Response:
         form = await read_form()
-        flow = flow_of(found, flow_id)
+        flow = await flow_of(found, flow_id)
         sign_in = flow.browser
         if sign_in is None or flow.finished:
             return await flow_page(flow)
@@ -314,7 +335,7 @@ def upstream_add_blueprint(flows: SignInFlows | None = None) -> Blueprint:
         except oauth_login.StateMismatch as exc:
             return await flow_page(flow, 400, exc.message)  # paste the right URL, same flow
         except SignInError as exc:
-            flow.error = exc.message
+            await fail(found, flow, exc.message)
             return await flow_page(flow, 400)
         await finish(found, flow, tokens, "browser")
         return await flow_page(flow, 400 if flow.error else 200)
@@ -323,8 +344,9 @@ def upstream_add_blueprint(flows: SignInFlows | None = None) -> Blueprint:
     @operator_required()
     async def flow_cancel(found: SignedIn, flow_id: str) -> Response:
         await read_form()
-        flow = flow_of(found, flow_id)
-        flows.drop(flow.id)
+        flow = await flow_of(found, flow_id)
+        session_id = found.session.id
+        await db(lambda conn: sign_ins.drop(conn, flow.id, session_id))
         return redirect_to(f"{NEW}?pool={flow.pool_id}")
 
     return bp
