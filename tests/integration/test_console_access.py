@@ -5,7 +5,6 @@ secret reaches the logs."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 import io
 import logging
 import re
@@ -24,7 +23,7 @@ from console_support import (
     post_form,
     sign_in,
 )
-from harness import Stack, open_stack, open_two_nodes
+from harness import QUIET_POLLS, Stack, open_stack, open_two_nodes
 
 from pooler import store
 from pooler.cli.main import main
@@ -409,13 +408,16 @@ async def test_no_secret_reaches_the_logs_or_the_audit_trail(
 
 
 async def test_the_admin_bulkhead_admits_console_pages(db_url: str, tmp_path: Path) -> None:
-    async with open_stack(db_url, tmp_path) as stack, browser(stack) as client:
+    # One admin slot, no queue, set as an instance setting (a configuration reload, e.g.
+    # after the sign-in's audit, keeps it).
+    settings = {**QUIET_POLLS, "bulkheads": {"admin": {"concurrency": 1, "queue": 0}}}
+    async with (
+        open_stack(db_url, tmp_path, instance_settings=settings) as stack,
+        browser(stack) as client,
+    ):
         await make_owner(stack)
         await sign_in(client)
-        admission = stack.gateway.admission
-        full = dataclasses.replace(stack.gateway.instance_settings.bulkheads["admin"], queue=0)
-        admission.configure({"admin": dataclasses.replace(full, concurrency=1)})
-        async with admission.admit("admin"):  # the one slot is taken: pages are refused
+        async with stack.gateway.admission.admit("admin"):  # the one slot is taken
             busy = await client.get("/admin/pools")
             assert busy.status_code == 503 and busy.headers["content-type"].startswith("text/html")
             assert busy.headers.get("retry-after")
