@@ -271,11 +271,12 @@ def wrong_state_then_right(edges: Edges) -> None:
     callback = page.get_by_label("Callback URL", exact=True)
     callback.fill(forged)
     page.get_by_role("button", name="Finish the sign-in").click()
-    expect(page.get_by_role("alert")).to_contain_text(
+    expect(page.locator("#f-callback-error")).to_contain_text(
         "the callback URL does not belong to this sign-in (state mismatch)"
     )
-    expect(callback).to_be_visible()  # the same sign-in, still open
-    assert page.url == flow
+    expect(callback).to_have_attribute("aria-invalid", "true")
+    expect(callback).to_have_attribute("aria-describedby", "f-callback-error")
+    assert page.url == flow  # the same sign-in, still open
     edges.console.look(page, "sign-in-wrong-state")
     assert account_labels(stack) == before
     assert edges.audit.new() == []
