@@ -113,23 +113,25 @@ def emulator(stack: Stack, method: str, path: str, payload: Any = None) -> Any:
     return trio.from_thread.run(stack.control, method, path, payload)
 
 
-def gateway_status(stack: Stack, key: str) -> int:
-    """The status of one Responses turn through the gateway with `key` (a plain HTTP call)."""
-    answer = httpx.post(
-        stack.url + RESPONSES,
-        json=responses_body(),
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=30,
-    )
+def gateway_status(stack: Stack, key: str, path: str = RESPONSES) -> int:
+    """The status of one request through the gateway with `key` (a plain HTTP call): a
+    Responses turn, or a GET of another `path`."""
+    headers = {"Authorization": f"Bearer {key}"}
+    if path == RESPONSES:
+        answer = httpx.post(stack.url + path, json=responses_body(), headers=headers, timeout=30)
+    else:
+        answer = httpx.get(stack.url + path, headers=headers, timeout=30)
     return answer.status_code
 
 
-def gateway_answers(stack: Stack, key: str, status: int, seconds: float = 5.0) -> None:
-    """Responses turns with `key` until the gateway answers `status` (a console change
-    reaches the gateway within a second: NOTIFY), within `seconds`."""
+def gateway_answers(
+    stack: Stack, key: str, status: int, path: str = RESPONSES, seconds: float = 5.0
+) -> None:
+    """`gateway_status` until the gateway answers `status` (a console change reaches the
+    gateway within a second: NOTIFY), within `seconds`."""
     deadline = time.monotonic() + seconds
-    while (found := gateway_status(stack, key)) != status:
-        assert time.monotonic() < deadline, f"the gateway still answers {found}, not {status}"
+    while (found := gateway_status(stack, key, path)) != status:
+        assert time.monotonic() < deadline, f"{path} still answers {found}, not {status}"
         time.sleep(0.1)
 
 

@@ -140,6 +140,7 @@ def pool_policy(edges: Edges) -> str:
     expect(heading(page)).to_have_text(TEAM)
     address = page.url
     edges.console.look(page, "pool")
+    assert gateway_status(stack, edges.team_key, "/v1/models") == 200
     page.get_by_label("Routing strategy", exact=True).select_option(label="Fill first")
     page.get_by_label("Quota threshold (%)", exact=True).fill("90.5")
     page.get_by_label("Retry budget", exact=True).fill("2")
@@ -158,6 +159,7 @@ def pool_policy(edges: Edges) -> str:
     saved = [("fill_first", 90.5, 2, 4, False, False, "active")]
     assert team_policy(stack) == saved
     assert [(a, actor) for a, actor, _ in edges.audit.new()] == [("pool.update", OWNER_EMAIL)]
+    gateway_answers(stack, edges.team_key, 403, "/v1/models")  # the switch, applied
 
     budget = page.get_by_label("Retry budget", exact=True)
     budget.fill("99")
@@ -249,7 +251,8 @@ def delete_once_empty(edges: Edges, pool_page: str) -> None:
     edges.console.look(page, "pool-deleted")
     assert rows(stack, "SELECT count(*) FROM pools WHERE name = %s", TEAM) == [(0,)]
     assert [(a, actor) for a, actor, _ in edges.audit.new()] == [("pool.delete", OWNER_EMAIL)]
-    assert page.goto(pool_page).status == 404  # type: ignore[union-attr]
+    answer = page.goto(pool_page)
+    assert answer is not None and answer.status == 404
     expect(heading(page)).to_have_text("Not found")
 
 
