@@ -3,21 +3,29 @@ and the few things a scenario asks of the stack from its worker thread: the emul
 control API (approving a device sign-in), the gateway over plain HTTP, the Codex CLI.
 
 A scenario runs in a thread started by `trio.to_thread.run_sync`, so it calls the stack's
-async helpers with `trio.from_thread.run`; every wait is bounded."""
+async helpers with `trio.from_thread.run` (the database too: `rows`, `AuditTrail`); every
+wait is bounded."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import trio
 from harness import Stack, responses_body, run_client
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, expect
+
+from pooler.store import operators
+
+T = TypeVar("T")
 
 OWNER_EMAIL = "owner@example.com"
 OWNER_PASSWORD = "owner password of the browser tests"
@@ -28,6 +36,17 @@ WAIT_MS = 20_000  # what a page that completes by itself (meta refresh) may take
 # The emulator's device-code poll interval, so the sign-in pages reload themselves every
 # 3 s: long enough for `Console.look` to take its screenshots between two reloads.
 DEVICE_INTERVAL_S = 3
+# Where ChatGPT's sign-in sends the browser back (nothing listens there in a test).
+CALLBACK = re.compile(r"^http://localhost:1455/auth/callback\?")
+
+
+async def create_owner(stack: Stack) -> None:
+    """The instance owner, straight in the database (the flow signs in as it)."""
+    await stack.database.run(
+        lambda conn: operators.create_owner(
+            conn, OWNER_EMAIL, OWNER_PASSWORD, display_name=OWNER_NAME
+        )
+    )
 
 
 def nav(page: Page, name: str) -> None:
@@ -53,6 +72,27 @@ def open_add_account(page: Page, pool: str) -> None:
     expect(heading(page)).to_have_text(f"Add an account to {pool}")
 
 
+def land_on_callback(page: Page, authorize_url: str, **choices: str) -> str:
+    """Open the authorize URL a browser sign-in page shows in a second tab (`choices`: the
+    emulator's `emulator_account=...`, `emulator_deny=1`); the localhost:1455 address that
+    tab lands on (nothing listens there: the tab shows an error page)."""
+    extra = "".join(f"&{name}={value}" for name, value in choices.items())
+    tab = page.context.new_page()
+    try:
+        with tab.expect_request(CALLBACK) as landing, contextlib.suppress(PlaywrightError):
+            tab.goto(authorize_url + extra)  # fails: nothing listens there
+        return landing.value.url
+    finally:
+        tab.close()
+
+
+def open_key(page: Page, name: str) -> None:
+    """API keys → the key named `name` (its page)."""
+    nav(page, "API keys")
+    page.get_by_role("row").filter(has_text=name).get_by_role("link").click()
+    expect(heading(page)).to_contain_text(name)
+
+
 def meter_values(page: Page) -> list[float]:
     """The values of the quota bars (`<meter>`) on an account's page."""
     found: list[float] = page.locator("meter").evaluate_all("bars => bars.map(bar => bar.value)")
@@ -73,15 +113,68 @@ def emulator(stack: Stack, method: str, path: str, payload: Any = None) -> Any:
     return trio.from_thread.run(stack.control, method, path, payload)
 
 
-def gateway_status(stack: Stack, key: str) -> int:
-    """The status of one Responses turn through the gateway with `key` (a plain HTTP call)."""
-    answer = httpx.post(
-        stack.url + RESPONSES,
-        json=responses_body(),
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=30,
-    )
+def gateway_status(stack: Stack, key: str, path: str = RESPONSES) -> int:
+    """The status of one request through the gateway with `key` (a plain HTTP call): a
+    Responses turn, or a GET of another `path`."""
+    headers = {"Authorization": f"Bearer {key}"}
+    if path == RESPONSES:
+        answer = httpx.post(stack.url + path, json=responses_body(), headers=headers, timeout=30)
+    else:
+        answer = httpx.get(stack.url + path, headers=headers, timeout=30)
     return answer.status_code
+
+
+def gateway_answers(
+    stack: Stack, key: str, status: int, path: str = RESPONSES, seconds: float = 5.0
+) -> None:
+    """`gateway_status` until the gateway answers `status` (a console change reaches the
+    gateway within a second: NOTIFY), within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while (found := gateway_status(stack, key, path)) != status:
+        assert time.monotonic() < deadline, f"{path} still answers {found}, not {status}"
+        time.sleep(0.1)
+
+
+def in_database(stack: Stack, work: Callable[[Any], T]) -> T:
+    """`work(conn)` in a transaction on the stack's database, from the scenario's thread."""
+    done: T = trio.from_thread.run(stack.database.run, work)
+    return done
+
+
+def rows(stack: Stack, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """A query on the stack's database, from the scenario's thread."""
+    return in_database(
+        stack, lambda conn: [tuple(row) for row in conn.execute(sql, params).fetchall()]
+    )
+
+
+@dataclass
+class AuditTrail:
+    """The audit events a scenario has not looked at yet: `new()` gives those written since
+    the last call (or since the trail was made) as (action, actor, details), oldest first."""
+
+    stack: Stack
+    seen: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.new()
+
+    def new(self) -> list[tuple[str, str, dict[str, Any]]]:
+        found = rows(
+            self.stack,
+            "SELECT id::text, action, actor, details FROM audit_events ORDER BY created_at, action",
+        )
+        fresh = [
+            (action, actor, details)
+            for id_, action, actor, details in found
+            if id_ not in self.seen
+        ]
+        self.seen.update(row[0] for row in found)
+        return fresh
+
+    def actions(self) -> list[str]:
+        """Only the actions of `new()`."""
+        return [action for action, _, _ in self.new()]
 
 
 def last_upstream_account(stack: Stack) -> str:

@@ -5,7 +5,6 @@ account's quota bars move → the key rotated (the old secret refused)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from functools import partial
@@ -32,13 +31,13 @@ from browser_steps import (  # noqa: E402
     emulator,
     gateway_status,
     heading,
+    land_on_callback,
     last_upstream_account,
     meter_values,
     nav,
     open_add_account,
     reload_until,
 )
-from playwright.sync_api import Error as PlaywrightError  # noqa: E402
 from playwright.sync_api import Page, expect  # noqa: E402
 
 pytestmark = pytest.mark.e2e
@@ -91,12 +90,8 @@ def browser_sign_in(console: Console, page: Page) -> str:
     href = authorize.get_attribute("href")
     assert href and "code_challenge_method=S256" in href and "state=" in href, href
 
-    tab = page.context.new_page()
-    callback = re.compile(r"^http://localhost:1455/auth/callback\?.*code=")
-    with tab.expect_request(callback) as landing, contextlib.suppress(PlaywrightError):
-        tab.goto(f"{href}&emulator_account={BROWSER}")  # fails: nothing listens there
-    landed = landing.value.url
-    tab.close()
+    landed = land_on_callback(page, href, emulator_account=BROWSER)
+    assert "code=" in landed, landed
 
     page.get_by_label("Callback URL", exact=True).fill(landed)
     page.get_by_role("button", name="Finish the sign-in").click()
