@@ -148,6 +148,12 @@ async def render(template: str, status: int = 200, **context: Any) -> Response:
     return response
 
 
+def in_words(message: str, name: str, label: str) -> str:
+    """A store's or the settings parser's message that begins with a field's internal name
+    (`retry_budget must be ...`), begun with the field's label instead."""
+    return label + message[len(name) :] if message.startswith(name) else message
+
+
 def redirect_to(path: str) -> Response:
     """See Other: after a POST the browser GETs `path` (a local path only)."""
     if not path.startswith("/") or path.startswith("//"):

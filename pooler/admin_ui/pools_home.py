@@ -9,7 +9,7 @@ announced on NOTIFY so running gateways reload within a second)."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Final
 from uuid import UUID
 
 from quart import Blueprint
@@ -18,8 +18,16 @@ from werkzeug.exceptions import Forbidden, NotFound
 
 from pooler.admin_ui import console
 from pooler.admin_ui.console import SignedIn
-from pooler.admin_ui.pages import db, operator_required, pool_or_404, read_form, redirect_to, render
-from pooler.admin_ui.pool_form import NEW_POOL, STRATEGY_LABELS, read_policy, values_of
+from pooler.admin_ui.pages import (
+    db,
+    in_words,
+    operator_required,
+    pool_or_404,
+    read_form,
+    redirect_to,
+    render,
+)
+from pooler.admin_ui.pool_form import NEW_POOL, NUMBERS, STRATEGY_LABELS, read_policy, values_of
 from pooler.admin_ui.pool_overview import PoolFigures, visible_pools
 from pooler.store import pools
 from pooler.store.common import ConflictError, Conn, StoreError
@@ -35,8 +43,13 @@ def with_usable(rows: list[PoolFigures]) -> list[PoolFigures]:
     return [dataclasses.replace(row, usable=usable.get(str(row.pool.id))) for row in rows]
 
 
+FIELD_LABELS: Final = {name: label for name, label, _ in NUMBERS}
+
+
 def refusal(exc: StoreError) -> dict[str, str]:
-    return {exc.param or FORM_ERROR: exc.message}
+    if exc.param is None:
+        return {FORM_ERROR: exc.message}
+    return {exc.param: in_words(exc.message, exc.param, FIELD_LABELS.get(exc.param, exc.param))}
 
 
 def pools_home_blueprint() -> Blueprint:

@@ -18,7 +18,15 @@ from quart import Blueprint
 from quart.wrappers import Response
 
 from pooler.admin_ui.console import SignedIn
-from pooler.admin_ui.pages import Form, db, operator_required, read_form, redirect_to, render
+from pooler.admin_ui.pages import (
+    Form,
+    db,
+    in_words,
+    operator_required,
+    read_form,
+    redirect_to,
+    render,
+)
 from pooler.instance_settings import (
     DEFAULT_BULKHEADS,
     InstanceSettings,
@@ -133,6 +141,18 @@ BULKHEAD_FIELDS: Final = (
 )
 
 
+def label_of(key: str) -> str:
+    """The words a setting's field is labelled with on the page."""
+    for _, settings in GROUPS:
+        for setting in settings:
+            if setting.key == key:
+                return setting.label
+    for field, label in BULKHEAD_FIELDS:
+        if key.startswith("bulkheads.") and key.endswith("." + field):
+            return f"{label} ({key.split('.')[1]})"
+    return key
+
+
 def all_keys() -> list[str]:
     return list(flat_settings(InstanceSettings()))
 
@@ -175,7 +195,7 @@ def changes_of(form: Form, current: Mapping[str, Any]) -> tuple[dict[str, Any], 
         try:
             parsed = parse_settings(with_change({}, key, value), strict=True)
         except SettingsError as exc:
-            errors[key] = str(exc)
+            errors[key] = in_words(str(exc), key, label_of(key))
             continue
         if flat_settings(parsed)[key] != current[key]:  # "30.0" for 30 is no change
             changes[key] = value

@@ -66,6 +66,10 @@ NEW: Final = f"{HOME}/new"
 FLOWS: Final = f"{HOME}/sign-in"
 MAX_AUTH_JSON_BYTES: Final = 64 * 1024  # an auth.json is a few KiB
 HTTP_TIMEOUT_S: Final = oauth_login.HTTP_TIMEOUT_S
+WRONG_CALLBACK: Final = (
+    "This address belongs to another sign-in (its state does not match). Paste the address"
+    " the tab opened from this page landed on."
+)
 
 
 def _uuid(raw: str) -> UUID | None:
@@ -332,8 +336,8 @@ def upstream_add_blueprint() -> Blueprint:
 
         try:
             tokens = await trio.to_thread.run_sync(exchange)
-        except oauth_login.StateMismatch as exc:
-            return await flow_page(flow, 400, exc.message)  # paste the right URL, same flow
+        except oauth_login.StateMismatch:  # this sign-in stays open for the right URL
+            return await flow_page(flow, 400, WRONG_CALLBACK)
         except SignInError as exc:
             await fail(found, flow, exc.message)
             return await flow_page(flow, 400)

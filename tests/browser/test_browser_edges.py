@@ -101,7 +101,7 @@ def system_settings(edges: Edges) -> None:
         "Nothing was saved: correct the fields marked below."
     )
     expect(page.locator("#f-circuit_open_seconds-error")).to_have_text(
-        "circuit_open_seconds must be between 1 and 86400"
+        "Open for (seconds) must be between 1 and 86400"
     )
     expect(opened).to_have_attribute("aria-invalid", "true")
     expect(opened).to_have_attribute(
@@ -165,7 +165,7 @@ def pool_policy(edges: Edges) -> str:
     budget.fill("99")
     page.get_by_role("button", name="Save routing policy").click()
     expect(page.locator("#f-retry_budget-error")).to_have_text(
-        "retry_budget must be between 0 and 20"
+        "Retry budget must be between 0 and 20"
     )
     expect(budget).to_have_attribute("aria-invalid", "true")
     expect(budget).to_have_attribute("aria-describedby", re.compile(r"f-retry_budget-error"))
@@ -275,7 +275,7 @@ def wrong_state_then_right(edges: Edges) -> None:
     callback.fill(forged)
     page.get_by_role("button", name="Finish the sign-in").click()
     expect(page.locator("#f-callback-error")).to_contain_text(
-        "the callback URL does not belong to this sign-in (state mismatch)"
+        "belongs to another sign-in (its state does not match)"
     )
     expect(callback).to_have_attribute("aria-invalid", "true")
     expect(callback).to_have_attribute("aria-describedby", "f-callback-error")

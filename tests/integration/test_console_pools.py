@@ -144,8 +144,8 @@ async def test_create_edit_disable_delete_and_their_refusals(db_url: str, tmp_pa
         assert 'value="team"' in again.text  # what was typed is kept
         for field, value, message in (
             ("retry_budget", "five", "must be a whole number"),
-            ("retry_budget", "99", "retry_budget must be between 0 and 20"),
-            ("quota_threshold_percent", "nan", "quota_threshold_percent must be in (0, 100]"),
+            ("retry_budget", "99", "Retry budget must be between 0 and 20"),
+            ("quota_threshold_percent", "nan", "Quota threshold (%) must be in (0, 100]"),
             ("max_in_flight_per_account", "0", "between 1 and 100000"),
         ):
             refused = await client.post(

@@ -86,7 +86,7 @@ async def test_a_browser_sign_in_started_on_one_node_is_finished_on_another(
                 token = csrf_of(page.text)
                 forged = re.sub(r"state=[^&]+", "state=forged", landed)
                 wrong = await owner.post(flow, data={"csrf_token": token, "callback_url": forged})
-                assert wrong.status_code == 400 and "state mismatch" in wrong.text
+                assert wrong.status_code == 400 and "state does not match" in wrong.text
                 done = await owner_two.post(
                     flow, data={"csrf_token": token, "callback_url": landed}
                 )

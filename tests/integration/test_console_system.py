@@ -130,7 +130,7 @@ async def test_refused_values_are_shown_beside_their_field_and_nothing_is_saved(
         assert refused.status_code == 400
         html = refused.text
         assert field_error(html, "circuit_open_seconds") == (
-            "circuit_open_seconds must be between 1 and 86400"
+            "Open for (seconds) must be between 1 and 86400"
         )
         assert "whole number" in field_error(html, "circuit_failure_threshold")
         assert "must be a number" in field_error(html, "demotion_seconds")

@@ -395,7 +395,7 @@ async def test_browser_sign_in(db_url: str, tmp_path: Path) -> None:
             token = csrf_of(page.text)
             forged = re.sub(r"state=[^&]+", "state=forged", landed)
             wrong = await owner.post(flow, data={"csrf_token": token, "callback_url": forged})
-            assert wrong.status_code == 400 and "state mismatch" in wrong.text
+            assert wrong.status_code == 400 and "state does not match" in wrong.text
             assert await account_count(stack) == 2
             assert (await owner.post(flow, data={"callback_url": landed})).status_code == 403
 
