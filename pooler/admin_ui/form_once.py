@@ -176,7 +176,7 @@ def describe(conn: Conn, use: form_uses.FormUse, pool_ids: Pools) -> AlreadySent
     label = None if use.target_id is None else action.label(conn, use.target_id, pool_ids)
     if label is None:  # gone since, or no longer the operator's to see
         return AlreadySent(
-            f"What it did then ({use.action}) is no longer there.",
+            "What it made or changed then is no longer there.",
             "Anything it showed once cannot be shown again.",
             action.home,
             "Back",

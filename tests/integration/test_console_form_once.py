@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pyotp
+import trio
 from console_support import (
     OWNER_EMAIL,
     OWNER_PASSWORD,
@@ -108,6 +109,19 @@ async def test_key_create_and_rotate_act_once_per_form(db_url: str, tmp_path: Pa
         rows = await count(stack, "SELECT count(*) FROM console_form_uses")
         assert rows == 3  # create, the other session's create, rotate
 
+        # Sent twice at once (a double click, two nodes): one key, one 409.
+        fields = {**await form_fields(owner, KEYS, KEYS), **data}
+        answers: list[int] = []
+
+        async def send() -> None:
+            answers.append((await owner.post(KEYS, data=fields)).status_code)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            nursery.start_soon(send)
+        assert sorted(answers) == [200, 409]
+        assert await key_count(stack) == before + 3
+
         # A named key reads by name; a key refused (its name taken) leaves the form usable.
         named = {**data, "name": "<b>ci</b>"}
         made, again = await sent_twice(owner, KEYS, KEYS, named)
@@ -144,7 +158,9 @@ async def test_invite_operator_and_reset_act_once_per_form(db_url: str, tmp_path
         assert await count(stack, "SELECT count(*) FROM operators") == 2
 
         page = f"{people}/{admin_id}"
-        reset, again = await sent_twice(owner, page, f"{page}/reset-password", {})
+        reset_fields = await form_fields(owner, page, f"{page}/reset-password")
+        reset = await owner.post(f"{page}/reset-password", data=reset_fields)
+        again = await owner.post(f"{page}/reset-password", data=reset_fields)
         reset_temp = TEMP_RE.search(reset.text)
         assert reset.status_code == 200 and reset_temp
         assert_already_sent(again, page, [reset_temp.group(1), temp.group(1)])
@@ -169,6 +185,14 @@ async def test_invite_operator_and_reset_act_once_per_form(db_url: str, tmp_path
         async with browser(stack) as admin:
             signed = await sign_in(admin, "admin@example.com", reset_temp.group(1))
             assert signed.status_code == 303
+
+        # What the form made is gone since: the page says so and links to the list.
+        await stack.database.run(
+            lambda conn: operators.delete_operator(conn, admin_id, actor="test")
+        )
+        gone = await owner.post(f"{page}/reset-password", data=reset_fields)
+        assert_already_sent(gone, people, [reset_temp.group(1)])
+        assert "no longer there" in gone.text
 
 
 async def test_totp_confirm_and_recovery_codes_act_once_per_form(
