@@ -30,6 +30,7 @@ EXPECTED_TABLES = {
     "console_signin_failures",
     "operator_pool_assignments",
     "pool_invites",  # 0009
+    "console_form_uses",  # 0011
 }
 
 
