@@ -42,7 +42,13 @@ How to add a page
 7. **Errors**: raise werkzeug's `NotFound`/`Forbidden`/`BadRequest`, or a `PoolerError`; the
    console answers with an HTML error page (the `/v1` and `/backend-api` surfaces keep
    their JSON). Every console answer carries the CSP, nosniff and referrer headers.
-8. **Tests**: httpx against `tests/harness.py` `open_stack`; `tests/integration/
+8. **One-time forms**: a form whose answer shows a secret once (a new or rotated key, an
+   invite link, a temporary password, recovery codes) has `{{ csrf(once=True) }}`; its
+   handler takes `once = form_once(found, form)` and calls `once.claim(conn, "action")`
+   first in the action's transaction (`once.made(conn, id)` after a creation). Sending
+   the same rendered form again (a reload) does nothing and answers a 409 page that says
+   what it did then (`form_once.py`; the claims are in PostgreSQL, for every node).
+9. **Tests**: httpx against `tests/harness.py` `open_stack`; `tests/integration/
    console_support.py` signs in (`bootstrap_owner`, `sign_in`, `csrf_of`).
 """
 
@@ -66,6 +72,7 @@ from pooler.admin_ui.errors import (
     store_error_page,
     unexpected_error_page,
 )
+from pooler.admin_ui.form_once import FormAlreadySent, already_sent_page, new_token
 from pooler.admin_ui.invites_page import invites_blueprint
 from pooler.admin_ui.onboarding import onboarding_blueprint
 from pooler.admin_ui.operators_page import operators_blueprint
@@ -140,6 +147,8 @@ def console_blueprint(
     async def no_such_page(rest: str) -> Response:
         raise NotFound()
 
+    bp.add_app_template_global(new_token, "new_form_once")
+    bp.register_error_handler(FormAlreadySent, already_sent_page)
     bp.register_error_handler(HTTPException, http_error_page)
     bp.register_error_handler(PoolerError, pooler_error_page)
     bp.register_error_handler(StoreError, store_error_page)

@@ -33,6 +33,7 @@ from pooler.admin_ui.api_keys_view import (
     visible_keys,
 )
 from pooler.admin_ui.console import SignedIn
+from pooler.admin_ui.form_once import form_once
 from pooler.admin_ui.pages import db, operator_required, read_form, redirect_to, render
 from pooler.admin_ui.pool_overview import visible_pools
 from pooler.store import key_lifecycle, keys
@@ -120,6 +121,7 @@ def api_keys_blueprint() -> Blueprint:
     @operator_required()
     async def create(found: SignedIn) -> Response:
         posted = await read_form()
+        once = form_once(found, posted)
         form = KeyForm(
             posted.get("name").strip(),
             posted.get("allowed_models"),
@@ -134,7 +136,8 @@ def api_keys_blueprint() -> Blueprint:
         secret, actor = console.gateway().config.secret_key, found.operator.email
 
         def make(conn: Conn) -> tuple[str, ApiKey]:
-            return keys.create_key(
+            once.claim(conn, "api_key.create")
+            raw, key = keys.create_key(
                 conn,
                 secret,
                 pool_name_of(conn, pool_id),
@@ -143,6 +146,8 @@ def api_keys_blueprint() -> Blueprint:
                 effort=form.effort_policy,
                 actor=actor,
             )
+            once.made(conn, key.id)
+            return raw, key
 
         try:
             raw, key = await db(make)
@@ -240,13 +245,14 @@ def api_keys_blueprint() -> Blueprint:
     @operator_required()
     async def rotate(found: SignedIn, key_id: str) -> Response:
         ident = key_id_or_404(key_id)
-        await read_form()
+        once = form_once(found, await read_form())
         secret, actor = console.gateway().config.secret_key, found.operator.email
-        raw, key = await change(
-            found,
-            ident,
-            lambda conn, ref: key_lifecycle.rotate_key(conn, secret, ref, actor=actor),
-        )
+
+        def rotate_once(conn: Conn, ref: str) -> tuple[str, ApiKey]:
+            once.claim(conn, "api_key.rotate", ident)
+            return key_lifecycle.rotate_key(conn, secret, ref, actor=actor)
+
+        raw, key = await change(found, ident, rotate_once)
         return await shown_once(key, raw, rotated=True)
 
     @bp.post(f"{HOME}/<key_id>/<action>")

@@ -15,10 +15,12 @@ from werkzeug.exceptions import NotFound
 
 from pooler.admin_ui import console
 from pooler.admin_ui.console import SignedIn
+from pooler.admin_ui.form_once import form_once
 from pooler.admin_ui.pages import db, operator_required, pool_or_404, read_form, redirect_to, render
 from pooler.admin_ui.pool_overview import visible_pools
 from pooler.store import invites
 from pooler.store.common import ConflictError, Conn, NotFoundError
+from pooler.store.invites import InviteRow
 from pooler.web.quart_http import current_request
 
 HOME = "/admin/invites"
@@ -55,16 +57,22 @@ def invites_blueprint() -> Blueprint:
     @operator_required()
     async def create(found: SignedIn) -> Response:
         form = await read_form()
+        once = form_once(found, form)
         try:
             pool_id = UUID(form.get("pool"))
         except ValueError:
             return await listing(found, 400, error="Choose a Pool.")
         pool_or_404(found, pool_id)
         secret, actor = console.gateway().config.secret_key, found.operator.email
+
+        def create_once(conn: Conn) -> tuple[str, InviteRow]:
+            once.claim(conn, "invite.create")
+            token, row = invites.create_invite(conn, secret, pool_id, actor=actor)
+            once.made(conn, row.id)
+            return token, row
+
         try:
-            token, row = await db(
-                lambda conn: invites.create_invite(conn, secret, pool_id, actor=actor)
-            )
+            token, row = await db(create_once)
         except NotFoundError:
             raise NotFound("no such Pool") from None
         # The link is shown on this answer only: the token is kept as a digest.

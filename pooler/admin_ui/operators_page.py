@@ -15,6 +15,7 @@ from quart import Blueprint
 from quart.wrappers import Response
 
 from pooler.admin_ui.console import SignedIn
+from pooler.admin_ui.form_once import form_once
 from pooler.admin_ui.pages import (
     Form,
     db,
@@ -87,20 +88,25 @@ def operators_blueprint() -> Blueprint:
     @operator_required("owner")
     async def create(found: SignedIn) -> Response:
         form = await read_form()
+        once = form_once(found, form)
         email, name, role = form.get("email"), form.get("display_name"), form.get("role")
         typed = {"email": email, "display_name": name, "role": role, "pools": form.getlist("pool")}
-        try:
-            pool_ids = chosen_pools(form)
-            operator, password = await db_with_password(
-                lambda conn: operators.create_operator_with_temporary_password(
-                    conn,
-                    email,
-                    role,
-                    display_name=name,
-                    pool_ids=pool_ids,
-                    actor=found.operator.email,
-                )
+
+        def create_once(conn: Conn) -> tuple[Operator, str]:
+            once.claim(conn, "operator.create")
+            operator, password = operators.create_operator_with_temporary_password(
+                conn,
+                email,
+                role,
+                display_name=name,
+                pool_ids=chosen_pools(form),
+                actor=found.operator.email,
             )
+            once.made(conn, operator.id)
+            return operator, password
+
+        try:
+            operator, password = await db_with_password(create_once)
         except StoreError as exc:
             return await listing(refused_status(exc), error=exc.message, form=typed)
         # Shown once, on this answer only (no redirect: it is nowhere to come back to).
@@ -181,15 +187,18 @@ def operators_blueprint() -> Blueprint:
     @bp.post(f"{HOME}/<uuid:operator_id>/reset-password")
     @operator_required("owner")
     async def reset(found: SignedIn, operator_id: UUID) -> Response:
-        await read_form()
+        once = form_once(found, await read_form())
         actor = found.operator.email
         if operator_id == found.operator.id:
             return await detail(
                 operator_id, 400, error="Change your own password on your account page."
             )
-        password = await db_with_password(
-            lambda conn: operators.reset_password(conn, operator_id, actor=actor)
-        )
+
+        def reset_once(conn: Conn) -> str:
+            once.claim(conn, "operator.reset_password", operator_id)
+            return operators.reset_password(conn, operator_id, actor=actor)
+
+        password = await db_with_password(reset_once)
         return await detail(operator_id, password=password)
 
     @bp.post(f"{HOME}/<uuid:operator_id>/delete")

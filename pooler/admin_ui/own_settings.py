@@ -17,6 +17,7 @@ from quart.wrappers import Response
 from pooler import totp
 from pooler.admin_ui import console
 from pooler.admin_ui.console import SESSION_COOKIE, SignedIn
+from pooler.admin_ui.form_once import form_once
 from pooler.admin_ui.pages import (
     db,
     db_with_password,
@@ -63,6 +64,10 @@ def audit_session_event(conn: Conn, found: SignedIn, action: str, details: dict[
         target_id=found.operator.id,
         details=details,
     )
+
+
+class WrongCode(Exception):
+    """The TOTP code did not match: nothing of the confirmation is kept."""
 
 
 def own_settings_blueprint() -> Blueprint:
@@ -127,6 +132,7 @@ def own_settings_blueprint() -> Blueprint:
     @operator_required()
     async def totp_confirm(found: SignedIn) -> Response:
         form = await read_form()
+        once = form_once(found, form)
         gateway = console.gateway()
         keyring, secret_key, code, now = (
             gateway.keyring,
@@ -134,21 +140,21 @@ def own_settings_blueprint() -> Blueprint:
             form.get("code"),
             time.time(),
         )
-        try:
-            codes = await db(
-                lambda conn: operator_totp.enable_totp(
-                    conn,
-                    keyring,
-                    secret_key,
-                    found.operator.id,
-                    code,
-                    now,
-                    actor=found.operator.email,
-                )
+
+        def enable(conn: Conn) -> list[str]:
+            once.claim(conn, "totp.enable", found.operator.id)
+            codes = operator_totp.enable_totp(
+                conn, keyring, secret_key, found.operator.id, code, now, actor=found.operator.email
             )
+            if codes is None:
+                raise WrongCode  # rolls the claim back: the form may be sent again
+            return codes
+
+        try:
+            codes = await db(enable)
         except StoreError as exc:
             return await page(found, 400, error=exc.message)
-        if codes is None:
+        except WrongCode:
             return await enrol_page(found, 400, "That code is not valid; try the next one.")
         return await render("recovery_codes.html", codes=codes, enabled=True)
 
@@ -172,11 +178,13 @@ def own_settings_blueprint() -> Blueprint:
     @operator_required()
     async def recovery_codes(found: SignedIn) -> Response:
         form = await read_form()
+        once = form_once(found, form)
         password, secret_key = form.get("password"), console.gateway().config.secret_key
 
         def regenerate(conn: Conn) -> list[str] | None:
             if not operators.check_current_password(conn, found.operator.id, password):
-                return None
+                return None  # before the claim: the form may be sent again
+            once.claim(conn, "recovery_codes.regenerate", found.operator.id)
             return operator_totp.regenerate_recovery_codes(
                 conn, secret_key, found.operator.id, actor=found.operator.email
             )

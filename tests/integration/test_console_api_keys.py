@@ -22,6 +22,7 @@ from console_support import (
     OWNER_PASSWORD,
     browser,
     csrf_of,
+    once_of,
     post_form,
     sign_in,
 )
@@ -242,7 +243,10 @@ async def test_create_use_edit_rotate_pause_revoke(
             assert (await post_form(client, page, {}, f"{page}/revoke")).status_code == 303
             assert (await key_row(stack, key_id))["status"] == "revoked"
             assert await gateway_status(stack, new_raw) == 401
-            assert (await post_form(client, page, {}, f"{page}/rotate")).status_code == 409
+            revoked_rotate = await post_form(
+                client, page, {"form_once": "r" * 22}, f"{page}/rotate"
+            )
+            assert revoked_rotate.status_code == 409
 
             actions = await stack.database.run(
                 lambda conn: [
@@ -308,13 +312,23 @@ async def test_an_admin_sees_and_changes_only_keys_of_their_pools(
             for action in ("rotate", "pause", "resume", "revoke", "edit"):
                 refused = await admin.post(
                     f"{page}/{action}",
-                    data={"csrf_token": token, "name": "stolen", "reasoning_effort": "none"},
+                    data={
+                        "csrf_token": token,
+                        "form_once": f"{action}-once-token-of-22",
+                        "name": "stolen",
+                        "reasoning_effort": "none",
+                    },
                 )
                 assert refused.status_code == 404, action
             count = await key_count(stack)
             created = await admin.post(
                 "/admin/api-keys",
-                data={"csrf_token": token, "pool": str(theirs), "name": "sneaky"},
+                data={
+                    "csrf_token": token,
+                    "form_once": once_of(listed.text, "/admin/api-keys") or "",
+                    "pool": str(theirs),
+                    "name": "sneaky",
+                },
             )
             assert created.status_code == 400 and 'id="f-pool-error"' in created.text
             assert await key_count(stack) == count

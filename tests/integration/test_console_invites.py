@@ -304,7 +304,8 @@ async def test_an_admin_invites_only_to_their_pools(db_url: str, tmp_path: Path)
             assert page.status_code == 200 and "team" not in page.text
             token = csrf_of(page.text)
             refused = await admin.post(
-                "/admin/invites", data={"csrf_token": token, "pool": str(team)}
+                "/admin/invites",
+                data={"csrf_token": token, "form_once": "a" * 22, "pool": str(team)},
             )
             assert refused.status_code == 404
             [other] = await invite_rows(stack)
@@ -316,6 +317,9 @@ async def test_an_admin_invites_only_to_their_pools(db_url: str, tmp_path: Path)
             assert (await invite_rows(stack))[0]["revoked_at"] is None
             no_csrf = await admin.post("/admin/invites", data={"pool": str(demo)})
             assert no_csrf.status_code == 403 and len(await invite_rows(stack)) == 1
-            mine = await admin.post("/admin/invites", data={"csrf_token": token, "pool": str(demo)})
+            mine = await admin.post(
+                "/admin/invites",
+                data={"csrf_token": token, "form_once": "b" * 22, "pool": str(demo)},
+            )
             assert mine.status_code == 200 and LINK_RE.search(mine.text)
             assert len(await invite_rows(stack)) == 2

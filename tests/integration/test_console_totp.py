@@ -10,7 +10,15 @@ from typing import Any
 
 import httpx
 import pyotp
-from console_support import OWNER_EMAIL, OWNER_PASSWORD, browser, csrf_of, post_form, sign_in
+from console_support import (
+    OWNER_EMAIL,
+    OWNER_PASSWORD,
+    browser,
+    csrf_of,
+    once_of,
+    post_form,
+    sign_in,
+)
 from harness import Stack, open_stack
 
 from pooler import store
@@ -33,13 +41,15 @@ async def enrol(client: httpx.AsyncClient) -> tuple[pyotp.TOTP, list[str]]:
     secret = SECRET_RE.search(page.text)
     assert secret
     generator = pyotp.TOTP(secret.group(1).replace(" ", ""))
-    wrong = await client.post(
-        "/admin/settings/totp/confirm", data={"csrf_token": csrf_of(page.text), "code": "000000"}
-    )
+    fields = {
+        "csrf_token": csrf_of(page.text),
+        "form_once": once_of(page.text, "/admin/settings/totp/confirm") or "",
+    }
+    wrong = await client.post("/admin/settings/totp/confirm", data={**fields, "code": "000000"})
     assert wrong.status_code == 400 and "not valid" in wrong.text
     done = await client.post(
         "/admin/settings/totp/confirm",
-        data={"csrf_token": csrf_of(page.text), "code": generator.now()},
+        data={**fields, "code": generator.now()},
     )
     assert done.status_code == 200
     codes = CODE_RE.findall(done.text)

@@ -31,6 +31,7 @@ EXPECTED_TABLES = {
     "operator_pool_assignments",
     "pool_invites",  # 0009
     "console_sign_ins",  # 0010
+    "console_form_uses",  # 0011
 }
 
 
