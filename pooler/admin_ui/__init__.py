@@ -79,6 +79,7 @@ from pooler.admin_ui.operators_page import operators_blueprint
 from pooler.admin_ui.own_settings import own_settings_blueprint
 from pooler.admin_ui.pools_home import pools_home_blueprint
 from pooler.admin_ui.system_page import system_blueprint
+from pooler.admin_ui.templating import ENVIRONMENT
 from pooler.admin_ui.upstream_add import upstream_add_blueprint
 from pooler.admin_ui.upstreams import upstreams_blueprint
 from pooler.errors import PoolerError
@@ -109,6 +110,9 @@ STATIC_FILES = {
     "console.css": "text/css; charset=utf-8",
     "copy.js": "text/javascript; charset=utf-8",
 }
+
+
+ENVIRONMENT.globals["new_form_once"] = new_token
 
 
 def console_blueprint(
@@ -147,7 +151,6 @@ def console_blueprint(
     async def no_such_page(rest: str) -> Response:
         raise NotFound()
 
-    bp.add_app_template_global(new_token, "new_form_once")
     bp.register_error_handler(FormAlreadySent, already_sent_page)
     bp.register_error_handler(HTTPException, http_error_page)
     bp.register_error_handler(PoolerError, pooler_error_page)

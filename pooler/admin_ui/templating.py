@@ -5,7 +5,8 @@ about twice the CPU of a plain one (every block, loop and macro call becomes a c
 for templates that never await. Pages render here instead: autoescaped, compiled once,
 never reloaded from disk. A template sees its context, plus `request` (the current
 request, for its path and query); Quart's other template globals (`url_for`, `session`,
-`g`, `config`) are not provided: pass what a template needs in its context.
+`g`, `config`) are not provided: pass what a template needs in its context, or register a
+global on `ENVIRONMENT` (the console package registers `new_form_once`).
 """
 
 from __future__ import annotations
