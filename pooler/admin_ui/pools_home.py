@@ -35,6 +35,7 @@ from pooler.web.pool_limits import usable_accounts
 
 HOME = "/admin/pools"
 FORM_ERROR = "form"  # a refusal tied to no one field
+NOT_CONFIRMED: Final = "Type the Pool's name exactly as shown to delete it."
 
 
 def with_usable(rows: list[PoolFigures]) -> list[PoolFigures]:
@@ -72,6 +73,8 @@ def pools_home_blueprint() -> Blueprint:
         context.setdefault("values", values_of(row.pool))
         context.setdefault("errors", {})
         context.setdefault("delete_error", None)
+        context.setdefault("confirm_error", None)
+        context.setdefault("confirm_typed", "")
         return await render("pool_detail.html", status, row=row, **common, **context)
 
     @bp.get(HOME)
@@ -142,19 +145,26 @@ def pools_home_blueprint() -> Blueprint:
     @bp.post(f"{HOME}/<uuid:pool_id>/delete")
     @operator_required()
     async def delete(found: SignedIn, pool_id: UUID) -> Response:
-        await read_form()
+        form = await read_form()
         pool_or_404(found, pool_id)  # another's Pool is a 404 even to the owner-only action
         if not found.is_owner:
             raise Forbidden("only the instance owner deletes a Pool")
+        typed = form.get("confirm_name")
 
-        def remove(conn: Conn) -> None:
+        def remove(conn: Conn) -> bool:
             name = pools.pool_by_id(conn, pool_id).name
+            if typed != name:
+                return False
             pools.delete_pool(conn, name, actor=found.operator.email)
+            return True
 
         try:
-            await db(remove)
+            if not await db(remove):
+                return await pool_page(
+                    found, pool_id, 400, confirm_error=NOT_CONFIRMED, confirm_typed=typed
+                )
         except ConflictError as exc:
             return await pool_page(found, pool_id, 409, delete_error=exc.message)
-        return redirect_to(HOME)
+        return redirect_to(f"{HOME}?deleted=1#main")
 
     return bp

@@ -171,7 +171,7 @@ def delete_pool(conn: Conn, name: str, *, actor: str = "system") -> Pool:
         if keys:
             steps.append("revoke its keys")
         if accounts:
-            steps.append("disable its account assignments")
+            steps.append("unassign its accounts")
         raise ConflictError(
             f"pool {name!r} still has {' and '.join(what)}: {' and '.join(steps)} first"
         )

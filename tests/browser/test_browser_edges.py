@@ -180,10 +180,17 @@ def delete_refused(edges: Edges, pool_page: str) -> None:
     """The Pool's key and account depend on it: the delete is refused, saying so."""
     page = edges.page
     page.goto(pool_page)
+    confirm = page.get_by_label("Type the Pool's name to confirm")
+    confirm.fill(TEAM[:-1])
+    page.get_by_role("button", name="Delete Pool").click()
+    expect(page.locator("#f-confirm_name-error")).to_contain_text("exactly as shown")
+    expect(confirm).to_have_attribute("aria-invalid", "true")
+    assert rows(edges.stack, "SELECT count(*) FROM pools WHERE name = %s", TEAM) == [(1,)]
+    page.get_by_label("Type the Pool's name to confirm").fill(TEAM)
     page.get_by_role("button", name="Delete Pool").click()
     expect(page.get_by_role("alert")).to_have_text(
         f"pool '{TEAM}' still has 1 active API key and 1 assigned account: revoke its keys"
-        " and disable its account assignments first"
+        " and unassign its accounts first"
     )
     expect(heading(page)).to_have_text(TEAM)
     edges.console.look(page, "pool-delete-refused")
@@ -245,8 +252,11 @@ def delete_once_empty(edges: Edges, pool_page: str) -> None:
 
     page.goto(pool_page)
     expect(page.locator(".figures")).to_contain_text("/ 0")
+    page.get_by_label("Type the Pool's name to confirm").fill(TEAM)
     page.get_by_role("button", name="Delete Pool").click()
     expect(heading(page)).to_have_text("Pools")
+    expect(page.get_by_role("status")).to_have_text("The Pool was deleted.")
+    assert page.url.endswith("/admin/pools?deleted=1#main")
     expect(page.get_by_role("link", name=TEAM, exact=True)).to_have_count(0)
     edges.console.look(page, "pool-deleted")
     assert rows(stack, "SELECT count(*) FROM pools WHERE name = %s", TEAM) == [(0,)]

@@ -209,17 +209,27 @@ async def test_create_edit_disable_delete_and_their_refusals(db_url: str, tmp_pa
 
         # Delete: refused while keys or accounts depend on the Pool, naming them.
         demo = await pool_id(stack, POOL)
-        kept = await client.post(f"/admin/pools/{demo}/delete", data={"csrf_token": token})
+        unconfirmed = await client.post(
+            f"/admin/pools/{team}/delete", data={"csrf_token": token, "confirm_name": "tea"}
+        )
+        assert unconfirmed.status_code == 400 and "exactly as shown" in unconfirmed.text
+        assert await pool_id(stack, "team") == team
+        kept = await client.post(
+            f"/admin/pools/{demo}/delete", data={"csrf_token": token, "confirm_name": POOL}
+        )
         assert kept.status_code == 409
         assert (
             "pool &#39;demo&#39; still has 1 active API key and 3 assigned accounts: revoke its"
-            " keys and disable its account assignments first" in kept.text
+            " keys and unassign its accounts first" in kept.text
         )
         assert await pool_id(stack, POOL) == demo
         with pytest.raises(ConflictError, match="1 active API key and 3 assigned accounts"):
             await stack.database.run(lambda conn: pool_store.delete_pool(conn, POOL))
-        gone = await client.post(f"/admin/pools/{team}/delete", data={"csrf_token": token})
-        assert gone.status_code == 303 and gone.headers["location"] == "/admin/pools"
+        gone = await client.post(
+            f"/admin/pools/{team}/delete", data={"csrf_token": token, "confirm_name": "team"}
+        )
+        assert gone.status_code == 303 and gone.headers["location"] == "/admin/pools?deleted=1#main"
+        assert "The Pool was deleted." in (await client.get("/admin/pools?deleted=1")).text
         assert await run(stack, "SELECT 1 FROM pools WHERE id = %s", team) == []
         assert [a for a, _ in await audit_actions(stack, team)] == [
             "pool.create",
