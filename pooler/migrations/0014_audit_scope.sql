@@ -30,18 +30,19 @@ UPDATE audit_events
 UPDATE audit_events SET outcome = 'failed'
  WHERE action = 'account.refresh' AND details -> 'ok' = 'false'::jsonb;
 
--- The page's order and keyset: (created_at, id), newest first; each filter's index leads
--- with its column and keeps that order, so a page reads ~51 index entries.
+-- The page's order and keyset: (created_at, id), newest first (each index read backwards;
+-- the row comparison `(created_at, id) < (%s, %s)` is an index condition). Each filter's
+-- index leads with its column and keeps that order, so a page reads ~51 index entries.
 DROP INDEX audit_events_created_at_idx;
-CREATE INDEX audit_events_created_at_idx ON audit_events (created_at DESC, id DESC);
-CREATE INDEX audit_events_pool_idx ON audit_events (pool_id, created_at DESC, id DESC);
-CREATE INDEX audit_events_actor_idx ON audit_events (actor, created_at DESC, id DESC);
+CREATE INDEX audit_events_created_at_idx ON audit_events (created_at, id);
+CREATE INDEX audit_events_pool_idx ON audit_events (pool_id, created_at, id);
+CREATE INDEX audit_events_actor_idx ON audit_events (actor, created_at, id);
 -- text_pattern_ops: an action prefix (`api_key.`) is a LIKE 'api_key.%' range scan.
 CREATE INDEX audit_events_action_idx
-    ON audit_events (action text_pattern_ops, created_at DESC, id DESC);
+    ON audit_events (action text_pattern_ops, created_at, id);
 DROP INDEX audit_events_target_idx;
 CREATE INDEX audit_events_target_idx
-    ON audit_events (target_type, target_id, created_at DESC, id DESC);
+    ON audit_events (target_type, target_id, created_at, id);
 -- Few rows are not 'ok': a small partial index finds them newest first.
-CREATE INDEX audit_events_not_ok_idx ON audit_events (created_at DESC, id DESC)
+CREATE INDEX audit_events_not_ok_idx ON audit_events (created_at, id)
     WHERE outcome <> 'ok';
