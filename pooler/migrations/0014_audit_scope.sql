@@ -43,6 +43,6 @@ CREATE INDEX audit_events_action_idx
 DROP INDEX audit_events_target_idx;
 CREATE INDEX audit_events_target_idx
     ON audit_events (target_type, target_id, created_at, id);
--- Few rows are not 'ok': a small partial index finds them newest first.
-CREATE INDEX audit_events_not_ok_idx ON audit_events (created_at, id)
+-- Few rows are not 'ok': a small partial index finds each other outcome newest first.
+CREATE INDEX audit_events_not_ok_idx ON audit_events (outcome, created_at, id)
     WHERE outcome <> 'ok';

@@ -154,6 +154,18 @@ def audit_page(
     limit: int = PAGE_SIZE,
 ) -> AuditPage:
     """Up to `limit` events newest first, older than `cursor` when given."""
+    sql, params = page_query(wanted, scope, cursor, limit + 1)
+    found = conn.cursor(row_factory=class_row(AuditRow)).execute(sql, params).fetchall()
+    more = len(found) > limit
+    found = found[:limit]
+    last = found[-1] if more else None
+    return AuditPage(found, Cursor(last.created_at, last.id) if last else None)
+
+
+def page_query(
+    wanted: AuditFilter, scope: frozenset[UUID] | None, cursor: Cursor | None, limit: int
+) -> tuple[str, list[Any]]:
+    """The SQL and parameters of one page (`limit` rows)."""
     where, params = _where(wanted, scope)
     if cursor is not None:
         where.append("(e.created_at, e.id) < (%s, %s)")
@@ -165,12 +177,7 @@ def audit_page(
         f" ORDER BY e.created_at DESC, e.id DESC LIMIT %s) e"
         f" LEFT JOIN pools p ON p.id = e.pool_id ORDER BY e.created_at DESC, e.id DESC"
     )
-    rows = conn.cursor(row_factory=class_row(AuditRow)).execute(sql, [*params, limit + 1])
-    found = rows.fetchall()
-    more = len(found) > limit
-    found = found[:limit]
-    last = found[-1] if more else None
-    return AuditPage(found, Cursor(last.created_at, last.id) if last else None)
+    return sql, [*params, limit]
 
 
 def audit_event(conn: Conn, event_id: UUID, scope: frozenset[UUID] | None) -> AuditRow | None:
