@@ -166,6 +166,8 @@ async def test_each_filter_and_keyset_paging_through_ties(db_url: str, tmp_path:
                 ({"target_type": "<b>"}, "target_type"),
                 ({"actor": "x\x1b[31m"}, "actor"),
                 ({"actor": "a" * 400}, "actor"),
+                ({"actor": "a\x00b"}, "actor"),
+                ({"target_id": "\x00"}, "target_id"),
                 ({"before": "12_nope"}, "before"),
                 ({"before": "999999999999999999_" + str(uuid4())}, "before"),
             ]:
