@@ -64,6 +64,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 
 from pooler.admin_ui.access import access_blueprint, second_factor_blueprint
 from pooler.admin_ui.api_keys import api_keys_blueprint
+from pooler.admin_ui.audit_logs_page import audit_logs_blueprint
 from pooler.admin_ui.errors import (
     add_security_headers,
     http_error_page,
@@ -105,6 +106,7 @@ PAGES: tuple[Callable[[], Blueprint], ...] = (
     invites_blueprint,
     onboarding_blueprint,
     system_blueprint,
+    audit_logs_blueprint,
 )
 STATIC_FILES = {
     "console.css": "text/css; charset=utf-8",

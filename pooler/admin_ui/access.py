@@ -151,6 +151,7 @@ def access_blueprint() -> Blueprint:
                     target_type="operator",
                     target_id=operator.id,
                     details={"ip": ip, "reason": "wrong_current_password"},
+                    outcome="failed",
                 )
                 return "The current password is wrong."
             if new == current:

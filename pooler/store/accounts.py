@@ -212,9 +212,22 @@ def save_account(
         target_type="account",
         target_id=account.id,
         details={"pool": pool_name, "label": account.label, "created": created, **(details or {})},
+        pool_id=pool.id,
     )
     notify(conn, TOKENS_CHANNEL, str(account.id))
     return account, created
+
+
+def sole_pool_id(conn: Conn, account_id: UUID) -> UUID | None:
+    """The Pool an account is actively assigned to when there is exactly one: the Pool its
+    audited events concern (an account shared by several Pools is instance-wide)."""
+    rows = conn.execute(
+        "SELECT pool_id FROM pool_assignments WHERE account_id = %s AND status = 'active'"
+        " LIMIT 2",
+        (account_id,),
+    ).fetchall()
+    found: UUID | None = rows[0][0] if len(rows) == 1 else None
+    return found
 
 
 def get_account(conn: Conn, account_id: UUID) -> Account:
@@ -318,6 +331,7 @@ def set_lifecycle(
         target_type="account",
         target_id=account_id,
         details={"from": before.lifecycle, "to": lifecycle, "reason": reason},
+        pool_id=sole_pool_id(conn, account_id),
     )
     return account
 
@@ -354,6 +368,7 @@ def delete_account(conn: Conn, account_id: UUID, *, actor: str = "system") -> Ac
     """Remove the account with its secrets, assignments, quota and continuity pins (the
     foreign keys cascade). Request logs keep its id and label. Audited as `account.delete`."""
     account_refresh_lock(conn, account_id)  # wait out a refresh writing its tokens
+    pool_id = sole_pool_id(conn, account_id)  # before its assignments go with it
     cur = conn.cursor(row_factory=class_row(Account))
     account = cur.execute(
         f"DELETE FROM upstream_accounts WHERE id = %s RETURNING {ACCOUNT_COLUMNS}", (account_id,)
@@ -367,6 +382,7 @@ def delete_account(conn: Conn, account_id: UUID, *, actor: str = "system") -> Ac
         target_type="account",
         target_id=account_id,
         details={"label": account.label, "lifecycle": account.lifecycle},
+        pool_id=pool_id,
     )
     return account
 

@@ -27,6 +27,8 @@ TOKENS_CHANNEL: Final = "pooler_tokens"
 QUOTA_CHANNEL: Final = "pooler_quota"
 # Continuity pins written for a Pool. Payload: the pool id.
 CONTINUITY_CHANNEL: Final = "pooler_continuity"
+# How an audited event ended (audit_events.outcome, migration 0014).
+AUDIT_OUTCOMES: Final = ("ok", "refused", "failed")
 
 Conn = psycopg.Connection[Any]
 
@@ -60,10 +62,16 @@ def record_change(
     target_type: str,
     target_id: UUID | str,
     details: Mapping[str, Any] | None = None,
+    pool_id: UUID | None = None,
+    outcome: str = "ok",
 ) -> None:
     """Audit a configuration change and announce it on CONFIG_CHANNEL, in the caller's
-    transaction (both vanish if it rolls back). `details` must hold no secrets."""
-    insert_audit_row(conn, actor, action, target_type, target_id, details)
+    transaction (both vanish if it rolls back). `details` must hold no secrets; a change
+    that edits values puts them in `details["before"]` and `details["after"]` (the changed
+    ones only). `pool_id`: the one Pool the change concerns (None: instance-wide)."""
+    insert_audit_row(
+        conn, actor, action, target_type, target_id, details, pool_id=pool_id, outcome=outcome
+    )
     notify(conn, CONFIG_CHANNEL, f"{target_type}:{target_id}")
 
 
@@ -74,19 +82,40 @@ def insert_audit_row(
     target_type: str,
     target_id: UUID | str,
     details: Mapping[str, Any] | None,
+    *,
+    pool_id: UUID | None = None,
+    outcome: str = "ok",
 ) -> None:
-    """One row of the audit trail (text escaped and bounded like every stored text)."""
+    """One row of the audit trail (text escaped and bounded like every stored text).
+    `outcome`: 'ok', 'refused' (turned away unchecked, e.g. throttled) or 'failed'
+    (checked and wrong, or an operation that errored)."""
+    require_choice(outcome, AUDIT_OUTCOMES, "audit outcome")
     conn.execute(
-        "INSERT INTO audit_events (actor, action, target_type, target_id, details)"
-        " VALUES (%s, %s, %s, %s, %s)",
+        # clock_timestamp(): the events of one transaction keep the order they happened in
+        "INSERT INTO audit_events (created_at, actor, action, target_type, target_id, details,"
+        " pool_id, outcome) VALUES (clock_timestamp(), %s, %s, %s, %s, %s, %s, %s)",
         (
             storable(actor),
             action,
             target_type,
             str(target_id),
             Jsonb(storable_json(dict(details or {}))),
+            pool_id,
+            outcome,
         ),
     )
+
+
+def changed_values(
+    before: Mapping[str, Any], after: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """`{"before": {...}, "after": {...}}` holding only the keys whose value differs (a key
+    missing on one side is None there): what an audit row of an edit carries."""
+    keys = [k for k in {**before, **after} if before.get(k) != after.get(k)]
+    return {
+        "before": {k: before.get(k) for k in keys},
+        "after": {k: after.get(k) for k in keys},
+    }
 
 
 def require_choice(

@@ -212,6 +212,7 @@ def _audit_failure(conn: Conn, operator: Operator | None, ip: str, reason: str) 
         target_type="operator",
         target_id=operator.id if operator else "unknown",
         details={"ip": ip, "reason": reason},
+        outcome="refused" if reason == "throttled" else "failed",
     )
 
 

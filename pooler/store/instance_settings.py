@@ -16,12 +16,13 @@ from psycopg.types.json import Jsonb
 from pooler.instance_settings import (
     InstanceSettings,
     SettingsError,
+    flat_settings,
     is_setting_key,
     parse_settings,
     with_change,
     without_key,
 )
-from pooler.store.common import Conn, InvalidInputError, record_change
+from pooler.store.common import Conn, InvalidInputError, changed_values, record_change
 
 TARGET_TYPE: Final = "instance"
 TARGET_ID: Final = "settings"
@@ -49,10 +50,10 @@ def update_instance_settings(
         raise InvalidInputError(str(exc)) from None
     if not changes:
         return get_instance_settings(conn)[1]
-    merged = _locked_raw(conn)
+    raw = merged = _locked_raw(conn)
     for key, value in changes.items():
         merged = with_change(merged, key, value)
-    return _save(conn, merged, actor, "settings.update", dict(changes))
+    return _save(conn, raw, merged, actor, "settings.update", {})
 
 
 def reset_instance_settings(conn: Conn, keys: Iterable[str], *, actor: str) -> InstanceSettings:
@@ -66,7 +67,14 @@ def reset_instance_settings(conn: Conn, keys: Iterable[str], *, actor: str) -> I
         if not is_setting_key(key) and without_key(raw, key) == raw:
             raise InvalidInputError(f"{key} is not an instance setting")
         merged = without_key(merged, key)
-    return _save(conn, merged, actor, "settings.reset", {"reset": keys})
+    return _save(conn, raw, merged, actor, "settings.reset", {"reset": keys})
+
+
+def _flat_effective(raw: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        return flat_settings(parse_settings(raw))
+    except SettingsError:  # a stored row this node cannot read: nothing to compare with
+        return {}
 
 
 def _require_key(key: str) -> None:
@@ -89,12 +97,20 @@ def _locked_raw(conn: Conn) -> dict[str, Any]:
 
 
 def _save(
-    conn: Conn, raw: dict[str, Any], actor: str, action: str, details: dict[str, Any]
+    conn: Conn,
+    old: dict[str, Any],
+    raw: dict[str, Any],
+    actor: str,
+    action: str,
+    details: dict[str, Any],
 ) -> InstanceSettings:
+    """Store `raw` (was `old`); the audit row carries the effective settings that changed,
+    by dotted key, before and after."""
     settings = _effective(raw)
     conn.execute(
         "UPDATE instance_settings SET settings = %s, updated_at = now() WHERE id", (Jsonb(raw),)
     )
+    details = {**details, **changed_values(_flat_effective(old), flat_settings(settings))}
     record_change(
         conn,
         actor=actor,

@@ -103,6 +103,7 @@ def create_invite(
         target_type="invite",
         target_id=row[0],
         details={"pool": pool[0]},
+        pool_id=pool_id,
     )
     return token, _rows(conn, None, row[0])[0]
 
@@ -162,6 +163,7 @@ def revoke_invite(
         target_type="invite",
         target_id=invite_id,
         details={"pool": row[1]},
+        pool_id=row[0],
     )
 
 
@@ -288,7 +290,7 @@ def use_invite(
     """Link the signed-in account to the invite's Pool and use the invite up; None (nothing
     added) if it was revoked or expired meanwhile."""
     row = conn.execute(
-        "SELECT p.name FROM pool_invites i JOIN pools p ON p.id = i.pool_id"
+        "SELECT p.name, p.id FROM pool_invites i JOIN pools p ON p.id = i.pool_id"
         f" WHERE i.id = %s AND {_USABLE_I} FOR UPDATE OF i",
         (invite_id,),
     ).fetchone()
@@ -308,5 +310,6 @@ def use_invite(
         target_type="invite",
         target_id=invite_id,
         details={"pool": row[0], "account": str(linked.account.id), "created": linked.created},
+        pool_id=row[1],
     )
     return linked

@@ -46,6 +46,7 @@ def rotate_key(
             "prefix": key.key_prefix,
             "previous_prefix": old_prefix,
         },
+        pool_id=key.pool_id,
     )
     return raw, key
 
@@ -85,6 +86,13 @@ def _set_status(
         action=action,
         target_type="api_key",
         target_id=key_id,
-        details={"pool": key.pool_name, "name": key.name, "prefix": key.key_prefix},
+        details={
+            "pool": key.pool_name,
+            "name": key.name,
+            "prefix": key.key_prefix,
+            "before": {"status": before},
+            "after": {"status": after},
+        },
+        pool_id=key.pool_id,
     )
     return get_key(conn, key_id)

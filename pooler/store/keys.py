@@ -23,6 +23,7 @@ from pooler.store.common import (
     Conn,
     InvalidInputError,
     NotFoundError,
+    changed_values,
     check_printable,
     record_change,
     require_choice,
@@ -146,6 +147,7 @@ def create_key(
         target_type="api_key",
         target_id=key.id,
         details={"pool": pool_name, "name": name, "prefix": key.key_prefix, **_policy(key)},
+        pool_id=key.pool_id,
     )
     return raw, key
 
@@ -175,6 +177,7 @@ def update_key(
         changes["reasoning_effort_mode"] = effort.mode if effort else None
     if not changes:
         return get_key(conn, key_id)
+    before = _editable(get_key(conn, key_id, lock=True))
     assignments = ", ".join(f"{column} = %({column})s" for column in changes)
     try:
         with conn.transaction():
@@ -186,13 +189,19 @@ def update_key(
         current = get_key(conn, key_id)
         raise _name_taken(conn, current.pool_name, changes["name"]) from None
     key = get_key(conn, key_id)
+    after = _editable(key)
     record_change(
         conn,
         actor=actor,
         action="api_key.update",
         target_type="api_key",
         target_id=key.id,
-        details={"pool": key.pool_name, "prefix": key.key_prefix, **changes},
+        details={
+            "pool": key.pool_name,
+            "prefix": key.key_prefix,
+            **changed_values({c: before[c] for c in changes}, {c: after[c] for c in changes}),
+        },
+        pool_id=key.pool_id,
     )
     return key
 
@@ -240,6 +249,11 @@ def resolve_key(conn: Conn, ref: str, pool_name: str | None = None) -> UUID:
     return found
 
 
+def _editable(key: ApiKey) -> dict[str, Any]:
+    """What `update_key` edits, as stored."""
+    return {"name": key.name, **_policy(key)}
+
+
 def _policy(key: ApiKey) -> dict[str, Any]:
     return {
         "allowed_models": key.allowed_models,
@@ -278,6 +292,7 @@ def revoke_key(
         target_type="api_key",
         target_id=key.id,
         details={"pool": key.pool_name, "prefix": key.key_prefix},
+        pool_id=key.pool_id,
     )
     return key
 
@@ -315,9 +330,13 @@ def find_one_by_prefix_or_id(
     return result
 
 
-def get_key(conn: Conn, key_id: UUID) -> ApiKey:
+def get_key(conn: Conn, key_id: UUID, *, lock: bool = False) -> ApiKey:
+    """The key; `lock`: its row locked until the transaction ends (FOR UPDATE)."""
     cur = conn.cursor(row_factory=class_row(ApiKey))
-    key = cur.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE k.id = %s", (key_id,)).fetchone()
+    suffix = " FOR UPDATE OF k" if lock else ""
+    key = cur.execute(
+        f"SELECT {_COLUMNS} FROM {_FROM} WHERE k.id = %s{suffix}", (key_id,)
+    ).fetchone()
     if key is None:
         raise NotFoundError(f"key {key_id} not found")
     return key

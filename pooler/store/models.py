@@ -270,3 +270,5 @@ class AuditEvent:
     target_type: str | None
     target_id: str | None
     details: Mapping[str, Any] = field(default_factory=dict)
+    pool_id: UUID | None = None  # the one Pool it concerns; None: instance-wide
+    outcome: str = "ok"  # ok, refused or failed

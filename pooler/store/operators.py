@@ -21,6 +21,7 @@ from pooler.store.common import (
     Conn,
     InvalidInputError,
     NotFoundError,
+    changed_values,
     check_printable,
     record_change,
 )
@@ -222,6 +223,7 @@ def visible_pool_ids(conn: Conn, operator: Operator) -> frozenset[UUID] | None:
 
 def assign_pools(conn: Conn, operator_id: UUID | str, pool_ids: list[UUID], *, actor: str) -> None:
     """Make `pool_ids` exactly the Pools assigned to an admin operator."""
+    before = _assigned_names(conn, operator_id)
     conn.execute(
         "DELETE FROM operator_pool_assignments WHERE operator_id = %s", (str(operator_id),)
     )
@@ -237,25 +239,39 @@ def assign_pools(conn: Conn, operator_id: UUID | str, pool_ids: list[UUID], *, a
         action="operator.assign_pools",
         target_type="operator",
         target_id=str(operator_id),
-        details={"pools": [str(p) for p in pool_ids]},
+        details={
+            "pools": [str(p) for p in pool_ids],
+            **changed_values({"pools": before}, {"pools": _assigned_names(conn, operator_id)}),
+        },
     )
+
+
+def _assigned_names(conn: Conn, operator_id: UUID | str) -> list[str]:
+    rows = conn.execute(
+        "SELECT p.name FROM operator_pool_assignments a JOIN pools p ON p.id = a.pool_id"
+        " WHERE a.operator_id = %s ORDER BY p.name",
+        (str(operator_id),),
+    ).fetchall()
+    return [row[0] for row in rows]
 
 
 def set_display_name(conn: Conn, operator_id: UUID | str, display_name: str, *, actor: str) -> None:
     display_name = checked_display_name(display_name)
-    row = conn.execute(
-        "UPDATE operators SET display_name = %s, updated_at = now() WHERE id = %s RETURNING id",
+    before = _locked(conn, operator_id).display_name
+    conn.execute(
+        "UPDATE operators SET display_name = %s, updated_at = now() WHERE id = %s",
         (display_name, str(operator_id)),
-    ).fetchone()
-    if row is None:
-        raise NotFoundError("operator not found")
+    )
     record_change(
         conn,
         actor=actor,
         action="operator.update",
         target_type="operator",
         target_id=str(operator_id),
-        details={"display_name": display_name},
+        details={
+            "display_name": display_name,
+            **changed_values({"display_name": before}, {"display_name": display_name}),
+        },
     )
 
 
@@ -355,7 +371,11 @@ def set_role(conn: Conn, operator_id: UUID | str, role: str, *, actor: str) -> O
         action="operator.update",
         target_type="operator",
         target_id=current.id,
-        details={"email": current.email, "role": role},
+        details={
+            "email": current.email,
+            "role": role,
+            **changed_values({"role": current.role}, {"role": role}),
+        },
     )
     return get_operator(conn, current.id)
 

@@ -12,6 +12,7 @@ from pooler.store.common import (
     Conn,
     InvalidInputError,
     NotFoundError,
+    changed_values,
     check_printable,
     record_change,
     require_choice,
@@ -59,6 +60,7 @@ def create_pool(
         target_type="pool",
         target_id=pool.id,
         details={"name": name, **changes},
+        pool_id=pool.id,
     )
     return pool
 
@@ -125,6 +127,7 @@ def update_pool(
     )
     if not changes:
         return get_pool(conn, name)
+    before = _locked_policy(conn, name, list(changes))
     assignments = ", ".join(f"{column} = %({column})s" for column in changes)
     cur = conn.cursor(row_factory=class_row(Pool))
     pool = cur.execute(
@@ -134,16 +137,31 @@ def update_pool(
     ).fetchone()
     if pool is None:
         raise NotFoundError(f"pool {name!r} not found")
-    details = {"name": name, **changes}
+    after = {column: getattr(pool, column) for column in changes}
     record_change(
         conn,
         actor=actor,
         action="pool.update",
         target_type="pool",
         target_id=pool.id,
-        details=details,
+        details={"name": name, **changed_values(before, after)},
+        pool_id=pool.id,
     )
     return pool
+
+
+def _locked_policy(conn: Conn, name: str, columns: list[str]) -> dict[str, Any]:
+    """The Pool's current values of `columns` (as `Pool` holds them), its row locked until
+    the transaction ends: what an edit's audit row shows as "before"."""
+    if not findable(name):
+        raise NotFoundError("pool not found (the name holds a NUL or an invalid character)")
+    cur = conn.cursor(row_factory=class_row(Pool))
+    pool = cur.execute(
+        f"SELECT {POOL_COLUMNS} FROM pools WHERE name = %s FOR UPDATE", (name,)
+    ).fetchone()
+    if pool is None:
+        raise NotFoundError(f"pool {name!r} not found")
+    return {column: getattr(pool, column) for column in columns}
 
 
 def delete_pool(conn: Conn, name: str, *, actor: str = "system") -> Pool:
@@ -183,6 +201,7 @@ def delete_pool(conn: Conn, name: str, *, actor: str = "system") -> Pool:
         target_type="pool",
         target_id=pool.id,
         details={"name": name},
+        pool_id=pool.id,
     )
     return pool
 
@@ -246,6 +265,7 @@ def set_assignment(
         target_type="pool",
         target_id=pool.id,
         details={"account_id": str(account_id), "status": status, "weight": assignment.weight},
+        pool_id=pool.id,
     )
     return assignment
 

@@ -17,7 +17,7 @@ import httpx
 
 from pooler.crypto import Keyring
 from pooler.protocol.jwt import jwt_expiry
-from pooler.store.accounts import REAUTH_HINT, get_account, set_lifecycle
+from pooler.store.accounts import REAUTH_HINT, get_account, set_lifecycle, sole_pool_id
 from pooler.store.common import ConflictError, Conn, record_change
 from pooler.store.credentials import (
     account_refresh_lock,
@@ -113,4 +113,6 @@ def _audit(
         target_type="account",
         target_id=account.id,
         details=details,
+        pool_id=sole_pool_id(conn, account.id),
+        outcome="ok" if error is None else "failed",
     )

@@ -82,11 +82,13 @@ async def test_every_setting_is_shown_and_a_change_reaches_the_gateway(
         [event] = [
             e for e in events if e.action == "settings.update" and e.actor == "owner@example.com"
         ]
-        assert set(event.details) == {
+        assert set(event.details["after"]) == {
             "circuit_open_seconds",
             "bulkheads.stream.concurrency",
             "trusted_proxies",
         }
+        assert event.details["after"]["circuit_open_seconds"] == 30
+        assert set(event.details["before"]) == set(event.details["after"])
 
         # Submitting the page unchanged saves nothing.
         same = await owner.get("/admin/system")

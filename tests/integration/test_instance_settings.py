@@ -119,9 +119,21 @@ def test_changes_are_audited(database: Database) -> None:
         "settings.update",
         "instance",
     )
-    assert update.details == changes
+    default = InstanceSettings()
+    assert update.details == {
+        "before": {
+            "circuit_open_seconds": default.circuit_open_seconds,
+            "bulkheads.stream.concurrency": default.bulkheads["stream"].concurrency,
+        },
+        "after": changes,
+    }
     assert (reset.actor, reset.action) == ("cli", "settings.reset")
-    assert reset.details == {"reset": ["circuit_open_seconds"]}
+    assert reset.details == {
+        "reset": ["circuit_open_seconds"],
+        "before": {"circuit_open_seconds": 30},
+        "after": {"circuit_open_seconds": default.circuit_open_seconds},
+    }
+    assert update.pool_id is None and reset.pool_id is None  # instance-wide
 
 
 async def test_changes_are_notified_on_the_config_channel(database: Database) -> None:

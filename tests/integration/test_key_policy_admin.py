@@ -135,16 +135,28 @@ async def test_cli_sets_and_shows_the_policy(cli: Cli, database: Database) -> No
     bot = next(e for e in create_events if e.details["name"] == "bot")
     assert bot.details["allowed_models"] == ["gpt-5.5", "gpt-5.4"]
     assert bot.details["reasoning_effort_mode"] == "max"
+    # Each edit, through the CLI as through the console, records what it changed.
     updates = [e.details for e in await audit(database, "api_key.update")]
-    assert {"prefix": prefix, "pool": "team", "allowed_models": None} in updates
     assert {
         "prefix": prefix,
         "pool": "team",
-        "reasoning_effort": None,
-        "reasoning_effort_mode": None,
+        "before": {"allowed_models": ["gpt-5.5", "gpt-5.4"]},
+        "after": {"allowed_models": None},
+    } in updates
+    assert {
+        "prefix": prefix,
+        "pool": "team",
+        "before": {"reasoning_effort": "high", "reasoning_effort_mode": "enforce"},
+        "after": {"reasoning_effort": None, "reasoning_effort_mode": None},
     } in updates
     pool_updates = await audit(database, "pool.update")
-    assert pool_updates[0].details == {"name": "team", "v1_enabled": False}
+    assert pool_updates[0].details == {
+        "name": "team",
+        "before": {"v1_enabled": True},
+        "after": {"v1_enabled": False},
+    }
+    team = await database.run(lambda conn: store.get_pool(conn, "team"))
+    assert pool_updates[0].pool_id == team.id
     assert all(created["key"] not in json.dumps(e.details) for e in create_events)
 
 
