@@ -32,6 +32,8 @@ INDEX_MASK = (1 << INDEX_BITS) - 1
 
 # Pin outcomes (request_logs.continuity).
 PIN_NONE, PIN_NEW, PIN_KEPT, PIN_MOVED, PIN_DISABLED = "none", "new", "kept", "moved", "disabled"
+# Why a pin moved when its account is no longer in the Pool (else: its exclusion code).
+NOT_IN_POOL = "not_in_pool"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,8 @@ class Choice:
     pin: Pin | None = None
     pin_outcome: str = PIN_NONE
     earliest_reset: float | None = None
+    strategy: str = ""  # the Pool's strategy that ordered the candidates
+    pin_reason: str | None = None  # why the pinned account was left out (a move)
 
     @property
     def pinned_account(self) -> str | None:
@@ -193,7 +197,12 @@ class PoolRouter:
         policy = self.policy
         threshold = policy.quota_threshold_percent
         scope = normalize_scope(model) if model else ""
-        choice = Choice([], pin=pin, pin_outcome=PIN_NONE if pin is None else PIN_MOVED)
+        choice = Choice(
+            [],
+            pin=pin,
+            pin_outcome=PIN_NONE if pin is None else PIN_MOVED,
+            strategy=policy.strategy,
+        )
         exclusions = choice.exclusions
         candidates = choice.candidates
         if pin is not None:
@@ -215,6 +224,9 @@ class PoolRouter:
                     choice.pin_outcome = PIN_KEPT
                 else:
                     exclusions[snapshot.label] = code
+                    choice.pin_reason = code
+            else:
+                choice.pin_reason = NOT_IN_POOL
             if pin.hard and choice.pin_outcome != PIN_KEPT:
                 return choice  # a hard pin never moves
         ids = self._ids

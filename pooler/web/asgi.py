@@ -45,14 +45,15 @@ async def send_json(
     status: int,
     payload: Any,
     headers: Iterable[tuple[bytes, bytes]] = (),
-) -> None:
+) -> int:
+    """Answer with `payload` as JSON; the body's size (as every answer here: for the log)."""
     body = orjson.dumps(payload)
-    await send_bytes(send, status, body, [*JSON_HEADERS, *headers])
+    return await send_bytes(send, status, body, [*JSON_HEADERS, *headers])
 
 
 async def send_bytes(
     send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
-) -> None:
+) -> int:
     await send(
         {
             "type": "http.response.start",
@@ -61,9 +62,12 @@ async def send_bytes(
         }
     )
     await send({"type": "http.response.body", "body": body, "more_body": False})
+    return len(body)
 
 
 async def send_error(
     send: Send, error: PoolerError, extra_headers: Iterable[tuple[bytes, bytes]] = ()
-) -> None:
-    await send_bytes(send, error.status, error.body_bytes(), [*error.headers(), *extra_headers])
+) -> int:
+    return await send_bytes(
+        send, error.status, error.body_bytes(), [*error.headers(), *extra_headers]
+    )

@@ -38,6 +38,7 @@ from pooler.routing.eligibility import QUOTA_CODES
 from pooler.upstream.errors import UpstreamTransportError
 from pooler.web.leasing import LeaseAttempts, lease_account, refreshed_lease, release
 from pooler.web.request_record import AttemptRecord, RequestRecord
+from pooler.web.routing_story import failure_on, routing_story
 from pooler.web.settings import GatewaySettings
 
 # Quota exclusions, and the failure codes of attempts that met a usage limit.
@@ -109,6 +110,7 @@ async def run_attempts(
     lease: m.Lease | None = None
     renewed = False  # `lease` is the same account again, with a refreshed token
     last: Attempt | None = None
+    serving: AttemptRecord | None = None  # the attempt that took the request
     try:
         while True:
             if lease is None:
@@ -125,6 +127,7 @@ async def run_attempts(
             record.attempts.append(row)
             record.account_id, record.account_label = lease.account_id, lease.label
             attempt = Attempt(lease, row)
+            serving = row  # whatever the exchange raises, this account had the request
             try:
                 await exchange(attempt)
             finally:
@@ -133,6 +136,7 @@ async def run_attempts(
                 release(lease, attempt.outcome)
             if attempt.failure is None or record.ttfb_ms is not None:
                 return  # answered (never fail over once bytes reached the client)
+            serving = None
             last = attempt
             record.retries = len(record.attempts)
             if attempt.outcome.kind == m.UNAUTHORIZED and not renewed:
@@ -145,7 +149,7 @@ async def run_attempts(
             exclude(attempts, attempt)
             lease = None
     finally:
-        note_continuity(record, attempts)
+        note_continuity(record, attempts, serving)
     raise exhausted_error(attempts, last, settings.no_backend_retry_after_s)
 
 
@@ -200,18 +204,23 @@ def no_account_error(
     return NoEligibleBackend("no eligible upstream account in this Pool", retry_after=retry_after)
 
 
-def note_continuity(record: RequestRecord, attempts: LeaseAttempts) -> None:
-    """Say in the log how the request met its conversation, why a pin moved, and which
-    accounts were left out when that matters (a retry, a moved pin, nobody served)."""
+def note_continuity(
+    record: RequestRecord, attempts: LeaseAttempts, serving: AttemptRecord | None
+) -> None:
+    """Say in the log how the request met its conversation, why a pin moved, which
+    accounts were left out when that matters (a retry, a moved pin, nobody served), and
+    the routing story (`serving`: the attempt that took the request, if one did)."""
     choice = attempts.first_choice
     if choice is None:
         return
-    outcome = choice.pin_outcome
+    outcome, reason = choice.pin_outcome, choice.pin_reason
     pinned = choice.pin.account_id if choice.pin is not None else None
     if outcome == PIN_KEPT and record.account_id != pinned:
         outcome = PIN_MOVED  # the pinned account failed and another one answered
+        reason = failure_on(record.attempts, pinned)
     record.continuity = outcome
     if outcome == PIN_MOVED:
         record.continuity_from = pinned
     if outcome == PIN_MOVED or record.retries or record.account_id is None:
         record.exclusions = dict(attempts.exclusions)
+    record.routing = routing_story(attempts, record.attempts, serving, outcome, reason)

@@ -24,7 +24,8 @@ def continuity_digest(kind: str, value: str) -> bytes:
 @dataclass(slots=True)
 class LeaseAttempts:
     """What one request learned while leasing: tried accounts, exclusions, quota resets,
-    and how it met its conversation's pin."""
+    and each routing choice made for it (the first says how it met its conversation's pin;
+    all of them are its routing story, pooler.web.routing_story)."""
 
     pool_id: str
     continuity_keys: tuple[bytes, ...]
@@ -34,8 +35,15 @@ class LeaseAttempts:
     tried: set[str] = field(default_factory=set)
     exclusions: dict[str, str] = field(default_factory=dict)
     usage_resets: list[float] = field(default_factory=list)
-    last_choice: Choice | None = None
-    first_choice: Choice | None = None
+    choices: list[Choice] = field(default_factory=list)
+
+    @property
+    def first_choice(self) -> Choice | None:
+        return self.choices[0] if self.choices else None
+
+    @property
+    def last_choice(self) -> Choice | None:
+        return self.choices[-1] if self.choices else None
 
     @property
     def pin_keys(self) -> tuple[bytes, ...]:
@@ -68,9 +76,7 @@ async def lease_account(
         granted = await call(supervisor, request, timeout=timeout)
     except (CallTimeout, ActorDead) as exc:
         raise NoEligibleBackend("the account supervisor is not answering", retry_after=1) from exc
-    attempts.last_choice = granted.choice
-    if attempts.first_choice is None:
-        attempts.first_choice = granted.choice
+    attempts.choices.append(granted.choice)
     for label, code in granted.choice.exclusions.items():
         attempts.exclusions.setdefault(label, code)
     labels = {c.label: c.account_id for c in granted.choice.candidates}

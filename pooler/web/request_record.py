@@ -13,19 +13,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from pooler.errors import PoolerError
 from pooler.protocol.usage import TokenUsage
-from pooler.web.asgi import ClientDisconnected, Scope, Send, header, send_error
+from pooler.web.asgi import ClientDisconnected, Scope, Send, send_error
+from pooler.web.forwarded import MAX_HOPS, client_address
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
+    from pooler.web.quart_http import PulledBody
 
 REQUEST_LOG = logging.getLogger("pooler.requests")
 _INFO = logging.INFO
+MAX_CLIENT_TEXT = 200  # user agent, client request id (characters kept in memory)
+MAX_ADDRESS = 64  # request_logs.client_ip
 
 
 @dataclass(slots=True)
@@ -39,6 +43,12 @@ class AttemptRecord:
     outcome: str = ""
     error_code: str | None = None
     resets_at: float | None = None
+    ttfb_ms: float | None = None  # the upstream's first byte (its answer's head)
+
+    def answered(self, status: int) -> None:
+        """The upstream answered this attempt with `status`: its time to first byte."""
+        self.status_code = status
+        self.ttfb_ms = (trio.current_time() - self.started_at) * 1000.0
 
 
 @dataclass(slots=True)
@@ -67,6 +77,11 @@ class RequestRecord:
     attempts: list[AttemptRecord] = field(default_factory=list)
     continuity: str | None = None
     continuity_from: str | None = None
+    client_request_id: str | None = None
+    client_ip: str | None = None
+    request_bytes: int | None = None  # the body as received (before any decompression)
+    response_bytes: int = 0  # body bytes sent to the client (SSE, JSON, websocket frames)
+    routing: dict[str, Any] | None = None  # pooler.web.routing_story
 
     def elapsed_ms(self) -> float:
         return (trio.current_time() - self.started) * 1000.0
@@ -82,12 +97,46 @@ class RequestRecord:
         self.duration_ms = self.elapsed_ms()
 
 
-def start_record(gw: Gateway, scope: Scope, route: str, transport: str) -> RequestRecord:
-    """The record of a request that starts now, with its (truncated) user agent."""
-    record = RequestRecord(request_id=gw.new_request_id(), route=route, transport=transport)
-    agent = header(scope, b"user-agent")
-    record.user_agent = agent.decode("latin-1")[:200] if agent else None
+def start_record(
+    gw: Gateway, scope: Scope, route: str, transport: str, method: str = "POST"
+) -> RequestRecord:
+    """The record of a request (or websocket) that starts now, with what its client said
+    about itself (`note_client`)."""
+    record = RequestRecord(gw.new_request_id(), route, transport, method)
+    note_client(record, scope, gw.instance_settings.trusted_proxies)
     return record
+
+
+def note_client(record: RequestRecord, scope: Scope, trusted: tuple[str, ...]) -> None:
+    """The user agent and the client's own request id (`x-client-request-id`: the Codex CLI
+    sends its thread id; an OpenAI SDK sends it when its caller sets it), each cut to
+    `MAX_CLIENT_TEXT` characters here and escaped when stored (pooler.store.text); and the
+    client's address under the trusted-proxy rules (pooler.web.forwarded). One pass over
+    the headers: it runs on every request."""
+    agent = request_id = None
+    forwarded_for: list[bytes] = []
+    for name, value in scope["headers"]:
+        if name == b"user-agent":
+            agent = agent or value
+        elif name == b"x-client-request-id":
+            request_id = request_id or value
+        elif name == b"x-forwarded-for":
+            forwarded_for.append(value)
+    if agent:
+        record.user_agent = bytes(agent[:MAX_CLIENT_TEXT]).decode("latin-1")
+    if request_id:
+        record.client_request_id = bytes(request_id[:MAX_CLIENT_TEXT]).decode("latin-1")
+    client = scope.get("client")
+    peer = str(client[0])[:MAX_ADDRESS] if client else None
+    if peer is not None and trusted and forwarded_for:
+        hops = [bytes(v).decode("latin-1") for v in forwarded_for[-MAX_HOPS:]]
+        peer = client_address(peer, hops, trusted)
+    record.client_ip = peer
+
+
+def utf8_size(text: str) -> int:
+    """The size of `text` as UTF-8 on the wire (no copy for ASCII: `isascii` is O(1))."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 def log_line(record: RequestRecord) -> None:
@@ -121,15 +170,18 @@ def reduced_record(record: RequestRecord) -> RequestRecord:
         attempts=[],
         continuity=None,
         continuity_from=None,
+        client_request_id=None,
+        routing=None,
     )
 
 
 class AnsweredRequest:
     """Around a whole request: its log row is written whatever happens; a PoolerError
     becomes the client's error answer (when one can still be sent) and a client that went
-    away is a 499. A class, not a generator: it runs on every request."""
+    away is a 499. `body`: the request's body, whose size as received (read or refused
+    part way) is logged. A class, not a generator: it runs on every request."""
 
-    __slots__ = ("_extra", "_log", "_record", "_send")
+    __slots__ = ("_body", "_extra", "_log", "_record", "_send")
 
     def __init__(
         self,
@@ -137,8 +189,10 @@ class AnsweredRequest:
         send: Send,
         extra: list[tuple[bytes, bytes]],
         log: Callable[[RequestRecord], None],
+        body: PulledBody | None = None,
     ) -> None:
         self._record, self._send, self._extra, self._log = record, send, extra, log
+        self._body = body
 
     async def __aenter__(self) -> None:
         return None
@@ -157,8 +211,11 @@ class AnsweredRequest:
             if isinstance(error, PoolerError):
                 record.finish(error.status, "rejected", error.code)
                 with contextlib.suppress(Exception):  # the answer had started, or the client left
-                    await send_error(self._send, error, self._extra)
+                    record.response_bytes += await send_error(self._send, error, self._extra)
                 return True
             return False
         finally:
+            body = self._body
+            if body is not None and (body.size or body.done):
+                record.request_bytes = body.size
             self._log(record)

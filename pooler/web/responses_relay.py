@@ -90,7 +90,8 @@ class ResponsesRelay:
         gw = self.gw
         record = start_record(gw, client.scope, self.route, "http")
         request_id_header = (b"x-request-id", record.request_id.encode())
-        async with AnsweredRequest(record, client.send, [request_id_header], gw.log_request):
+        log = gw.log_request
+        async with AnsweredRequest(record, client.send, [request_id_header], log, client.body):
             request = await self.open_request(client, record)
             record.transport = "http_sse" if record.stream else "http_json"
             gw.catalog.check_model(request.pool_id, str(request.payload["model"]))
@@ -168,7 +169,7 @@ class ResponsesRelay:
                     )
             except (trio.TooSlowError, UpstreamTransportError) as exc:
                 return attempt.failed(*unreachable(exc))
-            attempt.record.status_code = response.status
+            attempt.record.answered(response.status)
             if response.status != 200:
                 return await self._refused(attempt, response, record, send)
             # Pin as soon as the upstream accepts, before relaying: a client can send its
@@ -203,7 +204,7 @@ class ResponsesRelay:
         attempt.ended(outcome, failure.error_code)
         record.mark_first_byte()
         record.finish(failure.status, "upstream_client_error", failure.error_code)
-        await send_bytes(
+        record.response_bytes += await send_bytes(
             send,
             failure.status,
             error_body,
@@ -229,6 +230,7 @@ class ResponsesRelay:
 
         async def relay(chunk: bytes) -> None:
             accounting.feed(chunk)  # first: a response id is pinned before the client sees it
+            record.response_bytes += len(chunk)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
         async def present(chunk: bytes) -> None:
@@ -236,6 +238,7 @@ class ResponsesRelay:
             assert presenter is not None
             shown = presenter.translate(chunk)
             if shown:
+                record.response_bytes += len(shown)
                 await send({"type": "http.response.body", "body": shown, "more_body": True})
 
         failure = await _pump(response, idle, relay if presenter is None else present)
@@ -248,6 +251,7 @@ class ResponsesRelay:
                 if presenter is None
                 else presenter.failed(failure, message)
             )
+            record.response_bytes += len(event)
             await send({"type": "http.response.body", "body": event, "more_body": True})
         record.usage = accounting.usage
         if failure is not None:
@@ -293,12 +297,16 @@ class ResponsesRelay:
         ]
         if accounting.completed:
             record.finish(200, "completed")
-            await send_json(send, 200, accounting.assembled_response(), extra)
+            record.response_bytes += await send_json(
+                send, 200, accounting.assembled_response(), extra
+            )
         else:
             code = accounting.error_code or "upstream_error"
             error = UpstreamError("the upstream response failed", code=code)
             record.finish(502, "failed", code)
-            await send_bytes(send, 502, error.body_bytes(), [*error.headers(), *extra])
+            record.response_bytes += await send_bytes(
+                send, 502, error.body_bytes(), [*error.headers(), *extra]
+            )
 
     async def _present_collected(
         self,
@@ -312,11 +320,14 @@ class ResponsesRelay:
             answer = presenter.collected(accounting)
         except PoolerError as error:
             record.finish(error.status, "failed", error.code)
-            await send_bytes(send, error.status, error.body_bytes(), [*error.headers(), request_id])
+            headers = [*error.headers(), request_id]
+            record.response_bytes += await send_bytes(
+                send, error.status, error.body_bytes(), headers
+            )
             return
         outcome = "completed" if accounting.completed else "failed"
         record.finish(200, outcome, None if accounting.completed else accounting.error_code)
-        await send_json(send, 200, answer, [request_id])
+        record.response_bytes += await send_json(send, 200, answer, [request_id])
 
 
 async def _pump(

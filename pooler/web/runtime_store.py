@@ -245,6 +245,11 @@ def request_log_row(record: RequestRecord) -> RequestLogRow:
         client_user_agent=record.user_agent,
         continuity=record.continuity,
         continuity_from=_uuid(record.continuity_from),
+        client_request_id=record.client_request_id,
+        client_ip=record.client_ip,
+        request_bytes=record.request_bytes,
+        response_bytes=record.response_bytes,
+        routing=record.routing,
     )
 
 
@@ -261,6 +266,7 @@ def attempt_rows(record: RequestRecord) -> list[AttemptRow]:
             duration_ms=round(a.duration_ms, 3),
             status_code=a.status_code,
             error_code=a.error_code,
+            ttfb_ms=round(a.ttfb_ms, 3) if a.ttfb_ms is not None else None,
         )
         for a in record.attempts
     ]

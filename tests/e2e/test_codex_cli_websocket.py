@@ -51,6 +51,19 @@ async def test_codex_exec_runs_a_tool_over_the_gateway_websocket(
         assert len(turns) >= 2  # the tool call, then its follow-up (after a prewarm)
         assert len({r["account_id"] for r in upstream}) == 1
         assert await stack.wait_for_logs(len(turns)) >= len(turns)
+        rows = await stack.database.run(
+            lambda conn: conn.execute(
+                "SELECT client_request_id, request_bytes, response_bytes, routing, account_label"
+                " FROM request_logs WHERE transport = 'websocket' AND status_code = 200"
+            ).fetchall()
+        )
+        # Each turn's row has what the detail page shows: the CLI's own request id (its
+        # thread id, sent on the handshake), the frames' bytes each way, the routing story.
+        assert len(rows) >= 2
+        assert len({row[0] for row in rows}) == 1 and rows[0][0]
+        for _, sent, answered, routing, label in rows:
+            assert sent > 0 and answered > 0
+            assert {"label": label, "verdict": "chosen"} in routing["candidates"]
 
 
 async def test_codex_falls_back_to_http_when_the_upstream_refuses_websockets(

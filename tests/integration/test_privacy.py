@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -52,10 +53,16 @@ def marked_body(marker: str, *, stream: bool = True) -> dict[str, Any]:
     return body
 
 
+# The client's own request id is metadata the request log keeps (the detail page shows it),
+# like the user agent: an id, never content.
+CLIENT_REQUEST_ID = "0b9c5e2a-privacy-thread"
+
+
 def marked_headers(marker: str) -> dict[str, str]:
     return {
         "session-id": f"{marker}-session",
         "x-codex-turn-metadata": json.dumps({"turn_id": f"{marker}-turn", "cwd": f"/{marker}"}),
+        "x-client-request-id": CLIENT_REQUEST_ID,
     }
 
 
@@ -156,6 +163,41 @@ async def send_traffic(stack: Stack, marker: str) -> set[str]:
     return ids
 
 
+# A routing story holds account labels and the gateway's (or the upstream's) codes only.
+CODE = re.compile(r"[a-z0-9_]+( [a-z0-9_]+)*|skipped: [a-z ]+")
+
+
+def check_detail_columns(db_url: str, request_ids: set[str], labels: set[str]) -> None:
+    """The columns of the request-log detail page were filled by the traffic (so the dump
+    above covered them) and hold metadata only: sizes, the client's id and address, and a
+    routing story of labels and codes."""
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "SELECT request_id, client_request_id, client_ip, request_bytes, response_bytes,"
+            " routing FROM request_logs"
+        ).fetchall()
+        ttfbs = conn.execute("SELECT ttfb_ms FROM request_attempts").fetchall()
+    by_id = {row[0]: row[1:] for row in rows}
+    assert request_ids <= set(by_id)
+    for request_id in request_ids:
+        client_request_id, client_ip, sent, answered, routing = by_id[request_id]
+        assert client_request_id == CLIENT_REQUEST_ID
+        assert client_ip == "127.0.0.1"
+        assert isinstance(sent, int) and sent > 0
+        assert isinstance(answered, int) and answered > 0
+        if routing is None:
+            continue  # refused before an account was asked for
+        assert set(routing) <= {"strategy", "candidates", "more", "continuity", "continuity_reason"}
+        assert CODE.fullmatch(routing["strategy"])
+        for candidate in routing["candidates"]:
+            assert set(candidate) == {"label", "verdict"}
+            assert candidate["label"] in labels
+            assert CODE.fullmatch(candidate["verdict"]), candidate
+        assert CODE.fullmatch(routing.get("continuity_reason", "none"))
+    assert sum(1 for (_, _, _, _, _, routing) in rows if routing) >= 5
+    assert ttfbs and all(ttfb is not None for (ttfb,) in ttfbs)
+
+
 async def test_no_prompt_key_or_token_is_stored_or_logged(
     db_url: str,
     tmp_path: Path,
@@ -183,6 +225,8 @@ async def test_no_prompt_key_or_token_is_stored_or_logged(
         for secret in secrets:
             assert secret not in text, f"a raw key or token is stored in {table}"
             assert secret.encode().hex() not in text, f"a key or token (bytea) in {table}"
+
+    check_detail_columns(db_url, request_ids, {a.label for a in stack.emulator.accounts})
 
     captured = capfd.readouterr()
     logs = "\n".join([caplog.text, captured.out, captured.err])

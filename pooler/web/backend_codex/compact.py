@@ -51,7 +51,8 @@ class CompactRoute:
         gw, scope, send = self.gw, request.scope, request.send
         record = start_record(gw, scope, COMPACT, "http_json")
         request_id_header = (b"x-request-id", record.request_id.encode())
-        async with AnsweredRequest(record, send, [request_id_header], gw.log_request):
+        log = gw.log_request
+        async with AnsweredRequest(record, send, [request_id_header], log, request.body):
             pool_id, body, payload = await read_json_request(gw, request, record)
             gw.catalog.check_model(pool_id, str(payload["model"]))
             async with gw.admission.admit(COMPACT):
@@ -100,11 +101,11 @@ class CompactRoute:
             with trio.fail_after(gw.settings.upstream_idle_timeout_s):
                 headers = account_headers(lease, forwarded)
                 async with lease.upstream.request("POST", UPSTREAM_PATH, headers, body) as response:
+                    attempt.record.answered(response.status)
                     answer = await response.read()
                     status, upstream_headers = response.status, list(response.headers)
         except (trio.TooSlowError, UpstreamTransportError) as exc:
             return attempt.failed(*unreachable(exc))
-        attempt.record.status_code = status
         if status == 200:
             attempt.ended(m.Outcome(m.OK, status, tuple(upstream_headers)))
             pin(gw.pool_mailbox, attempts.pool_id, attempts.pin_keys, lease.account_id)
@@ -124,7 +125,7 @@ class CompactRoute:
             *relayed_response_headers(upstream_headers, gw.models_etag(record.pool_id)),
         ]
         record.mark_first_byte()
-        await send_bytes(send, status, answer[:MAX_COMPACT_BODY], extra)
+        record.response_bytes += await send_bytes(send, status, answer[:MAX_COMPACT_BODY], extra)
 
 
 def _usage(answer: bytes) -> TokenUsage | None:

@@ -74,11 +74,12 @@ async def _exchange(
                 status, response_headers = response.status, response.headers
     except (trio.TooSlowError, UpstreamTransportError) as exc:
         return attempt.failed(*unreachable(exc))
-    attempt.record.status_code = status
+    attempt.record.answered(status)
     if status in (200, 304):
         attempt.ended(m.Outcome(m.OK, status, tuple(response_headers)))
         kept = [(k, v) for k, v in response_headers if k in (b"etag", b"content-type")]
-        return await send_bytes(send, status, body[:MAX_MODELS_BODY], kept)
+        await send_bytes(send, status, body[:MAX_MODELS_BODY], kept)
+        return
     failure = classify_failure(status, response_headers, body)
     if failure.outcome.kind in m.FAILOVER_KINDS or failure.outcome.kind == m.UNAUTHORIZED:
         return attempt.failed(failure.outcome, failure.error_code)

@@ -34,7 +34,7 @@ from pooler.web.continuity import file_key
 from pooler.web.leasing import FILE_PIN_TTL_S, LeaseAttempts, account_headers, pin
 from pooler.web.quart_http import PUSHED, GatewayRequest
 from pooler.web.request_body import read_raw_body
-from pooler.web.request_record import AnsweredRequest, RequestRecord
+from pooler.web.request_record import AnsweredRequest, RequestRecord, start_record
 from pooler.web.upstream_exchange import (
     FORWARDED_REQUEST_HEADERS,
     classify_failure,
@@ -93,11 +93,9 @@ class RelayRoute:
 
     async def __call__(self, request: GatewayRequest) -> Response:
         gw, spec, scope, send = self.gw, self.spec, request.scope, request.send
-        record = RequestRecord(request_id=gw.new_request_id(), route=spec.route, transport="http")
-        agent = header(scope, b"user-agent")
-        record.user_agent = agent.decode("latin-1")[:200] if agent else None
+        record = start_record(gw, scope, spec.route, "http")
         extra = [(b"x-request-id", record.request_id.encode())]
-        async with AnsweredRequest(record, send, extra, gw.log_request):
+        async with AnsweredRequest(record, send, extra, gw.log_request, request.body):
             key, pool = gw.keys.authenticate(header(scope, b"authorization"))
             record.pool_id, record.key_prefix = pool.pool_id, key.prefix
             target, hard_key = self.target(scope)
@@ -157,7 +155,7 @@ class RelayRoute:
                     )
             except (trio.TooSlowError, UpstreamTransportError) as exc:
                 return attempt.failed(*unreachable(exc))
-            attempt.record.status_code = response.status
+            attempt.record.answered(response.status)
             if response.status < 400:
                 return attempt.ended(await self._relay(lease, response, record, send))
             error_body = b""
@@ -195,6 +193,7 @@ class RelayRoute:
         with trio.move_on_after(idle) as scope:
             try:
                 async for chunk in response.aiter_bytes():
+                    record.response_bytes += len(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     scope.deadline = trio.current_time() + idle
             except UpstreamTransportError:
@@ -240,6 +239,7 @@ class RelayRoute:
         record.mark_first_byte()
         kept = [*self._kept_headers(record, headers), (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": status, "headers": kept})
+        record.response_bytes += len(body)
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
 

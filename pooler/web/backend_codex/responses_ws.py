@@ -48,7 +48,7 @@ from pooler.upstream.websocket import (
 )
 from pooler.upstream.ws_client import WebsocketClosed, WebsocketProtocolError, WebsocketRejected
 from pooler.web.asgi import Receive, Scope, Send, header
-from pooler.web.attempts import Attempt, run_attempts
+from pooler.web.attempts import Attempt, note_continuity, run_attempts
 from pooler.web.backend_codex.ws_session import (
     CLIENT_GONE,
     CLOSE_CODES,
@@ -66,7 +66,7 @@ from pooler.web.backend_codex.ws_session import (
 from pooler.web.continuity import continuity_keys
 from pooler.web.keys import KeyInfo, PoolInfo
 from pooler.web.leasing import LeaseAttempts, account_headers, continuity_digest, pin
-from pooler.web.request_record import RequestRecord
+from pooler.web.request_record import RequestRecord, start_record, utf8_size
 from pooler.web.upstream_exchange import (
     FORWARDED_REQUEST_HEADERS,
     classify_failure,
@@ -79,6 +79,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pooler.web.responses_ws")
 BETA = (b"openai-beta", b"responses_websockets=2026-02-06")
 OPEN_REPLY_MARGIN_S = 1.0  # the actor's own connect deadline comes first
+UPGRADE_REFUSED = "websocket_upgrade_refused"
 
 
 def upstream_ws_url(base_url: str) -> str:
@@ -159,17 +160,11 @@ class ResponsesWebsocketRoute:
         if (await receive())["type"] != "websocket.connect":
             return
         gw = self.gw
-        record = RequestRecord(
-            request_id=gw.new_request_id(), route="responses", transport="websocket"
-        )
-        agent = header(scope, b"user-agent")
-        record.user_agent = agent.decode("latin-1")[:200] if agent else None
+        record = start_record(gw, scope, "responses", "websocket")
         try:
             key, pool = self.authenticate(gw, scope)
         except PoolerError as error:
-            record.finish(error.status, "rejected", error.code)
-            gw.log_request(record)
-            await refuse(scope, send, error.status, error.body_bytes(), error.headers())
+            await self._refuse(record, scope, send, error, error.code)
             return
         record.pool_id, record.key_prefix = pool.pool_id, key.prefix
         _, soft_keys = continuity_keys({}, scope)
@@ -179,10 +174,7 @@ class ResponsesWebsocketRoute:
             async with gw.admission.admit("websocket"):
                 served = await self._attempts(scope, receive, send, attempts, record, key)
         except ServerOverloaded as error:
-            record.finish(error.status, "rejected", error.code)
-            gw.log_request(record)
-            body, headers = error.body_bytes(), error.headers()
-            await refuse(scope, send, error.status, body, headers, CLOSE_TRY_AGAIN)
+            await self._refuse(record, scope, send, error, error.code, CLOSE_TRY_AGAIN)
             return
         except Exception:
             log.exception("unhandled error on a websocket Responses connection")
@@ -190,10 +182,24 @@ class ResponsesWebsocketRoute:
             with contextlib.suppress(Exception):
                 await send({"type": "websocket.close", "code": CLOSE_INTERNAL})
         if not served:
-            refused = WebsocketUnsupported()
-            record.finish(refused.status, "rejected", "websocket_upgrade_refused")
-            gw.log_request(record)
-            await refuse(scope, send, refused.status, refused.body_bytes(), refused.headers())
+            await self._refuse(record, scope, send, WebsocketUnsupported(), UPGRADE_REFUSED)
+
+    async def _refuse(
+        self,
+        record: RequestRecord,
+        scope: Scope,
+        send: Send,
+        error: PoolerError,
+        code: str,
+        close_code: int = CLOSE_POLICY,
+    ) -> None:
+        """Log the refused handshake, then refuse it (an HTTP answer when the server can)."""
+        body = error.body_bytes()
+        record.finish(error.status, "rejected", code)
+        if "websocket.http.response" in scope.get("extensions", {}):
+            record.response_bytes = len(body)
+        self.gw.log_request(record)
+        await refuse(scope, send, error.status, body, error.headers(), close_code)
 
     async def _attempts(
         self,
@@ -234,10 +240,15 @@ class ResponsesWebsocketRoute:
             outcome, code = _open_failure(exc)
             if outcome is None:
                 raise
-            if code == "websocket_upgrade_refused":  # this upstream does not do websockets
+            if isinstance(exc, WebsocketRejected):
+                attempt.record.answered(exc.status)
+            if code == UPGRADE_REFUSED:  # this upstream does not do websockets
                 attempt.ended(outcome, code)
                 raise _UpgradeRefused from None
             return attempt.failed(outcome, code)
+        attempt.record.answered(101)
+        # Each turn's row tells how the socket's account was chosen.
+        note_continuity(client.template, client.attempts, attempt.record)
         socket = ClientSocket(
             self.gw, client.scope, client.key, lease, client.attempts, client.template, upstream
         )
@@ -337,8 +348,11 @@ class ResponsesWebsocketRoute:
                 socket.touch()
                 text = message.get("text")
                 if text is None:
-                    text = (message.get("bytes") or b"").decode("utf-8", "replace")
-                forwarded = socket.start_turn(text)
+                    raw = message.get("bytes") or b""
+                    text, size = raw.decode("utf-8", "replace"), len(raw)
+                else:
+                    size = utf8_size(text)
+                forwarded = socket.start_turn(text, size)
                 if isinstance(forwarded, PoolerError):  # refused by the key's policy
                     await send(
                         {"type": "websocket.send", "text": refusal_frame(forwarded).decode()}
@@ -355,11 +369,16 @@ class ResponsesWebsocketRoute:
             while True:
                 frame = await upstream.get_message()
                 socket.touch()
+                turn = socket.turn
                 if isinstance(frame, bytes):
+                    if turn is not None:
+                        turn.response_bytes += len(frame)
                     await send({"type": "websocket.send", "bytes": frame})
                     continue
                 socket.on_upstream_frame(frame)  # first: a response id is pinned before relay
                 if not (socket.public and CODEX_ONLY_FRAME in frame[:40]):
+                    if turn is not None:
+                        turn.response_bytes += utf8_size(frame)
                     await send({"type": "websocket.send", "text": frame})
                 socket.after_upstream_frame()
         except WebsocketClosed as closed:
@@ -372,7 +391,7 @@ def _open_failure(exc: BaseException) -> tuple[m.Outcome | None, str]:
     (None, _) for an exception that is not an open failure (re-raised)."""
     if isinstance(exc, WebsocketRejected):
         if exc.status == 426:
-            return m.Outcome(m.CANCELLED), "websocket_upgrade_refused"
+            return m.Outcome(m.CANCELLED), UPGRADE_REFUSED
         failure = classify_failure(exc.status, exc.headers, exc.body)
         return failure.outcome, failure.error_code
     if isinstance(exc, trio.TooSlowError | CallTimeout):

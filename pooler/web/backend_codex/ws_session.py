@@ -180,22 +180,23 @@ class ClientSocket:
     def touch(self) -> None:
         self.idle.deadline = trio.current_time() + self.gw.settings.websocket_idle_timeout_s
 
-    def start_turn(self, text: str) -> str | PoolerError:
+    def start_turn(self, text: str, size: int = 0) -> str | PoolerError:
         """The frame to forward (the key's policy applied to a `response.create`), or the
         refusal of the frame: by the key's policy, or because it is not a frame the gateway
-        can read (logged here; the caller answers with an error frame)."""
+        can read (logged here; the caller answers with an error frame). `size`: the frame's
+        bytes as received (a turn's request bytes; another frame's count to the open turn)."""
         try:
             payload = client_frame(text)
         except PoolerError as refusal:
-            record = self._turn_record()
-            record.finish(refusal.status, "rejected", refusal.code)
-            self.gw.log_request(record)
+            self._refused(self._turn_record(size), refusal)
             return refusal
         if payload is None:
+            if self.turn is not None:
+                self.turn.request_bytes = (self.turn.request_bytes or 0) + size
             return text
         if self.turn is not None:
             self.end_turn(200, "stream_failed", "turn_superseded")
-        record = self._turn_record()
+        record = self._turn_record(size)
         model = payload.get("model")
         record.model = model if isinstance(model, str) else None
         try:
@@ -204,8 +205,7 @@ class ClientSocket:
             if isinstance(model, str):  # one without is the upstream's to refuse
                 self.gw.catalog.check_model(self.attempts.pool_id, model)
         except PoolerError as refusal:
-            record.finish(refusal.status, "rejected", refusal.code)
-            self.gw.log_request(record)
+            self._refused(record, refusal)
             return refusal
         record.stream = True
         record.account_id, record.account_label = self.lease.account_id, self.lease.label
@@ -217,7 +217,14 @@ class ClientSocket:
         pin(self.gw.pool_mailbox, pool_id, (*((hard,) if hard else ()), *soft), account_id)
         return text
 
-    def _turn_record(self) -> RequestRecord:
+    def _refused(self, record: RequestRecord, refusal: PoolerError) -> None:
+        record.finish(refusal.status, "rejected", refusal.code)
+        record.response_bytes = len(refusal_frame(refusal))  # the error frame the caller sends
+        self.gw.log_request(record)
+
+    def _turn_record(self, size: int) -> RequestRecord:
+        """A turn's record: what the handshake said (the client, the Pool, the key) and how
+        the socket's account was chosen (its routing story and continuity)."""
         base = self.template
         record = RequestRecord(
             request_id=self.gw.new_request_id(), route="responses", transport="websocket"
@@ -227,6 +234,10 @@ class ClientSocket:
             base.key_prefix,
             base.user_agent,
         )
+        record.client_request_id, record.client_ip = base.client_request_id, base.client_ip
+        record.routing, record.continuity = base.routing, base.continuity
+        record.continuity_from = base.continuity_from
+        record.request_bytes = size
         return record
 
     def on_upstream_frame(self, text: str) -> None:

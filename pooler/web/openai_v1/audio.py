@@ -31,7 +31,7 @@ from pooler.web.openai_v1.multipart import (
 )
 from pooler.web.quart_http import PUSHED, GatewayRequest
 from pooler.web.request_body import read_form
-from pooler.web.request_record import AnsweredRequest, RequestRecord
+from pooler.web.request_record import AnsweredRequest, RequestRecord, start_record
 from pooler.web.upstream_exchange import forwarded_headers
 
 if TYPE_CHECKING:
@@ -85,9 +85,9 @@ class V1TranscriptionsRoute:
 
     async def __call__(self, request: GatewayRequest) -> Response:
         gw, scope, send = self.gw, request.scope, request.send
-        record = RequestRecord(gw.new_request_id(), route="v1_transcriptions", transport="http")
+        record = start_record(gw, scope, "v1_transcriptions", "http")
         extra = [(b"x-request-id", record.request_id.encode())]
-        async with AnsweredRequest(record, send, extra, gw.log_request):
+        async with AnsweredRequest(record, send, extra, gw.log_request, request.body):
             key, pool = authenticate_v1(gw, scope)
             record.pool_id, record.key_prefix = pool.pool_id, key.prefix
             check_form_type(header(scope, b"content-type"))
@@ -101,9 +101,9 @@ class V1TranscriptionsRoute:
             record.mark_first_byte()
             if response_format == "text":
                 plain = [(b"content-type", b"text/plain; charset=utf-8"), *extra]
-                await send_bytes(send, 200, text.encode(), plain)
+                record.response_bytes += await send_bytes(send, 200, text.encode(), plain)
             else:
-                await send_json(send, 200, {"text": text}, extra)
+                record.response_bytes += await send_json(send, 200, {"text": text}, extra)
         return PUSHED
 
     async def _transcribe(

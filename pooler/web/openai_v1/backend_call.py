@@ -95,7 +95,7 @@ class LeasedCall:
         except ValueError:  # a request line the client could not have caused
             raise self._failed(m.Outcome(m.CLIENT_ERROR), "invalid_upstream_request") from None
         try:
-            self.attempt.record.status_code = response.status
+            self.attempt.record.answered(response.status)
             try:
                 with trio.fail_after(settings.upstream_idle_timeout_s):
                     answer = await _read_bounded(response.aiter_bytes(), max_answer)

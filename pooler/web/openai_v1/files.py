@@ -49,7 +49,7 @@ from pooler.web.openai_v1.file_form import Upload, check_purpose, upload_of
 from pooler.web.openai_v1.multipart import check_form_type, form_parts, parts_by_name
 from pooler.web.quart_http import PUSHED, GatewayRequest
 from pooler.web.request_body import read_form
-from pooler.web.request_record import AnsweredRequest, RequestRecord
+from pooler.web.request_record import AnsweredRequest, RequestRecord, start_record
 
 if TYPE_CHECKING:
     from quart.wrappers import Response
@@ -90,15 +90,15 @@ class V1FilesRoute:
     async def __call__(self, request: GatewayRequest, file_path: str = "") -> Response:
         """`file_path`: what follows `/v1/files/` (read again from the path as sent)."""
         gw, scope, send = self.gw, request.scope, request.send
-        record = RequestRecord(gw.new_request_id(), "v1_files", "http", method=scope["method"])
+        record = start_record(gw, scope, "v1_files", "http", scope["method"])
         extra = [(b"x-request-id", record.request_id.encode())]
-        async with AnsweredRequest(record, send, extra, gw.log_request):
+        async with AnsweredRequest(record, send, extra, gw.log_request, request.body):
             key, pool = authenticate_v1(gw, scope)
             record.pool_id, record.key_prefix = pool.pool_id, key.prefix
             payload = await self._serve(request, record, pool.pool_id)
             record.finish(200, "completed")
             record.mark_first_byte()
-            await send_json(send, 200, payload, extra)
+            record.response_bytes += await send_json(send, 200, payload, extra)
         return PUSHED
 
     async def _serve(

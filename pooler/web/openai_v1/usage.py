@@ -29,7 +29,7 @@ from pooler.store.common import Conn
 from pooler.web.openai_v1.auth import authenticate_v1
 from pooler.web.pool_limits import pool_limits
 from pooler.web.quart_http import error_response, json_response
-from pooler.web.request_record import RequestRecord
+from pooler.web.request_record import RequestRecord, start_record
 
 if TYPE_CHECKING:
     from quart.wrappers import Response
@@ -89,8 +89,19 @@ class V1UsageRoute:
 
     async def __call__(self, request: GatewayRequest) -> Response:
         gw = self.gw
-        record = RequestRecord(gw.new_request_id(), "v1_usage", "http", method="GET")
+        record = start_record(gw, request.scope, "v1_usage", "http", "GET")
         extra = [("x-request-id", record.request_id), ("cache-control", "no-store")]
+        try:
+            answer = await self._answer(record, request, extra)
+            record.response_bytes = answer.content_length or 0
+            return answer
+        finally:
+            gw.log_request(record)
+
+    async def _answer(
+        self, record: RequestRecord, request: GatewayRequest, extra: list[tuple[str, str]]
+    ) -> Response:
+        gw = self.gw
         try:
             key, pool = authenticate_v1(gw, request.scope)
             record.pool_id, record.key_prefix = pool.pool_id, key.prefix
@@ -114,5 +125,3 @@ class V1UsageRoute:
         except PoolerError as error:
             record.finish(error.status, "rejected", error.code)
             return error_response(error, [(k.encode(), v.encode()) for k, v in extra])
-        finally:
-            gw.log_request(record)
