@@ -128,7 +128,7 @@ def system_settings(edges: Edges) -> None:
     }
     [(action, actor, details)] = edges.audit.new()
     assert (action, actor) == ("settings.update", OWNER_EMAIL)
-    assert set(details) == {"circuit_open_seconds", "quota_freshness_seconds"}
+    assert set(details["after"]) == {"circuit_open_seconds", "quota_freshness_seconds"}
 
 
 def pool_policy(edges: Edges) -> str:
