@@ -41,16 +41,17 @@ class Window:
     label: str
     span: timedelta
     step: timedelta  # one chart bucket
-    tick: str  # strftime of a bucket's label
+    tick: str  # strftime of a bucket's label on the chart
+    row: str  # ... and in the table beside it
 
 
 WINDOWS: Final = {
     w.key: w
     for w in (
-        Window("1h", "1 h", HOUR, HOUR, "%H:00"),
-        Window("24h", "24 h", DAY, HOUR, "%H:00"),
-        Window("7d", "7 d", 7 * DAY, DAY, "%m-%d"),
-        Window("30d", "30 d", 30 * DAY, DAY, "%m-%d"),
+        Window("1h", "1 h", HOUR, HOUR, "%H:00", "%m-%d %H:00"),
+        Window("24h", "24 h", DAY, HOUR, "%H:00", "%m-%d %H:00"),
+        Window("7d", "7 d", 7 * DAY, DAY, "%m-%d", "%Y-%m-%d"),
+        Window("30d", "30 d", 30 * DAY, DAY, "%m-%d", "%Y-%m-%d"),
     )
 }
 DEFAULT_WINDOW: Final = "24h"

@@ -19,8 +19,8 @@ from markupsafe import Markup, escape
 
 WIDTH: Final = 400
 HEIGHT: Final = 220
-LEFT, RIGHT, TOP, BOTTOM = 52, 22, 12, 26
-FONT: Final = 12
+LEFT, RIGHT, TOP, BOTTOM = 64, 22, 12, 26
+FONT: Final = 13
 MAX_X_LABELS: Final = 6
 TICKS: Final = 4  # intervals on the y axis
 
@@ -152,8 +152,8 @@ class _Frame:
 
     def axes(self, labels: Sequence[str], fmt: Format) -> list[str]:
         parts = []
-        for k in range(TICKS + 1):
-            value = self.top * k / TICKS
+        for k in range(round(self.top / self.step) + 1):  # at multiples of the round step
+            value = self.step * k
             y = self.y(value)
             parts.append(
                 f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>'
