@@ -184,9 +184,9 @@ def charts(view: StatsView) -> dict[str, Markup]:
         Series("Cached input", [f.cached_input_tokens for f in figs], "s2"),
         Series("Output", [f.output_tokens for f in figs], "s0"),
     ]
-    latency = [
-        Series("p50", [f.p50_ms for f in figs], "s0"),
+    latency = [  # p50 drawn last: on top where the two meet
         Series("p95", [f.p95_ms for f in figs], "s3"),
+        Series("p50", [f.p50_ms for f in figs], "s0"),
     ]
     span = view.window.label
     return {

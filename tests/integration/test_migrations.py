@@ -30,6 +30,8 @@ EXPECTED_TABLES = {
     "console_signin_failures",
     "operator_pool_assignments",
     "pool_invites",  # 0009
+    "stats_hourly",  # 0015
+    "stats_pruned_hours",
 }
 
 
