@@ -36,7 +36,7 @@ CREATE TABLE stats_hourly (
 );
 CREATE INDEX stats_hourly_pool_hour_idx ON stats_hourly (pool_id, hour);
 
--- Hours that lost raw rows (retention, or any delete): their rollup is final.
+-- Hours that lost raw rows (retention, any DELETE, a TRUNCATE): their rollup is final.
 CREATE TABLE stats_pruned_hours (
     hour      timestamptz PRIMARY KEY,
     pruned_at timestamptz NOT NULL DEFAULT now()
@@ -54,3 +54,17 @@ END $$;
 CREATE TRIGGER request_logs_note_pruned_hours
     AFTER DELETE ON request_logs REFERENCING OLD TABLE AS gone
     FOR EACH STATEMENT EXECUTE FUNCTION stats_note_pruned_hours();
+
+-- A TRUNCATE fires no DELETE trigger: every hour still holding rows is noted before it.
+CREATE FUNCTION stats_note_truncated_hours() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO stats_pruned_hours (hour)
+    SELECT DISTINCT date_trunc('hour', created_at, 'UTC') FROM request_logs
+    ON CONFLICT (hour) DO NOTHING;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER request_logs_note_truncated_hours
+    BEFORE TRUNCATE ON request_logs
+    FOR EACH STATEMENT EXECUTE FUNCTION stats_note_truncated_hours();

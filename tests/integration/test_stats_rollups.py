@@ -202,11 +202,11 @@ def rollup_all(db: Database) -> None:
 
 
 def reset(db: Database) -> None:
-    db.run_sync(
-        lambda conn: conn.execute(
-            "TRUNCATE request_logs, request_attempts, stats_hourly, stats_pruned_hours"
-        )
-    )
+    def empty(conn: Any) -> None:
+        conn.execute("TRUNCATE request_logs, request_attempts, stats_hourly")
+        conn.execute("TRUNCATE stats_pruned_hours")  # after: the first notes its hours
+
+    db.run_sync(empty)
 
 
 @settings(
@@ -292,3 +292,18 @@ def test_an_hour_with_many_error_codes_keeps_the_top_ones_and_counts_the_rest(
     check(database, rows)
     (row,) = stored(database).values()
     assert len(row["codes"]) == TOP_CODES_PER_ROW and row["other"] == 4 + 3 + 2 + 1
+
+
+def test_a_truncate_of_the_raw_logs_leaves_the_rollups_final(database: Database) -> None:
+    rows = [
+        RequestLogRow(f"req_t{i}", BASE + timedelta(hours=i), "responses", "completed")
+        for i in range(2)
+    ]
+    database.run_sync(lambda conn: logs.insert_request_logs(conn, rows))
+    rollup_all(database)
+    database.run_sync(lambda conn: conn.execute("TRUNCATE request_logs"))
+    result = database.run_sync(
+        lambda conn: recompute_hours(conn, BASE, BASE + timedelta(hours=HOURS - 1))
+    )
+    assert set(result.pruned) == {BASE, BASE + timedelta(hours=1)}
+    check(database, rows)
