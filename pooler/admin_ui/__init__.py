@@ -79,6 +79,7 @@ from pooler.admin_ui.onboarding import onboarding_blueprint
 from pooler.admin_ui.operators_page import operators_blueprint
 from pooler.admin_ui.own_settings import own_settings_blueprint
 from pooler.admin_ui.pools_home import pools_home_blueprint
+from pooler.admin_ui.stats_page import stats_blueprint
 from pooler.admin_ui.system_page import system_blueprint
 from pooler.admin_ui.templating import ENVIRONMENT
 from pooler.admin_ui.upstream_add import upstream_add_blueprint
@@ -107,6 +108,7 @@ PAGES: tuple[Callable[[], Blueprint], ...] = (
     onboarding_blueprint,
     system_blueprint,
     audit_logs_blueprint,
+    stats_blueprint,
 )
 STATIC_FILES = {
     "console.css": "text/css; charset=utf-8",

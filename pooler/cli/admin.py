@@ -16,6 +16,7 @@ from pooler.cli.admin_keys import register_keys
 from pooler.cli.admin_login import register_login
 from pooler.cli.admin_operators import register_operators
 from pooler.cli.admin_settings import register_settings
+from pooler.cli.admin_stats import register_stats
 from pooler.cli.common import CommandError, emit, plain, run_in_store, table, with_json
 from pooler.config import load_config
 from pooler.crypto import Keyring
@@ -114,6 +115,7 @@ def register(commands: Any) -> None:
     with_json(delete).set_defaults(handler=account_delete)
 
     register_keys(groups)
+    register_stats(groups)
 
     mcp = groups.add_parser(
         "mcp-token",

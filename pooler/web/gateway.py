@@ -48,6 +48,7 @@ from pooler.web.loop_lag import LoopLagMonitor
 from pooler.web.metrics import Metrics
 from pooler.web.request_record import RequestRecord, log_line, reduced_record
 from pooler.web.settings import GatewaySettings
+from pooler.web.stats_jobs import StatsRollups
 
 log = logging.getLogger("pooler.gateway")
 
@@ -118,12 +119,14 @@ class Gateway:
         self._pins_from_peers: set[str] = set()
         self._peer_news = trio.Event()
         self.heap_trimmer = HeapTrimmer()  # memory freed by large bodies goes back
+        self.stats_rollups = StatsRollups(db)  # the stats page's hourly rollups
         self.scheduler = Scheduler(
             [
                 Job("heap_trim", TRIM_INTERVAL_S, self.heap_trimmer.run),
                 Job("usage_tick", USAGE_TICK_S, self._usage_tick),
                 Job("write_behind", WRITE_BEHIND_INTERVAL_S, self.flush_write_behind),
                 Job("model_catalog", CATALOG_REFRESH_S, self.catalog.refresh, timeout_s=120.0),
+                *self.stats_rollups.jobs(),
             ]
         )
 

@@ -32,6 +32,8 @@ EXPECTED_TABLES = {
     "pool_invites",  # 0009
     "console_sign_ins",  # 0010
     "console_form_uses",  # 0011
+    "stats_hourly",  # 0015
+    "stats_pruned_hours",
 }
 
 
