@@ -222,8 +222,7 @@ def sole_pool_id(conn: Conn, account_id: UUID) -> UUID | None:
     """The Pool an account is actively assigned to when there is exactly one: the Pool its
     audited events concern (an account shared by several Pools is instance-wide)."""
     rows = conn.execute(
-        "SELECT pool_id FROM pool_assignments WHERE account_id = %s AND status = 'active'"
-        " LIMIT 2",
+        "SELECT pool_id FROM pool_assignments WHERE account_id = %s AND status = 'active' LIMIT 2",
         (account_id,),
     ).fetchall()
     found: UUID | None = rows[0][0] if len(rows) == 1 else None
