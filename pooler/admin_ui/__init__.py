@@ -67,6 +67,7 @@ from pooler.admin_ui.errors import (
 from pooler.admin_ui.invites_page import invites_blueprint
 from pooler.admin_ui.onboarding import onboarding_blueprint
 from pooler.admin_ui.operators_page import operators_blueprint
+from pooler.admin_ui.overview_page import overview_blueprint
 from pooler.admin_ui.own_settings import own_settings_blueprint
 from pooler.admin_ui.pools_home import pools_home_blueprint
 from pooler.admin_ui.system_page import system_blueprint
@@ -95,10 +96,12 @@ PAGES: tuple[Callable[[], Blueprint], ...] = (
     invites_blueprint,
     onboarding_blueprint,
     system_blueprint,
+    overview_blueprint,
 )
 STATIC_FILES = {
     "console.css": "text/css; charset=utf-8",
     "copy.js": "text/javascript; charset=utf-8",
+    "overview.js": "text/javascript; charset=utf-8",
 }
 
 
@@ -129,10 +132,6 @@ def console_blueprint(
             raise NotFound()
         headers = {"content-type": STATIC_FILES[name], "cache-control": "public, max-age=3600"}
         return Response(static[name], headers=headers)
-
-    @bp.get("/admin")
-    async def admin_root() -> Response:
-        return Response("", status=303, headers={"location": "/admin/pools"})
 
     @bp.route("/admin/<path:rest>", methods=["GET", "POST"])
     async def no_such_page(rest: str) -> Response:
