@@ -115,9 +115,7 @@ def overview_tasks() -> list[str]:
     return found
 
 
-async def test_the_overview_is_the_home_and_moves_with_traffic(
-    db_url: str, tmp_path: Path
-) -> None:
+async def test_the_overview_is_the_home_and_moves_with_traffic(db_url: str, tmp_path: Path) -> None:
     async with open_stack(db_url, tmp_path) as stack, browser(stack) as client:
         made = await bootstrap_owner(client)
         assert (made.status_code, made.headers["location"]) == (303, "/admin")
