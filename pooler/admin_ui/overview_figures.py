@@ -48,7 +48,7 @@ RANKS: Final = {
     PAUSED: 6,
     DISABLED: 6,
 }
-NONE: Final = "-"
+NONE: Final = "\u2013"  # an en dash: nothing to show
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +98,13 @@ class PoolFigures:
             self.key("usable"): f"{_count(self.usable)} / {self.accounts}",
             self.key("rpm"): _rate(a.requests),
             self.key("epm"): _rate(a.errors),
-            self.key("latency"): f"{_ms(a.added_p50_ms)} / {_ms(a.added_p95_ms)}",
+            self.key("latency"): _latency(a.added_p50_ms, a.added_p95_ms),
             self.key("cached"): NONE if share is None else f"{share * 100:.0f} %",
             self.key("in_flight"): str(self.in_flight),
             self.key("sessions"): str(self.sessions),
         }
         for w in self.windows:
+            out[self.key(f"{w.key}:name")] = w.name[:1].upper() + w.name[1:]
             out[self.key(f"{w.key}:left")] = f"{w.left:.2f} of {w.usable}"
             reset = "no reset known" if w.reset_at is None else f"earliest reset {when(w.reset_at)}"
             sample = f"; {w.unsampled} without a sample yet" if w.unsampled else ""
@@ -155,6 +156,12 @@ def _count(value: int | None) -> str:
 def _rate(count: int) -> str:
     per_minute = count / WINDOW_MINUTES
     return f"{per_minute:.1f}" if per_minute < 100 else f"{per_minute:.0f}"
+
+
+def _latency(p50: float | None, p95: float | None) -> str:
+    if p50 is None or p95 is None:
+        return "no sample"
+    return f"{_ms(p50)} / {_ms(p95)}"
 
 
 def _ms(value: float | None) -> str:

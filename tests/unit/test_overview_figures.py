@@ -121,8 +121,8 @@ def test_a_pools_figures_and_what_a_stream_pushes_next() -> None:
         "values": {
             key + "rpm": "0.0",
             key + "epm": "0.0",
-            key + "latency": "- / -",
-            key + "cached": "-",
+            key + "latency": "no sample",
+            key + "cached": "\u2013",
             key + "sessions": "0",
         }
     }
