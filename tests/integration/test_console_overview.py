@@ -233,18 +233,12 @@ async def test_the_live_stream_pushes_changes_and_ends_with_the_session(
         await bootstrap_owner(client)
         demo = await pool_id(stack)
         csrf = csrf_of((await client.get("/admin")).text)
-        # One admin slot only: the stream must leave it free between its refreshes.
-        admission = stack.gateway.admission
-        spec = stack.gateway.instance_settings.bulkheads["admin"]
-        admission.configure({"admin": type(spec)(1, 8, 10.0)})
         async with live(client) as events:
             with trio.fail_after(10):
                 name, first = await events.next() or ("", {})
             assert name == "overview"
             assert first["values"][f"{demo}:rpm"] == "0.0"
             assert first["attention"] == [] and first["layout"].startswith(str(demo))
-            await until(lambda: admission.stats()["admin"].in_flight == 0)
-            assert (await client.get("/admin/pools")).status_code == 200
             async with stack.client() as api:
                 assert (await api.post(RESPONSES, json=responses_body())).status_code == 200
             with trio.fail_after(15):
@@ -264,6 +258,26 @@ async def test_the_live_stream_pushes_changes_and_ends_with_the_session(
         await until(lambda: overview_page.STREAMS.total == 0)
         assert overview_tasks() == []
         assert (await client.get(EVENTS)).status_code == 401
+
+
+async def test_an_idle_stream_holds_no_admin_slot(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(overview_page, "REFRESH_S", 300.0)  # idle after its first push
+    async with open_stack(db_url, tmp_path) as stack, browser(stack) as client:
+        await bootstrap_owner(client)
+        # One admin slot and no queue: a page is refused at once if anything holds it.
+        admission = stack.gateway.admission
+        spec = stack.gateway.instance_settings.bulkheads["admin"]
+        admission.configure({"admin": type(spec)(1, 0, 10.0)})
+        async with live(client) as events:
+            assert await events.next() is not None
+            async with live(client) as more:  # opened while the first one is idle
+                assert await more.next() is not None
+                await until(lambda: admission.stats()["admin"].in_flight == 0)
+                for _ in range(3):
+                    assert (await client.get("/admin/pools")).status_code == 200
+                assert overview_page.STREAMS.total == 2
 
 
 async def test_the_stream_does_not_keep_an_idle_session_alive(
