@@ -186,7 +186,7 @@ def overview_blueprint() -> Blueprint:
         if not STREAMS.open(watcher.session_id):
             return plain(429, "Too many live overviews open: close another tab.", RETRY_MS / 1000)
         try:
-            await stream(gw, token, watcher, websocket_routes())
+            await stream(gw, token, websocket_routes())
         finally:
             STREAMS.close(watcher.session_id)
         return PUSHED
@@ -212,9 +212,7 @@ def event(name: str, data: Any) -> dict[str, Any]:
     return {"type": "http.response.body", "body": body, "more_body": True}
 
 
-async def stream(
-    gw: Gateway, token: str, watcher: Watcher, routes: list[ResponsesWebsocketRoute]
-) -> None:
+async def stream(gw: Gateway, token: str, routes: list[ResponsesWebsocketRoute]) -> None:
     """Push the overview's changes until the lifetime ends, the session ends (an `end`
     event) or the client leaves (at once: nothing more is sent)."""
     request = current_request()
@@ -234,7 +232,7 @@ async def stream(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch_disconnect, nursery.cancel_scope)
             try:
-                await push(gw, token, watcher, routes, send)
+                await push(gw, token, routes, send)
             except Exception:  # a send to a client that is gone: nothing more to say
                 left = True
             nursery.cancel_scope.cancel()
@@ -243,26 +241,30 @@ async def stream(
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def push(
-    gw: Gateway, token: str, watcher: Watcher, routes: list[ResponsesWebsocketRoute], send: Any
-) -> None:
+async def push(gw: Gateway, token: str, routes: list[ResponsesWebsocketRoute], send: Any) -> None:
     sent = LastSent()
     quiet_since = trio.current_time()
-    scope = watcher.pool_ids
+    failing = False  # logged once per run of failed refreshes
     while True:
         now: Overview | None = None
+        signed_out = False
         try:
             async with gw.admission.admit("admin"):  # a slot per refresh, none in between
                 found = await watch(gw, token)
-                if found is None:
-                    await send(event("end", "signed-out"))
-                    return
-                scope = found.pool_ids  # an owner may have changed the admin's Pools
-                now = await gather(gw, scope, routes)
+                signed_out = found is None  # signed out, revoked, idle, operator disabled
+                if found is not None:  # its Pools as they are now (an owner may change them)
+                    now = await gather(gw, found.pool_ids, routes)
         except ServerOverloaded:
             pass  # the console is busy: this refresh is skipped
-        except Exception:
-            log.warning("the overview's refresh failed", exc_info=True)
+        except Exception as exc:  # the database is away, say: the next refresh tries again
+            if not failing:
+                log.warning("the overview's live refresh failed: %s", type(exc).__name__)
+            failing = True
+        else:
+            failing = False
+        if signed_out:
+            await send(event("end", "signed-out"))
+            return
         changes = sent.changes(now) if now is not None else None
         if changes is not None:
             await send(event("overview", changes))
