@@ -20,7 +20,7 @@ import pytest
 import trio
 import trio_websocket
 from console_support import OWNER_EMAIL, OWNER_PASSWORD, bootstrap_owner, browser, csrf_of, sign_in
-from harness import Stack, open_stack, responses_body
+from harness import Stack, open_stack, open_two_nodes, responses_body
 from test_websocket_responses import auth, turn, ws_url
 
 from pooler import store
@@ -336,3 +336,24 @@ async def test_streams_are_bounded_per_session_and_in_time(
                         while await one.next() is not None:
                             pass
         await until(lambda: overview_page.STREAMS.total == 0)
+
+
+async def test_rates_are_every_nodes_and_in_flight_this_nodes(db_url: str, tmp_path: Path) -> None:
+    async with open_two_nodes(db_url, tmp_path) as (one, two), browser(one) as client:
+        await bootstrap_owner(client)
+        key = f"{await pool_id(one)}:"
+        paced = {"client_metadata": {"x-emulator-delay-ms": "400", "x-emulator-events": "40"}}
+        async with trio.open_nursery() as nursery, two.client() as api:
+            assert (await api.post(RESPONSES, json=responses_body())).status_code == 200
+
+            async def hold() -> None:
+                async with api.stream("POST", RESPONSES, json=responses_body(**paced)) as held:
+                    async for _ in held.aiter_bytes():
+                        pass
+
+            nursery.start_soon(hold)
+            async with browser(two, cookies=client.cookies) as on_two:  # one session, two nodes
+                await page_until(on_two, lambda html: shown(html, key + "in_flight") == "1")
+            here = await page_until(client, lambda html: shown(html, key + "rpm") != "0.0")
+            assert shown(here, key + "in_flight") == "0"  # held on the other node
+            nursery.cancel_scope.cancel()
