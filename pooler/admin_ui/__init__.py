@@ -77,6 +77,7 @@ from pooler.admin_ui.form_once import FormAlreadySent, already_sent_page, new_to
 from pooler.admin_ui.invites_page import invites_blueprint
 from pooler.admin_ui.onboarding import onboarding_blueprint
 from pooler.admin_ui.operators_page import operators_blueprint
+from pooler.admin_ui.overview_page import overview_blueprint
 from pooler.admin_ui.own_settings import own_settings_blueprint
 from pooler.admin_ui.pools_home import pools_home_blueprint
 from pooler.admin_ui.stats_page import stats_blueprint
@@ -109,10 +110,12 @@ PAGES: tuple[Callable[[], Blueprint], ...] = (
     system_blueprint,
     audit_logs_blueprint,
     stats_blueprint,
+    overview_blueprint,
 )
 STATIC_FILES = {
     "console.css": "text/css; charset=utf-8",
     "copy.js": "text/javascript; charset=utf-8",
+    "overview.js": "text/javascript; charset=utf-8",
 }
 
 
@@ -146,10 +149,6 @@ def console_blueprint(
             raise NotFound()
         headers = {"content-type": STATIC_FILES[name], "cache-control": "public, max-age=3600"}
         return Response(static[name], headers=headers)
-
-    @bp.get("/admin")
-    async def admin_root() -> Response:
-        return Response("", status=303, headers={"location": "/admin/pools"})
 
     @bp.route("/admin/<path:rest>", methods=["GET", "POST"])
     async def no_such_page(rest: str) -> Response:

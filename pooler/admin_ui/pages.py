@@ -35,7 +35,7 @@ MAX_FORM_FIELDS: Final = 200
 # the request is refused (a slow body must not hold one of the few `admin` slots).
 FORM_READ_TIMEOUT_S: Final = 10.0
 CSRF_FIELD: Final = "csrf_token"
-SIGNED_IN_HOME: Final = "/admin/pools"
+SIGNED_IN_HOME: Final = "/admin"  # the overview
 
 Handler = Callable[..., Awaitable[Response]]
 

@@ -1,4 +1,4 @@
-"""`/admin/pools`, the signed-in home: the Pools the operator may see (an owner: all; an
+"""`/admin/pools`: the Pools the operator may see (an owner: all; an
 admin: those assigned) with their figures, and each Pool's page: its routing policy
 (strategy, quota threshold, retry budget, in-flight cap, continuity, the `/v1` switch),
 enable/disable, and delete. Creating and deleting a Pool is the owner's.

@@ -32,6 +32,7 @@ OWNER_PASSWORD = "owner password of the browser tests"
 OWNER_NAME = "The Owner"
 RESPONSES = "/backend-api/codex/responses"
 POOLS = re.compile(r"/admin/pools$")
+HOME = re.compile(r"/admin$")  # the overview: where signing in lands
 WAIT_MS = 20_000  # what a page that completes by itself (meta refresh) may take
 # The emulator's device-code poll interval, so the sign-in pages reload themselves every
 # 3 s: long enough for `Console.look` to take its screenshots between two reloads.

@@ -34,6 +34,7 @@ EMAIL = "owner@example.com"
 PASSWORD = "owner password of the browser tests"
 NAME = "The Owner"
 POOLS = re.compile(r"/admin/pools$")
+HOME = re.compile(r"/admin$")  # the overview: where signing in lands
 
 
 async def audit_actions(stack: Stack) -> list[str]:
@@ -98,7 +99,9 @@ def first_run(console: Console) -> None:
     console.look(page, "bootstrap-refused")
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Create owner").click()
-    expect(page).to_have_url(POOLS)  # signed in as the new owner
+    expect(page).to_have_url(HOME)  # signed in as the new owner
+    page.get_by_role("navigation", name="Console").get_by_role("link", name="Pools").click()
+    expect(page).to_have_url(POOLS)
     expect(page.get_by_role("cell", name="demo", exact=True)).to_be_visible()
     console.look(page, "pools")
     page.goto("/bootstrap")
@@ -109,7 +112,7 @@ def first_run(console: Console) -> None:
     sign_out(page)
     console.look(page, "login")
     sign_in(page, EMAIL, PASSWORD)
-    expect(page).to_have_url(POOLS)
+    expect(page).to_have_url(HOME)
     page.get_by_role("link", name="Settings", exact=True).click()
     expect(page).to_have_url(re.compile(r"/admin/settings$"))
     expect(page.locator("nav [aria-current=page]")).to_have_text("Settings")
@@ -133,14 +136,14 @@ def first_run(console: Console) -> None:
     # The step after the enrolment's code: within the allowed drift, and not used yet.
     page.get_by_label("Code", exact=True).fill(generator.at(time.time() + 30))
     page.get_by_role("button", name="Sign in", exact=True).click()
-    expect(page).to_have_url(POOLS)
+    expect(page).to_have_url(HOME)
 
     other = console.page()  # another browser: the second factor is a recovery code
     sign_in(other, EMAIL, PASSWORD)
     expect(other).to_have_url(re.compile(r"/login/code$"))
     other.get_by_label("Code", exact=True).fill(codes[0])
     other.get_by_role("button", name="Sign in", exact=True).click()
-    expect(other).to_have_url(POOLS)
+    expect(other).to_have_url(HOME)
 
     page.goto("/admin/settings")
     expect(page.get_by_text("Recovery codes left: 9")).to_be_visible()
@@ -189,7 +192,7 @@ def wrong_password(console: Console) -> None:
     page.goto("/admin/pools")
     expect(page).to_have_url(re.compile(r"/login$"))
     sign_in(page, EMAIL, PASSWORD)
-    expect(page).to_have_url(POOLS)
+    expect(page).to_have_url(HOME)
 
 
 async def test_a_wrong_password_is_refused_with_the_same_words(
@@ -210,7 +213,7 @@ def posts_without_csrf(console: Console) -> None:
     refused = page.request.post("/login", form={"email": EMAIL, "password": PASSWORD})
     assert refused.status == 403
     sign_in(page, EMAIL, PASSWORD)
-    expect(page).to_have_url(POOLS)
+    expect(page).to_have_url(HOME)
     page.goto("/admin/settings")
     for form in ({"display_name": "Mallory"}, {"display_name": "Mallory", "csrf_token": "x" * 43}):
         answer = page.request.post("/admin/settings/profile", form=form, max_redirects=0)
@@ -279,8 +282,8 @@ def keyboard_only(console: Console) -> None:
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
     page.keyboard.press("Enter")
-    expect(page).to_have_url(POOLS)
-    console.look(page, "pools-by-keyboard")
+    expect(page).to_have_url(HOME)
+    console.look(page, "home-by-keyboard")
 
 
 async def test_sign_in_with_the_keyboard_only(db_url: str, tmp_path: Path, chromium: str) -> None:

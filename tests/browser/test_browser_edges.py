@@ -28,9 +28,9 @@ from pooler.store.keys import create_key
 
 require_playwright()
 from browser_steps import (  # noqa: E402
+    HOME,
     OWNER_EMAIL,
     OWNER_PASSWORD,
-    POOLS,
     WAIT_MS,
     AuditTrail,
     create_owner,
@@ -365,7 +365,7 @@ def relink(edges: Edges) -> None:
 def edges_flow(console: Console, stack: Stack, team_key: str, ids: dict[str, str]) -> None:
     page = console.page()
     sign_in(page, OWNER_EMAIL, OWNER_PASSWORD)
-    expect(page).to_have_url(POOLS)
+    expect(page).to_have_url(HOME)
     edges = Edges(console, page, stack, AuditTrail(stack), team_key, ids)
     system_settings(edges)
     pool_page = pool_policy(edges)

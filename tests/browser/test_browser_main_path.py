@@ -22,10 +22,10 @@ from pooler.emulator.authjson import auth_json_for
 require_playwright()
 from browser_steps import (  # noqa: E402
     DEVICE_INTERVAL_S,
+    HOME,
     OWNER_EMAIL,
     OWNER_NAME,
     OWNER_PASSWORD,
-    POOLS,
     WAIT_MS,
     codex_exec,
     emulator,
@@ -57,7 +57,8 @@ def bootstrap_and_create_pool(console: Console, page: Page) -> None:
     page.get_by_label("Display name", exact=True).fill(OWNER_NAME)
     page.get_by_label("Password", exact=True).fill(OWNER_PASSWORD)
     page.get_by_role("button", name="Create owner").click()
-    expect(page).to_have_url(POOLS)
+    expect(page).to_have_url(HOME)
+    nav(page, "Pools")
     page.get_by_label("Name", exact=True).fill(POOL)
     page.get_by_role("button", name="Create Pool").click()
     expect(heading(page)).to_have_text(POOL)

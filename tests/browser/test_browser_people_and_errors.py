@@ -23,10 +23,10 @@ from pooler.store.keys import create_key
 require_playwright()
 from browser_steps import (  # noqa: E402
     DEVICE_INTERVAL_S,
+    HOME,
     OWNER_EMAIL,
     OWNER_NAME,
     OWNER_PASSWORD,
-    POOLS,
     WAIT_MS,
     emulator,
     heading,
@@ -58,7 +58,7 @@ async def audit_actions(stack: Stack) -> list[str]:
 def invite(console: Console, stack: Stack) -> None:
     owner = console.page()
     sign_in(owner, OWNER_EMAIL, OWNER_PASSWORD)
-    expect(owner).to_have_url(POOLS)
+    expect(owner).to_have_url(HOME)
     nav(owner, "Invites")
     console.look(owner, "invites")
     owner.get_by_label("Pool", exact=True).select_option(label="demo")
@@ -114,7 +114,7 @@ async def test_an_invite_link_is_completed_in_a_browser_without_a_session(
 def admin_role(console: Console, ids: dict[str, str]) -> None:
     owner = console.page()
     sign_in(owner, OWNER_EMAIL, OWNER_PASSWORD)
-    expect(owner).to_have_url(POOLS)
+    expect(owner).to_have_url(HOME)
     demo = owner.get_by_role("link", name="demo", exact=True).get_attribute("href")
     assert demo
     nav(owner, "Operators")
@@ -140,7 +140,7 @@ def admin_role(console: Console, ids: dict[str, str]) -> None:
     admin.get_by_label("New password", exact=True).fill(ADMIN_PASSWORD)
     admin.get_by_label("Confirm new password", exact=True).fill(ADMIN_PASSWORD)
     admin.get_by_role("button", name="Change password").click()
-    expect(admin).to_have_url(POOLS)
+    expect(admin).to_have_url(HOME)
 
     # Only its Pool, its accounts and its keys; the owner-only pages are not offered.
     expect(admin.get_by_role("link", name="team", exact=True)).to_be_visible()
@@ -195,7 +195,8 @@ async def test_an_admin_sees_only_its_pool(db_url: str, tmp_path: Path, chromium
 def form_errors(console: Console) -> None:
     page = console.page()
     sign_in(page, OWNER_EMAIL, OWNER_PASSWORD)
-    expect(page).to_have_url(POOLS)
+    expect(page).to_have_url(HOME)
+    nav(page, "Pools")
 
     # A Pool name that exists: refused beside the field, the name kept.
     page.get_by_label("Name", exact=True).fill("demo")

@@ -73,7 +73,7 @@ async def test_bootstrap_creates_the_owner_then_is_gone(db_url: str, tmp_path: P
         assert not await one_value(stack, "SELECT count(*) FROM operators")
 
         created = await bootstrap_owner(client)
-        assert (created.status_code, created.headers["location"]) == (303, "/admin/pools")
+        assert (created.status_code, created.headers["location"]) == (303, "/admin")
         home = await client.get("/admin/pools")
         assert home.status_code == 200 and ">demo<" in home.text
         assert "The Owner" in home.text
@@ -108,7 +108,7 @@ async def test_wrong_password_and_unknown_email_answer_alike(db_url: str, tmp_pa
 
         good = await sign_in(client)
         assert (good.status_code, good.headers["location"]) == (303, "/")
-        assert (await client.get("/")).headers["location"] == "/admin/pools"
+        assert (await client.get("/")).headers["location"] == "/admin"
         events = await stack.database.run(store.list_audit_events)
         failures = [e for e in events if e.action == "console.sign_in_failed"]
         assert len(failures) == 2 and all(e.actor == "anonymous" for e in failures)
@@ -373,7 +373,7 @@ async def test_a_temporary_password_must_be_changed_and_ends_other_sessions(
                     "confirm_password": "my own new password",
                 },
             )
-            assert (changed.status_code, changed.headers["location"]) == (303, "/admin/pools")
+            assert (changed.status_code, changed.headers["location"]) == (303, "/admin")
             assert (await client.get("/admin/pools")).status_code == 200
             assert (await elsewhere.get("/admin/pools")).status_code == 303
         assert await one_value(stack, "SELECT count(*) FROM console_sessions") == 1

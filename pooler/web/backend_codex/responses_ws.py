@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -144,6 +145,12 @@ class ResponsesWebsocketRoute:
         self.url = upstream_ws_url(f"{gateway.config.upstream_base_url}/backend-api/codex")
         self._open: dict[str, set[ClientSocket]] = {}  # open sockets by Pool API key id
         gateway.keys.on_replace.append(self._close_revoked)
+
+    def open_sessions(self) -> Counter[str]:
+        """The client sockets open on this route now, by Pool id (this node only)."""
+        return Counter(
+            socket.attempts.pool_id for sockets in self._open.values() for socket in sockets
+        )
 
     def _close_revoked(self) -> None:
         """After a key-cache reload: close (1008) the sockets of keys no longer valid, and
