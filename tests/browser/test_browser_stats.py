@@ -74,7 +74,7 @@ async def traffic(stack: Stack) -> None:
 def stats_flow(console: Console) -> None:
     page = console.page()
     sign_in(page, OWNER_EMAIL, OWNER_PASSWORD)
-    expect(page).to_have_url(re.compile(r"/admin/pools$"))
+    expect(page).to_have_url(re.compile(r"/admin$"))
     nav(page, "Stats")
     expect(heading(page)).to_have_text("Stats")
     expect(page).to_have_url(re.compile(r"/admin/stats$"))
