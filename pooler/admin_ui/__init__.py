@@ -69,6 +69,7 @@ from pooler.admin_ui.onboarding import onboarding_blueprint
 from pooler.admin_ui.operators_page import operators_blueprint
 from pooler.admin_ui.own_settings import own_settings_blueprint
 from pooler.admin_ui.pools_home import pools_home_blueprint
+from pooler.admin_ui.request_logs import request_logs_blueprint
 from pooler.admin_ui.system_page import system_blueprint
 from pooler.admin_ui.upstream_add import upstream_add_blueprint
 from pooler.admin_ui.upstreams import upstreams_blueprint
@@ -95,6 +96,7 @@ PAGES: tuple[Callable[[], Blueprint], ...] = (
     invites_blueprint,
     onboarding_blueprint,
     system_blueprint,
+    request_logs_blueprint,
 )
 STATIC_FILES = {
     "console.css": "text/css; charset=utf-8",

@@ -164,9 +164,9 @@ def parse_cursor(text: str) -> Cursor | None:
         created_at = datetime.fromisoformat(at)
         row_id = UUID(ident)
     except ValueError:
-        raise FilterError("the page link is damaged: start from the first page", "after") from None
+        raise FilterError("The page link is damaged: start from the first page", "after") from None
     if created_at.tzinfo is None:
-        raise FilterError("the page link is damaged: start from the first page", "after")
+        raise FilterError("The page link is damaged: start from the first page", "after")
     return Cursor(created_at, row_id)
 
 
@@ -404,3 +404,14 @@ def check_range(flt: LogFilter, longest: timedelta) -> None:
         raise FilterError(
             f"An export covers at most {longest.days} days: narrow From and To", "from"
         )
+
+
+def pool_names(conn: Conn, pool_ids: frozenset[UUID] | None) -> dict[UUID, str]:
+    """The Pools of `pool_ids` (None: all) by id, in name order."""
+    scope = None if pool_ids is None else list(pool_ids)
+    rows = conn.execute(
+        "SELECT id, name FROM pools"
+        " WHERE %(scope)s::uuid[] IS NULL OR id = ANY(%(scope)s::uuid[]) ORDER BY name",
+        {"scope": scope},
+    ).fetchall()
+    return {row[0]: row[1] for row in rows}
