@@ -1,13 +1,18 @@
 """Time the request-log pages' queries on a seeded database (ops/seed_request_logs.py).
 
     python ops/measure_request_logs.py --database-url postgresql://... [--runs 60] [--plans]
+    python ops/measure_request_logs.py --database-url ... --gateway-url http://127.0.0.1:8080 \
+        --email owner@example.com --password '...'     # the pages themselves, over HTTP
 
 Runs exactly the SQL the console runs (`pooler.store.request_log_query`): the first page
 (the last 24 hours, every Pool), the next page, each single filter (values picked from the
 data: a busy and a quiet one where it matters), an admin's two Pools, a 30-day range, and
 a request's detail. Each is run `--runs` times after one warm-up; prints p50 / p95 / max in
 milliseconds as a Markdown table, and with `--plans` each query's EXPLAIN ANALYZE
-(abridged to its plan nodes).
+(abridged to its plan nodes). With `--gateway-url` (a gateway serving that database, and
+an operator of it), it times the pages instead: GET of the list with each filter in the
+query string, and of a detail page, rendered and sent (sequential requests spaced under
+the console's page pace).
 """
 
 from __future__ import annotations
@@ -141,6 +146,93 @@ def cases(conn: psycopg.Connection[Any], now: datetime) -> list[Case]:
     return out
 
 
+def page_urls(conn: psycopg.Connection[Any], now: datetime) -> list[tuple[str, str]]:
+    """(name, path) of the pages timed over HTTP: the list with each single filter."""
+    from urllib.parse import urlencode
+
+    def busiest(column: str) -> Any:
+        return one(
+            conn,
+            f"SELECT {column} FROM request_logs WHERE {column} IS NOT NULL"
+            f" GROUP BY {column} ORDER BY count(*) DESC LIMIT 1",
+        )
+
+    def quietest(column: str) -> Any:
+        return one(
+            conn,
+            f"SELECT {column} FROM request_logs WHERE {column} IS NOT NULL"
+            f" GROUP BY {column} ORDER BY count(*) LIMIT 1",
+        )
+
+    detail_id = one(
+        conn,
+        "SELECT l.id FROM request_logs l JOIN request_attempts a"
+        " ON a.request_id = l.request_id AND a.attempt = 2 LIMIT 1",
+    )
+    account = busiest("account_id")
+    filters: list[tuple[str, dict[str, str]]] = [
+        ("first page", {}),
+        ("pool", {"pool": str(busiest("pool_id"))}),
+        ("key prefix", {"key": busiest("key_prefix")}),
+        (
+            "key name",
+            {
+                "key": one(
+                    conn,
+                    "SELECT name FROM pool_api_keys WHERE key_prefix = %s",
+                    (quietest("key_prefix"),),
+                )
+            },
+        ),
+        ("account id", {"account": str(account)}),
+        (
+            "account label",
+            {"account": one(conn, "SELECT label FROM upstream_accounts WHERE id = %s", (account,))},
+        ),
+        ("status 5xx", {"status": "5xx"}),
+        ("error code (rare)", {"error": quietest("error_code")}),
+        ("model (rare)", {"model": quietest("model")}),
+        ("route (rare)", {"route": quietest("route")}),
+        ("transport http_json", {"transport": "http_json"}),
+        ("continuity moved", {"continuity": "moved"}),
+        ("30 days", {"from": (now - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M")}),
+    ]
+    urls = [(name, "/admin/request-logs?" + urlencode(params)) for name, params in filters]
+    return [*urls, ("detail", f"/admin/request-logs/{detail_id}")]
+
+
+def measure_http(args: argparse.Namespace, conn: psycopg.Connection[Any], now: datetime) -> None:
+    import re
+
+    import httpx
+
+    with httpx.Client(base_url=args.gateway_url, timeout=30) as client:
+        login = client.get("/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', login.text)
+        assert token, "no sign-in form"
+        signed = client.post(
+            "/login",
+            data={"csrf_token": token.group(1), "email": args.email, "password": args.password},
+        )
+        assert signed.status_code == 303, signed.status_code
+        print("| page (HTTP GET, rendered) | p50 ms | p95 ms | max ms | bytes |")
+        print("|---|---:|---:|---:|---:|")
+        for name, path in page_urls(conn, now):
+            response = client.get(path)
+            assert response.status_code == 200, (path, response.status_code)
+            times = []
+            for _ in range(args.runs):
+                time.sleep(0.11)  # below the console's page pace (10 a second per session)
+                started = time.perf_counter()
+                response = client.get(path)
+                times.append((time.perf_counter() - started) * 1000)
+                assert response.status_code == 200, (path, response.status_code)
+            times.sort()
+            p95 = times[min(len(times) - 1, round(0.95 * len(times)) - 1)]
+            p50 = statistics.median(times)
+            print(f"| {name} | {p50:.1f} | {p95:.1f} | {times[-1]:.1f} | {len(response.content)} |")
+
+
 def plan(conn: psycopg.Connection[Any], sql: str, params: list[Any]) -> list[str]:
     rows = conn.execute(f"EXPLAIN (ANALYZE, COSTS OFF, BUFFERS OFF, SUMMARY ON) {sql}", params)
     kept = []
@@ -161,7 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--plans", action="store_true")
+    parser.add_argument("--gateway-url")
+    parser.add_argument("--email", default="owner@example.com")
+    parser.add_argument("--password", default="")
     args = parser.parse_args(argv)
+    if args.gateway_url:
+        with psycopg.connect(args.database_url, autocommit=True) as conn:
+            measure_http(args, conn, datetime.now(UTC))
+        return 0
     with psycopg.connect(args.database_url, autocommit=True) as conn:
         total = one(conn, "SELECT count(*) FROM request_logs")
         now = datetime.now(UTC)

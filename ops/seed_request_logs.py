@@ -88,9 +88,9 @@ MODELS = (
 # (route, transport, weight)
 ROUTES = (
     ("responses", "websocket", 40),
-    ("responses", "http", 35),
-    ("v1_responses", "http", 8),
-    ("v1_chat", "http", 6),
+    ("responses", "http_sse", 35),
+    ("v1_responses", "http_sse", 8),
+    ("v1_chat", "http_sse", 6),
     ("compact", "http_json", 5),
     ("files", "http", 3),
     ("transcribe", "http", 1.5),

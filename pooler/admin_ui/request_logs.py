@@ -170,7 +170,7 @@ def display(value: Any) -> str:
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     if isinstance(value, float):
-        return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+        return f"{value:,.0f}" if value >= 10 else f"{value:,.1f}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)

@@ -26,7 +26,7 @@ from pooler.store.common import Conn, InvalidInputError
 PAGE_SIZE: Final = 50
 DEFAULT_RANGE: Final = timedelta(hours=24)
 STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
-TRANSPORTS: Final = ("http", "http_json", "websocket")
+TRANSPORTS: Final = ("http", "http_sse", "http_json", "websocket")
 CONTINUITY: Final = ("none", "new", "kept", "moved", "disabled")
 # Known route classes (offered in the form); any short identifier is accepted, since a
 # route added later must stay findable.
@@ -389,6 +389,12 @@ def fetch_detail(
     row = cur.execute(sql, params).fetchone()
     if row is None:
         return None
+    row["continuity_from_label"] = None
+    if row["continuity_from"] is not None:
+        found = conn.execute(
+            "SELECT label FROM upstream_accounts WHERE id = %s", (row["continuity_from"],)
+        ).fetchone()
+        row["continuity_from_label"] = found[0] if found else None
     attempts = cur.execute(
         "SELECT attempt, account_id, account_label, started_at, status_code, outcome,"
         " error_code, ttfb_ms::float8 AS ttfb_ms, duration_ms::float8 AS duration_ms"

@@ -415,7 +415,7 @@ async def test_detail_tells_the_whole_story(db_url: str, tmp_path: Path) -> None
         for expected in (
             "429",
             "usage_limit_reached",
-            "35.0",
+            "35",
             "280",
             "1,190",
             "least_used",
@@ -423,7 +423,7 @@ async def test_detail_tells_the_whole_story(db_url: str, tmp_path: Path) -> None
             "chosen",
             "used_percent: 12",
             "moved: pinned account at quota",
-            str(a_id),
+            f"(from {a_label};",
         ):
             assert expected in text, expected
         # A row the request path filled only partly: every missing value is "—".
