@@ -24,6 +24,7 @@ from pooler.admin_ui import log_export
 from pooler.admin_ui.console import SignedIn
 from pooler.admin_ui.pages import db, operator_required, pool_or_404, render
 from pooler.store import request_log_query as q
+from pooler.store.audit import record_event
 from pooler.store.common import Conn
 from pooler.web.quart_http import current_request
 
@@ -140,6 +141,20 @@ def request_logs_blueprint() -> Blueprint:
             def load(conn: Conn) -> tuple[dict[UUID, str], q.LogFilter]:
                 flt = q.resolve(conn, given, found.pool_ids)
                 q.check_range(flt, EXPORT_RANGE)
+                # Who took a copy of the log, and of what (the filter as given).
+                record_event(
+                    conn,
+                    actor=found.operator.email,
+                    action="request_logs.export",
+                    target_type="request_logs",
+                    target_id=kind,
+                    details={
+                        "format": kind,
+                        "from": flt.since.isoformat(),
+                        "to": flt.until.isoformat(),
+                        "filter": {k: v for k, v in given.values.items() if v},
+                    },
+                )
                 return q.pool_names(conn, found.pool_ids), flt
 
             pools, flt = await db(load)

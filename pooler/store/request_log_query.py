@@ -273,12 +273,11 @@ def resolve(conn: Conn, given: FilterInput, pool_ids: frozenset[UUID] | None) ->
                     "SELECT id FROM upstream_accounts WHERE label = %s", (given.account,)
                 ).fetchall()
             )
-    if given.pool_id is not None:
+    pools = pool_ids
+    if given.pool_id is not None:  # within pool_ids: another Pool is no Pool at all
         pools = frozenset({given.pool_id})
         if pool_ids is not None:
             pools &= pool_ids
-    else:
-        pools = pool_ids  # type: ignore[assignment]
     return LogFilter(
         since=given.since,
         until=given.until,

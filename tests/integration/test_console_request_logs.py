@@ -494,6 +494,19 @@ async def test_export_streams_the_filtered_rows_with_the_detail_fields(
         assert tuple(lines[0]) == EXPORT_FIELDS
         assert lines[0]["pool"] == "theirs" and lines[0]["status_code"] == 502
 
+        # Each export is in the audit trail: who, which format, which filter.
+        events = await w.stack.database.run(
+            lambda conn: conn.execute(
+                "SELECT actor, target_id, details FROM audit_events"
+                " WHERE action = 'request_logs.export' ORDER BY created_at"
+            ).fetchall()
+        )
+        assert [(actor, kind) for actor, kind, _ in events] == [
+            (OWNER_EMAIL, "csv"),
+            (OWNER_EMAIL, "jsonl"),
+        ]
+        assert events[0][2]["filter"] == {"pool": str(w.mine)}
+
         # A range over 31 days is refused with the reason beside the form.
         old = (NOW - timedelta(days=40)).strftime("%Y-%m-%dT%H:%M")
         refused = await owner.get(f"{HOME}/export.csv", params={"from": old})
