@@ -46,6 +46,19 @@ def filter_query(values: dict[str, str], **extra: str) -> str:
     return urlencode(pairs)
 
 
+def pinned(values: dict[str, str], given: q.FilterInput) -> dict[str, str]:
+    """`values` with the time range written out: the next pages keep the range the first
+    one had (a default "last 24 hours" would otherwise move on with the clock, and rows
+    at its old end could be skipped)."""
+    since = given.since.replace(microsecond=0)
+    until = given.until.replace(microsecond=0) + timedelta(seconds=1)
+    return {
+        **values,
+        "from": values.get("from") or since.strftime("%Y-%m-%dT%H:%M:%S"),
+        "to": values.get("to") or until.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
 def read_filter(found: SignedIn, params: dict[str, str]) -> q.FilterInput:
     """The checked filter (FilterError when a value is bad); another Pool's id is a 404."""
     given = q.parse_filter(params, datetime.now(UTC))
@@ -86,7 +99,9 @@ def request_logs_blueprint() -> Blueprint:
             until=given.until if given else None,
             first_page=filter_query(values) if params["after"] else None,
             next_page=(
-                filter_query(values, after=page.next.text()) if page and page.next else None
+                filter_query(pinned(values, given), after=page.next.text())
+                if page and page.next and given
+                else None
             ),
             export_query=filter_query(values),
             choices={
