@@ -107,6 +107,7 @@ class Traffic:
     other_ids: set[UUID] = field(default_factory=set)  # the other Pool's log row ids
     other_requests: set[str] = field(default_factory=set)  # and their request ids
     failover_log_id: UUID | None = None
+    demo_pool_id: UUID | None = None
 
 
 # --- the traffic (trio side) --------------------------------------------------------------
@@ -247,6 +248,7 @@ async def real_traffic(stack: Stack, codex: str, work: Path) -> Traffic:
     refused = await logged(stack, traffic.refused_id)  # the refusal is logged
     assert (refused["status"], refused["error"]) == (400, traffic.refused_code)
     traffic.failover_log_id = (await logged(stack, traffic.failover_id))["id"]
+    traffic.demo_pool_id = (await stack.database.run(lambda conn: store.get_pool(conn, POOL))).id
     await logged(stack, traffic.moved_id)
     traffic.other_ids = {(await logged(stack, other_id))["id"]}
     traffic.other_requests = {other_id}
@@ -382,6 +384,7 @@ def owner_reads_the_story(console: Console, stack: Stack, traffic: Traffic) -> N
     shown = facts(page)
     assert shown["Account"] == traffic.cli[-1]["label"], shown
     assert shown["Status"] == "200" and "codex" in shown["User agent"].lower(), shown
+    assert shown["Client request id"] != "—", shown  # the CLI names its own requests
     assert [a["Account"] for a in table_rows(page, "Attempts")] == [traffic.cli[-1]["label"]]
 
     # (a) The failover: both attempts in the order the emulator saw them.
@@ -465,6 +468,11 @@ def admin_sees_its_pool(console: Console, traffic: Traffic) -> None:
     assert answer is not None and answer.status == 404
     expect(heading(page)).to_have_text("Not found")
     console.look(page, "admin-not-found")
+    # Another Pool chosen in the filter (its id in the URL): the list and exports too.
+    for path in ("", "/export.csv", "/export.jsonl"):
+        answer = page.request.get(f"/admin/request-logs{path}?pool={traffic.demo_pool_id}")
+        assert answer.status == 404, (path, answer.status)
+        assert traffic.failover_id not in answer.text()
 
 
 def the_story(console: Console, stack: Stack, traffic: Traffic) -> None:
