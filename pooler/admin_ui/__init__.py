@@ -80,8 +80,8 @@ from pooler.admin_ui.operators_page import operators_blueprint
 from pooler.admin_ui.overview_page import overview_blueprint
 from pooler.admin_ui.own_settings import own_settings_blueprint
 from pooler.admin_ui.pools_home import pools_home_blueprint
-from pooler.admin_ui.stats_page import stats_blueprint
 from pooler.admin_ui.request_logs import request_logs_blueprint
+from pooler.admin_ui.stats_page import stats_blueprint
 from pooler.admin_ui.system_page import system_blueprint
 from pooler.admin_ui.templating import ENVIRONMENT
 from pooler.admin_ui.upstream_add import upstream_add_blueprint
