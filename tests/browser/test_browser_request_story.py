@@ -243,7 +243,10 @@ async def real_traffic(stack: Stack, codex: str, work: Path) -> Traffic:
     assert traffic.refused_code == "reasoning_effort_not_allowed"
 
     # The other Pool's one request.
-    other_id, _ = await seen_during(stack, partial(sdk_turn, stack, keys["theirs"], "conv-o"))
+    other_id, [theirs] = await seen_during(
+        stack, partial(sdk_turn, stack, keys["theirs"], "conv-o")
+    )
+    assert theirs["label"] == OTHER_ACCOUNT  # the other Pool's own account served it
 
     refused = await logged(stack, traffic.refused_id)  # the refusal is logged
     assert (refused["status"], refused["error"]) == (400, traffic.refused_code)
