@@ -22,7 +22,7 @@ from pooler.store.logs import insert_attempts, insert_request_logs
 from pooler.store.models import AttemptRow, RequestLogRow
 
 require_playwright()
-from browser_steps import OWNER_EMAIL, OWNER_NAME, OWNER_PASSWORD, POOLS, heading, nav  # noqa: E402
+from browser_steps import HOME, OWNER_EMAIL, OWNER_NAME, OWNER_PASSWORD, heading, nav  # noqa: E402
 from playwright.sync_api import expect  # noqa: E402
 
 pytestmark = pytest.mark.e2e
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.e2e
 def find_and_open(console: Console) -> None:
     page = console.page()
     sign_in(page, OWNER_EMAIL, OWNER_PASSWORD)
-    expect(page).to_have_url(POOLS)
+    expect(page).to_have_url(HOME)
     nav(page, "Request logs")
     expect(heading(page)).to_have_text("Request logs")
     rows = page.locator("table.logs tbody tr")
