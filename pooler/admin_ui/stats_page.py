@@ -27,7 +27,7 @@ from pooler.admin_ui.console import SignedIn
 from pooler.admin_ui.pages import db, operator_required, pool_or_404, render
 from pooler.admin_ui.svg_chart import Series
 from pooler.store.common import Conn
-from pooler.store.rollups import HOUR, Figures, hour_of, read_figures
+from pooler.store.rollups import GROUPINGS, HOUR, Figures, hour_of, read_groupings
 
 PATH: Final = "/admin/stats"
 DAY: Final = timedelta(days=1)
@@ -99,15 +99,13 @@ def bucket_starts(window: Window, since: datetime, until: datetime) -> list[date
 def load_view(conn: Conn, window: Window, scope: list[UUID] | None, now: datetime) -> StatsView:
     since, until = window_bounds(window, now)
     view = StatsView(window, since, until)
-    totals = read_figures(conn, "all", since, until, scope)
-    if not totals:
+    read = read_groupings(conn, GROUPINGS, since, until, scope, window.step)
+    if not read["all"]:
         return view
-    (view.totals,) = totals.values()
-    by_time = read_figures(conn, "time", since, until, scope, window.step)
+    (view.totals,) = read["all"].values()
+    by_time = read["time"]
     view.buckets = [(t, by_time.get(t) or Figures()) for t in bucket_starts(window, since, until)]
-    by_pool = read_figures(conn, "pool", since, until, scope)
-    by_account = read_figures(conn, "account", since, until, scope)
-    by_key = read_figures(conn, "key", since, until, scope)
+    by_pool, by_account, by_key = read["pool"], read["account"], read["key"]
     pool_names = _names(conn, "SELECT id, name FROM pools WHERE id = ANY(%s)", by_pool)
     view.pools = _rows(by_pool, lambda pool_id: (pool_names.get(pool_id, "(deleted Pool)"), ""))
     labels = _names(conn, "SELECT id, label FROM upstream_accounts WHERE id = ANY(%s)", by_account)

@@ -20,13 +20,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Final
+from typing import Any, Final
 from uuid import UUID
 
 from pooler import latency_histogram
 from pooler.store.common import Conn
 
 HOUR: Final = timedelta(hours=1)
+DAY: Final = timedelta(days=1)
 TOP_CODES_PER_ROW: Final = 8  # error codes kept by name per row; the rest are counted
 # pg_advisory_xact_lock key for recomputing rollups: "pooler stats" as a bigint.
 ROLLUP_LOCK_KEY: Final = 0x706F6F6C73746174
@@ -85,6 +86,48 @@ LEFT JOIN codes c ON c.hour = t.hour AND c.g = t.g
 """
 
 
+# A day's rollups from its hours' (stats_hourly -> stats_daily), for the days in
+# [%(start)s, %(end)s): sums, histograms merged bucket by bucket, error codes united.
+_RECOMPUTE_DAYS = """
+WITH hourly AS (
+    SELECT date_trunc('day', hour, 'UTC') AS day,
+           jsonb_build_array(pool_id, account_id, key_prefix) AS g, h.*
+    FROM stats_hourly h WHERE hour >= %(start)s AND hour < %(end)s
+), totals AS (
+    SELECT day, g, pool_id, account_id, key_prefix, sum(requests) AS requests,
+           sum(errors) AS errors, sum(input_tokens) AS input_tokens,
+           sum(cached_input_tokens) AS cached_input_tokens,
+           sum(output_tokens) AS output_tokens, sum(reasoning_tokens) AS reasoning_tokens,
+           sum(latency_count) AS latency_count, sum(latency_sum_ms) AS latency_sum_ms,
+           sum(error_codes_other) AS error_codes_other
+    FROM hourly GROUP BY day, g, pool_id, account_id, key_prefix
+), by_bucket AS (
+    SELECT day, g, u.bucket, sum(u.n)::bigint AS n
+    FROM hourly, unnest(latency_buckets, latency_counts) AS u(bucket, n)
+    GROUP BY day, g, u.bucket
+), hist AS (
+    SELECT day, g, array_agg(bucket ORDER BY bucket)::smallint[] AS buckets,
+           array_agg(n ORDER BY bucket) AS counts
+    FROM by_bucket GROUP BY day, g
+), by_code AS (
+    SELECT day, g, c.key AS code, sum(c.value::bigint) AS n
+    FROM hourly, jsonb_each_text(error_codes) AS c GROUP BY day, g, c.key
+), codes AS (
+    SELECT day, g, jsonb_object_agg(code, n) AS error_codes FROM by_code GROUP BY day, g
+)
+INSERT INTO stats_daily (day, pool_id, account_id, key_prefix, requests, errors,
+    input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, latency_count,
+    latency_sum_ms, latency_buckets, latency_counts, error_codes, error_codes_other)
+SELECT t.day, t.pool_id, t.account_id, t.key_prefix, t.requests, t.errors,
+       t.input_tokens, t.cached_input_tokens, t.output_tokens, t.reasoning_tokens,
+       t.latency_count, t.latency_sum_ms, coalesce(h.buckets, '{}'), coalesce(h.counts, '{}'),
+       coalesce(c.error_codes, '{}'), t.error_codes_other
+FROM totals t
+LEFT JOIN hist h ON h.day = t.day AND h.g = t.g
+LEFT JOIN codes c ON c.day = t.day AND c.g = t.g
+"""
+
+
 def hour_of(moment: datetime) -> datetime:
     """The UTC hour holding `moment` (an aware datetime)."""
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
@@ -122,7 +165,21 @@ def recompute_hours(conn: Conn, first: datetime, last: datetime) -> Recomputed:
         _RECOMPUTE, {"start": start, "end": end, "edges": edges, "top": TOP_CODES_PER_ROW}
     )
     hours = round((end - start) / HOUR) - len(pruned)
-    return Recomputed(hours, max(cur.rowcount, 0), pruned)
+    written = max(cur.rowcount, 0)
+    _recompute_days(conn, day_of(start), day_of(end - HOUR) + DAY)
+    return Recomputed(hours, written, pruned)
+
+
+def day_of(moment: datetime) -> datetime:
+    """The UTC day holding `moment` (an aware datetime), as its first instant."""
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _recompute_days(conn: Conn, start: datetime, end: datetime) -> None:
+    """The daily rollups of the days in [start, end), from their hours' (call it holding the
+    rollup lock, after the hours are recomputed)."""
+    conn.execute("DELETE FROM stats_daily WHERE day >= %s AND day < %s", (start, end))
+    conn.execute(_RECOMPUTE_DAYS, {"start": start, "end": end})
 
 
 def recompute_recent(conn: Conn, now: datetime, hours: int) -> Recomputed:
@@ -170,18 +227,35 @@ class Figures:
         return sorted(self.error_codes.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
 
 
-# The groupings the page reads: a fixed SQL expression each (never caller text).
+# The groupings the page reads: the columns of each grouping set (never caller text),
+# and the GROUPING(pool_id, account_id, key_prefix, t) bitmask that marks its result rows
+# (a bit is set for each column the set leaves out).
 GROUPINGS: Final = {
-    "all": "NULL::text",
-    "pool": "pool_id",
-    "account": "account_id",
-    "key": "jsonb_build_array(pool_id, key_prefix)",
-    "time": "date_bin(%(step)s, hour, '2000-01-01 00:00:00+00')",
+    "all": ("", 0b1111),
+    "pool": ("pool_id", 0b0111),
+    "account": ("account_id", 0b1011),
+    "key": ("pool_id, key_prefix", 0b0101),
+    "time": ("t", 0b1110),
 }
-_SCOPE = (
-    "hour >= %(since)s AND hour < %(until)s AND pool_id IS NOT NULL"
-    " AND (%(scope)s::uuid[] IS NULL OR pool_id = ANY(%(scope)s::uuid[]))"
+_COLUMNS: Final = (
+    "pool_id, account_id, key_prefix, requests, errors, input_tokens, cached_input_tokens,"
+    " output_tokens, reasoning_tokens, latency_count, latency_sum_ms, latency_buckets,"
+    " latency_counts, error_codes, error_codes_other"
 )
+# The window's rows of the Pools in scope: the whole UTC days in it from stats_daily, the
+# hours at its edges from stats_hourly ([day_from, day_to) is empty when the window holds
+# no whole day, or when the chart's buckets are finer than a day); `t` is the chart bucket.
+_ROWS: Final = (
+    "(SELECT *, date_bin(%(step)s, at, '2000-01-01 00:00:00+00') AS t FROM ("
+    f"SELECT hour AS at, {_COLUMNS} FROM stats_hourly"
+    " WHERE hour >= %(since)s AND hour < %(until)s"
+    " AND (hour < %(day_from)s OR hour >= %(day_to)s)"
+    f" UNION ALL SELECT day AS at, {_COLUMNS} FROM stats_daily"
+    " WHERE day >= %(day_from)s AND day < %(day_to)s) AS both_tables"
+    " WHERE pool_id IS NOT NULL"
+    " AND (%(scope)s::uuid[] IS NULL OR pool_id = ANY(%(scope)s::uuid[]))) AS rows"
+)
+_WHICH: Final = "GROUPING(pool_id, account_id, key_prefix, t)"
 
 
 def read_figures(
@@ -194,23 +268,54 @@ def read_figures(
 ) -> dict[object, Figures]:
     """The rollups of the hours in [since, until) of the Pools `pool_ids` (None: every
     Pool), summed per group of `grouping` (a key of GROUPINGS)."""
-    group = GROUPINGS[grouping]
+    return read_groupings(conn, (grouping,), since, until, pool_ids, step)[grouping]
+
+
+def read_groupings(
+    conn: Conn,
+    groupings: Iterable[str],
+    since: datetime,
+    until: datetime,
+    pool_ids: Iterable[UUID] | None,
+    step: timedelta = HOUR,
+) -> dict[str, dict[object, Figures]]:
+    """`read_figures` for several groupings at once: three statements in all, each reading
+    the window's rows once (GROUPING SETS), whatever the number of groupings."""
+    # Every set is always grouped (GROUPING() needs each of its columns in some set); the
+    # caller gets the groupings it asked for.
+    wanted = {GROUPINGS[name][1]: name for name in GROUPINGS}
+    sets = ", ".join(f"({columns}{{extra}})" for columns, _ in GROUPINGS.values())
+    asked = set(groupings)
+    day_from, day_to = whole_days(since, until)
+    if step % DAY:  # chart buckets finer than a day need the hours
+        day_from = day_to = since
     params = {
         "since": since,
         "until": until,
+        "day_from": day_from,
+        "day_to": day_to,
         "scope": None if pool_ids is None else list(pool_ids),
         "step": step,
     }
-    found: dict[object, Figures] = {}
+    found: dict[str, dict[object, Figures]] = {name: {} for name in wanted.values()}
+
+    def group_of(row: Any) -> tuple[dict[object, Figures], object]:
+        name = wanted[row[0]]
+        return found[name], _key(name, row[1:5])
+
     for row in conn.execute(
-        f"SELECT {group} AS grp, sum(requests), sum(errors), sum(input_tokens),"
-        " sum(cached_input_tokens), sum(output_tokens), sum(reasoning_tokens),"
-        " sum(latency_count), sum(latency_sum_ms), sum(error_codes_other)"
-        f" FROM stats_hourly WHERE {_SCOPE} GROUP BY grp",
+        f"SELECT {_WHICH}, pool_id, account_id, key_prefix, t, sum(requests), sum(errors),"
+        " sum(input_tokens), sum(cached_input_tokens), sum(output_tokens),"
+        " sum(reasoning_tokens), sum(latency_count), sum(latency_sum_ms),"
+        f" sum(error_codes_other) FROM {_ROWS}"
+        f" GROUP BY GROUPING SETS ({_sets(sets, '')})",
         params,
     ):
-        requests, errors, input_t, cached, output, reasoning, count = (int(v) for v in row[1:8])
-        found[_key(row[0])] = Figures(
+        if row[5] is None:  # the empty set's one row over no rows at all
+            continue
+        figures, key = group_of(row)
+        requests, errors, input_t, cached, output, reasoning, count = (int(v) for v in row[5:12])
+        figures[key] = Figures(
             requests,
             errors,
             input_t,
@@ -218,31 +323,55 @@ def read_figures(
             output,
             reasoning,
             count,
-            row[8],
-            error_codes_other=int(row[9]),
+            row[12],
+            error_codes_other=int(row[13]),
         )
-    if not found:
+    if not any(found.values()):
         return found
-    for grp, bucket, count in conn.execute(
-        f"SELECT {group} AS grp, u.bucket, sum(u.n) FROM stats_hourly,"
-        " unnest(latency_buckets, latency_counts) AS u(bucket, n)"
-        f" WHERE {_SCOPE} GROUP BY grp, u.bucket",
+    for row in conn.execute(
+        f"SELECT {_WHICH}, pool_id, account_id, key_prefix, t, u.bucket, sum(u.n)"
+        f" FROM {_ROWS}, unnest(latency_buckets, latency_counts) AS u(bucket, n)"
+        f" GROUP BY GROUPING SETS ({_sets(sets, ', u.bucket')})",
         params,
     ):
-        found[_key(grp)].latency[int(bucket)] = int(count)
-    for grp, code, count in conn.execute(
-        f"SELECT {group} AS grp, c.key, sum(c.value::bigint) FROM stats_hourly,"
-        f" jsonb_each_text(error_codes) AS c WHERE {_SCOPE} GROUP BY grp, c.key",
+        figures, key = group_of(row)
+        figures[key].latency[int(row[5])] = int(row[6])
+    for row in conn.execute(
+        f"SELECT {_WHICH}, pool_id, account_id, key_prefix, t, c.key, sum(c.value::bigint)"
+        f" FROM {_ROWS}, jsonb_each_text(error_codes) AS c"
+        f" GROUP BY GROUPING SETS ({_sets(sets, ', c.key')})",
         params,
     ):
-        found[_key(grp)].error_codes[str(code)] = int(count)
-    return found
+        figures, key = group_of(row)
+        figures[key].error_codes[str(row[5])] = int(row[6])
+    return {name: figures for name, figures in found.items() if name in asked}
 
 
-def _key(value: object) -> object:
-    """A group's key as Python can hash it (a JSON array arrives as a list)."""
-    if isinstance(value, list):
-        return tuple(UUID(v) if i == 0 and v else v for i, v in enumerate(value))
-    if isinstance(value, datetime):
-        return value.astimezone(UTC)
-    return value
+def _sets(template: str, extra: str) -> str:
+    """The grouping sets, each with `extra` (the unnested column) added; `(, x)` for the
+    empty set becomes `(x)`."""
+    return template.replace("{extra}", extra).replace("(, ", "(")
+
+
+def whole_days(since: datetime, until: datetime) -> tuple[datetime, datetime]:
+    """The UTC days wholly inside [since, until), as [first, end) (empty: first == end)."""
+    first = day_of(since)
+    if first < since:
+        first += DAY
+    end = max(first, day_of(until))
+    return first, end
+
+
+def _key(grouping: str, columns: Any) -> object:
+    """A group's key: None (all), the Pool or account id, (Pool id, key prefix), or the
+    chart bucket's start (UTC)."""
+    pool_id, account_id, key_prefix, bucket = columns
+    if grouping == "pool":
+        return pool_id
+    if grouping == "account":
+        return account_id
+    if grouping == "key":
+        return (pool_id, key_prefix)
+    if grouping == "time":
+        return bucket.astimezone(UTC)
+    return None

@@ -34,6 +34,7 @@ EXPECTED_TABLES = {
     "console_form_uses",  # 0011
     "stats_hourly",  # 0015
     "stats_pruned_hours",
+    "stats_daily",  # 0016
 }
 
 

@@ -197,13 +197,45 @@ def check_pool_totals(db: Database, rows: list[RequestLogRow]) -> None:
         assert got.latency_sum_ms == sum(expected.durations, Decimal(0))
 
 
+def check_reads_over_days(db: Database, rows: list[RequestLogRow]) -> None:
+    """A window of several days reads its whole days from the daily rollups and its edge
+    hours from the hourly ones: per Pool and per day, the figures are the raw rows'."""
+    since, until = BASE - timedelta(days=2, minutes=-30), BASE + timedelta(days=2)
+
+    def read(conn: Any) -> Any:
+        return (
+            read_figures(conn, "pool", since, until, None),
+            read_figures(conn, "time", since, until, None, timedelta(days=1)),
+        )
+
+    by_pool_read, by_day_read = db.run_sync(read)
+    by_pool: dict[Any, Expected] = defaultdict(Expected)
+    by_day: dict[Any, Expected] = defaultdict(Expected)
+    for row in rows:
+        if row.pool_id is not None:
+            by_pool[row.pool_id].add(row)
+            by_day[row.created_at.replace(hour=0, minute=0, second=0, microsecond=0)].add(row)
+    for read_figures_of, expected_of in ((by_pool_read, by_pool), (by_day_read, by_day)):
+        assert set(read_figures_of) == set(expected_of)
+        for group, expected in expected_of.items():
+            got = read_figures_of[group]
+            assert (got.requests, got.errors) == (expected.requests, expected.errors)
+            assert got.input_tokens == expected.input_tokens
+            assert got.latency == expected.histogram()
+            assert got.latency_sum_ms == sum(expected.durations, Decimal(0))
+            ranked = sorted(expected.codes.items(), key=lambda kv: (-kv[1], kv[0]))
+            assert sum(got.error_codes.values()) + got.error_codes_other == sum(
+                n for _, n in ranked
+            )
+
+
 def rollup_all(db: Database) -> None:
     db.run_sync(lambda conn: recompute_hours(conn, BASE, BASE + timedelta(hours=HOURS - 1)))
 
 
 def reset(db: Database) -> None:
     def empty(conn: Any) -> None:
-        conn.execute("TRUNCATE request_logs, request_attempts, stats_hourly")
+        conn.execute("TRUNCATE request_logs, request_attempts, stats_hourly, stats_daily")
         conn.execute("TRUNCATE stats_pruned_hours")  # after: the first notes its hours
 
     db.run_sync(empty)
@@ -228,6 +260,7 @@ def test_rollup_equals_direct_aggregation(database: Database, traffic: list[Any]
     everything = on_time + late
     check(database, everything)
     check_pool_totals(database, everything)
+    check_reads_over_days(database, everything)
 
     # A rebuild of one hour changes nothing.
     database.run_sync(lambda conn: recompute_hours(conn, BASE + timedelta(hours=1), BASE))
@@ -250,6 +283,7 @@ def test_rollup_equals_direct_aggregation(database: Database, traffic: list[Any]
     }
     assert set(result.pruned) == pruned_hours
     check(database, everything)
+    check_reads_over_days(database, everything)
 
 
 def test_an_empty_range_and_a_backwards_range_write_nothing(database: Database) -> None:
