@@ -20,7 +20,7 @@ from quart import Blueprint
 from quart.wrappers import Response
 from werkzeug.exceptions import NotFound
 
-from pooler.admin_ui import log_export
+from pooler.admin_ui import console, log_export
 from pooler.admin_ui.console import SignedIn
 from pooler.admin_ui.pages import db, operator_required, pool_or_404, render
 from pooler.store import request_log_query as q
@@ -148,7 +148,10 @@ def request_logs_blueprint() -> Blueprint:
             fmt=display,
         )
 
-    async def export(found: SignedIn, kind: str) -> Response:
+    async def prepare(found: SignedIn, kind: str) -> Response:
+        """Check and resolve the export's filter under the `admin` slot; the answer is an
+        `ExportReady` to stream (after the slot is given back), or the list page with the
+        refusal."""
         params = query_params()
         try:
             given = read_filter(found, params)
@@ -175,17 +178,27 @@ def request_logs_blueprint() -> Blueprint:
             pools, flt = await db(load)
         except q.FilterError as exc:
             return await list_page(found, params, None, exc)
-        return await log_export.stream(kind, flt, pools)
+        return log_export.ExportReady(kind, flt, pools, console.gateway())
 
-    @bp.get(f"{HOME}/export.csv")
     @operator_required()
-    async def export_csv(found: SignedIn) -> Response:
-        return await export(found, "csv")
+    async def prepare_csv(found: SignedIn) -> Response:
+        return await prepare(found, "csv")
+
+    @operator_required()
+    async def prepare_jsonl(found: SignedIn) -> Response:
+        return await prepare(found, "jsonl")
+
+    # Not decorated: the decorated `prepare_*` holds one of the few `admin` slots only to
+    # check the operator and the filter; the file is written after (an export can take
+    # minutes, or stall on a client that stops reading: Hypercorn's socket writes cannot
+    # be cancelled), with its own bound on how many run at once (log_export.stream).
+    @bp.get(f"{HOME}/export.csv")
+    async def export_csv() -> Response:
+        return await log_export.answer(await prepare_csv())
 
     @bp.get(f"{HOME}/export.jsonl")
-    @operator_required()
-    async def export_jsonl(found: SignedIn) -> Response:
-        return await export(found, "jsonl")
+    async def export_jsonl() -> Response:
+        return await log_export.answer(await prepare_jsonl())
 
     return bp
 

@@ -22,6 +22,7 @@ from uuid import UUID
 import httpx
 import orjson
 import pytest
+import trio
 from console_support import OWNER_EMAIL, OWNER_PASSWORD, browser, sign_in
 from harness import POOL, Stack, open_stack
 
@@ -517,3 +518,66 @@ async def test_export_streams_the_filtered_rows_with_the_detail_fields(
         assert "content-disposition" not in refused.headers
         # ... while the list shows such a range.
         assert (await owner.get(HOME, params={"from": old})).status_code == 200
+
+
+async def test_stalled_exports_hold_no_console_slot(db_url: str, tmp_path: Path) -> None:
+    """Exports whose clients read the head and then nothing more (Hypercorn's writes to
+    them cannot be cancelled) hold none of the console's 4 `admin` slots: with 4 of them
+    stalled, pages still answer at once; a fifth export is a 429; and the stalled ones end
+    when their clients close."""
+    ended = 0
+    real_stream = log_export.stream
+
+    async def stream(*args: Any) -> Any:
+        nonlocal ended
+        try:
+            return await real_stream(*args)
+        finally:
+            ended += 1
+
+    async with open_stack(db_url, tmp_path) as stack, browser(stack) as owner:
+        log_export.stream = stream  # type: ignore[assignment]
+        stalled: list[trio.SocketStream] = []
+        try:
+            await stack.database.run(
+                lambda conn: operators.create_owner(conn, OWNER_EMAIL, OWNER_PASSWORD)
+            )
+            # ~1 KB a row, 8,000 rows: far more than the sockets' buffers hold.
+            rows = [
+                log(f"b{n:05d}", n / 1000, model="m" * 200, client_user_agent="u" * 512)
+                for n in range(8000)
+            ]
+            await stack.database.run(lambda conn: insert_request_logs(conn, rows))
+            await sign_in(owner)
+            cookie = "; ".join(f"{name}={value}" for name, value in owner.cookies.items())
+            host, port = stack.url.removeprefix("http://").split(":")
+            request = f"GET {HOME}/export.csv HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\n\r\n"
+            with trio.fail_after(20):
+                for _ in range(log_export.MAX_EXPORTS):
+                    sock = trio.socket.socket()
+                    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4096)
+                    await sock.connect((host, int(port)))
+                    client = trio.SocketStream(sock)
+                    await client.send_all(request.encode())
+                    assert (await client.receive_some(1024)).startswith(b"HTTP/1.1 200")
+                    stalled.append(client)
+                    await trio.sleep(0.11)  # under the page pace
+            # The admin bulkhead queues a page 10 s at most: a held slot would show.
+            with trio.fail_after(8):
+                pages = [await owner.get(HOME) for _ in range(3)]
+            assert [page.status_code for page in pages] == [200, 200, 200]
+            busy = await owner.get(f"{HOME}/export.jsonl")
+            assert busy.status_code == 429 and "exports are running" in busy.text
+            assert ended == 0
+            for client in stalled:
+                await client.aclose()
+            stalled.clear()
+            with trio.fail_after(20):
+                while ended < log_export.MAX_EXPORTS:
+                    await trio.sleep(0.05)
+            exported = await owner.get(f"{HOME}/export.jsonl", params={"model": "x"})
+            assert exported.status_code == 200  # the slots came back
+        finally:
+            log_export.stream = real_stream  # type: ignore[assignment]
+            for client in stalled:  # a failure above must not leave the stack unable to stop
+                await client.aclose()
