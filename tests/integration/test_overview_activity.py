@@ -82,5 +82,5 @@ async def test_the_read_stays_on_the_pool_index(database: Database) -> None:
         return "\n".join(row[0] for row in rows)
 
     shown = await database.run(plan)
-    assert "request_logs_pool_created_idx" in shown
+    assert "request_logs_pool_created_id_idx" in shown  # migration 0013
     assert "request_attempts_pkey" in shown
