@@ -193,9 +193,9 @@ def _attempts_told(
     if not attempts:
         got = f"the client got {answer(row.status_code, row.error_code)}"
         if full.routing is None or not left_out:
-            return f"It was refused before any account was asked for: {got}."
+            return f"it was refused before any account was asked for: {got}."
         why = "; ".join(f"{label} {_reason(code)}" for label, code in left_out.items())
-        return f"No account could take it{how}, so {got}. Left out: {why}."
+        return f"no account could take it{how}, so {got}. Left out: {why}."
     told: list[str] = []
     seen: set[str | None] = set()
     for index, a in enumerate(attempts):
