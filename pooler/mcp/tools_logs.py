@@ -43,7 +43,8 @@ SUMMARY_ROWS: Final = 10
 
 Text = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=q.MAX_TEXT)]
 Word = Annotated[
-    str, StringConstraints(strict=True, min_length=1, max_length=64, pattern=q.WORD_RE.pattern)
+    str,
+    StringConstraints(strict=True, min_length=1, max_length=64, pattern=f"^{q.WORD_RE.pattern}$"),
 ]
 Time = Annotated[
     str,
