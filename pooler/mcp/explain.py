@@ -4,9 +4,10 @@ routing explanation and the exclusions), with the same facts beside the words.
 
     Request req_x (/v1/chat/completions, model gpt-5.5, key sk-cxp-ab12, Pool demo) at
     2026-12-06 12:03:04 UTC: account-1 was tried first (least_used) and answered 500
-    server_error after 80 ms; the gateway failed over to account-2, which answered 200 in
-    1.2 s. The conversation moved from account-1 to account-2 because account-1 failed
-    with server_error. 1,234 input tokens (80 % cached), 56 output.
+    server_error after 80 ms; the gateway failed over to account-2, which answered 200
+    (first byte after 600 ms). The conversation moved from account-1 to account-2 because
+    account-1 failed with server_error. 1,234 input tokens (80 % cached), 56 output. The
+    whole request took 1.3 s.
 
 Only what the log holds is told: codes, labels, times, counts; never content.
 """
@@ -177,8 +178,9 @@ def _head(full: RequestLogFull) -> str:
 
 def _result(a: Attempt, served: bool) -> str:
     took = duration(a.duration_ms) if a.duration_ms is not None else None
-    if served:
-        return f"answered {answer(a.status_code, None)}" + (f" in {took}" if took else "")
+    if served:  # its duration runs past the request's own end (the upstream's close)
+        first = f" (first byte after {duration(a.ttfb_ms)})" if a.ttfb_ms is not None else ""
+        return f"answered {answer(a.status_code, None)}{first}"
     said = f"answered {answer(a.status_code, a.error_code)}" if a.status_code else "failed"
     if not a.status_code and a.error_code:
         said += f" ({a.error_code})"

@@ -318,11 +318,14 @@ async def test_request_log_filters_pages_and_scope(db_url: str, tmp_path: Path) 
         def pages(conn: Conn, caller: McpCaller) -> list[list[str]]:
             found: list[list[str]] = []
             cursor: str | None = None
+            first = None
             while True:
                 args: dict[str, Any] = {"limit": 5, **({"cursor": cursor} if cursor else {})}
                 page = call(conn, "list_request_logs", caller, **args)
                 found.append([item.request_id for item in page.requests])
                 assert len(page.requests) <= 5
+                first = first or page
+                assert page.since == first.since  # the cursor keeps the first page's range
                 cursor = page.next_cursor
                 if cursor is None:
                     return found

@@ -102,8 +102,8 @@ def test_failover_and_a_moved_conversation() -> None:
         "Request req_x (/v1/chat/completions, model gpt-5.5, key sk-cxp-ab12, Pool demo) at"
         " 2026-12-06 12:03:04 UTC: account-1 was tried first (least_used) and answered 500"
         " server_error after 80 ms; the gateway failed over to account-2, which answered 200"
-        " in 1.2 s. The conversation moved from account-1 to account-2 because account-1"
-        " failed with server_error. 1,234 input tokens (80 % cached), 56 output."
+        " (first byte after 600 ms). The conversation moved from account-1 to account-2"
+        " because account-1 failed with server_error. 1,234 input tokens (80 % cached), 56 output."
         " The whole request took 1.3 s."
     )
     assert out.failed_over and out.served_by == "account-2"
@@ -151,7 +151,7 @@ def test_continuity_new_kept_and_disabled() -> None:
     served = {"account_id": A1, "account_label": "account-1"}
     one = [attempt(1, "account-1", 200, None, 40)]
     new = told(row(continuity="new", **served), one)
-    assert "was chosen and answered 200 in 40 ms" in new.story
+    assert "was chosen and answered 200 (first byte after 20 ms)" in new.story
     assert "began a new conversation, now pinned to account-1" in new.story
     kept = told(row(continuity="kept", **served), one)
     assert "The conversation stayed on account-1" in kept.story
