@@ -3,31 +3,22 @@ masked (`masked`), the before/after of an edit as diff rows (`diff_rows`), the o
 details as rows (`detail_rows`), the words naming a target (`target_label`), and each value
 as readable text (`shown`).
 
-Masking is defense in depth: writers never put a secret in `details`, but a value under a
-key named like a password, secret, token, key hash, digest or ciphertext, or a string that
-looks like a raw Pool key, MCP token or JWT, is shown as MASK whatever wrote it."""
+Masking (`masked`) lives in `pooler.audit_masking`, shared with the MCP audit tools."""
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-MASK: Final = "•••••• (hidden)"
-SECRET_KEY_RE: Final = re.compile(
-    r"pass(word|wd|phrase)?|secret|token|key_?hash|digest|ciphertext|cookie|authorization"
-    r"|credential|private_?key|nonce|api_?key$",
-    re.IGNORECASE,
-)
-# A raw Pool key or MCP token (its display prefix alone is 12 characters) or a JWT.
-SECRET_VALUE_RE: Final = re.compile(
-    r"(sk-cxp-|cxp-mcp-)[A-Za-z0-9_-]{12,}|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}"
-)
+from pooler.audit_masking import MASK, masked
+
+# MASK and masked stay importable from here (the console's templates and tests use them).
+__all__ = ["MASK", "DiffRow", "detail_rows", "diff_rows", "masked", "shown", "target_label"]
+
 # Keys whose value names the target, in the order tried.
 _NAMING_KEYS: Final = ("name", "label", "email", "prefix")
-_MAX_DEPTH: Final = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,26 +26,6 @@ class DiffRow:
     field: str
     before: str
     after: str
-
-
-def is_secret_key(key: str) -> bool:
-    return SECRET_KEY_RE.search(key) is not None
-
-
-def masked(value: Any, depth: int = 0) -> Any:
-    """`value` with every secret-looking entry replaced by MASK, at any depth."""
-    if isinstance(value, str):
-        return MASK if SECRET_VALUE_RE.search(value) else value
-    if depth >= _MAX_DEPTH:
-        return None
-    if isinstance(value, Mapping):
-        return {
-            str(k): MASK if is_secret_key(str(k)) else masked(v, depth + 1)
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [masked(v, depth + 1) for v in value]
-    return value
 
 
 def shown(value: Any) -> str:

@@ -403,6 +403,14 @@ def fetch_detail(
     return row, attempts
 
 
+def row_id_for(conn: Conn, request_id: str) -> UUID | None:
+    """The row id of the request whose x-request-id is `request_id`, if it is logged."""
+    found = conn.execute(
+        "SELECT id FROM request_logs WHERE request_id = %s", (request_id,)
+    ).fetchone()
+    return found[0] if found else None
+
+
 def check_range(flt: LogFilter, longest: timedelta) -> None:
     """Refuse (FilterError on `from`) a range longer than `longest`."""
     if flt.until - flt.since > longest:
