@@ -228,7 +228,14 @@ def operator_out(operator: Operator, assigned: list[str]) -> im.OperatorOut:
     )
 
 
+def _owner_only(caller: McpCaller) -> None:
+    """The server lists these tools to owners only; refused here too, whatever calls them."""
+    if not caller.is_owner:
+        raise ToolRefusal("only an owner may see operators")
+
+
 def _operators(conn: Conn, caller: McpCaller, args: im.ListOperatorsIn) -> im.OperatorListOut:
+    _owner_only(caller)
     found = operators.list_operators(conn)
     assigned = operators.assigned_pools(conn)
     return im.OperatorListOut(
@@ -238,6 +245,7 @@ def _operators(conn: Conn, caller: McpCaller, args: im.ListOperatorsIn) -> im.Op
 
 
 def _operator(conn: Conn, caller: McpCaller, args: im.OperatorIdIn) -> im.OperatorDetailOut:
+    _owner_only(caller)
     try:
         found = operators.get_operator(conn, args.operator_id)
     except NotFoundError:
