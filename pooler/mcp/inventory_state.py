@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
 from uuid import UUID
 
-from pooler.admin_ui.overview_figures import PoolFigures, WindowCapacity, pool_figures
+from pooler.admin_ui.overview_figures import PoolFigures, WindowCapacity, members_of, pool_figures
 from pooler.admin_ui.upstream_view import AccountRow, Live, QuotaBar, verdicts_of
 from pooler.routing.snapshot import AccountSnapshot
 from pooler.routing.verdict import usable_now
@@ -124,14 +124,6 @@ class PoolCapacity:
     usable: int
     windows: tuple[WindowCapacity, ...]
     at_risk: tuple[AtRisk, ...]
-
-
-def members_of(pool: Pool, accounts: Sequence[AccountRow]) -> list[AccountRow]:
-    return [
-        a
-        for a in accounts
-        if any(link.pool_id == pool.id and link.status == "active" for link in a.pools)
-    ]
 
 
 def _window_start(bar: QuotaBar) -> datetime | None:

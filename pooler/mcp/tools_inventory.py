@@ -106,7 +106,8 @@ def account_out(account: AccountRow, state: Live | None) -> im.AccountOut:
 def _accounts(
     conn: Conn, caller: McpCaller, live: LiveSource | None, args: im.ListAccountsIn
 ) -> im.AccountListOut:
-    pool = chosen_pool(visible_pools(conn, caller), args.pool)
+    visible = visible_pools(conn, caller)
+    pool = chosen_pool(visible, args.pool)
     found = [
         a
         for a in load_accounts(conn, caller.pool_ids)
@@ -114,7 +115,7 @@ def _accounts(
         and (args.lifecycle is None or a.lifecycle == args.lifecycle)
     ]
     shown = found[: args.limit]
-    states, source = account_states(conn, shown, _pool_map(conn, caller), time.time(), live)
+    states, source = account_states(conn, shown, {p.id: p for p in visible}, time.time(), live)
     return im.AccountListOut(
         accounts=[account_out(a, states.get(a.id)) for a in shown],
         matched=len(found),

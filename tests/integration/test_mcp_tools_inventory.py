@@ -8,11 +8,11 @@ answer; control characters in a label come back intact as JSON text."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import httpx
 import jsonschema
@@ -21,6 +21,7 @@ import pytest
 import trio
 from harness import Stack, open_stack, responses_body
 
+from pooler.admin_ui.upstream_view import AccountRow, Live, live_state
 from pooler.mcp import tools_inventory
 from pooler.mcp.tool import DEFAULT_LIMIT, McpCaller, ToolRefusal, ToolSpec
 from pooler.store import invites, keys, operators, pools
@@ -344,3 +345,29 @@ def test_ids_arrive_as_json_text() -> None:
     model = TOOLS["get_pool_key"].input_model
     assert model.model_validate({"key_id": str(found)}).key_id == found  # type: ignore[attr-defined]
     assert model.model_validate_json(json.dumps({"key_id": str(found)})).key_id == found  # type: ignore[attr-defined]
+
+
+async def test_a_live_source_gives_the_gateways_own_verdicts(world: tuple[Stack, World]) -> None:
+    """`make_tools(live)`: the server may pass the console's `live_state`, run on the
+    event loop from the tool's worker thread; its verdicts then replace the stored ones."""
+    stack, w = world
+    token = trio.lowlevel.current_trio_token()
+
+    def live(accounts: Sequence[AccountRow]) -> Mapping[UUID, Live]:
+        found: Mapping[UUID, Live] = trio.from_thread.run(
+            live_state, stack.gateway, list(accounts), trio_token=token
+        )
+        return found
+
+    specs = {spec.name: spec for spec in tools_inventory.make_tools(live)}
+
+    def check(conn: Conn) -> None:
+        spec = specs["list_upstream_accounts"]
+        out = spec.run(conn, w.owner, spec.input_model())
+        assert out.state_source == "live" and out.matched == 3
+        assert all(v.takes_traffic for a in out.accounts for v in a.verdicts)
+        spec = specs["pool_capacity"]
+        capacity = spec.run(conn, w.owner, spec.input_model(pool="demo"))
+        assert capacity.state_source == "live" and capacity.pools[0].usable_accounts == 3
+
+    await run(stack, check)
