@@ -26,6 +26,14 @@ from pooler.store import invites, operators, pools
 from pooler.store.common import Conn, NotFoundError
 from pooler.store.invites import LIST_LIMIT, InviteRow
 from pooler.store.models import Operator, Pool
+from pooler.store.text import storable
+
+
+def _shown(text: str | None, limit: int = 200) -> str:
+    """Text typed by someone (a label, a name) as the readable summary shows it: control
+    characters escaped, so a terminal showing the summary runs no escape sequence. The
+    structured content keeps the text as stored (JSON escapes it)."""
+    return storable(text, limit) or ""
 
 
 def _at(epoch: float | None) -> datetime | None:
@@ -152,7 +160,7 @@ def _verdict_words(account: im.AccountOut) -> str:
 
 def _account_line(a: im.AccountOut) -> str:
     quota = ", ".join(f"{q.name} {q.used_percent:.0f}%" for q in a.quota_windows) or "no quota yet"
-    return f"{a.label} ({a.lifecycle}; {quota}): {_verdict_words(a)}"
+    return f"{_shown(a.label)} ({a.lifecycle}; {quota}): {_shown(_verdict_words(a), 1000)}"
 
 
 def accounts_summary(out: im.AccountListOut) -> str:
@@ -204,7 +212,8 @@ def _key(conn: Conn, caller: McpCaller, args: im.KeyIdIn) -> im.KeyDetailOut:
 
 
 def _key_line(k: im.KeyOut) -> str:
-    return f"{k.prefix}… {k.name} ({k.pool_name}, {k.status}): {k.requests_24h} requests in 24 h"
+    name, pool = _shown(k.name), _shown(k.pool_name)
+    return f"{k.prefix}… {name} ({pool}, {k.status}): {k.requests_24h} requests in 24 h"
 
 
 def keys_summary(out: im.KeyListOut) -> str:
@@ -257,9 +266,9 @@ def _operator(conn: Conn, caller: McpCaller, args: im.OperatorIdIn) -> im.Operat
 
 
 def _operator_line(o: im.OperatorOut) -> str:
-    pools_text = f", Pools: {', '.join(o.assigned_pools)}" if o.assigned_pools else ""
+    pools_text = f", Pools: {_shown(', '.join(o.assigned_pools))}" if o.assigned_pools else ""
     totp = "TOTP on" if o.totp_enabled else "TOTP off"
-    return f"{o.email} ({o.role}, {o.status}, {totp}{pools_text})"
+    return f"{_shown(o.email)} ({o.role}, {o.status}, {totp}{pools_text})"
 
 
 def operators_summary(out: im.OperatorListOut) -> str:
@@ -311,8 +320,8 @@ def _invite(conn: Conn, caller: McpCaller, args: im.InviteIdIn) -> im.InviteDeta
 
 
 def _invite_line(i: im.InviteOut) -> str:
-    used = f", used by {i.used_by_account}" if i.used_by_account else ""
-    return f"{i.pool_name}: {i.status}, expires {i.expires_at:%Y-%m-%d %H:%M} UTC{used}"
+    used = f", used by {_shown(i.used_by_account)}" if i.used_by_account else ""
+    return f"{_shown(i.pool_name)}: {i.status}, expires {i.expires_at:%Y-%m-%d %H:%M} UTC{used}"
 
 
 def invites_summary(out: im.InviteListOut) -> str:
@@ -378,7 +387,9 @@ def _pool_line(p: im.PoolCapacityOut) -> str:
         for w in p.windows
     )
     risk = (
-        f"; at risk within the hour: {', '.join(r.label for r in p.at_risk)}" if p.at_risk else ""
+        f"; at risk within the hour: {', '.join(_shown(r.label) for r in p.at_risk)}"
+        if p.at_risk
+        else ""
     )
     return (
         f"{p.pool_name} ({p.usable_accounts}/{p.accounts} usable): {windows or 'no figures'}{risk}"

@@ -46,8 +46,9 @@ def call(conn: Conn, name: str, caller: McpCaller, **args: Any) -> Any:
     spec.output_model.model_validate(out.model_dump())
     as_json = json.loads(out.model_dump_json())
     jsonschema.validate(as_json, spec.output_model.model_json_schema())
-    assert spec.summary(out).strip()
-    ANSWERS.append(out.model_dump_json())
+    text = spec.summary(out)
+    assert text.strip()
+    ANSWERS.extend([out.model_dump_json(), text])
     return out
 
 
@@ -118,6 +119,8 @@ class World:
         self.admin = McpCaller(admin.id, ADMIN_EMAIL, False, frozenset({self.other.id}))
         self.admin_id = admin.id
         raw = [stack.key, self.other_raw, self.demo_token, self.other_token]
+        for account in stack.emulator.accounts:  # the upstream tokens, as issued
+            raw += [account.tokens.access_token, account.tokens.refresh_token]
         self.secrets = [*secrets_of(conn), *raw]
 
 
@@ -161,10 +164,15 @@ async def test_each_tool_answers_with_real_data(world: tuple[Stack, World]) -> N
         assert shared.label == ODD_LABEL
         assert {(p.pool_name, p.weight) for p in shared.pools} == {("demo", 1), ("other", 3)}
         assert all(a.email and "***" in a.email for a in listed.accounts)
-        served = [a for a in listed.accounts if a.quota_windows]
-        assert served, "the traffic left quota evidence"
-        window = served[0].quota_windows[0]
-        assert window.used_percent > 0 and window.reset_at is not None and window.source
+        shown = {(a.id, q.window): q for a in listed.accounts for q in a.quota_windows}
+        stored = conn.execute(
+            "SELECT account_id, window_kind, used_percent::float8, reset_at FROM quota_windows"
+        ).fetchall()
+        assert stored, "the traffic left quota evidence"
+        assert {(a, k): (u, r) for a, k, u, r in stored} == {
+            key: (q.used_percent, q.reset_at) for key, q in shown.items()
+        }
+        assert all(q.source == "headers" and q.window_minutes for q in shown.values())
         assert all(v.takes_traffic and not v.reasons for a in listed.accounts for v in a.verdicts)
         # The verdict in words, as the console shows it: a paused account.
         conn.execute(
@@ -216,10 +224,13 @@ async def test_each_tool_answers_with_real_data(world: tuple[Stack, World]) -> N
 
     await run(stack, check)
     dumped = "\n".join(ANSWERS)
+    assert len(ANSWERS) >= 2 * len(TOOLS)
     for secret in w.secrets:
         assert secret not in dumped
     # The odd label travels as JSON text and comes back as it was stored.
     assert ODD_LABEL not in dumped and json.dumps(ODD_LABEL)[1:-1] in dumped
+    # ... and the readable summary shows it escaped: no terminal escape runs from it.
+    assert "\x1b" not in "".join(ANSWERS[1::2])
 
 
 async def test_capacity_names_accounts_about_to_run_out(world: tuple[Stack, World]) -> None:
