@@ -5,6 +5,7 @@ functions (`upstream_view`, `api_keys_view`, `store.operators`, `store.invites`,
 `overview_figures`), scoped to the caller's Pools: another Pool's id is refused in the
 same words as an unknown one.
 
+Their readable text is in `inventory_text`, their models in `inventory_models`.
 `make_tools(live)` builds them with an optional `LiveSource` (the gateway's in-memory
 account state); `TOOLS` is built without one and answers from the store
 (`inventory_state`)."""
@@ -19,6 +20,7 @@ from uuid import UUID
 from pooler.admin_ui.api_keys_view import KeyRow, effort_text, visible_keys
 from pooler.admin_ui.upstream_view import AccountRow, Live, load_accounts
 from pooler.mcp import inventory_models as im
+from pooler.mcp import inventory_text as txt
 from pooler.mcp.inventory_state import LiveSource, account_states, capacities
 from pooler.mcp.masking import mask_email
 from pooler.mcp.tool import McpCaller, ToolRefusal, ToolSpec
@@ -26,14 +28,6 @@ from pooler.store import invites, operators, pools
 from pooler.store.common import Conn, NotFoundError
 from pooler.store.invites import LIST_LIMIT, InviteRow
 from pooler.store.models import Operator, Pool
-from pooler.store.text import storable
-
-
-def _shown(text: str | None, limit: int = 200) -> str:
-    """Text typed by someone (a label, a name) as the readable summary shows it: control
-    characters escaped, so a terminal showing the summary runs no escape sequence. The
-    structured content keeps the text as stored (JSON escapes it)."""
-    return storable(text, limit) or ""
 
 
 def _at(epoch: float | None) -> datetime | None:
@@ -148,31 +142,6 @@ def _account(
     )
 
 
-def _verdict_words(account: im.AccountOut) -> str:
-    if not account.verdicts:
-        return "in no active Pool"
-    return "; ".join(
-        f"{v.pool_name}: "
-        + ("takes traffic" if v.takes_traffic else ", ".join(r.text for r in v.reasons))
-        for v in account.verdicts
-    )
-
-
-def _account_line(a: im.AccountOut) -> str:
-    quota = ", ".join(f"{q.name} {q.used_percent:.0f}%" for q in a.quota_windows) or "no quota yet"
-    return f"{_shown(a.label)} ({a.lifecycle}; {quota}): {_shown(_verdict_words(a), 1000)}"
-
-
-def accounts_summary(out: im.AccountListOut) -> str:
-    more = f" (of {out.matched})" if out.truncated else ""
-    lines = [f"{len(out.accounts)} account(s){more}, verdicts from the {out.state_source} state."]
-    return "\n".join(lines + [_account_line(a) for a in out.accounts[:5]])
-
-
-def account_summary(out: im.AccountDetailOut) -> str:
-    return _account_line(out.account) + f" [{out.state_source} state]"
-
-
 # --- Pool API keys -----------------------------------------------------------------------
 
 
@@ -209,16 +178,6 @@ def _key(conn: Conn, caller: McpCaller, args: im.KeyIdIn) -> im.KeyDetailOut:
     if not rows:
         raise ToolRefusal("no such key")
     return im.KeyDetailOut(key=key_out(rows[0]))
-
-
-def _key_line(k: im.KeyOut) -> str:
-    name, pool = _shown(k.name), _shown(k.pool_name)
-    return f"{k.prefix}… {name} ({pool}, {k.status}): {k.requests_24h} requests in 24 h"
-
-
-def keys_summary(out: im.KeyListOut) -> str:
-    more = " (more exist)" if out.truncated else ""
-    return "\n".join([f"{len(out.keys)} key(s){more}."] + [_key_line(k) for k in out.keys[:5]])
 
 
 # --- operators ---------------------------------------------------------------------------
@@ -265,17 +224,6 @@ def _operator(conn: Conn, caller: McpCaller, args: im.OperatorIdIn) -> im.Operat
     )
 
 
-def _operator_line(o: im.OperatorOut) -> str:
-    pools_text = f", Pools: {_shown(', '.join(o.assigned_pools))}" if o.assigned_pools else ""
-    totp = "TOTP on" if o.totp_enabled else "TOTP off"
-    return f"{_shown(o.email)} ({o.role}, {o.status}, {totp}{pools_text})"
-
-
-def operators_summary(out: im.OperatorListOut) -> str:
-    head = f"{len(out.operators)} operator(s){' (more exist)' if out.truncated else ''}."
-    return "\n".join([head] + [_operator_line(o) for o in out.operators[:5]])
-
-
 # --- invites -----------------------------------------------------------------------------
 
 
@@ -317,16 +265,6 @@ def _invite(conn: Conn, caller: McpCaller, args: im.InviteIdIn) -> im.InviteDeta
     if found is None:
         raise ToolRefusal("no such invite")
     return im.InviteDetailOut(invite=invite_out(found))
-
-
-def _invite_line(i: im.InviteOut) -> str:
-    used = f", used by {_shown(i.used_by_account)}" if i.used_by_account else ""
-    return f"{_shown(i.pool_name)}: {i.status}, expires {i.expires_at:%Y-%m-%d %H:%M} UTC{used}"
-
-
-def invites_summary(out: im.InviteListOut) -> str:
-    head = f"{len(out.invites)} invite(s){' (more exist)' if out.truncated else ''}."
-    return "\n".join([head] + [_invite_line(i) for i in out.invites[:5]])
 
 
 # --- capacity ----------------------------------------------------------------------------
@@ -380,26 +318,6 @@ def _capacity(
     )
 
 
-def _pool_line(p: im.PoolCapacityOut) -> str:
-    windows = "; ".join(
-        f"{w.name}: {w.remaining_accounts:.2f} of {w.usable_accounts} left"
-        + (f", earliest reset {w.earliest_reset:%Y-%m-%d %H:%M} UTC" if w.earliest_reset else "")
-        for w in p.windows
-    )
-    risk = (
-        f"; at risk within the hour: {', '.join(_shown(r.label) for r in p.at_risk)}"
-        if p.at_risk
-        else ""
-    )
-    return (
-        f"{p.pool_name} ({p.usable_accounts}/{p.accounts} usable): {windows or 'no figures'}{risk}"
-    )
-
-
-def capacity_summary(out: im.CapacityOut) -> str:
-    return "\n".join([_pool_line(p) for p in out.pools] or ["No Pool to show."])
-
-
 # --- the list ----------------------------------------------------------------------------
 
 
@@ -416,7 +334,7 @@ def make_tools(live: LiveSource | None = None) -> list[ToolSpec]:
             input_model=im.ListAccountsIn,
             output_model=im.AccountListOut,
             run=lambda conn, caller, args: _accounts(conn, caller, live, args),
-            summary=accounts_summary,
+            summary=txt.accounts_summary,
         ),
         ToolSpec(
             name="get_upstream_account",
@@ -426,7 +344,7 @@ def make_tools(live: LiveSource | None = None) -> list[ToolSpec]:
             input_model=im.AccountIdIn,
             output_model=im.AccountDetailOut,
             run=lambda conn, caller, args: _account(conn, caller, live, args),
-            summary=account_summary,
+            summary=txt.account_summary,
         ),
         ToolSpec(
             name="list_pool_keys",
@@ -436,7 +354,7 @@ def make_tools(live: LiveSource | None = None) -> list[ToolSpec]:
             input_model=im.ListKeysIn,
             output_model=im.KeyListOut,
             run=_keys,
-            summary=keys_summary,
+            summary=txt.keys_summary,
         ),
         ToolSpec(
             name="get_pool_key",
@@ -445,7 +363,7 @@ def make_tools(live: LiveSource | None = None) -> list[ToolSpec]:
             input_model=im.KeyIdIn,
             output_model=im.KeyDetailOut,
             run=_key,
-            summary=lambda out: _key_line(out.key),
+            summary=lambda out: txt.key_line(out.key),
         ),
         ToolSpec(
             name="list_operators",
@@ -455,7 +373,7 @@ def make_tools(live: LiveSource | None = None) -> list[ToolSpec]:
             input_model=im.ListOperatorsIn,
             output_model=im.OperatorListOut,
             run=_operators,
-            summary=operators_summary,
+            summary=txt.operators_summary,
             owner_only=True,
         ),
         ToolSpec(
@@ -465,7 +383,7 @@ def make_tools(live: LiveSource | None = None) -> list[ToolSpec]:
             input_model=im.OperatorIdIn,
             output_model=im.OperatorDetailOut,
             run=_operator,
-            summary=lambda out: _operator_line(out.operator),
+            summary=lambda out: txt.operator_line(out.operator),
             owner_only=True,
         ),
         ToolSpec(
@@ -476,7 +394,7 @@ def make_tools(live: LiveSource | None = None) -> list[ToolSpec]:
             input_model=im.ListInvitesIn,
             output_model=im.InviteListOut,
             run=_invites,
-            summary=invites_summary,
+            summary=txt.invites_summary,
         ),
         ToolSpec(
             name="get_invite",
@@ -485,7 +403,7 @@ def make_tools(live: LiveSource | None = None) -> list[ToolSpec]:
             input_model=im.InviteIdIn,
             output_model=im.InviteDetailOut,
             run=_invite,
-            summary=lambda out: _invite_line(out.invite),
+            summary=lambda out: txt.invite_line(out.invite),
         ),
         ToolSpec(
             name="pool_capacity",
@@ -496,7 +414,7 @@ def make_tools(live: LiveSource | None = None) -> list[ToolSpec]:
             input_model=im.CapacityIn,
             output_model=im.CapacityOut,
             run=lambda conn, caller, args: _capacity(conn, caller, live, args),
-            summary=capacity_summary,
+            summary=txt.capacity_summary,
         ),
     ]
 
