@@ -40,11 +40,17 @@ class KeyRow:
 
 
 def visible_keys(
-    conn: Conn, pool_ids: frozenset[UUID] | None, pool_id: UUID | None = None
+    conn: Conn,
+    pool_ids: frozenset[UUID] | None,
+    pool_id: UUID | None = None,
+    *,
+    key_id: UUID | None = None,
+    limit: int | None = None,
 ) -> list[KeyRow]:
     """The keys of every Pool (`pool_ids` None) or of `pool_ids`, only of `pool_id` when
-    given; live keys first, then by Pool and newest first. Requests are counted from the
-    request logs, which name a key by its display prefix (earlier ones after a rotation)."""
+    given (only the key `key_id` when given; at most `limit`); live keys first, then by Pool
+    and newest first. Requests are counted from the request logs, which name a key by its
+    display prefix (earlier ones after a rotation)."""
     scope = list(pool_ids) if pool_ids is not None else None
     cur = conn.cursor(row_factory=class_row(KeyRow))
     return cur.execute(
@@ -58,8 +64,9 @@ def visible_keys(
         " FROM pool_api_keys k JOIN pools p ON p.id = k.pool_id"
         " WHERE (%(scope)s::uuid[] IS NULL OR k.pool_id = ANY(%(scope)s::uuid[]))"
         " AND (%(pool)s::uuid IS NULL OR k.pool_id = %(pool)s::uuid)"
-        f" ORDER BY {STATUS_ORDER}, p.name, k.created_at DESC",
-        {"scope": scope, "pool": pool_id},
+        " AND (%(key)s::uuid IS NULL OR k.id = %(key)s::uuid)"
+        f" ORDER BY {STATUS_ORDER}, p.name, k.created_at DESC LIMIT %(limit)s",
+        {"scope": scope, "pool": pool_id, "key": key_id, "limit": limit},
     ).fetchall()
 
 

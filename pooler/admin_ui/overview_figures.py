@@ -260,6 +260,15 @@ def pool_figures(
     return figures, attention
 
 
+def members_of(pool: Pool, accounts: Sequence[AccountRow]) -> list[AccountRow]:
+    """The Pool's members: the accounts with an active assignment to it."""
+    return [
+        a
+        for a in accounts
+        if any(link.pool_id == pool.id and link.status == "active" for link in a.pools)
+    ]
+
+
 def overview(
     pools: Sequence[Pool],
     accounts: Sequence[AccountRow],
@@ -272,14 +281,9 @@ def overview(
     figures: list[PoolFigures] = []
     attention: list[Attention] = []
     for pool in sorted(pools, key=lambda p: p.name):
-        members = [
-            a
-            for a in accounts
-            if any(link.pool_id == pool.id and link.status == "active" for link in a.pools)
-        ]
         found, needs = pool_figures(
             pool,
-            members,
+            members_of(pool, accounts),
             live,
             activity.get(pool.id, PoolActivity()),
             sessions.get(str(pool.id), 0),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -248,21 +249,38 @@ async def live_state(gw: Gateway, accounts: list[AccountRow]) -> dict[UUID, Live
             snapshots[one.account_id] = one
     now = time.time()
     freshness = gw.instance_settings.quota_freshness_seconds
-    out: dict[UUID, Live] = {}
-    for account in accounts:
-        snapshot = snapshots.get(str(account.id))
-        verdicts: defaultdict[str, list[Reason]] = defaultdict(list)
-        for link in account.pools:
-            if link.status != "active":
-                continue
-            threshold = gw.pool_policy(str(link.pool_id)).quota_threshold_percent
-            verdicts[link.name] = why_not_serving(
-                snapshot,
-                now,
-                threshold=threshold,
-                freshness=freshness,
-                lifecycle_reason=account.reason,
-                pause=account.pause,
-            )
-        out[account.id] = Live(snapshot, list(verdicts.items()), available)
-    return out
+
+    def threshold(pool_id: UUID) -> float:
+        return gw.pool_policy(str(pool_id)).quota_threshold_percent
+
+    return {
+        account.id: verdicts_of(
+            account, snapshots.get(str(account.id)), threshold, freshness, now, available
+        )
+        for account in accounts
+    }
+
+
+def verdicts_of(
+    account: AccountRow,
+    snapshot: AccountSnapshot | None,
+    threshold: Callable[[UUID], float],
+    freshness: float,
+    now: float,
+    available: bool = True,
+) -> Live:
+    """The account's verdict in each Pool it is actively assigned to, from its snapshot
+    (the supervisor's, or one built from the store) and each Pool's quota threshold."""
+    verdicts: defaultdict[str, list[Reason]] = defaultdict(list)
+    for link in account.pools:
+        if link.status != "active":
+            continue
+        verdicts[link.name] = why_not_serving(
+            snapshot,
+            now,
+            threshold=threshold(link.pool_id),
+            freshness=freshness,
+            lifecycle_reason=account.reason,
+            pause=account.pause,
+        )
+    return Live(snapshot, list(verdicts.items()), available)

@@ -114,7 +114,12 @@ _STATUS_SQL: Final = (
 )
 
 
-def _rows(conn: Conn, pool_ids: frozenset[UUID] | None, invite_id: UUID | None) -> list[InviteRow]:
+def _rows(
+    conn: Conn,
+    pool_ids: frozenset[UUID] | None,
+    invite_id: UUID | None,
+    limit: int = LIST_LIMIT,
+) -> list[InviteRow]:
     rows = conn.execute(
         "SELECT i.id, i.pool_id, p.name, i.created_by, i.created_at, i.expires_at, i.used_at,"
         f" i.revoked_at, {_STATUS_SQL}, a.label FROM pool_invites i"
@@ -126,15 +131,23 @@ def _rows(conn: Conn, pool_ids: frozenset[UUID] | None, invite_id: UUID | None) 
         (
             *(list(pool_ids) if pool_ids is not None else None,) * 2,
             *(invite_id,) * 2,
-            LIST_LIMIT,
+            limit,
         ),
     ).fetchall()
     return [InviteRow(*row) for row in rows]
 
 
-def list_invites(conn: Conn, pool_ids: frozenset[UUID] | None) -> list[InviteRow]:
-    """The newest invites of the Pools `pool_ids` (None: every Pool)."""
-    return _rows(conn, pool_ids, None)
+def list_invites(
+    conn: Conn, pool_ids: frozenset[UUID] | None, limit: int = LIST_LIMIT
+) -> list[InviteRow]:
+    """The newest invites (at most `limit`) of the Pools `pool_ids` (None: every Pool)."""
+    return _rows(conn, pool_ids, None, limit)
+
+
+def find_invite(conn: Conn, pool_ids: frozenset[UUID] | None, invite_id: UUID) -> InviteRow | None:
+    """The invite, if it is one of the Pools `pool_ids` (None: every Pool)."""
+    found = _rows(conn, pool_ids, invite_id, 1)
+    return found[0] if found else None
 
 
 def revoke_invite(
