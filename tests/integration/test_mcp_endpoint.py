@@ -30,8 +30,21 @@ async def test_the_sdk_client_lists_and_calls_the_core_tools(db_url: str, tmp_pa
                     assert tool.annotations.idempotent_hint is True
                     assert tool.output_schema is not None
                 schemas = {tool.name: tool.output_schema for tool in listed.tools}
-                for spec in tools_core.TOOLS:
-                    result = await session.call_tool(spec.name, {})
+                calls = {"service_status": {}, "list_pools": {}, "get_pool": {"pool": "demo"}}
+                assert set(calls) == {spec.name for spec in tools_core.TOOLS}
+                results = {}
+                for name, arguments in calls.items():
+                    result = await session.call_tool(name, arguments)
                     assert not result.is_error, result
-                    jsonschema.validate(result.structured_content, schemas[spec.name])
+                    jsonschema.validate(result.structured_content, schemas[name])
                     assert result.content and result.content[0].type == "text"
+                    results[name] = result
+        status = results["service_status"].structured_content
+        assert status is not None
+        assert status["pools"] == 1 and status["accounts"] == 3 and status["active_keys"] == 1
+        assert status["caller"] == "o***r@example.com" and status["role"] == "owner"
+        [pool] = results["list_pools"].structured_content["pools"]  # type: ignore[index]
+        assert pool["name"] == "demo" and pool["accounts"] == 3
+        assert pool["usable_accounts"] == 3 and pool["active_keys"] == 1
+        assert results["get_pool"].structured_content == pool
+        assert "demo" in results["get_pool"].content[0].text  # type: ignore[union-attr]
