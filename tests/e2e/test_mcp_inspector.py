@@ -15,9 +15,7 @@ from mcp_support import enable_instance, operator_token
 from pooler.mcp.registry import ALL_TOOLS
 
 
-async def test_the_inspector_cli_lists_the_tools_and_calls_one(
-    db_url: str, tmp_path: Path
-) -> None:
+async def test_the_inspector_cli_lists_the_tools_and_calls_one(db_url: str, tmp_path: Path) -> None:
     inspector = require_tool("mcp-inspector", "npm install (package.json pins the Inspector)")
     async with open_stack(db_url, tmp_path) as stack:
         await enable_instance(stack)

@@ -48,3 +48,5 @@ async def test_the_sdk_client_lists_and_calls_the_core_tools(db_url: str, tmp_pa
         assert pool["usable_accounts"] == 3 and pool["active_keys"] == 1
         assert results["get_pool"].structured_content == pool
         assert "demo" in results["get_pool"].content[0].text  # type: ignore[union-attr]
+        everything = repr(results)
+        assert token not in everything and stack.key not in everything
