@@ -8,12 +8,23 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
+import trio
 from harness import open_stack
 from mcp_support import ACCEPT, enable_instance, operator_token, post_mcp, rpc_error
 
 from pooler.store.instance_settings import update_instance_settings
 
 LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+
+
+def task_count() -> int:
+    """Every task in this trio run (the stack's server, actors and request handlers)."""
+    count, nurseries = 0, list(trio.lowlevel.current_root_task().child_nurseries)
+    while nurseries:
+        for task in nurseries.pop().child_tasks:
+            count += 1
+            nurseries.extend(task.child_nurseries)
+    return count
 
 
 def call(name: str, arguments: object) -> dict[str, object]:
@@ -121,3 +132,11 @@ async def test_hostile_input_gets_clear_json_rpc_errors(db_url: str, tmp_path: P
         garbage = await post_mcp(stack, token=token, content=b"{not json")
         assert garbage.status_code == 400 and rpc_error(garbage)["code"] == -32700
         await honest_call_works()
+
+        # The SDK's per-request server tasks end with their requests.
+        before = task_count()
+        for _ in range(20):
+            await honest_call_works()
+        with trio.fail_after(5):  # a closed connection's server task may take a moment
+            while task_count() > before:
+                await trio.sleep(0.01)
