@@ -140,3 +140,38 @@ async def test_hostile_input_gets_clear_json_rpc_errors(db_url: str, tmp_path: P
         with trio.fail_after(5):  # a closed connection's server task may take a moment
             while task_count() > before:
                 await trio.sleep(0.01)
+
+
+async def test_a_slow_body_holds_its_mcp_slot_only_until_its_deadline(
+    db_url: str, tmp_path: Path
+) -> None:
+    settings = {
+        "usage_poll_interval_seconds": 86_400,
+        "body_read_timeout_seconds": 1,
+        "bulkheads": {"mcp": {"concurrency": 1, "queue": 0}},
+    }
+    async with open_stack(db_url, tmp_path, instance_settings=settings) as stack:
+        await enable_instance(stack)
+        token = await operator_token(stack, "owner@example.com")
+        port = int(stack.url.rsplit(":", 1)[1])
+        head = (
+            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Accept: {ACCEPT}\r\nAuthorization: Bearer {token}\r\nContent-Length: 100\r\n\r\n"
+        )
+        with trio.fail_after(20):
+            slow = await trio.open_tcp_stream("127.0.0.1", port)
+            await slow.send_all(head.encode() + b'{"jsonrpc"')
+            # While it holds the one slot, another call is refused at once: 503, retry.
+            while True:
+                busy = await post_mcp(stack, LIST, token=token)
+                if busy.status_code == 503:
+                    break
+                await trio.sleep(0.02)  # the slow request has not taken its slot yet
+            assert busy.headers["retry-after"] == "1"
+            assert "overloaded" in rpc_error(busy)["message"]
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += await slow.receive_some(4096)
+            assert answer.startswith(b"HTTP/1.1 408"), answer
+            await slow.aclose()
+            assert (await post_mcp(stack, LIST, token=token)).status_code == 200
