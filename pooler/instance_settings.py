@@ -9,6 +9,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -44,7 +45,22 @@ DEFAULT_BULKHEADS: Mapping[str, Bulkhead] = {
     # The operator console's pages (pooler/admin_ui): a few at once, so paging through
     # accounts or hashing passwords never takes CPU or database connections from traffic.
     "admin": Bulkhead(4, 64, 10.0),
+    # The operator MCP endpoint (/mcp): a few tool calls at once, each a short database read.
+    "mcp": Bulkhead(4, 8, 5.0),
 }
+
+# Host names `/mcp` answers to (any port): DNS-rebinding protection. Behind a proxy or on
+# another name the operator adds theirs (`mcp.allowed_hosts`); "*" accepts any Host.
+DEFAULT_MCP_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "[::1]")
+MAX_MCP_HOSTS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class McpSettings:
+    """The operator MCP endpoint: the instance's gate (off by default) and its Host names."""
+
+    enabled: bool = False
+    allowed_hosts: tuple[str, ...] = DEFAULT_MCP_HOSTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +82,7 @@ class InstanceSettings:
     # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or CIDRs); the
     # console's client IP (throttling, session list) and https detection depend on them.
     trusted_proxies: tuple[str, ...] = ()
+    mcp: McpSettings = McpSettings()
 
 
 MAX_TRUSTED_PROXIES = 64
@@ -82,6 +99,7 @@ _RANGES: Mapping[str, tuple[type, float, float]] = {
     "max_decompression_ratio": (float, 1, 100_000),
     "console_idle_timeout_minutes": (int, 5, 10_080),
 }
+_MCP_KEYS = ("enabled", "allowed_hosts")
 _BULKHEAD_RANGES: Mapping[str, tuple[type, float, float]] = {
     "concurrency": (int, 1, 100_000),
     "queue": (int, 0, 1_000_000),
@@ -129,6 +147,40 @@ def _networks(raw: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _host_names(raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, list | tuple) or not 1 <= len(raw) <= MAX_MCP_HOSTS:
+        raise SettingsError(f"mcp.allowed_hosts must be a list of 1 to {MAX_MCP_HOSTS} host names")
+    out = []
+    for item in raw:
+        name = str(item).strip().lower()
+        if not _HOST_NAME.fullmatch(name):
+            raise SettingsError(
+                f"mcp.allowed_hosts: {str(item)[:64]!r} is not a host name (or [IPv6], or *)"
+            )
+        out.append(name)
+    return tuple(out)
+
+
+# A DNS name or IPv4 address, an [IPv6] literal, either with an optional :port, or "*".
+_HOST_NAME = re.compile(r"\*|(?:[a-z0-9_.-]{1,253}|\[[0-9a-f:.]{2,45}\])(?::[0-9]{1,5})?")
+
+
+def _mcp(raw: Any) -> McpSettings:
+    if not isinstance(raw, Mapping):
+        raise SettingsError("mcp must be an object")
+    changes: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name == "enabled":
+            if not isinstance(value, bool):
+                raise SettingsError("mcp.enabled must be true or false")
+            changes[name] = value
+        elif name == "allowed_hosts":
+            changes[name] = _host_names(value)
+        else:
+            raise SettingsError(f"mcp.{name} is not an MCP setting")
+    return replace(McpSettings(), **changes)
+
+
 def parse_settings(raw: Mapping[str, Any], *, strict: bool = False) -> InstanceSettings:
     """Settings from the stored object. `strict` refuses unknown keys (when an operator sets
     them); stored rows are read leniently."""
@@ -147,6 +199,8 @@ def parse_settings(raw: Mapping[str, Any], *, strict: bool = False) -> InstanceS
             values["bulkheads"] = merged
         elif key == "trusted_proxies":
             values[key] = _networks(value)
+        elif key == "mcp":
+            values[key] = _mcp(value)
         elif key in _RANGES:
             kind, low, high = _RANGES[key]
             values[key] = _number(key, value, kind, low, high)
@@ -170,6 +224,8 @@ def settings_as_dict(settings: InstanceSettings) -> dict[str, Any]:
             }
         elif f.name == "trusted_proxies":
             value = list(value)
+        elif f.name == "mcp":
+            value = {"enabled": value.enabled, "allowed_hosts": list(value.allowed_hosts)}
         out[f.name] = value
     return out
 
@@ -193,6 +249,8 @@ def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def is_setting_key(key: str) -> bool:
     """Whether a dotted key names a setting or a group of them (`bulkheads.stream`)."""
     parts = key.split(".")
+    if parts[0] == "mcp":
+        return len(parts) == 1 or (len(parts) == 2 and parts[1] in _MCP_KEYS)
     if parts[0] != "bulkheads":
         return len(parts) == 1 and (parts[0] in _RANGES or parts[0] == "trusted_proxies")
     if len(parts) == 1:

@@ -44,6 +44,8 @@ async def run_gateway(
     app = create_app(gateway)
     async with trio.open_nursery() as actors:
         await actors.start(gateway.run)
+        if app.mcp is not None:
+            await actors.start(app.mcp.run)
         run = partial(
             serve,
             app,

@@ -50,7 +50,7 @@ class Setting:
     key: str
     label: str
     hint: str
-    kind: str = "number"  # number | list
+    kind: str = "number"  # number | list | bool
 
 
 # The groups and words of the page; every key of `InstanceSettings` appears once (a test
@@ -133,7 +133,27 @@ GROUPS: Final[tuple[tuple[str, tuple[Setting, ...]], ...]] = (
             ),
         ),
     ),
+    (
+        "Operator MCP (/mcp)",
+        (
+            Setting(
+                "mcp.enabled",
+                "MCP service",
+                "The instance's gate: when off, /mcp refuses every token. Each operator also"
+                " turns on their own MCP switch.",
+                "bool",
+            ),
+            Setting(
+                "mcp.allowed_hosts",
+                "MCP host names",
+                "Host names /mcp answers to, one a line (any port, or name:port; * for any):"
+                " add the name clients reach this gateway by. Others get 421.",
+                "list",
+            ),
+        ),
+    ),
 )
+LIST_KEYS: Final = frozenset(s.key for _, group in GROUPS for s in group if s.kind == "list")
 BULKHEAD_FIELDS: Final = (
     ("concurrency", "Running at once"),
     ("queue", "Waiting"),
@@ -159,6 +179,8 @@ def all_keys() -> list[str]:
 
 def shown(value: Any) -> str:
     """A value as its field holds it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, list | tuple):
         return "\n".join(str(item) for item in value)
     if isinstance(value, float) and value == int(value) and math.isfinite(value):
@@ -168,8 +190,9 @@ def shown(value: Any) -> str:
 
 def typed_value(key: str, text: str) -> Any:
     """What an operator typed, read like `pooler admin settings set KEY=VALUE` reads it
-    (JSON, else text); the trusted proxies are one a line (or separated by commas)."""
-    if key == "trusted_proxies":
+    (JSON, else text); a list (the trusted proxies, MCP host names) is one a line (or
+    separated by commas)."""
+    if key in LIST_KEYS:
         return [item.strip() for item in text.replace(",", "\n").splitlines() if item.strip()]
     try:
         return json.loads(text)
@@ -188,7 +211,7 @@ def changes_of(form: Form, current: Mapping[str, Any]) -> tuple[dict[str, Any], 
         text = form.get(key).strip()
         if text == shown(current[key]):
             continue
-        if not text and key != "trusted_proxies":
+        if not text and key not in LIST_KEYS:
             errors[key] = "a value is required"
             continue
         value = typed_value(key, text)

@@ -118,17 +118,18 @@ def register(commands: Any) -> None:
     register_stats(groups)
 
     mcp = groups.add_parser(
-        "mcp-token",
-        help="operator tokens for the coming read-only /mcp endpoint (not served yet)",
+        "mcp-token", help="operator tokens for the read-only /mcp endpoint"
     ).add_subparsers(dest="action", required=True)
     create = mcp.add_parser(
-        "create",
-        help="create a token an operator's MCP client will use once /mcp exists (printed once)",
+        "create", help="create an operator's MCP token (printed once, never stored in clear)"
     )
-    create.add_argument("--email", required=True)
-    create.add_argument("--name", default="")
+    create.add_argument("--email", required=True, help="the operator the token speaks for")
+    create.add_argument("--name", default="", help="a name to tell the token apart")
     with_json(create).set_defaults(handler=mcp_token_create)
     with_json(mcp.add_parser("list", help="list MCP tokens")).set_defaults(handler=mcp_token_list)
+    delete = mcp.add_parser("delete", help="delete an MCP token (it stops working at once)")
+    delete.add_argument("token", help="the token's prefix (from list) or id")
+    with_json(delete).set_defaults(handler=mcp_token_delete)
 
 
 def owner_create(args: argparse.Namespace) -> int:
@@ -313,6 +314,11 @@ def mcp_token_create(args: argparse.Namespace) -> int:
         f"(MCP token {token.token_prefix}… for {token.operator_email}: shown once)", file=sys.stderr
     )
     return 0
+
+
+def mcp_token_delete(args: argparse.Namespace) -> int:
+    token = run_in_store(lambda conn: mcp_tokens.delete_mcp_token(conn, args.token, actor="cli"))
+    return emit(args, token, f"MCP token {token.token_prefix}… of {token.operator_email} deleted")
 
 
 def mcp_token_list(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ import argparse
 from typing import Any
 
 from pooler.cli.common import emit, run_in_store, with_json
-from pooler.store import operators, pools
+from pooler.store import mcp_tokens, operators, pools
 from pooler.store.common import Conn
 
 
@@ -33,6 +33,12 @@ def register_operators(groups: Any) -> None:
     assign.add_argument("email")
     assign.add_argument("pools", nargs="*", metavar="POOL")
     with_json(assign).set_defaults(handler=operator_pools)
+    mcp = operator.add_parser(
+        "mcp", help="turn an operator's own MCP switch on or off (the instance's is mcp.enabled)"
+    )
+    mcp.add_argument("state", choices=["on", "off"])
+    mcp.add_argument("--email", required=True)
+    with_json(mcp).set_defaults(handler=operator_mcp)
     for name, help_text in (
         ("deactivate", "deactivate an operator (their sessions end)"),
         ("reactivate", "let a deactivated operator sign in again"),
@@ -80,6 +86,14 @@ def operator_pools(args: argparse.Namespace) -> int:
 
     run_in_store(assign)
     return emit(args, {"pools": args.pools}, f"pools of {args.email}: {', '.join(args.pools)}")
+
+
+def operator_mcp(args: argparse.Namespace) -> int:
+    enabled = args.state == "on"
+    run_in_store(lambda conn: mcp_tokens.set_operator_mcp(conn, args.email, enabled, actor="cli"))
+    return emit(
+        args, {"email": args.email, "mcp_enabled": enabled}, f"MCP {args.state} for {args.email}"
+    )
 
 
 def operator_change(args: argparse.Namespace) -> int:

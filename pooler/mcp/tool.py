@@ -6,12 +6,13 @@ turns the output into structured content (its JSON) plus `summary(output)` as th
 readable text. Tools are read-only and idempotent, never return a secret, a token or
 content, mask emails (`pooler.mcp.masking`), and bound their lists (`DEFAULT_LIMIT`, at
 most `MAX_LIMIT`; request logs `MAX_LOG_LIMIT`). A tool refuses with `ToolRefusal`
-(a tool result with `isError`), e.g. for an id the caller may not see.
+(a tool result with `isError`), e.g. for an id the caller may not see. What only the
+running gateway knows (live account state) is added by the optional `enrich`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 from uuid import UUID
@@ -58,3 +59,7 @@ class ToolSpec:
     run: Callable[[Conn, McpCaller, Any], BaseModel]
     summary: Callable[[Any], str]  # a short readable text of the output
     owner_only: bool = False
+    # Optional: after `run`, on the event loop, the output completed from the gateway's
+    # memory (what the console also reads live, e.g. usable accounts), as
+    # `await enrich(gateway, caller, output)`; it must not touch the database.
+    enrich: Callable[[Any, McpCaller, Any], Awaitable[BaseModel]] | None = None

@@ -1,8 +1,11 @@
-"""Operator MCP tokens: shown once, stored as an HMAC digest plus a display prefix."""
+"""Operator MCP tokens (shown once, stored as an HMAC digest plus a display prefix; no use of
+a token is recorded), each operator's own MCP switch, and who a token speaks for."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
+from uuid import UUID
 
 from psycopg.rows import class_row
 
@@ -20,7 +23,7 @@ from pooler.store.operators import normalize_email
 
 _COLUMNS: Final = (
     "t.id, t.operator_id, o.email AS operator_email, t.name, t.token_prefix, t.status,"
-    " t.created_at, t.last_used_at, t.revoked_at"
+    " t.created_at, t.revoked_at"
 )
 _FROM: Final = "operator_mcp_tokens t JOIN operators o ON o.id = t.operator_id"
 
@@ -94,3 +97,72 @@ def revoke_mcp_token(conn: Conn, prefix_or_id: str, *, actor: str = "system") ->
 def _get(conn: Conn, where: str, value: object) -> McpToken | None:
     cur = conn.cursor(row_factory=class_row(McpToken))
     return cur.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE {where}", (value,)).fetchone()
+
+
+def delete_mcp_token(conn: Conn, prefix_or_id: str, *, actor: str = "system") -> McpToken:
+    """Delete a token (it stops working at once); audited."""
+    token_id = find_one_by_prefix_or_id(
+        conn, "operator_mcp_tokens", "token_prefix", prefix_or_id, "MCP token"
+    )
+    token = _get(conn, "t.id = %s", token_id)
+    assert token is not None
+    conn.execute("DELETE FROM operator_mcp_tokens WHERE id = %s", (token_id,))
+    record_change(
+        conn,
+        actor=actor,
+        action="mcp.token_delete",
+        target_type="mcp_token",
+        target_id=token.id,
+        details={"operator": token.operator_email, "prefix": token.token_prefix},
+    )
+    return token
+
+
+def set_operator_mcp(conn: Conn, email: str, enabled: bool, *, actor: str) -> bool:
+    """Turn an operator's own MCP switch on or off (audited when it changes); the old value."""
+    email = normalize_email(email)
+    row = conn.execute(
+        "SELECT id, mcp_enabled FROM operators WHERE email = %s FOR UPDATE", (email,)
+    ).fetchone()
+    if row is None:
+        raise NotFoundError(f"operator {email!r} not found")
+    operator_id, before = row
+    if before != enabled:
+        conn.execute("UPDATE operators SET mcp_enabled = %s WHERE id = %s", (enabled, operator_id))
+        record_change(
+            conn,
+            actor=actor,
+            action="mcp.operator_enable" if enabled else "mcp.operator_disable",
+            target_type="operator",
+            target_id=operator_id,
+            details={"operator": email},
+        )
+    return bool(before)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenHolder:
+    """The operator an active MCP token belongs to, as the endpoint's gates need it."""
+
+    operator_id: UUID
+    email: str
+    role: str
+    status: str  # active | disabled
+    mcp_enabled: bool
+    must_change_password: bool
+    pool_ids: frozenset[UUID]  # assigned Pools (an admin's scope)
+
+
+def token_holder(conn: Conn, secret_key: bytes, raw: str) -> TokenHolder | None:
+    """Who the active token `raw` speaks for (whatever their status), else None. One
+    indexed lookup by digest; nothing about the use is written."""
+    row = conn.execute(
+        "SELECT o.id, o.email, o.role, o.status, o.mcp_enabled, o.must_change_password,"
+        " ARRAY(SELECT pool_id FROM operator_pool_assignments a WHERE a.operator_id = o.id)"
+        " FROM operator_mcp_tokens t JOIN operators o ON o.id = t.operator_id"
+        " WHERE t.token_digest = %s AND t.status = 'active'",
+        (key_digest(secret_key, raw),),
+    ).fetchone()
+    if row is None:
+        return None
+    return TokenHolder(row[0], row[1], row[2], row[3], row[4], row[5], frozenset(row[6]))

@@ -33,7 +33,6 @@ class McpToken:
     token_prefix: str
     status: str  # active | revoked
     created_at: datetime
-    last_used_at: datetime | None
     revoked_at: datetime | None
 
 

@@ -1,7 +1,8 @@
 """The gateway's one application: a Quart-trio app built by `create_app`, one blueprint per
-surface (`backend_codex`, `openai_v1`, `health`, the operator console `pooler.admin_ui`;
-`/mcp` joins the same way), and error handlers that answer in the client's JSON shape (the
-console answers with HTML pages of its own).
+surface (`backend_codex`, `openai_v1`, `health`, the operator console `pooler.admin_ui`),
+and error handlers that answer in the client's JSON shape (the console answers with HTML
+pages of its own). The operator MCP endpoint `/mcp` (`pooler.mcp.endpoint`) is a raw ASGI
+handler mounted beside the websockets: it answers in JSON-RPC and never meets Quart.
 
 How a request meets Quart (a body read on demand, relays that push their answer) is in
 `quart_http.py`. The websocket routes are not Quart websocket handlers: their raw ASGI
@@ -32,6 +33,7 @@ from pooler.errors import (
     RequestTimeout,
     WebsocketUnsupported,
 )
+from pooler.mcp.endpoint import McpEndpoint
 from pooler.web.asgi import ClientDisconnected
 from pooler.web.backend_codex.responses_ws import ResponsesWebsocketRoute, refuse
 from pooler.web.backend_codex.routes import backend_codex_blueprint
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pooler.web")
 
+MCP_PATH = "/mcp"
 RawHandler = Callable[[Any, Any, Any], Awaitable[None]]
 
 # Quart's defaults that would fight a gateway (each is tested in tests/integration/
@@ -82,6 +85,7 @@ class GatewayApp(QuartTrio):
         self.url_map.merge_slashes = False  # `//x` is not `/x`: a 404, never a redirect
         cache_static_routes(self.url_map)
         self.websocket_routes: dict[str, RawHandler] = {}
+        self.mcp: McpEndpoint | None = None  # `/mcp`, raw ASGI like the websockets
 
     async def asgi_app(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -89,6 +93,9 @@ class GatewayApp(QuartTrio):
         if scope["type"] == "websocket":
             route = self.websocket_routes.get(scope["path"])
             await (route or refuse_websocket)(scope, receive, send)
+            return
+        if scope["type"] == "http" and scope["path"] == MCP_PATH and self.mcp is not None:
+            await self.mcp(scope, receive, send)  # type: ignore[arg-type]
             return
         await super().asgi_app(scope, receive, send)
 
@@ -108,6 +115,7 @@ def create_app(gateway: Gateway) -> GatewayApp:
             "/v1/responses": ResponsesWebsocketRoute(gateway, authenticate_v1, public=True),
         }
     )
+    app.mcp = McpEndpoint(gateway)
     install_error_handlers(app)
     return app
 
