@@ -6,27 +6,29 @@ reading without closing fills its TCP window, and the write then waits for as lo
 client keeps the connection open: no timeout of the application can reach it, so the
 request keeps its account's lease, its admission slot and its upstream socket.
 
-`stall_bounded_writes` replaces `TCPServer.protocol_send` with one that writes in pieces of
-`PIECE` bytes, each under a shielded scope with its own deadline (a shielded scope still
-honours its own deadline): a piece that makes no progress for `WriteStall.seconds` ends the
+`stall_bounded_writes` replaces `TCPServer.protocol_send` with one that writes under a
+shielded scope with a deadline (a shielded scope still honours its own deadline), moved on
+each time bytes go: a write that makes no progress for `WriteStall.seconds` ends the
 connection. The stream is closed (its state after a cancelled send is undefined) and the
 protocol is told `Closed()`, as when the peer resets: the application's `http.disconnect`
 or `websocket.disconnect` arrives, its later sends are dropped, and the relays let go of
 what they hold through their usual client-gone path. A slow reader is not cut as long as
-it takes a piece within the deadline.
+it keeps taking bytes.
 
 The deadline is per server: `hypercorn_config` puts a `WriteStall` on the Hypercorn config
 it builds, and the gateway updates its own from the instance setting
-`write_stall_timeout_seconds` whenever its settings load; a config without one (the
-emulator, a test's) writes under `DEFAULT_WRITE_STALL_S`.
+`write_stall_timeout_seconds` whenever its settings load; other servers (the emulator)
+keep `DEFAULT_WRITE_STALL_S`.
 
 This reaches into Hypercorn's `TCPServer` (its `stream`, `send_lock`, `protocol` and
-`config`), as of 0.18: `stall_bounded_writes` refuses to start if one has moved, and
+`config`), as of 0.18, and writes to a `trio.SocketStream`'s socket as its `send_all` does
+(trio 0.35): `stall_bounded_writes` refuses to start if one has moved, and
 tests/hostile/test_write_stall.py checks the behaviour.
 """
 
 from __future__ import annotations
 
+import errno
 import inspect
 from dataclasses import dataclass
 from typing import Any
@@ -34,16 +36,17 @@ from typing import Any
 import trio
 
 DEFAULT_WRITE_STALL_S = 60.0
-# The progress a write must make within the deadline: a reader taking 4 KiB a minute is
-# slow but reading. Linux wakes a blocked writer only once about a third of its send
-# buffer (16 KiB at first) is free again, so a smaller piece would not let a slower reader
-# through. A typical chunk (an SSE event, a websocket frame) is one piece.
+# Over a TCP socket any byte sent is progress. Over another stream (TLS, which the gateway
+# leaves to its proxy), each piece of this many bytes must go within the deadline: a reader
+# taking 4 KiB a minute is slow but reading, and Linux wakes a blocked writer only once
+# about a third of its send buffer (16 KiB at first) is free again anyway.
 PIECE = 4 * 1024
+_CLOSED_ERRNOS = (errno.EBADF, errno.ENOTSOCK)  # as trio's SocketStream reads them
 
 
 @dataclass(slots=True)
 class WriteStall:
-    """How long one piece of a write to a client may wait; shared with whoever tunes it."""
+    """How long a write to a client may make no progress; shared with whoever tunes it."""
 
     seconds: float = DEFAULT_WRITE_STALL_S
 
@@ -52,9 +55,37 @@ _DEFAULT = WriteStall()
 
 
 async def send_within(stream: Any, data: bytes, stall_s: float) -> bool:
-    """Send `data` on `stream` (a trio stream), each `PIECE` within `stall_s` seconds
-    whatever the caller's cancellation; False when a piece missed its deadline (the stream
-    is then in an undefined state and must be closed)."""
+    """Send `data` on `stream` (a trio stream) whatever the caller's cancellation, as long
+    as it makes progress within `stall_s` seconds; False when it did not (the stream is
+    then in an undefined state and must be closed)."""
+    if type(stream) is not trio.SocketStream or not data:
+        return await _send_in_pieces(stream, data, stall_s)
+    with trio.CancelScope(deadline=trio.current_time() + stall_s, shield=True) as scope:
+        await _send_moving_deadline(stream.socket, data, scope, stall_s)
+    return not scope.cancelled_caught
+
+
+async def _send_moving_deadline(
+    sock: trio.socket.SocketType, data: bytes, scope: trio.CancelScope, stall_s: float
+) -> None:
+    """`SocketStream.send_all`'s loop (the same system calls), the deadline moved on each
+    time bytes go; its errors as the stream's."""
+    if sock.did_shutdown_SHUT_WR:
+        raise trio.ClosedResourceError("can't send data after sending EOF")
+    try:
+        with memoryview(data) as view:
+            sent = 0
+            while sent < len(view):
+                with view[sent:] as rest:
+                    sent += await sock.send(rest)
+                scope.deadline = trio.current_time() + stall_s
+    except OSError as exc:
+        if exc.errno in _CLOSED_ERRNOS:
+            raise trio.ClosedResourceError("this socket was already closed") from None
+        raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+
+
+async def _send_in_pieces(stream: Any, data: bytes, stall_s: float) -> bool:
     view = memoryview(data) if len(data) > PIECE else None
     for start in range(0, len(data) or 1, PIECE):
         piece = data if view is None else view[start : start + PIECE]
@@ -81,10 +112,10 @@ def stall_bounded_writes() -> None:
     missing = [text for text in expected if text not in source]
     init = inspect.getsource(server.__init__)
     missing += [name for name in ("self.stream", "self.send_lock") if name not in init]
+    if not hasattr(trio.socket.SocketType, "did_shutdown_SHUT_WR"):
+        missing.append("trio.socket.SocketType.did_shutdown_SHUT_WR")
     if missing:
-        raise RuntimeError(
-            f"Hypercorn changed: {missing} not found in TCPServer (pooler.write_stall)"
-        )
+        raise RuntimeError(f"Hypercorn or trio changed: {missing} not found (pooler.write_stall)")
 
     async def protocol_send(self: tcp_server.TCPServer, event: Any) -> None:
         if not isinstance(event, RawData):

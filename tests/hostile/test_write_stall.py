@@ -90,6 +90,12 @@ def leases(stack: Stack) -> int:
     return sum(h.snapshot.in_flight for h in stack.gateway.pool_supervisor.accounts.values())
 
 
+def upstream_sockets(stack: Stack) -> int:
+    """Upstream HTTP connections in use and upstream websockets open, over every account."""
+    handles = stack.gateway.pool_supervisor.accounts.values()
+    return sum(h.upstream.active_connections + len(h.actor._websockets) for h in handles)
+
+
 def admitted(stack: Stack, route_class: str) -> int:
     return int(stack.gateway.admission.stats()[route_class].in_flight)
 
@@ -123,9 +129,16 @@ async def honest_stream(stack: Stack) -> None:
 
 
 async def let_go(stack: Stack, route_class: str) -> None:
-    """Wait until the stalled request has given back its lease and its slot."""
+    """Wait until the stalled request has given back its lease, its slot and its upstream
+    socket."""
     with trio.fail_after(STALLED_S):
-        await until(lambda: leases(stack) == 0 and admitted(stack, route_class) == 0)
+        await until(
+            lambda: (
+                leases(stack) == 0
+                and admitted(stack, route_class) == 0
+                and upstream_sockets(stack) == 0
+            )
+        )
 
 
 async def test_an_sse_client_that_stops_reading_is_let_go(db_url: str, tmp_path: Path) -> None:
@@ -135,6 +148,7 @@ async def test_an_sse_client_that_stops_reading_is_let_go(db_url: str, tmp_path:
                 stream, _ = await post_sse(stack, path, body(path, BIG))
                 async with stream:  # closed on the way out if the gateway never lets go
                     assert leases(stack) == 1 and admitted(stack, "stream") == 1
+                    assert upstream_sockets(stack) == 1
                     await let_go(stack, "stream")  # never reading, never closing
                     received = await drain(stream)
                 assert not received.endswith(b"0\r\n\r\n")  # cut off, not finished
@@ -149,7 +163,7 @@ async def test_a_websocket_client_that_stops_reading_is_let_go(db_url: str, tmp_
             async with await open_websocket(stack, "/backend-api/codex/responses") as stream:
                 await stream.send_all(text_frame(json.dumps(create).encode()))
                 with trio.fail_after(STALLED_S):
-                    await until(lambda: leases(stack) == 1)
+                    await until(lambda: leases(stack) == 1 and upstream_sockets(stack) == 1)
                 await let_go(stack, "websocket")
                 await drain(stream)
             transport, status, outcome = (await rows(stack))[0]
