@@ -76,6 +76,9 @@ class InstanceSettings:
     body_read_timeout_seconds: float = 30.0
     max_decompressed_body_bytes: int = 64 * 1024 * 1024
     max_decompression_ratio: float = 200.0
+    # A write to a client that makes no progress this long ends its connection: a client
+    # that stops reading would otherwise hold its lease and slot (pooler.write_stall).
+    write_stall_timeout_seconds: float = 60.0
     bulkheads: Mapping[str, Bulkhead] = field(default_factory=lambda: dict(DEFAULT_BULKHEADS))
     # Operator console: a session unused this long is signed out (its 14-day life aside).
     console_idle_timeout_minutes: int = 60
@@ -97,6 +100,7 @@ _RANGES: Mapping[str, tuple[type, float, float]] = {
     "body_read_timeout_seconds": (float, 0.1, 3600),
     "max_decompressed_body_bytes": (int, 1024, 1024**3),
     "max_decompression_ratio": (float, 1, 100_000),
+    "write_stall_timeout_seconds": (float, 1, 3600),
     "console_idle_timeout_minutes": (int, 5, 10_080),
 }
 _MCP_KEYS = ("enabled", "allowed_hosts")

@@ -49,7 +49,7 @@ async def run_gateway(
         run = partial(
             serve,
             app,
-            hypercorn_config(host, port),
+            hypercorn_config(host, port, write_stall=gateway.write_stall),
             shutdown_trigger=shutdown_trigger,
             mode="asgi",
         )

@@ -11,6 +11,7 @@ import trio
 from hypercorn.config import Config
 
 from pooler.http1_framing import strict_request_framing
+from pooler.write_stall import WriteStall, stall_bounded_writes
 
 log = logging.getLogger("pooler.serving")
 
@@ -109,12 +110,28 @@ def _describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def hypercorn_config(host: str, port: int, *, graceful_timeout: float = 5.0) -> Config:
+class ServerConfig(Config):
+    """Hypercorn's config, with the deadline its socket writes run under (pooler.write_stall)."""
+
+    write_stall: WriteStall
+
+
+def hypercorn_config(
+    host: str,
+    port: int,
+    *,
+    graceful_timeout: float = 5.0,
+    write_stall: WriteStall | None = None,
+) -> ServerConfig:
+    """The server's config; `write_stall` is its owner's (the gateway tunes it at run time),
+    a fresh default otherwise."""
     refuse_websocket_compression()
     bound_websocket_messages()
     strict_request_framing()
     contain_connection_failures()
-    config = Config()
+    stall_bounded_writes()
+    config = ServerConfig()
+    config.write_stall = write_stall or WriteStall()
     config.bind = [host_port(host, port)]
     config.accesslog = None
     config.errorlog = "-"

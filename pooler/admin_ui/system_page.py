@@ -97,12 +97,17 @@ GROUPS: Final[tuple[tuple[str, tuple[Setting, ...]], ...]] = (
         ),
     ),
     (
-        "Request bodies",
+        "Client traffic",
         (
             Setting(
                 "body_read_timeout_seconds",
                 "Body read timeout (seconds)",
                 "A request body must arrive within this.",
+            ),
+            Setting(
+                "write_stall_timeout_seconds",
+                "Write stall timeout (seconds)",
+                "A client that takes none of its answer for this long is disconnected.",
             ),
             Setting(
                 "max_decompressed_body_bytes",

@@ -49,6 +49,7 @@ from pooler.web.metrics import Metrics
 from pooler.web.request_record import RequestRecord, log_line, reduced_record
 from pooler.web.settings import GatewaySettings
 from pooler.web.stats_jobs import StatsRollups
+from pooler.write_stall import WriteStall
 
 log = logging.getLogger("pooler.gateway")
 
@@ -77,6 +78,8 @@ class Gateway:
         self.configured = False
         self.instance_settings = InstanceSettings()
         self.admission = Admission(self.instance_settings.bulkheads)
+        # The HTTP server's write deadline (pooler.write_stall), kept to the setting.
+        self.write_stall = WriteStall(self.instance_settings.write_stall_timeout_seconds)
         self._policies: dict[str, PoolPolicy] = {}
         self.pool_supervisor = PoolSupervisor(
             AccountDeps(
@@ -196,6 +199,7 @@ class Gateway:
         self._policies = snapshot.runtime.pools
         self.instance_settings = snapshot.settings
         self.admission.configure(snapshot.settings.bulkheads)
+        self.write_stall.seconds = snapshot.settings.write_stall_timeout_seconds
         await call(
             self.pool_mailbox,
             lambda reply: m.ApplyConfig(snapshot.runtime, reply),
