@@ -52,6 +52,15 @@ def _key(conn: Conn, key_id: UUID, pool_ids: Pools) -> str | None:
     return f"Key '{name}' ({prefix}…)" if name else f"Key {prefix}…"
 
 
+def _mcp_token(conn: Conn, token_id: UUID, pool_ids: Pools) -> str | None:
+    # Only its own session's forms are looked up: the token is the operator's own.
+    found = form_uses.mcp_token_label(conn, token_id)
+    if found is None:
+        return None
+    name, prefix = found
+    return f"MCP token '{name}' ({prefix}…)" if name else f"MCP token {prefix}…"
+
+
 def _invite(conn: Conn, invite_id: UUID, pool_ids: Pools) -> str | None:
     pool = form_uses.invite_pool_name(conn, invite_id, pool_ids)
     return None if pool is None else f"An invite link to Pool '{pool}'"
@@ -109,6 +118,16 @@ ACTIONS: Final = {
         "/admin/invites",
         "Open the invites",
         "/admin/invites",
+    ),
+    "mcp_token.create": Action(
+        "mcp_token",
+        _mcp_token,
+        "{label} was created",
+        "It was shown once and cannot be shown again; delete it and create another if you did"
+        " not copy it.",
+        "/admin/settings#mcp",
+        "Open your account",
+        "/admin/settings#mcp",
     ),
     "operator.create": Action(
         "operator",
