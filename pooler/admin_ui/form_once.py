@@ -1,6 +1,6 @@
 """One-time forms: a console form whose answer shows a secret once (a new or rotated API
-key, an invite link, a temporary password, recovery codes) does its action at most once per
-rendered form, so a reload that re-POSTs it (F5, "resend form?") does nothing again.
+key, an invite link, a temporary password, recovery codes, an MCP token) does its action at
+most once per rendered form, so a reload that re-POSTs it (F5, "resend form?") does nothing again.
 
 The form carries `{{ csrf(once=True) }}`: a random `form_once` token made when it is
 rendered (nothing is stored then). The handler reads it with `once = form_once(found,
