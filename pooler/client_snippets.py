@@ -76,3 +76,22 @@ def snippets(base_url: str, key: str) -> list[Snippet]:
         Snippet("OpenAI Python SDK", "python", openai_python(base_url, key)),
         Snippet("curl", "sh", curl(base_url, key)),
     ]
+
+
+MCP_TOKEN_ENV: Final = "POOLER_MCP_TOKEN"
+
+
+def codex_mcp(base_url: str, token: str) -> list[Snippet]:
+    """The Codex CLI pointed at this gateway's operator MCP endpoint with an MCP token."""
+    config = f"""# ~/.codex/config.toml
+[mcp_servers.codex_pooler]
+url = "{base_url}/mcp"
+bearer_token_env_var = "{MCP_TOKEN_ENV}"
+"""
+    shell = f"""export {MCP_TOKEN_ENV}={token}
+codex mcp list
+"""
+    return [
+        Snippet("Codex CLI: ~/.codex/config.toml", "toml", config),
+        Snippet("Codex CLI: the token in your shell", "sh", shell),
+    ]

@@ -1,6 +1,6 @@
 """One-time forms: a console form whose answer shows a secret once (a new or rotated API
-key, an invite link, a temporary password, recovery codes) does its action at most once per
-rendered form, so a reload that re-POSTs it (F5, "resend form?") does nothing again.
+key, an invite link, a temporary password, recovery codes, an MCP token) does its action at
+most once per rendered form, so a reload that re-POSTs it (F5, "resend form?") does nothing again.
 
 The form carries `{{ csrf(once=True) }}`: a random `form_once` token made when it is
 rendered (nothing is stored then). The handler reads it with `once = form_once(found,
@@ -50,6 +50,15 @@ def _key(conn: Conn, key_id: UUID, pool_ids: Pools) -> str | None:
         return None
     name, prefix = found
     return f"Key '{name}' ({prefix}…)" if name else f"Key {prefix}…"
+
+
+def _mcp_token(conn: Conn, token_id: UUID, pool_ids: Pools) -> str | None:
+    # Only its own session's forms are looked up: the token is the operator's own.
+    found = form_uses.mcp_token_label(conn, token_id)
+    if found is None:
+        return None
+    name, prefix = found
+    return f"MCP token '{name}' ({prefix}…)" if name else f"MCP token {prefix}…"
 
 
 def _invite(conn: Conn, invite_id: UUID, pool_ids: Pools) -> str | None:
@@ -109,6 +118,16 @@ ACTIONS: Final = {
         "/admin/invites",
         "Open the invites",
         "/admin/invites",
+    ),
+    "mcp_token.create": Action(
+        "mcp_token",
+        _mcp_token,
+        "{label} was created",
+        "It was shown once and cannot be shown again; delete it and create another if you did"
+        " not copy it.",
+        "/admin/settings#mcp",
+        "Open your account",
+        "/admin/settings#mcp",
     ),
     "operator.create": Action(
         "operator",

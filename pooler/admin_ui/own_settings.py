@@ -1,6 +1,7 @@
 """`/admin/settings`: the signed-in operator's own account: profile, password (the
 `/password/change` form), two-factor sign-in (enrol with a QR code, confirm with a code,
-disable), recovery codes (regenerate: shown once) and sessions (revoke one, revoke others).
+disable), recovery codes (regenerate: shown once), sessions (revoke one, revoke others) and
+MCP access (its routes are in `own_mcp`).
 Disabling TOTP and regenerating recovery codes ask for the current password again.
 """
 
@@ -18,6 +19,7 @@ from pooler import totp
 from pooler.admin_ui import console
 from pooler.admin_ui.console import SESSION_COOKIE, SignedIn
 from pooler.admin_ui.form_once import form_once
+from pooler.admin_ui.own_mcp import McpView, add_mcp_routes, instance_enabled, mcp_view
 from pooler.admin_ui.pages import (
     db,
     db_with_password,
@@ -39,9 +41,10 @@ class AccountView:
     sessions: list[ConsoleSession]
     recovery_left: int
     totp_pending: bool
+    mcp: McpView
 
 
-def account_view(conn: Conn, found: SignedIn) -> AccountView:
+def account_view(conn: Conn, found: SignedIn, mcp_on: bool) -> AccountView:
     operator_id = found.operator.id
     pending = conn.execute(
         "SELECT totp_ciphertext IS NOT NULL AND totp_enabled_at IS NULL FROM operators"
@@ -52,6 +55,7 @@ def account_view(conn: Conn, found: SignedIn) -> AccountView:
         console_sessions.list_sessions(conn, operator_id),
         operator_totp.unused_recovery_codes(conn, operator_id),
         bool(pending and pending[0]),
+        mcp_view(conn, operator_id, mcp_on),
     )
 
 
@@ -74,9 +78,11 @@ def own_settings_blueprint() -> Blueprint:
     bp = Blueprint("own_settings", __name__)
 
     async def page(found: SignedIn, status: int = 200, **context: object) -> Response:
-        view = await db(lambda conn: account_view(conn, found))
+        mcp_on = instance_enabled()
+        view = await db(lambda conn: account_view(conn, found, mcp_on))
         context.setdefault("error", None)
         context.setdefault("notice", None)
+        context.setdefault("mcp_name", "")
         return await render("own_settings.html", status, view=view, **context)
 
     @bp.get(HOME)
@@ -232,4 +238,5 @@ def own_settings_blueprint() -> Blueprint:
         ended = await db(end)
         return await page(found, notice=f"Signed out {ended} other session(s).")
 
+    add_mcp_routes(bp, page)
     return bp

@@ -28,7 +28,7 @@ NO_TOKEN: Final = Refusal(
 NOT_MCP_TOKEN: Final = Refusal(
     401,
     "this is not an MCP token (Pool API keys and console sessions are not accepted);"
-    " create one with `pooler admin mcp-token create --email E`",
+    " create one on the console's Settings page or with `pooler admin mcp-token create --email E`",
     headers=CHALLENGE,
 )
 UNKNOWN_TOKEN: Final = Refusal(
@@ -37,7 +37,8 @@ UNKNOWN_TOKEN: Final = Refusal(
 OPERATOR_DISABLED: Final = Refusal(403, "the operator of this MCP token is deactivated")
 OPERATOR_OFF: Final = Refusal(
     403,
-    "MCP is turned off for this operator: turn it on with `pooler admin operator mcp on --email E`",
+    "MCP is turned off for this operator: turn it on on the console's Settings page"
+    " or with `pooler admin operator mcp on --email E`",
 )
 PASSWORD_CHANGE: Final = Refusal(
     403, "the operator of this MCP token must change their temporary password first"

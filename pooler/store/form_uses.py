@@ -103,5 +103,13 @@ def operator_email(conn: Conn, operator_id: UUID) -> str | None:
     return str(row[0]) if row else None
 
 
+def mcp_token_label(conn: Conn, token_id: UUID) -> tuple[str, str] | None:
+    """(name, prefix) of the MCP token, if it still exists."""
+    row = conn.execute(
+        "SELECT name, token_prefix FROM operator_mcp_tokens WHERE id = %s", (token_id,)
+    ).fetchone()
+    return (row[0], row[1]) if row else None
+
+
 def _ids(pool_ids: frozenset[UUID] | None) -> list[UUID] | None:
     return None if pool_ids is None else list(pool_ids)

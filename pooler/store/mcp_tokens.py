@@ -118,6 +118,33 @@ def delete_mcp_token(conn: Conn, prefix_or_id: str, *, actor: str = "system") ->
     return token
 
 
+def operator_tokens(conn: Conn, operator_id: UUID) -> list[McpToken]:
+    """The operator's own tokens, oldest first (the console's own settings page)."""
+    cur = conn.cursor(row_factory=class_row(McpToken))
+    return cur.execute(
+        f"SELECT {_COLUMNS} FROM {_FROM} WHERE t.operator_id = %s ORDER BY t.created_at, t.id",
+        (operator_id,),
+    ).fetchall()
+
+
+def operator_mcp_enabled(conn: Conn, operator_id: UUID) -> bool:
+    """The operator's own MCP switch (False for an unknown operator)."""
+    row = conn.execute("SELECT mcp_enabled FROM operators WHERE id = %s", (operator_id,)).fetchone()
+    return bool(row and row[0])
+
+
+def delete_own_mcp_token(conn: Conn, operator_id: UUID, token_id: UUID, *, actor: str) -> McpToken:
+    """Delete one of the operator's own tokens (audited); another operator's token, or an
+    unknown id, is a NotFoundError and nothing changes."""
+    row = conn.execute(
+        "SELECT id FROM operator_mcp_tokens WHERE id = %s AND operator_id = %s FOR UPDATE",
+        (token_id, operator_id),
+    ).fetchone()
+    if row is None:
+        raise NotFoundError("no such MCP token")
+    return delete_mcp_token(conn, str(token_id), actor=actor)
+
+
 def set_operator_mcp(conn: Conn, email: str, enabled: bool, *, actor: str) -> bool:
     """Turn an operator's own MCP switch on or off (audited when it changes); the old value."""
     email = normalize_email(email)
