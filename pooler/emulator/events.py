@@ -5,6 +5,7 @@ Text:       created → in_progress → output_item.added → content_part.added
             output_item.done → completed
 Tool call:  created → in_progress → output_item.added → function_call_arguments.delta →
             function_call_arguments.done → output_item.done → completed
+Tool search (client): created → in_progress → output_item.added → output_item.done → completed
 Compaction: created → in_progress → output_item.added → output_item.done → completed
 Image:      created → in_progress → output_item.added → image_generation_call.in_progress
             → image_generation_call.generating → image_generation_call.completed
@@ -28,6 +29,7 @@ from pooler.emulator.replies import (
     Reply,
     TextReply,
     ToolCallReply,
+    ToolSearchReply,
 )
 
 
@@ -144,12 +146,33 @@ def _tool_call_events(
         "name": reply.name,
         "arguments": "",
     }
+    if reply.namespace is not None:
+        item["namespace"] = reply.namespace
     final = {**item, "status": "completed", "arguments": reply.arguments}
     where = {"item_id": item_id, "output_index": 0}
     events = [
         {"type": "response.output_item.added", "output_index": 0, "item": item},
         {"type": "response.function_call_arguments.delta", **where, "delta": reply.arguments},
         {"type": "response.function_call_arguments.done", **where, "arguments": reply.arguments},
+        {"type": "response.output_item.done", "output_index": 0, "item": final},
+    ]
+    return events, final
+
+
+def _tool_search_events(
+    turn: Turn, reply: ToolSearchReply
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    item = {
+        "id": f"ts_{_suffix(turn)}",
+        "type": "tool_search_call",
+        "status": "in_progress",
+        "call_id": f"call_{_suffix(turn)}",
+        "execution": "client",
+        "arguments": {"query": reply.query, "limit": 8},
+    }
+    final = {**item, "status": "completed"}
+    events = [
+        {"type": "response.output_item.added", "output_index": 0, "item": item},
         {"type": "response.output_item.done", "output_index": 0, "item": final},
     ]
     return events, final
@@ -212,6 +235,8 @@ def _output_tokens(item: dict[str, Any]) -> int:
         return len(item["content"][0]["text"]) // 4 + 1
     if item["type"] == "function_call":
         return len(item["arguments"]) // 4 + 1
+    if item["type"] == "tool_search_call":
+        return len(item["arguments"]["query"]) // 4 + 1
     if item["type"] == "image_generation_call":
         return 272  # what one 1024x1024 low-quality image costs, roughly
     return len(item["encrypted_content"]) // 8
@@ -234,6 +259,8 @@ def build_events(reply: Reply, turn: Turn, *, generate: bool = True) -> list[dic
             body, item = _text_events(turn, reply.text)
         elif isinstance(reply, ToolCallReply):
             body, item = _tool_call_events(turn, reply)
+        elif isinstance(reply, ToolSearchReply):
+            body, item = _tool_search_events(turn, reply)
         elif isinstance(reply, ImageReply):
             body, item = _image_events(turn, reply)
         else:

@@ -3,8 +3,14 @@
 In order:
   (a) a user message asking to "run `cmd`" while a shell-like function tool is offered
       → a function call to that tool; or saying "Call NAME with {json}" while a function
-      tool NAME is offered → a call to NAME with those arguments;
-  (b) a `function_call_output` item → "Tool output: <first 200 chars>";
+      tool NAME is offered → a call to NAME with those arguments. NAME may be qualified,
+      `NS__TOOL`, for a function TOOL inside a `namespace` tool NS (how the Codex CLI
+      offers an MCP server's tools: `mcp__<server>` / `list_pools`) → a call carrying
+      `namespace`. When NAME is not offered but a client-side `tool_search` tool is (the
+      Codex CLI defers MCP tools behind it) → a `tool_search_call` for NAME's words;
+  (b) a `tool_search_output` item → the call asked for by the last user message, if the
+      tools it loaded hold NAME (else "Tool not found: NAME");
+      a `function_call_output` item → "Tool output: <first 200 chars>";
   (c) "Reply with exactly: X" in the user's text → X;
   (d) a `compaction_trigger` item → one `compaction` item;
   (e) an `image_generation` tool with `tool_choice: {"type": "image_generation"}`
@@ -36,6 +42,14 @@ class TextReply:
 class ToolCallReply:
     name: str
     arguments: str
+    namespace: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolSearchReply:
+    """A client-executed `tool_search_call` looking for `query`."""
+
+    query: str
 
 
 @dataclass(frozen=True)
@@ -49,7 +63,7 @@ class ImageReply:
     size: str = "1024x1024"
 
 
-Reply = TextReply | ToolCallReply | CompactionReply | ImageReply
+Reply = TextReply | ToolCallReply | ToolSearchReply | CompactionReply | ImageReply
 
 
 def decide_reply(body: dict[str, Any]) -> Reply:
@@ -59,6 +73,8 @@ def decide_reply(body: dict[str, Any]) -> Reply:
         return CompactionReply()
     if kind == "function_call_output":
         return TextReply("Tool output: " + output_text(last.get("output"))[:200])
+    if kind == "tool_search_output":
+        return _after_tool_search(body.get("input"), last.get("tools"))
     if kind not in (None, "message") or last.get("role", "user") != "user":
         return TextReply(DEFAULT_TEXT)
     text = message_text(last.get("content"))
@@ -67,8 +83,12 @@ def decide_reply(body: dict[str, Any]) -> Reply:
         size = image_tool.get("size")
         return ImageReply(text, size if isinstance(size, str) and size != "auto" else "1024x1024")
     named = _CALL.search(text)
-    if named and named.group(1) in _function_tools(body.get("tools")):
-        return ToolCallReply(named.group(1), named.group(2))
+    if named:
+        call = _named_call(named.group(1), named.group(2), body.get("tools"))
+        if call is not None:
+            return call
+        if _client_tool_search(body.get("tools")):
+            return ToolSearchReply(search_words(named.group(1)))
     run = _RUN.search(text)
     if run:
         call = tool_call_for(run.group(1).strip(), body.get("tools"))
@@ -139,6 +159,51 @@ def _function_tools(tools: Any) -> dict[str, dict[str, Any]]:
         if isinstance(spec.get("name"), str):
             found[spec["name"]] = spec
     return found
+
+
+def _named_call(name: str, arguments: str, tools: Any) -> ToolCallReply | None:
+    """A call to the offered tool `name`: a function tool, or `NS__TOOL` for a function
+    TOOL inside the namespace tool NS."""
+    if name in _function_tools(tools):
+        return ToolCallReply(name, arguments)
+    for tool in tools if isinstance(tools, list) else []:
+        if not isinstance(tool, dict) or tool.get("type") != "namespace":
+            continue
+        namespace = tool.get("name")
+        if not isinstance(namespace, str) or not name.startswith(namespace + "__"):
+            continue
+        if name[len(namespace) + 2 :] in _function_tools(tool.get("tools")):
+            return ToolCallReply(name[len(namespace) + 2 :], arguments, namespace)
+    return None
+
+
+def search_words(name: str) -> str:
+    """What to search for to find the tool `name`: its last part, as words
+    (`mcp__codex_pooler__list_pools` → "list pools")."""
+    return name.rsplit("__", 1)[-1].replace("_", " ")
+
+
+def _client_tool_search(tools: Any) -> bool:
+    return any(
+        isinstance(tool, dict)
+        and tool.get("type") == "tool_search"
+        and tool.get("execution") == "client"
+        for tool in (tools if isinstance(tools, list) else [])
+    )
+
+
+def _after_tool_search(items: Any, loaded: Any) -> Reply:
+    """The call the last user message asked for, among the tools a search loaded."""
+    for item in reversed(items if isinstance(items, list) else []):
+        if isinstance(item, dict) and item.get("type", "message") == "message":
+            if item.get("role") != "user":
+                continue
+            named = _CALL.search(message_text(item.get("content")))
+            if named is None:
+                break
+            call = _named_call(named.group(1), named.group(2), loaded)
+            return call if call is not None else TextReply(f"Tool not found: {named.group(1)}")
+    return TextReply(DEFAULT_TEXT)
 
 
 def tool_call_for(command: str, tools: Any) -> ToolCallReply | None:
