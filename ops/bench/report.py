@@ -320,6 +320,9 @@ def extras_markdown(extras: dict[str, Any], other_cores: float | None = None) ->
     if "console" in extras:
         lines += ["", "Console extra (an operator paging through the admin pages):", ""]
         lines += _console_markdown(extras["console"])
+    if "mcp" in extras:
+        lines += ["", "MCP extra (MCP clients on /mcp beside a c=50 short load):", ""]
+        lines += _mcp_markdown(extras["mcp"])
     return lines
 
 
@@ -403,4 +406,35 @@ def _console_markdown(figures: dict[str, Any]) -> list[str]:
             f"| {'-' if rate is None else f'{rate:.1f}'} | {others if rate else '-'} |"
         )
     lines += ["", f"Pages visited in turn: {', '.join(figures['pages'])}."]
+    return lines
+
+
+def _mcp_markdown(figures: dict[str, Any]) -> list[str]:
+    """The MCP extra as Markdown lines."""
+    lines = [
+        "| gateway short c=50 (open loop) | added p50 | added p99 | gateway CPU | "
+        "/healthz p99 | MCP calls/s | MCP p50 / p99 | other MCP answers |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for mode, row in figures["modes"].items():
+        rate = row.get("mcp_calls_per_s")
+        answers = row.get("mcp_answers") or {}
+        others = ", ".join(f"{k}: {v}" for k, v in answers.items() if k != "ok") or "none"
+        latency = (
+            f"{_fmt(row.get('mcp_p50_ms'), 1)} / {_fmt(row.get('mcp_p99_ms'), 1)} ms"
+            if rate is not None
+            else "-"
+        )
+        lines.append(
+            f"| {mode} | {_signed(row['added_p50_ms'])} ms | {_signed(row['added_p99_ms'])} ms "
+            f"| {_pct(row.get('gateway_core_share'))} | {_fmt(row.get('probe_p99_ms'), 1)} ms "
+            f"| {'-' if rate is None else _fmt(rate, 1)} | {latency} "
+            f"| {others if rate is not None else '-'} |"
+        )
+    lines += [
+        "",
+        f"Offered {_fmt(figures.get('offered_rps'), 0)} requests/s (median over rounds); "
+        f"{figures['clients']} MCP clients, each calling {' and '.join(figures['calls'])} "
+        "in turn; a 503 (the `mcp` bulkhead full) waits its Retry-After.",
+    ]
     return lines
