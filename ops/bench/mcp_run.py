@@ -7,7 +7,9 @@ round by round: a saturated c=50 short run through the gateway alone gives the r
 the round (`LOAD` of it); at that rate (open loop, c=50) short requests run directly to
 the emulator and through the gateway, first alone, then while `CLIENTS` MCP clients each
 call `tools/list` and `list_pools` in turn as fast as they are answered. The added
-p50/p99 (gateway minus direct) of the two modes are compared.
+p50/p99 (gateway minus direct) of the two modes are compared. Last in each round, the
+MCP clients run on their own for `seconds / 2`: the gateway's (and its PostgreSQL's) CPU
+per answered MCP call, the cost that explains the difference.
 
 The MCP clients are plain httpx POSTs of one JSON-RPC message (the endpoint is
 stateless: no `initialize`), in this process, so they share the load generator's core:
@@ -27,10 +29,11 @@ from typing import Any
 
 import httpx
 import trio
+from cluster import Endpoints, cpu_seconds, tree_cpu_seconds
 from console_run import OWNER
 from runner import Run, log, measure
 from scenarios import SCENARIOS, targets
-from stats import median, summarize
+from stats import median, median_of_medians, summarize
 
 CLIENTS = 20
 LOAD = 0.7  # of the gateway's saturated rate alone, as in the scenarios' latency runs
@@ -154,6 +157,34 @@ async def wait_for_mcp(client: httpx.AsyncClient) -> None:
         await trio.sleep(0.2)
 
 
+async def mcp_only(
+    client: httpx.AsyncClient, endpoints: Endpoints, seconds: float
+) -> dict[str, float]:
+    """The MCP clients alone for `seconds`: calls/s and CPU per answered call (refusals'
+    CPU included)."""
+    counts = McpCounts.empty()
+    pg = endpoints.postgres_pid
+    gateway_before = cpu_seconds(endpoints.gateway_pid)
+    pg_before = tree_cpu_seconds([pg]) if pg else math.nan
+    started = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for client_index in range(CLIENTS):
+            nursery.start_soon(mcp_client, client, counts, client_index)
+        await trio.sleep(seconds)
+        nursery.cancel_scope.cancel()
+    elapsed = trio.current_time() - started
+    ok = counts.answers["ok"]
+    gateway = cpu_seconds(endpoints.gateway_pid) - gateway_before
+    postgres = (tree_cpu_seconds([pg]) if pg else math.nan) - pg_before
+    return {
+        "calls_per_s": ok / elapsed,
+        "refused_per_s": counts.answers["status 503"] / elapsed,
+        "gateway_cpu_us_per_call": gateway * 1e6 / ok if ok else math.nan,
+        "gateway_core_share": gateway / elapsed,
+        "postgres_cpu_us_per_call": postgres * 1e6 / ok if ok else math.nan,
+    }
+
+
 async def mcp_run(run: Run, plan: McpPlan) -> dict[str, Any]:
     endpoints = run.endpoints
     if endpoints.mcp_token is None:
@@ -164,6 +195,7 @@ async def mcp_run(run: Run, plan: McpPlan) -> dict[str, Any]:
     added: dict[str, list[tuple[float, float]]] = {mode: [] for mode in MODES}
     gateway_side: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
     rates: list[float] = []
+    alone_runs: list[dict[str, float]] = []
     counts = McpCounts.empty()
     calling_s = 0.0
     try:
@@ -194,12 +226,15 @@ async def mcp_run(run: Run, plan: McpPlan) -> dict[str, Any]:
                     (gateway["p50_ms"] - direct["p50_ms"], gateway["p99_ms"] - direct["p99_ms"])
                 )
                 gateway_side[mode].append(gateway)
+            alone_runs.append(await mcp_only(client, endpoints, plan.seconds / 2))
             log(f"mcp: round {index + 1}/{plan.rounds} done ({rate:.0f} req/s offered)")
     finally:
         await client.aclose()
     unexpected = {kind: n for kind, n in counts.answers.items() if kind not in EXPECTED}
     run.results.errors.setdefault("mcp", Counter()).update(unexpected)
-    return figures(added, gateway_side, rates, counts, calling_s)
+    result = figures(added, gateway_side, rates, counts, calling_s)
+    result["mcp_only"] = median_of_medians(alone_runs)
+    return result
 
 
 def figures(

@@ -364,33 +364,6 @@ def _websocket_markdown(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def error_banner(results: Results) -> str:
-    if not results.errors_total:
-        return ""
-    parts = [
-        f"{path}: {sum(c.values())} ({', '.join(f'{k}={n}' for k, n in c.most_common())})"
-        for path, c in results.errors.items()
-        if c
-    ]
-    bar = "!" * 78
-    failed = f"!!! THIS RUN HAD {results.errors_total} FAILED REQUESTS: {'; '.join(parts)}"
-    return f"{bar}\n{failed}\n{bar}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python ops/bench/report.py RESULT.json`: the Markdown tables of a saved run."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: report.py RESULT.json", file=sys.stderr)
-        return 2
-    print(markdown(json.loads(Path(args[0]).read_text())))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _console_markdown(figures: dict[str, Any]) -> list[str]:
     """The console extra as Markdown lines."""
     lines = [
@@ -437,4 +410,41 @@ def _mcp_markdown(figures: dict[str, Any]) -> list[str]:
         f"{figures['clients']} MCP clients, each calling {' and '.join(figures['calls'])} "
         "in turn; a 503 (the `mcp` bulkhead full) waits its Retry-After.",
     ]
+    alone = figures.get("mcp_only")
+    if alone:
+        lines += [
+            "",
+            f"The MCP clients alone (no other load): {_fmt(alone.get('calls_per_s'), 1)} "
+            f"calls/s answered, {_fmt(alone.get('refused_per_s'), 1)}/s refused (503); "
+            f"gateway CPU {_fmt(alone.get('gateway_cpu_us_per_call'), 0)} µs per answered "
+            f"call ({_pct(alone.get('gateway_core_share'))} of a core), its PostgreSQL "
+            f"{_fmt(alone.get('postgres_cpu_us_per_call'), 0)} µs.",
+        ]
     return lines
+
+
+def error_banner(results: Results) -> str:
+    if not results.errors_total:
+        return ""
+    parts = [
+        f"{path}: {sum(c.values())} ({', '.join(f'{k}={n}' for k, n in c.most_common())})"
+        for path, c in results.errors.items()
+        if c
+    ]
+    bar = "!" * 78
+    failed = f"!!! THIS RUN HAD {results.errors_total} FAILED REQUESTS: {'; '.join(parts)}"
+    return f"{bar}\n{failed}\n{bar}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python ops/bench/report.py RESULT.json`: the Markdown tables of a saved run."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: report.py RESULT.json", file=sys.stderr)
+        return 2
+    print(markdown(json.loads(Path(args[0]).read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

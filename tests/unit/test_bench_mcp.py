@@ -68,7 +68,9 @@ def test_figures_and_their_table() -> None:
     assert figures["modes"][busy]["mcp_calls_per_s"] == 5.0
     assert figures["modes"][busy]["mcp_answers"] == {"ok": 300, "status 503": 12}
     assert figures["offered_rps"] == 410.0
+    figures["mcp_only"] = {"calls_per_s": 40.0, "gateway_cpu_us_per_call": 6000.0}
     table = "\n".join(report.extras_markdown({"mcp": report._clean(figures)}))
+    assert "40.0 calls/s answered" in table and "6,000 µs per answered call" in table
     assert f"| {alone} | +1.50 ms | +4.00 ms |" in table
     assert f"| {busy} | +2.00 ms | +6.00 ms |" in table
     assert "| 5.0 |" in table and "status 503: 12" in table
