@@ -231,7 +231,8 @@ async def mcp_run(run: Run, plan: McpPlan) -> dict[str, Any]:
     finally:
         await client.aclose()
     unexpected = {kind: n for kind, n in counts.answers.items() if kind not in EXPECTED}
-    run.results.errors.setdefault("mcp", Counter()).update(unexpected)
+    if unexpected:
+        run.results.errors.setdefault("mcp", Counter()).update(unexpected)
     result = figures(added, gateway_side, rates, counts, calling_s)
     result["mcp_only"] = median_of_medians(alone_runs)
     return result
