@@ -11,9 +11,10 @@ concurrency: requests/s and CPU per request) and, above c=1, a *latency* run (op
 `--idle-streams N` first holds N idle SSE streams through the gateway (memory per
 stream); `--profile S` skips the scenarios and profiles the gateway with py-spy instead.
 After the scenarios come two extras on Pools of their own (`--skip-extras` leaves them
-out, `--scenario failover|cache` runs only those): failover (failover.py: one account of
-3 answering 500s) and cache (cache_run.py: multi-turn conversations and the emulator's
-per-account prompt cache).
+out, `--scenario NAME` runs only those): failover (failover.py: one account of
+3 answering 500s), cache (cache_run.py: multi-turn conversations and the emulator's
+per-account prompt cache), websocket, console (an operator using the admin pages) and mcp
+(mcp_run.py: 20 MCP clients on `/mcp` beside a c=50 short load).
 
 Exit status: 0; 1 when any request failed (the output says so loudly); 2 when the
 benchmark could not run; 130 when interrupted. Whatever happens, the processes are
@@ -41,13 +42,14 @@ from cluster import Cluster, Endpoints
 from console_run import FULL_CONSOLE, QUICK_CONSOLE, console_run
 from extras import idle_streams, profile_gateway
 from failover import FULL_FAILOVER, QUICK_FAILOVER, failover_run
+from mcp_run import FULL_MCP, QUICK_MCP, mcp_run, open_mcp
 from report import Results, error_banner, markdown, to_json
 from runner import ForeignLoad, Run, benchmark, log, new_run, wait_until_ready
 from scenarios import FULL, QUICK, Plan
 from websocket_run import FULL_WS, QUICK_WS, websocket_run
 
-EXTRAS = ("failover", "cache", "websocket", "console")
-ON_BENCH_POOL = frozenset({"websocket", "console"})  # extras that need no Pool of their own
+EXTRAS = ("failover", "cache", "websocket", "console", "mcp")
+ON_BENCH_POOL = frozenset({"websocket", "console", "mcp"})  # extras that need no Pool of their own
 # Below the 192 streams that 3 accounts x 64 upstream connections allow (see README).
 IDLE_STREAMS = 150
 DEFAULT_PROFILE_OUT = Path("/tmp/pooler-gateway.speedscope.json")  # never in the repo
@@ -181,6 +183,8 @@ async def run_extras(
         elif name == "console":
             console_plan = QUICK_CONSOLE if quick else FULL_CONSOLE
             run.results.extras[name] = await console_run(run, console_plan)
+        elif name == "mcp":
+            run.results.extras[name] = await mcp_run(run, QUICK_MCP if quick else FULL_MCP)
         elif name == "failover":
             plan = QUICK_FAILOVER if quick else FULL_FAILOVER
             run.results.extras[name] = await failover_run(run, plan)
@@ -207,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         seeded = bool(set(extras_wanted(args)) - ON_BENCH_POOL)
         with Cluster(cores, log, extra_pools=seeded) as cluster:
             endpoints = cluster.start()
+            if "mcp" in extras_wanted(args):  # both gates open and a token, before the run
+                endpoints = replace(endpoints, mcp_token=open_mcp(cluster.admin))
             profile = trio.run(run_all, endpoints, plan, results, args)
             log("stopping the processes")
     except BaseException as exc:  # Trio wraps what a nursery raises in a group

@@ -131,6 +131,7 @@ class Endpoints:
     emulator_pid: int
     postgres_pid: int | None
     extra_pools: tuple[SeededPool, ...] = field(default=())
+    mcp_token: str | None = None  # the mcp extra's (bench.py opens /mcp after the start)
 
     def pool(self, name: str) -> SeededPool:
         for seeded in self.extra_pools:
@@ -267,10 +268,12 @@ class Cluster:
                 raise RuntimeError(f"{service.name}: no {what} after {START_TIMEOUT_S}s")
             time.sleep(0.05)
 
-    def _admin(self, *args: str) -> str:
+    def admin(self, *args: str, stdin: str | None = None) -> str:
+        """`pooler admin ARGS` against the gateway's own database (its environment); stdout."""
         done = subprocess.run(
             [self.pooler, "admin", *args],
             env=self.env,
+            input=stdin.encode() if stdin is not None else None,
             capture_output=True,
             timeout=120,
             check=False,
@@ -281,11 +284,11 @@ class Cluster:
         return done.stdout.decode()
 
     def _seed(self, pool: str, auth_files: Sequence[Path]) -> str:
-        self._admin("pool", "create", pool)
-        self._admin("pool", "update", pool, "--max-in-flight", str(MAX_IN_FLIGHT))
+        self.admin("pool", "create", pool)
+        self.admin("pool", "update", pool, "--max-in-flight", str(MAX_IN_FLIGHT))
         for path in auth_files:
-            self._admin("account", "import", "--pool", pool, str(path))
-        key: str = json.loads(self._admin("key", "create", "--pool", pool, "--json"))["key"]
+            self.admin("account", "import", "--pool", pool, str(path))
+        key: str = json.loads(self.admin("key", "create", "--pool", pool, "--json"))["key"]
         return key
 
     # --- stop -------------------------------------------------------------------------

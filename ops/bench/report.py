@@ -320,6 +320,9 @@ def extras_markdown(extras: dict[str, Any], other_cores: float | None = None) ->
     if "console" in extras:
         lines += ["", "Console extra (an operator paging through the admin pages):", ""]
         lines += _console_markdown(extras["console"])
+    if "mcp" in extras:
+        lines += ["", "MCP extra (MCP clients on /mcp beside a c=50 short load):", ""]
+        lines += _mcp_markdown(extras["mcp"])
     return lines
 
 
@@ -361,6 +364,65 @@ def _websocket_markdown(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _console_markdown(figures: dict[str, Any]) -> list[str]:
+    """The console extra as Markdown lines."""
+    lines = [
+        "| gateway short c=1 while | added p50 | added p99 | console pages/s | other answers |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for mode, row in figures["modes"].items():
+        rate = row.get("console_pages_per_s")
+        answers = row.get("console_answers", {})
+        others = ", ".join(f"{k}: {v}" for k, v in answers.items() if k != "ok") or "none"
+        lines.append(
+            f"| {mode} | {row['added_p50_ms']:+.2f} ms | {row['added_p99_ms']:+.2f} ms "
+            f"| {'-' if rate is None else f'{rate:.1f}'} | {others if rate else '-'} |"
+        )
+    lines += ["", f"Pages visited in turn: {', '.join(figures['pages'])}."]
+    return lines
+
+
+def _mcp_markdown(figures: dict[str, Any]) -> list[str]:
+    """The MCP extra as Markdown lines."""
+    lines = [
+        "| gateway short c=50 (open loop) | added p50 | added p99 | gateway CPU | "
+        "/healthz p99 | MCP calls/s | MCP p50 / p99 | other MCP answers |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for mode, row in figures["modes"].items():
+        rate = row.get("mcp_calls_per_s")
+        answers = row.get("mcp_answers") or {}
+        others = ", ".join(f"{k}: {v}" for k, v in answers.items() if k != "ok") or "none"
+        latency = (
+            f"{_fmt(row.get('mcp_p50_ms'), 1)} / {_fmt(row.get('mcp_p99_ms'), 1)} ms"
+            if rate is not None
+            else "-"
+        )
+        lines.append(
+            f"| {mode} | {_signed(row['added_p50_ms'])} ms | {_signed(row['added_p99_ms'])} ms "
+            f"| {_pct(row.get('gateway_core_share'))} | {_fmt(row.get('probe_p99_ms'), 1)} ms "
+            f"| {'-' if rate is None else _fmt(rate, 1)} | {latency} "
+            f"| {others if rate is not None else '-'} |"
+        )
+    lines += [
+        "",
+        f"Offered {_fmt(figures.get('offered_rps'), 0)} requests/s (median over rounds); "
+        f"{figures['clients']} MCP clients, each calling {' and '.join(figures['calls'])} "
+        "in turn; a 503 (the `mcp` bulkhead full) waits its Retry-After.",
+    ]
+    alone = figures.get("mcp_only")
+    if alone:
+        lines += [
+            "",
+            f"The MCP clients alone (no other load): {_fmt(alone.get('calls_per_s'), 1)} "
+            f"calls/s answered, {_fmt(alone.get('refused_per_s'), 1)}/s refused (503); "
+            f"gateway CPU {_fmt(alone.get('gateway_cpu_us_per_call'), 0)} µs per answered "
+            f"call ({_pct(alone.get('gateway_core_share'))} of a core), its PostgreSQL "
+            f"{_fmt(alone.get('postgres_cpu_us_per_call'), 0)} µs.",
+        ]
+    return lines
+
+
 def error_banner(results: Results) -> str:
     if not results.errors_total:
         return ""
@@ -386,21 +448,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _console_markdown(figures: dict[str, Any]) -> list[str]:
-    """The console extra as Markdown lines."""
-    lines = [
-        "| gateway short c=1 while | added p50 | added p99 | console pages/s | other answers |",
-        "|---|---:|---:|---:|---|",
-    ]
-    for mode, row in figures["modes"].items():
-        rate = row.get("console_pages_per_s")
-        answers = row.get("console_answers", {})
-        others = ", ".join(f"{k}: {v}" for k, v in answers.items() if k != "ok") or "none"
-        lines.append(
-            f"| {mode} | {row['added_p50_ms']:+.2f} ms | {row['added_p99_ms']:+.2f} ms "
-            f"| {'-' if rate is None else f'{rate:.1f}'} | {others if rate else '-'} |"
-        )
-    lines += ["", f"Pages visited in turn: {', '.join(figures['pages'])}."]
-    return lines

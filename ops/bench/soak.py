@@ -183,7 +183,7 @@ def stored_rows(data_dir: Path, since: dt.datetime) -> tuple[set[str], int]:
 
 
 def seed_policy_key(cluster: Cluster) -> str:
-    out = cluster._admin(
+    out = cluster.admin(
         "key",
         "create",
         "--pool",
