@@ -4,7 +4,8 @@
 Stateless (`stateless=True`: no session, no `Mcp-Session-Id`, nothing kept between
 requests, so there is no session count or idle time to bound) and JSON responses. Before
 the SDK sees a request, in this order: the head's checks (`pooler.mcp.wire`), the
-instance's gate, the bearer token's shape, a slot of the `mcp` bulkhead, the token and the
+instance's gate, the bearer token's shape, the call pace (`call_pace`: per token and per
+process), a slot of the `mcp` bulkhead, the token and the
 operator's gates (one database read), then the body, read whole within the instance's body
 deadline and at most `MAX_BODY_BYTES`, and checked (JSON, one request object, not nested
 past `MAX_JSON_DEPTH`). Every refusal is a JSON-RPC error with its HTTP status.
@@ -25,6 +26,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 
 from pooler.errors import ServerOverloaded
+from pooler.mcp.call_pace import MAX_WAIT_S, CallPace
 from pooler.mcp.gates import INSTANCE_OFF, bearer_token, caller_of
 from pooler.mcp.server import CALLER_KEY, build_server
 from pooler.mcp.wire import (
@@ -61,6 +63,11 @@ OVERLOADED: Final = Refusal(
 DATABASE_DOWN: Final = Refusal(
     503, "the database is unavailable; retry shortly", headers=((b"retry-after", b"1"),)
 )
+TOO_FAST: Final = Refusal(
+    429,
+    "too many MCP calls at once; wait a moment",
+    headers=((b"retry-after", str(int(MAX_WAIT_S)).encode()),),
+)
 TOO_LARGE: Final = Refusal(413, f"the request body is larger than {MAX_BODY_BYTES} bytes")
 TOO_SLOW: Final = Refusal(408, "the request body did not arrive in time")
 
@@ -71,6 +78,7 @@ class McpEndpoint:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.server = build_server(gateway)
+        self.pace = CallPace()
         self.sessions = StreamableHTTPSessionManager(
             self.server,
             json_response=True,
@@ -98,6 +106,9 @@ class McpEndpoint:
         token = bearer_token(headers.get(b"authorization")) if refusal is None else refusal
         if isinstance(token, Refusal):
             await refuse(send, token)
+            return
+        if not await self.pace.wait_for_slot(token):
+            await refuse(send, TOO_FAST)
             return
         try:
             async with self.gateway.admission.admit("mcp"):

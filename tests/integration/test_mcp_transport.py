@@ -175,3 +175,32 @@ async def test_a_slow_body_holds_its_mcp_slot_only_until_its_deadline(
             assert answer.startswith(b"HTTP/1.1 408"), answer
             await slow.aclose()
             assert (await post_mcp(stack, LIST, token=token)).status_code == 200
+
+
+async def test_a_token_calling_in_a_loop_is_paced_and_others_are_not(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Many calls at once with one token: past its burst they wait for their slots, and
+    those whose slot is too far away get 429 with Retry-After (a JSON-RPC error) before any
+    database work; another operator's token is answered afterwards."""
+    async with open_stack(db_url, tmp_path) as stack:
+        await enable_instance(stack)
+        busy = await operator_token(stack, "busy@example.com")
+        calm = await operator_token(stack, "calm@example.com")
+        listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+        statuses: list[int] = []
+
+        async def call() -> None:
+            answer = await post_mcp(stack, listing, token=busy)
+            statuses.append(answer.status_code)
+            if answer.status_code == 429:
+                assert int(answer.headers["retry-after"]) >= 1
+                assert "too many MCP calls" in rpc_error(answer)["message"]
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                for _ in range(60):
+                    nursery.start_soon(call)
+            assert statuses.count(429) >= 10, statuses
+            assert set(statuses) <= {200, 429, 503}  # 503: past the mcp bulkhead's queue
+            assert (await post_mcp(stack, listing, token=calm)).status_code == 200
