@@ -15,18 +15,21 @@ error -32602 (invalid params), naming the fields but never echoing their values.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, Final
+from uuid import UUID
 
 import mcp_types as types
+import trio
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
-from pooler.mcp.registry import ALL_TOOLS
+from pooler.admin_ui.upstream_view import AccountRow, Live, live_state
+from pooler.mcp.registry import ALL_TOOLS, tools_for
 from pooler.mcp.tool import McpCaller, ToolRefusal, ToolSpec
 from pooler.mcp.wire import INVALID_PARAMS
 
@@ -71,12 +74,12 @@ def package_version() -> str:
         return "unknown"
 
 
-def visible_tools(caller: McpCaller) -> list[ToolSpec]:
-    return [spec for spec in ALL_TOOLS if caller.is_owner or not spec.owner_only]
+def visible_tools(caller: McpCaller, tools: tuple[ToolSpec, ...] = ALL_TOOLS) -> list[ToolSpec]:
+    return [spec for spec in tools if caller.is_owner or not spec.owner_only]
 
 
-def find_tool(caller: McpCaller, name: str) -> ToolSpec:
-    for spec in visible_tools(caller):
+def find_tool(caller: McpCaller, name: str, tools: tuple[ToolSpec, ...] = ALL_TOOLS) -> ToolSpec:
+    for spec in visible_tools(caller, tools):
         if spec.name == name:
             return spec
     raise MCPError(INVALID_PARAMS, f"Unknown tool: {name[:100]}")
@@ -122,18 +125,30 @@ def caller_in(ctx: ServerRequestContext[Any, Any]) -> McpCaller:
 
 
 def build_server(gateway: Gateway) -> Server[Any]:
-    """The low-level MCP server of this gateway."""
+    """The low-level MCP server of this gateway. Account verdicts come from the gateway's
+    memory (the console's `live_state`, asked from the tool's worker thread), so a tool
+    says what the console says."""
+    loop: list[trio.lowlevel.TrioToken] = []  # the gateway's trio loop, known at the first call
+
+    def live(accounts: Sequence[AccountRow]) -> Mapping[UUID, Live]:
+        return trio.from_thread.run(live_state, gateway, list(accounts), trio_token=loop[0])
+
+    tools = tools_for(live)
 
     async def list_tools(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=[tool_of(s) for s in visible_tools(caller_in(ctx))])
+        return types.ListToolsResult(
+            tools=[tool_of(s) for s in visible_tools(caller_in(ctx), tools)]
+        )
 
     async def call_tool(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         caller = caller_in(ctx)
-        spec = find_tool(caller, params.name)
+        spec = find_tool(caller, params.name, tools)
+        if not loop:
+            loop.append(trio.lowlevel.current_trio_token())
         args = checked_arguments(spec, params.arguments)
         try:
             output = await gateway.db.run(lambda conn: spec.run(conn, caller, args))

@@ -66,7 +66,8 @@ async def test_every_tool_answers_valid_metadata_only(db_url: str, tmp_path: Pat
                     await call(name, {})
                 await call("get_pool", {"pool": "demo"})
                 account = first_item(await call("list_upstream_accounts", {}))
-                await call("get_upstream_account", {"account_id": account["id"]})
+                detail = await call("get_upstream_account", {"account_id": account["id"]})
+                assert detail["state_source"] == "live"  # the console's verdict, from memory
                 key = first_item(await call("list_pool_keys", {}))
                 await call("get_pool_key", {"key_id": key["id"]})
                 operator = first_item(await call("list_operators", {}))
