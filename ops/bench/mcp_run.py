@@ -14,8 +14,9 @@ per answered MCP call, the cost that explains the difference.
 The MCP clients are plain httpx POSTs of one JSON-RPC message (the endpoint is
 stateless: no `initialize`), in this process, so they share the load generator's core:
 they run during the direct run of their mode too, so that cost is on both sides of the
-difference. A 503 (the `mcp` bulkhead full) is followed by the `Retry-After` pause it
-asks for, as a well-behaved client would; answers are counted by status.
+difference. A 503 (the `mcp` bulkhead full) or a 429 (the call pace: `pooler/mcp/
+call_pace.py`) is followed by the `Retry-After` pause it asks for, as a well-behaved
+client would; answers are counted by status.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ CALLS: tuple[dict[str, Any], ...] = (
     },
 )
 CALL_NAMES = ("tools/list", "tools/call list_pools")
-EXPECTED = frozenset({"ok", "status 503"})  # 503: the `mcp` bulkhead is full, by design
+# 503: the `mcp` bulkhead is full; 429: the token's or the process's call pace; by design
+EXPECTED = frozenset({"ok", "status 503", "status 429"})
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ async def mcp_client(client: httpx.AsyncClient, counts: McpCounts, first: int) -
         index += 1
         if kind == "ok":
             counts.latencies_s.append(trio.current_time() - started)
-        elif answer.status_code == 503:
+        elif answer.status_code in (429, 503):
             await trio.sleep(_retry_after(answer.headers.get("retry-after")))
 
 
@@ -178,7 +180,7 @@ async def mcp_only(
     postgres = (tree_cpu_seconds([pg]) if pg else math.nan) - pg_before
     return {
         "calls_per_s": ok / elapsed,
-        "refused_per_s": counts.answers["status 503"] / elapsed,
+        "refused_per_s": (counts.answers["status 503"] + counts.answers["status 429"]) / elapsed,
         "gateway_cpu_us_per_call": gateway * 1e6 / ok if ok else math.nan,
         "gateway_core_share": gateway / elapsed,
         "postgres_cpu_us_per_call": postgres * 1e6 / ok if ok else math.nan,
