@@ -118,10 +118,16 @@ async def test_sigterm_drains_streams_websockets_and_rows(db_url: str, tmp_path:
                 (b"session-id", b"sess-drain"),
             ]
             ws_url = gw.url.replace("http://", "ws://") + PATH
-            async with trio_websocket.open_websocket_url(ws_url, extra_headers=ws_headers) as ws:
+            async with (
+                trio_websocket.open_websocket_url(ws_url, extra_headers=ws_headers) as ws,
+                trio_websocket.open_websocket_url(ws_url, extra_headers=ws_headers) as busy,
+            ):
                 await ws.send_message(json.dumps({"type": "response.create", **responses_body()}))
                 while json.loads(await ws.get_message())["type"] != "response.completed":
                     pass  # one turn, then the socket is idle
+                # A turn in flight across the SIGTERM (paced: 15 deltas, 300 ms apart).
+                await busy.send_message(json.dumps({"type": "response.create", **paced(300, 15)}))
+                busy_frames = [json.loads(await busy.get_message())]
                 events: list[dict[str, Any]] = []
                 refused_mid_stream = False
 
@@ -150,6 +156,15 @@ async def test_sigterm_drains_streams_websockets_and_rows(db_url: str, tmp_path:
                     refused_mid_stream = True
                     raw = first + "\n" + "\n".join([line async for line in lines])
                 events = parse_sse(raw)
+                # The turn in flight finished, then its socket closed 1012.
+                with trio.fail_after(10):
+                    while busy_frames[-1]["type"] != "response.completed":
+                        busy_frames.append(json.loads(await busy.get_message()))
+                    with pytest.raises(trio_websocket.ConnectionClosed) as busy_closed:
+                        await busy.get_message()
+                assert busy_closed.value.reason.code == 1012
+                deltas = sum(f["type"] == "response.output_text.delta" for f in busy_frames)
+                assert deltas == 15
             assert refused_mid_stream
             assert events[-1]["type"] == "response.completed"
             assert sum(e["type"] == "response.output_text.delta" for e in events) == 30
@@ -160,7 +175,7 @@ async def test_sigterm_drains_streams_websockets_and_rows(db_url: str, tmp_path:
     http_rows = [r for r in rows if r[1] != "websocket"]
     assert len(http_rows) == 5, rows  # 3 before, the stream, 1 during the drain
     assert all(r[2] == 200 and r[3] == "completed" for r in http_rows), rows
-    assert [r[3] for r in rows if r[1] == "websocket"] == ["completed"], rows
+    assert [r[3] for r in rows if r[1] == "websocket"] == ["completed", "completed"], rows
 
 
 async def test_drain_deadline_cuts_a_stream_that_outlives_it(db_url: str, tmp_path: Path) -> None:
