@@ -69,6 +69,7 @@ class Config:
     role: str
     log_level: str
     extra: dict[str, str] = field(default_factory=dict)
+    drain_seconds: float = 30.0  # after SIGTERM, how long requests in flight may finish
 
     @property
     def embedded(self) -> bool:
@@ -108,6 +109,18 @@ def _log_level(text: str) -> str:
     return text.strip().lower()
 
 
+def _drain_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:  # also refuses nan and inf
+        raise ConfigError(
+            f"CODEX_POOLER_DRAIN_SECONDS must be a number of seconds from 0 to 3600, not {text!r}"
+        )
+    return seconds
+
+
 def load_config(environ: dict[str, str] | None = None) -> Config:
     env = dict(os.environ if environ is None else environ)
     data_dir = data_dir_from_env(env)
@@ -136,4 +149,5 @@ def load_config(environ: dict[str, str] | None = None) -> Config:
         port=_port(env.get("CODEX_POOLER_HTTP_PORT", "4000")),
         role=env.get("CODEX_POOLER_ROLE", "all"),
         log_level=_log_level(env.get("CODEX_POOLER_LOG_LEVEL", "info")),
+        drain_seconds=_drain_seconds(env.get("CODEX_POOLER_DRAIN_SECONDS", "30")),
     )

@@ -10,6 +10,7 @@ from hypercorn.trio import serve
 
 from pooler.config import Config
 from pooler.db import Database
+from pooler.drain import deadline_after
 from pooler.serving import ShutdownTrigger, bound_port, hypercorn_config
 from pooler.web.app import create_app
 from pooler.web.gateway import Gateway
@@ -39,18 +40,36 @@ async def run_gateway(
     shutdown_trigger: ShutdownTrigger | None = None,
     task_status: trio.TaskStatus[RunningGateway] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled or until `shutdown_trigger` returns; then drain and stop."""
+    """Serve until cancelled or until `shutdown_trigger` returns; then drain and stop.
+
+    Draining (pooler.drain): /readyz answers 503 and idle websockets close (1012) at once;
+    the listener accepts for a short grace, then closes; requests and streams in flight
+    have until `config.drain_seconds` after the trigger (websocket turns a margin less)."""
     gateway = Gateway(config, db, settings)
     app = create_app(gateway)
+    drain = gateway.drain
     async with trio.open_nursery() as actors:
         await actors.start(gateway.run)
         if app.mcp is not None:
             await actors.start(app.mcp.run)
+        trigger: ShutdownTrigger | None = None
+        if shutdown_trigger is not None:
+            stop = shutdown_trigger
+
+            async def trigger() -> None:
+                await stop()
+                drain.begin()
+                actors.start_soon(deadline_after, drain)
+                await trio.sleep(drain.accept_grace)
+
+        config_http = hypercorn_config(
+            host, port, graceful_timeout=drain.server_timeout, write_stall=gateway.write_stall
+        )
         run = partial(
             serve,
             app,
-            hypercorn_config(host, port, write_stall=gateway.write_stall),
-            shutdown_trigger=shutdown_trigger,
+            config_http,
+            shutdown_trigger=trigger,
             mode="asgi",
         )
         async with trio.open_nursery() as http:

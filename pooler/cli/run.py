@@ -238,6 +238,7 @@ async def _demo(config: Config, db: Database, args: argparse.Namespace) -> None:
     from pooler.emulator.server import serve_emulator
     from pooler.emulator.state import EmulatorState
     from pooler.server import run_gateway
+    from pooler.web.settings import GatewaySettings
 
     state = EmulatorState(accounts=3)
     async with trio.open_nursery() as nursery:
@@ -255,6 +256,8 @@ async def _demo(config: Config, db: Database, args: argparse.Namespace) -> None:
                 db,
                 args.host,
                 args.port,
+                # One local process, no balancer in front: Ctrl-C needs no accept grace.
+                settings=GatewaySettings(drain_accept_grace_s=0.0),
                 shutdown_trigger=wait_for_signal,
                 task_status=task_status,
             )

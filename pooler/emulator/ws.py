@@ -173,7 +173,11 @@ async def _turn(session: _Session, body: dict[str, Any], frame: bytes) -> bool:
     after = session.context if previous is not None else None
     prompt = inbound.read_prompt(body, len(frame), account, after)
     log = replace(log, input_tokens=prompt.input_tokens, cached_tokens=prompt.cached_tokens)
-    reply, turn = inbound.plan_turn(body, prompt, session.knobs, now)
+    # A turn's `client_metadata` knobs (what passes through a gateway) win over the
+    # handshake's headers.
+    knobs = inbound.knobs_from({}, body)
+    knobs = session.knobs if knobs == inbound.Knobs() else knobs
+    reply, turn = inbound.plan_turn(body, prompt, knobs, now)
     generate = body.get("generate") is not False
     events = [state.rate_limits_event(account, now), *build_events(reply, turn, generate=generate)]
     session.context = Context.after(prompt.end, events[-1]["response"]["output"])
@@ -183,8 +187,8 @@ async def _turn(session: _Session, body: dict[str, Any], frame: bytes) -> bool:
         if cut and index == DISCONNECT_AFTER_EVENTS + 1:  # + the codex.rate_limits frame
             await session.send({"type": "websocket.close", "code": CLOSE_INTERNAL_ERROR})
             return False
-        if session.knobs.delay_s:
-            await trio.sleep(session.knobs.delay_s)
+        if knobs.delay_s:
+            await trio.sleep(knobs.delay_s)
         if index == len(events) - 1 and generate:
             state.charge(account, time.time(), model)
         await _send_event(session, event)

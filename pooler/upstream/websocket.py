@@ -36,6 +36,7 @@ class WebsocketEnd(StrEnum):
     IDLE = "idle_timeout"
     KEY_REVOKED = "key_revoked"
     LIMIT_REFUSED = "limit_refused"
+    DRAINING = "server_draining"  # the process is stopping (SIGTERM): reconnect elsewhere
 
 
 ACCOUNT_CRASHED = WebsocketEnd.ACCOUNT_CRASHED

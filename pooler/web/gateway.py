@@ -28,6 +28,7 @@ from pooler.actors.write_split import write_splitting
 from pooler.config import Config
 from pooler.crypto import Keyring
 from pooler.db import Database
+from pooler.drain import Drain
 from pooler.instance_settings import InstanceSettings
 from pooler.protocol.ratelimit import RateLimitSnapshot
 from pooler.routing.choose import PoolPolicy
@@ -76,6 +77,8 @@ class Gateway:
         self.keyring = Keyring(config.upstream_secret_key, config.upstream_secret_keys_old)
         self.keys = KeyCache(config.secret_key)
         self.configured = False
+        # Set on SIGTERM (pooler.drain).
+        self.drain = Drain(config.drain_seconds, self.settings.drain_accept_grace_s)
         self.instance_settings = InstanceSettings()
         self.admission = Admission(self.instance_settings.bulkheads)
         # The HTTP server's write deadline (pooler.write_stall), kept to the setting.

@@ -1,5 +1,5 @@
-"""The `health` blueprint: /healthz (the process answers), /readyz (the database answers),
-/metrics (Prometheus)."""
+"""The `health` blueprint: /healthz (the process answers), /readyz (the database answers
+and the process is not draining), /metrics (Prometheus)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ def health_blueprint(gateway: Gateway) -> Blueprint:
     @health.get("/readyz")
     async def readyz() -> Response:
         ready = False
+        if gateway.drain.draining:  # a load balancer stops sending here first
+            return json_response({"status": "draining"}, 503, [("retry-after", "1")])
         with trio.move_on_after(READY_PROBE_TIMEOUT_S):
             ready = gateway.configured and await gateway.db.ping()
         if ready:

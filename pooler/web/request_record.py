@@ -213,6 +213,16 @@ class AnsweredRequest:
                 with contextlib.suppress(Exception):  # the answer had started, or the client left
                     record.response_bytes += await send_error(self._send, error, self._extra)
                 return True
+            if (
+                error is not None
+                and not isinstance(error, Exception)
+                and record.outcome == "unknown"
+            ):
+                # Cancelled (alone or in a group): the server stopped under it, as when a
+                # drain's deadline passes (pooler.drain).
+                record.finish(
+                    200 if record.response_bytes else 503, "stream_failed", "server_stopped"
+                )
             return False
         finally:
             body = self._body

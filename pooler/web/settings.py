@@ -25,3 +25,6 @@ class GatewaySettings:
     # The Codex model that hosts the image_generation tool for /v1/images requests (the
     # image model itself goes in the tool).
     images_host_model: str = "gpt-5.5"
+    # After SIGTERM, the listener still accepts this long (pooler.drain; 0 in tests that
+    # stop a gateway without a load balancer in front).
+    drain_accept_grace_s: float = 3.0

@@ -7,7 +7,7 @@ import hashlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -203,6 +203,10 @@ async def start_gateway(
     """A gateway that stops (drained, its LogWriter flushed, as on SIGTERM) when `stop` is
     set, and sets `stopped` once it has."""
     stop, stopped = trio.Event(), trio.Event()
+    # No load balancer in front: no accept grace, and work in flight has what it had
+    # before drains were configurable (5 s).
+    config = replace(config, drain_seconds=5.0)
+    settings = replace(settings or GatewaySettings(), drain_accept_grace_s=0.0)
 
     async def serve(*, task_status: trio.TaskStatus[RunningGateway]) -> None:
         try:

@@ -80,3 +80,15 @@ def test_other_malformed_settings_name_their_variable(
 ) -> None:
     with pytest.raises(ConfigError, match=name):
         load_config({"CODEX_POOLER_DATA_DIR": str(tmp_path), name: value})
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan", "inf", "3601", ""])
+def test_a_bad_drain_time_names_its_variable(value: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^CODEX_POOLER_DRAIN_SECONDS must be a number"):
+        load_config({"CODEX_POOLER_DATA_DIR": str(tmp_path), "CODEX_POOLER_DRAIN_SECONDS": value})
+
+
+def test_the_drain_time_defaults_to_30_seconds(tmp_path: Path) -> None:
+    assert load_config({"CODEX_POOLER_DATA_DIR": str(tmp_path)}).drain_seconds == 30.0
+    env = {"CODEX_POOLER_DATA_DIR": str(tmp_path), "CODEX_POOLER_DRAIN_SECONDS": " 7.5 "}
+    assert load_config(env).drain_seconds == 7.5

@@ -58,6 +58,7 @@ from pooler.web.backend_codex.ws_session import (
     CLOSE_POLICY,
     CLOSE_TRY_AGAIN,
     CODEX_ONLY_FRAME,
+    DRAINING,
     IDLE,
     KEY_REVOKED,
     UPSTREAM_CLOSED,
@@ -145,6 +146,8 @@ class ResponsesWebsocketRoute:
         self.url = upstream_ws_url(f"{gateway.config.upstream_base_url}/backend-api/codex")
         self._open: dict[str, set[ClientSocket]] = {}  # open sockets by Pool API key id
         gateway.keys.on_replace.append(self._close_revoked)
+        gateway.drain.on_start.append(self._close_idle)
+        gateway.drain.on_deadline.append(self._close_all)
 
     def open_sessions(self) -> Counter[str]:
         """The client sockets open on this route now, by Pool id (this node only)."""
@@ -162,6 +165,21 @@ class ResponsesWebsocketRoute:
                 if not keys.is_valid(socket.key) or v1_off:
                     socket.ended = socket.ended or KEY_REVOKED
                     socket.idle.cancel()
+
+    def _close_idle(self) -> None:
+        """The process drains: sockets between turns close now (1012); one in a turn closes
+        when its turn ends (ClientSocket.end_turn)."""
+        for sockets in self._open.values():
+            for socket in sockets:
+                if socket.turn is None:
+                    socket.close_for_drain()
+
+    def _close_all(self) -> None:
+        """The drain's time is up: every socket closes (1012), a turn still open is logged
+        as cut."""
+        for sockets in self._open.values():
+            for socket in sockets:
+                socket.close_for_drain()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
@@ -307,6 +325,8 @@ class ResponsesWebsocketRoute:
                 if not gw.keys.is_valid(socket.key):  # revoked while the socket opened
                     socket.ended = KEY_REVOKED
                     pumps.cancel_scope.cancel()
+                elif gw.drain.deadline_passed:  # opened in the accept grace, too late
+                    socket.close_for_drain()
                 pumps.start_soon(self._client_to_upstream, socket, receive, send)
                 await self._upstream_to_client(socket, send)
         finally:
@@ -319,7 +339,13 @@ class ResponsesWebsocketRoute:
                 if socket.ended == CLIENT_GONE:
                     socket.abandoned = True
                     socket.end_turn(499, CLIENT_GONE)
-                elif socket.ended in (KEY_REVOKED, ACCOUNT_CRASHED, ACCOUNT_STOPPED, PING_TIMEOUT):
+                elif socket.ended in (
+                    KEY_REVOKED,
+                    ACCOUNT_CRASHED,
+                    ACCOUNT_STOPPED,
+                    PING_TIMEOUT,
+                    DRAINING,
+                ):
                     socket.end_turn(200, "stream_failed", socket.ended)
                 else:
                     code = (

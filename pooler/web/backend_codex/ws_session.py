@@ -55,15 +55,17 @@ CLIENT_GONE, UPSTREAM_CLOSED, IDLE = (
     WebsocketEnd.IDLE,
 )
 KEY_REVOKED, LIMIT_REFUSED = WebsocketEnd.KEY_REVOKED, WebsocketEnd.LIMIT_REFUSED
+DRAINING = WebsocketEnd.DRAINING
 # How each way of ending closes the client socket (the rest: 1000).
 CLOSE_CODES = {
     KEY_REVOKED: CLOSE_POLICY,
     ACCOUNT_CRASHED: CLOSE_INTERNAL,
     PING_TIMEOUT: CLOSE_INTERNAL,
     ACCOUNT_STOPPED: CLOSE_RESTART,
+    DRAINING: CLOSE_RESTART,  # the Codex CLI reconnects, through the balancer, elsewhere
 }
 # Ends that say nothing about the account's health: its lease is released as neutral.
-NEUTRAL_ENDS = frozenset({KEY_REVOKED, ACCOUNT_CRASHED, ACCOUNT_STOPPED, LIMIT_REFUSED})
+NEUTRAL_ENDS = frozenset({KEY_REVOKED, ACCOUNT_CRASHED, ACCOUNT_STOPPED, LIMIT_REFUSED, DRAINING})
 LIMIT_KINDS = (m.USAGE_LIMIT, m.RATE_LIMITED)
 CODEX_ONLY_FRAME = '"type":"codex.'
 
@@ -291,6 +293,12 @@ class ClientSocket:
         record.finish(status, outcome, error_code)
         self.gw.log_request(record)
         self.turn, self.accounting = None, None
+        if self.gw.drain.draining:  # between turns now: the socket closes (1012)
+            self.close_for_drain()
+
+    def close_for_drain(self) -> None:
+        self.ended = self.ended or DRAINING
+        self.idle.cancel()
 
     def outcome(self) -> m.Outcome:
         """What the socket's lease is released with (the last turn's evidence included)."""
