@@ -19,6 +19,7 @@ import trio
 from pooler.actors import messages as m
 from pooler.actors.account import Credentials, RefreshResult, UsageResult, credentials_from_token
 from pooler.actors.account_tree import AccountDeps
+from pooler.actors.leader import Leader
 from pooler.actors.log_writer import LogWriter
 from pooler.actors.pool import PoolSupervisor
 from pooler.actors.restart import RestartBudget
@@ -30,6 +31,7 @@ from pooler.crypto import Keyring
 from pooler.db import Database
 from pooler.instance_settings import InstanceSettings
 from pooler.protocol.ratelimit import RateLimitSnapshot
+from pooler.roles import may_lead
 from pooler.routing.choose import PoolPolicy
 from pooler.store.common import (
     CONFIG_CHANNEL,
@@ -99,7 +101,7 @@ class Gateway:
             self._write_logs, reduce=reduced_record
         )
         self.loop_lag = LoopLagMonitor()
-        self.metrics = Metrics(self._metrics_state)
+        self.metrics = Metrics(self._metrics_state, self._leads)
         self._http = httpx.Client(timeout=20.0)
         # Control-plane calls under /backend-api that no single account's pool serves
         # (files, transcription); closed with the gateway.
@@ -129,9 +131,10 @@ class Gateway:
                 Job("usage_tick", USAGE_TICK_S, self._usage_tick),
                 Job("write_behind", WRITE_BEHIND_INTERVAL_S, self.flush_write_behind),
                 Job("model_catalog", CATALOG_REFRESH_S, self.catalog.refresh, timeout_s=120.0),
-                *self.stats_rollups.jobs(),
             ]
         )
+        # The once-per-cluster jobs, run while this node leads (pooler.roles).
+        self.leader = cluster_leader(config, db, self.node_id, self.stats_rollups.jobs())
 
     # --- used by handlers (synchronous, in memory) ----------------------------------------
 
@@ -175,6 +178,8 @@ class Gateway:
                 nursery.start_soon(self._reload_loop)
                 nursery.start_soon(self._peer_news_loop)
                 await actors.start_child("scheduler", self.scheduler.run, budget=CORE_BUDGET)
+                if self.leader is not None:
+                    await actors.start_child("leader", self.leader.run, budget=CORE_BUDGET)
                 nursery.start_soon(self._first_catalog)
                 nursery.start_soon(self.loop_lag.run)
                 self.configured = True
@@ -391,6 +396,9 @@ class Gateway:
     async def _write_logs(self, records: Any) -> None:
         await self.db.run(lambda conn: runtime_store.write_request_records(conn, records))
 
+    def _leads(self) -> bool:
+        return self.leader is not None and self.leader.is_leader
+
     def _metrics_state(self) -> dict[str, Any]:
         handles = list(self.pool_supervisor.accounts.values())
         return {
@@ -414,3 +422,10 @@ class Gateway:
             "circuit_transitions": sum(h.state.circuit_transitions for h in handles),
             "admission": self.admission.stats(),
         }
+
+
+def cluster_leader(config: Config, db: Database, node: str, jobs: Sequence[Job]) -> Leader | None:
+    """The election for the once-per-cluster `jobs`, if this process's role takes part."""
+    if not may_lead(config.role):
+        return None
+    return Leader(db.url, Scheduler(jobs).run, node=node)

@@ -122,11 +122,30 @@ class GatewayCollector(Collector):
         yield refused
 
 
+class LeaderCollector(Collector):
+    def __init__(self, leads: Callable[[], bool]) -> None:
+        self._leads = leads
+
+    def collect(self) -> Iterator[Any]:
+        yield GaugeMetricFamily(
+            "codex_pooler_leader",
+            "1 while this node leads (runs the once-per-cluster jobs), else 0",
+            value=1 if self._leads() else 0,
+        )
+
+
 class Metrics:
-    def __init__(self, read: Callable[[], dict[str, Any]]) -> None:
+    """The registry: the gateway's state (`read`, None on a node that serves no gateway)
+    and whether this node leads."""
+
+    def __init__(
+        self, read: Callable[[], dict[str, Any]] | None, leads: Callable[[], bool]
+    ) -> None:
         self.counters = RequestCounters()
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(GatewayCollector(read, self.counters))
+        if read is not None:
+            self.registry.register(GatewayCollector(read, self.counters))
+        self.registry.register(LeaderCollector(leads))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
