@@ -12,13 +12,14 @@ from hypercorn.trio import serve
 
 from pooler.actors.restart import RestartBudget
 from pooler.actors.runtime import Supervisor
+from pooler.actors.scheduler import Scheduler
 from pooler.config import Config
 from pooler.db import Database
 from pooler.serving import ShutdownTrigger, bound_port, hypercorn_config
 from pooler.web.app import GatewayApp, install_error_handlers
 from pooler.web.gateway import cluster_leader
 from pooler.web.health import health_blueprint
-from pooler.web.metrics import Metrics
+from pooler.web.metrics import Metrics, node_state
 from pooler.web.stats_jobs import StatsRollups
 
 # As the gateway's own actors: five crashes a minute, then the process ends.
@@ -31,11 +32,9 @@ class BackgroundNode:
         self.db = db
         self.configured = False
         self.node_id = os.urandom(6).hex()
-        self.leader = cluster_leader(config, db, self.node_id, StatsRollups(db).jobs())
-        self.metrics = Metrics(None, self._leads)
-
-    def _leads(self) -> bool:
-        return self.leader is not None and self.leader.is_leader
+        self.cluster_jobs = Scheduler(StatsRollups(db).jobs(), run_first=True)
+        self.leader = cluster_leader(config, db, self.node_id, self.cluster_jobs)
+        self.metrics = Metrics(None, lambda: node_state(self.leader, (self.cluster_jobs,)))
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:

@@ -47,7 +47,7 @@ from pooler.web.catalog import CATALOG_REFRESH_S, ModelCatalog
 from pooler.web.heap_trim import TRIM_INTERVAL_S, HeapTrimmer
 from pooler.web.keys import KeyCache
 from pooler.web.loop_lag import LoopLagMonitor
-from pooler.web.metrics import Metrics
+from pooler.web.metrics import Metrics, NodeState, node_state
 from pooler.web.request_record import RequestRecord, log_line, reduced_record
 from pooler.web.settings import GatewaySettings
 from pooler.web.stats_jobs import StatsRollups
@@ -101,7 +101,7 @@ class Gateway:
             self._write_logs, reduce=reduced_record
         )
         self.loop_lag = LoopLagMonitor()
-        self.metrics = Metrics(self._metrics_state, self._leads)
+        self.metrics = Metrics(self._metrics_state, self._node_state)
         self._http = httpx.Client(timeout=20.0)
         # Control-plane calls under /backend-api that no single account's pool serves
         # (files, transcription); closed with the gateway.
@@ -134,7 +134,8 @@ class Gateway:
             ]
         )
         # The once-per-cluster jobs, run while this node leads (pooler.roles).
-        self.leader = cluster_leader(config, db, self.node_id, self.stats_rollups.jobs())
+        self.cluster_jobs = Scheduler(self.stats_rollups.jobs(), run_first=True)
+        self.leader = cluster_leader(config, db, self.node_id, self.cluster_jobs)
 
     # --- used by handlers (synchronous, in memory) ----------------------------------------
 
@@ -396,8 +397,8 @@ class Gateway:
     async def _write_logs(self, records: Any) -> None:
         await self.db.run(lambda conn: runtime_store.write_request_records(conn, records))
 
-    def _leads(self) -> bool:
-        return self.leader is not None and self.leader.is_leader
+    def _node_state(self) -> NodeState:
+        return node_state(self.leader, (self.scheduler, self.cluster_jobs))
 
     def _metrics_state(self) -> dict[str, Any]:
         handles = list(self.pool_supervisor.accounts.values())
@@ -424,8 +425,8 @@ class Gateway:
         }
 
 
-def cluster_leader(config: Config, db: Database, node: str, jobs: Sequence[Job]) -> Leader | None:
+def cluster_leader(config: Config, db: Database, node: str, jobs: Scheduler) -> Leader | None:
     """The election for the once-per-cluster `jobs`, if this process's role takes part."""
     if not may_lead(config.role):
         return None
-    return Leader(db.url, Scheduler(jobs).run, node=node)
+    return Leader(db.url, jobs.run, node=node)
