@@ -73,10 +73,21 @@ def test_embedded_mode_generates_and_keeps_its_secrets(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "value"), [("CODEX_POOLER_HTTP_PORT", "http"), ("CODEX_POOLER_LOG_LEVEL", "loud")]
+    ("name", "value"),
+    [
+        ("CODEX_POOLER_HTTP_PORT", "http"),
+        ("CODEX_POOLER_LOG_LEVEL", "loud"),
+        ("CODEX_POOLER_ROLE", "gateway"),
+    ],
 )
 def test_other_malformed_settings_name_their_variable(
     name: str, value: str, tmp_path: Path
 ) -> None:
     with pytest.raises(ConfigError, match=name):
         load_config({"CODEX_POOLER_DATA_DIR": str(tmp_path), name: value})
+
+
+@pytest.mark.parametrize(("text", "role"), [("", "all"), ("web", "web"), (" Worker ", "worker")])
+def test_the_role_is_one_of_four(text: str, role: str, tmp_path: Path) -> None:
+    env = {"CODEX_POOLER_DATA_DIR": str(tmp_path), "CODEX_POOLER_ROLE": text}
+    assert load_config(env).role == role
