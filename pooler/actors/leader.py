@@ -14,15 +14,17 @@ the lock. Server-side TCP keepalives (set on the session) make the server notice
 that vanished from the network without closing its socket.
 
 Every wait is bounded: the connect by `connect_timeout`, each statement by
-`check_timeout_s` (the thread running it is abandoned past that, and the connection
-closed). Cancelling `run` stops `lead()` and closes the connection (releasing the lock)
-within a shielded, bounded cleanup.
+`check_timeout_s` (the thread running it is abandoned past that, and the connection's
+socket shut down, which ends the thread's wait). Cancelling `run` stops `lead()` and
+closes the connection (releasing the lock) within a shielded, bounded cleanup.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -169,15 +171,34 @@ def partial_check(conn: psycopg.Connection[Any]) -> Callable[[], None]:
 
 
 async def _close(conn: psycopg.Connection[Any]) -> None:
-    """Close the connection (the server frees the lock), shielded and bounded: a thread
-    still blocked on it is abandoned."""
+    """Close the connection (the server frees the lock), shielded and bounded. The socket
+    is shut down first: the server sees the end at once, and a worker thread still blocked
+    on the connection (abandoned by a timeout) fails and lets go of it, so the connection
+    is closed under its own lock, never under that thread's feet."""
+    _shut_down_socket(conn)
     with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
         await trio.to_thread.run_sync(_close_quietly, conn, abandon_on_cancel=True)
 
 
+def _shut_down_socket(conn: psycopg.Connection[Any]) -> None:
+    with contextlib.suppress(OSError, psycopg.Error, ValueError):
+        if conn.closed:
+            return
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()  # the duplicate only; the connection's own descriptor stays
+
+
 def _close_quietly(conn: psycopg.Connection[Any]) -> None:
-    with contextlib.suppress(psycopg.Error, OSError):
-        conn.close()
+    if not conn.lock.acquire(timeout=CLOSE_TIMEOUT_S):
+        return  # still in use: left to the garbage collector
+    try:
+        with contextlib.suppress(psycopg.Error, OSError):
+            conn.close()
+    finally:
+        conn.lock.release()
 
 
 def _describe(exc: psycopg.Error) -> str:

@@ -4,6 +4,7 @@ within its retry interval, and cancelling a candidate releases the lock."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import psycopg
@@ -76,8 +77,7 @@ async def test_one_leads_and_the_other_takes_over_when_its_connection_dies(db_ur
         # The leader's backend dies (as when its process is killed): its jobs stop at
         # once, and the other candidate leads within its retry interval.
         assert await trio.to_thread.run_sync(terminate_leader_backend, db_url) == 1
-        await until(lambda: second.leader.is_leader, 3.0)
-        assert second.running == 1
+        await until(lambda: second.leader.is_leader and second.running == 1, 3.0)
         assert first.stopped == 1
         assert first.running == 0
         await trio.sleep(RETRY_S * 3)
@@ -111,3 +111,59 @@ async def test_a_database_that_cannot_be_reached_is_retried_not_fatal() -> None:
         await a.leader.run()  # logs and retries; never raises, never leads
     assert not a.leader.is_leader
     assert a.running == 0
+
+
+class FreezableProxy:
+    """A TCP relay to PostgreSQL that can stop relaying while keeping its sockets open: a
+    database that stops answering without closing anything (a network partition)."""
+
+    def __init__(self, upstream_host: str, upstream_port: str) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.frozen = trio.Event()
+        self.client_left = trio.Event()
+
+    async def serve(self, *, task_status: trio.TaskStatus[int]) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        task_status.started(listeners[0].socket.getsockname()[1])
+        await trio.serve_listeners(self._relay, listeners)
+
+    async def _relay(self, client: trio.SocketStream) -> None:
+        host, port = self.upstream
+        if host.startswith("/"):  # the embedded server listens on a Unix socket
+            server: trio.SocketStream = await trio.open_unix_socket(f"{host}/.s.PGSQL.{port}")
+        else:
+            server = await trio.open_tcp_stream(host, int(port))
+        async with client, server, trio.open_nursery() as nursery:
+
+            async def pump(source: trio.SocketStream, sink: trio.SocketStream) -> None:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    while data := await source.receive_some(65536):
+                        if not self.frozen.is_set():  # frozen: read, and drop
+                            await sink.send_all(data)
+                if source is client:
+                    self.client_left.set()  # the leader shut its socket down
+                nursery.cancel_scope.cancel()  # and the server sees the connection end
+
+            nursery.start_soon(pump, client, server)
+            nursery.start_soon(pump, server, client)
+
+
+async def test_a_leader_whose_database_stops_answering_stops_leading(db_url: str) -> None:
+    info = psycopg.conninfo.conninfo_to_dict(db_url)
+    proxy = FreezableProxy(str(info.get("host") or "127.0.0.1"), str(info.get("port") or 5432))
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(proxy.serve)
+            a = Candidate(psycopg.conninfo.make_conninfo(db_url, host="127.0.0.1", port=port), "a")
+            a.leader.check_timeout_s = 0.5
+            await nursery.start(a.leader.run)
+            await until(lambda: a.leader.is_leader)
+            b = Candidate(db_url, "b")
+            await nursery.start(b.leader.run)
+
+            proxy.frozen.set()  # nothing more reaches the server, nothing comes back
+            await until(lambda: not a.leader.is_leader, 3.0)
+            assert a.running == 0 and a.stopped == 1  # its jobs stopped at once
+            await proxy.client_left.wait()  # it let go of the connection
+            await until(lambda: b.leader.is_leader, 5.0)  # so the server freed the lock
+            nursery.cancel_scope.cancel()
