@@ -11,6 +11,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pooler.roles import ROLES
+
 DEFAULT_DATA_DIR = "~/.local/share/codex-pooler"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -103,6 +105,12 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _role(text: str) -> str:
+    if text.strip().lower() not in ROLES:
+        raise ConfigError(f"CODEX_POOLER_ROLE must be one of {', '.join(ROLES)}")
+    return text.strip().lower()
+
+
 def _log_level(text: str) -> str:
     if text.strip().lower() not in LOG_LEVELS:
         raise ConfigError(f"CODEX_POOLER_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
@@ -147,7 +155,7 @@ def load_config(environ: dict[str, str] | None = None) -> Config:
         auth_base_url=env.get("CODEX_POOLER_AUTH_BASE_URL", "https://auth.openai.com").rstrip("/"),
         host=env.get("CODEX_POOLER_HOST", "127.0.0.1"),
         port=_port(env.get("CODEX_POOLER_HTTP_PORT", "4000")),
-        role=env.get("CODEX_POOLER_ROLE", "all"),
+        role=_role(env.get("CODEX_POOLER_ROLE") or "all"),
         log_level=_log_level(env.get("CODEX_POOLER_LOG_LEVEL", "info")),
         drain_seconds=_drain_seconds(env.get("CODEX_POOLER_DRAIN_SECONDS", "30")),
     )

@@ -1,4 +1,5 @@
-"""The Scheduler: periodic jobs (usage polling ticks, write-behind flushes) in one nursery.
+"""The Scheduler: periodic jobs (usage polling ticks, write-behind flushes, rollups) in one
+nursery.
 
 Each job runs on its own interval; a job that fails is logged and runs again next time, a
 job that overruns its deadline is cancelled. Nothing here owns routing state: jobs send
@@ -25,9 +26,14 @@ class Job:
 
 
 class Scheduler:
-    def __init__(self, jobs: Sequence[Job]) -> None:
+    """`run_first`: each job runs once as soon as `run` starts, then on its interval (a
+    new leader catches up at once on what the previous one may have left mid-interval)."""
+
+    def __init__(self, jobs: Sequence[Job], *, run_first: bool = False) -> None:
         self.jobs = tuple(jobs)
+        self.run_first = run_first
         self.failures: dict[str, int] = {job.name: 0 for job in self.jobs}
+        self.runs: dict[str, int] = {job.name: 0 for job in self.jobs}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -36,8 +42,12 @@ class Scheduler:
             task_status.started()
 
     async def _loop(self, job: Job) -> None:
+        first = self.run_first
         while True:
-            await trio.sleep(job.interval_s)
+            if not first:
+                await trio.sleep(job.interval_s)
+            first = False
+            self.runs[job.name] += 1
             with trio.move_on_after(job.timeout_s) as scope:
                 try:
                     await job.run()

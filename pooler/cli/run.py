@@ -23,6 +23,7 @@ from pooler.config import Config, load_config
 from pooler.db import Database
 from pooler.embedded import release_embedded_postgres, resolve_database_url
 from pooler.migrate import migrate
+from pooler.roles import serves_gateway
 from pooler.serving import host_port, wait_for_signal
 
 log = logging.getLogger("pooler.cli")
@@ -142,11 +143,28 @@ def serve_command(args: argparse.Namespace) -> int:
 async def _serve(config: Config, db: Database, host: str, port: int) -> None:
     from pooler.server import run_gateway
 
+    if not serves_gateway(config.role):
+        await _serve_background(config, db, host, port)
+        return
     async with trio.open_nursery() as nursery:
         running = await nursery.start(
             partial(run_gateway, config, db, host, port, shutdown_trigger=wait_for_signal)
         )
         print(f"Codex Pooler listening on http://{host_port(host, running.port)}", flush=True)
+
+
+async def _serve_background(config: Config, db: Database, host: str, port: int) -> None:
+    from pooler.background import run_background
+
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(
+            partial(run_background, config, db, host, port, shutdown_trigger=wait_for_signal)
+        )
+        print(
+            f"Codex Pooler ({config.role}: jobs and probes only) listening on"
+            f" http://{host_port(host, bound)}",
+            flush=True,
+        )
 
 
 def migrate_command(args: argparse.Namespace) -> int:

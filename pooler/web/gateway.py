@@ -19,6 +19,7 @@ import trio
 from pooler.actors import messages as m
 from pooler.actors.account import Credentials, RefreshResult, UsageResult, credentials_from_token
 from pooler.actors.account_tree import AccountDeps
+from pooler.actors.leader import Leader
 from pooler.actors.log_writer import LogWriter
 from pooler.actors.pool import PoolSupervisor
 from pooler.actors.restart import RestartBudget
@@ -31,6 +32,7 @@ from pooler.db import Database
 from pooler.drain import Drain
 from pooler.instance_settings import InstanceSettings
 from pooler.protocol.ratelimit import RateLimitSnapshot
+from pooler.roles import may_lead
 from pooler.routing.choose import PoolPolicy
 from pooler.store.common import (
     CONFIG_CHANNEL,
@@ -46,7 +48,7 @@ from pooler.web.catalog import CATALOG_REFRESH_S, ModelCatalog
 from pooler.web.heap_trim import TRIM_INTERVAL_S, HeapTrimmer
 from pooler.web.keys import KeyCache
 from pooler.web.loop_lag import LoopLagMonitor
-from pooler.web.metrics import Metrics
+from pooler.web.metrics import Metrics, NodeState, node_state
 from pooler.web.request_record import RequestRecord, log_line, reduced_record
 from pooler.web.settings import GatewaySettings
 from pooler.web.stats_jobs import StatsRollups
@@ -102,7 +104,7 @@ class Gateway:
             self._write_logs, reduce=reduced_record
         )
         self.loop_lag = LoopLagMonitor()
-        self.metrics = Metrics(self._metrics_state)
+        self.metrics = Metrics(self._metrics_state, self._node_state)
         self._http = httpx.Client(timeout=20.0)
         # Control-plane calls under /backend-api that no single account's pool serves
         # (files, transcription); closed with the gateway.
@@ -132,9 +134,11 @@ class Gateway:
                 Job("usage_tick", USAGE_TICK_S, self._usage_tick),
                 Job("write_behind", WRITE_BEHIND_INTERVAL_S, self.flush_write_behind),
                 Job("model_catalog", CATALOG_REFRESH_S, self.catalog.refresh, timeout_s=120.0),
-                *self.stats_rollups.jobs(),
             ]
         )
+        # The once-per-cluster jobs, run while this node leads (pooler.roles).
+        self.cluster_jobs = Scheduler(self.stats_rollups.jobs(), run_first=True)
+        self.leader = cluster_leader(config, db, self.node_id, self.cluster_jobs)
 
     # --- used by handlers (synchronous, in memory) ----------------------------------------
 
@@ -178,6 +182,8 @@ class Gateway:
                 nursery.start_soon(self._reload_loop)
                 nursery.start_soon(self._peer_news_loop)
                 await actors.start_child("scheduler", self.scheduler.run, budget=CORE_BUDGET)
+                if self.leader is not None:
+                    await actors.start_child("leader", self.leader.run, budget=CORE_BUDGET)
                 nursery.start_soon(self._first_catalog)
                 nursery.start_soon(self.loop_lag.run)
                 self.configured = True
@@ -394,6 +400,9 @@ class Gateway:
     async def _write_logs(self, records: Any) -> None:
         await self.db.run(lambda conn: runtime_store.write_request_records(conn, records))
 
+    def _node_state(self) -> NodeState:
+        return node_state(self.leader, (self.scheduler, self.cluster_jobs))
+
     def _metrics_state(self) -> dict[str, Any]:
         handles = list(self.pool_supervisor.accounts.values())
         return {
@@ -417,3 +426,10 @@ class Gateway:
             "circuit_transitions": sum(h.state.circuit_transitions for h in handles),
             "admission": self.admission.stats(),
         }
+
+
+def cluster_leader(config: Config, db: Database, node: str, jobs: Scheduler) -> Leader | None:
+    """The election for the once-per-cluster `jobs`, if this process's role takes part."""
+    if not may_lead(config.role):
+        return None
+    return Leader(db.url, jobs.run, node=node)

@@ -3,20 +3,29 @@ and the process is not draining), /metrics (Prometheus)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 from quart import Blueprint, Response
 
+from pooler.db import Database
+from pooler.drain import Drain
+from pooler.web.metrics import Metrics
 from pooler.web.quart_http import json_response
-
-if TYPE_CHECKING:
-    from pooler.web.gateway import Gateway
 
 READY_PROBE_TIMEOUT_S = 1.0
 
 
-def health_blueprint(gateway: Gateway) -> Blueprint:
+class HealthSource(Protocol):
+    """What the probes read: the Gateway, or a background node (`pooler.background`)."""
+
+    configured: bool
+    db: Database
+    metrics: Metrics
+    drain: Drain
+
+
+def health_blueprint(gateway: HealthSource) -> Blueprint:
     health = Blueprint("health", __name__)
 
     @health.get("/healthz")

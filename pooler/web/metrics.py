@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from pooler.actors.leader import Leader
+    from pooler.actors.scheduler import Scheduler
 
 
 class RequestCounters:
@@ -122,11 +127,52 @@ class GatewayCollector(Collector):
         yield refused
 
 
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    leader: bool  # this node leads: it runs the once-per-cluster jobs
+    job_runs: dict[str, int]  # scheduled job -> times started (a fixed set of names)
+
+
+def node_state(leader: Leader | None, schedulers: Iterable[Scheduler]) -> NodeState:
+    runs = {name: n for scheduler in schedulers for name, n in scheduler.runs.items()}
+    return NodeState(leader is not None and leader.is_leader, runs)
+
+
+class NodeCollector(Collector):
+    """Every role's metrics: leadership and the scheduled jobs this node ran."""
+
+    def __init__(self, read: Callable[[], NodeState]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Any]:
+        state = self._read()
+        yield GaugeMetricFamily(
+            "codex_pooler_leader",
+            "1 while this node leads (runs the once-per-cluster jobs), else 0",
+            value=1 if state.leader else 0,
+        )
+        runs = CounterMetricFamily(
+            "codex_pooler_scheduled_job_runs",
+            "Scheduled job runs started on this node, by job",
+            labels=["job"],
+        )
+        for job, value in sorted(state.job_runs.items()):
+            runs.add_metric([job], value)
+        yield runs
+
+
 class Metrics:
-    def __init__(self, read: Callable[[], dict[str, Any]]) -> None:
+    """The registry: the gateway's state (`read`, None on a node that serves no gateway)
+    and the node's own (`node`: leadership, job runs)."""
+
+    def __init__(
+        self, read: Callable[[], dict[str, Any]] | None, node: Callable[[], NodeState]
+    ) -> None:
         self.counters = RequestCounters()
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(GatewayCollector(read, self.counters))
+        if read is not None:
+            self.registry.register(GatewayCollector(read, self.counters))
+        self.registry.register(NodeCollector(node))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -4,8 +4,9 @@ Every minute the current hour and the previous one are recomputed from raw rows,
 stats page is at most a minute behind. Rows can reach the database late (the LogWriter
 rides out a database outage with its buffer; another node's clock), so every ten minutes
 the last six hours are recomputed too: a row later than that is caught only by
-`pooler admin stats rebuild`. Each pass is idempotent and takes the rollup lock, so every
-node may run them.
+`pooler admin stats rebuild`. They run once per cluster, on the leader (`pooler.roles`);
+each pass is idempotent and takes the rollup lock, so a pass that overlaps a leader
+change (or a manual rebuild) is harmless.
 """
 
 from __future__ import annotations

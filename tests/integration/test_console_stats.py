@@ -79,7 +79,7 @@ async def test_the_job_rolls_up_real_traffic_and_the_page_shows_it(
             before = await owner.get("/admin/stats?window=1h")
             assert before.status_code == 200 and "No requests in the last 1 h" in before.text
 
-            jobs = {job.name: job for job in stack.gateway.scheduler.jobs}
+            jobs = {job.name: job for job in stack.gateway.cluster_jobs.jobs}
             assert jobs["stats_rollup"].interval_s == 60 and "stats_rollup_late" in jobs
             done = await stack.gateway.stats_rollups.recent()  # what the Scheduler runs
             assert done.rows >= 1

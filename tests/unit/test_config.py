@@ -73,7 +73,12 @@ def test_embedded_mode_generates_and_keeps_its_secrets(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "value"), [("CODEX_POOLER_HTTP_PORT", "http"), ("CODEX_POOLER_LOG_LEVEL", "loud")]
+    ("name", "value"),
+    [
+        ("CODEX_POOLER_HTTP_PORT", "http"),
+        ("CODEX_POOLER_LOG_LEVEL", "loud"),
+        ("CODEX_POOLER_ROLE", "gateway"),
+    ],
 )
 def test_other_malformed_settings_name_their_variable(
     name: str, value: str, tmp_path: Path
@@ -92,3 +97,9 @@ def test_the_drain_time_defaults_to_30_seconds(tmp_path: Path) -> None:
     assert load_config({"CODEX_POOLER_DATA_DIR": str(tmp_path)}).drain_seconds == 30.0
     env = {"CODEX_POOLER_DATA_DIR": str(tmp_path), "CODEX_POOLER_DRAIN_SECONDS": " 7.5 "}
     assert load_config(env).drain_seconds == 7.5
+
+
+@pytest.mark.parametrize(("text", "role"), [("", "all"), ("web", "web"), (" Worker ", "worker")])
+def test_the_role_is_one_of_four(text: str, role: str, tmp_path: Path) -> None:
+    env = {"CODEX_POOLER_DATA_DIR": str(tmp_path), "CODEX_POOLER_ROLE": text}
+    assert load_config(env).role == role
