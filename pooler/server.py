@@ -74,6 +74,7 @@ async def run_gateway(
         )
         async with trio.open_nursery() as http:
             binds: list[str] = await http.start(run)
+            await gateway.stand_for_leader()
             task_status.started(RunningGateway(gateway, host, bound_port(binds)))
         # The HTTP server has drained: write behind the quota evidence and conversation pins
         # still in memory (a restart keeps them), then stop the actors (the LogWriter

@@ -182,8 +182,6 @@ class Gateway:
                 nursery.start_soon(self._reload_loop)
                 nursery.start_soon(self._peer_news_loop)
                 await actors.start_child("scheduler", self.scheduler.run, budget=CORE_BUDGET)
-                if self.leader is not None:
-                    await actors.start_child("leader", self.leader.run, budget=CORE_BUDGET)
                 nursery.start_soon(self._first_catalog)
                 nursery.start_soon(self.loop_lag.run)
                 self.configured = True
@@ -195,6 +193,12 @@ class Gateway:
             await self.pool_supervisor.aclose()
             with trio.move_on_after(2, shield=True):
                 await self.backend_upstream.aclose()
+
+    async def stand_for_leader(self) -> None:
+        """Stand for the cluster's leader (the once-per-cluster jobs), once this node serves:
+        a node that fails to start (a port in use) never leads, even for a moment."""
+        if self.leader is not None and self.actors is not None:
+            await self.actors.start_child("leader", self.leader.run, budget=CORE_BUDGET)
 
     async def reload(self) -> None:
         """Read the configuration and apply it (also called by the console after a change
