@@ -105,6 +105,23 @@ def test_config(data_dir: Path, db_url: str, upstream_url: str) -> Config:
     )
 
 
+def process_env(config: Config, **extra: str) -> dict[str, str]:
+    """The environment of a `pooler` process (serve, admin) on `config`'s database, data dir,
+    secrets and upstream, logging warnings only; `extra` added."""
+    assert config.database_url is not None
+    return {
+        **os.environ,
+        "DATABASE_URL": config.database_url,
+        "CODEX_POOLER_DATA_DIR": str(config.data_dir),
+        "CODEX_POOLER_SECRET_KEY": base64.b64encode(config.secret_key).decode(),
+        "CODEX_POOLER_UPSTREAM_SECRET_KEY": base64.b64encode(config.upstream_secret_key).decode(),
+        "CODEX_POOLER_UPSTREAM_BASE_URL": config.upstream_base_url,
+        "CODEX_POOLER_AUTH_BASE_URL": config.auth_base_url,
+        "CODEX_POOLER_LOG_LEVEL": "warning",
+        **extra,
+    }
+
+
 # Usage polls (every 60 s by default, the first at a random moment) would make what the
 # gateway knows about quota depend on timing; tests that poll set a short interval.
 QUIET_POLLS: Mapping[str, Any] = {"usage_poll_interval_seconds": 86_400}

@@ -6,9 +6,7 @@ the stream is cut and logged, and the process still exits 0."""
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -63,19 +61,7 @@ async def served(db_url: str, tmp_path: Path, drain_seconds: int) -> AsyncIterat
             config = harness.test_config(tmp_path / "data", db_url, upstream)
             key = await seed_stack(database, config, state)
             port = free_port()
-            env = {
-                **os.environ,
-                "DATABASE_URL": db_url,
-                "CODEX_POOLER_DATA_DIR": str(config.data_dir),
-                "CODEX_POOLER_SECRET_KEY": base64.b64encode(config.secret_key).decode(),
-                "CODEX_POOLER_UPSTREAM_SECRET_KEY": base64.b64encode(
-                    config.upstream_secret_key
-                ).decode(),
-                "CODEX_POOLER_UPSTREAM_BASE_URL": upstream,
-                "CODEX_POOLER_AUTH_BASE_URL": upstream,
-                "CODEX_POOLER_LOG_LEVEL": "warning",
-                "CODEX_POOLER_DRAIN_SECONDS": str(drain_seconds),
-            }
+            env = harness.process_env(config, CODEX_POOLER_DRAIN_SECONDS=str(drain_seconds))
             command = [sys.executable, "-m", "pooler.cli.main", "serve", "--port", str(port)]
             process: trio.Process = await nursery.start(run_process, command, env)
             await wait_for_line(process, b"listening on", 60)

@@ -5,8 +5,6 @@ the refused row made the final flush give up, and every row still buffered was l
 
 from __future__ import annotations
 
-import base64
-import os
 import signal
 import sys
 from pathlib import Path
@@ -35,18 +33,7 @@ async def test_sigterm_right_after_traffic_loses_no_log_row(db_url: str, tmp_pat
             config = harness.test_config(tmp_path / "data", db_url, upstream)
             key = await seed_stack(database, config, state)
             port = free_port()
-            env = {
-                **os.environ,
-                "DATABASE_URL": db_url,
-                "CODEX_POOLER_DATA_DIR": str(config.data_dir),
-                "CODEX_POOLER_SECRET_KEY": base64.b64encode(config.secret_key).decode(),
-                "CODEX_POOLER_UPSTREAM_SECRET_KEY": base64.b64encode(
-                    config.upstream_secret_key
-                ).decode(),
-                "CODEX_POOLER_UPSTREAM_BASE_URL": upstream,
-                "CODEX_POOLER_AUTH_BASE_URL": upstream,
-                "CODEX_POOLER_LOG_LEVEL": "warning",
-            }
+            env = harness.process_env(config)
             command = [sys.executable, "-m", "pooler.cli.main", "serve", "--port", str(port)]
             gateway: trio.Process = await nursery.start(run_process, command, env)
             await wait_for_line(gateway, b"listening on", 60)
