@@ -122,6 +122,21 @@ def process_env(config: Config, **extra: str) -> dict[str, str]:
     }
 
 
+def shared_env(tmp_path: Path, db_url: str, upstream: str) -> dict[str, str]:
+    """What several `pooler` processes on one database share (the database, fresh secrets,
+    the upstream), with a data dir a process may override; warnings only."""
+    return {
+        **os.environ,
+        "CODEX_POOLER_DATA_DIR": str(tmp_path / "data"),
+        "DATABASE_URL": db_url,
+        "CODEX_POOLER_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "CODEX_POOLER_UPSTREAM_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "CODEX_POOLER_UPSTREAM_BASE_URL": upstream,
+        "CODEX_POOLER_AUTH_BASE_URL": upstream,
+        "CODEX_POOLER_LOG_LEVEL": "warning",
+    }
+
+
 # Usage polls (every 60 s by default, the first at a random moment) would make what the
 # gateway knows about quota depend on timing; tests that poll set a short interval.
 QUIET_POLLS: Mapping[str, Any] = {"usage_poll_interval_seconds": 86_400}

@@ -5,8 +5,6 @@ requests but never runs them."""
 
 from __future__ import annotations
 
-import base64
-import os
 import re
 import signal
 import sys
@@ -16,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import trio
-from harness import free_port, responses_body, run_process, wait_for_line
+from harness import free_port, responses_body, run_process, shared_env, wait_for_line
 
 from pooler.cli.demo import seed_demo
 from pooler.config import load_config
@@ -27,18 +25,6 @@ from pooler.emulator.state import EmulatorState
 RESPONSES = "/backend-api/codex/responses"
 PYTHON = [sys.executable, "-m", "pooler.cli.main"]
 TAKEOVER_S = 10.0  # the follower asks every 2 s; the lock is freed when the socket closes
-
-
-def shared_env(tmp_path: Path, db_url: str, upstream: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DATABASE_URL": db_url,
-        "CODEX_POOLER_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
-        "CODEX_POOLER_UPSTREAM_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
-        "CODEX_POOLER_UPSTREAM_BASE_URL": upstream,
-        "CODEX_POOLER_AUTH_BASE_URL": upstream,
-        "CODEX_POOLER_LOG_LEVEL": "warning",
-    }
 
 
 async def start_node(

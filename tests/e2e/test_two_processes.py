@@ -5,9 +5,7 @@ that moves to the other process stays on its account."""
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import signal
 import sys
 from functools import partial
@@ -22,6 +20,7 @@ from harness import (
     responses_body,
     run_pooler,
     run_process,
+    shared_env,
     wait_for_line,
 )
 
@@ -36,20 +35,6 @@ RESPONSES = "/backend-api/codex/responses"
 WITHIN_A_SECOND = 1.0
 WRITE_BEHIND_DEADLINE_S = 2.0  # pins are written behind every 0.5 s
 PEER_READ_S = 0.5  # after a pin is stored, the other process reads it on NOTIFY
-
-
-def shared_env(tmp_path: Path, db_url: str, upstream: str) -> dict[str, str]:
-    """What both processes and the admin commands share: the database and the secrets."""
-    return {
-        **os.environ,
-        "CODEX_POOLER_DATA_DIR": str(tmp_path / "data"),
-        "DATABASE_URL": db_url,
-        "CODEX_POOLER_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
-        "CODEX_POOLER_UPSTREAM_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
-        "CODEX_POOLER_UPSTREAM_BASE_URL": upstream,
-        "CODEX_POOLER_AUTH_BASE_URL": upstream,
-        "CODEX_POOLER_LOG_LEVEL": "warning",
-    }
 
 
 async def post(client: httpx.AsyncClient, key: str, **extra: Any) -> httpx.Response:
