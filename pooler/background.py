@@ -13,6 +13,7 @@ from hypercorn.trio import serve
 from pooler.actors.restart import RestartBudget
 from pooler.actors.runtime import Supervisor
 from pooler.actors.scheduler import Scheduler
+from pooler.cluster_jobs import cluster_jobs
 from pooler.config import Config
 from pooler.db import Database
 from pooler.drain import Drain
@@ -21,7 +22,6 @@ from pooler.web.app import GatewayApp, install_error_handlers
 from pooler.web.gateway import cluster_leader
 from pooler.web.health import health_blueprint
 from pooler.web.metrics import Metrics, node_state
-from pooler.web.stats_jobs import StatsRollups
 
 # As the gateway's own actors: five crashes a minute, then the process ends.
 CORE_BUDGET = RestartBudget(5, 60.0)
@@ -33,7 +33,7 @@ class BackgroundNode:
         self.db = db
         self.configured = False
         self.node_id = os.urandom(6).hex()
-        self.cluster_jobs = Scheduler(StatsRollups(db).jobs(), run_first=True)
+        self.cluster_jobs = Scheduler(cluster_jobs(db, config), run_first=True)
         self.leader = cluster_leader(config, db, self.node_id, self.cluster_jobs)
         self.metrics = Metrics(None, lambda: node_state(self.leader, (self.cluster_jobs,)))
         # No client work to drain: /readyz turns 503 when the trigger fires, then it stops.

@@ -26,6 +26,7 @@ from pooler.actors.restart import RestartBudget
 from pooler.actors.runtime import Supervisor, call
 from pooler.actors.scheduler import Job, Scheduler
 from pooler.actors.write_split import write_splitting
+from pooler.cluster_jobs import cluster_jobs
 from pooler.config import Config
 from pooler.crypto import Keyring
 from pooler.db import Database
@@ -137,7 +138,7 @@ class Gateway:
             ]
         )
         # The once-per-cluster jobs, run while this node leads (pooler.roles).
-        self.cluster_jobs = Scheduler(self.stats_rollups.jobs(), run_first=True)
+        self.cluster_jobs = Scheduler(cluster_jobs(db, config, self.stats_rollups), run_first=True)
         self.leader = cluster_leader(config, db, self.node_id, self.cluster_jobs)
 
     # --- used by handlers (synchronous, in memory) ----------------------------------------
