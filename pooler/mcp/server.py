@@ -49,7 +49,7 @@ INSTRUCTIONS: Final = (
 
 @cache
 def tool_of(spec: ToolSpec) -> types.Tool:
-    """The tool as `tools/list` shows it (built once per process)."""
+    """The tool as `tools/list` shows it (built once per server: its schemas cost ~ms)."""
     return types.Tool(
         name=spec.name,
         title=spec.title,
@@ -134,12 +134,13 @@ def build_server(gateway: Gateway) -> Server[Any]:
         return trio.from_thread.run(live_state, gateway, list(accounts), trio_token=loop[0])
 
     tools = tools_for(live)
+    listed = {spec.name: tool_of(spec) for spec in tools}  # JSON schemas made once
 
     async def list_tools(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         return types.ListToolsResult(
-            tools=[tool_of(s) for s in visible_tools(caller_in(ctx), tools)]
+            tools=[listed[s.name] for s in visible_tools(caller_in(ctx), tools)]
         )
 
     async def call_tool(
