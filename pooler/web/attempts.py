@@ -131,7 +131,12 @@ async def run_attempts(
             try:
                 await exchange(attempt)
             finally:
-                row.duration_ms = (trio.current_time() - row.started_at) * 1000.0
+                # An exchange that answered the client finished the record inside it: the
+                # attempt ends there too, never after its request.
+                ended = record.ended
+                if ended is None or ended < row.started_at:
+                    ended = trio.current_time()
+                row.duration_ms = (ended - row.started_at) * 1000.0
                 row.outcome = attempt.outcome.kind
                 release(lease, attempt.outcome)
             if attempt.failure is None or record.ttfb_ms is not None:

@@ -82,6 +82,7 @@ class RequestRecord:
     request_bytes: int | None = None  # the body as received (before any decompression)
     response_bytes: int = 0  # body bytes sent to the client (SSE, JSON, websocket frames)
     routing: dict[str, Any] | None = None  # pooler.web.routing_story
+    ended: float | None = None  # trio clock at `finish`
 
     def elapsed_ms(self) -> float:
         return (trio.current_time() - self.started) * 1000.0
@@ -94,7 +95,8 @@ class RequestRecord:
         self.status_code = status
         self.outcome = outcome
         self.error_code = error_code
-        self.duration_ms = self.elapsed_ms()
+        self.ended = trio.current_time()
+        self.duration_ms = (self.ended - self.started) * 1000.0
 
 
 def start_record(

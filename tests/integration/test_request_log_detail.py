@@ -74,6 +74,8 @@ async def test_failover_records_both_attempts_and_the_routing_story(
         for attempt in attempts:
             assert attempt["ttfb_ms"] is not None
             assert 0 <= attempt["ttfb_ms"] <= attempt["duration_ms"]
+        # Each attempt ends within its request (the serving one ends with it).
+        assert sum(a["duration_ms"] for a in attempts) <= row["duration_ms"]
         code = attempts[0]["error_code"]
         assert code  # the upstream's own error code for its 500
         routing = row["routing"]
@@ -151,6 +153,7 @@ async def test_v1_chat_records_bytes_and_the_client_request_id(db_url: str, tmp_
         ]
         assert [r["client_ip"] for r in rows] == ["127.0.0.1"] * 3
         assert attempts[0]["status_code"] == 200 and attempts[0]["ttfb_ms"] is not None
+        assert attempts[0]["duration_ms"] <= rows[0]["duration_ms"]
         assert verdicts(rows[0])[rows[0]["account_label"]] == "chosen"
 
 
