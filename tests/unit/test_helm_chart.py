@@ -408,3 +408,32 @@ def test_the_rendered_environment_starts_pooler_and_each_secret_is_needed(
         except ConfigError:
             needed.add(name)
     assert needed == secrets_pooler_requires_with_a_database()
+
+
+# --- the README's install commands ---
+
+
+def readme_install_commands() -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Kubernetes (Helm)", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert match, "README Kubernetes (Helm) has no sh block"
+    return match.group(1)
+
+
+def test_the_readme_install_commands_match_the_chart() -> None:
+    """The Secret the README creates has the keys the chart reads by default, and its
+    `helm install --set` values validate against the schema."""
+    commands = readme_install_commands()
+    created = set(re.findall(r"--from-literal=([A-Z_]+)=", commands))
+    assert created == set(chart_values()["secretKeys"].values()) - {""}
+    override: dict[str, Any] = {}
+    for key, value in re.findall(r"--set ([\w.]+)=(\S+)", commands):
+        *parents, leaf = key.split(".")
+        node = override
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    assert {"image", "existingSecret"} <= set(override)
+    assert refusals(override) == set()
+    assert "kubectl" in commands and f"secret generic {override['existingSecret']}" in commands
