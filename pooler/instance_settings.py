@@ -63,6 +63,21 @@ class McpSettings:
     allowed_hosts: tuple[str, ...] = DEFAULT_MCP_HOSTS
 
 
+# Retention (pooler.retention): days each history table keeps its rows; 0 keeps them forever.
+# The reference keeps everything; the hourly and daily stats are never pruned.
+MAX_RETENTION_DAYS = 3650
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    """How long request logs, their attempts and the audit trail are kept (days; 0 = for
+    ever). Attempts never outlive their request row: they go at the shorter of the two."""
+
+    request_logs_days: int = 30
+    attempts_days: int = 30
+    audit_days: int = 365
+
+
 @dataclass(frozen=True, slots=True)
 class InstanceSettings:
     circuit_failure_threshold: int = 3
@@ -86,6 +101,7 @@ class InstanceSettings:
     # console's client IP (throttling, session list) and https detection depend on them.
     trusted_proxies: tuple[str, ...] = ()
     mcp: McpSettings = McpSettings()
+    retention: RetentionSettings = RetentionSettings()
 
 
 MAX_TRUSTED_PROXIES = 64
@@ -104,6 +120,7 @@ _RANGES: Mapping[str, tuple[type, float, float]] = {
     "console_idle_timeout_minutes": (int, 5, 10_080),
 }
 _MCP_KEYS = ("enabled", "allowed_hosts")
+_RETENTION_KEYS = ("request_logs_days", "attempts_days", "audit_days")
 _BULKHEAD_RANGES: Mapping[str, tuple[type, float, float]] = {
     "concurrency": (int, 1, 100_000),
     "queue": (int, 0, 1_000_000),
@@ -185,6 +202,17 @@ def _mcp(raw: Any) -> McpSettings:
     return replace(McpSettings(), **changes)
 
 
+def _retention(raw: Any) -> RetentionSettings:
+    if not isinstance(raw, Mapping):
+        raise SettingsError("retention must be an object")
+    changes: dict[str, int] = {}
+    for name, value in raw.items():
+        if name not in _RETENTION_KEYS:
+            raise SettingsError(f"retention.{name} is not a retention setting")
+        changes[name] = int(_number(f"retention.{name}", value, int, 0, MAX_RETENTION_DAYS))
+    return replace(RetentionSettings(), **changes)
+
+
 def parse_settings(raw: Mapping[str, Any], *, strict: bool = False) -> InstanceSettings:
     """Settings from the stored object. `strict` refuses unknown keys (when an operator sets
     them); stored rows are read leniently."""
@@ -205,6 +233,8 @@ def parse_settings(raw: Mapping[str, Any], *, strict: bool = False) -> InstanceS
             values[key] = _networks(value)
         elif key == "mcp":
             values[key] = _mcp(value)
+        elif key == "retention":
+            values[key] = _retention(value)
         elif key in _RANGES:
             kind, low, high = _RANGES[key]
             values[key] = _number(key, value, kind, low, high)
@@ -230,6 +260,8 @@ def settings_as_dict(settings: InstanceSettings) -> dict[str, Any]:
             value = list(value)
         elif f.name == "mcp":
             value = {"enabled": value.enabled, "allowed_hosts": list(value.allowed_hosts)}
+        elif f.name == "retention":
+            value = {name: getattr(value, name) for name in _RETENTION_KEYS}
         out[f.name] = value
     return out
 
@@ -255,6 +287,8 @@ def is_setting_key(key: str) -> bool:
     parts = key.split(".")
     if parts[0] == "mcp":
         return len(parts) == 1 or (len(parts) == 2 and parts[1] in _MCP_KEYS)
+    if parts[0] == "retention":
+        return len(parts) == 1 or (len(parts) == 2 and parts[1] in _RETENTION_KEYS)
     if parts[0] != "bulkheads":
         return len(parts) == 1 and (parts[0] in _RANGES or parts[0] == "trusted_proxies")
     if len(parts) == 1:

@@ -157,6 +157,28 @@ GROUPS: Final[tuple[tuple[str, tuple[Setting, ...]], ...]] = (
             ),
         ),
     ),
+    (
+        "Retention",
+        (
+            Setting(
+                "retention.request_logs_days",
+                "Request logs (days)",
+                "Request logs older than this are deleted (0 keeps them for ever). The hourly"
+                " and daily stats outlive them.",
+            ),
+            Setting(
+                "retention.attempts_days",
+                "Attempts (days)",
+                "Each request's upstream attempts; never kept longer than their request"
+                " (0: as long as it).",
+            ),
+            Setting(
+                "retention.audit_days",
+                "Audit events (days)",
+                "Audit events older than this are deleted (0 keeps them for ever).",
+            ),
+        ),
+    ),
 )
 LIST_KEYS: Final = frozenset(s.key for _, group in GROUPS for s in group if s.kind == "list")
 BULKHEAD_FIELDS: Final = (
