@@ -129,12 +129,38 @@ GROUPS: Final[tuple[tuple[str, tuple[Setting, ...]], ...]] = (
                 "Idle sign-out (minutes)",
                 "A console session unused this long is signed out.",
             ),
+        ),
+    ),
+    (
+        "Ingress",
+        (
+            Setting(
+                "ingress.allowlist",
+                "Allowed client addresses",
+                "IP addresses or CIDRs, one a line, that may use the runtime routes and /mcp"
+                " (others get 403). Empty: any address. Never applies to the console,"
+                " /healthz, /readyz or /metrics.",
+                "list",
+            ),
             Setting(
                 "trusted_proxies",
                 "Trusted proxies",
-                "IP addresses or CIDRs, one a line, whose X-Forwarded-For and"
+                "IP addresses or CIDRs, one a line, whose X-Forwarded-For, X-Real-IP and"
                 " X-Forwarded-Proto are believed.",
                 "list",
+            ),
+            Setting(
+                "ingress.client_ip_source",
+                "Client address from",
+                "x_forwarded_for, x_real_ip (read only from a trusted proxy) or peer (the"
+                " connection's own address).",
+            ),
+            Setting(
+                "ingress.proxy_depth",
+                "Proxy depth",
+                "0: the right-most X-Forwarded-For address that is not a trusted proxy. N (up"
+                " to 16): the Nth from the right counting the proxy that connected (2: one"
+                " proxy in front).",
             ),
         ),
     ),
