@@ -9,13 +9,15 @@ from __future__ import annotations
 from pooler.actors.scheduler import Job
 from pooler.config import Config
 from pooler.db import Database
+from pooler.retention import Retention
 from pooler.web.stats_jobs import StatsRollups
 
 
 def cluster_jobs(db: Database, config: Config, stats: StatsRollups | None = None) -> list[Job]:
     """The leader's jobs. `stats`: the node's own rollup runner, when it keeps one (the
     gateway does, for the console and tests to run a pass at once)."""
-    del config  # read by jobs that need it (retention, alerts, pricing)
+    del config  # read by jobs that need it (alerts, pricing)
     return [
         *(stats or StatsRollups(db)).jobs(),
+        *Retention(db).jobs(),
     ]

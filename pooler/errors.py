@@ -20,6 +20,7 @@ name a more precise code); `body()` is the client's `{"error": {"message", "type
     ├── PoolDisabled                  403 permission_error      pool_disabled
     ├── V1Disabled                    403 permission_error      v1_compatibility_disabled
     ├── ModelNotAllowed               403 permission_error      model_not_allowed
+    ├── AccessDenied                  403 permission_error      access_denied
     ├── NotFound                      404 not_found_error       unsupported_endpoint
     │   └── UnsupportedEndpoint       404 invalid_request_error unsupported_endpoint
     ├── MethodNotAllowed              405 invalid_request_error method_not_allowed
@@ -202,6 +203,14 @@ class ModelNotAllowed(PoolerError):
     status = 403
     error_type = "permission_error"
     code = "model_not_allowed"
+
+
+class AccessDenied(PoolerError):
+    """The client's address is not in the instance's ingress allowlist."""
+
+    status = 403
+    error_type = "permission_error"
+    code = "access_denied"
 
 
 class MethodNotAllowed(PoolerError):

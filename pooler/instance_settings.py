@@ -63,6 +63,40 @@ class McpSettings:
     allowed_hosts: tuple[str, ...] = DEFAULT_MCP_HOSTS
 
 
+# Retention (pooler.retention): days each history table keeps its rows; 0 keeps them forever.
+# The reference keeps everything; the hourly and daily stats are never pruned.
+MAX_RETENTION_DAYS = 3650
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    """How long request logs, their attempts and the audit trail are kept (days; 0 = for
+    ever). Attempts never outlive their request row: they go at the shorter of the two."""
+
+    request_logs_days: int = 30
+    attempts_days: int = 30
+    audit_days: int = 365
+
+
+# Ingress (pooler.web.ingress): where the client's address is read from, and which
+# addresses may use the runtime routes and /mcp.
+CLIENT_IP_SOURCES: tuple[str, ...] = ("x_forwarded_for", "peer", "x_real_ip")
+MAX_PROXY_DEPTH = 16
+MAX_ALLOWLIST = 256
+
+
+@dataclass(frozen=True, slots=True)
+class IngressSettings:
+    """`allowlist`: IPs or CIDRs allowed on the runtime routes and /mcp (empty: any).
+    `client_ip_source`: the header a trusted proxy names the client in (or `peer`: none).
+    `proxy_depth`: 0, the right-most address in X-Forwarded-For that is not a trusted
+    proxy; N, the Nth address from the right counting the peer."""
+
+    allowlist: tuple[str, ...] = ()
+    client_ip_source: str = "x_forwarded_for"
+    proxy_depth: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class InstanceSettings:
     circuit_failure_threshold: int = 3
@@ -86,6 +120,8 @@ class InstanceSettings:
     # console's client IP (throttling, session list) and https detection depend on them.
     trusted_proxies: tuple[str, ...] = ()
     mcp: McpSettings = McpSettings()
+    retention: RetentionSettings = RetentionSettings()
+    ingress: IngressSettings = IngressSettings()
 
 
 MAX_TRUSTED_PROXIES = 64
@@ -104,6 +140,8 @@ _RANGES: Mapping[str, tuple[type, float, float]] = {
     "console_idle_timeout_minutes": (int, 5, 10_080),
 }
 _MCP_KEYS = ("enabled", "allowed_hosts")
+_RETENTION_KEYS = ("request_logs_days", "attempts_days", "audit_days")
+_INGRESS_KEYS = ("allowlist", "client_ip_source", "proxy_depth")
 _BULKHEAD_RANGES: Mapping[str, tuple[type, float, float]] = {
     "concurrency": (int, 1, 100_000),
     "queue": (int, 0, 1_000_000),
@@ -137,17 +175,17 @@ def _bulkhead(route_class: str, raw: Any, base: Bulkhead) -> Bulkhead:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-def _networks(raw: Any) -> tuple[str, ...]:
-    if not isinstance(raw, list | tuple) or len(raw) > MAX_TRUSTED_PROXIES:
-        raise SettingsError(f"trusted_proxies must be a list of at most {MAX_TRUSTED_PROXIES}")
+def _networks(
+    raw: Any, key: str = "trusted_proxies", most: int = MAX_TRUSTED_PROXIES
+) -> tuple[str, ...]:
+    if not isinstance(raw, list | tuple) or len(raw) > most:
+        raise SettingsError(f"{key} must be a list of at most {most}")
     out = []
     for item in raw:
         try:
             out.append(str(ipaddress.ip_network(str(item).strip(), strict=False)))
         except ValueError:
-            raise SettingsError(
-                f"trusted_proxies: {str(item)[:64]!r} is not an IP address or CIDR"
-            ) from None
+            raise SettingsError(f"{key}: {str(item)[:64]!r} is not an IP address or CIDR") from None
     return tuple(out)
 
 
@@ -185,6 +223,37 @@ def _mcp(raw: Any) -> McpSettings:
     return replace(McpSettings(), **changes)
 
 
+def _retention(raw: Any) -> RetentionSettings:
+    if not isinstance(raw, Mapping):
+        raise SettingsError("retention must be an object")
+    changes: dict[str, int] = {}
+    for name, value in raw.items():
+        if name not in _RETENTION_KEYS:
+            raise SettingsError(f"retention.{name} is not a retention setting")
+        changes[name] = int(_number(f"retention.{name}", value, int, 0, MAX_RETENTION_DAYS))
+    return replace(RetentionSettings(), **changes)
+
+
+def _ingress(raw: Any) -> IngressSettings:
+    if not isinstance(raw, Mapping):
+        raise SettingsError("ingress must be an object")
+    changes: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name == "allowlist":
+            changes[name] = _networks(value, "ingress.allowlist", MAX_ALLOWLIST)
+        elif name == "client_ip_source":
+            if value not in CLIENT_IP_SOURCES:
+                raise SettingsError(
+                    f"ingress.client_ip_source must be one of {', '.join(CLIENT_IP_SOURCES)}"
+                )
+            changes[name] = value
+        elif name == "proxy_depth":
+            changes[name] = int(_number("ingress.proxy_depth", value, int, 0, MAX_PROXY_DEPTH))
+        else:
+            raise SettingsError(f"ingress.{name} is not an ingress setting")
+    return replace(IngressSettings(), **changes)
+
+
 def parse_settings(raw: Mapping[str, Any], *, strict: bool = False) -> InstanceSettings:
     """Settings from the stored object. `strict` refuses unknown keys (when an operator sets
     them); stored rows are read leniently."""
@@ -205,6 +274,10 @@ def parse_settings(raw: Mapping[str, Any], *, strict: bool = False) -> InstanceS
             values[key] = _networks(value)
         elif key == "mcp":
             values[key] = _mcp(value)
+        elif key == "retention":
+            values[key] = _retention(value)
+        elif key == "ingress":
+            values[key] = _ingress(value)
         elif key in _RANGES:
             kind, low, high = _RANGES[key]
             values[key] = _number(key, value, kind, low, high)
@@ -230,6 +303,14 @@ def settings_as_dict(settings: InstanceSettings) -> dict[str, Any]:
             value = list(value)
         elif f.name == "mcp":
             value = {"enabled": value.enabled, "allowed_hosts": list(value.allowed_hosts)}
+        elif f.name == "retention":
+            value = {name: getattr(value, name) for name in _RETENTION_KEYS}
+        elif f.name == "ingress":
+            value = {
+                "allowlist": list(value.allowlist),
+                "client_ip_source": value.client_ip_source,
+                "proxy_depth": value.proxy_depth,
+            }
         out[f.name] = value
     return out
 
@@ -255,6 +336,10 @@ def is_setting_key(key: str) -> bool:
     parts = key.split(".")
     if parts[0] == "mcp":
         return len(parts) == 1 or (len(parts) == 2 and parts[1] in _MCP_KEYS)
+    if parts[0] == "retention":
+        return len(parts) == 1 or (len(parts) == 2 and parts[1] in _RETENTION_KEYS)
+    if parts[0] == "ingress":
+        return len(parts) == 1 or (len(parts) == 2 and parts[1] in _INGRESS_KEYS)
     if parts[0] != "bulkheads":
         return len(parts) == 1 and (parts[0] in _RANGES or parts[0] == "trusted_proxies")
     if len(parts) == 1:

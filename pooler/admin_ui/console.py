@@ -18,7 +18,8 @@ from quart.wrappers import Response
 from pooler.store import console_sessions, operators
 from pooler.store.console_sessions import ConsoleSession
 from pooler.store.models import Operator
-from pooler.web.forwarded import came_over_https, client_address
+from pooler.web.forwarded import ClientIpRules, came_over_https, client_address_of
+from pooler.web.ingress_rules import rules_for
 from pooler.web.quart_http import current_request
 
 if TYPE_CHECKING:
@@ -55,28 +56,25 @@ def gateway() -> Gateway:
     return found
 
 
-def peer_and_trusted() -> tuple[str, tuple[str, ...]]:
-    request = current_request()
-    client = request.scope.get("client")
-    peer = str(client[0]) if client else ""
-    return peer, gateway().instance_settings.trusted_proxies
+def client_rules() -> ClientIpRules:
+    return rules_for(gateway().instance_settings).client
 
 
 def client_ip() -> str:
-    """The client's address (through trusted proxies only)."""
-    request = current_request()
-    peer, trusted = peer_and_trusted()
-    return client_address(peer, request.headers.getlist("x-forwarded-for"), trusted)
+    """The client's address (through trusted proxies only; resolved as for the request
+    log and the ingress allowlist)."""
+    return client_address_of(current_request().scope, client_rules())
 
 
 def over_https() -> bool:
     request = current_request()
-    peer, trusted = peer_and_trusted()
+    client = request.scope.get("client")
+    peer = str(client[0]) if client else ""
     return came_over_https(
         str(request.scope.get("scheme", "http")),
         peer,
         request.headers.get("x-forwarded-proto"),
-        trusted,
+        client_rules(),
     )
 
 

@@ -129,12 +129,38 @@ GROUPS: Final[tuple[tuple[str, tuple[Setting, ...]], ...]] = (
                 "Idle sign-out (minutes)",
                 "A console session unused this long is signed out.",
             ),
+        ),
+    ),
+    (
+        "Ingress",
+        (
+            Setting(
+                "ingress.allowlist",
+                "Allowed client addresses",
+                "IP addresses or CIDRs, one a line, that may use the runtime routes and /mcp"
+                " (others get 403). Empty: any address. Never applies to the console,"
+                " /healthz, /readyz or /metrics.",
+                "list",
+            ),
             Setting(
                 "trusted_proxies",
                 "Trusted proxies",
-                "IP addresses or CIDRs, one a line, whose X-Forwarded-For and"
+                "IP addresses or CIDRs, one a line, whose X-Forwarded-For, X-Real-IP and"
                 " X-Forwarded-Proto are believed.",
                 "list",
+            ),
+            Setting(
+                "ingress.client_ip_source",
+                "Client address from",
+                "x_forwarded_for, x_real_ip (read only from a trusted proxy) or peer (the"
+                " connection's own address).",
+            ),
+            Setting(
+                "ingress.proxy_depth",
+                "Proxy depth",
+                "0: the right-most X-Forwarded-For address that is not a trusted proxy. N (up"
+                " to 16): the Nth from the right counting the proxy that connected (2: one"
+                " proxy in front).",
             ),
         ),
     ),
@@ -154,6 +180,28 @@ GROUPS: Final[tuple[tuple[str, tuple[Setting, ...]], ...]] = (
                 "Host names /mcp answers to, one a line (any port, or name:port; * for any):"
                 " add the name clients reach this gateway by. Others get 421.",
                 "list",
+            ),
+        ),
+    ),
+    (
+        "Retention",
+        (
+            Setting(
+                "retention.request_logs_days",
+                "Request logs (days)",
+                "Request logs older than this are deleted (0 keeps them for ever). The hourly"
+                " and daily stats outlive them.",
+            ),
+            Setting(
+                "retention.attempts_days",
+                "Attempts (days)",
+                "Each request's upstream attempts; never kept longer than their request"
+                " (0: as long as it).",
+            ),
+            Setting(
+                "retention.audit_days",
+                "Audit events (days)",
+                "Audit events older than this are deleted (0 keeps them for ever).",
             ),
         ),
     ),

@@ -2,7 +2,8 @@
 surface (`backend_codex`, `openai_v1`, `health`, the operator console `pooler.admin_ui`),
 and error handlers that answer in the client's JSON shape (the console answers with HTML
 pages of its own). The operator MCP endpoint `/mcp` (`pooler.mcp.endpoint`) is a raw ASGI
-handler mounted beside the websockets: it answers in JSON-RPC and never meets Quart.
+handler mounted beside the websockets: it answers in JSON-RPC and never meets Quart. The
+ingress allowlist (`pooler.web.ingress`) sees every request before any of them.
 
 How a request meets Quart (a body read on demand, relays that push their answer) is in
 `quart_http.py`. The websocket routes are not Quart websocket handlers: their raw ASGI
@@ -86,8 +87,25 @@ class GatewayApp(QuartTrio):
         cache_static_routes(self.url_map)
         self.websocket_routes: dict[str, RawHandler] = {}
         self.mcp: McpEndpoint | None = None  # `/mcp`, raw ASGI like the websockets
+        self.gateway: Gateway | None = None  # its instance settings and ingress gate
 
     async def asgi_app(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        gateway = self.gateway
+        # The ingress allowlist (pooler.web.ingress), first of all; off, it costs this line.
+        if gateway is not None and gateway.instance_settings.ingress.allowlist:
+            admitted = scope["type"] == "lifespan" or await gateway.ingress.admit(
+                gateway.instance_settings,
+                scope,  # type: ignore[arg-type]
+                receive,  # type: ignore[arg-type]
+                send,  # type: ignore[arg-type]
+            )
+            if not admitted:
+                return
+        await self._dispatch(scope, receive, send)
+
+    async def _dispatch(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         if scope["type"] == "websocket":
@@ -116,6 +134,7 @@ def create_app(gateway: Gateway) -> GatewayApp:
         }
     )
     app.mcp = McpEndpoint(gateway)
+    app.gateway = gateway
     install_error_handlers(app)
     return app
 

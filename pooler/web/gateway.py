@@ -47,6 +47,7 @@ from pooler.web import runtime_store
 from pooler.web.admission import Admission
 from pooler.web.catalog import CATALOG_REFRESH_S, ModelCatalog
 from pooler.web.heap_trim import TRIM_INTERVAL_S, HeapTrimmer
+from pooler.web.ingress import Ingress, IngressCollector
 from pooler.web.keys import KeyCache
 from pooler.web.loop_lag import LoopLagMonitor
 from pooler.web.metrics import Metrics, NodeState, node_state
@@ -106,6 +107,8 @@ class Gateway:
         )
         self.loop_lag = LoopLagMonitor()
         self.metrics = Metrics(self._metrics_state, self._node_state)
+        self.ingress = Ingress()  # the allowlist gate (pooler.web.ingress)
+        self.metrics.registry.register(IngressCollector(self.ingress))
         self._http = httpx.Client(timeout=20.0)
         # Control-plane calls under /backend-api that no single account's pool serves
         # (files, transcription); closed with the gateway.

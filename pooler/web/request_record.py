@@ -20,7 +20,8 @@ import trio
 from pooler.errors import PoolerError
 from pooler.protocol.usage import TokenUsage
 from pooler.web.asgi import ClientDisconnected, Scope, Send, send_error
-from pooler.web.forwarded import MAX_HOPS, client_address
+from pooler.web.forwarded import ClientIpRules, client_address_of
+from pooler.web.ingress_rules import rules_for
 
 if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 REQUEST_LOG = logging.getLogger("pooler.requests")
 _INFO = logging.INFO
 MAX_CLIENT_TEXT = 200  # user agent, client request id (characters kept in memory)
-MAX_ADDRESS = 64  # request_logs.client_ip
 
 
 @dataclass(slots=True)
@@ -105,35 +105,28 @@ def start_record(
     """The record of a request (or websocket) that starts now, with what its client said
     about itself (`note_client`)."""
     record = RequestRecord(gw.new_request_id(), route, transport, method)
-    note_client(record, scope, gw.instance_settings.trusted_proxies)
+    note_client(record, scope, rules_for(gw.instance_settings).client)
     return record
 
 
-def note_client(record: RequestRecord, scope: Scope, trusted: tuple[str, ...]) -> None:
+def note_client(record: RequestRecord, scope: Scope, rules: ClientIpRules) -> None:
     """The user agent and the client's own request id (`x-client-request-id`: the Codex CLI
     sends its thread id; an OpenAI SDK sends it when its caller sets it), each cut to
     `MAX_CLIENT_TEXT` characters here and escaped when stored (pooler.store.text); and the
-    client's address under the trusted-proxy rules (pooler.web.forwarded). One pass over
-    the headers: it runs on every request."""
+    client's address (pooler.web.forwarded: the one resolution, already made by the
+    allowlist when it is on; its headers are read only through a trusted proxy). One pass
+    over the headers: it runs on every request."""
     agent = request_id = None
-    forwarded_for: list[bytes] = []
     for name, value in scope["headers"]:
         if name == b"user-agent":
             agent = agent or value
         elif name == b"x-client-request-id":
             request_id = request_id or value
-        elif name == b"x-forwarded-for":
-            forwarded_for.append(value)
     if agent:
         record.user_agent = bytes(agent[:MAX_CLIENT_TEXT]).decode("latin-1")
     if request_id:
         record.client_request_id = bytes(request_id[:MAX_CLIENT_TEXT]).decode("latin-1")
-    client = scope.get("client")
-    peer = str(client[0])[:MAX_ADDRESS] if client else None
-    if peer is not None and trusted and forwarded_for:
-        hops = [bytes(v).decode("latin-1") for v in forwarded_for[-MAX_HOPS:]]
-        peer = client_address(peer, hops, trusted)
-    record.client_ip = peer
+    record.client_ip = client_address_of(scope, rules) or None
 
 
 def utf8_size(text: str) -> int:

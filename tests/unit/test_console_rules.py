@@ -14,7 +14,7 @@ from pooler.instance_settings import (
 )
 from pooler.password_policy import PasswordRefused, check_password, common_passwords
 from pooler.store.console_signin import ACCOUNT_CAP_S, IP_CAP_S, delay_after
-from pooler.web.forwarded import came_over_https, client_address
+from pooler.web.forwarded import came_over_https, client_address, client_rules
 
 
 def test_the_common_password_list_ships_with_ten_thousand_entries() -> None:
@@ -49,7 +49,7 @@ def test_sign_in_delays_grow_to_a_cap() -> None:
     assert ACCOUNT_CAP_S <= 60  # the owner is slowed down, never locked out
 
 
-TRUSTED = ("10.0.0.0/8", "::1/128")
+TRUSTED = client_rules(("10.0.0.0/8", "::1/128"))
 
 
 @pytest.mark.parametrize(
@@ -66,15 +66,15 @@ TRUSTED = ("10.0.0.0/8", "::1/128")
     ],
 )
 def test_client_address(peer: str, xff: list[str], expected: str) -> None:
-    assert client_address(peer, xff, TRUSTED) == expected
+    assert client_address(TRUSTED, peer, xff) == expected
 
 
 def test_client_address_without_trusted_proxies_is_the_peer() -> None:
-    assert client_address("10.0.0.2", ["198.51.100.1"], ()) == "10.0.0.2"
+    assert client_address(client_rules(()), "10.0.0.2", ["198.51.100.1"]) == "10.0.0.2"
 
 
 def test_https_is_believed_only_from_a_trusted_proxy() -> None:
-    assert came_over_https("https", "203.0.113.9", None, ())
+    assert came_over_https("https", "203.0.113.9", None, client_rules(()))
     assert not came_over_https("http", "203.0.113.9", "https", TRUSTED)
     assert came_over_https("http", "10.1.2.3", "https", TRUSTED)
     assert came_over_https("http", "10.1.2.3", "HTTPS, http", TRUSTED)
