@@ -9,6 +9,7 @@ from __future__ import annotations
 from pooler.actors.scheduler import Job
 from pooler.config import Config
 from pooler.db import Database
+from pooler.pricing_refresh import PricingRefresh
 from pooler.web.stats_jobs import StatsRollups
 
 
@@ -18,4 +19,5 @@ def cluster_jobs(db: Database, config: Config, stats: StatsRollups | None = None
     del config  # read by jobs that need it (retention, alerts, pricing)
     return [
         *(stats or StatsRollups(db)).jobs(),
+        *PricingRefresh(db).jobs(),
     ]
