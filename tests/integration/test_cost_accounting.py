@@ -5,6 +5,8 @@ page agree; rows keep their cost when the prices change; the CLI's errors are cl
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -125,6 +127,24 @@ async def test_a_request_is_priced_and_the_rollup_cli_and_page_agree(
             assert f"<dt>API-equivalent cost</dt><dd>{shown}</dd>" in page.text
             assert "What your seats saved against API prices" in page.text
             assert "1 request of models without a listed price is not counted" in page.text
+
+            # The request's detail page and the exports show each row's stored cost.
+            first_id = answers[0].headers["x-request-id"]
+            log_id = await stack.database.run(
+                lambda conn: conn.execute(
+                    "SELECT id FROM request_logs WHERE request_id = %s", (first_id,)
+                ).fetchone()[0]
+            )
+            exact = format(rows[0][5].normalize(), "f")
+            detail = await owner.get(f"/admin/request-logs/{log_id}")
+            assert f'<dd data-field="cost_usd">{exact}</dd>' in detail.text
+            exported = await owner.get("/admin/request-logs/export.csv")
+            table = list(csv.reader(io.StringIO(exported.text)))
+            costs = {line[1]: line[table[0].index("cost_usd")] for line in table[1:]}
+            assert costs[first_id] == exact and costs[answers[2].headers["x-request-id"]] == ""
+            lines = (await owner.get("/admin/request-logs/export.jsonl")).text.splitlines()
+            by_id = {item["request_id"]: item for item in map(json.loads, lines)}
+            assert by_id[first_id]["cost_usd"] == exact
 
 
 async def test_rows_keep_their_cost_when_the_prices_change(db_url: str, tmp_path: Path) -> None:
