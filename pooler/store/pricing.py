@@ -56,14 +56,14 @@ def save_fetched(conn: Conn, url: str, catalog: Catalog) -> bool:
 
 
 def catalog_in_use(conn: Conn, url: str, current: Catalog) -> Catalog:
-    """The catalog a node prices with while `pricing.refresh_url` is `url`: the one fetched
-    from that URL if there is one (`current` itself when it is already that one), else the
-    bundled catalog. A stored catalog this node cannot read leaves the bundled one."""
+    """The catalog a node prices with while `pricing.refresh_url` is `url`: the last one
+    fetched (`current` itself when it is already that one), even from an earlier URL, for a
+    refresh that fails (a new URL that does not answer) changes nothing; the bundled one
+    when the refresh is off or nothing was fetched yet. A stored catalog this node cannot
+    read leaves the bundled one."""
     if not url:
         return bundled()
-    row = conn.execute(
-        "SELECT digest FROM pricing_catalog WHERE source_url = %s", (url,)
-    ).fetchone()
+    row = conn.execute("SELECT digest FROM pricing_catalog").fetchone()
     if row is None:
         return bundled()
     if row[0] == current.digest:
