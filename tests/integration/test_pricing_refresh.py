@@ -1,7 +1,7 @@
 """Refreshing the price catalog from `pricing.refresh_url` (pooler.pricing_refresh) against a
 real local HTTP server: a good catalog is stored and every node prices new rows with it; a
 bad, oversized, absurd or unreachable one leaves the current catalog and is logged without
-its body; clearing the URL goes back to the bundled catalog."""
+its body; clearing the URL goes back to the bundled catalog; the System page sets it."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 import trio
+from console_support import bootstrap_owner, browser, post_form
 from harness import free_port, open_stack, responses_body
 
+from pooler.instance_settings import PricingSettings
 from pooler.pricing import MAX_CATALOG_BYTES, bundled
 from pooler.pricing_refresh import PricingRefresh, is_due
 from pooler.store import pricing as pricing_store
@@ -165,3 +167,27 @@ def test_a_catalog_is_fetched_when_never_fetched_another_url_or_stale() -> None:
     assert is_due(state, "https://b/c.json", 24, now)
     assert not is_due(state, "https://a/c.json", 24, now + timedelta(hours=23))
     assert is_due(state, "https://a/c.json", 24, now + timedelta(hours=24))
+
+
+async def test_the_system_page_sets_and_clears_the_catalog_url(db_url: str, tmp_path: Path) -> None:
+    async with open_stack(db_url, tmp_path) as stack, browser(stack) as owner:
+        await bootstrap_owner(owner)
+        page = await owner.get("/admin/system")
+        assert 'name="pricing.refresh_url"' in page.text and 'inputmode="url"' in page.text
+        url = "https://prices.example/catalog.json"
+        saved = await post_form(
+            owner,
+            "/admin/system",
+            {"pricing.refresh_url": url, "pricing.refresh_interval_hours": "6"},
+        )
+        assert saved.status_code == 200 and "Saved" in saved.text, saved.text
+        await stack.gateway.reload()
+        assert stack.gateway.instance_settings.pricing == PricingSettings(url, 6.0)
+        refused = await post_form(
+            owner, "/admin/system", {"pricing.refresh_url": "https://u:secret@prices.example/"}
+        )
+        assert refused.status_code == 400 and "credentials" in refused.text
+        cleared = await post_form(owner, "/admin/system", {"pricing.refresh_url": ""})
+        assert cleared.status_code == 200, cleared.text
+        await stack.gateway.reload()
+        assert stack.gateway.instance_settings.pricing.refresh_url == ""
