@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import trio
 from console_support import bootstrap_owner, browser, post_form
-from harness import free_port, open_stack, responses_body
+from harness import free_port, open_stack, open_two_nodes, responses_body
 
 from pooler.instance_settings import PricingSettings
 from pooler.pricing import MAX_CATALOG_BYTES, bundled
@@ -191,3 +191,18 @@ async def test_the_system_page_sets_and_clears_the_catalog_url(db_url: str, tmp_
         assert cleared.status_code == 200, cleared.text
         await stack.gateway.reload()
         assert stack.gateway.instance_settings.pricing.refresh_url == ""
+
+
+async def test_every_node_prices_with_the_catalog_the_leader_fetched(
+    db_url: str, tmp_path: Path
+) -> None:
+    with catalog_server() as base:
+        async with open_two_nodes(db_url, tmp_path) as (one, two):
+            await set_url(one, f"{base}/catalog.json")
+            # Whichever node leads runs the job; here the first node's database runs it.
+            await PricingRefresh(one.database).run_once(force=True)
+            state = await two.database.run(pricing_store.fetched_state)
+            assert state is not None
+            await priced_with(one, state.digest)
+            await priced_with(two, state.digest)
+            assert one.gateway.prices is not two.gateway.prices  # each node's own copy
