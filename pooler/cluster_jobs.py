@@ -9,6 +9,7 @@ from __future__ import annotations
 from pooler.actors.scheduler import Job
 from pooler.config import Config
 from pooler.db import Database
+from pooler.pricing_refresh import PricingRefresh
 from pooler.retention import Retention
 from pooler.web.stats_jobs import StatsRollups
 
@@ -16,8 +17,9 @@ from pooler.web.stats_jobs import StatsRollups
 def cluster_jobs(db: Database, config: Config, stats: StatsRollups | None = None) -> list[Job]:
     """The leader's jobs. `stats`: the node's own rollup runner, when it keeps one (the
     gateway does, for the console and tests to run a pass at once)."""
-    del config  # read by jobs that need it (alerts, pricing)
+    del config  # for jobs that will need it
     return [
         *(stats or StatsRollups(db)).jobs(),
         *Retention(db).jobs(),
+        *PricingRefresh(db).jobs(),
     ]

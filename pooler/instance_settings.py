@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class SettingsError(ValueError):
@@ -97,6 +98,18 @@ class IngressSettings:
     proxy_depth: int = 0
 
 
+MAX_PRICING_URL = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class PricingSettings:
+    """Where a newer price catalog is fetched from (pooler.pricing_refresh): an http(s) URL,
+    empty (the default) to keep the bundled catalog; and how often."""
+
+    refresh_url: str = ""
+    refresh_interval_hours: float = 24.0
+
+
 @dataclass(frozen=True, slots=True)
 class InstanceSettings:
     circuit_failure_threshold: int = 3
@@ -122,6 +135,7 @@ class InstanceSettings:
     mcp: McpSettings = McpSettings()
     retention: RetentionSettings = RetentionSettings()
     ingress: IngressSettings = IngressSettings()
+    pricing: PricingSettings = PricingSettings()
 
 
 MAX_TRUSTED_PROXIES = 64
@@ -142,6 +156,7 @@ _RANGES: Mapping[str, tuple[type, float, float]] = {
 _MCP_KEYS = ("enabled", "allowed_hosts")
 _RETENTION_KEYS = ("request_logs_days", "attempts_days", "audit_days")
 _INGRESS_KEYS = ("allowlist", "client_ip_source", "proxy_depth")
+_PRICING_KEYS = ("refresh_url", "refresh_interval_hours")
 _BULKHEAD_RANGES: Mapping[str, tuple[type, float, float]] = {
     "concurrency": (int, 1, 100_000),
     "queue": (int, 0, 1_000_000),
@@ -254,6 +269,43 @@ def _ingress(raw: Any) -> IngressSettings:
     return replace(IngressSettings(), **changes)
 
 
+def _pricing(raw: Any) -> PricingSettings:
+    if not isinstance(raw, Mapping):
+        raise SettingsError("pricing must be an object")
+    changes: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name == "refresh_url":
+            changes[name] = _pricing_url(value)
+        elif name == "refresh_interval_hours":
+            changes[name] = _number("pricing.refresh_interval_hours", value, float, 1, 720)
+        else:
+            raise SettingsError(f"pricing.{name} is not a pricing setting")
+    return replace(PricingSettings(), **changes)
+
+
+def _pricing_url(value: Any) -> str:
+    """ "" (off) or an http(s) URL with a host and no user name or password in it (the
+    settings are shown to every operator)."""
+    if not isinstance(value, str) or len(value) > MAX_PRICING_URL:
+        raise SettingsError(f"pricing.refresh_url must be a URL of at most {MAX_PRICING_URL}")
+    url = value.strip()
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise SettingsError("pricing.refresh_url is not a URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError("pricing.refresh_url must be an http:// or https:// URL")
+    if parts.username is not None or parts.password is not None or unprintable_url(url):
+        raise SettingsError("pricing.refresh_url may not hold credentials or control characters")
+    return url
+
+
+def unprintable_url(url: str) -> bool:
+    return any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in url)
+
+
 def parse_settings(raw: Mapping[str, Any], *, strict: bool = False) -> InstanceSettings:
     """Settings from the stored object. `strict` refuses unknown keys (when an operator sets
     them); stored rows are read leniently."""
@@ -278,6 +330,8 @@ def parse_settings(raw: Mapping[str, Any], *, strict: bool = False) -> InstanceS
             values[key] = _retention(value)
         elif key == "ingress":
             values[key] = _ingress(value)
+        elif key == "pricing":
+            values[key] = _pricing(value)
         elif key in _RANGES:
             kind, low, high = _RANGES[key]
             values[key] = _number(key, value, kind, low, high)
@@ -311,6 +365,11 @@ def settings_as_dict(settings: InstanceSettings) -> dict[str, Any]:
                 "client_ip_source": value.client_ip_source,
                 "proxy_depth": value.proxy_depth,
             }
+        elif f.name == "pricing":
+            value = {
+                "refresh_url": value.refresh_url,
+                "refresh_interval_hours": value.refresh_interval_hours,
+            }
         out[f.name] = value
     return out
 
@@ -340,6 +399,8 @@ def is_setting_key(key: str) -> bool:
         return len(parts) == 1 or (len(parts) == 2 and parts[1] in _RETENTION_KEYS)
     if parts[0] == "ingress":
         return len(parts) == 1 or (len(parts) == 2 and parts[1] in _INGRESS_KEYS)
+    if parts[0] == "pricing":
+        return len(parts) == 1 or (len(parts) == 2 and parts[1] in _PRICING_KEYS)
     if parts[0] != "bulkheads":
         return len(parts) == 1 and (parts[0] in _RANGES or parts[0] == "trusted_proxies")
     if len(parts) == 1:

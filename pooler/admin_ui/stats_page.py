@@ -1,6 +1,7 @@
-"""`/admin/stats`: requests, error rate, tokens by kind, cached-token share, p50/p95 latency
-and top error codes, per Pool, per account and per key, over 1 h / 24 h / 7 d / 30 d
-(`?window=24h&pool=<id>`, shareable). Read only from the hourly rollups
+"""`/admin/stats`: requests, error rate, tokens by kind, cached-token share, p50/p95 latency,
+top error codes and API-equivalent cost (what the traffic would have cost at OpenAI's API
+list prices: what the subscription seats saved), per Pool, per account and per key, over
+1 h / 24 h / 7 d / 30 d (`?window=24h&pool=<id>`, shareable). Read only from the hourly rollups
 (`pooler.store.rollups`), never from raw logs; an admin sees only its Pools' rows (an
 account's figures count only its traffic in those Pools).
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Final
 from uuid import UUID
 
@@ -219,7 +221,14 @@ def count(value: int) -> str:
     return f"{value:,}".replace(",", " ")
 
 
-FORMATS: Final = {"percent": percent, "latency": latency, "count": count}
+def money(value: Decimal) -> str:
+    """US dollars: cents, or four decimals below a cent (a few requests' worth)."""
+    if value and value < Decimal("0.01"):
+        return f"${value:.4f}"
+    return f"${value:,.2f}".replace(",", " ")
+
+
+FORMATS: Final = {"percent": percent, "latency": latency, "count": count, "money": money}
 
 
 # --- the page ----------------------------------------------------------------------------

@@ -50,7 +50,7 @@ class Setting:
     key: str
     label: str
     hint: str
-    kind: str = "number"  # number | list | bool
+    kind: str = "number"  # number | list | bool | text
 
 
 # The groups and words of the page; every key of `InstanceSettings` appears once (a test
@@ -205,8 +205,27 @@ GROUPS: Final[tuple[tuple[str, tuple[Setting, ...]], ...]] = (
             ),
         ),
     ),
+    (
+        "Pricing (cost accounting)",
+        (
+            Setting(
+                "pricing.refresh_url",
+                "Price catalog URL",
+                "Where a newer price catalog (JSON, the bundled file's format) is fetched"
+                " from once per cluster; empty keeps the bundled catalog.",
+                "text",
+            ),
+            Setting(
+                "pricing.refresh_interval_hours",
+                "Fetch every (hours)",
+                "How often the catalog URL is fetched.",
+            ),
+        ),
+    ),
 )
 LIST_KEYS: Final = frozenset(s.key for _, group in GROUPS for s in group if s.kind == "list")
+# Settings whose empty value means something (off), as a list's does.
+MAY_BE_EMPTY: Final = LIST_KEYS | {"pricing.refresh_url"}
 BULKHEAD_FIELDS: Final = (
     ("concurrency", "Running at once"),
     ("queue", "Waiting"),
@@ -264,7 +283,7 @@ def changes_of(form: Form, current: Mapping[str, Any]) -> tuple[dict[str, Any], 
         text = form.get(key).strip()
         if text == shown(current[key]):
             continue
-        if not text and key not in LIST_KEYS:
+        if not text and key not in MAY_BE_EMPTY:
             errors[key] = "a value is required"
             continue
         value = typed_value(key, text)

@@ -17,6 +17,7 @@ from pooler.cli.admin_login import register_login
 from pooler.cli.admin_operators import register_operators
 from pooler.cli.admin_settings import register_settings
 from pooler.cli.admin_stats import register_stats
+from pooler.cli.admin_usage import register_usage
 from pooler.cli.common import CommandError, emit, plain, run_in_store, table, with_json
 from pooler.config import load_config
 from pooler.crypto import Keyring
@@ -116,6 +117,7 @@ def register(commands: Any) -> None:
 
     register_keys(groups)
     register_stats(groups)
+    register_usage(groups)
 
     mcp = groups.add_parser(
         "mcp-token", help="operator tokens for the read-only /mcp endpoint"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -236,6 +237,9 @@ class RequestLogRow:
     response_bytes: int | None = None
     # How the account was chosen: {"strategy", "candidates": [{"label", "verdict"}...]}.
     routing: Mapping[str, Any] | None = None
+    # What the tokens would have cost at API list prices when recorded (pooler.pricing);
+    # None: no usage, or a model the catalog does not list.
+    cost_usd: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

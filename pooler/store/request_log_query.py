@@ -84,6 +84,7 @@ FIELDS: Final = (
     ("output_tokens", "Output tokens"),
     ("reasoning_tokens", "Reasoning tokens"),
     ("total_tokens", "Total tokens"),
+    ("cost_usd", "API-equivalent cost (USD)"),
     ("request_bytes", "Bytes in"),
     ("response_bytes", "Bytes out"),
     ("client_request_id", "Client request id"),
@@ -99,6 +100,9 @@ ROW_COLUMNS: Final = (
 )
 DETAIL_COLUMNS: Final = (*ROW_COLUMNS, "continuity_from", "exclusions", "routing")
 _FLOAT_COLUMNS: Final = frozenset({"duration_ms", "ttfb_ms"})
+# Exact decimals read as their text without trailing zeros ("0.010285"): shown and
+# exported as they are stored (JSON has no exact decimal).
+_DECIMAL_COLUMNS: Final = frozenset({"cost_usd"})
 
 
 class FilterError(InvalidInputError):
@@ -294,7 +298,15 @@ def resolve(conn: Conn, given: FilterInput, pool_ids: frozenset[UUID] | None) ->
 
 
 def _select(columns: Iterable[str]) -> str:
-    return ", ".join(f"{c}::float8 AS {c}" if c in _FLOAT_COLUMNS else c for c in columns)
+    return ", ".join(_column(c) for c in columns)
+
+
+def _column(name: str) -> str:
+    if name in _FLOAT_COLUMNS:
+        return f"{name}::float8 AS {name}"
+    if name in _DECIMAL_COLUMNS:
+        return f"trim_scale({name})::text AS {name}"
+    return name
 
 
 def where_sql(flt: LogFilter, cursor: Cursor | None = None) -> tuple[str, list[Any]]:

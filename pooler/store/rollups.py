@@ -11,7 +11,8 @@ interleave). An hour that lost raw rows (retention) is listed in `stats_pruned_h
 trigger and is never recomputed: its rollup, computed while the rows were there, is final
 and outlives them. An error is `request_is_error(status_code, outcome)` (the migration's
 one definition). Latency is the request's `duration_ms`, in the fixed histogram of
-`pooler.latency_histogram`.
+`pooler.latency_histogram`. Cost is the exact sum of the rows' `cost_usd` (priced when each
+row was recorded), beside the count of rows with tokens but no price.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ WITH raw AS (
            pool_id, account_id, key_prefix,
            request_is_error(status_code, outcome) AS is_error, error_code,
            input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, duration_ms,
+           cost_usd, cost_usd IS NULL AND (input_tokens > 0 OR output_tokens > 0) AS unpriced,
            width_bucket(duration_ms::float8, %(edges)s::float8[]) AS bucket
     FROM request_logs
     WHERE created_at >= %(start)s AND created_at < %(end)s
@@ -52,7 +54,9 @@ WITH raw AS (
            coalesce(sum(output_tokens), 0) AS output_tokens,
            coalesce(sum(reasoning_tokens), 0) AS reasoning_tokens,
            count(duration_ms) AS latency_count,
-           coalesce(sum(duration_ms), 0) AS latency_sum_ms
+           coalesce(sum(duration_ms), 0) AS latency_sum_ms,
+           coalesce(sum(cost_usd), 0) AS cost_usd,
+           count(*) FILTER (WHERE unpriced) AS unpriced_requests
     FROM raw GROUP BY hour, g, pool_id, account_id, key_prefix
 ), by_bucket AS (
     SELECT hour, g, bucket, count(*) AS n FROM raw
@@ -75,11 +79,13 @@ WITH raw AS (
 )
 INSERT INTO stats_hourly (hour, pool_id, account_id, key_prefix, requests, errors,
     input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, latency_count,
-    latency_sum_ms, latency_buckets, latency_counts, error_codes, error_codes_other)
+    latency_sum_ms, latency_buckets, latency_counts, error_codes, error_codes_other,
+    cost_usd, unpriced_requests)
 SELECT t.hour, t.pool_id, t.account_id, t.key_prefix, t.requests, t.errors,
        t.input_tokens, t.cached_input_tokens, t.output_tokens, t.reasoning_tokens,
        t.latency_count, t.latency_sum_ms, coalesce(h.buckets, '{}'), coalesce(h.counts, '{}'),
-       coalesce(c.error_codes, '{}'), coalesce(c.error_codes_other, 0)
+       coalesce(c.error_codes, '{}'), coalesce(c.error_codes_other, 0),
+       t.cost_usd, t.unpriced_requests
 FROM totals t
 LEFT JOIN hist h ON h.hour = t.hour AND h.g = t.g
 LEFT JOIN codes c ON c.hour = t.hour AND c.g = t.g
@@ -99,7 +105,8 @@ WITH hourly AS (
            sum(cached_input_tokens) AS cached_input_tokens,
            sum(output_tokens) AS output_tokens, sum(reasoning_tokens) AS reasoning_tokens,
            sum(latency_count) AS latency_count, sum(latency_sum_ms) AS latency_sum_ms,
-           sum(error_codes_other) AS error_codes_other
+           sum(error_codes_other) AS error_codes_other, sum(cost_usd) AS cost_usd,
+           sum(unpriced_requests) AS unpriced_requests
     FROM hourly GROUP BY day, g, pool_id, account_id, key_prefix
 ), by_bucket AS (
     SELECT day, g, u.bucket, sum(u.n)::bigint AS n
@@ -117,11 +124,12 @@ WITH hourly AS (
 )
 INSERT INTO stats_daily (day, pool_id, account_id, key_prefix, requests, errors,
     input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, latency_count,
-    latency_sum_ms, latency_buckets, latency_counts, error_codes, error_codes_other)
+    latency_sum_ms, latency_buckets, latency_counts, error_codes, error_codes_other,
+    cost_usd, unpriced_requests)
 SELECT t.day, t.pool_id, t.account_id, t.key_prefix, t.requests, t.errors,
        t.input_tokens, t.cached_input_tokens, t.output_tokens, t.reasoning_tokens,
        t.latency_count, t.latency_sum_ms, coalesce(h.buckets, '{}'), coalesce(h.counts, '{}'),
-       coalesce(c.error_codes, '{}'), t.error_codes_other
+       coalesce(c.error_codes, '{}'), t.error_codes_other, t.cost_usd, t.unpriced_requests
 FROM totals t
 LEFT JOIN hist h ON h.day = t.day AND h.g = t.g
 LEFT JOIN codes c ON c.day = t.day AND c.g = t.g
@@ -206,6 +214,10 @@ class Figures:
     latency: dict[int, int] = field(default_factory=dict)  # histogram bucket -> count
     error_codes: dict[str, int] = field(default_factory=dict)
     error_codes_other: int = 0
+    # API-equivalent cost in US dollars (pooler.pricing), and the requests with tokens but
+    # no price (a model the catalog does not list), which it leaves out.
+    cost_usd: Decimal = Decimal(0)
+    unpriced_requests: int = 0
 
     @property
     def error_rate(self) -> float | None:
@@ -240,7 +252,7 @@ GROUPINGS: Final = {
 _COLUMNS: Final = (
     "pool_id, account_id, key_prefix, requests, errors, input_tokens, cached_input_tokens,"
     " output_tokens, reasoning_tokens, latency_count, latency_sum_ms, latency_buckets,"
-    " latency_counts, error_codes, error_codes_other"
+    " latency_counts, error_codes, error_codes_other, cost_usd, unpriced_requests"
 )
 # The window's rows of the Pools in scope: the whole UTC days in it from stats_daily, the
 # hours at its edges from stats_hourly ([day_from, day_to) is empty when the window holds
@@ -307,7 +319,7 @@ def read_groupings(
         f"SELECT {_WHICH}, pool_id, account_id, key_prefix, t, sum(requests), sum(errors),"
         " sum(input_tokens), sum(cached_input_tokens), sum(output_tokens),"
         " sum(reasoning_tokens), sum(latency_count), sum(latency_sum_ms),"
-        f" sum(error_codes_other) FROM {_ROWS}"
+        f" sum(error_codes_other), sum(cost_usd), sum(unpriced_requests) FROM {_ROWS}"
         f" GROUP BY GROUPING SETS ({_sets(sets, '')})",
         params,
     ):
@@ -325,6 +337,8 @@ def read_groupings(
             count,
             row[12],
             error_codes_other=int(row[13]),
+            cost_usd=row[14],
+            unpriced_requests=int(row[15]),
         )
     if not any(found.values()):
         return found

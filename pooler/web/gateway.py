@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import trio
 
+from pooler import pricing
 from pooler.actors import messages as m
 from pooler.actors.account import Credentials, RefreshResult, UsageResult, credentials_from_token
 from pooler.actors.account_tree import AccountDeps
@@ -32,9 +33,11 @@ from pooler.crypto import Keyring
 from pooler.db import Database
 from pooler.drain import Drain
 from pooler.instance_settings import InstanceSettings
+from pooler.pricing import Catalog
 from pooler.protocol.ratelimit import RateLimitSnapshot
 from pooler.roles import may_lead
 from pooler.routing.choose import PoolPolicy
+from pooler.store import pricing as pricing_store
 from pooler.store.common import (
     CONFIG_CHANNEL,
     CONTINUITY_CHANNEL,
@@ -132,6 +135,9 @@ class Gateway:
         self._peer_news = trio.Event()
         self.heap_trimmer = HeapTrimmer()  # memory freed by large bodies goes back
         self.stats_rollups = StatsRollups(db)  # the stats page's hourly rollups
+        # The price catalog each request's cost is computed with (pooler.pricing): the
+        # bundled one, or the one fetched from `pricing.refresh_url`; swapped whole.
+        self.prices: Catalog = pricing.bundled()
         self.scheduler = Scheduler(
             [
                 Job("heap_trim", TRIM_INTERVAL_S, self.heap_trimmer.run),
@@ -217,11 +223,24 @@ class Gateway:
         self.instance_settings = snapshot.settings
         self.admission.configure(snapshot.settings.bulkheads)
         self.write_stall.seconds = snapshot.settings.write_stall_timeout_seconds
+        await self._apply_prices(snapshot.settings.pricing.refresh_url)
         await call(
             self.pool_mailbox,
             lambda reply: m.ApplyConfig(snapshot.runtime, reply),
             timeout=APPLY_CONFIG_TIMEOUT_S,
         )
+
+    async def _apply_prices(self, url: str) -> None:
+        """Price new rows with the catalog fetched from `url` (the leader's job stores it),
+        or the bundled one while no URL is set."""
+        current = self.prices
+        if url:
+            found = await self.db.run(lambda conn: pricing_store.catalog_in_use(conn, url, current))
+        else:
+            found = pricing.bundled()
+        if found is not current:
+            self.prices = found  # one reference swapped: a batch prices with one or the other
+            log.info("pricing with the catalog of %s (%d models)", found.as_of, len(found.models))
 
     def _on_notify(self, channel: str, payload: str) -> None:
         if channel == CONFIG_CHANNEL:
@@ -406,7 +425,8 @@ class Gateway:
                 del kept[:-MAX_QUOTA_NOTES_PER_ACCOUNT]
 
     async def _write_logs(self, records: Any) -> None:
-        await self.db.run(lambda conn: runtime_store.write_request_records(conn, records))
+        prices = self.prices  # the catalog as it is now: a later swap changes no written row
+        await self.db.run(lambda conn: runtime_store.write_request_records(conn, records, prices))
 
     def _node_state(self) -> NodeState:
         return node_state(self.leader, (self.scheduler, self.cluster_jobs))

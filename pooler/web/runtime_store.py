@@ -12,10 +12,12 @@ from uuid import UUID
 
 import httpx
 
+from pooler import pricing
 from pooler.actors.account import RefreshResult
 from pooler.actors.pool import AccountConfig, RuntimeConfig
 from pooler.crypto import Keyring
 from pooler.instance_settings import InstanceSettings
+from pooler.pricing import Catalog
 from pooler.protocol.jwt import jwt_expiry
 from pooler.protocol.ratelimit import DEFAULT_FAMILY, Credits, RateLimitSnapshot, ReportedWindow
 from pooler.routing.choose import PoolPolicy
@@ -217,8 +219,17 @@ def _uuid(value: str | None) -> UUID | None:
     return UUID(value) if value else None
 
 
-def request_log_row(record: RequestRecord) -> RequestLogRow:
+def request_log_row(record: RequestRecord, prices: Catalog | None = None) -> RequestLogRow:
+    """The row of `record`, its cost priced with `prices` (the bundled catalog if None)."""
     usage = record.usage
+    model = record.model[:200] if record.model else None
+    cost = (
+        (prices or pricing.bundled()).cost(
+            model, usage.input_tokens, usage.cached_input_tokens, usage.output_tokens
+        )
+        if usage is not None
+        else None
+    )
     return RequestLogRow(
         request_id=record.request_id,
         created_at=datetime.fromtimestamp(record.created_at, UTC),
@@ -227,7 +238,7 @@ def request_log_row(record: RequestRecord) -> RequestLogRow:
         pool_id=_uuid(record.pool_id),
         key_prefix=record.key_prefix,
         transport=record.transport,
-        model=record.model[:200] if record.model else None,
+        model=model,
         stream=record.stream,
         status_code=record.status_code,
         error_code=record.error_code,
@@ -250,6 +261,7 @@ def request_log_row(record: RequestRecord) -> RequestLogRow:
         request_bytes=record.request_bytes,
         response_bytes=record.response_bytes,
         routing=record.routing,
+        cost_usd=cost,
     )
 
 
@@ -272,8 +284,10 @@ def attempt_rows(record: RequestRecord) -> list[AttemptRow]:
     ]
 
 
-def write_request_records(conn: Conn, records: Sequence[RequestRecord]) -> None:
-    log_store.insert_request_logs(conn, [request_log_row(r) for r in records])
+def write_request_records(
+    conn: Conn, records: Sequence[RequestRecord], prices: Catalog | None = None
+) -> None:
+    log_store.insert_request_logs(conn, [request_log_row(r, prices) for r in records])
     attempts = [row for r in records for row in attempt_rows(r)]
     if attempts:
         log_store.insert_attempts(conn, attempts)

@@ -18,6 +18,7 @@ from browser_support import Console, require_playwright, run_scenario, sign_in
 from harness import Stack, open_stack, responses_body
 
 from pooler import store
+from pooler.pricing import bundled
 from pooler.store import logs, operators
 from pooler.store.models import RequestLogRow
 from pooler.store.rollups import recompute_hours
@@ -39,6 +40,8 @@ def history(
     for hours_ago in range(1, 30 * 24, 3):
         for n in range(rng.randint(1, 6)):
             failed = rng.random() < 0.15
+            input_tokens, output_tokens = rng.randint(1_000, 40_000), rng.randint(50, 3_000)
+            cached = rng.randint(0, min(20_000, input_tokens))
             rows.append(
                 RequestLogRow(
                     request_id=f"req_hist_{hours_ago}_{n}",
@@ -51,10 +54,12 @@ def history(
                     status_code=rng.choice([429, 502]) if failed else 200,
                     error_code=rng.choice(CODES) if failed else None,
                     duration_ms=rng.lognormvariate(6.5, 0.8),
-                    input_tokens=rng.randint(1_000, 40_000),
-                    cached_input_tokens=rng.randint(0, 20_000),
-                    output_tokens=rng.randint(50, 3_000),
-                    reasoning_tokens=rng.randint(0, 500),
+                    model="gpt-5.5",
+                    input_tokens=input_tokens,
+                    cached_input_tokens=cached,
+                    output_tokens=output_tokens,
+                    reasoning_tokens=rng.randint(0, min(500, output_tokens)),
+                    cost_usd=bundled().cost("gpt-5.5", input_tokens, cached, output_tokens),
                 )
             )
     return rows
@@ -81,6 +86,7 @@ def stats_flow(console: Console) -> None:
     expect(page.locator("svg.chart-svg")).to_have_count(3)
     expect(page.get_by_role("img", name="Requests and errors, last 24 h")).to_be_visible()
     expect(page.get_by_role("table", name="Figures per Pool")).to_contain_text("demo")
+    expect(page.get_by_text("What your seats saved against API prices")).to_be_visible()
     console.look(page, "stats-24h")
 
     for label, key in (("1 h", "1h"), ("7 d", "7d"), ("30 d", "30d")):

@@ -220,8 +220,9 @@ def test_cli_set_show_and_reset(capsys: pytest.CaptureFixture[str]) -> None:
     assert rows["circuit_open_seconds"] == ["30.0", "60.0", "*"]
     assert rows["bulkheads.stream.concurrency"] == ["64", "8192", "*"]
     assert rows["circuit_failure_threshold"] == ["3", "3"]
-    # 14: the MCP pair and the write stall among them; 3: retention.*; 3: ingress.*
-    assert len(rows) == 14 + 3 + 3 + 3 * len(DEFAULT_BULKHEADS)
+    # 14: the MCP pair and the write stall among them; 3: retention.*; 3: ingress.*;
+    # 2: pricing.*
+    assert len(rows) == 14 + 3 + 3 + 2 + 3 * len(DEFAULT_BULKHEADS)
     assert rows["trusted_proxies"] == ["[]", "[]"]
 
     reset = json.loads(settings_cli(capsys, "reset", "circuit_open_seconds", "--json"))

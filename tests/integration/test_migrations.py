@@ -35,6 +35,7 @@ EXPECTED_TABLES = {
     "stats_hourly",  # 0015
     "stats_pruned_hours",
     "stats_daily",  # 0016
+    "pricing_catalog",  # 0018
 }
 
 

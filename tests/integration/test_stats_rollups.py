@@ -1,6 +1,7 @@
-"""Hourly rollups (`pooler.store.rollups`) against a direct aggregation of the raw rows, for
-random traffic over a few hours, Pools, accounts and keys, with NULLs, rows that arrive
-after a rollup ran, a rebuild, and retention pruning an hour (whose rollup must survive)."""
+"""Hourly rollups (`pooler.store.rollups`, cost included) against a direct aggregation of
+the raw rows, for random traffic over a few hours, Pools, accounts and keys, with NULLs,
+rows that arrive after a rollup ran, a rebuild, and retention pruning an hour (whose rollup
+must survive)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ durations = st.one_of(
     st.sampled_from([Decimal("0.999"), Decimal(2**24) + 1, Decimal("0")]),
 )
 tokens = st.one_of(st.none(), st.integers(0, 2_000_000))
+# Costs as pooler.pricing computes them: whole pico-dollars (up to $60 a row).
+costs = st.one_of(st.none(), st.integers(0, 60 * 10**12).map(lambda n: Decimal(n).scaleb(-12)))
 
 
 @st.composite
@@ -65,6 +68,7 @@ def log_rows(draw: Any) -> tuple[RequestLogRow, bool]:
         cached_input_tokens=draw(tokens),
         output_tokens=draw(tokens),
         reasoning_tokens=draw(tokens),
+        cost_usd=draw(costs),
     )
     return row, draw(st.booleans())  # the row arrives late (after a rollup ran)
 
@@ -79,6 +83,8 @@ class Expected:
     reasoning_tokens: int = 0
     durations: list[Decimal] = field(default_factory=list)
     codes: Counter[str] = field(default_factory=Counter)
+    cost_usd: Decimal = Decimal(0)
+    unpriced_requests: int = 0
 
     def add(self, row: RequestLogRow) -> None:
         self.requests += 1
@@ -87,6 +93,9 @@ class Expected:
         self.cached_input_tokens += row.cached_input_tokens or 0
         self.output_tokens += row.output_tokens or 0
         self.reasoning_tokens += row.reasoning_tokens or 0
+        self.cost_usd += row.cost_usd or 0
+        has_tokens = (row.input_tokens or 0) > 0 or (row.output_tokens or 0) > 0
+        self.unpriced_requests += row.cost_usd is None and has_tokens
         if row.duration_ms is not None:
             self.durations.append(Decimal(row.duration_ms))
         if is_error(row.status_code, row.outcome) and row.error_code is not None:
@@ -109,8 +118,8 @@ def stored(db: Database) -> dict[tuple[Any, ...], dict[str, Any]]:
         return conn.execute(
             "SELECT hour, pool_id, account_id, key_prefix, requests, errors, input_tokens,"
             " cached_input_tokens, output_tokens, reasoning_tokens, latency_count,"
-            " latency_sum_ms, latency_buckets, latency_counts, error_codes, error_codes_other"
-            " FROM stats_hourly"
+            " latency_sum_ms, latency_buckets, latency_counts, error_codes, error_codes_other,"
+            " cost_usd, unpriced_requests FROM stats_hourly"
         ).fetchall()
 
     names = [
@@ -126,6 +135,8 @@ def stored(db: Database) -> dict[tuple[Any, ...], dict[str, Any]]:
         "counts",
         "codes",
         "other",
+        "cost_usd",
+        "unpriced_requests",
     ]
     return {
         (r[0].astimezone(UTC), r[1], r[2], r[3]): dict(zip(names, r[4:], strict=True))
@@ -160,6 +171,8 @@ def check(db: Database, rows: list[RequestLogRow]) -> None:
             "cached_input_tokens",
             "output_tokens",
             "reasoning_tokens",
+            "cost_usd",
+            "unpriced_requests",
         ]:
             assert row[name] == getattr(expected, name), (group, name)
         assert row["latency_count"] == len(expected.durations)
@@ -193,6 +206,8 @@ def check_pool_totals(db: Database, rows: list[RequestLogRow]) -> None:
         got = figures[pool_id]
         assert (got.requests, got.errors) == (expected.requests, expected.errors)
         assert got.output_tokens == expected.output_tokens
+        assert got.cost_usd == expected.cost_usd
+        assert got.unpriced_requests == expected.unpriced_requests
         assert got.latency == expected.histogram()
         assert got.latency_sum_ms == sum(expected.durations, Decimal(0))
 
@@ -221,6 +236,10 @@ def check_reads_over_days(db: Database, rows: list[RequestLogRow]) -> None:
             got = read_figures_of[group]
             assert (got.requests, got.errors) == (expected.requests, expected.errors)
             assert got.input_tokens == expected.input_tokens
+            assert (got.cost_usd, got.unpriced_requests) == (
+                expected.cost_usd,
+                expected.unpriced_requests,
+            )
             assert got.latency == expected.histogram()
             assert got.latency_sum_ms == sum(expected.durations, Decimal(0))
             ranked = sorted(expected.codes.items(), key=lambda kv: (-kv[1], kv[0]))
