@@ -50,6 +50,7 @@ from pooler.web.heap_trim import TRIM_INTERVAL_S, HeapTrimmer
 from pooler.web.keys import KeyCache
 from pooler.web.loop_lag import LoopLagMonitor
 from pooler.web.metrics import Metrics, NodeState, node_state
+from pooler.web.metrics_auth import MetricsAuth
 from pooler.web.request_record import RequestRecord, log_line, reduced_record
 from pooler.web.settings import GatewaySettings
 from pooler.web.stats_jobs import StatsRollups
@@ -106,6 +107,7 @@ class Gateway:
         )
         self.loop_lag = LoopLagMonitor()
         self.metrics = Metrics(self._metrics_state, self._node_state)
+        self.metrics_auth = MetricsAuth(config.secret_key)
         self._http = httpx.Client(timeout=20.0)
         # Control-plane calls under /backend-api that no single account's pool serves
         # (files, transcription); closed with the gateway.
@@ -214,6 +216,7 @@ class Gateway:
         self.instance_settings = snapshot.settings
         self.admission.configure(snapshot.settings.bulkheads)
         self.write_stall.seconds = snapshot.settings.write_stall_timeout_seconds
+        self.metrics_auth.configure(snapshot.settings.metrics_token_digest)
         await call(
             self.pool_mailbox,
             lambda reply: m.ApplyConfig(snapshot.runtime, reply),
