@@ -5,6 +5,7 @@ saying whether a token is configured, never its value."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -86,7 +87,7 @@ async def assert_guarded(port: int, token: str) -> None:
 async def open_worker(nursery: trio.Nursery, config: Config, db_url: str) -> tuple[int, Database]:
     """A `worker` node (jobs and probes only) of the same instance, in this process."""
     worker_db = Database.open(db_url, max_size=2)
-    worker_config = Config(**{**config.__dict__, "role": "worker"})
+    worker_config = dataclasses.replace(config, role="worker")
     port = await nursery.start(partial(run_background, worker_config, worker_db, "127.0.0.1", 0))
     return port, worker_db
 
