@@ -15,6 +15,7 @@ from pooler.roles import ROLES
 
 DEFAULT_DATA_DIR = "~/.local/share/codex-pooler"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(ValueError):
@@ -70,6 +71,7 @@ class Config:
     port: int
     role: str
     log_level: str
+    log_format: str = "text"  # text | json (pooler.log_format)
     extra: dict[str, str] = field(default_factory=dict)
     drain_seconds: float = 30.0  # after SIGTERM, how long requests in flight may finish
 
@@ -117,6 +119,14 @@ def _log_level(text: str) -> str:
     return text.strip().lower()
 
 
+def _log_format(text: str) -> str:
+    if text.strip().lower() not in LOG_FORMATS:
+        raise ConfigError(
+            f"CODEX_POOLER_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, not {text[:40]!r}"
+        )
+    return text.strip().lower()
+
+
 def _drain_seconds(text: str) -> float:
     try:
         seconds = float(text)
@@ -157,5 +167,6 @@ def load_config(environ: dict[str, str] | None = None) -> Config:
         port=_port(env.get("CODEX_POOLER_HTTP_PORT", "4000")),
         role=_role(env.get("CODEX_POOLER_ROLE") or "all"),
         log_level=_log_level(env.get("CODEX_POOLER_LOG_LEVEL", "info")),
+        log_format=_log_format(env.get("CODEX_POOLER_LOG_FORMAT", "text")),
         drain_seconds=_drain_seconds(env.get("CODEX_POOLER_DRAIN_SECONDS", "30")),
     )

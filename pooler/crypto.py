@@ -4,7 +4,7 @@
   decrypt. A key's version is derived from the key itself, so it is stable across restarts
   and needs no configuration; rows under an old version are re-encrypted when touched.
 - `key_digest`: the keyed digest (HMAC-SHA256 under the server secret) stored instead of a
-  raw Pool API key or MCP token.
+  raw Pool API key, MCP token or /metrics token.
 - `hash_password` / `verify_password`: argon2id for operator passwords; scrypt hashes of
   earlier versions still verify, and `password_needs_rehash` says when to replace a hash.
 """
@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 POOL_KEY_PREFIX = "sk-cxp-"
 MCP_TOKEN_PREFIX = "cxp-mcp-"
+METRICS_TOKEN_PREFIX = "cxp-metrics-"
 DISPLAY_PREFIX_LEN = 12
 NONCE_LEN = 12
 KEY_LEN = 32
@@ -96,6 +97,11 @@ def generate_pool_key() -> str:
 def generate_mcp_token() -> str:
     """A new raw operator MCP token: `cxp-mcp-` and 43 urlsafe characters (256 bits)."""
     return MCP_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def generate_metrics_token() -> str:
+    """A new raw /metrics bearer token: `cxp-metrics-` and 43 urlsafe characters (256 bits)."""
+    return METRICS_TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 def display_prefix(raw: str) -> str:

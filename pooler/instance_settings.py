@@ -136,9 +136,16 @@ class InstanceSettings:
     retention: RetentionSettings = RetentionSettings()
     ingress: IngressSettings = IngressSettings()
     pricing: PricingSettings = PricingSettings()
+    # The digest (HMAC-SHA256 under the instance's secret key, hex) of the bearer token
+    # /metrics requires; None: /metrics is open. Written only by `pooler admin settings
+    # metrics-token create|clear` (pooler.store.instance_settings.set_metrics_token_digest),
+    # never listed with the settings: they show whether one is configured, not its value.
+    metrics_token_digest: str | None = None
 
 
 MAX_TRUSTED_PROXIES = 64
+METRICS_TOKEN_DIGEST = "metrics_token_digest"
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 _RANGES: Mapping[str, tuple[type, float, float]] = {
     "circuit_failure_threshold": (int, 1, 1000),
@@ -332,6 +339,10 @@ def parse_settings(raw: Mapping[str, Any], *, strict: bool = False) -> InstanceS
             values[key] = _ingress(value)
         elif key == "pricing":
             values[key] = _pricing(value)
+        elif key == METRICS_TOKEN_DIGEST and not strict:
+            if value is not None and not (isinstance(value, str) and _DIGEST.fullmatch(value)):
+                raise SettingsError(f"{METRICS_TOKEN_DIGEST} must be a SHA-256 digest in hex")
+            values[key] = value
         elif key in _RANGES:
             kind, low, high = _RANGES[key]
             values[key] = _number(key, value, kind, low, high)
@@ -341,9 +352,12 @@ def parse_settings(raw: Mapping[str, Any], *, strict: bool = False) -> InstanceS
 
 
 def settings_as_dict(settings: InstanceSettings) -> dict[str, Any]:
+    """Every setting an operator sets by key (the metrics token's digest is not one)."""
     out: dict[str, Any] = {}
     for f in fields(settings):
         value = getattr(settings, f.name)
+        if f.name == METRICS_TOKEN_DIGEST:
+            continue
         if f.name == "bulkheads":
             value = {
                 name: {

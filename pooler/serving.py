@@ -134,7 +134,10 @@ def hypercorn_config(
     config.write_stall = write_stall or WriteStall()
     config.bind = [host_port(host, port)]
     config.accesslog = None
-    config.errorlog = "-"
+    # Hypercorn's own lines go through the process's handler, so they take its format
+    # (text or JSON, pooler.log_format), at WARNING and above.
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.errorlog.setLevel(logging.WARNING)
     config.loglevel = "WARNING"
     # Hypercorn closes a keep-alive connection after 1,000 requests by default (DESIGN §9).
     config.keep_alive_max_requests = 1_000_000_000

@@ -19,6 +19,7 @@ refused even so is dropped and counted. One row can never wedge the writer.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
@@ -44,10 +45,15 @@ class LogWriter(Generic[Row]):
         batch_size: int = 500,
         linger: float = 0.05,
         max_backoff: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._write_batch = write_batch
         self._reduce = reduce
         self._buffer: deque[Row] = deque()
+        # When each buffered row was enqueued (monotonic), in step with `_buffer`: the age
+        # of the oldest is the writer's lag (`lag_seconds`).
+        self._enqueued: deque[float] = deque()
+        self._clock = clock
         self.capacity = capacity
         self.batch_size = batch_size
         self.linger = linger
@@ -63,6 +69,10 @@ class LogWriter(Generic[Row]):
     def pending(self) -> int:
         return len(self._buffer)
 
+    def lag_seconds(self) -> float:
+        """How long the oldest row not yet written has waited (0 when none waits)."""
+        return self._clock() - self._enqueued[0] if self._enqueued else 0.0
+
     def enqueue(self, row: Row) -> None:
         if len(self._buffer) >= self.capacity:
             self.dropped += 1
@@ -70,6 +80,7 @@ class LogWriter(Generic[Row]):
                 log.error("request-log buffer full: %d rows dropped so far", self.dropped)
             return
         self._buffer.append(row)
+        self._enqueued.append(self._clock())
         self._wakeup.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -110,6 +121,7 @@ class LogWriter(Generic[Row]):
                 return min(self.max_backoff, max(0.2, backoff * 2))
             for _ in batch:
                 self._buffer.popleft()
+                self._enqueued.popleft()
             self.written += len(batch) - len(refused)
         return 0.0
 

@@ -2,8 +2,8 @@
 grouped, with its default; saved through `pooler.store.instance_settings` (the CLI's own
 checks: a refused value is shown beside its field, 400), audited, and applied by every
 running gateway on the change's NOTIFY. A changed setting can be put back to its default.
-No instance setting is a secret today; a secret one would be write-only here (its value
-never rendered).
+The one secret setting, the /metrics token's digest, is not listed with the others: the page
+says whether one is configured (never the value) and how to create or clear it (the CLI).
 """
 
 from __future__ import annotations
@@ -323,6 +323,7 @@ def system_blueprint() -> Blueprint:
             saved=saved,
             defaults=defaults,
             errors=errors or {},
+            metrics_token_configured=effective.metrics_token_digest is not None,
             **context,
         )
 

@@ -16,6 +16,7 @@ from importlib import metadata
 from pooler.cli import admin, run
 from pooler.cli.common import CommandError
 from pooler.config import ConfigError
+from pooler.log_format import TEXT_FORMAT
 
 USER_ERRORS = (CommandError, ConfigError)
 # Libraries that narrate at INFO (the MCP SDK: its session manager starting); keep their
@@ -43,10 +44,9 @@ def package_version() -> str:
 
 
 def configure_logging() -> None:
-    """Log lines go to stderr at INFO; `serve` and `demo` then apply CODEX_POOLER_LOG_LEVEL."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    """Log lines go to stderr at INFO; `serve` and `demo` then apply CODEX_POOLER_LOG_LEVEL
+    and CODEX_POOLER_LOG_FORMAT."""
+    logging.basicConfig(level=logging.INFO, format=TEXT_FORMAT)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 

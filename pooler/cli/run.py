@@ -22,6 +22,7 @@ from pooler.cli.common import CommandError, one_line, open_database
 from pooler.config import Config, load_config
 from pooler.db import Database
 from pooler.embedded import release_embedded_postgres, resolve_database_url
+from pooler.log_format import apply_log_format
 from pooler.migrate import migrate
 from pooler.roles import serves_gateway
 from pooler.serving import host_port, wait_for_signal
@@ -129,6 +130,7 @@ def bind_failure(exc: BaseException) -> str | None:
 def serve_command(args: argparse.Namespace) -> int:
     config = load_config()
     logging.getLogger().setLevel(config.log_level.upper())
+    apply_log_format(config.log_format)
     host = args.host or config.host
     port = args.port if args.port is not None else config.port
     _, db = open_database(config)
@@ -243,6 +245,7 @@ def _demo_in(data_dir: Path, args: argparse.Namespace) -> int:
     env["CODEX_POOLER_DATA_DIR"] = str(data_dir)
     config = load_config(env)
     logging.getLogger().setLevel(config.log_level.upper())
+    apply_log_format(config.log_format)
     _, db = open_database(config)
     try:
         trio.run(_demo, config, db, args)

@@ -14,6 +14,7 @@ from typing import Any, Final
 from psycopg.types.json import Jsonb
 
 from pooler.instance_settings import (
+    METRICS_TOKEN_DIGEST,
     InstanceSettings,
     SettingsError,
     flat_settings,
@@ -68,6 +69,19 @@ def reset_instance_settings(conn: Conn, keys: Iterable[str], *, actor: str) -> I
             raise InvalidInputError(f"{key} is not an instance setting")
         merged = without_key(merged, key)
     return _save(conn, raw, merged, actor, "settings.reset", {"reset": keys})
+
+
+def set_metrics_token_digest(conn: Conn, digest: str | None, *, actor: str) -> InstanceSettings:
+    """Store the digest of the bearer token /metrics requires (None: /metrics is open
+    again). The audit row says what happened, never the digest."""
+    raw = _locked_raw(conn)
+    merged = dict(raw)
+    if digest is None:
+        merged.pop(METRICS_TOKEN_DIGEST, None)
+    else:
+        merged[METRICS_TOKEN_DIGEST] = digest
+    action = "settings.metrics_token_" + ("cleared" if digest is None else "created")
+    return _save(conn, raw, merged, actor, action, {})
 
 
 def _flat_effective(raw: Mapping[str, Any]) -> dict[str, Any]:

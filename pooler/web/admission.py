@@ -22,6 +22,7 @@ client, so a miss is a bug to surface rather than a request to wave through.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -33,6 +34,10 @@ from pooler.errors import ServerOverloaded
 from pooler.instance_settings import Bulkhead
 
 RETRY_AFTER_S = 1.0
+# The upper bounds (seconds) of the queue-time histogram (`codex_pooler_admission_queue_
+# seconds`): fixed, so a scrape's series never change. A request admitted at once counts
+# in every bucket with 0 s; only the ones that waited are timed.
+QUEUE_TIME_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +49,11 @@ class BulkheadStats:
     queued: int
     rejected_total: int  # refused because the queue was full
     timed_out_total: int  # waited the whole queue timeout without a slot
+    admitted_at_once: int = 0  # admitted without waiting
+    # Admitted after waiting: how many per bucket of QUEUE_TIME_BUCKETS (not cumulative;
+    # the last one past the largest bound), and their total wait.
+    waited: tuple[int, ...] = ()
+    waited_seconds: float = 0.0
 
 
 class _Gate:
@@ -51,6 +61,7 @@ class _Gate:
 
     __slots__ = (
         "_lot",
+        "admitted_at_once",
         "concurrency",
         "in_flight",
         "name",
@@ -58,6 +69,8 @@ class _Gate:
         "queue_timeout_s",
         "rejected_total",
         "timed_out_total",
+        "waited",
+        "waited_seconds",
     )
 
     def __init__(self, name: str, spec: Bulkhead) -> None:
@@ -68,12 +81,16 @@ class _Gate:
         self.in_flight = 0
         self.rejected_total = 0
         self.timed_out_total = 0
+        self.admitted_at_once = 0
+        self.waited = [0] * (len(QUEUE_TIME_BUCKETS) + 1)
+        self.waited_seconds = 0.0
         self._lot = trio.lowlevel.ParkingLot()
 
     async def __aenter__(self) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
         if self.in_flight < self.concurrency:
             self.in_flight += 1
+            self.admitted_at_once += 1
             return
         await self._wait()
 
@@ -92,6 +109,7 @@ class _Gate:
                 f"too many {self.name} requests in flight; retry shortly",
                 retry_after=RETRY_AFTER_S,
             )
+        started = trio.current_time()
         with trio.move_on_after(self.queue_timeout_s):
             await self._lot.park()  # on return the releaser has counted our slot
             try:
@@ -99,6 +117,9 @@ class _Gate:
             except BaseException:
                 self._release()  # cancelled as the slot arrived: pass it on
                 raise
+            waited = trio.current_time() - started
+            self.waited[bisect_left(QUEUE_TIME_BUCKETS, waited)] += 1
+            self.waited_seconds += waited
             return
         self.timed_out_total += 1
         raise ServerOverloaded(
@@ -131,6 +152,9 @@ class _Gate:
             len(self._lot),
             self.rejected_total,
             self.timed_out_total,
+            self.admitted_at_once,
+            tuple(self.waited),
+            self.waited_seconds,
         )
 
 

@@ -19,6 +19,7 @@ account after a token refresh is not a new candidate and does not spend it.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -86,13 +87,17 @@ Exchange = Callable[[Attempt], Awaitable[None]]
 
 
 class Leasing(Protocol):
-    """What the loop needs of the gateway: the PoolSupervisor's mailbox and the settings."""
+    """What the loop needs of the gateway: the PoolSupervisor's mailbox, the settings, and
+    where lease decisions are counted (/metrics)."""
 
     @property
     def pool_mailbox(self) -> Mailbox[Any]: ...
 
     @property
     def settings(self) -> GatewaySettings: ...
+
+    @property
+    def lease_decisions(self) -> Counter[str]: ...
 
 
 async def run_attempts(
@@ -105,7 +110,7 @@ async def run_attempts(
 ) -> None:
     """Run `exchange` on leased accounts until one answers the client, at most
     `1 + budget` accounts; raises `exhausted_error` when none did."""
-    mailbox, settings = gw.pool_mailbox, gw.settings
+    mailbox, settings, decisions = gw.pool_mailbox, gw.settings, gw.lease_decisions
     left = 1 + budget
     lease: m.Lease | None = None
     renewed = False  # `lease` is the same account again, with a refreshed token
@@ -116,7 +121,9 @@ async def run_attempts(
             if lease is None:
                 if left == 0:
                     break
-                lease = await lease_account(mailbox, attempts, timeout=settings.lease_timeout_s)
+                lease = await lease_account(
+                    mailbox, attempts, timeout=settings.lease_timeout_s, decisions=decisions
+                )
                 if lease is None:
                     break
                 left -= 1

@@ -53,7 +53,8 @@ from pooler.web.heap_trim import TRIM_INTERVAL_S, HeapTrimmer
 from pooler.web.ingress import Ingress, IngressCollector
 from pooler.web.keys import KeyCache
 from pooler.web.loop_lag import LoopLagMonitor
-from pooler.web.metrics import Metrics, NodeState, node_state
+from pooler.web.metrics import LOOP_LAG_QUANTILES, Metrics, NodeState, node_state
+from pooler.web.metrics_auth import MetricsAuth
 from pooler.web.request_record import RequestRecord, log_line, reduced_record
 from pooler.web.settings import GatewaySettings
 from pooler.web.stats_jobs import StatsRollups
@@ -112,6 +113,7 @@ class Gateway:
         self.metrics = Metrics(self._metrics_state, self._node_state)
         self.ingress = Ingress()  # the allowlist gate (pooler.web.ingress)
         self.metrics.registry.register(IngressCollector(self.ingress))
+        self.metrics_auth = MetricsAuth(config.secret_key)
         self._http = httpx.Client(timeout=20.0)
         # Control-plane calls under /backend-api that no single account's pool serves
         # (files, transcription); closed with the gateway.
@@ -163,9 +165,17 @@ class Gateway:
     def new_request_id(self) -> str:
         return "req_" + os.urandom(12).hex()
 
+    @property
+    def lease_decisions(self) -> Counter[str]:
+        """Where the attempt loop counts lease decisions (/metrics)."""
+        return self.metrics.counters.leases
+
     def log_request(self, record: RequestRecord) -> None:
         log_line(record)
-        self.metrics.counters.count(record.route, record.outcome)
+        counters = self.metrics.counters
+        counters.count(record.route, record.outcome)
+        if record.stream:
+            counters.count_stream(record.transport, record.outcome, record.error_code)
         self.log_writer.enqueue(record)
 
     # --- lifetime -------------------------------------------------------------------------
@@ -224,6 +234,7 @@ class Gateway:
         self.admission.configure(snapshot.settings.bulkheads)
         self.write_stall.seconds = snapshot.settings.write_stall_timeout_seconds
         await self._apply_prices(snapshot.settings.pricing.refresh_url)
+        self.metrics_auth.configure(snapshot.settings.metrics_token_digest)
         await call(
             self.pool_mailbox,
             lambda reply: m.ApplyConfig(snapshot.runtime, reply),
@@ -305,16 +316,28 @@ class Gateway:
         return credentials_from_token(access_token)
 
     async def _refresh_credentials(self, account_id: str, stale_token: str) -> RefreshResult:
-        return await self.db.run(
-            lambda conn: runtime_store.refresh_account(
-                conn,
-                self.keyring,
-                self._http,
-                self.config.auth_base_url,
-                account_id,
-                stale_token,
+        outcome = "cancelled"  # its deadline ran out, or the account stopped
+        try:
+            result = await self.db.run(
+                lambda conn: runtime_store.refresh_account(
+                    conn,
+                    self.keyring,
+                    self._http,
+                    self.config.auth_base_url,
+                    account_id,
+                    stale_token,
+                )
             )
-        )
+            if result.access_token is not None:
+                outcome = "refreshed"
+            else:
+                outcome = "reauth_required" if result.reauth_reason else "failed"
+            return result
+        except Exception:
+            outcome = "error"
+            raise
+        finally:
+            self.metrics.counters.refreshes[outcome] += 1
 
     def _note_quota(
         self, account_id: str, evidence: RateLimitSnapshot, observed_at: float, source: str
@@ -439,12 +462,13 @@ class Gateway:
             "continuity_pins": sum(len(m) for m in self.pool_supervisor.continuity.values()),
             "actor_crashes": self.pool_supervisor.crashes,
             "log_pending": self.log_writer.pending,
+            "log_lag": self.log_writer.lag_seconds(),
             "log_written": self.log_writer.written,
             "log_dropped": self.log_writer.dropped,
             "log_reduced": self.log_writer.reduced,
             "log_refused": self.log_writer.refused,
             "write_behind_refused": dict(self.write_behind_refused),
-            "loop_lag": {q: self.loop_lag.quantile(q) for q in (0.5, 0.99, 1.0)},
+            "loop_lag": {q: self.loop_lag.quantile(q) for q in LOOP_LAG_QUANTILES},
             "circuits": Counter(
                 (route_class, circuit.state)
                 for h in handles

@@ -1,17 +1,20 @@
 """The `health` blueprint: /healthz (the process answers), /readyz (the database answers
-and the process is not draining), /metrics (Prometheus)."""
+and the process is not draining), /metrics (Prometheus; a bearer token once one is
+configured, `pooler.web.metrics_auth`). The probes stay open."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
 import trio
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 
 from pooler.db import Database
 from pooler.drain import Drain
+from pooler.errors import AuthError
 from pooler.web.metrics import Metrics
-from pooler.web.quart_http import json_response
+from pooler.web.metrics_auth import MetricsAuth
+from pooler.web.quart_http import error_response, json_response
 
 READY_PROBE_TIMEOUT_S = 1.0
 
@@ -22,6 +25,7 @@ class HealthSource(Protocol):
     configured: bool
     db: Database
     metrics: Metrics
+    metrics_auth: MetricsAuth
     drain: Drain
 
 
@@ -45,6 +49,9 @@ def health_blueprint(gateway: HealthSource) -> Blueprint:
 
     @health.get("/metrics")
     async def metrics() -> Response:
+        if not gateway.metrics_auth.allows(request.scope["headers"]):
+            refused = AuthError("a valid metrics token is required", code="metrics_token_required")
+            return error_response(refused, [(b"www-authenticate", b"Bearer")])
         body = gateway.metrics.render()
         return Response(body, headers={"content-type": "text/plain; version=0.0.4"})
 

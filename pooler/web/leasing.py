@@ -5,6 +5,7 @@ conversation to its account. The loop that uses them is `pooler.web.attempts`.""
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,8 +59,10 @@ async def lease_account(
     attempts: LeaseAttempts,
     *,
     timeout: float,  # noqa: ASYNC109  (passed on to call(), the actor edge)
+    decisions: Counter[str] | None = None,
 ) -> m.Lease | None:
-    """The next account to try, or None when no eligible account is left."""
+    """The next account to try, or None when no eligible account is left. `decisions`
+    counts each answer (`LEASE_DECISIONS`, for /metrics)."""
 
     def request(reply: ReplyTo[m.LeaseGranted]) -> m.LeaseRequest:
         return m.LeaseRequest(
@@ -75,7 +78,11 @@ async def lease_account(
     try:
         granted = await call(supervisor, request, timeout=timeout)
     except (CallTimeout, ActorDead) as exc:
+        if decisions is not None:
+            decisions[SUPERVISOR_UNAVAILABLE] += 1
         raise NoEligibleBackend("the account supervisor is not answering", retry_after=1) from exc
+    if decisions is not None:
+        decisions[lease_decision(granted)] += 1
     attempts.choices.append(granted.choice)
     for label, code in granted.choice.exclusions.items():
         attempts.exclusions.setdefault(label, code)
@@ -85,6 +92,21 @@ async def lease_account(
         if label in labels:
             attempts.tried.add(labels[label])
     return granted.lease
+
+
+GRANTED, NO_ELIGIBLE, HARD_PIN_UNAVAILABLE, SUPERVISOR_UNAVAILABLE = (
+    "granted",
+    "no_eligible_account",
+    "hard_pin_unavailable",
+    "supervisor_unavailable",
+)
+LEASE_DECISIONS = (GRANTED, NO_ELIGIBLE, HARD_PIN_UNAVAILABLE, SUPERVISOR_UNAVAILABLE)
+
+
+def lease_decision(granted: m.LeaseGranted) -> str:
+    if granted.lease is not None:
+        return GRANTED
+    return HARD_PIN_UNAVAILABLE if granted.choice.hard_pin_unavailable else NO_ELIGIBLE
 
 
 async def refreshed_lease(lease: m.Lease, settings: GatewaySettings) -> m.Lease | None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from pooler.errors import PoolerError
+from pooler.log_format import REQUEST_LOG_NAME
 from pooler.protocol.usage import TokenUsage
 from pooler.web.asgi import ClientDisconnected, Scope, Send, send_error
 from pooler.web.forwarded import ClientIpRules, client_address_of
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from pooler.web.gateway import Gateway
     from pooler.web.quart_http import PulledBody
 
-REQUEST_LOG = logging.getLogger("pooler.requests")
+REQUEST_LOG = logging.getLogger(REQUEST_LOG_NAME)
 _INFO = logging.INFO
 MAX_CLIENT_TEXT = 200  # user agent, client request id (characters kept in memory)
 
@@ -137,7 +138,8 @@ def utf8_size(text: str) -> int:
 def log_line(record: RequestRecord) -> None:
     """One INFO line per answered request, on every node: method, route, status, duration,
     account label, request id. Metadata only (never a body, a prompt or the key). It runs on
-    every request at the default level: one level check, arguments formatted lazily."""
+    every request at the default level: one level check, arguments formatted lazily. Its
+    arguments are pooler.log_format.REQUEST_LOG_FIELDS, in that order (JSON names them)."""
     if REQUEST_LOG.isEnabledFor(_INFO):
         REQUEST_LOG.info(
             "%s %s %d %.0fms account=%s id=%s",

@@ -11,7 +11,7 @@ from trio.testing import wait_all_tasks_blocked
 
 from pooler.errors import ServerOverloaded
 from pooler.instance_settings import DEFAULT_BULKHEADS, Bulkhead
-from pooler.web.admission import Admission, BulkheadStats
+from pooler.web.admission import QUEUE_TIME_BUCKETS, Admission, BulkheadStats
 
 
 def gate(concurrency: int, queue: int = 10, timeout: float = 10.0) -> Admission:
@@ -251,7 +251,8 @@ async def test_classes_are_independent_and_unknown_classes_are_refused() -> None
     admission.configure({"files": Bulkhead(1, 0, 1.0)})
     async with admission.admit("files"), admission.admit("audio"):
         all_stats = admission.stats()
-    assert all_stats["files"] == BulkheadStats(1, 0, 1.0, 1, 0, 0, 0)
+    waited = (0,) * (len(QUEUE_TIME_BUCKETS) + 1)
+    assert all_stats["files"] == BulkheadStats(1, 0, 1.0, 1, 0, 0, 0, 1, waited, 0.0)
     assert all_stats["audio"].in_flight == 1 and all_stats["audio"].concurrency == 4
     assert all_stats["stream"].concurrency == DEFAULT_BULKHEADS["stream"].concurrency
     with pytest.raises(ValueError, match="nope"):
@@ -272,3 +273,26 @@ def test_server_overloaded_defaults() -> None:
     assert error.status == 503 and error.retry_after == 1.0
     assert math.isclose(ServerOverloaded("busy", retry_after=2.5).retry_after or 0, 2.5)
     assert (b"retry-after", b"3") in ServerOverloaded("busy", retry_after=2.5).headers()
+
+
+async def test_queue_time_is_counted_in_fixed_buckets(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    admission = gate(1, timeout=5.0)
+    admitted: list[str] = []
+    first, second = Occupant(admission, "a", admitted), Occupant(admission, "b", admitted)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(first.run)
+        await wait_all_tasks_blocked()
+        nursery.start_soon(second.run)
+        await wait_all_tasks_blocked()
+        await trio.sleep(0.3)  # virtual time: "b" waits 0.3 s for the slot
+        first.leave.set()
+        await wait_all_tasks_blocked()
+        second.leave.set()
+    stats = admission.stats()["x"]
+    assert stats.admitted_at_once == 1
+    expected = [0] * (len(QUEUE_TIME_BUCKETS) + 1)
+    expected[QUEUE_TIME_BUCKETS.index(0.5)] = 1  # 0.25 < 0.3 <= 0.5
+    assert list(stats.waited) == expected
+    assert math.isclose(stats.waited_seconds, 0.3, abs_tol=1e-6)

@@ -6,6 +6,7 @@ upstream answer is tested with the route (tests/integration)."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ class Gw:
 
     pool_mailbox: Mailbox[Any]
     settings: GatewaySettings = field(default_factory=GatewaySettings)
+    lease_decisions: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass

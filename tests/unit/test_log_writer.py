@@ -173,3 +173,24 @@ async def test_a_restarted_writer_writes_the_rows_its_crashed_run_kept(
                 await trio.sleep(0.1)
         assert sorted(table.rows) == list(range(10))
         await supervisor.stop_all()
+
+
+async def test_lag_is_the_age_of_the_oldest_row_not_yet_written() -> None:
+    table = FakeTable()
+    table.away = True
+    now = [100.0]
+    writer: LogWriter[Row] = LogWriter(table.write, linger=0.0, clock=lambda: now[0])
+    assert writer.lag_seconds() == 0.0
+    writer.enqueue(Row(1))
+    now[0] = 101.0
+    writer.enqueue(Row(2))
+    now[0] = 103.5
+    assert writer.lag_seconds() == 3.5  # row 1 has waited since 100
+    table.away = False
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        with trio.fail_after(5):
+            while writer.pending:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert writer.lag_seconds() == 0.0 and set(table.rows) == {1, 2}
