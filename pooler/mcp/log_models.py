@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -61,6 +62,9 @@ class RequestLogDetail(RequestLogItem):
     client_user_agent: str | None
     continuity_from: UUID | None = Field(description="The account the conversation left")
     continuity_from_label: str | None
+    cost_usd: Decimal | None = Field(
+        None, description="What the tokens would cost at API list prices, USD (none: unpriced)"
+    )
 
 
 class Attempt(_Out):

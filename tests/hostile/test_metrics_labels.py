@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pooler.web import metrics as mx
 from pooler.web.admission import QUEUE_TIME_BUCKETS
+from pooler.web.ingress import SCOPES as INGRESS_SCOPES
 from pooler.web.leasing import LEASE_DECISIONS
 
 DEADLINE = 60
@@ -56,6 +57,7 @@ def allowed_labels(stack: Stack) -> Mapping[tuple[str, str], frozenset[str]]:
         ("codex_pooler_admission_queue_seconds", "le"): buckets,
         ("codex_pooler_write_behind_refused", "kind"): frozenset({"quota", "pins"}),
         ("codex_pooler_scheduled_job_runs", "job"): jobs,
+        ("codex_pooler_ingress_denied", "scope"): frozenset(INGRESS_SCOPES),
     }
 
 
