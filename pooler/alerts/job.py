@@ -20,11 +20,11 @@ import httpx
 import trio
 
 from pooler.actors.scheduler import Job
-from pooler.alerts.mail import SmtpServer, send_email
+from pooler.alerts.mail import SMTP_TIMEOUT_S, SmtpServer, send_email
 from pooler.alerts.payload import body_of, email_text, notification, subject_line
 from pooler.alerts.rules import evaluate_all
 from pooler.alerts.state import pool_states
-from pooler.alerts.webhook import post_webhook, webhook_client
+from pooler.alerts.webhook import ATTEMPT_TIMEOUT_S, post_webhook, webhook_client
 from pooler.crypto import CryptoError, Keyring
 from pooler.db import Database
 from pooler.instance_settings import InstanceSettings
@@ -74,11 +74,17 @@ def _evaluate(conn: Conn) -> incidents.Changes:
 
 class AlertJob:
     def __init__(
-        self, db: Database, keyring: Keyring, *, backoff_base_s: float = BACKOFF_BASE_S
+        self,
+        db: Database,
+        keyring: Keyring,
+        *,
+        backoff_base_s: float = BACKOFF_BASE_S,
+        attempt_timeout_s: float = ATTEMPT_TIMEOUT_S,
     ) -> None:
         self.db = db
         self.keyring = keyring
         self.backoff_base_s = backoff_base_s
+        self.attempt_timeout_s = attempt_timeout_s
 
     def jobs(self) -> list[Job]:
         return [Job("alerts", INTERVAL_S, self._run, timeout_s=TIMEOUT_S)]
@@ -97,7 +103,7 @@ class AlertJob:
         context = await self.db.run(self._context)
         outcomes: list[str | None] = []
         limiter = trio.CapacityLimiter(PARALLEL)
-        async with webhook_client() as client, trio.open_nursery() as nursery:
+        async with webhook_client(self.attempt_timeout_s) as client, trio.open_nursery() as nursery:
             for delivery in due:
                 nursery.start_soon(self._deliver, client, limiter, context, delivery, outcomes)
         failed = sum(1 for o in outcomes if o is not None)
@@ -158,6 +164,7 @@ class AlertJob:
                 body_of(payload),
                 delivery_id=str(due.id),
                 event=payload["event"],
+                timeout_s=self.attempt_timeout_s,
             )
         smtp = context.settings.smtp
         if not smtp.host or not smtp.from_address:
@@ -171,5 +178,9 @@ class AlertJob:
             smtp.starttls,
         )
         return await send_email(
-            server, due.email_to or "", subject_line(due.event, due.incident), email_text(payload)
+            server,
+            due.email_to or "",
+            subject_line(due.event, due.incident),
+            email_text(payload),
+            timeout_s=min(SMTP_TIMEOUT_S, self.attempt_timeout_s),
         )

@@ -150,7 +150,8 @@ def claim_due(conn: Conn, limit: int = DUE_BATCH) -> list[Due]:
 def record_attempt(conn: Conn, delivery_id: UUID, error: str | None, retry_in: timedelta) -> str:
     """The result of one attempt; the delivery's status after it."""
     row = conn.execute(
-        "UPDATE alert_deliveries SET attempts = attempts + 1, last_error = %s,"
+        "UPDATE alert_deliveries SET attempts = attempts + 1,"
+        " last_error = coalesce(%s, last_error),"
         " status = CASE WHEN %s::text IS NULL THEN 'sent'"
         "   WHEN attempts + 1 >= %s THEN 'failed' ELSE 'pending' END,"
         " sent_at = CASE WHEN %s::text IS NULL THEN now() END,"
