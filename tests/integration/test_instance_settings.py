@@ -220,7 +220,8 @@ def test_cli_set_show_and_reset(capsys: pytest.CaptureFixture[str]) -> None:
     assert rows["circuit_open_seconds"] == ["30.0", "60.0", "*"]
     assert rows["bulkheads.stream.concurrency"] == ["64", "8192", "*"]
     assert rows["circuit_failure_threshold"] == ["3", "3"]
-    assert len(rows) == 14 + 3 * len(DEFAULT_BULKHEADS)  # the MCP pair and the write stall
+    # the MCP pair, the write stall, the five smtp.* and alerts.console_url
+    assert len(rows) == 20 + 3 * len(DEFAULT_BULKHEADS)
     assert rows["trusted_proxies"] == ["[]", "[]"]
 
     reset = json.loads(settings_cli(capsys, "reset", "circuit_open_seconds", "--json"))

@@ -35,6 +35,11 @@ EXPECTED_TABLES = {
     "stats_hourly",  # 0015
     "stats_pruned_hours",
     "stats_daily",  # 0016
+    "alert_rules",  # 0019
+    "alert_channels",
+    "alert_incidents",
+    "alert_deliveries",
+    "alert_secrets",
 }
 
 
