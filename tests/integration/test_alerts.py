@@ -6,50 +6,23 @@ resolves by itself and notifies once more."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import psycopg
 import trio
 from alert_sinks import hostile_server, silent_server, smtp_sink, webhook_receiver
+from alert_support import QUIET, job, keyring, leading
 from harness import POOL, Stack, open_stack, responses_body
 from routing_support import arm, post, set_usage
 
-from pooler.actors.leader import LEADER_LOCK_KEY
 from pooler.alerts.job import AlertJob, PassResult
-from pooler.crypto import Keyring
 from pooler.store import alert_incidents as incidents
 from pooler.store import alerts as alert_store
 from pooler.store.accounts import set_lifecycle
 from pooler.store.common import Conn
 from pooler.store.instance_settings import update_instance_settings
 from pooler.store.pools import get_pool
-
-QUIET = {
-    "usage_poll_interval_seconds": 86_400,
-    "circuit_failure_threshold": 1000,  # failures here must not stop the successes after
-}
-
-
-@contextmanager
-def leading(db_url: str) -> Iterator[None]:
-    """The test holds the leader's lock: the gateway never leads, so the only alert passes
-    are the test's own (run as the leader's Scheduler runs them)."""
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)).fetchone()
-        assert row is not None and row[0]
-        yield
-
-
-def keyring(stack: Stack) -> Keyring:
-    return Keyring(stack.config.upstream_secret_key, stack.config.upstream_secret_keys_old)
-
-
-def job(stack: Stack, **kwargs: Any) -> AlertJob:
-    return AlertJob(stack.database, keyring(stack), backoff_base_s=0.0, **kwargs)
 
 
 async def pool_id(stack: Stack) -> UUID:

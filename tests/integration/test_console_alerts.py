@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from alert_support import QUIET, job, keyring, leading
 from console_support import OWNER_EMAIL, OWNER_PASSWORD, browser, csrf_of, post_form, sign_in
 from harness import POOL, open_stack
-from test_alerts import QUIET, job, keyring, leading
 
 from pooler import store
 from pooler.store import alerts as alert_store
