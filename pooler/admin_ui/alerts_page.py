@@ -20,7 +20,7 @@ from quart.wrappers import Response
 from pooler.admin_ui.console import SignedIn
 from pooler.admin_ui.pages import db, operator_required, pool_or_404, read_form, redirect_to, render
 from pooler.alerts.rules import KINDS, THRESHOLDS
-from pooler.store import alert_incidents as incidents
+from pooler.store import alert_incidents as incident_store
 from pooler.store import alerts as alert_store
 from pooler.store.common import Conn, StoreError
 from pooler.store.models import Pool
@@ -39,8 +39,8 @@ KIND_LABELS: Final = {
 @dataclass(frozen=True, slots=True)
 class AlertsView:
     pools: list[Pool]
-    incidents: list[incidents.Incident]
-    deliveries: dict[UUID, list[incidents.DeliveryView]]
+    incidents: list[incident_store.Incident]
+    deliveries: dict[UUID, list[incident_store.DeliveryView]]
     rules: list[alert_store.StoredRule]
     channels: list[alert_store.Channel]
 
@@ -48,9 +48,9 @@ class AlertsView:
 def load_view(conn: Conn, pool_ids: frozenset[UUID] | None) -> AlertsView:
     pools = [p for p in list_pools(conn) if pool_ids is None or p.id in pool_ids]
     scope = frozenset(p.id for p in pools)
-    found = incidents.list_incidents(conn, scope, limit=RECENT)
-    by_incident: defaultdict[UUID, list[incidents.DeliveryView]] = defaultdict(list)
-    for d in incidents.deliveries_of(conn, [i.id for i in found]):
+    found = incident_store.list_incidents(conn, scope, limit=RECENT)
+    by_incident: defaultdict[UUID, list[incident_store.DeliveryView]] = defaultdict(list)
+    for d in incident_store.deliveries_of(conn, [i.id for i in found]):
         by_incident[d.incident_id].append(d)
     return AlertsView(
         pools,
