@@ -9,6 +9,7 @@ import json
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from pooler.alerts.payload import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 class Receiver:
     secret: bytes = b""
     fail_first: int = 0
+    stall_first_s: float = 0.0  # the first request waits this long before its answer
     attempts: int = 0
     bad_signatures: int = 0
     received: list[dict[str, Any]] = field(default_factory=list)
@@ -47,15 +49,20 @@ def _serve(server: socketserver.BaseServer) -> Iterator[None]:
 
 
 @contextmanager
-def webhook_receiver(fail_first: int = 0) -> Iterator[Receiver]:
-    receiver = Receiver(fail_first=fail_first)
+def webhook_receiver(fail_first: int = 0, stall_first_s: float = 0.0) -> Iterator[Receiver]:
+    receiver = Receiver(fail_first=fail_first, stall_first_s=stall_first_s)
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
             with receiver.lock:
                 receiver.attempts += 1
-                if receiver.attempts <= receiver.fail_first:
+                attempt = receiver.attempts
+            stall = receiver.stall_first_s if attempt == 1 else 0.0
+            if stall:
+                time.sleep(stall)
+            with receiver.lock:
+                if attempt <= receiver.fail_first:
                     status = 503
                 elif not verify(
                     receiver.secret,

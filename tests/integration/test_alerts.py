@@ -246,6 +246,43 @@ async def test_overlapping_passes_open_and_notify_once(db_url: str, tmp_path: Pa
             assert receiver.events() == [("incident.opened", "usable_below")]
 
 
+async def test_a_delivery_cut_by_a_leader_change_is_sent_by_the_next_leader(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The leader dies mid-send (its pass cancelled while the receiver has not answered):
+    the delivery stays queued, claimed for `CLAIM`; once that has passed, the next leader's
+    pass sends it. At least once: the receiver may see it twice, with one delivery id."""
+    with leading(db_url), webhook_receiver(stall_first_s=3.0) as receiver:
+        async with open_stack(db_url, tmp_path, accounts=1, instance_settings=QUIET) as stack:
+            _, receiver.secret = await add_webhook(stack, receiver.url)
+            await add_rule(stack, "usable_below", 5)
+            with trio.move_on_after(1.0) as cut:
+                await job(stack).run_pass()
+            assert cut.cancelled_caught
+            ((event, status, attempts, _),) = await deliveries(stack)
+            assert (event, status, attempts) == ("opened", "pending", 0)
+            successor = job(stack)
+            assert (await successor.run_pass()).sent == 0  # still claimed by the dead leader
+
+            def claim_expired(conn: Conn) -> None:  # time passing, as CLAIM would
+                conn.execute("UPDATE alert_deliveries SET next_attempt_at = now()")
+
+            await stack.database.run(claim_expired)
+            assert (await successor.run_pass()).sent == 1
+            ((event, status, attempts, _),) = await deliveries(stack)
+            assert (event, status, attempts) == ("opened", "sent", 1)
+            with trio.fail_after(10):
+                while len(receiver.events()) < 2:  # the stalled first one answers late
+                    await trio.sleep(0.05)
+            ids = {
+                value
+                for h in receiver.headers
+                for k, value in h.items()
+                if k.lower() == "x-pooler-delivery"
+            }
+            assert len(ids) == 1 and len(receiver.headers) == 2 and receiver.bad_signatures == 0
+
+
 async def test_hostile_webhooks_are_bounded(db_url: str, tmp_path: Path) -> None:
     """A receiver that never answers times out; one that answers an endless body is not
     read; a redirect is not followed (a failure); failures stop at the attempts' bound."""
