@@ -67,9 +67,9 @@ def _evaluate(conn: Conn) -> incidents.Changes:
     rules = [r.rule() for r in alert_store.list_rules(conn)]
     if not rules:
         return incidents.Changes([], [])
+    # A disabled Pool has no state: its conditions are moot, so its incidents resolve.
     states = pool_states(conn, frozenset(r.pool_id for r in rules))
-    evaluated = [r.id for r in rules if r.pool_id in states]
-    return incidents.sync_incidents(conn, evaluated, evaluate_all(rules, states))
+    return incidents.sync_incidents(conn, [r.id for r in rules], evaluate_all(rules, states))
 
 
 class AlertJob:
@@ -126,7 +126,11 @@ class AlertJob:
         outcomes: list[str | None],
     ) -> None:
         async with limiter:
-            error = await self._attempt(client, context, due)
+            try:
+                error = await self._attempt(client, context, due)
+            except Exception:  # one delivery's failure never stops the others
+                log.exception("alert delivery %s failed unexpectedly", due.id)
+                error = "internal"
         delay = (
             timedelta(0) if error is None else retry_delay(due.attempts + 1, self.backoff_base_s)
         )

@@ -56,7 +56,8 @@ def error_counts(conn: Conn, pool_ids: Sequence[UUID]) -> dict[UUID, tuple[int, 
 def pool_states(
     conn: Conn, pool_ids: frozenset[UUID], now: float | None = None
 ) -> dict[UUID, PoolState]:
-    """The state of each active Pool among `pool_ids` (a disabled Pool is not evaluated)."""
+    """The state of each active Pool among `pool_ids` (a disabled Pool has none: its rules
+    hold for nothing)."""
     moment = time.time() if now is None else now
     pools = {p.id: p for p in list_pools(conn) if p.id in pool_ids and p.status == "active"}
     if not pools:

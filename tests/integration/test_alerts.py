@@ -22,7 +22,7 @@ from pooler.store import alerts as alert_store
 from pooler.store.accounts import set_lifecycle
 from pooler.store.common import Conn
 from pooler.store.instance_settings import update_instance_settings
-from pooler.store.pools import get_pool
+from pooler.store.pools import get_pool, update_pool
 
 
 async def pool_id(stack: Stack) -> UUID:
@@ -247,6 +247,14 @@ async def test_overlapping_passes_open_and_notify_once(db_url: str, tmp_path: Pa
             await passes_until_delivered(stack, a)
             assert len(await all_incidents(stack)) == 1
             assert receiver.events() == [("incident.opened", "usable_below")]
+
+            # A disabled Pool serves nothing: its conditions are moot and its incidents resolve.
+            await stack.database.run(
+                lambda conn: update_pool(conn, POOL, status="disabled", actor="test")
+            )
+            await passes_until_delivered(stack, a)
+            assert await open_incidents(stack) == []
+            assert receiver.events()[-1] == ("incident.resolved", "usable_below")
 
 
 async def test_a_delivery_cut_by_a_leader_change_is_sent_by_the_next_leader(
