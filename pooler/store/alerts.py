@@ -14,7 +14,7 @@ from typing import Final
 from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
-from pooler.alerts.rules import KINDS, REAUTH_REQUIRED, THRESHOLDS, Rule
+from pooler.alerts.rules import KINDS, THRESHOLDS, Rule
 from pooler.crypto import Keyring
 from pooler.store.common import (
     Conn,
@@ -341,5 +341,28 @@ def smtp_password(conn: Conn, keyring: Keyring) -> str | None:
     return keyring.decrypt(row[0], row[1], row[2], SMTP_PASSWORD.encode()).decode()
 
 
-def rule_kind_needs_threshold(kind: str) -> bool:
-    return kind != REAUTH_REQUIRED
+def reencrypt_alert_secrets(conn: Conn, keyring: Keyring) -> int:
+    """Re-encrypt the webhook secrets and the SMTP password not under the current key
+    (`pooler rotate-keys`); how many."""
+    count = 0
+    for (channel_id,) in conn.execute(
+        "SELECT id FROM alert_channels WHERE kind = 'webhook' AND key_version <> %s FOR UPDATE",
+        (keyring.current_version,),
+    ).fetchall():
+        webhook_secret(conn, keyring, channel_id)  # re-encrypts as it reads
+        count += 1
+    row = conn.execute(
+        "SELECT key_version FROM alert_secrets WHERE name = %s FOR UPDATE", (SMTP_PASSWORD,)
+    ).fetchone()
+    if row is not None and keyring.needs_reencrypt(row[0]):
+        password = smtp_password(conn, keyring)
+        version, nonce, ciphertext = keyring.encrypt(
+            (password or "").encode(), SMTP_PASSWORD.encode()
+        )
+        conn.execute(
+            "UPDATE alert_secrets SET key_version = %s, nonce = %s, ciphertext = %s"
+            " WHERE name = %s",
+            (version, nonce, ciphertext, SMTP_PASSWORD),
+        )
+        count += 1
+    return count

@@ -6,13 +6,20 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from typing import Any
+from uuid import UUID
 
 import psycopg
 import pytest
 from alert_sinks import webhook_receiver
 
 from pooler.cli.main import main
+from pooler.crypto import Keyring
+from pooler.db import Database
+from pooler.store import alerts as alert_store
+from pooler.store.common import Conn
+from pooler.store.pools import create_pool
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
@@ -116,3 +123,27 @@ def test_rules_channels_and_incidents_from_the_cli(
     cli(capsys, "alerts", "channel", "delete", mail["id"])
     assert len(cli(capsys, "alerts", "rule", "list")) == 1
     assert [c["kind"] for c in cli(capsys, "alerts", "channel", "list")] == ["webhook"]
+
+
+def test_rotate_keys_reencrypts_the_alert_secrets(database: Database) -> None:
+    old_raw, new = os.urandom(32), os.urandom(32)
+    old = Keyring(old_raw)
+
+    def setup(conn: Conn) -> tuple[UUID, str]:
+        pool = create_pool(conn, "rotating")
+        channel, secret = alert_store.add_webhook(
+            conn, old, pool.id, "hook", "https://hooks.example.com/x", actor="test"
+        )
+        alert_store.set_smtp_password(conn, old, "smtp secret", actor="test")
+        return channel.id, secret
+
+    channel_id, secret = database.run_sync(setup)
+    rotated = Keyring(new, [old_raw])
+    assert database.run_sync(lambda c: alert_store.reencrypt_alert_secrets(c, rotated)) == 2
+    assert database.run_sync(lambda c: alert_store.reencrypt_alert_secrets(c, rotated)) == 0
+    only_new = Keyring(new)
+    assert (
+        database.run_sync(lambda c: alert_store.webhook_secret(c, only_new, channel_id))
+        == secret.encode()
+    )
+    assert database.run_sync(lambda c: alert_store.smtp_password(c, only_new)) == "smtp secret"
