@@ -7,7 +7,9 @@ process), so a job added here runs wherever the leader is.
 from __future__ import annotations
 
 from pooler.actors.scheduler import Job
+from pooler.alerts.job import AlertJob
 from pooler.config import Config
+from pooler.crypto import Keyring
 from pooler.db import Database
 from pooler.pricing_refresh import PricingRefresh
 from pooler.retention import Retention
@@ -17,9 +19,10 @@ from pooler.web.stats_jobs import StatsRollups
 def cluster_jobs(db: Database, config: Config, stats: StatsRollups | None = None) -> list[Job]:
     """The leader's jobs. `stats`: the node's own rollup runner, when it keeps one (the
     gateway does, for the console and tests to run a pass at once)."""
-    del config  # for jobs that will need it
+    keyring = Keyring(config.upstream_secret_key, config.upstream_secret_keys_old)
     return [
         *(stats or StatsRollups(db)).jobs(),
         *Retention(db).jobs(),
         *PricingRefresh(db).jobs(),
+        *AlertJob(db, keyring).jobs(),
     ]

@@ -111,6 +111,26 @@ class PricingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    """The SMTP server alert emails go through (`pooler.alerts.mail`); no host: no email.
+    Its password is not a setting: it is stored encrypted (`pooler admin alerts
+    smtp-password`)."""
+
+    host: str = ""
+    port: int = 587
+    username: str = ""
+    from_address: str = ""
+    starttls: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSettings:
+    """Alerts: the console's public URL, for the incident links notifications carry."""
+
+    console_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class InstanceSettings:
     circuit_failure_threshold: int = 3
     circuit_open_seconds: float = 60.0
@@ -141,6 +161,8 @@ class InstanceSettings:
     # metrics-token create|clear` (pooler.store.instance_settings.set_metrics_token_digest),
     # never listed with the settings: they show whether one is configured, not its value.
     metrics_token_digest: str | None = None
+    smtp: SmtpSettings = SmtpSettings()
+    alerts: AlertSettings = AlertSettings()
 
 
 MAX_TRUSTED_PROXIES = 64
@@ -313,6 +335,65 @@ def unprintable_url(url: str) -> bool:
     return any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in url)
 
 
+_SMTP_KEYS = ("host", "port", "username", "from_address", "starttls")
+_ALERT_KEYS = ("console_url",)
+
+
+def _text(key: str, value: Any, limit: int, pattern: re.Pattern[str]) -> str:
+    if not isinstance(value, str) or len(value) > limit or not pattern.fullmatch(value):
+        raise SettingsError(
+            f"{key} must be {_TEXT_WHAT[pattern.pattern]} (at most {limit} characters)"
+        )
+    return value
+
+
+_SMTP_HOST = re.compile(r"|[A-Za-z0-9_.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
+_SMTP_USER = re.compile(r"[^\x00-\x20\x7f]{0,320}")
+_SMTP_FROM = re.compile(r"|[^\x00-\x20\x7f<>,;\"@]{1,64}@[A-Za-z0-9_.-]{1,253}")
+_CONSOLE_URL = re.compile(r"|https?://[^\x00-\x20\x7f]{1,2000}")
+_TEXT_WHAT = {
+    _SMTP_HOST.pattern: "a host name or [IPv6] address, or empty",
+    _SMTP_USER.pattern: "printable text without spaces",
+    _SMTP_FROM.pattern: "an email address, or empty",
+    _CONSOLE_URL.pattern: "an http(s) URL, or empty",
+}
+
+
+def _smtp(raw: Any) -> SmtpSettings:
+    if not isinstance(raw, Mapping):
+        raise SettingsError("smtp must be an object")
+    changes: dict[str, Any] = {}
+    for name, value in raw.items():
+        key = f"smtp.{name}"
+        if name == "host":
+            changes[name] = _text(key, value, 255, _SMTP_HOST)
+        elif name == "port":
+            changes[name] = _number(key, value, int, 1, 65_535)
+        elif name == "username":
+            changes[name] = _text(key, value, 320, _SMTP_USER)
+        elif name == "from_address":
+            changes[name] = _text(key, value, 320, _SMTP_FROM)
+        elif name == "starttls":
+            if not isinstance(value, bool):
+                raise SettingsError("smtp.starttls must be true or false")
+            changes[name] = value
+        else:
+            raise SettingsError(f"smtp.{name} is not an SMTP setting")
+    return replace(SmtpSettings(), **changes)
+
+
+def _alerts(raw: Any) -> AlertSettings:
+    if not isinstance(raw, Mapping):
+        raise SettingsError("alerts must be an object")
+    changes: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name == "console_url":
+            changes[name] = _text("alerts.console_url", value, 2000, _CONSOLE_URL).rstrip("/")
+        else:
+            raise SettingsError(f"alerts.{name} is not an alerts setting")
+    return replace(AlertSettings(), **changes)
+
+
 def parse_settings(raw: Mapping[str, Any], *, strict: bool = False) -> InstanceSettings:
     """Settings from the stored object. `strict` refuses unknown keys (when an operator sets
     them); stored rows are read leniently."""
@@ -343,6 +424,10 @@ def parse_settings(raw: Mapping[str, Any], *, strict: bool = False) -> InstanceS
             if value is not None and not (isinstance(value, str) and _DIGEST.fullmatch(value)):
                 raise SettingsError(f"{METRICS_TOKEN_DIGEST} must be a SHA-256 digest in hex")
             values[key] = value
+        elif key == "smtp":
+            values[key] = _smtp(value)
+        elif key == "alerts":
+            values[key] = _alerts(value)
         elif key in _RANGES:
             kind, low, high = _RANGES[key]
             values[key] = _number(key, value, kind, low, high)
@@ -384,6 +469,8 @@ def settings_as_dict(settings: InstanceSettings) -> dict[str, Any]:
                 "refresh_url": value.refresh_url,
                 "refresh_interval_hours": value.refresh_interval_hours,
             }
+        elif f.name in ("smtp", "alerts"):
+            value = {g.name: getattr(value, g.name) for g in fields(value)}
         out[f.name] = value
     return out
 
@@ -415,6 +502,9 @@ def is_setting_key(key: str) -> bool:
         return len(parts) == 1 or (len(parts) == 2 and parts[1] in _INGRESS_KEYS)
     if parts[0] == "pricing":
         return len(parts) == 1 or (len(parts) == 2 and parts[1] in _PRICING_KEYS)
+    if parts[0] in ("smtp", "alerts"):
+        known = _SMTP_KEYS if parts[0] == "smtp" else _ALERT_KEYS
+        return len(parts) == 1 or (len(parts) == 2 and parts[1] in known)
     if parts[0] != "bulkheads":
         return len(parts) == 1 and (parts[0] in _RANGES or parts[0] == "trusted_proxies")
     if len(parts) == 1:

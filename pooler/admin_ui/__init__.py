@@ -63,6 +63,7 @@ from quart.wrappers import Response
 from werkzeug.exceptions import HTTPException, NotFound
 
 from pooler.admin_ui.access import access_blueprint, second_factor_blueprint
+from pooler.admin_ui.alerts_page import alerts_blueprint
 from pooler.admin_ui.api_keys import api_keys_blueprint
 from pooler.admin_ui.audit_logs_page import audit_logs_blueprint
 from pooler.admin_ui.errors import (
@@ -113,6 +114,7 @@ PAGES: tuple[Callable[[], Blueprint], ...] = (
     stats_blueprint,
     overview_blueprint,
     request_logs_blueprint,
+    alerts_blueprint,
 )
 STATIC_FILES = {
     "console.css": "text/css; charset=utf-8",

@@ -50,7 +50,7 @@ class Setting:
     key: str
     label: str
     hint: str
-    kind: str = "number"  # number | list | bool | text
+    kind: str = "number"  # number | list | bool | text (may be empty)
 
 
 # The groups and words of the page; every key of `InstanceSettings` appears once (a test
@@ -222,10 +222,42 @@ GROUPS: Final[tuple[tuple[str, tuple[Setting, ...]], ...]] = (
             ),
         ),
     ),
+    (
+        "Alerts",
+        (
+            Setting(
+                "alerts.console_url",
+                "Console URL",
+                "This console's public address (https://...), for the incident links alert"
+                " notifications carry. Empty: the links are paths.",
+                "text",
+            ),
+            Setting(
+                "smtp.host",
+                "SMTP host",
+                "The mail server alert emails go through. Empty: no email is sent.",
+                "text",
+            ),
+            Setting("smtp.port", "SMTP port", "587 for STARTTLS submission."),
+            Setting(
+                "smtp.starttls",
+                "STARTTLS",
+                "Upgrade the connection to TLS before signing in and sending.",
+                "bool",
+            ),
+            Setting(
+                "smtp.username",
+                "SMTP user name",
+                "Empty: no sign-in. The password is set with"
+                " `pooler admin alerts smtp-password --stdin` and stored encrypted.",
+                "text",
+            ),
+            Setting("smtp.from_address", "From address", "The sender of alert emails.", "text"),
+        ),
+    ),
 )
 LIST_KEYS: Final = frozenset(s.key for _, group in GROUPS for s in group if s.kind == "list")
-# Settings whose empty value means something (off), as a list's does.
-MAY_BE_EMPTY: Final = LIST_KEYS | {"pricing.refresh_url"}
+TEXT_KEYS: Final = frozenset(s.key for _, group in GROUPS for s in group if s.kind == "text")
 BULKHEAD_FIELDS: Final = (
     ("concurrency", "Running at once"),
     ("queue", "Waiting"),
@@ -266,6 +298,8 @@ def typed_value(key: str, text: str) -> Any:
     separated by commas)."""
     if key in LIST_KEYS:
         return [item.strip() for item in text.replace(",", "\n").splitlines() if item.strip()]
+    if key in TEXT_KEYS:
+        return text
     try:
         return json.loads(text)
     except ValueError:
@@ -283,7 +317,7 @@ def changes_of(form: Form, current: Mapping[str, Any]) -> tuple[dict[str, Any], 
         text = form.get(key).strip()
         if text == shown(current[key]):
             continue
-        if not text and key not in MAY_BE_EMPTY:
+        if not text and key not in LIST_KEYS and key not in TEXT_KEYS:
             errors[key] = "a value is required"
             continue
         value = typed_value(key, text)

@@ -12,6 +12,7 @@ from uuid import UUID
 
 import httpx
 
+from pooler.cli.admin_alerts import register_alerts
 from pooler.cli.admin_keys import register_keys
 from pooler.cli.admin_login import register_login
 from pooler.cli.admin_operators import register_operators
@@ -118,6 +119,7 @@ def register(commands: Any) -> None:
     register_keys(groups)
     register_stats(groups)
     register_usage(groups)
+    register_alerts(groups)
 
     mcp = groups.add_parser(
         "mcp-token", help="operator tokens for the read-only /mcp endpoint"

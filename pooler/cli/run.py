@@ -189,13 +189,18 @@ def migrate_command(args: argparse.Namespace) -> int:
 
 def rotate_keys_command(args: argparse.Namespace) -> int:
     from pooler.crypto import Keyring
+    from pooler.store.alerts import reencrypt_alert_secrets
     from pooler.store.credentials import reencrypt_all_secrets
 
     config = load_config()
     keyring = Keyring(config.upstream_secret_key, config.upstream_secret_keys_old)
     _, db = open_database(config)
     try:
-        count = db.run_sync(lambda conn: reencrypt_all_secrets(conn, keyring))
+        count = db.run_sync(
+            lambda conn: (
+                reencrypt_all_secrets(conn, keyring) + reencrypt_alert_secrets(conn, keyring)
+            )
+        )
     finally:
         db.close()
     if args.json:

@@ -221,8 +221,8 @@ def test_cli_set_show_and_reset(capsys: pytest.CaptureFixture[str]) -> None:
     assert rows["bulkheads.stream.concurrency"] == ["64", "8192", "*"]
     assert rows["circuit_failure_threshold"] == ["3", "3"]
     # 14: the MCP pair and the write stall among them; 3: retention.*; 3: ingress.*;
-    # 2: pricing.*
-    assert len(rows) == 14 + 3 + 3 + 2 + 3 * len(DEFAULT_BULKHEADS)
+    # 2: pricing.*; 6: smtp.* and alerts.console_url
+    assert len(rows) == 14 + 3 + 3 + 2 + 6 + 3 * len(DEFAULT_BULKHEADS)
     assert rows["trusted_proxies"] == ["[]", "[]"]
 
     reset = json.loads(settings_cli(capsys, "reset", "circuit_open_seconds", "--json"))

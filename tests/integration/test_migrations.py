@@ -36,6 +36,11 @@ EXPECTED_TABLES = {
     "stats_pruned_hours",
     "stats_daily",  # 0016
     "pricing_catalog",  # 0018
+    "alert_rules",  # 0019
+    "alert_channels",
+    "alert_incidents",
+    "alert_deliveries",
+    "alert_secrets",
 }
 
 
