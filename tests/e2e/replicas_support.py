@@ -9,6 +9,7 @@ import shutil
 import signal
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -33,9 +34,10 @@ def nginx_conf(workdir: Path, listen: int, upstreams: list[int]) -> str:
     the nodes; a node that refuses or does not answer a connection within a second is
     skipped (`proxy_next_upstream error timeout`: nginx retries only where the request
     never reached a node, since a POST is not passed on once sent); no buffering, so SSE
-    frames leave as they arrive; websocket upgrades; X-Forwarded-For. The access log names
-    the node that answered each request (the client's x-client-request-id ties it to the
-    request-log row)."""
+    frames leave as they arrive; websocket upgrades; X-Forwarded-For; keep-alive
+    connections to the nodes (nginx drops an idle one after 60 s, before the gateway's
+    75 s). The access log names the node that answered each request (the client's
+    x-client-request-id ties it to the request-log row)."""
     servers = "\n".join(
         f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;" for port in upstreams
     )
@@ -56,9 +58,10 @@ http {{
         '"status":$status,"upstream":"$upstream_addr","upstream_status":"$upstream_status",'
         '"bytes":$body_bytes_sent}}';
     access_log {workdir / "access.log"} replicas;
-    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
     upstream pooler {{
 {servers}
+        keepalive 16;
     }}
     server {{
         listen 127.0.0.1:{listen};
@@ -212,12 +215,16 @@ class Tally:
     def by(self, outcome: str) -> list[Seen]:
         return [s for s in self.seen if s.outcome == outcome]
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, node_of: Callable[[str], str]) -> dict[str, Any]:
+        """Counts by kind; refusals and cuts also by what the client saw and the node
+        (`node_of` a client request id) that nginx tried last."""
+
+        def detailed(outcome: str) -> dict[str, int]:
+            return dict(Counter(f"{s.kind} {s.detail} @{node_of(s.rid)}" for s in self.by(outcome)))
+
         return {
             "requests_by_kind": dict(Counter(s.kind for s in self.seen)),
             "completed_by_kind": dict(Counter(s.kind for s in self.by("completed"))),
-            "refused_by_kind_and_status": dict(
-                Counter(f"{s.kind} {s.detail}" for s in self.by("refused"))
-            ),
-            "cut_by_kind": dict(Counter(f"{s.kind} {s.detail}" for s in self.by("cut"))),
+            "refused": detailed("refused"),
+            "cut": detailed("cut"),
         }
