@@ -483,8 +483,20 @@ def _check(
         "conversations": len(conversations),
         "conversations_on_one_account": len(conversations),
         "conversations_across_nodes": crossed,
+        "conversations_continued_on_the_restarted_node": len(
+            {
+                s.conversation
+                for s in tally.by("completed")
+                if node_of.get(s.rid) == killed.address and s.at > marks["restarted"]
+            }
+        ),
         "drained_node_requests": len(drained_rids),
         "drained_node_completed": sum(drained_completed.values()),
+        "drained_node_completed_after_sigterm": Counter(
+            s.kind
+            for s in tally.by("completed")
+            if node_of.get(s.rid) == drained.address and s.at > marks["sigterm"]
+        ),
         "drained_node_rows_missing": 0,
         "killed_node_completed_before_kill": sum(killed_before.values()),
         "killed_node_rows_lost": lost,
