@@ -34,10 +34,11 @@ def nginx_conf(workdir: Path, listen: int, upstreams: list[int]) -> str:
     the nodes; a node that refuses or does not answer a connection within a second is
     skipped (`proxy_next_upstream error timeout`: nginx retries only where the request
     never reached a node, since a POST is not passed on once sent); no buffering, so SSE
-    frames leave as they arrive; websocket upgrades; X-Forwarded-For; keep-alive
-    connections to the nodes (nginx drops an idle one after 60 s, before the gateway's
-    75 s). The access log names the node that answered each request (the client's
-    x-client-request-id ties it to the request-log row)."""
+    frames leave as they arrive; websocket upgrades, kept while idle as long as the gateway
+    keeps them (30 min); X-Forwarded-For; keep-alive connections to the nodes (nginx drops
+    an idle one after 60 s, before the gateway's 75 s). The access log names the node that
+    answered each request (the client's x-client-request-id ties it to the request-log
+    row)."""
     servers = "\n".join(
         f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;" for port in upstreams
     )
@@ -75,7 +76,7 @@ http {{
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_buffering off;
             proxy_connect_timeout 1s;
-            proxy_read_timeout 60s;
+            proxy_read_timeout 30m;
             proxy_send_timeout 60s;
             proxy_next_upstream error timeout;
             proxy_next_upstream_tries 3;
