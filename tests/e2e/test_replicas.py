@@ -382,12 +382,14 @@ async def _scenario(
     await proxy.quit()  # nginx writes a websocket's line when it closes
     lines = access_lines(proxy.workdir)
     expected = expected_rows(run, lines, killed, marks)
-    with trio.fail_after(10):  # the live nodes' LogWriters flush within a second
+    with trio.move_on_after(10):  # the live nodes' LogWriters flush within a second
         while True:
             rows = await rows_by_client_id(database, list(expected))
-            if all(rows[rid] >= count for rid, count in expected.items()):
+            missing = {rid: n for rid, n in expected.items() if rows[rid] < n}
+            if not missing:
                 break
             await trio.sleep(0.2)
+    assert not missing, f"request-log rows missing (by client request id): {missing}"
     rows = await rows_by_client_id(database, [s.rid for s in run.tally.seen])
     return _check(run, state, rows, lines, nodes, conversations, marks, propagation)
 
