@@ -510,15 +510,16 @@ def _check(
 async def _quota_propagation(
     state: EmulatorState, database: Database, seen_by: Node, steered: Node, key: str
 ) -> dict[str, Any]:
-    """Two conversations pinned to one account; that account then answers one request
-    through `seen_by` with a usage-limit 429 (its quota headers say 100 %); how long until
-    `steered` routes the other conversation elsewhere. `steered`'s probes ask for answers
-    without quota headers, so it can learn only from `seen_by` (through PostgreSQL)."""
+    """Twice: two conversations pinned to one account; that account then answers one
+    request through `seen_by` with a usage-limit 429, first with quota headers saying
+    100 %, then (another account) with its body alone; how long until `steered` routes the
+    other conversation elsewhere. `steered`'s probes ask for answers without quota
+    headers, so it can learn only from `seen_by` (through PostgreSQL)."""
     headers = {"authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(headers=headers, timeout=30) as http:
 
         async def turn(node: Node, conversation: str, quiet: bool = False) -> dict[str, Any]:
-            # A quiet turn's answer carries no quota headers: a node learns nothing from it.
+            # A quiet answer carries no quota headers (a 429 too): only its body says it.
             knobs = {"x-emulator-quiet-headers": "1"} if quiet else {}
             response = await http.post(
                 node.url + RESPONSES,
@@ -529,30 +530,37 @@ async def _quota_propagation(
             assert parse_sse(response.text)[-1]["type"] == "response.completed"
             return turns_of(state, conversation)[-1]
 
-        by_account: dict[str, list[str]] = defaultdict(list)
-        for i in range(12):
-            conversation = f"quota-{i}"
-            account = (await turn(steered, conversation))["account_id"]
-            by_account[account].append(conversation)
-            if len(by_account[account]) == 2:
-                break
-        first, second = by_account[account]
-        await wait_for_pins(database, [first, second])
-        await trio.sleep(0.6)  # each node reads the pins on NOTIFY
-        fault = {"account_id": account, "kind": "usage_limit_429", "resets_in_seconds": 600}
-        assert isinstance(arm_fault(state, fault), dict)
+        async def once(name: str, quiet_429: bool) -> dict[str, Any]:
+            by_account: dict[str, list[str]] = defaultdict(list)
+            for i in range(12):
+                conversation = f"{name}-{i}"
+                account = (await turn(steered, conversation))["account_id"]
+                by_account[account].append(conversation)
+                if len(by_account[account]) == 2:
+                    break
+            first, second = by_account[account]
+            await wait_for_pins(database, [first, second])
+            await trio.sleep(0.6)  # each node reads the pins on NOTIFY
+            fault = {"account_id": account, "kind": "usage_limit_429", "resets_in_seconds": 600}
+            assert isinstance(arm_fault(state, fault), dict)
 
-        await turn(seen_by, first)  # the 429, then a failover
-        refused = [r for r in turns_of(state, first) if r["status"] == 429]
-        assert [r["account_id"] for r in refused] == [account], turns_of(state, first)
-        seen_at = refused[0]["time"]
-        on_account, probes = [], 0
-        with trio.fail_after(PROPAGATION_BOUND_S):
-            while (served := await turn(steered, second, quiet=True))["account_id"] == account:
-                on_account.append(served["time"])
-                probes += 1
-    return {
-        "propagation_s": round(served["time"] - seen_at, 3),
-        "last_probe_on_the_account_s": round(on_account[-1] - seen_at, 3) if on_account else None,
-        "probes_still_on_the_account": probes,
-    }
+            await turn(seen_by, first, quiet=quiet_429)  # the 429, then a failover
+            refused = [r for r in turns_of(state, first) if r["status"] == 429]
+            assert [r["account_id"] for r in refused] == [account], turns_of(state, first)
+            seen_at = refused[0]["time"]
+            on_account: list[float] = []
+            with trio.fail_after(PROPAGATION_BOUND_S):
+                while (served := await turn(steered, second, quiet=True))["account_id"] == account:
+                    on_account.append(served["time"])
+            return {
+                "propagation_s": round(served["time"] - seen_at, 3),
+                "last_probe_on_the_account_s": (
+                    round(on_account[-1] - seen_at, 3) if on_account else None
+                ),
+                "probes_still_on_the_account": len(on_account),
+            }
+
+        return {
+            "with_quota_headers": await once("quota", quiet_429=False),
+            "body_only": await once("quota-body", quiet_429=True),
+        }
