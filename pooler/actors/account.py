@@ -35,7 +35,7 @@ from pooler.actors.runtime import Actor, Mailbox
 from pooler.instance_settings import InstanceSettings
 from pooler.protocol.ratelimit import RateLimitSnapshot, parse_rate_limit_headers
 from pooler.routing.circuit import Circuit, CircuitSettings
-from pooler.routing.evidence import apply_evidence
+from pooler.routing.evidence import apply_evidence, reports_windows, usage_limit_evidence
 from pooler.routing.lifecycle import Event, IllegalTransition, Lifecycle, follow, transition
 from pooler.routing.snapshot import AccountSnapshot
 from pooler.upstream.http1 import UpstreamPool
@@ -253,14 +253,26 @@ class AccountActor(Actor[Any]):
         if outcome.rate_limits is not None:
             self._learn(outcome.rate_limits, now, source="event", publish=False)
         scoped_limit = False
-        if outcome.headers:
-            evidence = parse_rate_limit_headers(outcome.headers, now)
-            if evidence is not None:
-                self._learn(evidence, now, source="headers", publish=False)
-                # A 429 for one model's own limit (`x-codex-active-limit` names an extra
-                # family the headers report): that family blocks the model, not the account.
-                active = (evidence.active_limit or "").lower().replace("-", "_")
-                scoped_limit = active in evidence.extra
+        evidence = parse_rate_limit_headers(outcome.headers, now) if outcome.headers else None
+        if evidence is not None:
+            self._learn(evidence, now, source="headers", publish=False)
+            # A 429 for one model's own limit (`x-codex-active-limit` names an extra
+            # family the headers report): that family blocks the model, not the account.
+            active = (evidence.active_limit or "").lower().replace("-", "_")
+            scoped_limit = active in evidence.extra
+        if (
+            outcome.kind == m.USAGE_LIMIT
+            and outcome.resets_at is not None
+            and not scoped_limit
+            and not reports_windows(evidence)
+            and not reports_windows(outcome.rate_limits)
+            and self._persist_quota is not None
+        ):
+            # Only the answer's body says the account is out (no quota headers): this node
+            # blocks it (`blocked_until`, below); stored as a full window, so the other
+            # nodes keep off it too (DESIGN §11) rather than each meeting a 429 of its own.
+            out = usage_limit_evidence(self.state.snapshot, outcome.resets_at)
+            self._persist_quota(self.state.snapshot.account_id, out, now, "error")
         snap = replace(self.state.snapshot, in_flight=len(self.state.leases))
         settings = self._settings()
         kind = outcome.kind

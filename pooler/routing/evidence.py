@@ -62,3 +62,24 @@ def apply_evidence(
             )
         changes["scoped"] = tuple(scoped.values())
     return replace(snapshot, **changes) if changes else snapshot  # type: ignore[arg-type]
+
+
+def usage_limit_evidence(snapshot: AccountSnapshot, resets_at: float) -> RateLimitSnapshot:
+    """What a `usage_limit_reached` answer without quota headers says, as evidence another
+    node can apply: a window is full until `resets_at`. Which one is a guess: the known
+    window whose reset is nearest that time, the primary when neither has one."""
+
+    def gap(window: WindowState | None) -> float:
+        if window is None or window.reset_at is None:
+            return float("inf")
+        return abs(window.reset_at - resets_at)
+
+    full = ReportedWindow(100.0, None, resets_at)
+    if gap(snapshot.secondary) < gap(snapshot.primary):
+        return RateLimitSnapshot(None, full, None, {}, None, None)
+    return RateLimitSnapshot(full, None, None, {}, None, None)
+
+
+def reports_windows(evidence: RateLimitSnapshot | None) -> bool:
+    """The evidence reports the account's own primary or secondary window."""
+    return evidence is not None and (evidence.primary is not None or evidence.secondary is not None)
