@@ -50,7 +50,7 @@ class Setting:
     key: str
     label: str
     hint: str
-    kind: str = "number"  # number | list | bool | text (may be empty)
+    kind: str = "number"  # number | list | bool | text | url (text and url may be empty)
 
 
 # The groups and words of the page; every key of `InstanceSettings` appears once (a test
@@ -213,7 +213,7 @@ GROUPS: Final[tuple[tuple[str, tuple[Setting, ...]], ...]] = (
                 "Price catalog URL",
                 "Where a newer price catalog (JSON, the bundled file's format) is fetched"
                 " from once per cluster; empty keeps the bundled catalog.",
-                "text",
+                "url",
             ),
             Setting(
                 "pricing.refresh_interval_hours",
@@ -230,7 +230,7 @@ GROUPS: Final[tuple[tuple[str, tuple[Setting, ...]], ...]] = (
                 "Console URL",
                 "This console's public address (https://...), for the incident links alert"
                 " notifications carry. Empty: the links are paths.",
-                "text",
+                "url",
             ),
             Setting(
                 "smtp.host",
@@ -257,7 +257,9 @@ GROUPS: Final[tuple[tuple[str, tuple[Setting, ...]], ...]] = (
     ),
 )
 LIST_KEYS: Final = frozenset(s.key for _, group in GROUPS for s in group if s.kind == "list")
-TEXT_KEYS: Final = frozenset(s.key for _, group in GROUPS for s in group if s.kind == "text")
+TEXT_KEYS: Final = frozenset(
+    s.key for _, group in GROUPS for s in group if s.kind in ("text", "url")
+)
 BULKHEAD_FIELDS: Final = (
     ("concurrency", "Running at once"),
     ("queue", "Waiting"),
