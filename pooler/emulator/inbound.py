@@ -116,13 +116,19 @@ def validate_http(body: dict[str, Any]) -> rj.Rejection | None:
     return None
 
 
+MAX_END_DELAY_S = 60.0
+
+
 @dataclass(frozen=True)
 class Knobs:
     """Test knobs (headers or metadata): `x-emulator-delay-ms` (a pause before each event),
-    `x-emulator-events` (N text deltas), `x-emulator-quiet-headers` (no quota headers) and
-    `x-emulator-rate-limits-event` (`codex.rate_limits` events first on an SSE stream)."""
+    `x-emulator-events` (N text deltas), `x-emulator-quiet-headers` (no quota headers),
+    `x-emulator-rate-limits-event` (`codex.rate_limits` events first on an SSE stream) and
+    `x-emulator-end-delay-ms` (a pause between the last event and the end of the body, as a
+    slow network may leave it)."""
 
     delay_s: float = 0.0
+    end_delay_s: float = 0.0
     deltas: int | None = None
     quiet_headers: bool = False
     rate_limits_event: bool = False
@@ -138,9 +144,11 @@ def knobs_from(headers: dict[bytes, str], body: dict[str, Any] | None = None) ->
         return headers.get(name.encode()) or _text(meta.get(name))
 
     delay = _number(knob("x-emulator-delay-ms"))
+    end_delay = _number(knob("x-emulator-end-delay-ms"))
     deltas = _number(knob("x-emulator-events"))
     return Knobs(
         delay_s=max(0.0, delay or 0.0) / 1000,
+        end_delay_s=min(MAX_END_DELAY_S, max(0.0, end_delay or 0.0) / 1000),
         deltas=None if deltas is None else int(min(MAX_DELTAS, max(1, deltas))),
         quiet_headers=_flag(knob("x-emulator-quiet-headers")),
         rate_limits_event=_flag(knob("x-emulator-rate-limits-event")),

@@ -105,8 +105,18 @@ async def handle_responses(
     state.record("POST", path, grant=grant, status=200, fault=fault_kind, turn=log, now=now)
     await send({"type": "http.response.start", "status": 200, "headers": response_headers})
     cut = fault is not None and fault.kind == "disconnect_mid_stream"
-    stream = partial(_send_events, state, grant, events, send, knobs.delay_s, model, cut=cut)
-    if not knobs.delay_s:
+    stream = partial(
+        _send_events,
+        state,
+        grant,
+        events,
+        send,
+        knobs.delay_s,
+        model,
+        cut=cut,
+        end_delay_s=knobs.end_delay_s,
+    )
+    if not knobs.delay_s and not knobs.end_delay_s:
         return await stream()
     async with trio.open_nursery() as nursery:  # a slow stream stops when its client leaves
         nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
@@ -129,6 +139,7 @@ async def _send_events(
     model: str,
     *,
     cut: bool,
+    end_delay_s: float = 0.0,
 ) -> None:
     """One ASGI body message per event; the account is charged as the stream completes."""
     last = len(events) - 1
@@ -140,4 +151,8 @@ async def _send_events(
         if index == last:
             state.charge(grant.account, time.time(), model)
         chunk = encode_sse(event)
-        await send({"type": "http.response.body", "body": chunk, "more_body": index != last})
+        ends = index == last and not end_delay_s
+        await send({"type": "http.response.body", "body": chunk, "more_body": not ends})
+    if end_delay_s:
+        await trio.sleep(end_delay_s)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

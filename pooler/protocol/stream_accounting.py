@@ -51,6 +51,10 @@ class StreamAccounting:
     def completed(self) -> bool:
         return self.terminal_type == "response.completed"
 
+    def has_ended(self) -> bool:
+        """Whether the terminal event (completed, failed or incomplete) has been seen."""
+        return self.terminal_type is not None
+
     def feed(self, chunk: bytes) -> None:
         for event in self._decoder.feed(chunk):
             self._on_event(event.data)

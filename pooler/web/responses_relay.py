@@ -46,6 +46,8 @@ log = logging.getLogger("pooler.web.responses")
 
 UPSTREAM_PATH = "/responses"
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+# After a collected answer is sent, how long the rest of the upstream body may take.
+AFTER_ANSWER_READ_S = 5.0
 
 
 class Presenter(Protocol):
@@ -280,7 +282,10 @@ class ResponsesRelay:
         async def collect(chunk: bytes) -> None:
             accounting.feed(chunk)
 
-        broken = await _pump(response, idle, collect)
+        # The answer is whole at the terminal event: the client is not kept waiting for
+        # the upstream's end of body (a write and a read later; under load, two turns of
+        # each event loop). The rest is read after the client has its answer.
+        broken = await _pump(response, idle, collect, until=accounting.has_ended)
         headers = tuple(response.headers)
         if broken is not None or accounting.terminal_type is None:
             # Nothing reached the client yet, so another account may still answer.
@@ -290,10 +295,21 @@ class ResponsesRelay:
         record.mark_first_byte()
         attempt.ended(m.Outcome(m.OK, 200, headers, rate_limits=accounting.rate_limits))
         if presenter is not None:
-            return await self._present_collected(send, record, accounting, presenter)
+            await self._present_collected(send, record, accounting, presenter)
+        else:
+            await self._answer_collected(send, record, accounting, response.headers)
+        await _read_rest(response, AFTER_ANSWER_READ_S)
+
+    async def _answer_collected(
+        self,
+        send: Send,
+        record: RequestRecord,
+        accounting: ResponseAccounting,
+        upstream_headers: list[tuple[bytes, bytes]],
+    ) -> None:
         extra = [
             (b"x-request-id", record.request_id.encode()),
-            *relayed_response_headers(response.headers, self.gw.models_etag(record.pool_id)),
+            *relayed_response_headers(upstream_headers, self.gw.models_etag(record.pool_id)),
         ]
         if accounting.completed:
             record.finish(200, "completed")
@@ -331,9 +347,13 @@ class ResponsesRelay:
 
 
 async def _pump(
-    response: Any, idle: float, on_chunk: Callable[[bytes], Awaitable[None]]
+    response: Any,
+    idle: float,
+    on_chunk: Callable[[bytes], Awaitable[None]],
+    until: Callable[[], bool] | None = None,
 ) -> str | None:
-    """Hand each upstream chunk to `on_chunk` as it arrives; a failure code, or None at the end.
+    """Hand each upstream chunk to `on_chunk` as it arrives; a failure code, or None at the
+    end (or as soon as `until()` is true after a chunk).
 
     One cancel scope for the whole stream, its deadline pushed on after every chunk (a new
     scope per chunk cost ~7 % of the gateway's CPU on SSE): `idle` seconds without progress
@@ -344,10 +364,20 @@ async def _pump(
         try:
             async for chunk in response.aiter_bytes():
                 await on_chunk(chunk)
+                if until is not None and until():
+                    return None
                 scope.deadline = trio.current_time() + idle
         except UpstreamTransportError:
             return "upstream_stream_broken"
     return "stream_idle_timeout" if scope.cancelled_caught else None
+
+
+async def _read_rest(response: Any, seconds: float) -> None:
+    """Read what is left of an answered upstream body (its end, after the terminal event),
+    so its connection can serve the next request; one that takes longer is closed."""
+    with trio.move_on_after(seconds), contextlib.suppress(UpstreamTransportError):
+        async for _ in response.aiter_bytes():
+            pass
 
 
 class ResponseAccounting(StreamAccounting):
