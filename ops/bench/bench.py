@@ -43,13 +43,16 @@ from console_run import FULL_CONSOLE, QUICK_CONSOLE, console_run
 from extras import idle_streams, profile_gateway
 from failover import FULL_FAILOVER, QUICK_FAILOVER, failover_run
 from mcp_run import FULL_MCP, QUICK_MCP, mcp_run, open_mcp
+from paced_run import FULL_PACED, QUICK_PACED, paced_run
 from report import Results, error_banner, markdown, to_json
 from runner import ForeignLoad, Run, benchmark, log, new_run, wait_until_ready
 from scenarios import FULL, QUICK, Plan
 from websocket_run import FULL_WS, QUICK_WS, websocket_run
 
-EXTRAS = ("failover", "cache", "websocket", "console", "mcp")
-ON_BENCH_POOL = frozenset({"websocket", "console", "mcp"})  # extras that need no Pool of their own
+EXTRAS = ("failover", "cache", "websocket", "console", "mcp", "paced")
+ON_BENCH_POOL = frozenset(
+    {"websocket", "console", "mcp", "paced"}
+)  # extras that need no Pool of their own
 # Below the 192 streams that 3 accounts x 64 upstream connections allow (see README).
 IDLE_STREAMS = 150
 DEFAULT_PROFILE_OUT = Path("/tmp/pooler-gateway.speedscope.json")  # never in the repo
@@ -185,6 +188,8 @@ async def run_extras(
             run.results.extras[name] = await console_run(run, console_plan)
         elif name == "mcp":
             run.results.extras[name] = await mcp_run(run, QUICK_MCP if quick else FULL_MCP)
+        elif name == "paced":
+            run.results.extras[name] = await paced_run(run, QUICK_PACED if quick else FULL_PACED)
         elif name == "failover":
             plan = QUICK_FAILOVER if quick else FULL_FAILOVER
             run.results.extras[name] = await failover_run(run, plan)

@@ -323,6 +323,36 @@ def extras_markdown(extras: dict[str, Any], other_cores: float | None = None) ->
     if "mcp" in extras:
         lines += ["", "MCP extra (MCP clients on /mcp beside a c=50 short load):", ""]
         lines += _mcp_markdown(extras["mcp"])
+    if "paced" in extras:
+        lines += _paced_markdown(extras["paced"])
+    return lines
+
+
+def _paced_markdown(figures: dict[str, Any]) -> list[str]:
+    """The paced extra: non-streamed answers behind a paced upstream stream."""
+    lines = [
+        "",
+        f"Paced extra (c={figures['concurrency']}, {figures['delay_ms']} ms before each "
+        f"upstream event, {figures['rounds']} rounds of {figures['seconds']:g} s per path; "
+        "done at the last byte; added = path - direct):",
+        "",
+        "| path | p50 | p99 | added p50 | added p99 | req/s | requests | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in ("direct", "gateway stream", "gateway json", "gateway v1 json"):
+        row = figures.get(name)
+        if not row:
+            continue
+        added = (
+            (f"{_signed(row['added_p50_ms'])} ms", f"{_signed(row['added_p99_ms'])} ms")
+            if "added_p50_ms" in row
+            else ("-", "-")
+        )
+        lines.append(
+            f"| {name} | {_fmt(row.get('p50_ms'), 1)} ms | {_fmt(row.get('p99_ms'), 1)} ms "
+            f"| {added[0]} | {added[1]} | {_fmt(row.get('rps'), 1)} "
+            f"| {_fmt(row.get('requests'), 0)} | {_fmt(row.get('errors'), 0)} |"
+        )
     return lines
 
 

@@ -1,0 +1,100 @@
+"""The paced extra (issue 17): a client that does not stream, behind a slow upstream stream.
+
+At 50 connections, every upstream answer is paced (`x-emulator-delay-ms` before each of its
+events, about 2.6 s a request). The same request goes four ways, in alternating order
+each round: streamed directly to the emulator (the reference), streamed through the
+gateway's Codex route, and not streamed through the gateway, on the Codex route and on
+`/v1/responses` (the gateway collects the upstream stream and answers one JSON body; `/v1`
+chat takes the same path, but its body cannot carry the emulator's pacing knob). A request
+is done at its last byte. What the gateway adds is its path's p50/p99 minus the direct
+path's, from the same rounds: a non-streamed answer should finish within ~2 ms of the
+streamed one (the issue's target).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from loadgen import Target, run_round
+from runner import Run, log
+from scenarios import JSON_DONE, SSE_DELTAS, request_body, targets
+from stats import median_of_medians
+
+PATHS = ("direct", "gateway stream", "gateway json", "gateway v1 json")
+ERRORS_PATH = "gateway (paced)"
+
+
+@dataclass(frozen=True)
+class PacedPlan:
+    rounds: int
+    seconds: float  # closed loop per path and round (requests started until then finish)
+    concurrency: int
+    delay_ms: int  # before each upstream event
+
+
+QUICK_PACED = PacedPlan(rounds=2, seconds=6.0, concurrency=50, delay_ms=100)
+FULL_PACED = PacedPlan(rounds=4, seconds=12.0, concurrency=50, delay_ms=100)
+
+
+def paced_targets(run: Run, delay_ms: int) -> dict[str, Target]:
+    endpoints = run.endpoints
+    streamed = targets(endpoints, "sse", SSE_DELTAS, delay_ms=delay_ms)
+    collected = targets(endpoints, "short", SSE_DELTAS, delay_ms=delay_ms)["gateway"]
+    body = request_body(SSE_DELTAS, stream=False, delay_ms=delay_ms)
+    v1 = Target(
+        collected.host,
+        collected.port,
+        b"POST",
+        b"/v1/responses",
+        collected.headers,
+        body,
+        JSON_DONE,
+    )
+    return {
+        "direct": streamed["direct"],
+        "gateway stream": streamed["gateway"],
+        "gateway json": collected,
+        "gateway v1 json": v1,
+    }
+
+
+async def paced_run(run: Run, plan: PacedPlan) -> dict[str, Any]:
+    paths = paced_targets(run, plan.delay_ms)
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in PATHS}
+    for name, target in paths.items():  # warm-up: every path answers before we measure
+        warm = await run_round(target, 2, 0.1)
+        if not warm.ok:
+            raise RuntimeError(f"paced extra: {name} failed its warm-up: {dict(warm.errors)}")
+    for index in range(plan.rounds):
+        order = PATHS[index % len(PATHS) :] + PATHS[: index % len(PATHS)]
+        for name in order:
+            result = await run_round(paths[name], plan.concurrency, plan.seconds)
+            errors_path = "direct" if name == "direct" else ERRORS_PATH
+            run.results.errors.setdefault(errors_path, Counter()).update(result.errors)
+            rounds[name].append(result.figures())
+        log(f"paced round {index + 1}/{plan.rounds} done")
+    return paced_figures(plan, rounds)
+
+
+FIGURE_KEYS = ("p50_ms", "p99_ms", "ttfb_p50_ms", "rps", "requests", "errors")
+
+
+def paced_figures(plan: PacedPlan, rounds: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+    """Medians of round medians per path, and each gateway path's added latency (its
+    figure minus the direct path's, both from the same rounds)."""
+    sides = {name: median_of_medians(figures) for name, figures in rounds.items()}
+    direct = sides["direct"]
+    out: dict[str, Any] = {
+        "concurrency": plan.concurrency,
+        "delay_ms": plan.delay_ms,
+        "rounds": plan.rounds,
+        "seconds": plan.seconds,
+    }
+    for name, side in sides.items():
+        out[name] = {key: round(side[key], 2) for key in FIGURE_KEYS if key in side}
+        if name != "direct":
+            out[name]["added_p50_ms"] = round(side["p50_ms"] - direct["p50_ms"], 2)
+            out[name]["added_p99_ms"] = round(side["p99_ms"] - direct["p99_ms"], 2)
+    return out
