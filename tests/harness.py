@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 import httpx
 import pytest
@@ -231,11 +231,17 @@ def free_port() -> int:
 
 
 async def run_process(
-    command: list[str], env: dict[str, str], *, task_status: trio.TaskStatus[trio.Process]
+    command: list[str],
+    env: dict[str, str],
+    log: IO[bytes] | None = None,
+    *,
+    task_status: trio.TaskStatus[trio.Process],
 ) -> None:
-    """Run `command` (stdout and stderr piped together) until it exits; killed on cancel."""
+    """Run `command` until it exits, its stdout and stderr piped together (or written to
+    `log`, closed at the end); killed on cancel."""
+    out: IO[bytes] | int = subprocess.PIPE if log is None else log
     proc = await trio.lowlevel.open_process(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        command, env=env, stdout=out, stderr=log if log is not None else subprocess.STDOUT
     )
     try:
         task_status.started(proc)
@@ -245,6 +251,8 @@ async def run_process(
             proc.kill()
             with trio.move_on_after(5, shield=True):
                 await proc.wait()
+        if log is not None:
+            log.close()
 
 
 async def run_client(

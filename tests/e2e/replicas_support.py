@@ -12,10 +12,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import trio
-from harness import free_port, missing_client
+from harness import free_port, missing_client, run_process
 
 PYTHON = [sys.executable, "-m", "pooler.cli.main"]
 
@@ -87,26 +87,6 @@ http {{
 """
 
 
-async def run_logged(
-    command: list[str],
-    env: dict[str, str],
-    log: IO[bytes],
-    *,
-    task_status: trio.TaskStatus[trio.Process],
-) -> None:
-    """Run `command` with its output in `log` until it exits; killed on cancel."""
-    proc = await trio.lowlevel.open_process(command, env=env, stdout=log, stderr=log)
-    try:
-        task_status.started(proc)
-        await proc.wait()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            with trio.move_on_after(5, shield=True):
-                await proc.wait()
-        log.close()
-
-
 @dataclass
 class Node:
     """One `pooler serve` process: its own data dir and port, restartable on that port."""
@@ -128,7 +108,7 @@ class Node:
     async def start(self, nursery: trio.Nursery) -> None:
         offset = self.log.stat().st_size if self.log.exists() else 0
         command = [*PYTHON, "serve", "--port", str(self.port)]
-        self.process = await nursery.start(run_logged, command, self.env, self.log.open("ab"))
+        self.process = await nursery.start(run_process, command, self.env, self.log.open("ab"))
         with trio.fail_after(60):
             while b"listening on" not in self.log.read_bytes()[offset:]:
                 if self.process.returncode is not None:
@@ -165,7 +145,7 @@ async def start_nginx(nursery: trio.Nursery, workdir: Path, upstreams: list[int]
     binary, port = nginx_binary(), free_port()
     conf = write_conf(workdir, port, upstreams)
     command = [binary, "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(conf)]
-    proc = await nursery.start(run_logged, command, {}, (workdir / "stdout.log").open("ab"))
+    proc = await nursery.start(run_process, command, {}, (workdir / "stdout.log").open("ab"))
     with trio.fail_after(10):
         while True:
             if proc.returncode is not None:

@@ -3,31 +3,17 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from pooler.emulator import inbound
 from pooler.emulator.prompt_cache import prompt_chain
 from pooler.emulator.state import EmulatorState
+from tests.unit.bench_support import load_bench
 
-BENCH = Path(__file__).resolve().parents[2] / "ops" / "bench"
-
-
-def _load(name: str) -> ModuleType:
-    sys.path.insert(0, str(BENCH))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(BENCH))
-
-
-extra_stats = _load("extra_stats")
-conversations = _load("conversations")
+extra_stats = load_bench("extra_stats")
+conversations = load_bench("conversations")
 
 PATH = "/backend-api/codex/responses"
 

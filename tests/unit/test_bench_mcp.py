@@ -3,26 +3,13 @@ counted, the per-mode figures and their Markdown table."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from collections import Counter
-from pathlib import Path
-from types import ModuleType
 
-BENCH = Path(__file__).resolve().parents[2] / "ops" / "bench"
+from tests.unit.bench_support import load_bench
 
-
-def _load(name: str) -> ModuleType:
-    sys.path.insert(0, str(BENCH))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(BENCH))
-
-
-mcp_run = _load("mcp_run")
-report = _load("report")
+mcp_run = load_bench("mcp_run")
+report = load_bench("report")
 
 
 def test_an_answer_counts_as_ok_only_with_a_result_and_no_tool_error() -> None:

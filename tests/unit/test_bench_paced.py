@@ -3,24 +3,10 @@ latency of each gateway path against the direct one, and its Markdown table."""
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-from types import ModuleType
+from tests.unit.bench_support import load_bench
 
-BENCH = Path(__file__).resolve().parents[2] / "ops" / "bench"
-
-
-def _load(name: str) -> ModuleType:
-    sys.path.insert(0, str(BENCH))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(BENCH))
-
-
-paced_run = _load("paced_run")
-report = _load("report")
+paced_run = load_bench("paced_run")
+report = load_bench("report")
 
 
 def _round(p50: float, p99: float) -> dict[str, float]:

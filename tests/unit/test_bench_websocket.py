@@ -3,25 +3,12 @@ turn frame, the per-path figures and their Markdown table."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-from pathlib import Path
-from types import ModuleType
 
-BENCH = Path(__file__).resolve().parents[2] / "ops" / "bench"
+from tests.unit.bench_support import load_bench
 
-
-def _load(name: str) -> ModuleType:
-    sys.path.insert(0, str(BENCH))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(BENCH))
-
-
-websocket_run = _load("websocket_run")
-report = _load("report")
+websocket_run = load_bench("websocket_run")
+report = load_bench("report")
 
 
 def test_turn_frame_is_a_response_create_with_the_emulator_knobs() -> None:
