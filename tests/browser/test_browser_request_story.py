@@ -86,6 +86,7 @@ SHOWN_AS = {
     "client_request_id": "Client request id",
     "client_ip": "Client IP",
     "client_user_agent": "User agent",
+    "cost_usd": "API-equivalent cost (USD)",
 }
 
 
