@@ -79,9 +79,13 @@ class PoolSupervisor(Actor[Any]):
         *,
         continuity_ttl: float = 6 * 3600.0,
         clock: Callable[[], float] = time.time,
+        on_pin_news: Callable[[], None] = lambda: None,
     ) -> None:
+        """`on_pin_news`: called when a conversation is pinned anew or moved (not when a
+        pin is only used again), so its write-behind need not wait for the next tick."""
         super().__init__("pool-supervisor", capacity=SUPERVISOR_MAILBOX_CAPACITY)
         self._clock = clock
+        self._on_pin_news = on_pin_news
         self.tree = AccountTree(deps, self._changed, lambda: self.settings, clock)
         self.accounts: dict[str, AccountHandle] = self.tree.accounts
         self.pools: dict[str, PoolPolicy] = {}
@@ -160,9 +164,12 @@ class PoolSupervisor(Actor[Any]):
         if cmap is not None and (message.hard or policy is None or policy.continuity):
             now = self._clock()
             ttl = self._continuity_ttl if message.ttl is None else message.ttl
+            news = False
             for key in message.continuity_keys:
-                cmap.pin(key, message.account_id, now, ttl)
+                news |= cmap.pin(key, message.account_id, now, ttl)
                 self._note_dirty_pin(message.pool_id, key, message.account_id, now + ttl)
+            if news:  # other nodes must learn a new conversation's account at once
+                self._on_pin_news()
 
     def _take_dirty_pins(self, message: m.TakeDirtyPins) -> None:
         dirty, self._dirty_pins = self._dirty_pins, {}

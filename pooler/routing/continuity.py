@@ -33,17 +33,21 @@ class ContinuityMap:
             return None
         return pin.account_id
 
-    def pin(self, key: bytes, account_id: str, now: float, ttl: float | None = None) -> None:
+    def pin(self, key: bytes, account_id: str, now: float, ttl: float | None = None) -> bool:
+        """Pin `key` to `account_id`; whether that is news (a new pin, or a move) rather
+        than a use of the pin that was there."""
         expires_at = now + (self.ttl if ttl is None else ttl)
         pin = self._pins.get(key)
         if pin is not None:
+            moved = pin.account_id != account_id or pin.expires_at <= now
             pin.account_id = account_id
             pin.expires_at = max(pin.expires_at, expires_at)
             self._pins.move_to_end(key)
-            return
+            return moved
         self._pins[key] = Pin(account_id, expires_at)
         while len(self._pins) > self.max_entries:
             self._pins.popitem(last=False)
+        return True
 
     def restore(self, key: bytes, account_id: str, expires_at: float, now: float) -> None:
         """A pin read back from storage (this node's earlier life, or another node). The

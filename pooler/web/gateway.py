@@ -66,6 +66,7 @@ RELOAD_DEBOUNCE_S = 0.05
 # Write-behind of quota evidence and continuity pins: short, so another node sees a
 # conversation's pin within about a second (DESIGN §11).
 WRITE_BEHIND_INTERVAL_S = 0.5
+PIN_NEWS_GATHER_S = 0.01
 USAGE_TICK_S = 1.0
 APPLY_CONFIG_TIMEOUT_S = 120.0
 MAX_QUOTA_NOTES_PER_ACCOUNT = 8
@@ -101,6 +102,7 @@ class Gateway:
                 fetch_usage=self._fetch_usage,
             ),
             continuity_ttl=self.settings.continuity_ttl_s,
+            on_pin_news=self._pin_news_now,
         )
         self.pool_mailbox = self.pool_supervisor.mailbox  # where leases are asked for
         self.actors: Supervisor | None = None  # while running: the PoolSupervisor, LogWriter
@@ -135,6 +137,7 @@ class Gateway:
         self._quota_from_peers: set[str] = set()
         self._pins_from_peers: set[str] = set()
         self._peer_news = trio.Event()
+        self._pin_news = trio.Event()  # a conversation pinned anew or moved here
         self.heap_trimmer = HeapTrimmer()  # memory freed by large bodies goes back
         self.stats_rollups = StatsRollups(db)  # the stats page's hourly rollups
         # The price catalog each request's cost is computed with (pooler.pricing): the
@@ -201,6 +204,7 @@ class Gateway:
                 )
                 nursery.start_soon(self._reload_loop)
                 nursery.start_soon(self._peer_news_loop)
+                nursery.start_soon(self._pin_news_loop)
                 await actors.start_child("scheduler", self.scheduler.run, budget=CORE_BUDGET)
                 nursery.start_soon(self._first_catalog)
                 nursery.start_soon(self.loop_lag.run)
@@ -268,6 +272,22 @@ class Gateway:
         elif channel == CONTINUITY_CHANNEL:
             self._pins_from_peers.add(payload)
         self._peer_news.set()
+
+    def _pin_news_now(self) -> None:
+        self._pin_news.set()
+
+    async def _pin_news_loop(self) -> None:
+        """Write a new or moved pin within milliseconds rather than at the next tick: a
+        conversation's next turn may reach another node that soon. Pins only used again
+        wait for the tick (their expiry moves, nothing another node routes by)."""
+        while True:
+            await self._pin_news.wait()
+            await trio.sleep(PIN_NEWS_GATHER_S)  # one write for the pins of a burst
+            self._pin_news = trio.Event()
+            try:
+                await self.flush_continuity()
+            except Exception as exc:  # the tick's flush takes them again
+                log.warning("continuity write failed: %s", type(exc).__name__)
 
     async def _peer_news_loop(self) -> None:
         """Read back what other nodes wrote: quota evidence and pins."""

@@ -271,6 +271,24 @@ async def rows_by_client_id(database: Database, rids: list[str]) -> Counter[str]
     return Counter(row[0] for row in found)
 
 
+async def continuity_stories(database: Database, run: Run) -> dict[str, list[tuple[Any, ...]]]:
+    """Per conversation, what the gateways recorded of its requests (time, account,
+    continuity and why it moved): the story a failed continuity check prints."""
+    conversation_of = {s.rid: s.conversation for s in run.tally.seen}
+    found = await database.run(
+        lambda conn: conn.execute(
+            "SELECT client_request_id, created_at, account_label, continuity,"
+            " routing->>'continuity_reason', status_code, outcome FROM request_logs"
+            " WHERE client_request_id = ANY(%s) ORDER BY created_at",
+            (list(conversation_of),),
+        ).fetchall()
+    )
+    stories: dict[str, list[tuple[Any, ...]]] = {}
+    for row in found:
+        stories.setdefault(conversation_of[row[0]], []).append(tuple(row))
+    return stories
+
+
 async def wait_for_pins(database: Database, conversations: list[str]) -> None:
     digests = [continuity_digest("session", c) for c in conversations]
     with trio.fail_after(10):
@@ -391,7 +409,8 @@ async def _scenario(
             await trio.sleep(0.2)
     assert not missing, f"request-log rows missing (by client request id): {missing}"
     rows = await rows_by_client_id(database, [s.rid for s in run.tally.seen])
-    return _check(run, state, rows, lines, nodes, conversations, marks, propagation)
+    stories = await continuity_stories(database, run)
+    return _check(run, state, rows, lines, nodes, conversations, marks, propagation, stories)
 
 
 def expected_rows(
@@ -431,6 +450,7 @@ def _check(
     conversations: dict[str, str],
     marks: dict[str, float],
     propagation: dict[str, Any],
+    stories: dict[str, list[tuple[Any, ...]]],
 ) -> dict[str, Any]:
     killed, drained, _ = nodes
     tally = run.tally
@@ -456,7 +476,7 @@ def _check(
     for conversation in conversations:
         served = [r for r in turns_of(state, conversation) if r["status"] == 200]
         accounts = {r["account_id"] for r in served}
-        assert served and len(accounts) == 1, (conversation, served)
+        assert served and len(accounts) == 1, (conversation, stories.get(conversation), served)
         rids = {s.rid for s in tally.seen if s.conversation == conversation}
         crossed += len({node_of[r] for r in rids if r in node_of}) >= 2
     continued_on_restarted = {

@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 from harness import POOL, Stack, open_two_nodes, parse_sse, responses_body
 
 from pooler.store import instance_settings as settings_store
 from pooler.store import keys as key_store
 from pooler.store import pools as pool_store
+from pooler.web import gateway as gateway_module
 from pooler.web.leasing import continuity_digest
 
 RESPONSES = "/backend-api/codex/responses"
@@ -366,3 +368,26 @@ async def test_a_token_refreshed_by_one_node_is_adopted_by_the_other(
 
         await within(WITHIN_A_SECOND, "A's new token on B", b_sends_the_new_token)
         assert len(await b.upstream_requests("/oauth/token")) == 1  # B did not refresh again
+
+
+async def test_a_new_conversation_reaches_the_other_node_without_waiting_for_the_tick(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With the periodic write-behind an hour away, only the prompt write of a new pin can
+    # tell node B where node A put the conversation: its next turn may come that soon.
+    monkeypatch.setattr(gateway_module, "WRITE_BEHIND_INTERVAL_S", 3600.0)
+    async with (
+        open_two_nodes(db_url, tmp_path) as (a, b),
+        a.client() as client_a,
+        b.client() as client_b,
+    ):
+        headers = {"session-id": "thread-prompt"}
+        first = await client_a.post(RESPONSES, json=responses_body("turn one"), headers=headers)
+        assert first.status_code == 200
+        account = await served_by(a)
+        digest = continuity_digest("session", "thread-prompt")
+        await wait_for_pins(b, await pool_id(a), [digest])
+        second = await client_b.post(RESPONSES, json=responses_body("turn two"), headers=headers)
+        assert second.status_code == 200
+        assert await served_by(b) == account
+        assert await kept_continuity(b, [second.headers["x-request-id"]]) == ["kept"]

@@ -353,3 +353,11 @@ def test_an_extended_demotion_wakes_at_its_new_end() -> None:
     router.touch("a", NOW + 5)
     assert router.choose(NOW + 15, limit=2).candidates[0].account_id == "b"
     assert router.choose(NOW + 21, limit=2).candidates[0].account_id == "a"
+
+
+def test_a_pin_is_news_when_new_moved_or_expired_not_when_used_again() -> None:
+    cmap = ContinuityMap(ttl=60)
+    assert cmap.pin(b"k", "a1", now=0.0) is True  # new
+    assert cmap.pin(b"k", "a1", now=10.0) is False  # used again: only its expiry moves
+    assert cmap.pin(b"k", "a2", now=20.0) is True  # moved
+    assert cmap.pin(b"k", "a2", now=200.0) is True  # expired, then taken again
