@@ -1,14 +1,16 @@
 """The paced extra (issue 17): a client that does not stream, behind a slow upstream stream.
 
-At 50 connections, every upstream answer is paced (`x-emulator-delay-ms` before each of its
-events, about 2.6 s a request). The same request goes four ways, in alternating order
-each round: streamed directly to the emulator (the reference), streamed through the
-gateway's Codex route, and not streamed through the gateway, on the Codex route and on
-`/v1/responses` (the gateway collects the upstream stream and answers one JSON body; `/v1`
+Every upstream answer is paced (`x-emulator-delay-ms` before each of its events, about
+2.6 s a request). The same request goes four ways at once, 50 connections in all: streamed
+directly to the emulator (the reference), streamed through the gateway's Codex route, and
+not streamed through the gateway, on the Codex route and on `/v1/responses` (the gateway
+collects the upstream stream and answers one JSON body; `/v1`
 chat takes the same path, but its body cannot carry the emulator's pacing knob). A request
 is done at its last byte. What the gateway adds is its path's p50/p99 minus the direct
-path's, from the same rounds: a non-streamed answer should finish within ~2 ms of the
-streamed one (the issue's target).
+path's, from the same rounds, and each non-streamed path's minus the gateway's streamed one
+(the issue's target: within ~2 ms at 50 concurrent). Sharing one window matters more than
+the load: a paced request's duration moves by tens of milliseconds between windows (timer
+jitter, the emulator's load), far more than the difference sought.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import trio
 from loadgen import Target, run_round
 from runner import Run, log
 from scenarios import JSON_DONE, SSE_DELTAS, request_body, targets
@@ -34,8 +37,8 @@ class PacedPlan:
     delay_ms: int  # before each upstream event
 
 
-QUICK_PACED = PacedPlan(rounds=2, seconds=6.0, concurrency=50, delay_ms=100)
-FULL_PACED = PacedPlan(rounds=4, seconds=12.0, concurrency=50, delay_ms=100)
+QUICK_PACED = PacedPlan(rounds=3, seconds=6.0, concurrency=50, delay_ms=100)
+FULL_PACED = PacedPlan(rounds=5, seconds=12.0, concurrency=50, delay_ms=100)
 
 
 def paced_targets(run: Run, delay_ms: int) -> dict[str, Target]:
@@ -68,14 +71,28 @@ async def paced_run(run: Run, plan: PacedPlan) -> dict[str, Any]:
         if not warm.ok:
             raise RuntimeError(f"paced extra: {name} failed its warm-up: {dict(warm.errors)}")
     for index in range(plan.rounds):
-        order = PATHS[index % len(PATHS) :] + PATHS[: index % len(PATHS)]
-        for name in order:
-            result = await run_round(paths[name], plan.concurrency, plan.seconds)
+        # All paths at once: they share the emulator's load and timer jitter, which move
+        # a paced request's duration by tens of milliseconds from one window to the next.
+        results = await _all_at_once(paths, plan)
+        for name in PATHS:
             errors_path = "direct" if name == "direct" else ERRORS_PATH
-            run.results.errors.setdefault(errors_path, Counter()).update(result.errors)
-            rounds[name].append(result.figures())
+            run.results.errors.setdefault(errors_path, Counter()).update(results[name].errors)
+            rounds[name].append(results[name].figures())
         log(f"paced round {index + 1}/{plan.rounds} done")
     return paced_figures(plan, rounds)
+
+
+async def _all_at_once(paths: dict[str, Target], plan: PacedPlan) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    each = max(1, round(plan.concurrency / len(PATHS)))
+
+    async def one(name: str) -> None:
+        results[name] = await run_round(paths[name], each, plan.seconds)
+
+    async with trio.open_nursery() as nursery:
+        for name in PATHS:
+            nursery.start_soon(one, name)
+    return results
 
 
 FIGURE_KEYS = ("p50_ms", "p99_ms", "ttfb_p50_ms", "rps", "requests", "errors")
@@ -97,4 +114,8 @@ def paced_figures(plan: PacedPlan, rounds: dict[str, list[dict[str, float]]]) ->
         if name != "direct":
             out[name]["added_p50_ms"] = round(side["p50_ms"] - direct["p50_ms"], 2)
             out[name]["added_p99_ms"] = round(side["p99_ms"] - direct["p99_ms"], 2)
+        if name.endswith("json"):
+            streamed = sides["gateway stream"]
+            out[name]["after_stream_p50_ms"] = round(side["p50_ms"] - streamed["p50_ms"], 2)
+            out[name]["after_stream_p99_ms"] = round(side["p99_ms"] - streamed["p99_ms"], 2)
     return out

@@ -333,11 +333,13 @@ def _paced_markdown(figures: dict[str, Any]) -> list[str]:
     lines = [
         "",
         f"Paced extra (c={figures['concurrency']}, {figures['delay_ms']} ms before each "
-        f"upstream event, {figures['rounds']} rounds of {figures['seconds']:g} s per path; "
-        "done at the last byte; added = path - direct):",
+        f"upstream event, {figures['rounds']} rounds of {figures['seconds']:g} s, the four "
+        "paths at once; done at the last byte; added = path - direct; after stream = path - "
+        "gateway stream):",
         "",
-        "| path | p50 | p99 | added p50 | added p99 | req/s | requests | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| path | p50 | p99 | added p50 | added p99 | after stream p50 / p99 | req/s | requests "
+        "| errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in ("direct", "gateway stream", "gateway json", "gateway v1 json"):
         row = figures.get(name)
@@ -348,9 +350,14 @@ def _paced_markdown(figures: dict[str, Any]) -> list[str]:
             if "added_p50_ms" in row
             else ("-", "-")
         )
+        after = (
+            f"{_signed(row['after_stream_p50_ms'])} / {_signed(row['after_stream_p99_ms'])} ms"
+            if "after_stream_p50_ms" in row
+            else "-"
+        )
         lines.append(
             f"| {name} | {_fmt(row.get('p50_ms'), 1)} ms | {_fmt(row.get('p99_ms'), 1)} ms "
-            f"| {added[0]} | {added[1]} | {_fmt(row.get('rps'), 1)} "
+            f"| {added[0]} | {added[1]} | {after} | {_fmt(row.get('rps'), 1)} "
             f"| {_fmt(row.get('requests'), 0)} | {_fmt(row.get('errors'), 0)} |"
         )
     return lines

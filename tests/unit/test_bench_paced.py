@@ -27,7 +27,12 @@ def test_added_latency_is_each_path_minus_direct_from_the_same_rounds() -> None:
     assert figures["gateway json"]["added_p50_ms"] == 17.0
     assert figures["gateway json"]["added_p99_ms"] == 30.0
     assert figures["gateway v1 json"]["added_p50_ms"] == 4.0
+    assert figures["gateway json"]["after_stream_p50_ms"] == 16.0
+    assert "after_stream_p50_ms" not in figures["gateway stream"]
     lines = report.extras_markdown({"paced": figures})
     table = "\n".join(lines)
-    assert "| gateway json | 2,618 ms | 2,685 ms | +17.00 ms | +30.00 ms |" in table
-    assert "| direct | 2,601 ms | 2,655 ms | - | - |" in table
+    assert (
+        "| gateway json | 2,618 ms | 2,685 ms | +17.00 ms | +30.00 ms | +16.00 / +27.00 ms |"
+        in (table)
+    )
+    assert "| direct | 2,601 ms | 2,655 ms | - | - | - |" in table
