@@ -4,6 +4,7 @@ the database. Handlers read its in-memory state; nothing on a request's path awa
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -133,6 +134,8 @@ class Gateway:
         self.write_behind_refused: Counter[str] = Counter()
         # Names this process in its NOTIFY payloads, so it skips its own announcements.
         self.node_id = os.urandom(6).hex()
+        self._request_id_prefix = "req_" + os.urandom(6).hex()
+        self._request_ids = itertools.count(int.from_bytes(os.urandom(4), "big"))
         self._pins_read_up_to: dict[str, datetime] = {}
         self._quota_from_peers: set[str] = set()
         self._pins_from_peers: set[str] = set()
@@ -166,7 +169,10 @@ class Gateway:
         return catalog.etag if catalog is not None else None
 
     def new_request_id(self) -> str:
-        return "req_" + os.urandom(12).hex()
+        """`req_` and 24 hex digits: this process's random prefix and a counter. Unique
+        across nodes and restarts without a system call per request (os.urandom was ~1 %
+        of a short request's CPU under py-spy); an id is a label, never a secret."""
+        return self._request_id_prefix + format(next(self._request_ids), "012x")
 
     @property
     def lease_decisions(self) -> Counter[str]:

@@ -8,6 +8,7 @@ as two `pooler serve` processes would; they share the emulator and the seeded Po
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -391,3 +392,7 @@ async def test_a_new_conversation_reaches_the_other_node_without_waiting_for_the
         assert second.status_code == 200
         assert await served_by(b) == account
         assert await kept_continuity(b, [second.headers["x-request-id"]]) == ["kept"]
+        # Request ids: each node's own random prefix and a counter, never the same twice.
+        ids = [r.headers["x-request-id"] for r in (first, second)]
+        assert all(re.fullmatch(r"req_[0-9a-f]{24}", i) for i in ids) and ids[0] != ids[1]
+        assert ids[0][:16] != ids[1][:16]  # two nodes, two prefixes
