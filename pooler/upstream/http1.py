@@ -90,7 +90,9 @@ class UpstreamResponse:
         return None
 
     def aiter_bytes(self) -> AsyncIterator[bytes]:
-        """Body chunks as they come off the socket (de-chunked), never batched."""
+        """The body as it comes off the socket (de-chunked): each piece is what one read
+        brought, never held back for a later one. An SSE upstream that sends several events
+        close together gives them in one piece, so they cost one write to the client."""
         return self
 
     def __aiter__(self) -> UpstreamResponse:
@@ -116,12 +118,33 @@ class UpstreamResponse:
                 await self._receive()
             elif type(event) is h11.Data:
                 if event.data:
-                    return bytes(event.data)  # h11 hands out bytearrays
+                    return self._with_buffered(event.data)
             elif type(event) is h11.EndOfMessage:
                 self._done = True
             else:
                 raise UpstreamReadError("upstream connection closed mid-response")
         return None
+
+    def _with_buffered(self, first: bytes | bytearray) -> bytes:
+        """`first` and the body data already received after it (no I/O): the chunks of one
+        read as one piece. The end of the body, if buffered too, is noted."""
+        parts: list[bytes | bytearray] | None = None
+        h = self._conn.h11
+        while True:
+            try:
+                event = h.next_event()
+            except h11.RemoteProtocolError:
+                break  # raised again, in order, by the next read
+            if type(event) is h11.Data:
+                if parts is None:
+                    parts = [first]
+                parts.append(event.data)
+            elif type(event) is h11.EndOfMessage:
+                self._done = True
+                break
+            else:  # NEED_DATA (nothing more buffered); PAUSED is not reached mid-body
+                break
+        return bytes(first) if parts is None else b"".join(parts)  # h11 hands out bytearrays
 
     def _next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
         try:

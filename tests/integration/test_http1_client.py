@@ -198,6 +198,30 @@ async def test_chunks_reach_the_caller_before_the_body_ends() -> None:
             await pool.aclose()
 
 
+async def test_chunks_that_came_in_one_read_reach_the_caller_as_one_piece() -> None:
+    proceed = trio.Event()
+    events = [b"event: %d\n\n" % i for i in range(5)]
+
+    async def app(ex: Exchange) -> None:
+        await ex.start_chunked()
+        # Three chunks in one write, then two more with the end of the body, later.
+        await ex.send_raw(b"".join(ex.h.send(h11.Data(data=e)) or b"" for e in events[:3]))
+        await proceed.wait()
+        tail = [h11.Data(data=e) for e in events[3:]]
+        await ex.send_raw(b"".join(ex.h.send(e) or b"" for e in [*tail, h11.EndOfMessage()]))
+
+    with trio.fail_after(DEADLINE):
+        async with origin(app) as server:
+            pool = server.pool()
+            async with pool.request("POST", "/responses", [], b"{}") as resp:
+                chunks = resp.aiter_bytes()
+                assert await chunks.__anext__() == b"".join(events[:3])  # one read, one piece
+                proceed.set()
+                assert [chunk async for chunk in chunks] == [b"".join(events[3:])]
+            assert pool.idle_connections == 1  # the end came with the last piece: kept
+            await pool.aclose()
+
+
 async def test_leaving_mid_stream_closes_the_upstream_socket() -> None:
     async def app(ex: Exchange) -> None:
         await ex.start_chunked()
