@@ -11,6 +11,7 @@ import trio
 from hypercorn.config import Config
 
 from pooler.http1_framing import strict_request_framing
+from pooler.response_head import coalesce_fixed_length_heads
 from pooler.write_stall import WriteStall, stall_bounded_writes
 
 log = logging.getLogger("pooler.serving")
@@ -130,6 +131,7 @@ def hypercorn_config(
     strict_request_framing()
     contain_connection_failures()
     stall_bounded_writes()
+    coalesce_fixed_length_heads()
     config = ServerConfig()
     config.write_stall = write_stall or WriteStall()
     config.bind = [host_port(host, port)]
