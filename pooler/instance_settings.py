@@ -13,7 +13,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
-from urllib.parse import urlsplit
+
+from pooler.outbound_url import outbound_url_refusal
 
 
 class SettingsError(ValueError):
@@ -320,19 +321,14 @@ def _pricing_url(value: Any) -> str:
     url = value.strip()
     if not url:
         return ""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        raise SettingsError("pricing.refresh_url is not a URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    refusal = outbound_url_refusal(url)
+    if refusal == "invalid":
+        raise SettingsError("pricing.refresh_url is not a URL")
+    if refusal == "not_http":
         raise SettingsError("pricing.refresh_url must be an http:// or https:// URL")
-    if parts.username is not None or parts.password is not None or unprintable_url(url):
+    if refusal is not None:
         raise SettingsError("pricing.refresh_url may not hold credentials or control characters")
     return url
-
-
-def unprintable_url(url: str) -> bool:
-    return any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in url)
 
 
 _SMTP_KEYS = ("host", "port", "username", "from_address", "starttls")

@@ -18,6 +18,7 @@ from pooler.alerts.payload import (
     TIMESTAMP_HEADER,
     signature,
 )
+from pooler.outbound_url import outbound_url_refusal
 
 ATTEMPT_TIMEOUT_S: Final = 10.0
 USER_AGENT: Final = "codex-pooler-alerts/1"
@@ -34,7 +35,7 @@ async def post_webhook(
     timeout_s: float = ATTEMPT_TIMEOUT_S,
 ) -> str | None:
     """Deliver `body` to `url`; None when the receiver answered 2xx, else the error class."""
-    if not url.startswith(("http://", "https://")):
+    if outbound_url_refusal(url) is not None:  # checked when stored; again before use
         return "bad_url"
     timestamp = int(time.time())
     headers = {

@@ -16,6 +16,7 @@ from uuid import UUID, uuid4
 
 from pooler.alerts.rules import KINDS, THRESHOLDS, Rule
 from pooler.crypto import Keyring
+from pooler.outbound_url import outbound_url_refusal
 from pooler.store.common import (
     Conn,
     InvalidInputError,
@@ -24,7 +25,6 @@ from pooler.store.common import (
     record_change,
     require_choice,
 )
-from pooler.store.text import findable
 
 CHANNEL_KINDS: Final = ("webhook", "email")
 MAX_URL: Final = 2048
@@ -161,24 +161,18 @@ def delete_rule(conn: Conn, rule_id: UUID, *, actor: str) -> StoredRule:
 
 def check_webhook_url(url: str) -> str:
     """An absolute http(s) URL with a host, printable and bounded; else refused."""
-    if not url or len(url) > MAX_URL or unprintable_url(url):
+    refusal = outbound_url_refusal(url) if url and len(url) <= MAX_URL else "unprintable"
+    if refusal == "unprintable":
         raise InvalidInputError(
             f"the webhook URL must be printable and at most {MAX_URL} characters", "url"
         )
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        raise InvalidInputError("the webhook URL is not a valid URL", "url") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if refusal == "invalid":
+        raise InvalidInputError("the webhook URL is not a valid URL", "url")
+    if refusal == "not_http":
         raise InvalidInputError("the webhook URL must be http:// or https:// with a host", "url")
-    if parts.username or parts.password:
+    if refusal == "credentials":
         raise InvalidInputError("the webhook URL cannot carry credentials", "url")
     return url
-
-
-def unprintable_url(url: str) -> bool:
-    return not findable(url) or any(ch.isspace() or not ch.isprintable() for ch in url)
 
 
 def check_email(address: str) -> str:
