@@ -495,6 +495,7 @@ class Gateway:
             "log_refused": self.log_writer.refused,
             "write_behind_refused": dict(self.write_behind_refused),
             "loop_lag": {q: self.loop_lag.quantile(q) for q in LOOP_LAG_QUANTILES},
+            "loop_lag_histogram": self.loop_lag.histogram(),
             "circuits": Counter(
                 (route_class, circuit.state)
                 for h in handles

@@ -1,27 +1,86 @@
-"""Event-loop lag: how late a short sleep wakes up, over the last minute (DESIGN §9)."""
+"""Event-loop lag: how late a short sleep wakes up (DESIGN §9).
+
+Kept two ways, both O(1) per tick and of fixed size:
+
+- the last minute of samples, for the `quantile` gauges (`codex_pooler_event_loop_lag_seconds`);
+- counts per fixed bucket since start (`counts`, `total_s`), exported as a cumulative
+  Prometheus histogram. Counters can be cut to any window (the difference of two scrapes,
+  `rate()` in PromQL: a benchmark scenario) and summed across replicas, which quantiles
+  over a sliding minute cannot.
+"""
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
+from dataclasses import dataclass
+from typing import Final
 
 import trio
 
 TICK_S = 0.05
 WINDOW = 1200  # one minute of ticks
+# Upper bounds (seconds) of the histogram's buckets, ~0.5 ms to 1 s, finer around the
+# 5 ms budget so a p99 near it interpolates within a narrow bucket; a last bucket (+Inf)
+# takes the rest.
+LAG_BUCKETS_S: Final = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LagHistogram:
+    """A copy of the counts: `counts[i]` ticks with lag <= LAG_BUCKETS_S[i] (and above the
+    bound before), the last one above every bound; `total_s` the sum of all lags."""
+
+    counts: tuple[int, ...]
+    total_s: float
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, ticks at or below it), the last bound +inf: Prometheus' `le`."""
+        out = []
+        running = 0
+        for bound, count in zip((*LAG_BUCKETS_S, float("inf")), self.counts, strict=True):
+            running += count
+            out.append((bound, running))
+        return out
 
 
 class LoopLagMonitor:
     def __init__(self) -> None:
         self.samples: deque[float] = deque(maxlen=WINDOW)
+        self.counts = [0] * (len(LAG_BUCKETS_S) + 1)
+        self.total_s = 0.0
 
     async def run(self) -> None:
         while True:
             start = trio.current_time()
             await trio.sleep(TICK_S)
-            self.samples.append(max(0.0, trio.current_time() - start - TICK_S))
+            self.record(max(0.0, trio.current_time() - start - TICK_S))
+
+    def record(self, lag_s: float) -> None:
+        self.samples.append(lag_s)
+        # bisect_left: a lag equal to a bound counts in that bound's bucket (`le`).
+        self.counts[bisect_left(LAG_BUCKETS_S, lag_s)] += 1
+        self.total_s += lag_s
 
     def quantile(self, q: float) -> float:
         if not self.samples:
             return 0.0
         ordered = sorted(self.samples)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def histogram(self) -> LagHistogram:
+        return LagHistogram(tuple(self.counts), self.total_s)

@@ -8,6 +8,7 @@ the number of series.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from pooler.routing.lifecycle import Lifecycle
 from pooler.routing.verdict import ROUTE_CLASSES
 from pooler.web.admission import QUEUE_TIME_BUCKETS, BulkheadStats
 from pooler.web.leasing import LEASE_DECISIONS
+from pooler.web.loop_lag import LagHistogram
 
 if TYPE_CHECKING:
     from pooler.actors.leader import Leader
@@ -207,6 +209,7 @@ class GatewayCollector(Collector):
         for quantile in LOOP_LAG_QUANTILES:
             lag.add_metric([str(quantile)], state["loop_lag"].get(quantile, 0.0))
         yield lag
+        yield loop_lag_histogram(state["loop_lag_histogram"])
         yield CounterMetricFamily(
             "codex_pooler_log_rows_written", "Request-log rows written", value=state["log_written"]
         )
@@ -251,6 +254,24 @@ class GatewayCollector(Collector):
         for kind in WRITE_BEHIND_KINDS:
             refused.add_metric([kind], state["write_behind_refused"].get(kind, 0))
         yield refused
+
+
+LOOP_LAG_HISTOGRAM: Final = "codex_pooler_event_loop_tick_lag_seconds"
+
+
+def loop_lag_histogram(histogram: LagHistogram) -> HistogramMetricFamily:
+    """The loop lag as a cumulative histogram since start (beside the quantile gauges,
+    which cover a sliding minute and cannot be cut to a window or summed across replicas)."""
+    family = HistogramMetricFamily(
+        LOOP_LAG_HISTOGRAM,
+        "How late each 50 ms sleep woke up, counted since start",
+    )
+    buckets = [
+        ("+Inf" if math.isinf(bound) else f"{bound:g}", ticks)
+        for bound, ticks in histogram.cumulative()
+    ]
+    family.add_metric([], buckets, histogram.total_s)
+    return family
 
 
 def admission_metrics(stats: Mapping[str, BulkheadStats]) -> Iterator[Any]:

@@ -20,6 +20,7 @@ from pooler.web import metrics as mx
 from pooler.web.admission import QUEUE_TIME_BUCKETS
 from pooler.web.ingress import SCOPES as INGRESS_SCOPES
 from pooler.web.leasing import LEASE_DECISIONS
+from pooler.web.loop_lag import LAG_BUCKETS_S
 
 DEADLINE = 60
 
@@ -47,6 +48,9 @@ def allowed_labels(stack: Stack) -> Mapping[tuple[str, str], frozenset[str]]:
         ("codex_pooler_token_refreshes", "outcome"): frozenset(mx.REFRESH_OUTCOMES),
         ("codex_pooler_accounts", "lifecycle"): mx.LIFECYCLES | {mx.OTHER},
         ("codex_pooler_event_loop_lag_seconds", "quantile"): frozenset({"0.5", "0.99", "1.0"}),
+        ("codex_pooler_event_loop_tick_lag_seconds", "le"): frozenset(
+            {*(f"{b:g}" for b in LAG_BUCKETS_S), "+Inf"}
+        ),
         ("codex_pooler_circuits", "route_class"): mx.CIRCUIT_CLASSES | {mx.OTHER},
         ("codex_pooler_circuits", "state"): mx.CIRCUIT_STATES | {mx.OTHER},
         ("codex_pooler_admission", "route_class"): route_classes,

@@ -45,6 +45,14 @@ async def test_health_readiness_and_metrics(db_url: str, tmp_path: Path) -> None
         assert 'codex_pooler_accounts{lifecycle="active"} 3.0' in metrics
         assert "codex_pooler_log_rows_dropped_total 0.0" in metrics
         assert 'codex_pooler_event_loop_lag_seconds{quantile="0.99"}' in metrics
+        # The same lag as a cumulative histogram (a bench window, a sum over replicas).
+        assert "# TYPE codex_pooler_event_loop_tick_lag_seconds histogram" in metrics
+        ticks = re.search(
+            r'^codex_pooler_event_loop_tick_lag_seconds_bucket\{le="\+Inf"\} (\S+)$', metrics, re.M
+        )
+        count = re.search(r"^codex_pooler_event_loop_tick_lag_seconds_count (\S+)$", metrics, re.M)
+        assert ticks and count and ticks.group(1) == count.group(1)
+        assert 'codex_pooler_event_loop_tick_lag_seconds_bucket{le="0.005"}' in metrics
         pins = re.search(r"^codex_pooler_continuity_pins (\S+)$", metrics, re.M)
         assert pins and float(pins.group(1)) >= 1  # the response id, at least
 

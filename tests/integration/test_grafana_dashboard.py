@@ -32,6 +32,7 @@ REQUIRED = {
     "codex_pooler_log_writer_lag_seconds",
     "codex_pooler_log_buffer_rows",
     "codex_pooler_event_loop_lag_seconds",
+    "codex_pooler_event_loop_tick_lag_seconds_bucket",
     "codex_pooler_leader",
 }
 
