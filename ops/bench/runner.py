@@ -7,8 +7,9 @@ import math
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import gateway_lag
 import trio
 from cluster import Endpoints, cpu_seconds, machine_busy_seconds, tree_cpu_seconds
 from loadgen import Probe, RoundResult, Target, run_round
@@ -34,9 +35,28 @@ class Run:
     probe: Probe
     rounds: dict[tuple[str, str, str], list[dict[str, float]]]  # (scenario, path, mode)
     rates: dict[str, list[float]]  # open-loop rate of each round, by scenario
+    # The gateway's loop-lag ticks, summed over the rounds' windows: (scenario, mode);
+    # None once a window could not be read (the figure is then "not measured").
+    lag: dict[tuple[str, str], gateway_lag.Buckets | None] = field(default_factory=dict)
 
     def count_errors(self, path: str, result: RoundResult) -> None:
         self.results.errors.setdefault(path, Counter()).update(result.errors)
+
+    def add_lag(
+        self,
+        key: tuple[str, str],
+        before: gateway_lag.Buckets | None,
+        after: gateway_lag.Buckets | None,
+    ) -> None:
+        """Add one window's ticks to `lag[key]`; one unread window spoils the sum."""
+        if key in self.lag and self.lag[key] is None:
+            return
+        ticks = gateway_lag.window(before, after)
+        if ticks is None:
+            log(f"gateway loop lag of {key[0]} ({key[1]}) not measured: /metrics unread")
+            self.lag[key] = None
+            return
+        self.lag[key] = gateway_lag.add(self.lag.get(key), ticks)
 
     def cpu_pid(self, path: str) -> int | None:
         return {"gateway": self.endpoints.gateway_pid, "floor": self.endpoints.relay_pid}.get(path)
@@ -83,9 +103,12 @@ async def measure(
     scenario: Scenario,
     duration_s: float,
     rate: float | None = None,
+    lag_key: tuple[str, str] | None = None,
 ) -> dict[str, float]:
     """One run of one scenario on one path; CPU is read around the timed window only:
-    the path's own process (gateway or relay), the emulator, the gateway's PostgreSQL."""
+    the path's own process (gateway or relay), the emulator, the gateway's PostgreSQL.
+    With `lag_key`, a gateway run also adds its loop-lag ticks to `run.lag[lag_key]`
+    (one /metrics scrape before the round's connections open, one after its last answer)."""
     endpoints = run.endpoints
     gateway = path == "gateway"
     marks = _CpuMarks(
@@ -95,6 +118,8 @@ async def measure(
             "postgres": endpoints.postgres_pid if gateway else None,
         }
     )
+    scrape = gateway and lag_key is not None
+    before = await gateway_lag.scrape(endpoints.gateway_port) if scrape else None
     result = await run_round(
         target,
         scenario.concurrency,
@@ -104,6 +129,8 @@ async def measure(
         on_start=lambda: marks.read(marks.start),
         on_stop=lambda: marks.read(marks.stop),
     )
+    if scrape and lag_key is not None:
+        run.add_lag(lag_key, before, await gateway_lag.scrape(endpoints.gateway_port))
     run.count_errors(path, result)
     figures = result.figures()
     figures.update(cpu_figures(marks, result, scenario.kind))
@@ -160,7 +187,14 @@ async def one_round(run: Run, index: int) -> None:
         paths = targets(run.endpoints, scenario.kind, scenario.deltas)
         capacity = math.inf
         for path in order:
-            figures = await measure(run, path, paths[path], scenario, plan.saturated_s)
+            figures = await measure(
+                run,
+                path,
+                paths[path],
+                scenario,
+                plan.saturated_s,
+                lag_key=(scenario.key, "saturated"),
+            )
             run.rounds.setdefault((scenario.key, path, "saturated"), []).append(figures)
             if math.isfinite(figures["rps"]):
                 capacity = min(capacity, figures["rps"])
@@ -169,7 +203,9 @@ async def one_round(run: Run, index: int) -> None:
         rate = plan.load * capacity
         run.rates.setdefault(scenario.key, []).append(rate)
         for path in order:
-            figures = await measure(run, path, paths[path], scenario, plan.latency_s, rate)
+            figures = await measure(
+                run, path, paths[path], scenario, plan.latency_s, rate, (scenario.key, "latency")
+            )
             figures["offered_rps"] = rate
             run.rounds.setdefault((scenario.key, path, "latency"), []).append(figures)
 
@@ -184,6 +220,17 @@ SATURATED_KEYS = (
     "emulator_cpu_us_per_request",
     "events_per_request",
 )
+
+
+def lag_figures(run: Run, scenario: Scenario) -> dict[str, float]:
+    """The gateway's loop lag over all rounds' windows of the mode its latency figures come
+    from (the latency run above c=1), and over the saturated runs as `saturated_...`."""
+    saturated = run.lag.get((scenario.key, "saturated"))
+    if not scenario.open_loop:
+        return gateway_lag.figures(saturated)
+    figures = gateway_lag.figures(run.lag.get((scenario.key, "latency")))
+    figures.update(gateway_lag.figures(saturated, "saturated_"))
+    return figures
 
 
 def combine(run: Run) -> None:
@@ -208,6 +255,8 @@ def combine(run: Run) -> None:
                     for f in run.rounds.get((scenario.key, path, mode), [])
                 )
             )
+            if path == "gateway":
+                side.update(lag_figures(run, scenario))
             sides[path] = side
         run.results.scenarios[scenario.key] = sides
         if scenario.open_loop:

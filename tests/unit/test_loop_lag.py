@@ -81,5 +81,3 @@ def test_the_histogram_exposition() -> None:
     assert math.isclose(found[(f"{LOOP_LAG_HISTOGRAM}_sum", None)], 0.3042)
     les = [le for name, le in found if name == bucket]
     assert les == [*(f"{b:g}" for b in LAG_BUCKETS_S), "+Inf"]
-    # Not the quantile gauge's name: both families live side by side.
-    assert LOOP_LAG_HISTOGRAM != "codex_pooler_event_loop_lag_seconds"
