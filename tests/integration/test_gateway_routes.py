@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import trio
 import trio_websocket
 from harness import open_stack, responses_body
+
+from pooler.web.loop_lag import LAG_BUCKETS_S
+from tests.unit.bench_support import load_bench
+
+gateway_lag = load_bench("gateway_lag")
 
 
 async def test_models_are_fetched_through_a_pool_account(db_url: str, tmp_path: Path) -> None:
@@ -53,6 +60,12 @@ async def test_health_readiness_and_metrics(db_url: str, tmp_path: Path) -> None
         count = re.search(r"^codex_pooler_event_loop_tick_lag_seconds_count (\S+)$", metrics, re.M)
         assert ticks and count and ticks.group(1) == count.group(1)
         assert 'codex_pooler_event_loop_tick_lag_seconds_bucket{le="0.005"}' in metrics
+        # ... as the benchmark reads it (ops/bench/gateway_lag.py: its own scrape).
+        port = urlsplit(stack.url).port
+        assert port is not None
+        with trio.fail_after(10):
+            buckets = await gateway_lag.scrape(port)
+        assert buckets is not None and set(buckets) == {*LAG_BUCKETS_S, math.inf}
         pins = re.search(r"^codex_pooler_continuity_pins (\S+)$", metrics, re.M)
         assert pins and float(pins.group(1)) >= 1  # the response id, at least
 
