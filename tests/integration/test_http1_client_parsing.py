@@ -175,9 +175,10 @@ async def test_a_response_that_ends_the_connection_is_not_reused(response: bytes
 async def test_a_request_asking_to_close_does_not_reuse_the_connection() -> None:
     with trio.fail_after(DEADLINE):
         async with raw_origin(answers(fixed(b"ok"))) as (server, pool):
-            async with pool.request("GET", "/", [(b"Connection", b"close")]) as resp:
-                assert await resp.read() == b"ok"
-            assert pool.idle_connections == 0
+            for _ in range(2):
+                async with pool.request("GET", "/", [(b"Connection", b"close")]) as resp:
+                    assert await resp.read() == b"ok"
+            assert server.connections == 2 and pool.idle_connections == 0
 
 
 @pytest.mark.parametrize(
@@ -327,6 +328,7 @@ async def test_bytes_after_a_response_are_never_taken_for_the_next_one() -> None
             assert await get(pool) == (200, b"first")
             assert pool.idle_connections == 0
             assert await get(pool) == (200, b"second")
+            assert server.connections == 2
 
 
 async def test_responses_on_one_connection_do_not_leak_into_each_other() -> None:
@@ -375,7 +377,7 @@ async def test_a_body_not_yet_received_costs_the_connection() -> None:
         return True
 
     with trio.fail_after(DEADLINE):
-        async with raw_origin(script) as (server, pool):
+        async with raw_origin(script) as (_server, pool):
             async with pool.request("GET", "/", []) as resp:
                 assert resp.status == 200
             assert pool.idle_connections == 0
