@@ -20,10 +20,20 @@ it builds, and the gateway updates its own from the instance setting
 `write_stall_timeout_seconds` whenever its settings load; other servers (the emulator)
 keep `DEFAULT_WRITE_STALL_S`.
 
+A write costs no deadline while the socket takes it: the bytes go in one non-blocking
+send(2) first, and only what the kernel's buffer cannot take yet is written under the
+shielded scope and its deadline (a write that never waits cannot stall). When nobody else
+holds the send lock (one writer per connection, the usual case), it is taken and released
+without a scheduler turn, and the send yields once afterwards, where Hypercorn's took two
+turns (the lock's and trio's `send`'s): a send is still a checkpoint, and a cancelled
+caller is still stopped before its first byte.
+
 This reaches into Hypercorn's `TCPServer` (its `stream`, `send_lock`, `protocol` and
 `config`), as of 0.18, and writes to a `trio.SocketStream`'s socket as its `send_all` does
-(trio 0.35): `stall_bounded_writes` refuses to start if one has moved, and
-tests/hostile/test_write_stall.py checks the behaviour.
+(trio 0.35), its first attempt straight to the socket trio wraps (`_sock`), as trio's own
+`send` does: `stall_bounded_writes` refuses to start if one has moved, and
+tests/hostile/test_write_stall.py and tests/unit/test_write_deadline.py check the
+behaviour.
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ from __future__ import annotations
 import errno
 import inspect
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import trio
 
@@ -57,32 +67,56 @@ _DEFAULT = WriteStall()
 async def send_within(stream: Any, data: bytes, stall_s: float) -> bool:
     """Send `data` on `stream` (a trio stream) whatever the caller's cancellation, as long
     as it makes progress within `stall_s` seconds; False when it did not (the stream is
-    then in an undefined state and must be closed)."""
+    then in an undefined state and must be closed). Not a checkpoint when the socket took
+    everything at once (the caller's is)."""
     if type(stream) is not trio.SocketStream or not data:
         return await _send_in_pieces(stream, data, stall_s)
+    sock = stream.socket
+    sent = send_now(sock, data)
+    if sent == len(data):
+        return True
+    # The socket's buffer is full: wait for it, under the deadline.
     with trio.CancelScope(deadline=trio.current_time() + stall_s, shield=True) as scope:
-        await _send_moving_deadline(stream.socket, data, scope, stall_s)
+        await _send_moving_deadline(sock, memoryview(data)[sent:], scope, stall_s)
     return not scope.cancelled_caught
 
 
+def send_now(sock: trio.socket.SocketType, data: bytes) -> int:
+    """One non-blocking send(2) of `data`, as trio's `send` first tries it (without its
+    checkpoints): the bytes the kernel took, 0 when its buffer is full; errors as
+    `SocketStream.send_all` raises them."""
+    if sock.did_shutdown_SHUT_WR:
+        raise trio.ClosedResourceError("can't send data after sending EOF")
+    try:
+        return int(sock._sock.send(data))  # type: ignore[attr-defined]
+    except BlockingIOError:
+        return 0
+    except OSError as exc:
+        raise _stream_error(exc) from (None if exc.errno in _CLOSED_ERRNOS else exc)
+
+
+def _stream_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceError:
+    if exc.errno in _CLOSED_ERRNOS:
+        return trio.ClosedResourceError("this socket was already closed")
+    return trio.BrokenResourceError(f"socket connection broken: {exc}")
+
+
 async def _send_moving_deadline(
-    sock: trio.socket.SocketType, data: bytes, scope: trio.CancelScope, stall_s: float
+    sock: trio.socket.SocketType, data: memoryview, scope: trio.CancelScope, stall_s: float
 ) -> None:
     """`SocketStream.send_all`'s loop (the same system calls), the deadline moved on each
     time bytes go; its errors as the stream's."""
     if sock.did_shutdown_SHUT_WR:
         raise trio.ClosedResourceError("can't send data after sending EOF")
     try:
-        with memoryview(data) as view:
+        with data as view:
             sent = 0
             while sent < len(view):
                 with view[sent:] as rest:
                     sent += await sock.send(rest)
                 scope.deadline = trio.current_time() + stall_s
     except OSError as exc:
-        if exc.errno in _CLOSED_ERRNOS:
-            raise trio.ClosedResourceError("this socket was already closed") from None
-        raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+        raise _stream_error(exc) from (None if exc.errno in _CLOSED_ERRNOS else exc)
 
 
 async def _send_in_pieces(stream: Any, data: bytes, stall_s: float) -> bool:
@@ -96,11 +130,28 @@ async def _send_in_pieces(stream: Any, data: bytes, stall_s: float) -> bool:
     return True
 
 
+async def _write(server: Any, data: bytes) -> None:
+    """Write `data` to a Hypercorn `TCPServer`'s stream under its stall deadline, its send
+    lock held; on a stall or a broken stream, close it and tell the protocol `Closed()`."""
+    stall = getattr(server.config, "write_stall", _DEFAULT)
+    try:
+        if await send_within(server.stream, data, stall.seconds):
+            return
+        with trio.CancelScope(shield=True):
+            await server.stream.aclose()
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    from hypercorn.events import Closed
+
+    await server.protocol.handle(Closed())
+
+
 def stall_bounded_writes() -> None:
     """Make Hypercorn's trio worker write under a stall deadline (see the module doc).
     Idempotent."""
-    from hypercorn.events import Closed, RawData
+    from hypercorn.events import RawData
     from hypercorn.trio import tcp_server
+    from trio import _socket
 
     server = tcp_server.TCPServer
     send = server.protocol_send
@@ -114,6 +165,9 @@ def stall_bounded_writes() -> None:
     missing += [name for name in ("self.stream", "self.send_lock") if name not in init]
     if not hasattr(trio.socket.SocketType, "did_shutdown_SHUT_WR"):
         missing.append("trio.socket.SocketType.did_shutdown_SHUT_WR")
+    if "self._sock = sock" not in inspect.getsource(_socket._SocketType.__init__):
+        missing.append("trio's socket._sock")
+    missing += [name for name in ("locked", "acquire_nowait") if not hasattr(trio.Lock, name)]
     if missing:
         raise RuntimeError(f"Hypercorn or trio changed: {missing} not found (pooler.write_stall)")
 
@@ -121,16 +175,23 @@ def stall_bounded_writes() -> None:
         if not isinstance(event, RawData):
             await send(self, event)
             return
-        stall = getattr(self.config, "write_stall", _DEFAULT)
-        async with self.send_lock:
-            try:
-                if await send_within(self.stream, event.data, stall.seconds):
-                    return
-                with trio.CancelScope(shield=True):
-                    await self.stream.aclose()
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-            await self.protocol.handle(Closed())
+        lock, stream = self.send_lock, cast(Any, self.stream)
+        if lock.locked() or type(stream) is not trio.SocketStream:
+            async with lock:
+                await _write(self, event.data)
+            return
+        # Nobody is writing (the common case: one writer per connection): take the lock
+        # without the two scheduler turns of `async with` plus trio's `send`, write, and
+        # yield once after (a send stays a checkpoint). Nothing runs between the check and
+        # the write, and a cancelled caller is stopped before any byte goes, as before.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        lock.acquire_nowait()
+        try:
+            await _write(self, event.data)
+        finally:
+            lock.release()
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     protocol_send._stall_bounded = True  # type: ignore[attr-defined]
+    protocol_send.__wrapped__ = send  # type: ignore[attr-defined]
     server.protocol_send = protocol_send  # type: ignore[method-assign]
