@@ -69,7 +69,7 @@ async def send_within(stream: Any, data: bytes, stall_s: float) -> bool:
     as it makes progress within `stall_s` seconds; False when it did not (the stream is
     then in an undefined state and must be closed). Not a checkpoint when the socket took
     everything at once (the caller's is)."""
-    if type(stream) is not trio.SocketStream or not data:
+    if type(stream) is not trio.SocketStream:
         return await _send_in_pieces(stream, data, stall_s)
     sock = stream.socket
     sent = send_now(sock, data)
@@ -87,6 +87,10 @@ def send_now(sock: trio.socket.SocketType, data: bytes) -> int:
     `SocketStream.send_all` raises them."""
     if sock.did_shutdown_SHUT_WR:
         raise trio.ClosedResourceError("can't send data after sending EOF")
+    if not data:  # no system call (the end of a fixed-length body), but a closed socket says so
+        if sock.fileno() == -1:
+            raise trio.ClosedResourceError("socket was already closed")
+        return 0
     try:
         return int(sock._sock.send(data))  # type: ignore[attr-defined]
     except BlockingIOError:

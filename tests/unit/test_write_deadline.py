@@ -76,6 +76,8 @@ async def test_a_socket_write_after_a_reset_is_broken() -> None:
         await sender.aclose()
         with pytest.raises(trio.ClosedResourceError):
             await send_within(sender, b"x", 5.0)
+        with pytest.raises(trio.ClosedResourceError):
+            await send_within(sender, b"", 5.0)  # nothing to send, still closed
 
 
 async def test_a_write_nobody_takes_misses_its_deadline(
