@@ -54,7 +54,7 @@ def chunk(data: bytes) -> bytes:
 
 
 def _check_shapes() -> None:
-    from h11._connection import Connection
+    from h11._connection import Connection, _body_framing
     from h11._writers import ChunkedWriter
     from hypercorn.protocol.h11 import H11Protocol
     from hypercorn.protocol.http_stream import HTTPStream
@@ -64,6 +64,8 @@ def _check_shapes() -> None:
         H11Protocol.stream_send: ("isinstance(event, Body)", "h11.Data(data=event.data)"),
         H11Protocol._send_h11_event: ("self.connection.send(event)", "RawData(data=data)"),
         Connection.send_with_data_passthrough: ("writer = self._writer",),
+        # A body Hypercorn suppresses (HEAD, 204, 304) never gets a ChunkedWriter:
+        _body_framing: ("event.status_code in (204, 304)", 'request_method == b"HEAD"'),
         Connection.__dict__["our_state"].fget: ("self._cstate.states[self.our_role]",),
         StrictServerConnection.send: ("if type(event) is h11.Response", "super().send(event)"),
         ChunkedWriter.send_data: (

@@ -23,10 +23,11 @@ keep `DEFAULT_WRITE_STALL_S`.
 A write costs no deadline while the socket takes it: the bytes go in one non-blocking
 send(2) first, and only what the kernel's buffer cannot take yet is written under the
 shielded scope and its deadline (a write that never waits cannot stall). When nobody else
-holds the send lock (one writer per connection, the usual case), it is taken and released
-without a scheduler turn, and the send yields once afterwards, where Hypercorn's took two
-turns (the lock's and trio's `send`'s): a send is still a checkpoint, and a cancelled
-caller is still stopped before its first byte.
+holds the send lock (one writer per connection, the usual case), that first send needs no
+lock (nothing else runs until it returns) and the send yields once afterwards, where
+Hypercorn took two scheduler turns (the lock's and trio's `send`'s): a send is still a
+checkpoint, a cancelled caller is still stopped before its first byte, and the lock is
+taken, without a turn, only when the rest must wait.
 
 This reaches into Hypercorn's `TCPServer` (its `stream`, `send_lock`, `protocol` and
 `config`), as of 0.18, and writes to a `trio.SocketStream`'s socket as its `send_all` does
@@ -41,7 +42,7 @@ from __future__ import annotations
 import errno
 import inspect
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import trio
 
@@ -64,7 +65,7 @@ class WriteStall:
 _DEFAULT = WriteStall()
 
 
-async def send_within(stream: Any, data: bytes, stall_s: float) -> bool:
+async def send_within(stream: Any, data: bytes | memoryview, stall_s: float) -> bool:
     """Send `data` on `stream` (a trio stream) whatever the caller's cancellation, as long
     as it makes progress within `stall_s` seconds; False when it did not (the stream is
     then in an undefined state and must be closed). Not a checkpoint when the socket took
@@ -81,7 +82,7 @@ async def send_within(stream: Any, data: bytes, stall_s: float) -> bool:
     return not scope.cancelled_caught
 
 
-def send_now(sock: trio.socket.SocketType, data: bytes) -> int:
+def send_now(sock: trio.socket.SocketType, data: bytes | memoryview) -> int:
     """One non-blocking send(2) of `data`, as trio's `send` first tries it (without its
     checkpoints): the bytes the kernel took, 0 when its buffer is full; errors as
     `SocketStream.send_all` raises them."""
@@ -123,7 +124,7 @@ async def _send_moving_deadline(
         raise _stream_error(exc) from (None if exc.errno in _CLOSED_ERRNOS else exc)
 
 
-async def _send_in_pieces(stream: Any, data: bytes, stall_s: float) -> bool:
+async def _send_in_pieces(stream: Any, data: bytes | memoryview, stall_s: float) -> bool:
     view = memoryview(data) if len(data) > PIECE else None
     for start in range(0, len(data) or 1, PIECE):
         piece = data if view is None else view[start : start + PIECE]
@@ -134,7 +135,7 @@ async def _send_in_pieces(stream: Any, data: bytes, stall_s: float) -> bool:
     return True
 
 
-async def _write(server: Any, data: bytes) -> None:
+async def _write(server: Any, data: bytes | memoryview) -> None:
     """Write `data` to a Hypercorn `TCPServer`'s stream under its stall deadline, its send
     lock held; on a stall or a broken stream, close it and tell the protocol `Closed()`."""
     stall = getattr(server.config, "write_stall", _DEFAULT)
@@ -145,6 +146,12 @@ async def _write(server: Any, data: bytes) -> None:
             await server.stream.aclose()
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
+    await _closed(server)
+
+
+async def _closed(server: Any) -> None:
+    """Tell a `TCPServer`'s protocol its stream is gone, as Hypercorn does after a failed
+    write."""
     from hypercorn.events import Closed
 
     await server.protocol.handle(Closed())
@@ -175,25 +182,35 @@ def stall_bounded_writes() -> None:
     if missing:
         raise RuntimeError(f"Hypercorn or trio changed: {missing} not found (pooler.write_stall)")
 
-    async def protocol_send(self: tcp_server.TCPServer, event: Any) -> None:
+    async def protocol_send(self: Any, event: Any) -> None:
         if not isinstance(event, RawData):
             await send(self, event)
             return
-        lock, stream = self.send_lock, cast(Any, self.stream)
+        lock, stream = self.send_lock, self.stream
         if lock.locked() or type(stream) is not trio.SocketStream:
             async with lock:
                 await _write(self, event.data)
             return
-        # Nobody is writing (the common case: one writer per connection): take the lock
-        # without the two scheduler turns of `async with` plus trio's `send`, write, and
-        # yield once after (a send stays a checkpoint). Nothing runs between the check and
-        # the write, and a cancelled caller is stopped before any byte goes, as before.
+        # Nobody is writing (one writer per connection, the usual case): one non-blocking
+        # send(2), without the scheduler turns of `async with lock` and trio's `send`, then
+        # one yield (a send stays a checkpoint). Nothing runs between the check and the
+        # send, so no other write can come between; the lock is taken only if the rest
+        # must wait. A cancelled caller is stopped before any byte goes, as before.
         await trio.lowlevel.checkpoint_if_cancelled()
-        lock.acquire_nowait()
+        data = event.data
         try:
-            await _write(self, event.data)
-        finally:
-            lock.release()
+            sent = send_now(stream.socket, data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            sent = -1
+        if sent != len(data):
+            lock.acquire_nowait()
+            try:
+                if sent < 0:
+                    await _closed(self)
+                else:
+                    await _write(self, memoryview(data)[sent:])
+            finally:
+                lock.release()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     protocol_send._stall_bounded = True  # type: ignore[attr-defined]
