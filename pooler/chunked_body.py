@@ -6,7 +6,8 @@ A relay pushes each SSE event through Hypercorn's ASGI `send`. In Hypercorn 0.18
 `H11Protocol._send_h11_event` (pooler.response_head), `h11.Connection.send` (its state
 machine, which leaves our side in SEND_BODY, then its `ChunkedWriter`: the length in hex,
 CRLF, the data, CRLF, joined) and a `RawData` for the server's `protocol_send`
-(pooler.write_stall): some 60 Python calls per event that decide nothing new.
+(pooler.write_stall): dozens of Python calls per event that decide nothing new
+(ops/bench/write_path_cost.py measures the chain).
 
 `frame_chunks_directly` replaces `HTTPStream.app_send` with one that frames a body piece
 itself and hands the chunk to the protocol's `send`, as `_send_h11_event` would, when all
