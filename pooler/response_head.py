@@ -26,7 +26,7 @@ from typing import Any
 import h11
 import trio
 
-_HELD = "_pooler_held_head"
+HELD_HEAD = "_pooler_held_head"  # the attribute holding it (pooler.chunked_body reads it)
 
 
 def fixed_length(event: object) -> bool:
@@ -60,14 +60,15 @@ def coalesce_fixed_length_heads() -> None:
                 raise
             return
         if fixed_length(event):
-            setattr(self, _HELD, data)
+            setattr(self, HELD_HEAD, data)
             await trio.lowlevel.checkpoint()  # a send's checkpoint, as before, not its write
             return
-        held = getattr(self, _HELD, None)
+        held = getattr(self, HELD_HEAD, None)
         if held is not None:
-            setattr(self, _HELD, None)
+            setattr(self, HELD_HEAD, None)
             data = held + (data or b"")
         await self.send(RawData(data=data))
 
     _send_h11_event._coalesced = True  # type: ignore[attr-defined]
+    _send_h11_event.__wrapped__ = original  # type: ignore[attr-defined]
     H11Protocol._send_h11_event = _send_h11_event  # type: ignore[method-assign]

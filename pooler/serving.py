@@ -10,6 +10,7 @@ from typing import Any
 import trio
 from hypercorn.config import Config
 
+from pooler.chunked_body import frame_chunks_directly
 from pooler.http1_framing import strict_request_framing
 from pooler.response_head import coalesce_fixed_length_heads
 from pooler.write_stall import WriteStall, stall_bounded_writes
@@ -132,6 +133,7 @@ def hypercorn_config(
     contain_connection_failures()
     stall_bounded_writes()
     coalesce_fixed_length_heads()
+    frame_chunks_directly()
     config = ServerConfig()
     config.write_stall = write_stall or WriteStall()
     config.bind = [host_port(host, port)]

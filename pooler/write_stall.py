@@ -20,10 +20,21 @@ it builds, and the gateway updates its own from the instance setting
 `write_stall_timeout_seconds` whenever its settings load; other servers (the emulator)
 keep `DEFAULT_WRITE_STALL_S`.
 
+A write costs no deadline while the socket takes it: the bytes go in one non-blocking
+send(2) first, and only what the kernel's buffer cannot take yet is written under the
+shielded scope and its deadline (a write that never waits cannot stall). When nobody else
+holds the send lock (one writer per connection, the usual case), that first send needs no
+lock (nothing else runs until it returns) and the send yields once afterwards, where
+Hypercorn took two scheduler turns (the lock's and trio's `send`'s): a send is still a
+checkpoint, a cancelled caller is still stopped before its first byte, and the lock is
+taken, without a turn, only when the rest must wait.
+
 This reaches into Hypercorn's `TCPServer` (its `stream`, `send_lock`, `protocol` and
 `config`), as of 0.18, and writes to a `trio.SocketStream`'s socket as its `send_all` does
-(trio 0.35): `stall_bounded_writes` refuses to start if one has moved, and
-tests/hostile/test_write_stall.py checks the behaviour.
+(trio 0.35), its first attempt straight to the socket trio wraps (`_sock`), as trio's own
+`send` does: `stall_bounded_writes` refuses to start if one has moved, and
+tests/hostile/test_write_stall.py and tests/unit/test_write_deadline.py check the
+behaviour.
 """
 
 from __future__ import annotations
@@ -54,38 +65,66 @@ class WriteStall:
 _DEFAULT = WriteStall()
 
 
-async def send_within(stream: Any, data: bytes, stall_s: float) -> bool:
+async def send_within(stream: Any, data: bytes | memoryview, stall_s: float) -> bool:
     """Send `data` on `stream` (a trio stream) whatever the caller's cancellation, as long
     as it makes progress within `stall_s` seconds; False when it did not (the stream is
-    then in an undefined state and must be closed)."""
-    if type(stream) is not trio.SocketStream or not data:
+    then in an undefined state and must be closed). Not a checkpoint when the socket took
+    everything at once (the caller's is)."""
+    if type(stream) is not trio.SocketStream:
         return await _send_in_pieces(stream, data, stall_s)
+    sock = stream.socket
+    sent = send_now(sock, data)
+    if sent == len(data):
+        return True
+    # The socket's buffer is full: wait for it, under the deadline.
     with trio.CancelScope(deadline=trio.current_time() + stall_s, shield=True) as scope:
-        await _send_moving_deadline(stream.socket, data, scope, stall_s)
+        await _send_moving_deadline(sock, memoryview(data)[sent:], scope, stall_s)
     return not scope.cancelled_caught
 
 
+def send_now(sock: trio.socket.SocketType, data: bytes | memoryview) -> int:
+    """One non-blocking send(2) of `data`, as trio's `send` first tries it (without its
+    checkpoints): the bytes the kernel took, 0 when its buffer is full; errors as
+    `SocketStream.send_all` raises them."""
+    if sock.did_shutdown_SHUT_WR:
+        raise trio.ClosedResourceError("can't send data after sending EOF")
+    if not data:  # no system call (the end of a fixed-length body), but a closed socket says so
+        if sock.fileno() == -1:
+            raise trio.ClosedResourceError("socket was already closed")
+        return 0
+    try:
+        return int(sock._sock.send(data))  # type: ignore[attr-defined]
+    except BlockingIOError:
+        return 0
+    except OSError as exc:
+        raise _stream_error(exc) from (None if exc.errno in _CLOSED_ERRNOS else exc)
+
+
+def _stream_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceError:
+    if exc.errno in _CLOSED_ERRNOS:
+        return trio.ClosedResourceError("this socket was already closed")
+    return trio.BrokenResourceError(f"socket connection broken: {exc}")
+
+
 async def _send_moving_deadline(
-    sock: trio.socket.SocketType, data: bytes, scope: trio.CancelScope, stall_s: float
+    sock: trio.socket.SocketType, data: memoryview, scope: trio.CancelScope, stall_s: float
 ) -> None:
     """`SocketStream.send_all`'s loop (the same system calls), the deadline moved on each
     time bytes go; its errors as the stream's."""
     if sock.did_shutdown_SHUT_WR:
         raise trio.ClosedResourceError("can't send data after sending EOF")
     try:
-        with memoryview(data) as view:
+        with data as view:
             sent = 0
             while sent < len(view):
                 with view[sent:] as rest:
                     sent += await sock.send(rest)
                 scope.deadline = trio.current_time() + stall_s
     except OSError as exc:
-        if exc.errno in _CLOSED_ERRNOS:
-            raise trio.ClosedResourceError("this socket was already closed") from None
-        raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+        raise _stream_error(exc) from (None if exc.errno in _CLOSED_ERRNOS else exc)
 
 
-async def _send_in_pieces(stream: Any, data: bytes, stall_s: float) -> bool:
+async def _send_in_pieces(stream: Any, data: bytes | memoryview, stall_s: float) -> bool:
     view = memoryview(data) if len(data) > PIECE else None
     for start in range(0, len(data) or 1, PIECE):
         piece = data if view is None else view[start : start + PIECE]
@@ -96,11 +135,34 @@ async def _send_in_pieces(stream: Any, data: bytes, stall_s: float) -> bool:
     return True
 
 
+async def _write(server: Any, data: bytes | memoryview) -> None:
+    """Write `data` to a Hypercorn `TCPServer`'s stream under its stall deadline, its send
+    lock held; on a stall or a broken stream, close it and tell the protocol `Closed()`."""
+    stall = getattr(server.config, "write_stall", _DEFAULT)
+    try:
+        if await send_within(server.stream, data, stall.seconds):
+            return
+        with trio.CancelScope(shield=True):
+            await server.stream.aclose()
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    await _closed(server)
+
+
+async def _closed(server: Any) -> None:
+    """Tell a `TCPServer`'s protocol its stream is gone, as Hypercorn does after a failed
+    write."""
+    from hypercorn.events import Closed
+
+    await server.protocol.handle(Closed())
+
+
 def stall_bounded_writes() -> None:
     """Make Hypercorn's trio worker write under a stall deadline (see the module doc).
     Idempotent."""
-    from hypercorn.events import Closed, RawData
+    from hypercorn.events import RawData
     from hypercorn.trio import tcp_server
+    from trio import _socket
 
     server = tcp_server.TCPServer
     send = server.protocol_send
@@ -114,23 +176,43 @@ def stall_bounded_writes() -> None:
     missing += [name for name in ("self.stream", "self.send_lock") if name not in init]
     if not hasattr(trio.socket.SocketType, "did_shutdown_SHUT_WR"):
         missing.append("trio.socket.SocketType.did_shutdown_SHUT_WR")
+    if "self._sock = sock" not in inspect.getsource(_socket._SocketType.__init__):
+        missing.append("trio's socket._sock")
+    missing += [name for name in ("locked", "acquire_nowait") if not hasattr(trio.Lock, name)]
     if missing:
         raise RuntimeError(f"Hypercorn or trio changed: {missing} not found (pooler.write_stall)")
 
-    async def protocol_send(self: tcp_server.TCPServer, event: Any) -> None:
+    async def protocol_send(self: Any, event: Any) -> None:
         if not isinstance(event, RawData):
             await send(self, event)
             return
-        stall = getattr(self.config, "write_stall", _DEFAULT)
-        async with self.send_lock:
+        lock, stream = self.send_lock, self.stream
+        if lock.locked() or type(stream) is not trio.SocketStream:
+            async with lock:
+                await _write(self, event.data)
+            return
+        # Nobody is writing (one writer per connection, the usual case): one non-blocking
+        # send(2), without the scheduler turns of `async with lock` and trio's `send`, then
+        # one yield (a send stays a checkpoint). Nothing runs between the check and the
+        # send, so no other write can come between; the lock is taken only if the rest
+        # must wait. A cancelled caller is stopped before any byte goes, as before.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        data = event.data
+        try:
+            sent = send_now(stream.socket, data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            sent = -1
+        if sent != len(data):
+            lock.acquire_nowait()
             try:
-                if await send_within(self.stream, event.data, stall.seconds):
-                    return
-                with trio.CancelScope(shield=True):
-                    await self.stream.aclose()
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-            await self.protocol.handle(Closed())
+                if sent < 0:
+                    await _closed(self)
+                else:
+                    await _write(self, memoryview(data)[sent:])
+            finally:
+                lock.release()
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     protocol_send._stall_bounded = True  # type: ignore[attr-defined]
+    protocol_send.__wrapped__ = send  # type: ignore[attr-defined]
     server.protocol_send = protocol_send  # type: ignore[method-assign]

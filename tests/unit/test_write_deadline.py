@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from hypercorn.events import RawData
 from hypercorn.trio import tcp_server
+from hypercorn.trio.worker_context import WorkerContext
 
 from pooler.serving import hypercorn_config
 from pooler.write_stall import PIECE, WriteStall, send_within, stall_bounded_writes
@@ -74,6 +76,8 @@ async def test_a_socket_write_after_a_reset_is_broken() -> None:
         await sender.aclose()
         with pytest.raises(trio.ClosedResourceError):
             await send_within(sender, b"x", 5.0)
+        with pytest.raises(trio.ClosedResourceError):
+            await send_within(sender, b"", 5.0)  # nothing to send, still closed
 
 
 async def test_a_write_nobody_takes_misses_its_deadline(
@@ -138,3 +142,82 @@ def test_it_refuses_to_start_when_hypercorn_moved(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(tcp_server.TCPServer, "protocol_send", moved)
     with pytest.raises(RuntimeError, match="Hypercorn or trio changed"):
         stall_bounded_writes()
+
+
+class Protocol:
+    """What Hypercorn's server tells its protocol (only `Closed()` matters here)."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    async def handle(self, event: Any) -> None:
+        self.events.append(type(event).__name__)
+
+
+def server_on(stream: Any, stall_s: float = 5.0) -> Any:
+    """Hypercorn's TCPServer writing to `stream`, as the gateway's config installs it."""
+    config = hypercorn_config("127.0.0.1", 0, write_stall=WriteStall(stall_s))
+    nothing: Any = None  # the application and its state: never used here
+    server = tcp_server.TCPServer(nothing, config, WorkerContext(None), nothing, stream)
+    server.protocol = Protocol()  # type: ignore[assignment]
+    return server
+
+
+async def test_small_writes_to_a_client_that_stops_reading_end_at_the_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Each write goes straight to the socket while it has room; the one it has no room for
+    # waits, under the deadline.
+    async with socket_pair() as (sender, _receiver):
+        server = server_on(sender)
+        writes = 0
+        with trio.fail_after(60):
+            while not server.protocol.events:
+                start = trio.current_time()
+                await server.protocol_send(RawData(data=b"x" * 1024))
+                writes += 1
+        assert server.protocol.events == ["Closed"] and writes > 1
+        assert trio.current_time() - start == pytest.approx(5.0)
+        with pytest.raises(trio.ClosedResourceError):
+            await sender.send_all(b"x")  # the stream was closed
+
+
+async def test_a_write_to_a_reset_client_tells_the_protocol() -> None:
+    async with socket_pair() as (sender, receiver):
+        server = server_on(sender)
+        await receiver.aclose()
+        with trio.fail_after(10):
+            while not server.protocol.events:
+                await server.protocol_send(RawData(data=b"x" * 1024))
+        assert server.protocol.events[0] == "Closed"
+
+
+async def test_a_cancelled_writer_sends_nothing_and_a_write_is_a_checkpoint() -> None:
+    async with socket_pair() as (sender, receiver):
+        server = server_on(sender)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await server.protocol_send(RawData(data=b"never"))
+        assert scope.cancelled_caught
+        with trio.testing.assert_checkpoints():  # may be cancelled, lets others run
+            await server.protocol_send(RawData(data=b"after"))
+        with trio.fail_after(10):
+            assert await receiver.receive_some(100) == b"after"
+
+
+async def test_concurrent_writers_take_turns() -> None:
+    async with socket_pair() as (sender, receiver):
+        server = server_on(sender)
+        received = bytearray()
+
+        async def read_all() -> None:
+            while len(received) < len(BIG) + 6:
+                received.extend(await receiver.receive_some(65536))
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(server.protocol_send, RawData(data=BIG))
+                await trio.testing.wait_all_tasks_blocked()  # the big write holds the lock
+                nursery.start_soon(server.protocol_send, RawData(data=b"marker"))
+                nursery.start_soon(read_all)
+        assert bytes(received) == BIG + b"marker" and not server.protocol.events
