@@ -273,17 +273,18 @@ class AccountActor(Actor[Any]):
             # nodes keep off it too (DESIGN §11) rather than each meeting a 429 of its own.
             out = usage_limit_evidence(self.state.snapshot, outcome.resets_at)
             self._persist_quota(self.state.snapshot.account_id, out, now, "error")
-        snap = replace(self.state.snapshot, in_flight=len(self.state.leases))
+        changes: dict[str, Any] = {"in_flight": len(self.state.leases)}  # one copy, not three
         settings = self._settings()
         kind = outcome.kind
         if kind == m.USAGE_LIMIT and not scoped_limit:
-            snap = replace(snap, blocked_until=outcome.resets_at or now + 300.0)
+            changes["blocked_until"] = outcome.resets_at or now + 300.0
         elif kind == m.RATE_LIMITED:
-            snap = replace(snap, cooling_until=now + (outcome.retry_after or RATE_LIMIT_COOLDOWN_S))
+            changes["cooling_until"] = now + (outcome.retry_after or RATE_LIMIT_COOLDOWN_S)
         elif kind == m.OK:
-            snap = replace(snap, blocked_until=None, demoted_until=None)
+            changes["blocked_until"] = changes["demoted_until"] = None
         if kind in m.DEMOTING_KINDS and settings.demotion_seconds > 0:
-            snap = replace(snap, demoted_until=now + settings.demotion_seconds)
+            changes["demoted_until"] = now + settings.demotion_seconds
+        snap = replace(self.state.snapshot, **changes)
         if probe is not None:
             self._count(route_class, probe, kind, now, settings)
         # An UNAUTHORIZED release needs nothing here: the handler follows it with RefreshNow

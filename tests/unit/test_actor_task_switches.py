@@ -1,0 +1,120 @@
+"""Task switches an actor exchange costs (issue 17: each is a turn of the event loop on a
+request's path). Counted with a trio Instrument, so the figures do not depend on timing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import trio
+
+from pooler.actors.runtime import MAX_IN_A_ROW, Actor, Mailbox, ReplyTo, call
+
+
+@dataclass
+class Note:
+    value: int
+
+
+@dataclass
+class Ask:
+    reply_to: ReplyTo[int]
+
+
+class Steps(trio.abc.Instrument):
+    """Task steps per task."""
+
+    def __init__(self) -> None:
+        self.by_task: dict[trio.lowlevel.Task, int] = {}
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.by_task[task] = self.by_task.get(task, 0) + 1
+
+
+class Recorder(Actor[object]):
+    def __init__(self) -> None:
+        super().__init__("recorder", capacity=1000)
+        self.seen: list[int] = []
+        self.task: trio.lowlevel.Task | None = None
+        self.handlers = {Note: self._note, Ask: self._ask}
+
+    async def setup(self) -> None:
+        self.task = trio.lowlevel.current_task()
+
+    def _note(self, message: Note) -> None:
+        self.seen.append(message.value)
+
+    def _ask(self, message: Ask) -> None:
+        message.reply_to.send(len(self.seen))
+
+
+async def test_queued_messages_are_handled_in_one_step_in_order() -> None:
+    actor = Recorder()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        await trio.testing.wait_all_tasks_blocked()
+        count = 10
+        for value in range(count):
+            assert actor.mailbox.try_send(Note(value))
+        steps = Steps()
+        trio.lowlevel.add_instrument(steps)
+        with trio.fail_after(5):
+            await trio.testing.wait_all_tasks_blocked()
+        trio.lowlevel.remove_instrument(steps)
+        assert actor.seen == list(range(count))
+        assert actor.task is not None
+        # Woken once for the first message, the nine behind it taken without a switch
+        # each (ten steps before), then parked again.
+        assert steps.by_task[actor.task] == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_busy_actor_still_checkpoints() -> None:
+    actor = Recorder()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        await trio.testing.wait_all_tasks_blocked()
+        count = 3 * MAX_IN_A_ROW
+        for value in range(count):
+            assert actor.mailbox.try_send(Note(value))
+        steps = Steps()
+        trio.lowlevel.add_instrument(steps)
+        with trio.fail_after(5):
+            await trio.testing.wait_all_tasks_blocked()
+        trio.lowlevel.remove_instrument(steps)
+        assert actor.seen == list(range(count))
+        assert actor.task is not None
+        assert steps.by_task[actor.task] >= count // (MAX_IN_A_ROW + 1)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_call_to_an_idle_actor_costs_the_caller_one_step() -> None:
+    actor = Recorder()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        await trio.testing.wait_all_tasks_blocked()
+        steps = Steps()
+        trio.lowlevel.add_instrument(steps)
+        with trio.fail_after(5):
+            answer = await call(actor.mailbox, Ask, timeout=5)
+        trio.lowlevel.remove_instrument(steps)
+        assert answer == 0
+        # One switch to wait for the answer (a checkpoint in the send too made it two).
+        assert steps.by_task[trio.lowlevel.current_task()] == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_call_into_a_full_mailbox_waits_for_room() -> None:
+    mailbox: Mailbox[object] = Mailbox(1, name="full")
+    assert mailbox.try_send(Note(0))
+
+    async def serve_later() -> None:
+        await trio.sleep(0.01)
+        assert isinstance(await mailbox.receive_channel.receive(), Note)
+        ask = await mailbox.receive_channel.receive()
+        assert isinstance(ask, Ask)
+        ask.reply_to.send(7)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_later)
+        with trio.fail_after(5):
+            assert await call(mailbox, Ask, timeout=5) == 7
