@@ -243,7 +243,8 @@ def report(
 ) -> None:
     if low is None or high is None:
         return
-    noise = [tracemalloc.Filter(False, tracemalloc.__file__)]
+    # tracemalloc's and this script's own allocations (its counters of objects by type).
+    noise = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, __file__)]
     low, high = low.filter_traces(noise), high.filter_traces(noise)
     by_site = high.compare_to(low, "traceback")
     total = sum(d.size_diff for d in by_site)
@@ -347,8 +348,9 @@ async def main(args: argparse.Namespace) -> None:
                 await trio.sleep(SETTLE_S)
                 gc.collect()
                 rss.append(rss_bytes())
-                snapshots.append(tracemalloc.take_snapshot() if tracemalloc.is_tracing() else None)
+                # Objects first: a snapshot's own list of traces would count as the stream's.
                 objects.append(objects_by_type() if args.trace else (Counter(), Counter()))
+                snapshots.append(tracemalloc.take_snapshot() if tracemalloc.is_tracing() else None)
                 print(f"held {held[-1]}: RSS {rss[-1] / 2**20:.1f} MiB", flush=True)
             print(f"\n{args.kind}: RSS before any {rss0 / 2**20:.1f} MiB")
             print(

@@ -1,20 +1,25 @@
-"""What a held SSE stream keeps in the gateway (issue 17: memory per idle stream).
+"""What a held SSE stream or websocket session keeps in the gateway (issue 17: memory per
+idle stream or session; ops/bench/idle_memory.py measures all of it).
 
 A Codex turn's body carries the whole conversation, and a stream may be held for minutes
 while the model thinks. Once the stream's head is sent no attempt can follow, so the
-relay keeps neither the body nor its parsed payload (ops/bench/idle_memory.py measures
-the rest of what a held stream costs)."""
+relay keeps neither the body nor its parsed payload. The task holding a session's upstream
+websocket keeps neither the reply slot it answered through nor the target's headers."""
 
 from __future__ import annotations
 
 import gc
 from pathlib import Path
+from types import CoroutineType
 
 import trio
+import trio_websocket
+from harness import open_stack, responses_body
+from test_websocket_responses import auth, turn, ws_url
 
+from pooler.upstream.websocket import hold_upstream_websocket
 from pooler.web.quart_http import PulledBody
 from pooler.web.responses_relay import ProxiedRequest
-from tests.harness import open_stack, responses_body
 
 RESPONSES = "/backend-api/codex/responses"
 MARKER = "held-stream-input-" + "x" * 4096
@@ -50,3 +55,22 @@ async def test_a_held_stream_keeps_neither_its_body_nor_its_payload(
                 assert not any(
                     mentions_marker(getattr(b, "_whole", None)) for b in live(PulledBody)
                 )
+
+
+async def test_a_held_session_keeps_no_reply_slot_or_target(db_url: str, tmp_path: Path) -> None:
+    async with open_stack(db_url, tmp_path) as stack:
+        with trio.fail_after(15):
+            async with trio_websocket.open_websocket_url(
+                ws_url(stack), extra_headers=auth(stack.key)
+            ) as ws:
+                events = await turn(ws, **responses_body())
+                assert events[-1]["type"] == "response.completed"
+                holders = [
+                    coro
+                    for coro in live(CoroutineType)
+                    if coro.cr_code is hold_upstream_websocket.__code__  # type: ignore[attr-defined]
+                ]
+                assert len(holders) == 1
+                kept = set(holders[0].cr_frame.f_locals)  # type: ignore[attr-defined]
+                assert "socket" in kept  # suspended while the session is held
+                assert not kept & {"deliver", "fail", "target"}
