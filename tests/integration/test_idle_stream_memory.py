@@ -4,7 +4,8 @@ idle stream or session; ops/bench/idle_memory.py measures all of it).
 A Codex turn's body carries the whole conversation, and a stream may be held for minutes
 while the model thinks. Once the stream's head is sent no attempt can follow, so the
 relay keeps neither the body nor its parsed payload. The task holding a session's upstream
-websocket keeps neither the reply slot it answered through nor the target's headers."""
+websocket keeps neither the reply slot it answered through nor the target's headers, and
+the upstream websocket keeps its connection, not its handshake."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ import trio
 import trio_websocket
 from harness import open_stack, responses_body
 from test_websocket_responses import auth, turn, ws_url
+from wsproto import WSConnection
 
 from pooler.upstream.websocket import hold_upstream_websocket
+from pooler.upstream.ws_client import ClientWebsocket
 from pooler.web.quart_http import PulledBody
 from pooler.web.responses_relay import ProxiedRequest
 
@@ -74,3 +77,7 @@ async def test_a_held_session_keeps_no_reply_slot_or_target(db_url: str, tmp_pat
                 kept = set(holders[0].cr_frame.f_locals)  # type: ignore[attr-defined]
                 assert "socket" in kept  # suspended while the session is held
                 assert not kept & {"deliver", "fail", "target"}
+                # The upstream websocket keeps no wsproto handshake (an h11 state and more).
+                upstream = live(ClientWebsocket)
+                assert len(upstream) == 1
+                assert not any(isinstance(v, WSConnection) for v in vars(upstream[0]).values())
