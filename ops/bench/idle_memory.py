@@ -252,13 +252,20 @@ def report(
     owners: Counter[str] = Counter()
     lines: Counter[str] = Counter()
     callers: Counter[str] = Counter()  # who asked trio (or the stdlib) for it
+    asked: Counter[str] = Counter()
     for diff in by_site:
         package, line = owner_of(diff.traceback)
         owners[package] += diff.size_diff
         lines[line] += diff.size_diff
-        callers[owner_of(diff.traceback, OWNERS[:-1])[1]] += diff.size_diff
+        package, line = owner_of(diff.traceback, OWNERS[:-1])
+        callers[line] += diff.size_diff
+        asked[package] += diff.size_diff
     print("\nby owner (KiB per stream):")
     for name, size in owners.most_common():
+        if abs(size) / 1024 / streams >= 0.05:
+            print(f"  {size / 1024 / streams:7.2f}  {name}")
+    print("\nby the package that asked (trio's allocations counted at its caller; KiB):")
+    for name, size in asked.most_common():
         if abs(size) / 1024 / streams >= 0.05:
             print(f"  {size / 1024 / streams:7.2f}  {name}")
     print(f"\ntop {top} owning lines (KiB per stream):")
