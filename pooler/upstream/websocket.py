@@ -91,10 +91,16 @@ async def hold_upstream_websocket(
         fail(exc)
         return
     socket = UpstreamWebsocket(connection)
+    interval = target.ping_interval
     try:
-        if deliver(socket):
+        delivered = deliver(socket)
+        # Held for the socket's life, this frame keeps nothing it no longer needs: the
+        # reply slot (a memory channel) and the target's headers, ~2 KiB a held session
+        # (ops/bench/idle_memory.py --kind websocket).
+        del target, deliver, fail
+        if delivered:
             held.add(socket)
-            await _keep_alive(socket, target.ping_interval)
+            await _keep_alive(socket, interval)
     except trio.Cancelled:
         # The owner stops (a crash has said so already): marked before closing the stream
         # wakes the handler's read.

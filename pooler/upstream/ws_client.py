@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import trio
 from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
+from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -64,7 +64,7 @@ class ClientWebsocket:
     def __init__(
         self,
         stream: trio.abc.Stream,
-        protocol: WSConnection,
+        protocol: Connection,
         handshake_headers: list[tuple[bytes, bytes]],
         max_message_size: int,
     ) -> None:
@@ -227,7 +227,12 @@ async def _handshake(
         for event in events:
             if isinstance(event, AcceptConnection):
                 accepted = list(event.extra_headers)
-                return ClientWebsocket(stream, protocol, accepted, max_message_size)
+                # The session needs only the established connection: the handshake (an h11
+                # connection, the upgrade request, the account's headers; ~2 KiB) is not
+                # kept for its life (ops/bench/idle_memory.py --kind websocket).
+                established = protocol.connection
+                assert established is not None  # set by the 101 that gave AcceptConnection
+                return ClientWebsocket(stream, established, accepted, max_message_size)
             if isinstance(event, RejectConnection):
                 rejected = (event.status_code, list(event.headers))
                 if not event.has_body:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
@@ -32,6 +31,7 @@ from pooler.web.leasing import LeaseAttempts, account_headers, pin
 from pooler.web.quart_http import PUSHED, GatewayRequest
 from pooler.web.request_record import AnsweredRequest, RequestRecord, start_record
 from pooler.web.upstream_exchange import (
+    Entered,
     classify_failure,
     forwarded_headers,
     relayed_response_headers,
@@ -75,6 +75,13 @@ class ProxiedRequest:
     payload: dict[str, Any]
     presenter: Presenter | None = None
 
+    def release(self) -> None:
+        """Forget the body and payload once no attempt can follow (the client has the
+        head of a stream): a Codex body carries the whole conversation, and a stream may
+        be held for minutes."""
+        self.body = b""
+        self.payload = {}
+
 
 OpenRequest = Callable[[GatewayRequest, RequestRecord], Awaitable[ProxiedRequest]]
 
@@ -95,6 +102,7 @@ class ResponsesRelay:
         log = gw.log_request
         async with AnsweredRequest(record, client.send, [request_id_header], log, client.body):
             request = await self.open_request(client, record)
+            client.body.clear()  # the relay has the body it sends (`request.release`)
             record.transport = "http_sse" if record.stream else "http_json"
             gw.catalog.check_model(request.pool_id, str(request.payload["model"]))
             async with gw.admission.admit("stream" if record.stream else "responses"):
@@ -134,24 +142,18 @@ class ResponsesRelay:
         request: ProxiedRequest,
     ) -> None:
         gw = self.gw
-        pool_id, payload = request.pool_id, request.payload
-        hard_key, soft_keys = continuity_keys(payload, scope)
-        attempts = LeaseAttempts(
-            pool_id, soft_keys, hard_key, route_class=RESPONSES, model=str(payload["model"])
-        )
-        # The upstream is always asked for a stream, whatever the client accepts.
-        base_headers = forwarded_headers(
-            scope["headers"],
-            (b"content-type", b"application/json"),
-            (b"accept", b"text/event-stream"),
-        )
-        exchange = partial(self._exchange, base_headers, request, record, send, attempts)
+        pool_id = request.pool_id
+        # No local keeps the payload: it is released once a stream's head is sent.
+        hard_key, soft_keys = continuity_keys(request.payload, scope)
+        model = str(request.payload["model"])
+        attempts = LeaseAttempts(pool_id, soft_keys, hard_key, route_class=RESPONSES, model=model)
+        exchange = partial(self._exchange, scope, request, record, send, attempts)
         budget = gw.pool_policy(pool_id).retry_budget
         await run_attempts(gw, attempts, record, exchange, budget=budget)
 
     async def _exchange(
         self,
-        base_headers: list[tuple[bytes, bytes]],
+        scope: Scope,
         request: ProxiedRequest,
         record: RequestRecord,
         send: Send,
@@ -162,15 +164,18 @@ class ResponsesRelay:
         before its first byte)."""
         settings = self.gw.settings
         lease = attempt.lease
-        headers = account_headers(lease, base_headers)
-        async with AsyncExitStack() as stack:
-            try:
-                with trio.fail_after(settings.upstream_first_byte_timeout_s):
-                    response = await stack.enter_async_context(
-                        lease.upstream.request("POST", UPSTREAM_PATH, headers, request.body)
-                    )
-            except (trio.TooSlowError, UpstreamTransportError) as exc:
-                return attempt.failed(*unreachable(exc))
+        # The upstream is always asked for a stream, whatever the client accepts. The
+        # headers are built per attempt and kept by no local: a held stream keeps nothing
+        # it no longer needs (ops/bench/idle_memory.py).
+        upstream = lease.upstream.request(
+            "POST", UPSTREAM_PATH, upstream_headers(scope, lease), request.body
+        )
+        try:
+            with trio.fail_after(settings.upstream_first_byte_timeout_s):
+                response = await upstream.__aenter__()
+        except (trio.TooSlowError, UpstreamTransportError) as exc:
+            return attempt.failed(*unreachable(exc))
+        async with Entered(upstream):
             attempt.record.answered(response.status)
             if response.status != 200:
                 return await self._refused(attempt, response, record, send)
@@ -182,6 +187,7 @@ class ResponsesRelay:
                 self.gw.pool_mailbox, attempts.pool_id, lease.account_id, not record.stream
             )
             if record.stream:
+                request.release()  # streaming from here on: no attempt follows
                 outcome = await self._relay_stream(
                     response, send, record, accounting, request.presenter
                 )
@@ -378,6 +384,17 @@ async def _read_rest(response: Any, seconds: float) -> None:
     with trio.move_on_after(seconds), contextlib.suppress(UpstreamTransportError):
         async for _ in response.aiter_bytes():
             pass
+
+
+def upstream_headers(scope: Scope, lease: Any) -> list[tuple[bytes, bytes]]:
+    """The headers of an upstream Responses request on `lease`: the client's forwarded
+    ones, a JSON body, a stream asked for, the account's credentials."""
+    base = forwarded_headers(
+        scope["headers"],
+        (b"content-type", b"application/json"),
+        (b"accept", b"text/event-stream"),
+    )
+    return account_headers(lease, base)
 
 
 class ResponseAccounting(StreamAccounting):

@@ -1,0 +1,83 @@
+"""What a held SSE stream or websocket session keeps in the gateway (issue 17: memory per
+idle stream or session; ops/bench/idle_memory.py measures all of it).
+
+A Codex turn's body carries the whole conversation, and a stream may be held for minutes
+while the model thinks. Once the stream's head is sent no attempt can follow, so the
+relay keeps neither the body nor its parsed payload. The task holding a session's upstream
+websocket keeps neither the reply slot it answered through nor the target's headers, and
+the upstream websocket keeps its connection, not its handshake."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+from types import CoroutineType
+
+import trio
+import trio_websocket
+from harness import open_stack, responses_body
+from test_websocket_responses import auth, turn, ws_url
+from wsproto import WSConnection
+
+from pooler.upstream.websocket import hold_upstream_websocket
+from pooler.upstream.ws_client import ClientWebsocket
+from pooler.web.quart_http import PulledBody
+from pooler.web.responses_relay import ProxiedRequest
+
+RESPONSES = "/backend-api/codex/responses"
+MARKER = "held-stream-input-" + "x" * 4096
+
+
+def live(kind: type) -> list[object]:
+    gc.collect()
+    return [obj for obj in gc.get_objects() if isinstance(obj, kind)]
+
+
+def mentions_marker(value: object) -> bool:
+    if isinstance(value, bytes | bytearray):
+        return MARKER.encode() in value
+    if isinstance(value, str):
+        return MARKER in value
+    return False
+
+
+async def test_a_held_stream_keeps_neither_its_body_nor_its_payload(
+    db_url: str, tmp_path: Path
+) -> None:
+    idle = {"x-emulator-delay-ms": "600000", "x-emulator-events": "1"}  # head, then nothing
+    body = responses_body(MARKER, client_metadata=idle)
+    async with open_stack(db_url, tmp_path) as stack, stack.client() as client:
+        with trio.fail_after(15):
+            async with client.stream("POST", RESPONSES, json=body) as response:
+                assert response.status_code == 200  # the head is out; the stream idles
+                relayed = live(ProxiedRequest)
+                assert len(relayed) == 1
+                held = relayed[0]
+                assert isinstance(held, ProxiedRequest)
+                assert held.body == b"" and held.payload == {}
+                assert not any(
+                    mentions_marker(getattr(b, "_whole", None)) for b in live(PulledBody)
+                )
+
+
+async def test_a_held_session_keeps_no_reply_slot_or_target(db_url: str, tmp_path: Path) -> None:
+    async with open_stack(db_url, tmp_path) as stack:
+        with trio.fail_after(15):
+            async with trio_websocket.open_websocket_url(
+                ws_url(stack), extra_headers=auth(stack.key)
+            ) as ws:
+                events = await turn(ws, **responses_body())
+                assert events[-1]["type"] == "response.completed"
+                holders = [
+                    coro
+                    for coro in live(CoroutineType)
+                    if coro.cr_code is hold_upstream_websocket.__code__  # type: ignore[attr-defined]
+                ]
+                assert len(holders) == 1
+                kept = set(holders[0].cr_frame.f_locals)  # type: ignore[attr-defined]
+                assert "socket" in kept  # suspended while the session is held
+                assert not kept & {"deliver", "fail", "target"}
+                # The upstream websocket keeps no wsproto handshake (an h11 state and more).
+                upstream = live(ClientWebsocket)
+                assert len(upstream) == 1
+                assert not any(isinstance(v, WSConnection) for v in vars(upstream[0]).values())
