@@ -476,7 +476,7 @@ class UpstreamPool:
             if parsed.error is not None:
                 raise parsed.error
 
-    def _finish(self, conn: _Connection, response: UpstreamResponse, request: _Request) -> None:
+    def _finish(self, conn: _Connection, response: UpstreamResponse, may_keep: bool) -> None:
         self._active.discard(conn)
         parsed = response._p
         if (
@@ -484,7 +484,7 @@ class UpstreamPool:
             and len(self._idle) < self._max_idle
             and response._read_to_end_buffered()
             and parsed.keep_alive
-            and request.may_keep
+            and may_keep
             and not parsed.extra
         ):
             conn.reused = True
@@ -497,11 +497,12 @@ class UpstreamPool:
 class _RequestContext:
     """What `UpstreamPool.request` returns: holds a slot and a connection while open."""
 
-    __slots__ = ("_conn", "_pool", "_request", "_response")
+    __slots__ = ("_conn", "_may_keep", "_pool", "_request", "_response")
 
     def __init__(self, pool: UpstreamPool, request: _Request) -> None:
         self._pool = pool
-        self._request = request
+        self._request: _Request | None = request
+        self._may_keep = request.may_keep
 
     async def __aenter__(self) -> UpstreamResponse:
         pool = self._pool
@@ -509,10 +510,15 @@ class _RequestContext:
         try:
             if pool._closed:
                 raise UpstreamConnectError("the upstream pool is closed")
-            self._conn, self._response = await pool._open(self._request)
+            request = self._request
+            assert request is not None, "a request context is entered once"
+            self._conn, self._response = await pool._open(request)
         except BaseException:
             pool._slots.release()
             raise
+        # Its head (with the account's token) and body are sent: a stream held for minutes
+        # keeps neither.
+        self._request = None
         return self._response
 
     async def __aexit__(
@@ -522,5 +528,5 @@ class _RequestContext:
         tb: TracebackType | None,
     ) -> None:
         pool = self._pool
-        pool._finish(self._conn, self._response, self._request)
+        pool._finish(self._conn, self._response, self._may_keep)
         pool._slots.release()

@@ -4,6 +4,7 @@ extensions and trailers, bodies framed by EOF, keep-alive decisions, bounds and 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -416,3 +417,17 @@ def test_requests_that_could_split_or_reframe_are_refused(
     pool = UpstreamPool("http://127.0.0.1:9")
     with pytest.raises(ValueError):
         pool.request("POST", "/", headers, b"x")
+
+
+async def test_an_open_response_holds_neither_the_request_head_nor_its_body() -> None:
+    # A stream can stay open for minutes: what was sent (the account's token in the head,
+    # a conversation in the body) must not stay alive with it.
+    body = bytes(range(256)) * 400
+    held_before = sys.getrefcount(body)
+    with trio.fail_after(DEADLINE):
+        async with (
+            raw_origin(answers(fixed(b"ok"))) as (_server, pool),
+            pool.request("POST", "/", [], body) as resp,
+        ):
+            assert sys.getrefcount(body) == held_before
+            assert await resp.read() == b"ok"
