@@ -5,9 +5,10 @@
     ├── UpstreamReadError        the connection broke or closed before or during the response
     └── UpstreamProtocolError    the peer violated HTTP/1.1
 
-`pooler.upstream.http1` maps parser (httptools), OSError and trio stream errors into this tree at its
-edge (`raise ... from exc`); callers decide from the class whether failing over is safe
-(a connect error never reached the upstream) and map it to `pooler.errors` for clients.
+`pooler.upstream.http1` maps httptools parse errors, OSError and trio stream errors into
+this tree at its edge (`raise ... from exc`); callers decide from the class whether failing
+over is safe (a connect error never reached the upstream) and map it to `pooler.errors` for
+clients.
 """
 
 from __future__ import annotations
