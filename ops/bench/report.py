@@ -116,16 +116,19 @@ class Versus:
     metric: str
     added: bool = False  # minus the direct path's (the difference is then the same)
     higher_is_better: bool = False
+    # A change in % for costs and capacity; latencies (added ones can sit near zero) and
+    # the loop lag get their difference in ms only.
+    percent: bool = True
 
 
 VERSUS = (
     Versus("CPU µs/req", "cpu_us_per_request"),
     Versus("CPU µs/event", "cpu_us_per_event"),
-    Versus("added p50 ms", "p50_ms", added=True),
-    Versus("added p99 ms", "p99_ms", added=True),
-    Versus("added TTFB p50 ms", "ttfb_p50_ms", added=True),
+    Versus("added p50 ms", "p50_ms", added=True, percent=False),
+    Versus("added p99 ms", "p99_ms", added=True, percent=False),
+    Versus("added TTFB p50 ms", "ttfb_p50_ms", added=True, percent=False),
     Versus("rps per core", "rps_per_core", higher_is_better=True),
-    Versus("loop lag p99 ms", "loop_lag_p99_ms"),
+    Versus("loop lag p99 ms", "loop_lag_p99_ms", percent=False),
 )
 IDLE_VERSUS = Versus("KiB per idle stream", "kib_per_stream")
 IDLE_STREAMS = "idle streams"
@@ -153,10 +156,9 @@ def _versus_row(
     if gateway is None and baseline is None:
         return None
     difference = None if gateway is None or baseline is None else gateway - baseline
-    # Added latencies can sit near zero: a percentage of them says nothing.
     change = (
         difference / abs(baseline)
-        if difference is not None and baseline and not figure.added
+        if difference is not None and baseline and figure.percent
         else None
     )
     return {
@@ -324,18 +326,15 @@ def _scenarios_markdown(report: dict[str, Any]) -> list[str]:
 
 
 def _loop_lag_markdown(scenarios: list[dict[str, Any]]) -> list[str]:
-    """The gateway's own loop lag per scenario; nothing for a run saved before it was
-    measured (no `loop_lag_ticks` anywhere)."""
-    rows = [(e, "", e.get("gateway") or {}) for e in scenarios]
-    if any(BASELINE in e for e in scenarios):
-        rows = [
-            row
-            for e in scenarios
-            for row in (
-                (e, "", e.get("gateway") or {}),
-                (e, f" ({BASELINE})", e.get(BASELINE) or {}),
-            )
-        ]
+    """The gateway's own loop lag per scenario (and the baseline's where it was measured);
+    nothing for a run saved before it was measured (no `loop_lag_ticks` anywhere)."""
+    baselines = [e[BASELINE] for e in scenarios if BASELINE in e]
+    measured = any(side.get("loop_lag_ticks") is not None for side in baselines)
+    rows = []
+    for e in scenarios:
+        rows.append((e, "", e.get("gateway") or {}))
+        if measured and BASELINE in e:
+            rows.append((e, f" ({BASELINE})", e[BASELINE]))
     if not any("loop_lag_ticks" in gateway for _, _, gateway in rows):
         return []
     lines = [
@@ -344,6 +343,8 @@ def _loop_lag_markdown(scenarios: list[dict[str, Any]]) -> list[str]:
         "before and after each window, summed over the rounds, quantiles interpolated "
         "within a bucket; the latency runs above c=1):",
     ]
+    if baselines and not measured:
+        lines.append(f"- {BASELINE}: not measured (its /metrics has no loop-lag histogram)")
     for entry, which, gateway in rows:
         saturated = (
             f", saturated p99 {_fmt(gateway.get('saturated_loop_lag_p99_ms'))} ms"

@@ -79,7 +79,9 @@ class Run:
         ticks = gateway_lag.window(before, after)
         if ticks is None:
             who = key[2] if len(key) > 2 else "gateway"
-            log(f"{who} loop lag of {key[0]} ({key[1]}) not measured: /metrics unread")
+            # An older baseline has no histogram at all: said once, not for every window.
+            if who == "gateway" or not any(len(k) > 2 for k, v in self.lag.items() if v is None):
+                log(f"{who} loop lag of {key[0]} ({key[1]}) not measured: /metrics unread")
             self.lag[key] = None
             return
         self.lag[key] = gateway_lag.add(self.lag.get(key), ticks)

@@ -209,7 +209,14 @@ def test_the_json_has_the_baseline_beside_the_gateway_and_the_comparison() -> No
     assert "Idle streams, KiB per idle stream: 40.00 → 30.00 (-25.0 %)." in text
     assert f"- baseline: {'b' * 12} (/old/pooler/__init__.py)" in text
     assert f"- gateway: {'a' * 12} + uncommitted changes" in text
-    assert "- sse c=50 (baseline): p50" in text  # its loop-lag line
+    assert "- baseline: not measured (its /metrics has no loop-lag histogram)" in text
+    assert "(baseline): p50" not in text
+    # A baseline with the histogram gets its own loop-lag lines.
+    measured = _results(True)
+    measured.scenarios["sse c=50"]["baseline"].update(loop_lag_p99_ms=4.0, loop_lag_ticks=30.0)
+    text = report.markdown(json.loads(json.dumps(report.to_json(measured))))
+    assert "- sse c=50 (baseline): p50 - ms, p99 4.00 ms over 30 ticks" in text
+    assert "2.00 → 4.00" not in text and "4.00 → 2.00 (-2.00)" in text
 
 
 def test_a_run_without_a_baseline_renders_as_before() -> None:
