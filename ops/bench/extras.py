@@ -70,7 +70,7 @@ async def _idle_streams(run: Run, path: str, count: int) -> None:
         run.results.scenarios.setdefault("idle streams", {})[path] = memory
     failed = {f"idle_{kind}": n for kind, n in held.errors.items()}
     run.results.errors.setdefault(path, Counter()).update(failed)
-    log(f"idle streams ({path}): {figures}")
+    log(f"idle streams{'' if path == 'gateway' else f' ({path})'}: {figures}")
     await trio.sleep(SETTLE_S)  # let the gateway close the upstream side
 
 
