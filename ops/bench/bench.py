@@ -16,6 +16,12 @@ out, `--scenario NAME` runs only those): failover (failover.py: one account of
 per-account prompt cache), websocket, console (an operator using the admin pages) and mcp
 (mcp_run.py: 20 MCP clients on `/mcp` beside a c=50 short load).
 
+`--baseline-tree PATH` (a checkout of an older commit) also starts a gateway from that
+tree, on the gateway's core with its own data directory, and measures it as a fourth
+path, `baseline`, in every round (idle streams too, one gateway after the other), so
+before/after figures come from the same run; the report adds a gateway-vs-baseline
+table. The extras and `--profile` measure the current gateway only.
+
 Exit status: 0; 1 when any request failed (the output says so loudly); 2 when the
 benchmark could not run; 130 when interrupted. Whatever happens, the processes are
 stopped and the temporary directory removed.
@@ -46,7 +52,7 @@ from mcp_run import FULL_MCP, QUICK_MCP, mcp_run, open_mcp
 from paced_run import FULL_PACED, QUICK_PACED, paced_run
 from report import Results, error_banner, markdown, to_json
 from runner import ForeignLoad, Run, benchmark, log, new_run, wait_until_ready
-from scenarios import FULL, QUICK, Plan
+from scenarios import BASELINE, FULL, QUICK, Plan
 from websocket_run import FULL_WS, QUICK_WS, websocket_run
 
 EXTRAS = ("failover", "cache", "websocket", "console", "mcp", "paced")
@@ -116,9 +122,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=EXTRAS,
         help="run only this extra (repeatable): no scenarios, no idle streams",
     )
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="also run the gateway from this checkout (e.g. `git worktree add /tmp/old "
+        "COMMIT`) as a path `baseline` in every round and in the idle streams, beside the "
+        "current one, and report gateway vs baseline; it shares this Python's "
+        "site-packages (its missing dependencies are named before the start). The extras "
+        "(failover, cache, websocket, console, mcp, paced) run on the current gateway only",
+    )
     args = parser.parse_args(argv)
     if args.scenario and args.skip_extras:
         parser.error("--scenario and --skip-extras exclude each other")
+    if args.baseline_tree is not None and (args.scenario or args.profile):
+        parser.error("--baseline-tree compares the scenarios: not with --scenario or --profile")
     return args
 
 
@@ -136,6 +155,11 @@ def describe(args: argparse.Namespace, plan: Plan, cores: tuple[int, int] | None
             f"Python {platform.python_version()}, {platform.system()} {platform.release()}",
             "cores": {"gateway_relay": cores[0], "emulator_loadgen": cores[1]} if cores else None,
             "loadavg_before": _loadavg(),
+            **(
+                {"baseline_tree": str(args.baseline_tree.resolve())}
+                if args.baseline_tree is not None
+                else {}
+            ),
             "plan": {
                 "quick": args.quick,
                 "rounds": plan.rounds,
@@ -153,6 +177,8 @@ async def run_all(
 ) -> Any:
     run = new_run(endpoints, plan, results)
     await wait_until_ready(endpoints)
+    if endpoints.baseline is not None:
+        await wait_until_ready(endpoints, path=BASELINE)
     if args.profile:
         return await profile_gateway(
             run, args.profile, args.profile_out, args.profile_kind, args.profile_concurrency
@@ -214,8 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         seeded = bool(set(extras_wanted(args)) - ON_BENCH_POOL)
-        with Cluster(cores, log, extra_pools=seeded) as cluster:
+        with Cluster(cores, log, extra_pools=seeded, baseline_tree=args.baseline_tree) as cluster:
             endpoints = cluster.start()
+            if cluster.code:
+                results.meta["code"] = cluster.code
             if "mcp" in extras_wanted(args):  # both gates open and a token, before the run
                 endpoints = replace(endpoints, mcp_token=open_mcp(cluster.admin))
             profile = trio.run(run_all, endpoints, plan, results, args)

@@ -1,5 +1,10 @@
 """The processes under test: emulator, floor relay and gateway, pinned to their cores.
 
+With a baseline tree (`bench.py --baseline-tree PATH`), a second gateway runs from that
+checkout (baseline_tree.py) on the gateway's core, with its own data directory and
+embedded PostgreSQL, seeded like the gateway's `bench` Pool (same emulator accounts:
+the two are never loaded at once). The extras' Pools are seeded on the gateway only.
+
 `Cluster` is a context manager that owns a temporary directory and every process it
 starts. Leaving it — normally, on an error, on Ctrl-C or SIGTERM (which `bench.py` turns
 into an exception) — stops the gateway gracefully (so its embedded PostgreSQL shuts down
@@ -26,6 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+
+from baseline_tree import Tree, check_requirements, code_identity, imports_from
 
 HERE = Path(__file__).resolve().parent
 START_TIMEOUT_S = 60.0
@@ -119,6 +126,16 @@ class SeededPool:
 
 
 @dataclass(frozen=True)
+class BaselineGateway:
+    """The second gateway, run from an older checkout."""
+
+    port: int
+    pid: int
+    postgres_pid: int | None
+    pool_key: str  # of its own `bench` Pool
+
+
+@dataclass(frozen=True)
 class Endpoints:
     emulator_port: int
     relay_port: int
@@ -132,6 +149,7 @@ class Endpoints:
     postgres_pid: int | None
     extra_pools: tuple[SeededPool, ...] = field(default=())
     mcp_token: str | None = None  # the mcp extra's (bench.py opens /mcp after the start)
+    baseline: BaselineGateway | None = None
 
     def pool(self, name: str) -> SeededPool:
         for seeded in self.extra_pools:
@@ -141,7 +159,26 @@ class Endpoints:
 
     def our_pids(self) -> list[int]:
         pids = [os.getpid(), self.gateway_pid, self.relay_pid, self.emulator_pid]
-        return pids + ([self.postgres_pid] if self.postgres_pid else [])
+        pids += [self.postgres_pid] if self.postgres_pid else []
+        if self.baseline is not None:
+            pids.append(self.baseline.pid)
+            pids += [self.baseline.postgres_pid] if self.baseline.postgres_pid else []
+        return pids
+
+    def gateway_port_of(self, path: str) -> int:
+        """The port of the gateway serving `path` ("gateway" or "baseline")."""
+        return self._baseline().port if path == "baseline" else self.gateway_port
+
+    def gateway_pid_of(self, path: str) -> int:
+        return self._baseline().pid if path == "baseline" else self.gateway_pid
+
+    def postgres_pid_of(self, path: str) -> int | None:
+        return self._baseline().postgres_pid if path == "baseline" else self.postgres_pid
+
+    def _baseline(self) -> BaselineGateway:
+        if self.baseline is None:
+            raise RuntimeError("no baseline gateway runs (--baseline-tree)")
+        return self.baseline
 
 
 class Cluster:
@@ -151,8 +188,13 @@ class Cluster:
         log: Callable[[str], None],
         *,
         extra_pools: bool = False,
+        baseline_tree: Path | None = None,
     ) -> None:
         self.cores = cores  # (gateway + relay core, emulator + load-generator core)
+        # Checked before the temporary directory exists (a raise here skips close()).
+        self.baseline_tree = Tree.at(baseline_tree) if baseline_tree is not None else None
+        if self.baseline_tree is not None:
+            check_requirements(self.baseline_tree)
         self.log = log
         self.extra_pools: tuple[tuple[str, int], ...] = EXTRA_POOLS if extra_pools else ()
         beside = Path(sys.executable).with_name("pooler")  # not a pyenv shim: its pid is ours
@@ -165,6 +207,8 @@ class Cluster:
         self.services: list[Service] = []
         self.env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
         self.env["CODEX_POOLER_DATA_DIR"] = str(self.root / "data")
+        # Which code each gateway runs (filled by start(), only with a baseline tree).
+        self.code: dict[str, dict[str, object]] = {}
 
     def __enter__(self) -> Cluster:
         return self
@@ -217,6 +261,11 @@ class Cluster:
             ids = tuple(json.loads(f.read_text())["tokens"]["account_id"] for f in files)
             seeded.append(SeededPool(name, self._seed(name, files), ids))
         tokens = json.loads(auth_files[0].read_text())["tokens"]
+        baseline = (
+            self._start_baseline(self.baseline_tree, auth_files[:ACCOUNTS])
+            if self.baseline_tree is not None
+            else None
+        )
         return Endpoints(
             emulator_port=emulator.port,
             relay_port=relay.port,
@@ -227,11 +276,54 @@ class Cluster:
             gateway_pid=gateway.pid,
             relay_pid=relay.pid,
             emulator_pid=emulator.pid,
-            postgres_pid=self._postgres_pid(),
+            postgres_pid=self._postgres_pid(self.root / "data"),
             extra_pools=tuple(seeded),
+            baseline=baseline,
         )
 
-    def _spawn(self, name: str, core_index: int, argv: Sequence[str], ready: str) -> Service:
+    def _start_baseline(self, tree: Tree, auth_files: Sequence[Path]) -> BaselineGateway:
+        """The baseline gateway from `tree` (emulator URLs as the gateway's), seeded the
+        same way; fails unless it really imports its `pooler` from that tree."""
+        data = self.root / "baseline" / "data"
+        data.parent.mkdir()
+        data.parent.chmod(0o755)
+        env = tree.env(self.env, data)
+        # The console script puts its own bin directory first on sys.path, not the
+        # working directory: asked from the (package-less) temporary directory, `python -c`
+        # resolves `pooler` the same way.
+        self.code["gateway"] = code_identity(self.env, self.root)
+        self.code["baseline"] = code_identity(env, tree.root)
+        if not imports_from(self.code["baseline"], tree.root):
+            raise RuntimeError(
+                f"the baseline gateway would import {self.code['baseline']['pooler']}, "
+                f"not the pooler of {tree.root}"
+            )
+        self.log(f"baseline tree {tree.root} at {self.code['baseline']['commit']}")
+        service = self._spawn(
+            "baseline",
+            0,
+            [*tree.argv(), "serve", "--host", "127.0.0.1", "--port", "0"],
+            r"Codex Pooler listening on http://127\.0\.0\.1:(\d+)",
+            env=env,
+            cwd=tree.root,
+        )
+
+        def admin(*args: str, stdin: str | None = None) -> str:
+            return self._admin(tree.argv(), args, env, tree.root, stdin)
+
+        key = self._seed(POOL, auth_files, admin)
+        return BaselineGateway(service.port, service.pid, self._postgres_pid(data), key)
+
+    def _spawn(
+        self,
+        name: str,
+        core_index: int,
+        argv: Sequence[str],
+        ready: str,
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> Service:
         if self.cores is not None:
             argv = ["taskset", "-c", str(self.cores[core_index]), *argv]
         out, err = self.root / f"{name}.out", self.root / f"{name}.err"
@@ -241,7 +333,8 @@ class Cluster:
                 stdin=subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=stderr,
-                env=self.env,
+                env=self.env if env is None else env,
+                cwd=cwd,
                 start_new_session=True,  # Ctrl-C reaches us only; we stop them in order
                 preexec_fn=_die_with_parent,
             )
@@ -270,9 +363,20 @@ class Cluster:
 
     def admin(self, *args: str, stdin: str | None = None) -> str:
         """`pooler admin ARGS` against the gateway's own database (its environment); stdout."""
+        return self._admin([self.pooler], args, self.env, None, stdin)
+
+    def _admin(
+        self,
+        pooler: list[str],
+        args: Sequence[str],
+        env: dict[str, str],
+        cwd: Path | None,
+        stdin: str | None,
+    ) -> str:
         done = subprocess.run(
-            [self.pooler, "admin", *args],
-            env=self.env,
+            [*pooler, "admin", *args],
+            env=env,
+            cwd=cwd,
             input=stdin.encode() if stdin is not None else None,
             capture_output=True,
             timeout=120,
@@ -283,27 +387,33 @@ class Cluster:
             raise RuntimeError(f"pooler admin {' '.join(args)} failed:\n{stderr}")
         return done.stdout.decode()
 
-    def _seed(self, pool: str, auth_files: Sequence[Path]) -> str:
-        self.admin("pool", "create", pool)
-        self.admin("pool", "update", pool, "--max-in-flight", str(MAX_IN_FLIGHT))
+    def _seed(
+        self, pool: str, auth_files: Sequence[Path], admin: Callable[..., str] | None = None
+    ) -> str:
+        run = admin or self.admin
+        run("pool", "create", pool)
+        run("pool", "update", pool, "--max-in-flight", str(MAX_IN_FLIGHT))
         for path in auth_files:
-            self.admin("account", "import", "--pool", pool, str(path))
-        key: str = json.loads(self.admin("key", "create", "--pool", pool, "--json"))["key"]
+            run("account", "import", "--pool", pool, str(path))
+        key: str = json.loads(run("key", "create", "--pool", pool, "--json"))["key"]
         return key
 
     # --- stop -------------------------------------------------------------------------
 
     def close(self) -> None:
         for service in reversed(self.services):  # gateway first, emulator last
-            timeout = GATEWAY_STOP_TIMEOUT_S if service.name == "gateway" else STOP_TIMEOUT_S
+            gateway = service.name in ("gateway", "baseline")
+            timeout = GATEWAY_STOP_TIMEOUT_S if gateway else STOP_TIMEOUT_S
             _stop(service.process, timeout)
         self.services.clear()
-        self._stop_orphan_postgres()
+        self._stop_orphan_postgres(self.root / "data")
+        self._stop_orphan_postgres(self.root / "baseline" / "data")
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def _postgres_pid(self) -> int | None:
-        """The gateway's embedded PostgreSQL (postmaster), if it runs."""
-        pidfile = self.root / "data" / "pg" / "postmaster.pid"
+    def _postgres_pid(self, data: Path) -> int | None:
+        """The embedded PostgreSQL (postmaster) of the gateway with data dir `data`, if it
+        runs."""
+        pidfile = data / "pg" / "postmaster.pid"
         try:
             pid = int(pidfile.read_text().split("\n", 1)[0])
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -311,9 +421,9 @@ class Cluster:
             return None
         return pid if str(self.root).encode() in cmdline else None
 
-    def _stop_orphan_postgres(self) -> None:
+    def _stop_orphan_postgres(self, data: Path) -> None:
         """The gateway stops its PostgreSQL at exit; if it was killed, we do it."""
-        pid = self._postgres_pid()
+        pid = self._postgres_pid(data)
         if pid is None:
             return
         with contextlib.suppress(OSError):

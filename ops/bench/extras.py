@@ -1,6 +1,6 @@
 """Two optional runs beside the scenarios: idle streams (memory per held SSE stream and
-whether opening one slows down as more are held) and a py-spy profile of the gateway
-under load."""
+whether opening one slows down as more are held; through the baseline gateway too when
+one runs) and a py-spy profile of the gateway under load."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from held_streams import HeldStreams, hold_streams
 from loadgen import run_round
 from profile_summary import render, summarize
 from runner import Run, log
-from scenarios import SHORT_DELTAS, SSE_DELTAS, targets
+from scenarios import GATEWAYS, SHORT_DELTAS, SSE_DELTAS, targets
 from stats import median
 
 IDLE_DELAY_MS = 600_000  # the emulator waits this long before each event: the stream idles
@@ -28,10 +28,22 @@ PROFILE_RATE_HZ = 100
 
 
 async def idle_streams(run: Run, count: int) -> None:
-    """Hold `count` idle SSE streams through the gateway: RSS growth per stream, and the
-    time to open a stream (to its response head) alone, with few and with many held."""
-    target = targets(run.endpoints, "sse", 1, delay_ms=IDLE_DELAY_MS)["gateway"]
-    pid = run.endpoints.gateway_pid
+    """Hold `count` idle SSE streams through the gateway (and then, if it runs, through
+    the baseline gateway: one at a time): RSS growth per stream, and the time to open a
+    stream (to its response head) alone, with few and with many held."""
+    for path in run.paths:
+        if path in GATEWAYS:
+            await _idle_streams(run, path, count)
+
+
+def idle_check_name(path: str) -> str:
+    """The `checks` entry of one gateway's idle streams (the gateway's name as always)."""
+    return f"idle SSE streams held through the {path}"
+
+
+async def _idle_streams(run: Run, path: str, count: int) -> None:
+    target = targets(run.endpoints, "sse", 1, delay_ms=IDLE_DELAY_MS)[path]
+    pid = run.endpoints.gateway_pid_of(path)
     await trio.sleep(SETTLE_S)
     before = rss_bytes(pid)
     held = HeldStreams()
@@ -52,13 +64,13 @@ async def idle_streams(run: Run, count: int) -> None:
         "open_ms_alone_first": round(solo[0] * 1000, 2) if solo else None,
         "open_ms_alone_last": round(solo[-1] * 1000, 2) if solo else None,
     }
-    run.results.checks["idle SSE streams held through the gateway"] = figures
+    run.results.checks[idle_check_name(path)] = figures
     if opened:
         memory = {"kib_per_stream": (after - before) / 1024 / opened, "streams": float(opened)}
-        run.results.scenarios["idle streams"] = {"gateway": memory}
+        run.results.scenarios.setdefault("idle streams", {})[path] = memory
     failed = {f"idle_{kind}": n for kind, n in held.errors.items()}
-    run.results.errors.setdefault("gateway", Counter()).update(failed)
-    log(f"idle streams: {figures}")
+    run.results.errors.setdefault(path, Counter()).update(failed)
+    log(f"idle streams{'' if path == 'gateway' else f' ({path})'}: {figures}")
     await trio.sleep(SETTLE_S)  # let the gateway close the upstream side
 
 

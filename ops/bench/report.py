@@ -3,6 +3,10 @@
 `Results.scenarios[key][path]` holds the final figures of one scenario on one path
 (medians of round medians). Figures are milliseconds unless the name says otherwise;
 NaN means "not measured" and becomes `null` in JSON.
+
+With a baseline gateway (`--baseline-tree`), each scenario also has a `baseline` side,
+and `gateway_vs_baseline` lists, per scenario, the figures of both gateways and their
+difference (`versus_baseline`); runs without it (saved ones too) render as before.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scenarios import PATHS, SCENARIOS
+from scenarios import BASELINE, PATHS, SCENARIOS
 from stats import Budget, Verdict, evaluate
 
 BUDGETS = (
@@ -104,6 +108,93 @@ def _clean(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class Versus:
+    """One figure compared between the gateway and the baseline gateway."""
+
+    label: str
+    metric: str
+    added: bool = False  # minus the direct path's (the difference is then the same)
+    higher_is_better: bool = False
+    # A change in % for costs and capacity; latencies (added ones can sit near zero) and
+    # the loop lag get their difference in ms only.
+    percent: bool = True
+
+
+VERSUS = (
+    Versus("CPU µs/req", "cpu_us_per_request"),
+    Versus("CPU µs/event", "cpu_us_per_event"),
+    Versus("added p50 ms", "p50_ms", added=True, percent=False),
+    Versus("added p99 ms", "p99_ms", added=True, percent=False),
+    Versus("added TTFB p50 ms", "ttfb_p50_ms", added=True, percent=False),
+    Versus("rps per core", "rps_per_core", higher_is_better=True),
+    Versus("loop lag p99 ms", "loop_lag_p99_ms", percent=False),
+)
+IDLE_VERSUS = Versus("KiB per idle stream", "kib_per_stream")
+IDLE_STREAMS = "idle streams"
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+        return None if math.isnan(number) or math.isinf(number) else number
+    return None
+
+
+def _versus_row(
+    scenario: str, figure: Versus, sides: dict[str, Any], base: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Both gateways' figure and gateway - baseline; None when neither was measured."""
+    values = []
+    for path in ("gateway", BASELINE):
+        value = _number((sides.get(path) or {}).get(figure.metric))
+        if value is not None and figure.added:
+            direct = _number((base or {}).get(figure.metric))
+            value = None if direct is None else value - direct
+        values.append(value)
+    gateway, baseline = values
+    if gateway is None and baseline is None:
+        return None
+    difference = None if gateway is None or baseline is None else gateway - baseline
+    change = (
+        difference / abs(baseline)
+        if difference is not None and baseline and figure.percent
+        else None
+    )
+    return {
+        "scenario": scenario,
+        "figure": figure.label,
+        "metric": figure.metric,
+        "added": figure.added,
+        "higher_is_better": figure.higher_is_better,
+        "baseline": baseline,
+        "gateway": gateway,
+        "difference": difference,
+        "change": change,
+    }
+
+
+def versus_baseline(scenarios: dict[str, dict[str, dict[str, float]]]) -> list[dict[str, Any]]:
+    """`scenarios[key][path]` (as in `Results`) -> the gateway-vs-baseline rows, in
+    scenario order then the idle streams' memory; empty without a baseline side."""
+    rows = []
+    keys = [s.key for s in SCENARIOS if s.key in scenarios]
+    for key in keys:
+        sides = scenarios[key]
+        if BASELINE not in sides:
+            continue
+        for figure in VERSUS:
+            row = _versus_row(key, figure, sides, sides.get("direct"))
+            if row is not None:
+                rows.append(row)
+    idle = scenarios.get(IDLE_STREAMS, {})
+    if BASELINE in idle:
+        row = _versus_row(IDLE_STREAMS, IDLE_VERSUS, idle, None)
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
 def to_json(results: Results) -> dict[str, Any]:
     scenarios = []
     for scenario in SCENARIOS:
@@ -116,6 +207,8 @@ def to_json(results: Results) -> dict[str, Any]:
             "load": results.loads.get(scenario.key, ""),
         }
         entry.update({path: sides.get(path, {}) for path in PATHS})
+        if BASELINE in sides:
+            entry[BASELINE] = sides[BASELINE]
         scenarios.append(entry)
     budgets = [
         {
@@ -132,9 +225,11 @@ def to_json(results: Results) -> dict[str, Any]:
         }
         for v in results.verdicts()
     ]
+    versus = versus_baseline(results.scenarios)
     cleaned: dict[str, Any] = _clean(
         {
             "scenarios": scenarios,
+            **({"gateway_vs_baseline": versus} if versus else {}),
             "budgets": budgets,
             "checks": results.checks,
             "extras": results.extras,
@@ -179,6 +274,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"Other processes used {meta['other_processes_cores']:.2f} cores meanwhile.")
     if "warning" in meta:
         lines.append(f"WARNING: {meta['warning']}")
+    lines += _code_markdown(meta.get("code") or {})
     if report.get("scenarios"):  # absent when only extras ran (--scenario)
         lines += _scenarios_markdown(report)
     lines += extras_markdown(report.get("extras") or {}, meta.get("extras_other_processes_cores"))
@@ -203,7 +299,7 @@ def _scenarios_markdown(report: dict[str, Any]) -> list[str]:
     ]
     for entry in report.get("scenarios", []):
         key = f"{entry['name']} c={entry['concurrency']}"
-        for path in PATHS:
+        for path in (*PATHS, BASELINE) if BASELINE in entry else PATHS:
             values = entry.get(path, {})
             cells = [_fmt(values.get(column)) for _, column in SCENARIO_COLUMNS]
             lines.append(f"| {key} | {path} | " + " | ".join(cells) + " |")
@@ -213,6 +309,7 @@ def _scenarios_markdown(report: dict[str, Any]) -> list[str]:
         for e in report.get("scenarios", [])
     ]
     lines += _loop_lag_markdown(report.get("scenarios", []))
+    lines += versus_markdown(report.get("gateway_vs_baseline") or [])
     lines += [
         "",
         "| budget (DESIGN §9) | limit | gateway | floor | verdict |",
@@ -229,10 +326,16 @@ def _scenarios_markdown(report: dict[str, Any]) -> list[str]:
 
 
 def _loop_lag_markdown(scenarios: list[dict[str, Any]]) -> list[str]:
-    """The gateway's own loop lag per scenario; nothing for a run saved before it was
-    measured (no `loop_lag_ticks` anywhere)."""
-    rows = [(e, e.get("gateway") or {}) for e in scenarios]
-    if not any("loop_lag_ticks" in gateway for _, gateway in rows):
+    """The gateway's own loop lag per scenario (and the baseline's where it was measured);
+    nothing for a run saved before it was measured (no `loop_lag_ticks` anywhere)."""
+    baselines = [e[BASELINE] for e in scenarios if BASELINE in e]
+    measured = any(side.get("loop_lag_ticks") is not None for side in baselines)
+    rows = []
+    for e in scenarios:
+        rows.append((e, "", e.get("gateway") or {}))
+        if measured and BASELINE in e:
+            rows.append((e, f" ({BASELINE})", e[BASELINE]))
+    if not any("loop_lag_ticks" in gateway for _, _, gateway in rows):
         return []
     lines = [
         "",
@@ -240,18 +343,70 @@ def _loop_lag_markdown(scenarios: list[dict[str, Any]]) -> list[str]:
         "before and after each window, summed over the rounds, quantiles interpolated "
         "within a bucket; the latency runs above c=1):",
     ]
-    for entry, gateway in rows:
+    if baselines and not measured:
+        lines.append(f"- {BASELINE}: not measured (its /metrics has no loop-lag histogram)")
+    for entry, which, gateway in rows:
         saturated = (
             f", saturated p99 {_fmt(gateway.get('saturated_loop_lag_p99_ms'))} ms"
             if "saturated_loop_lag_p99_ms" in gateway
             else ""
         )
         lines.append(
-            f"- {entry['name']} c={entry['concurrency']}: p50 "
+            f"- {entry['name']} c={entry['concurrency']}{which}: p50 "
             f"{_fmt(gateway.get('loop_lag_p50_ms'))} ms, p99 "
             f"{_fmt(gateway.get('loop_lag_p99_ms'))} ms over "
             f"{_fmt(gateway.get('loop_lag_ticks'), 0)} ticks{saturated}"
         )
+    return lines
+
+
+def _code_markdown(code: dict[str, Any]) -> list[str]:
+    """Which code each gateway ran (recorded only with a baseline tree)."""
+    lines = []
+    for path, found in code.items():
+        commit = (found.get("commit") or "no commit")[:12]
+        dirty = " + uncommitted changes" if found.get("dirty") else ""
+        subject = f' "{found["subject"]}"' if found.get("subject") else ""
+        lines.append(f"- {path}: {commit}{dirty}{subject} ({found.get('pooler')})")
+    return ["", "Code under test:", *lines] if lines else []
+
+
+def _versus_cell(row: dict[str, Any]) -> str:
+    """`baseline → gateway (difference)`: a percentage for CPU and memory figures."""
+    digits = 0 if row["metric"].startswith(("cpu", "rps")) else 2
+    baseline, gateway, change = row.get("baseline"), row.get("gateway"), row.get("change")
+    cell = f"{_fmt(baseline, digits)} → {_fmt(gateway, digits)}"
+    if change is not None:
+        return f"{cell} ({100 * change:+.1f} %)"
+    if row.get("difference") is not None:
+        return f"{cell} ({row['difference']:+.{max(digits, 2)}f})"
+    return cell
+
+
+def versus_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The gateway-vs-baseline rows (`versus_baseline`, as saved) as one table per
+    scenario row: each cell `baseline → gateway (difference)`."""
+    if not rows:
+        return []
+    figures = [f.label for f in VERSUS if any(r["figure"] == f.label for r in rows)]
+    by_scenario: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        by_scenario.setdefault(row["scenario"], {})[row["figure"]] = row
+    lines = [
+        "",
+        "Gateway vs baseline (both measured in every round of this run, in rotating order; "
+        "each cell: baseline → gateway (difference, % for CPU, rps and memory); added = "
+        "path - direct; lower is better except rps per core):",
+        "",
+        "| scenario | " + " | ".join(figures) + " |",
+        "|---|" + "---:|" * len(figures),
+    ]
+    idle = by_scenario.pop(IDLE_STREAMS, {})
+    for scenario, cells in by_scenario.items():
+        values = [_versus_cell(cells[f]) if f in cells else "-" for f in figures]
+        lines.append(f"| {scenario} | " + " | ".join(values) + " |")
+    for row in idle.values():
+        lines += ["", f"Idle streams, {row['figure']}: {_versus_cell(row)}."]
     return lines
 
 

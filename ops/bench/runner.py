@@ -1,5 +1,9 @@
 """Running the benchmark proper: readiness, the pacing check, warm-up, interleaved rounds,
-and the medians of round medians (see bench.py for the shape of a run)."""
+and the medians of round medians (see bench.py for the shape of a run).
+
+With a baseline gateway (`--baseline-tree`), `baseline` is one more path in every step:
+measured like `gateway` (its own CPU, PostgreSQL, /healthz probe and loop-lag windows)
+and rotated with the others, so both gateways see the same drift of the machine."""
 
 from __future__ import annotations
 
@@ -14,7 +18,17 @@ import trio
 from cluster import Endpoints, cpu_seconds, machine_busy_seconds, tree_cpu_seconds
 from loadgen import Probe, RoundResult, Target, run_round
 from report import Results
-from scenarios import PATHS, SCENARIOS, Plan, Scenario, health_probe, targets
+from scenarios import (
+    BASELINE,
+    GATEWAYS,
+    SCENARIOS,
+    Plan,
+    Scenario,
+    health_probe,
+    paths,
+    rotated,
+    targets,
+)
 from stats import median, median_of_medians
 
 READY_TIMEOUT_S = 30.0
@@ -35,16 +49,27 @@ class Run:
     probe: Probe
     rounds: dict[tuple[str, str, str], list[dict[str, float]]]  # (scenario, path, mode)
     rates: dict[str, list[float]]  # open-loop rate of each round, by scenario
-    # The gateway's loop-lag ticks, summed over the rounds' windows: (scenario, mode);
-    # None once a window could not be read (the figure is then "not measured").
-    lag: dict[tuple[str, str], gateway_lag.Buckets | None] = field(default_factory=dict)
+    # A gateway's loop-lag ticks, summed over the rounds' windows: (scenario, mode) for
+    # the gateway, (scenario, mode, "baseline") for the baseline (`lag_slot`); None once a
+    # window could not be read (the figure is then "not measured").
+    lag: dict[tuple[str, ...], gateway_lag.Buckets | None] = field(default_factory=dict)
+    baseline_probe: Probe | None = None
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """Every path a round runs: with the baseline gateway when one was started."""
+        return paths(self.endpoints is not None and self.endpoints.baseline is not None)
+
+    def probe_of(self, path: str) -> Probe | None:
+        """The /healthz probe run beside a gateway's windows (none for direct and floor)."""
+        return {"gateway": self.probe, BASELINE: self.baseline_probe}.get(path)
 
     def count_errors(self, path: str, result: RoundResult) -> None:
         self.results.errors.setdefault(path, Counter()).update(result.errors)
 
     def add_lag(
         self,
-        key: tuple[str, str],
+        key: tuple[str, ...],
         before: gateway_lag.Buckets | None,
         after: gateway_lag.Buckets | None,
     ) -> None:
@@ -53,13 +78,23 @@ class Run:
             return
         ticks = gateway_lag.window(before, after)
         if ticks is None:
-            log(f"gateway loop lag of {key[0]} ({key[1]}) not measured: /metrics unread")
+            who = key[2] if len(key) > 2 else "gateway"
+            # An older baseline has no histogram at all: said once, not for every window.
+            if who == "gateway" or not any(len(k) > 2 for k, v in self.lag.items() if v is None):
+                log(f"{who} loop lag of {key[0]} ({key[1]}) not measured: /metrics unread")
             self.lag[key] = None
             return
         self.lag[key] = gateway_lag.add(self.lag.get(key), ticks)
 
     def cpu_pid(self, path: str) -> int | None:
-        return {"gateway": self.endpoints.gateway_pid, "floor": self.endpoints.relay_pid}.get(path)
+        if path in GATEWAYS:
+            return self.endpoints.gateway_pid_of(path)
+        return self.endpoints.relay_pid if path == "floor" else None
+
+
+def lag_slot(scenario_key: str, mode: str, path: str = "gateway") -> tuple[str, ...]:
+    """Where `Run.lag` sums a gateway's windows (the gateway's keys are as they always were)."""
+    return (scenario_key, mode) if path == "gateway" else (scenario_key, mode, path)
 
 
 class _CpuMarks:
@@ -106,31 +141,33 @@ async def measure(
     lag_key: tuple[str, str] | None = None,
 ) -> dict[str, float]:
     """One run of one scenario on one path; CPU is read around the timed window only:
-    the path's own process (gateway or relay), the emulator, the gateway's PostgreSQL.
-    With `lag_key`, a gateway run also adds its loop-lag ticks to `run.lag[lag_key]`
-    (one /metrics scrape before the round's connections open, one after its last answer)."""
+    the path's own process (gateway, baseline or relay), the emulator, the (baseline)
+    gateway's PostgreSQL. With `lag_key` (scenario, mode), a gateway or baseline run also
+    adds its loop-lag ticks to `run.lag` (one /metrics scrape before the round's
+    connections open, one after its last answer)."""
     endpoints = run.endpoints
-    gateway = path == "gateway"
+    gateway = path in GATEWAYS
     marks = _CpuMarks(
         {
             "path": run.cpu_pid(path),
             "emulator": endpoints.emulator_pid,
-            "postgres": endpoints.postgres_pid if gateway else None,
+            "postgres": endpoints.postgres_pid_of(path) if gateway else None,
         }
     )
+    port = endpoints.gateway_port_of(path) if gateway else 0
     scrape = gateway and lag_key is not None
-    before = await gateway_lag.scrape(endpoints.gateway_port) if scrape else None
+    before = await gateway_lag.scrape(port) if scrape else None
     result = await run_round(
         target,
         scenario.concurrency,
         duration_s,
         rate=rate,
-        probe=run.probe if gateway else None,
+        probe=run.probe_of(path),
         on_start=lambda: marks.read(marks.start),
         on_stop=lambda: marks.read(marks.stop),
     )
     if scrape and lag_key is not None:
-        run.add_lag(lag_key, before, await gateway_lag.scrape(endpoints.gateway_port))
+        run.add_lag(lag_slot(*lag_key, path), before, await gateway_lag.scrape(port))
     run.count_errors(path, result)
     figures = result.figures()
     figures.update(cpu_figures(marks, result, scenario.kind))
@@ -138,16 +175,19 @@ async def measure(
     return figures
 
 
-async def wait_until_ready(endpoints: Endpoints, pool_key: str | None = None) -> None:
-    """The gateway picks up a seeded Pool through NOTIFY: retry until it answers."""
+async def wait_until_ready(
+    endpoints: Endpoints, pool_key: str | None = None, path: str = "gateway"
+) -> None:
+    """The gateway (or the baseline) picks up a seeded Pool through NOTIFY: retry until it
+    answers."""
     deadline = trio.current_time() + READY_TIMEOUT_S
-    target = targets(endpoints, "sse", 1, pool_key=pool_key)["gateway"]
+    target = targets(endpoints, "sse", 1, pool_key=pool_key)[path]
     while True:
         result = await run_round(target, 1, 0.01)
         if result.ok:
             return
         if trio.current_time() > deadline:
-            raise RuntimeError(f"the gateway never answered: {dict(result.errors)}")
+            raise RuntimeError(f"the {path} never answered: {dict(result.errors)}")
         await trio.sleep(0.2)
 
 
@@ -155,7 +195,7 @@ async def pacing_check(run: Run) -> None:
     """Events paced 20 ms apart upstream must arrive one per chunk, 20 ms apart."""
     paced = targets(run.endpoints, "sse", PACED_DELTAS, delay_ms=PACED_DELAY_MS)
     report = {}
-    for path in PATHS:
+    for path in run.paths:
         result = await run_round(paced[path], 1, 0.001)
         run.count_errors(path, result)
         gaps = result.gaps_s
@@ -170,10 +210,10 @@ async def warm_up(run: Run) -> None:
     """Every scenario once on every path, untimed; the gateway must work before we measure."""
     for scenario in SCENARIOS:
         paths = targets(run.endpoints, scenario.kind, scenario.deltas)
-        for path in PATHS:
+        for path in run.paths:
             figures = await measure(run, path, paths[path], scenario, run.plan.warmup_s)
-            if path == "gateway" and not figures["requests"]:
-                raise RuntimeError(f"the gateway answered nothing in the warm-up of {scenario.key}")
+            if path in GATEWAYS and not figures["requests"]:
+                raise RuntimeError(f"the {path} answered nothing in the warm-up of {scenario.key}")
         log(f"warm-up {scenario.key} done")
 
 
@@ -182,7 +222,7 @@ async def one_round(run: Run, index: int) -> None:
     of the slowest path's saturated throughput in this very round (the same rate on every
     path; taken from the round itself, so the load stays right as the machine drifts)."""
     plan = run.plan
-    order = PATHS[index % 3 :] + PATHS[: index % 3]  # rotate so no path is always first
+    order = rotated(run.paths, index)
     for scenario in SCENARIOS:
         paths = targets(run.endpoints, scenario.kind, scenario.deltas)
         capacity = math.inf
@@ -222,13 +262,13 @@ SATURATED_KEYS = (
 )
 
 
-def lag_figures(run: Run, scenario: Scenario) -> dict[str, float]:
-    """The gateway's loop lag over all rounds' windows of the mode its latency figures come
+def lag_figures(run: Run, scenario: Scenario, path: str = "gateway") -> dict[str, float]:
+    """A gateway's loop lag over all rounds' windows of the mode its latency figures come
     from (the latency run above c=1), and over the saturated runs as `saturated_...`."""
-    saturated = run.lag.get((scenario.key, "saturated"))
+    saturated = run.lag.get(lag_slot(scenario.key, "saturated", path))
     if not scenario.open_loop:
         return gateway_lag.figures(saturated)
-    figures = gateway_lag.figures(run.lag.get((scenario.key, "latency")))
+    figures = gateway_lag.figures(run.lag.get(lag_slot(scenario.key, "latency", path)))
     figures.update(gateway_lag.figures(saturated, "saturated_"))
     return figures
 
@@ -237,7 +277,7 @@ def combine(run: Run) -> None:
     """Medians of round medians; latency figures from the latency run above c=1."""
     for scenario in SCENARIOS:
         sides: dict[str, dict[str, float]] = {}
-        for path in PATHS:
+        for path in run.paths:
             saturated = median_of_medians(run.rounds.get((scenario.key, path, "saturated"), []))
             side = dict(saturated)
             if scenario.open_loop:
@@ -255,8 +295,8 @@ def combine(run: Run) -> None:
                     for f in run.rounds.get((scenario.key, path, mode), [])
                 )
             )
-            if path == "gateway":
-                side.update(lag_figures(run, scenario))
+            if path in GATEWAYS:
+                side.update(lag_figures(run, scenario, path))
             sides[path] = side
         run.results.scenarios[scenario.key] = sides
         if scenario.open_loop:
@@ -271,7 +311,10 @@ def combine(run: Run) -> None:
 
 
 def new_run(endpoints: Endpoints, plan: Plan, results: Results) -> Run:
-    return Run(endpoints, plan, results, health_probe(endpoints), {}, {})
+    run = Run(endpoints, plan, results, health_probe(endpoints), {}, {})
+    if endpoints.baseline is not None:
+        run.baseline_probe = health_probe(endpoints, BASELINE)
+    return run
 
 
 class ForeignLoad:

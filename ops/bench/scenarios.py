@@ -12,6 +12,9 @@
 - *sse*: `SSE_DELTAS` text deltas (28 events in all) streamed on every path.
 
 Knobs reach the emulator in `client_metadata`, which the gateway relays untouched.
+
+With `--baseline-tree`, a second gateway (an older checkout) is one more path,
+`baseline`: the gateway's request, sent to that gateway with its own Pool key.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from cluster import Endpoints
 from loadgen import Probe, Target
 
 PATHS = ("direct", "floor", "gateway")
+BASELINE = "baseline"
+GATEWAYS = ("gateway", BASELINE)  # the paths served by a Codex Pooler process
 ROUTE = b"/backend-api/codex/responses"
 SHORT_DELTAS = 1
 SSE_DELTAS = 20
@@ -70,6 +75,17 @@ QUICK = Plan(rounds=3, saturated_s=0.8, latency_s=1.2, warmup_s=0.4)
 FULL = Plan(rounds=5, saturated_s=3.0, latency_s=4.0, warmup_s=2.0)
 
 
+def paths(baseline: bool) -> tuple[str, ...]:
+    """The paths every round runs, in their unrotated order."""
+    return (*PATHS, BASELINE) if baseline else PATHS
+
+
+def rotated(order: tuple[str, ...], index: int) -> tuple[str, ...]:
+    """Round `index`'s order: rotated by one per round, so no path is always first."""
+    shift = index % len(order)
+    return order[shift:] + order[:shift]
+
+
 def request_body(deltas: int, *, stream: bool, delay_ms: int | None = None) -> bytes:
     metadata = {"x-emulator-events": str(deltas)}
     if delay_ms is not None:
@@ -94,7 +110,8 @@ def targets(
     pool_key: str | None = None,
 ) -> dict[str, Target]:
     """The same request over the three paths (the gateway's through `pool_key`'s Pool,
-    by default the `bench` Pool)."""
+    by default the `bench` Pool), and over the baseline gateway when it runs (always
+    through its own `bench` Pool)."""
     upstream_headers = (
         (b"authorization", b"Bearer " + endpoints.access_token.encode()),
         (b"chatgpt-account-id", endpoints.account_id.encode()),
@@ -111,24 +128,33 @@ def targets(
         gateway_body = request_body(deltas, stream=False, delay_ms=delay_ms)
         gateway_done = JSON_DONE
     host = "127.0.0.1"
-    return {
+
+    def gateway(port: int, auth: tuple[bytes, bytes]) -> Target:
+        headers = (auth, *gateway_headers[1:])
+        return Target(host, port, b"POST", ROUTE, headers, gateway_body, gateway_done)
+
+    found = {
         "direct": Target(
             host, endpoints.emulator_port, b"POST", ROUTE, upstream_headers, sse_body, SSE_DONE
         ),
         "floor": Target(
             host, endpoints.relay_port, b"POST", ROUTE, upstream_headers, sse_body, SSE_DONE
         ),
-        "gateway": Target(
-            host,
-            endpoints.gateway_port,
-            b"POST",
-            ROUTE,
-            gateway_headers,
-            gateway_body,
-            gateway_done,
-        ),
+        "gateway": gateway(endpoints.gateway_port, pool_auth),
     }
+    baseline = endpoints.baseline
+    if baseline is not None:
+        found[BASELINE] = gateway(
+            baseline.port, (b"authorization", b"Bearer " + baseline.pool_key.encode())
+        )
+    return found
 
 
-def health_probe(endpoints: Endpoints) -> Probe:
-    return Probe(Target("127.0.0.1", endpoints.gateway_port, b"GET", b"/healthz", ()))
+def health_probe(endpoints: Endpoints, path: str = "gateway") -> Probe:
+    """`GET /healthz` on the gateway (or the baseline gateway) while it is measured."""
+    port = endpoints.gateway_port
+    if path == BASELINE:
+        if endpoints.baseline is None:
+            raise RuntimeError("no baseline gateway runs (--baseline-tree)")
+        port = endpoints.baseline.port
+    return Probe(Target("127.0.0.1", port, b"GET", b"/healthz", ()))
