@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 EXTENSION = "pooler.client_gone"
@@ -81,7 +81,7 @@ class ClientGone:
                 log.exception("a client-gone callback failed")
 
 
-def client_gone(scope: dict[str, Any]) -> ClientGone | None:
+def client_gone(scope: Mapping[str, Any]) -> ClientGone | None:
     """The request's `ClientGone`, or None when the server gives none."""
     extensions = scope.get("extensions")
     return extensions.get(EXTENSION) if extensions else None
@@ -118,7 +118,9 @@ def _check_shapes() -> None:
         ),
     }
     missing = [
-        f"{where}: {text}" for where, (source, texts) in expected.items() for text in texts
+        f"{where}: {text}"
+        for where, (source, texts) in expected.items()
+        for text in texts
         if text not in source
     ]
     if not hasattr(http_stream.ASGIHTTPState, "CLOSED"):
@@ -165,7 +167,7 @@ def report_client_gone() -> None:
             # No checkpoint since the application's task was started: it has not run yet.
             gone = ClientGone()
             setattr(self, _ON_STREAM, gone)
-            self.scope["extensions"][EXTENSION] = gone  # type: ignore[literal-required]
+            self.scope["extensions"][EXTENSION] = gone  # type: ignore[assignment]
 
     handle_reporting._reports_client_gone = True  # type: ignore[attr-defined]
     handle_reporting.__wrapped__ = handle  # type: ignore[attr-defined]

@@ -165,7 +165,7 @@ def test_a_complete_answer_and_the_next_keep_alive_request_are_not_a_client_leav
             await app.running.wait()
             app.finish.set()
             while not connection.writes or not connection.writes[-1].endswith(b"0\r\n\r\n"):
-                await trio.sleep(0)
+                await trio.lowlevel.checkpoint()
         await connection.protocol.handle(Closed())  # the keep-alive client goes, idle
 
     trio.run(serving, app, body)
@@ -237,5 +237,5 @@ def test_the_hook_refuses_to_start_when_hypercorn_moved(monkeypatch: pytest.Monk
         return None
 
     monkeypatch.setattr(HTTPStream, "handle", handle)
-    with pytest.raises(RuntimeError, match="pooler.client_gone"):
+    with pytest.raises(RuntimeError, match=r"pooler\.client_gone"):
         report_client_gone()
