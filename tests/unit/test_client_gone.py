@@ -239,3 +239,8 @@ def test_the_hook_refuses_to_start_when_hypercorn_moved(monkeypatch: pytest.Monk
     monkeypatch.setattr(HTTPStream, "handle", handle)
     with pytest.raises(RuntimeError, match=r"pooler\.client_gone"):
         report_client_gone()
+
+
+def test_the_server_config_installs_the_hook() -> None:
+    hypercorn_config("127.0.0.1", 0)
+    assert getattr(HTTPStream.handle, "_reports_client_gone", False)
