@@ -16,8 +16,10 @@ defaults fight a gateway, configured here (DESIGN §1, §8).
   handlers.
 - **No per-request tasks and no response timeout.** Quart-trio opens a nursery with two
   tasks per request and cancels a response after `RESPONSE_TIMEOUT` (a Codex turn can
-  stream for many minutes); here the handler runs in the connection's own task and a
-  streaming relay watches for the client leaving itself (`wait_for_disconnect`).
+  stream for many minutes); here the handler runs in the request's own task. A relay
+  learns that its client left from the server, synchronously (pooler.client_gone), with
+  no task of its own; a page that holds a response open (the console's live views) waits
+  for `http.disconnect` (`wait_for_disconnect`), which the server still sends.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from pooler.actors import messages as m
+from pooler.client_gone import client_gone
 from pooler.errors import PoolerError, UpstreamError
 from pooler.protocol.stream_accounting import StreamAccounting, failed_event
 from pooler.routing.circuit import RESPONSES
@@ -112,6 +113,29 @@ class ResponsesRelay:
     async def _proxy(
         self, client: GatewayRequest, record: RequestRecord, request: ProxiedRequest
     ) -> None:
+        """Run the attempts; a client that leaves before the answer is complete cancels
+        them and the request is logged as its disconnect."""
+        gone = client_gone(client.scope)
+        if gone is None:  # a server that does not report it (pooler.client_gone)
+            return await self._proxy_watching(client, record, request)
+        with trio.CancelScope() as scope:
+
+            def on_leave() -> None:  # run by the server, synchronously (pooler.client_gone)
+                if record.outcome == "unknown":  # the answer is not complete yet
+                    scope.cancel()
+
+            gone.on_leave(on_leave)
+            try:
+                await self._attempts(client.scope, client.send, record, request)
+            finally:
+                gone.on_leave(None)
+        if scope.cancel_called and record.outcome == "unknown":
+            record.finish(499, "client_disconnected")
+
+    async def _proxy_watching(
+        self, client: GatewayRequest, record: RequestRecord, request: ProxiedRequest
+    ) -> None:
+        """`_proxy` for a server without `ClientGone`: a task watches `receive`."""
         disconnected = False
 
         async def watch_disconnect(cancel_scope: trio.CancelScope) -> None:
