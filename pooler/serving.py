@@ -12,6 +12,7 @@ from hypercorn.config import Config
 
 from pooler.chunked_body import frame_chunks_directly
 from pooler.client_gone import report_client_gone
+from pooler.closed_connections import end_idle_timer_with_reading
 from pooler.http1_framing import strict_request_framing
 from pooler.response_head import coalesce_fixed_length_heads
 from pooler.write_stall import WriteStall, stall_bounded_writes
@@ -88,6 +89,7 @@ def contained(run: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitabl
             log.warning("a connection's handler failed: %s", _describe(exc))
 
     run_contained._contained = True  # type: ignore[attr-defined]
+    run_contained.__wrapped__ = run  # type: ignore[attr-defined]
     return run_contained
 
 
@@ -136,6 +138,7 @@ def hypercorn_config(
     coalesce_fixed_length_heads()
     frame_chunks_directly()
     report_client_gone()
+    end_idle_timer_with_reading()
     config = ServerConfig()
     config.write_stall = write_stall or WriteStall()
     config.bind = [host_port(host, port)]
