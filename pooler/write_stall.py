@@ -69,9 +69,8 @@ async def send_within(stream: Any, data: bytes | memoryview, stall_s: float) -> 
     """Send `data` on `stream` (a trio stream) whatever the caller's cancellation, as long
     as it makes progress within `stall_s` seconds; False when it did not (the stream is
     then in an undefined state and must be closed). Not a checkpoint when the socket took
-    everything at once (the caller's is). An empty write (the end of a fixed-length body)
-    takes trio's own `send_all`, a checkpoint: see `stall_bounded_writes`."""
-    if type(stream) is not trio.SocketStream or not data:
+    everything at once (the caller's is)."""
+    if type(stream) is not trio.SocketStream:
         return await _send_in_pieces(stream, data, stall_s)
     sock = stream.socket
     sent = send_now(sock, data)
@@ -89,6 +88,10 @@ def send_now(sock: trio.socket.SocketType, data: bytes | memoryview) -> int:
     `SocketStream.send_all` raises them."""
     if sock.did_shutdown_SHUT_WR:
         raise trio.ClosedResourceError("can't send data after sending EOF")
+    if not data:  # no system call (the end of a fixed-length body), but a closed socket says so
+        if sock.fileno() == -1:
+            raise trio.ClosedResourceError("socket was already closed")
+        return 0
     try:
         return int(sock._sock.send(data))  # type: ignore[attr-defined]
     except BlockingIOError:
@@ -184,10 +187,7 @@ def stall_bounded_writes() -> None:
             await send(self, event)
             return
         lock, stream = self.send_lock, self.stream
-        # The empty write that ends a fixed-length body keeps Hypercorn's path and its two
-        # scheduler turns: with one fewer, the MCP SDK's per-request server tasks (stateless
-        # Streamable HTTP) were left behind (tests/integration/test_mcp_transport.py).
-        if lock.locked() or type(stream) is not trio.SocketStream or not event.data:
+        if lock.locked() or type(stream) is not trio.SocketStream:
             async with lock:
                 await _write(self, event.data)
             return
