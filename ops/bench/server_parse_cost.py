@@ -75,7 +75,8 @@ def codex_request(body_size: int) -> bytes:
 # (head, then its Content-Length) before the next; starts on a byte on stdin.
 CLIENT = """
 import hashlib, selectors, socket, sys
-port, connections, requests, path = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+port, connections, requests = (int(arg) for arg in sys.argv[1:4])
+path = sys.argv[4]
 request = open(path, "rb").read()
 socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(connections)]
 sys.stdin.buffer.read(1)
@@ -152,9 +153,9 @@ def serve(arm: str, request_path: str, connections: int, requests: int, profile:
 
     config = server_config(arm)
     listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
     client = subprocess.Popen(
-        [sys.executable, "-c", CLIENT, str(listener.getsockname()[1]), str(connections)]
-        + [str(requests), request_path],
+        [sys.executable, "-c", CLIENT, *map(str, (port, connections, requests)), request_path],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
