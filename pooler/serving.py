@@ -12,6 +12,7 @@ from hypercorn.config import Config
 
 from pooler.chunked_body import frame_chunks_directly
 from pooler.http1_framing import strict_request_framing
+from pooler.idle_timer import start_idle_timers_soon
 from pooler.response_head import coalesce_fixed_length_heads
 from pooler.write_stall import WriteStall, stall_bounded_writes
 
@@ -134,6 +135,7 @@ def hypercorn_config(
     stall_bounded_writes()
     coalesce_fixed_length_heads()
     frame_chunks_directly()
+    start_idle_timers_soon()
     config = ServerConfig()
     config.write_stall = write_stall or WriteStall()
     config.bind = [host_port(host, port)]
