@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import random
 import re
+import socket
+from typing import Any
 
 import h11
 import h11._readers
 import pytest
+import trio
 from h11._readers import maybe_read_from_IDLE_client
+from hypercorn.trio import serve
 
-from pooler import request_head
+from pooler import http1_framing, request_head
 from pooler.http1_framing import StrictServerConnection
 from pooler.request_head import check_request_reader, read_request
+from pooler.serving import hypercorn_config, serve_lifespan
 
 CODEX_HEAD = (
     b"POST /v1/responses HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n"
@@ -123,3 +128,54 @@ def test_it_refuses_to_start_when_the_readings_differ(monkeypatch: pytest.Monkey
     monkeypatch.setattr(request_head, "_header_block_re", re.compile(rb"(?s).*"))
     with pytest.raises(RuntimeError, match="h11 changed"):
         check_request_reader()
+
+
+async def codex_app(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        await serve_lifespan(receive, send)
+        return
+    seen = [scope[key] for key in ("method", "path", "query_string", "http_version")]
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    answer = repr((*seen, scope["headers"], len(body))).encode() + b" end"
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": answer})
+
+
+async def served_bytes(requests: list[bytes]) -> bytes:
+    """`requests` on one connection to Hypercorn's server as the gateway configures it:
+    every byte the client got (the app echoes what it was given)."""
+    served = hypercorn_config("127.0.0.1", 0)
+    served.bind = ["127.0.0.1:0"]
+    served.include_date_header = False  # the same bytes on every run
+    received = bytearray()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(serve, codex_app, served)
+        port = int(binds[0].rsplit(":", 1)[1])
+        with trio.fail_after(20), socket.create_connection(("127.0.0.1", port)) as client:
+            client.setblocking(False)
+            sock = trio.socket.from_stdlib_socket(client)
+            for number, request in enumerate(requests, start=1):
+                await sock.send(request)
+                while received.count(b" end") < number:
+                    data = await sock.recv(65536)
+                    assert data, received
+                    received += data
+        nursery.cancel_scope.cancel()
+    return bytes(received)
+
+
+def test_the_app_and_the_client_get_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    odd = (
+        b"GET /a%20b?c=d HTTP/1.1\r\nHost: x\r\nX-Empty:\r\nX-Ows: \t a\tb \r\nX-Obs: \xe9\r\n\r\n"
+    )
+    requests = [CODEX_HEAD + b"{}", odd, CODEX_HEAD.replace(b"HTTP/1.1", b"HTTP/1.0") + b"{}"]
+    ours = trio.run(served_bytes, requests)
+    monkeypatch.setattr(http1_framing, "read_request", maybe_read_from_IDLE_client)
+    assert trio.run(served_bytes, requests) == ours  # h11's own reader
+    assert ours.count(b"HTTP/1.1 200 ") == 3 and b"(b'x-empty', b'')" in ours
