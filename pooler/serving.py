@@ -14,6 +14,7 @@ from pooler.chunked_body import frame_chunks_directly
 from pooler.http1_framing import strict_request_framing
 from pooler.idle_timer import start_idle_timers_soon
 from pooler.response_head import coalesce_fixed_length_heads
+from pooler.upgrade_check import skip_needless_upgrade_checks
 from pooler.write_stall import WriteStall, stall_bounded_writes
 
 log = logging.getLogger("pooler.serving")
@@ -136,6 +137,7 @@ def hypercorn_config(
     coalesce_fixed_length_heads()
     frame_chunks_directly()
     start_idle_timers_soon()
+    skip_needless_upgrade_checks()
     config = ServerConfig()
     config.write_stall = write_stall or WriteStall()
     config.bind = [host_port(host, port)]
