@@ -15,9 +15,11 @@ Transfer-Encoding other than exactly `chunked` (501). Only the server side is ch
 the gateway's own HTTP/1 client and any other h11 user in the process read as before.
 
 This reaches into h11's and Hypercorn's internals (the receive buffer's bytes, the
-connection's event extraction, the protocol's error answer), as of h11 0.16 and Hypercorn
+connection's event extraction and reader, the headers' stored triples, the protocol's error
+answer), as of h11 0.16 and Hypercorn
 0.18: `strict_request_framing` refuses to start if one has moved, and
-tests/hostile/test_http_framing.py checks the behaviour.
+tests/hostile/test_http_framing.py checks the behaviour. The connection reads a request's
+header lines with pooler.request_head, the same reading as h11's in one regex match.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from __future__ import annotations
 from typing import Any
 
 import h11
+from h11._readers import maybe_read_from_IDLE_client
 from h11._receivebuffer import ReceiveBuffer, blank_line_regex
 
 from pooler.errors import BadRequest
+from pooler.request_head import check_request_reader, read_request
 
 # What Hypercorn answers for each status h11 hints at, as (code, message).
 _REFUSALS: dict[int, tuple[str, str]] = {
@@ -82,7 +86,9 @@ def check_request_framing(request: h11.Request) -> None:
     """Refuse a request whose body length a proxy could read differently (RFC 9112 §6.1,
     §6.3): Content-Length beside Transfer-Encoding, or Transfer-Encoding in HTTP/1.0."""
     has_length = has_coding = False
-    for name, _ in request.headers:
+    # h11's (raw name, lowercased name, value) triples: iterating `request.headers` itself
+    # costs a Python call per header (`Sequence.__iter__` and `Headers.__getitem__`).
+    for _, name, _ in request.headers._full_items:
         if name == b"content-length":
             has_length = True
         elif name == b"transfer-encoding":
@@ -111,6 +117,8 @@ class StrictServerConnection(h11.Connection):
     def _extract_next_receive_event(self) -> Any:
         # Called inside next_event's error handling: a refusal here puts the peer in ERROR
         # and reaches Hypercorn as a RemoteProtocolError, like h11's own refusals.
+        if self._reader is maybe_read_from_IDLE_client:  # set again at each state change
+            self._reader = read_request  # the same reading, cheaper (pooler.request_head)
         event = super()._extract_next_receive_event()
         if type(event) is h11.Request:
             check_request_framing(event)
@@ -159,11 +167,14 @@ def strict_request_framing() -> None:
         (h11.Connection(h11.SERVER), "_receive_buffer"),
         (ReceiveBuffer(), "_multiple_lines_search"),
         (ReceiveBuffer(), "_data"),
+        (h11.Request(method="GET", target="/", headers=[("host", "x")]).headers, "_full_items"),
+        (h11.Connection(h11.SERVER), "_reader"),
         (protocol, "_send_error_response"),
     )
     missing = [name for owner, name in internals if not hasattr(owner, name)]
     if missing:
         raise RuntimeError(f"h11 or Hypercorn changed: {missing} not found (pooler.http1_framing)")
+    check_request_reader()
 
     def init_strict(self: h11_protocol.H11Protocol, *args: Any, **kwargs: Any) -> None:
         init(self, *args, **kwargs)

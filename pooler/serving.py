@@ -14,7 +14,9 @@ from pooler.chunked_body import frame_chunks_directly
 from pooler.client_gone import report_client_gone
 from pooler.closed_connections import end_idle_timer_with_reading
 from pooler.http1_framing import strict_request_framing
+from pooler.idle_timer import start_idle_timers_soon
 from pooler.response_head import coalesce_fixed_length_heads
+from pooler.upgrade_check import skip_needless_upgrade_checks
 from pooler.write_stall import WriteStall, stall_bounded_writes
 
 log = logging.getLogger("pooler.serving")
@@ -139,6 +141,8 @@ def hypercorn_config(
     frame_chunks_directly()
     report_client_gone()
     end_idle_timer_with_reading()
+    start_idle_timers_soon()
+    skip_needless_upgrade_checks()
     config = ServerConfig()
     config.write_stall = write_stall or WriteStall()
     config.bind = [host_port(host, port)]
