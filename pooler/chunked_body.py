@@ -37,11 +37,11 @@ to start if one has moved; tests/unit/test_chunked_body.py compares the bytes wi
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import h11
 
+from pooler.dependency_shape import missing_texts, refuse_if_moved
 from pooler.http1_framing import StrictServerConnection
 from pooler.response_head import HELD_HEAD
 
@@ -75,14 +75,7 @@ def _check_shapes() -> None:
             'write(b"\\r\\n")',
         ),
     }
-    missing = [
-        text
-        for function, texts in expected.items()
-        for text in texts
-        if text not in inspect.getsource(function)
-    ]
-    if missing:
-        raise RuntimeError(f"Hypercorn or h11 changed: {missing} not found (pooler.chunked_body)")
+    refuse_if_moved(missing_texts(expected), "Hypercorn or h11", "pooler.chunked_body")
 
 
 def frame_chunks_directly() -> None:

@@ -43,6 +43,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pooler.dependency_shape import refuse_if_moved
+
 EXTENSION = "pooler.client_gone"
 _ON_STREAM = "_pooler_client_gone"  # the stream's own reference (no dict lookup on close)
 
@@ -129,8 +131,7 @@ def _check_shapes() -> None:
     # carries the extension.
     if "await" in inspect.getsource(_spawn_app()):
         missing.append("TaskGroup.spawn_app without a checkpoint")
-    if missing:
-        raise RuntimeError(f"Hypercorn changed: {missing} not found (pooler.client_gone)")
+    refuse_if_moved(missing, "Hypercorn", "pooler.client_gone")
 
 
 def _spawn_app() -> Any:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from pooler.dependency_shape import missing_texts, refuse_if_moved
+
 
 class StoppedTimer:
     """An idle timer of a connection that can no longer be read: never starts again."""
@@ -47,23 +49,12 @@ def end_idle_timer_with_reading() -> None:
     read_data = server._read_data
     if getattr(read_data, "_ends_idle_timer", False):
         return
-    missing = [
-        text
-        for text in ("self.idle_task = TrioSingleTask()",)
-        if text not in inspect.getsource(server.__init__)
-    ]
-    missing += [
-        text
-        for text in ("self.idle_task.restart", "self.idle_task.stop()")
-        if text not in inspect.getsource(inspect.unwrap(server.protocol_send))
-    ]
-    missing += [
-        text
-        for text in ("await self._read_data()", "async with TaskGroup()")
-        if text not in inspect.getsource(inspect.unwrap(server.run))
-    ]
-    if missing:
-        raise RuntimeError(f"Hypercorn changed: {missing} not found (pooler.closed_connections)")
+    expected = {
+        server.__init__: ("self.idle_task = TrioSingleTask()",),
+        inspect.unwrap(server.protocol_send): ("self.idle_task.restart", "self.idle_task.stop()"),
+        inspect.unwrap(server.run): ("await self._read_data()", "async with TaskGroup()"),
+    }
+    refuse_if_moved(missing_texts(expected), "Hypercorn", "pooler.closed_connections")
 
     async def read_data_then_stop_timer(self: Any) -> None:
         try:

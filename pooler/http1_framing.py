@@ -30,6 +30,7 @@ import h11
 from h11._readers import maybe_read_from_IDLE_client
 from h11._receivebuffer import ReceiveBuffer, blank_line_regex
 
+from pooler.dependency_shape import refuse_if_moved
 from pooler.errors import BadRequest
 from pooler.request_head import check_request_reader, read_request
 
@@ -172,8 +173,7 @@ def strict_request_framing() -> None:
         (protocol, "_send_error_response"),
     )
     missing = [name for owner, name in internals if not hasattr(owner, name)]
-    if missing:
-        raise RuntimeError(f"h11 or Hypercorn changed: {missing} not found (pooler.http1_framing)")
+    refuse_if_moved(missing, "h11 or Hypercorn", "pooler.http1_framing")
     check_request_reader()
 
     def init_strict(self: h11_protocol.H11Protocol, *args: Any, **kwargs: Any) -> None:

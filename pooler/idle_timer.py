@@ -19,11 +19,12 @@ drives Hypercorn's own server.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
+
+from pooler.dependency_shape import missing_texts, refuse_if_moved
 
 
 async def _run_in(scope: trio.CancelScope, action: Callable[[], Awaitable[None]]) -> None:
@@ -51,14 +52,7 @@ def start_idle_timers_soon() -> None:
         ),
         single_task.stop: ("async with self._lock:", "self._handle.cancel()"),
     }
-    missing = [
-        text
-        for function, texts in expected.items()
-        for text in texts
-        if text not in inspect.getsource(function)
-    ]
-    if missing:
-        raise RuntimeError(f"Hypercorn changed: {missing} not found (pooler.idle_timer)")
+    refuse_if_moved(missing_texts(expected), "Hypercorn", "pooler.idle_timer")
 
     async def restart(self: Any, task_group: Any, action: Callable[[], Awaitable[None]]) -> None:
         async with self._lock:

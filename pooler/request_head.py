@@ -42,6 +42,8 @@ from h11._readers import (
 from h11._receivebuffer import ReceiveBuffer
 from h11._util import validate
 
+from pooler.dependency_shape import refuse_if_moved
+
 # h11's per-line pattern (its groups unnamed, to repeat it), for a block of lines separated
 # by CRLF, the last without one.
 _line = header_field_re.pattern.replace(b"(?P<field_name>", b"(").replace(b"(?P<field_value>", b"(")
@@ -114,5 +116,4 @@ def check_request_reader() -> None:
     for data in _SAMPLES:
         if _read(read_request, data) != _read(maybe_read_from_IDLE_client, data):
             missing.append(f"the same reading of {data[:40]!r}")
-    if missing:
-        raise RuntimeError(f"h11 changed: {missing} not found (pooler.request_head)")
+    refuse_if_moved(missing, "h11", "pooler.request_head")

@@ -26,6 +26,8 @@ from typing import Any
 import h11
 import trio
 
+from pooler.dependency_shape import refuse_if_moved
+
 HELD_HEAD = "_pooler_held_head"  # the attribute holding it (pooler.chunked_body reads it)
 
 
@@ -49,8 +51,7 @@ def coalesce_fixed_length_heads() -> None:
     source = inspect.getsource(original)
     expected = ("self.connection.send(event)", "h11.LocalProtocolError", "RawData(data=data)")
     missing = [text for text in expected if text not in source]
-    if missing:
-        raise RuntimeError(f"Hypercorn changed: {missing} not found (pooler.response_head)")
+    refuse_if_moved(missing, "Hypercorn", "pooler.response_head")
 
     async def _send_h11_event(self: Any, event: Any) -> None:
         try:

@@ -21,6 +21,8 @@ from typing import Any
 
 import h11
 
+from pooler.dependency_shape import refuse_if_moved
+
 
 def may_upgrade(request: h11.Request) -> bool:
     """Whether Hypercorn's `_check_protocol` could act on `request`."""
@@ -48,8 +50,7 @@ def skip_needless_upgrade_checks() -> None:
         missing.append("h11's Headers._full_items")
     if source.count("if ") != 5 or source.count("raise ") != 2:  # no other branch (0.18)
         missing.append("_check_protocol's two branches and nothing else")
-    if missing:
-        raise RuntimeError(f"Hypercorn or h11 changed: {missing} not found (pooler.upgrade_check)")
+    refuse_if_moved(missing, "Hypercorn or h11", "pooler.upgrade_check")
 
     async def check_protocol(self: Any, event: h11.Request) -> None:
         if may_upgrade(event):

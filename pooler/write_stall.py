@@ -46,6 +46,8 @@ from typing import Any
 
 import trio
 
+from pooler.dependency_shape import refuse_if_moved
+
 DEFAULT_WRITE_STALL_S = 60.0
 # Over a TCP socket any byte sent is progress. Over another stream (TLS, which the gateway
 # leaves to its proxy), each piece of this many bytes must go within the deadline: a reader
@@ -179,8 +181,7 @@ def stall_bounded_writes() -> None:
     if "self._sock = sock" not in inspect.getsource(_socket._SocketType.__init__):
         missing.append("trio's socket._sock")
     missing += [name for name in ("locked", "acquire_nowait") if not hasattr(trio.Lock, name)]
-    if missing:
-        raise RuntimeError(f"Hypercorn or trio changed: {missing} not found (pooler.write_stall)")
+    refuse_if_moved(missing, "Hypercorn or trio", "pooler.write_stall")
 
     async def protocol_send(self: Any, event: Any) -> None:
         if not isinstance(event, RawData):
