@@ -27,7 +27,6 @@ compares the two readers over honest and malformed heads.
 
 from __future__ import annotations
 
-import inspect
 import re
 from collections.abc import Callable
 
@@ -42,7 +41,7 @@ from h11._readers import (
 from h11._receivebuffer import ReceiveBuffer
 from h11._util import validate
 
-from pooler.dependency_shape import refuse_if_moved
+from pooler.dependency_shape import missing_texts, refuse_if_moved
 
 # h11's per-line pattern (its groups unnamed, to repeat it), for a block of lines separated
 # by CRLF, the last without one.
@@ -104,13 +103,12 @@ def _read(reader: Callable[[ReceiveBuffer], object], data: bytes) -> object:
 
 def check_request_reader() -> None:
     """Refuse to start if h11 moved what `read_request` stands in for (see the module doc)."""
-    source = inspect.getsource(maybe_read_from_IDLE_client)
     expected = (
         "buf.maybe_extract_lines()",
         "validate(\n        request_line_re",
         "headers=list(_decode_header_lines(lines[1:])), _parsed=True, **matches",
     )
-    missing = [text for text in expected if text not in source]
+    missing = missing_texts({maybe_read_from_IDLE_client: expected})
     if READERS.get((h11.CLIENT, h11.IDLE)) is not maybe_read_from_IDLE_client:
         missing.append("READERS[(CLIENT, IDLE)]")
     for data in _SAMPLES:

@@ -20,13 +20,12 @@ own protocol class.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import h11
 import trio
 
-from pooler.dependency_shape import refuse_if_moved
+from pooler.dependency_shape import missing_texts, refuse_if_moved
 
 HELD_HEAD = "_pooler_held_head"  # the attribute holding it (pooler.chunked_body reads it)
 
@@ -48,9 +47,8 @@ def coalesce_fixed_length_heads() -> None:
     original = H11Protocol._send_h11_event
     if getattr(original, "_coalesced", False):
         return
-    source = inspect.getsource(original)
     expected = ("self.connection.send(event)", "h11.LocalProtocolError", "RawData(data=data)")
-    missing = [text for text in expected if text not in source]
+    missing = missing_texts({original: expected})
     refuse_if_moved(missing, "Hypercorn", "pooler.response_head")
 
     async def _send_h11_event(self: Any, event: Any) -> None:

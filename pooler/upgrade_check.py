@@ -21,7 +21,7 @@ from typing import Any
 
 import h11
 
-from pooler.dependency_shape import refuse_if_moved
+from pooler.dependency_shape import missing_texts, refuse_if_moved
 
 
 def may_upgrade(request: h11.Request) -> bool:
@@ -44,7 +44,7 @@ def skip_needless_upgrade_checks() -> None:
         'if upgrade_value.lower() == "h2c" and not has_body:',
         'elif event.method == b"PRI" and event.target == b"*" and event.http_version == b"2.0":',
     )
-    missing = [text for text in expected if text not in source]
+    missing = missing_texts({original: expected})
     headers = h11.Request(method="GET", target="/", headers=[("Host", "b")]).headers
     if getattr(headers, "_full_items", None) != [(b"Host", b"host", b"b")]:
         missing.append("h11's Headers._full_items")

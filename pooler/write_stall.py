@@ -40,13 +40,12 @@ behaviour.
 from __future__ import annotations
 
 import errno
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 
-from pooler.dependency_shape import refuse_if_moved
+from pooler.dependency_shape import missing_texts, refuse_if_moved
 
 DEFAULT_WRITE_STALL_S = 60.0
 # Over a TCP socket any byte sent is progress. Over another stream (TLS, which the gateway
@@ -171,15 +170,15 @@ def stall_bounded_writes() -> None:
     if getattr(send, "_stall_bounded", False):
         return
     # The replacement assumes the original's shape: fail rather than serve without it.
-    source = inspect.getsource(send)
-    expected = ("self.send_lock", "self.stream.send_all", "shield = True", "Closed()")
-    missing = [text for text in expected if text not in source]
-    init = inspect.getsource(server.__init__)
-    missing += [name for name in ("self.stream", "self.send_lock") if name not in init]
+    missing = missing_texts(
+        {
+            send: ("self.send_lock", "self.stream.send_all", "shield = True", "Closed()"),
+            server.__init__: ("self.stream", "self.send_lock"),
+            _socket._SocketType.__init__: ("self._sock = sock",),
+        }
+    )
     if not hasattr(trio.socket.SocketType, "did_shutdown_SHUT_WR"):
         missing.append("trio.socket.SocketType.did_shutdown_SHUT_WR")
-    if "self._sock = sock" not in inspect.getsource(_socket._SocketType.__init__):
-        missing.append("trio's socket._sock")
     missing += [name for name in ("locked", "acquire_nowait") if not hasattr(trio.Lock, name)]
     refuse_if_moved(missing, "Hypercorn or trio", "pooler.write_stall")
 
