@@ -34,28 +34,9 @@ from pooler.store.pools import get_pool
 from pooler.store.rollups import recompute_hours
 
 require_playwright()
-from playwright.sync_api import Page, expect  # noqa: E402
+from playwright.sync_api import expect  # noqa: E402
 
 pytestmark = pytest.mark.e2e
-
-
-# Pages that scroll sideways at 390 px for a reason other than a table, not fixed here:
-# an audit event whose target is an id (alert rule, invite...) has its facts list wider
-# than a phone (`.facts` is redeclared as `max-content 1fr` after the phone rule that makes
-# it one column; the long id sizes the first column). Its tables are still checked.
-SIDEWAYS_ELSEWHERE = {"audit-log"}
-
-
-def shots(page: Page, console: Console, name: str) -> list[Path]:
-    """`look`'s screenshots without its sideways check."""
-    taken = []
-    for size in (LAPTOP, PHONE):
-        page.set_viewport_size(size)
-        shot = console.shots / f"{len(console.taken) // 2 + 1:02d}-{name}-{size['width']}.png"
-        page.screenshot(path=str(shot), full_page=True)
-        taken.append(shot)
-    page.set_viewport_size(LAPTOP)
-    return taken
 
 
 def pages(ids: dict[str, Any]) -> list[tuple[str, str]]:
@@ -92,10 +73,7 @@ def tables_flow(ids: dict[str, Any], console: Console) -> None:
         page.goto(path)
         expect(page.locator("h1")).to_have_count(1)
         tables += page.locator("table").count()
-        if name in SIDEWAYS_ELSEWHERE:
-            console.taken += shots(page, console, name)
-        else:
-            console.look(page, name)
+        console.look(page, name)
         for size in (PHONE, LAPTOP):
             cut += [f"{name} at {size['width']} px: {t}" for t in cut_tables(page, size)]
         page.set_viewport_size(LAPTOP)
