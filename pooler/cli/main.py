@@ -16,7 +16,7 @@ from importlib import metadata
 from pooler.cli import admin, run
 from pooler.cli.common import CommandError
 from pooler.config import ConfigError
-from pooler.log_format import TEXT_FORMAT
+from pooler.log_format import TextFormatter
 from pooler.log_output import StderrHandler, flush_before_tracebacks, skip_unused_record_fields
 
 USER_ERRORS = (CommandError, ConfigError)
@@ -48,7 +48,9 @@ def configure_logging() -> None:
     """Log lines go to stderr at INFO; `serve` and `demo` then apply CODEX_POOLER_LOG_LEVEL
     and CODEX_POOLER_LOG_FORMAT. Request lines reach stderr in batches (pooler.log_output)."""
     skip_unused_record_fields()
-    logging.basicConfig(level=logging.INFO, format=TEXT_FORMAT, handlers=[StderrHandler()])
+    handler = StderrHandler()
+    handler.setFormatter(TextFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     flush_before_tracebacks()
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)

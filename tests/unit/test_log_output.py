@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import trio
 
-from pooler.log_format import REQUEST_LOG_NAME, TEXT_FORMAT, JsonFormatter
+from pooler.log_format import REQUEST_LOG_NAME, TEXT_FORMAT, JsonFormatter, TextFormatter
 from pooler.log_output import StderrHandler, skip_unused_record_fields
 from pooler.web.request_record import RequestRecord, log_line
 
@@ -75,11 +75,10 @@ async def a_record() -> RequestRecord:
 def test_the_same_lines_as_the_standard_handler_in_the_same_order(
     json_format: bool, record_fields_skipped: None
 ) -> None:
-    formatter = JsonFormatter() if json_format else logging.Formatter(TEXT_FORMAT)
     standard_out, ours_out = io.StringIO(), io.StringIO()
     standard, ours = logging.StreamHandler(standard_out), StderrHandler(ours_out)
-    for handler in (standard, ours):
-        handler.setFormatter(formatter)
+    standard.setFormatter(JsonFormatter() if json_format else logging.Formatter(TEXT_FORMAT))
+    ours.setFormatter(JsonFormatter() if json_format else TextFormatter())
     requests = attached(REQUEST_LOG_NAME, standard, ours)
     other = attached("pooler.test_log_output", standard, ours)
     record = trio.run(a_record)
@@ -103,6 +102,16 @@ def test_the_same_lines_as_the_standard_handler_in_the_same_order(
     lines = ours_out.getvalue().splitlines()
     assert sum(1 for line in lines if "req_1" in line) == 5
     assert "Traceback" in ours_out.getvalue() and "ValueError: broken" in ours_out.getvalue()
+
+
+def test_the_text_time_worked_out_once_a_second_is_the_same_text() -> None:
+    standard, ours = logging.Formatter(TEXT_FORMAT), TextFormatter()
+    record = logging.makeLogRecord({"name": REQUEST_LOG_NAME, "msg": "a line"})
+    start = 1_796_000_000.0
+    for offset in (0.0, 0.0004, 0.5, 0.9995, 0.99999, 1.0, 1.001, 59.999, 60.0, 3600.25, -86400.7):
+        record.created = start + offset
+        record.msecs = (record.created - int(record.created)) * 1000
+        assert ours.format(record) == standard.format(record)
 
 
 def test_request_lines_are_written_together_not_one_write_each() -> None:
