@@ -21,10 +21,10 @@ Per window, in the gateway process:
 
 Modes (`--modes`, alternated round by round, in the same process): `default` is
 CPython's collector as it comes (nothing frozen, thresholds 700/10/10); `tuned` is
-`pooler.gc_tuning` (start-up frozen); `young<N>` (`young7000`) freezes too and sets the
-young generation's threshold to N (the alternative it weighed). The gateway itself settles
-the collector once it has started (pooler.server), so `default` undoes that
-(`gc.unfreeze`) before its window and `tuned` redoes it.
+`pooler.gc_tuning` (start-up frozen, young threshold raised); `young<N>` (`young700`)
+freezes too and sets the young generation's threshold to N (the alternatives). The
+gateway itself settles the collector once it has started (pooler.server), so `default`
+undoes that (`gc.unfreeze`, thresholds 700/10/10) before its window and `tuned` redoes it.
 
     python ops/bench/loop_turns.py [--rate 150] [--concurrency 50] [--seconds 20]
         [--rounds 4] [--modes default,tuned] [--steps]
@@ -164,6 +164,7 @@ def set_mode(mode: str) -> None:
     gc.set_threshold(*CPYTHON_THRESHOLDS)
     if mode == "tuned":
         gc_tuning.freeze_what_lives()  # as the gateway does once it has started
+        gc.set_threshold(gc_tuning.YOUNG_THRESHOLD, *CPYTHON_THRESHOLDS[1:])
     elif mode.startswith("young") and mode[5:].isdigit():
         gc_tuning.freeze_what_lives()
         gc.set_threshold(int(mode[5:]), *CPYTHON_THRESHOLDS[1:])
