@@ -47,11 +47,12 @@ def package_version() -> str:
 def configure_logging() -> None:
     """Log lines go to stderr at INFO; `serve` and `demo` then apply CODEX_POOLER_LOG_LEVEL
     and CODEX_POOLER_LOG_FORMAT. Request lines reach stderr in batches (pooler.log_output)."""
-    skip_unused_record_fields()
-    handler = StderrHandler()
-    handler.setFormatter(TextFormatter())
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
-    flush_before_tracebacks()
+    if not logging.getLogger().handlers:  # as basicConfig: a host's own set-up (tests) stays
+        skip_unused_record_fields()
+        flush_before_tracebacks()
+        handler = StderrHandler()
+        handler.setFormatter(TextFormatter())
+        logging.basicConfig(level=logging.INFO, handlers=[handler])
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 
