@@ -51,6 +51,11 @@ class TextFormatter(logging.Formatter):
         return _MSEC_FORMAT % (text, record.msecs)
 
 
+# json.dumps(line, default=str) with the encoder built once: `dumps` builds a new
+# JSONEncoder on every call that passes an argument. The same options, the same text.
+_ENCODER: Final = json.JSONEncoder(default=str)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -69,7 +74,7 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(line, default=str)
+        return _ENCODER.encode(line)
 
 
 def apply_log_format(log_format: str) -> None:

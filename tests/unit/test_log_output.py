@@ -5,6 +5,7 @@ writes, and none is lost when the process ends (normally, by an exception or Sys
 from __future__ import annotations
 
 import io
+import json
 import logging
 import subprocess
 import sys
@@ -112,6 +113,19 @@ def test_the_text_time_worked_out_once_a_second_is_the_same_text() -> None:
         record.created = start + offset
         record.msecs = (record.created - int(record.created)) * 1000
         assert ours.format(record) == standard.format(record)
+
+
+def test_a_json_line_is_what_json_dumps_writes() -> None:
+    record = logging.makeLogRecord(
+        {
+            "name": REQUEST_LOG_NAME,
+            "msg": "%s %s %d %.0fms account=%s id=%s",
+            "args": ("POST", "responses", 200, 12.34, 'compte-été "a"', "req_1"),
+        }
+    )
+    line = JsonFormatter().format(record)
+    assert line == json.dumps(json.loads(line), default=str)
+    assert "\\u00e9" in line and json.loads(line)["account_label"] == 'compte-été "a"'
 
 
 def test_request_lines_are_written_together_not_one_write_each() -> None:
