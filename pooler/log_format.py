@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -25,6 +26,34 @@ REQUEST_LOG_FIELDS: Final = (
     "request_id",
 )
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# logging.Formatter's default_time_format and default_msec_format
+_TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
+_MSEC_FORMAT: Final = "%s,%03d"
+
+
+class TextFormatter(logging.Formatter):
+    """TEXT_FORMAT, its time (`asctime`) worked out once per second: `Formatter.formatTime`
+    calls `localtime` and `strftime` for every line, and a request line is written per
+    request. The same text: the part that changes within a second is the milliseconds."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+        self._second: tuple[int, str] = (-1, "")  # one tuple: read and replaced at once
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        cached, text = self._second
+        if cached != second:
+            text = time.strftime(_TIME_FORMAT, self.converter(record.created))
+            self._second = (second, text)
+        return _MSEC_FORMAT % (text, record.msecs)
+
+
+# json.dumps(line, default=str) with the encoder built once: `dumps` builds a new
+# JSONEncoder on every call that passes an argument. The same options, the same text.
+_ENCODER: Final = json.JSONEncoder(default=str)
 
 
 class JsonFormatter(logging.Formatter):
@@ -45,11 +74,11 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(line, default=str)
+        return _ENCODER.encode(line)
 
 
 def apply_log_format(log_format: str) -> None:
     """Give the root logger's handlers the chosen format (`configure_logging` made them)."""
-    formatter = JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    formatter = JsonFormatter() if log_format == "json" else TextFormatter()
     for handler in logging.getLogger().handlers:
         handler.setFormatter(formatter)

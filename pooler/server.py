@@ -11,6 +11,7 @@ from hypercorn.trio import serve
 from pooler.config import Config
 from pooler.db import Database
 from pooler.drain import deadline_after
+from pooler.gc_tuning import collector_settled
 from pooler.serving import ShutdownTrigger, bound_port, hypercorn_config
 from pooler.web.app import create_app
 from pooler.web.gateway import Gateway
@@ -48,37 +49,39 @@ async def run_gateway(
     gateway = Gateway(config, db, settings)
     app = create_app(gateway)
     drain = gateway.drain
-    async with trio.open_nursery() as actors:
-        await actors.start(gateway.run)
-        if app.mcp is not None:
-            await actors.start(app.mcp.run)
-        trigger: ShutdownTrigger | None = None
-        if shutdown_trigger is not None:
-            stop = shutdown_trigger
+    with collector_settled() as settle_gc:
+        async with trio.open_nursery() as actors:
+            await actors.start(gateway.run)
+            if app.mcp is not None:
+                await actors.start(app.mcp.run)
+            trigger: ShutdownTrigger | None = None
+            if shutdown_trigger is not None:
+                stop = shutdown_trigger
 
-            async def trigger() -> None:
-                await stop()
-                drain.begin()
-                actors.start_soon(deadline_after, drain)
-                await trio.sleep(drain.accept_grace)
+                async def trigger() -> None:
+                    await stop()
+                    drain.begin()
+                    actors.start_soon(deadline_after, drain)
+                    await trio.sleep(drain.accept_grace)
 
-        config_http = hypercorn_config(
-            host, port, graceful_timeout=drain.server_timeout, write_stall=gateway.write_stall
-        )
-        run = partial(
-            serve,
-            app,
-            config_http,
-            shutdown_trigger=trigger,
-            mode="asgi",
-        )
-        async with trio.open_nursery() as http:
-            binds: list[str] = await http.start(run)
-            await gateway.stand_for_leader()
-            task_status.started(RunningGateway(gateway, host, bound_port(binds)))
-        # The HTTP server has drained: write behind the quota evidence and conversation pins
-        # still in memory (a restart keeps them), then stop the actors (the LogWriter
-        # flushes on the way out).
-        with trio.move_on_after(FINAL_WRITE_BEHIND_S):
-            await gateway.flush_write_behind()
-        actors.cancel_scope.cancel()
+            config_http = hypercorn_config(
+                host, port, graceful_timeout=drain.server_timeout, write_stall=gateway.write_stall
+            )
+            run = partial(
+                serve,
+                app,
+                config_http,
+                shutdown_trigger=trigger,
+                mode="asgi",
+            )
+            async with trio.open_nursery() as http:
+                binds: list[str] = await http.start(run)
+                await gateway.stand_for_leader()
+                settle_gc()  # start-up's objects out of every later collection
+                task_status.started(RunningGateway(gateway, host, bound_port(binds)))
+            # The HTTP server has drained: write behind the quota evidence and conversation
+            # pins still in memory (a restart keeps them), then stop the actors (the
+            # LogWriter flushes on the way out).
+            with trio.move_on_after(FINAL_WRITE_BEHIND_S):
+                await gateway.flush_write_behind()
+            actors.cancel_scope.cancel()

@@ -16,7 +16,8 @@ from importlib import metadata
 from pooler.cli import admin, run
 from pooler.cli.common import CommandError
 from pooler.config import ConfigError
-from pooler.log_format import TEXT_FORMAT
+from pooler.log_format import TextFormatter
+from pooler.log_output import StderrHandler, flush_before_tracebacks, skip_unused_record_fields
 
 USER_ERRORS = (CommandError, ConfigError)
 # Libraries that narrate at INFO (the MCP SDK: its session manager starting); keep their
@@ -45,8 +46,13 @@ def package_version() -> str:
 
 def configure_logging() -> None:
     """Log lines go to stderr at INFO; `serve` and `demo` then apply CODEX_POOLER_LOG_LEVEL
-    and CODEX_POOLER_LOG_FORMAT."""
-    logging.basicConfig(level=logging.INFO, format=TEXT_FORMAT)
+    and CODEX_POOLER_LOG_FORMAT. Request lines reach stderr in batches (pooler.log_output)."""
+    if not logging.getLogger().handlers:  # as basicConfig: a host's own set-up (tests) stays
+        skip_unused_record_fields()
+        flush_before_tracebacks()
+        handler = StderrHandler()
+        handler.setFormatter(TextFormatter())
+        logging.basicConfig(level=logging.INFO, handlers=[handler])
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 
