@@ -120,8 +120,9 @@ def _frame_lf(buf: bytes) -> tuple[list[SSEEvent], int]:
 
 
 def _data_lf(buf: bytes) -> tuple[list[bytes], int]:
-    """`_frame_lf`, giving each block's data only; a Codex-shaped block (see
-    `_parse_block`) is read in place, any other goes through `_parse_block`."""
+    """`_frame_lf`, giving each block's data only. The Codex backend's every event is
+    `event: NAME`, `data: VALUE`, a blank line: such a block's data is sliced out in
+    place (what `_parse_block` would find); any other block goes through `_parse_block`."""
     found = []
     pos = 0
     end = len(buf)
@@ -180,13 +181,6 @@ def _frame_any(buf: bytes, final: bool = False) -> tuple[list[SSEEvent], int]:
 
 
 def _parse_block(raw: bytes) -> SSEEvent:
-    # The Codex backend's every event is `event: NAME`, `data: VALUE`, a blank line, and no
-    # CR: read without splitting lines (the general walk below gives the same fields).
-    if raw.startswith(b"event: ") and raw.endswith(b"\n\n") and b"\r" not in raw:
-        eol = raw.find(b"\n")
-        if raw.startswith(b"data: ", eol + 1) and raw.find(b"\n", eol + 1) == len(raw) - 2:
-            event_name = raw[7:eol].decode("utf-8", "replace") or None
-            return SSEEvent(raw, event_name, raw[eol + 7 : -2])
     event: str | None = None
     data: list[bytes] = []
     for line in raw.splitlines():  # bytes.splitlines splits on LF, CRLF and CR only
