@@ -144,13 +144,20 @@ class _Failure:
 
 
 class ReplyTo(Generic[R]):
-    """The one-shot answer slot of a call(). Answering never blocks and never raises."""
+    """The one-shot answer slot of a call(). Answering never blocks and never raises.
 
-    __slots__ = ("_answered", "_channel")
+    The caller's task parks on the slot itself and the answer reschedules it: what a memory
+    channel of one did here, without its state, two channel objects and their locks per
+    call (a call is on every request's path: the lease).
+    """
 
-    def __init__(self, channel: trio.MemorySendChannel[object]) -> None:
-        self._channel = channel
-        self._answered = False
+    __slots__ = ("_answered", "_gone", "_item", "_waiter")
+
+    def __init__(self) -> None:
+        self._answered = False  # answered, failed or closed: later answers are refused
+        self._gone = False  # the caller left (deadline, cancelled): nobody will look
+        self._item: object = _NO_ANSWER
+        self._waiter: trio.lowlevel.Task | None = None
 
     @property
     def answered(self) -> bool:
@@ -168,17 +175,45 @@ class ReplyTo(Generic[R]):
         """Give up on the request: the caller's call() raises ActorDead."""
         if not self._answered:
             self._answered = True
-            self._channel.close()
+            self._deliver(_CLOSED)
 
     def _put(self, item: object) -> bool:
         if self._answered:
             return False
         self._answered = True
-        try:
-            self._channel.send_nowait(item)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return self._deliver(item)
+
+    def _deliver(self, item: object) -> bool:
+        if self._gone:
             return False  # the caller passed its deadline or was cancelled
+        self._item = item
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            trio.lowlevel.reschedule(waiter)
         return True
+
+    async def _wait(self) -> object:
+        """The answer (or `_CLOSED`), waiting for it if need be; a checkpoint either way."""
+        if self._item is _NO_ANSWER:
+            self._waiter = trio.lowlevel.current_task()
+
+            def abort(_: Any) -> trio.lowlevel.Abort:
+                self._waiter = None
+                self._gone = True
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        else:  # answered while the request was being delivered
+            await trio.lowlevel.checkpoint()
+        return self._item
+
+    def _leave(self) -> None:
+        self._gone = True
+        self._waiter = None
+
+
+_NO_ANSWER = object()
+_CLOSED = object()
 
 
 def _drop_request(message: object) -> None:
@@ -202,23 +237,24 @@ async def call(
         ActorDead: the mailbox is closed, or the request was dropped unanswered.
         Exception: whatever the actor passed to ``reply_to.fail()``.
     """
-    reply_send, reply_receive = trio.open_memory_channel[object](1)
+    reply_to: ReplyTo[R] = ReplyTo()
     reply: object = None
-    with reply_receive:  # closed on the way out, so a late answer finds nobody and is dropped
+    try:
         with trio.move_on_after(timeout) as deadline:
             # With room in the mailbox the request goes in at once: waiting for the answer
             # is the call's checkpoint (a checkpoint in `send` too cost a task switch per
-            # lease). A caller cancelled now is answered into a closed channel, as one
-            # cancelled while it waits for the answer would be.
-            message = make_message(ReplyTo(reply_send))
+            # lease). A caller cancelled now leaves the slot, as one cancelled while it
+            # waits for the answer does: a late answer finds nobody and is dropped.
+            message = make_message(reply_to)
             if not mailbox.deliver_now(message):
                 await mailbox.send(message)
-            try:
-                reply = await reply_receive.receive()
-            except trio.EndOfChannel:
-                raise ActorDead(mailbox.name) from None
-        if deadline.cancelled_caught:
-            raise CallTimeout(mailbox.name, timeout)
+            reply = await reply_to._wait()
+            if reply is _CLOSED:
+                raise ActorDead(mailbox.name)
+    finally:
+        reply_to._leave()
+    if deadline.cancelled_caught:
+        raise CallTimeout(mailbox.name, timeout)
     if isinstance(reply, _Failure):
         raise reply.exc
     return cast(R, reply)

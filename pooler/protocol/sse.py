@@ -44,22 +44,42 @@ class SSEDecoder:
         self._buf = bytearray()  # the start of an incomplete block
 
     def feed(self, data: bytes) -> list[SSEEvent]:
+        buf = self._take(data)
+        if buf is None:
+            return []
+        events, used = _frame_lf(buf) if b"\r" not in buf else _frame_any(buf)
+        self._keep(buf, used)
+        return events
+
+    def feed_data(self, data: bytes) -> list[bytes]:
+        """`feed`, giving only each event's `data_bytes`: what a reader that ignores
+        the other fields needs (stream accounting), without an `SSEEvent` per event."""
+        buf = self._take(data)
+        if buf is None:
+            return []
+        if b"\r" in buf:
+            events, used = _frame_any(buf)
+            found = [event.data_bytes for event in events]
+        else:
+            found, used = _data_lf(buf)
+        self._keep(buf, used)
+        return found
+
+    def _take(self, data: bytes) -> bytes | None:
+        """The bytes to frame now (the buffered start and `data`); None: no block ends."""
         if self._buf:
             scan_from = max(0, len(self._buf) - 2)
             self._buf += data
             if not _may_end_block(self._buf, scan_from):
-                return []
-            buf = bytes(self._buf)
-        elif data:
-            buf = data
-        else:
-            return []
-        events, used = _frame_lf(buf) if b"\r" not in buf else _frame_any(buf)
+                return None
+            return bytes(self._buf)
+        return data or None
+
+    def _keep(self, buf: bytes, used: int) -> None:
         if used < len(buf):
             self._buf = bytearray(buf[used:])
         elif self._buf:
             self._buf.clear()
-        return events
 
     def flush(self) -> list[SSEEvent]:
         """End of stream: the blocks still buffered; an unterminated rest comes last."""
@@ -97,6 +117,34 @@ def _frame_lf(buf: bytes) -> tuple[list[SSEEvent], int]:
         events.append(_parse_block(buf[pos:stop]))
         pos = stop
     return events, pos
+
+
+def _data_lf(buf: bytes) -> tuple[list[bytes], int]:
+    """`_frame_lf`, giving each block's data only. The Codex backend's every event is
+    `event: NAME`, `data: VALUE`, a blank line: such a block's data is sliced out in
+    place (what `_parse_block` would find); any other block goes through `_parse_block`."""
+    found = []
+    pos = 0
+    end = len(buf)
+    while pos < end:
+        if buf[pos] == _LF:
+            found.append(b"")
+            pos += 1
+            continue
+        blank = buf.find(b"\n\n", pos)
+        if blank < 0:
+            break
+        eol = buf.find(b"\n", pos)
+        if (
+            buf.startswith(b"event: ", pos)
+            and buf.startswith(b"data: ", eol + 1)
+            and buf.find(b"\n", eol + 1) == blank
+        ):
+            found.append(buf[eol + 7 : blank])
+        else:
+            found.append(_parse_block(buf[pos : blank + 2]).data_bytes)
+        pos = blank + 2
+    return found, pos
 
 
 def _frame_any(buf: bytes, final: bool = False) -> tuple[list[SSEEvent], int]:

@@ -26,12 +26,12 @@ _PARSED_TYPES = TERMINAL_TYPES | {
     "response.output_item.done",
     "response.created",
 }
-_SKIP_PREFIXES = (
-    '{"type":"response.output_text.delta"',
-    '{"type":"response.function_call_arguments.delta"',
-    '{"type":"response.reasoning_summary_text.delta"',
-    '{"type":"response.custom_tool_call_input.delta"',
-)
+_PARSED_TYPES_BYTES = frozenset(t.encode() for t in _PARSED_TYPES)
+# An event whose data starts with its type (the Codex backend writes `"type"` first) and
+# names one not parsed above is counted without being parsed: most of a stream's events.
+_TYPE_PREFIX = '{"type":"'
+_TYPE_PREFIX_BYTES = _TYPE_PREFIX.encode()
+_TYPE_AT = len(_TYPE_PREFIX)
 
 
 class StreamAccounting:
@@ -56,17 +56,23 @@ class StreamAccounting:
         return self.terminal_type is not None
 
     def feed(self, chunk: bytes) -> None:
-        for event in self._decoder.feed(chunk):
-            self._on_event(event.data)
+        for data in self._decoder.feed_data(chunk):
+            self._on_event(data)
 
-    def _on_event(self, data: str) -> None:
+    def _on_event(self, data: str | bytes) -> None:
+        """One event's data: the SSE `data` bytes, or a websocket frame's text."""
         self.events += 1
-        if not data or data.startswith(_SKIP_PREFIXES):
+        if not data or _unparsed_type(data):
             return
         try:
             parsed = orjson.loads(data)
         except ValueError:
-            return
+            if isinstance(data, str):
+                return
+            try:  # invalid UTF-8 reads as U+FFFD, as when the data was decoded first
+                parsed = orjson.loads(data.decode("utf-8", "replace"))
+            except ValueError:
+                return
         if not isinstance(parsed, dict):
             return
         event_type = parsed.get("type")
@@ -98,6 +104,26 @@ class StreamAccounting:
         if self.output_items and not response.get("output"):
             response["output"] = self.output_items
         return response
+
+
+def _unparsed_type(data: str | bytes) -> bool:
+    """Whether `data` plainly names a type that is not parsed (no escape in its value):
+    such an event is ignored after a parse anyway, so it is not parsed at all."""
+    if isinstance(data, bytes):
+        if not data.startswith(_TYPE_PREFIX_BYTES):
+            return False
+        end = data.find(b'"', _TYPE_AT)
+        return (
+            end > 0
+            and data.find(b"\\", _TYPE_AT, end) < 0
+            and (data[_TYPE_AT:end] not in _PARSED_TYPES_BYTES)
+        )
+    if not data.startswith(_TYPE_PREFIX):
+        return False
+    end = data.find('"', _TYPE_AT)
+    return (
+        end > 0 and data.find("\\", _TYPE_AT, end) < 0 and data[_TYPE_AT:end] not in _PARSED_TYPES
+    )
 
 
 def _error_code(response: dict[str, Any] | None) -> str | None:

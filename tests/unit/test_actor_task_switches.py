@@ -3,6 +3,8 @@ request's path). Counted with a trio Instrument, so the figures do not depend on
 
 from __future__ import annotations
 
+import cProfile
+import pstats
 from dataclasses import dataclass
 
 import trio
@@ -118,3 +120,34 @@ async def test_a_call_into_a_full_mailbox_waits_for_room() -> None:
         nursery.start_soon(serve_later)
         with trio.fail_after(5):
             assert await call(mailbox, Ask, timeout=5) == 7
+
+
+async def test_a_call_waits_on_its_reply_slot_not_a_channel() -> None:
+    """A call's answer comes through its `ReplyTo` alone: no memory channel (its state,
+    two channel objects, their locks) per call. Counted with cProfile, not timed."""
+    actor = Recorder()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        profile = cProfile.Profile()
+        profile.enable()
+        for _ in range(20):
+            assert await call(actor.mailbox, Ask, timeout=5) == 0
+        profile.disable()
+        opened = [
+            key
+            for key in pstats.Stats(profile).stats
+            if key[0].endswith("trio/_channel.py") and key[2] == "__new__"
+        ]
+        assert opened == []  # the mailbox's own channel is used, no new one
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_cancelled_caller_refuses_the_late_answer() -> None:
+    mailbox: Mailbox[object] = Mailbox(4, name="slow")
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await call(mailbox, Ask, timeout=5)
+    (request,) = [mailbox.receive_channel.receive_nowait()]
+    assert isinstance(request, Ask)
+    assert request.reply_to.send(1) is False
+    assert request.reply_to.answered

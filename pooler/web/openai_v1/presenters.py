@@ -30,14 +30,16 @@ from pooler.translate.responses_response import stream_closed_error
 
 def _events(decoder: SSEDecoder, chunk: bytes) -> list[dict[str, Any]]:
     events = []
-    for event in decoder.feed(chunk):
-        data = event.data
-        if not data or data == "[DONE]":
+    for data in decoder.feed_data(chunk):  # the data as bytes: no str per event
+        if not data or data == b"[DONE]":
             continue
         try:
             parsed = orjson.loads(data)
         except orjson.JSONDecodeError:
-            continue
+            try:  # invalid UTF-8 reads as U+FFFD, as when the data was decoded first
+                parsed = orjson.loads(data.decode("utf-8", "replace"))
+            except orjson.JSONDecodeError:
+                continue
         if isinstance(parsed, dict):
             events.append(parsed)
     return events
