@@ -5,12 +5,17 @@ what is still alive compared with before.
   scripted raw bytes: junk, a head over 64 KiB, endless trailers, Transfer-Encoding with
   Content-Length, bytes after a response, huge chunk sizes, a head dripped and cut off by
   the caller's deadline. One pool takes every round.
-- The gateway (the real stack) with clients that leave mid-stream: a close, a reset
-  (SO_LINGER 0), a pipelined second request then a close; and keep-alive clients that
-  close between requests (pooler.closed_connections).
+- The gateway (the real stack) on such an origin: every round fails over across the three
+  accounts and answers an OpenAI-shaped 502.
+- The gateway with clients that leave mid-stream: a close, a reset (SO_LINGER 0), a
+  pipelined second request then a close; and keep-alive clients that close between
+  requests (pooler.closed_connections). Hypercorn alone for the pipelined case, which
+  used to keep each such connection for good.
 
-Each round's answer is checked (the error the gateway turns into an OpenAI-shaped 502, or
-a 499 log row for a client that left, and the upstream given back). Then, with garbage
+Each round's answer is checked (the upstream client's error, which the gateway answers as
+an OpenAI-shaped 502; a 499 log row for a client that left, and the upstream given back).
+Rounds in which trio or the gateway keep something by design (trio's deadline heap, the
+response-id pins) are named below. Then, with garbage
 collected: no class of ours or of the server's stack has gained objects in proportion to
 the rounds (a per-round leak of even one object fails; noise is a few), and neither the
 trio tasks nor the process's file descriptors have grown. The upstream client's rounds
@@ -19,6 +24,7 @@ also run under tracemalloc. The next honest request succeeds. Figures are printe
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import os
@@ -26,19 +32,27 @@ import socket
 import struct
 import tracemalloc
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 import trio.lowlevel
-from harness import Stack, open_stack, responses_body
+from harness import QUIET_POLLS, Stack, open_stack, responses_body, seed_stack
+from harness import test_config as stack_config  # not a test (pytest collects test_*)
 from hypercorn.trio import serve
-from test_http1_client_parsing import OK_HEAD, fixed, raw_origin
+from test_http1_client_parsing import OK_HEAD, RawOrigin, fixed, raw_origin
 
 from pooler.closed_connections import unpark_reading_on_close
+from pooler.db import Database
+from pooler.emulator.server import serve_emulator
+from pooler.emulator.state import EmulatorState
+from pooler.server import run_gateway
 from pooler.serving import hypercorn_config, serve_lifespan
 from pooler.upstream.errors import UpstreamProtocolError, UpstreamReadError
 from pooler.upstream.http1 import UpstreamPool
@@ -457,3 +471,97 @@ def test_refuses_to_start_if_h11protocol_moved(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(H11Protocol, "_handle_events", handle_events_elsewhere)
     with pytest.raises(RuntimeError, match="Hypercorn changed"):
         unpark_reading_on_close()
+
+
+# --- the gateway, with an upstream that answers hostile bytes ---------------------------
+
+
+@asynccontextmanager
+async def stack_on_raw_origin(
+    db_url: str, data_dir: Path, origin: RawOrigin
+) -> AsyncIterator[Stack]:
+    """The harness's stack, but its Responses upstream is `origin` (the emulator still
+    serves sign-in and tokens)."""
+    state = EmulatorState(accounts=3, percent_per_request=0.0)
+    database = Database.open(db_url, max_size=8)
+    try:
+        async with trio.open_nursery() as nursery:
+            (listener,) = await nursery.start(
+                partial(trio.serve_tcp, origin.handle, 0, host="127.0.0.1")
+            )
+            origin.port = listener.socket.getsockname()[1]
+            port = await nursery.start(serve_emulator, state)
+            emulator_url = f"http://127.0.0.1:{port}"
+            config = stack_config(data_dir, db_url, emulator_url)
+            config = dataclasses.replace(
+                config, upstream_base_url=f"http://127.0.0.1:{origin.port}"
+            )
+            # Every round reaches the upstream: no circuit opens on its failures.
+            settings = {**QUIET_POLLS, "circuit_failure_threshold": 1000}
+            key = await seed_stack(database, config, state, settings)
+            running = await nursery.start(partial(run_gateway, config, database, "127.0.0.1", 0))
+            yield Stack(config, database, state, emulator_url, running, key)
+            nursery.cancel_scope.cancel()
+    finally:
+        database.close()
+
+
+def honest_stream() -> bytes:
+    response = {"id": "resp_honest", "object": "response", "status": "completed", "output": []}
+    events = [
+        ("response.created", {**response, "status": "in_progress"}),
+        ("response.completed", response),
+    ]
+    body = b"".join(
+        b"event: %s\ndata: %s\n\n"
+        % (kind.encode(), json.dumps({"type": kind, "response": r}).encode())
+        for kind, r in events
+    )
+    return fixed(body, b"content-type: text/event-stream\r\n")
+
+
+HOSTILE_ORIGIN = {
+    "junk": once(b"SSH-2.0-OpenSSH_9.6\r\n", keep=False),
+    "head over 64 KiB": once(
+        OK_HEAD + (b"x-filler: " + b"a" * 1000 + b"\r\n") * 70 + b"content-length: 0\r\n\r\n"
+    ),
+    "endless trailers": endless(OK_HEAD + b"transfer-encoding: chunked\r\n\r\n0\r\nx-t: "),
+    "huge chunk then close": once(
+        OK_HEAD + b"transfer-encoding: chunked\r\n\r\n7fffffffffffffff\r\n" + b"z" * 5000,
+        keep=False,
+    ),
+}
+
+
+@pytest.mark.parametrize("label", list(HOSTILE_ORIGIN))
+async def test_the_gateway_returns_its_memory_after_hostile_upstream_answers(
+    db_url: str, tmp_path: Path, label: str
+) -> None:
+    origin = RawOrigin(HOSTILE_ORIGIN[label])
+    answers: Counter[tuple[int, str]] = Counter()
+
+    async def one(client: httpx.AsyncClient) -> None:
+        origin.requests.clear()  # the test origin's own record
+        answer = await client.post(CODEX, json=responses_body(stream=False))
+        error = answer.json()["error"]
+        assert set(error) >= {"message", "type", "code", "param"}, answer.text
+        answers[answer.status_code, error["code"]] += 1
+
+    async with stack_on_raw_origin(db_url, tmp_path, origin) as stack:
+        with trio.fail_after(240):
+            async with stack.client() as client:
+                for _ in range(WARM_UP):
+                    await one(client)
+                await stack.wait_for_logs(WARM_UP)
+                before = await Census.take()
+                for _ in range(STACK_ROUNDS):
+                    await one(client)
+                await stack.wait_for_logs(WARM_UP + STACK_ROUNDS)
+                after = await Census.take()
+                origin.script = once(honest_stream())
+                honest = await client.post(CODEX, json=responses_body())
+    assert honest.status_code == 200 and '"response.completed"' in honest.text
+    assert origin.connections >= 3 * (WARM_UP + STACK_ROUNDS)  # each account tried, each round
+    print(f"\ngateway on a hostile upstream, {label}: answers {dict(answers)}")
+    assert all(status in (502, 503) for status, _ in answers)
+    assert_returned(f"gateway on a hostile upstream, {label}", before, after, STACK_ROUNDS)
