@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from pooler.actors import messages as m
+from pooler.client_gone import EXTENSION as CLIENT_GONE
 from pooler.client_gone import client_gone
 from pooler.errors import PoolerError, UpstreamError
 from pooler.protocol.stream_accounting import StreamAccounting, failed_event
@@ -114,10 +115,20 @@ class ResponsesRelay:
         self, client: GatewayRequest, record: RequestRecord, request: ProxiedRequest
     ) -> None:
         """Run the attempts; a client that leaves before the answer is complete cancels
-        them and the request is logged as its disconnect."""
+        them and the request is logged as its disconnect.
+
+        The server must say when the client leaves (pooler.client_gone): the gateway is
+        only served by pooler.serving, which provides it. A server that does not is
+        refused loudly rather than watched by a task per request (a second way nothing
+        tested and production never took)."""
         gone = client_gone(client.scope)
-        if gone is None:  # a server that does not report it (pooler.client_gone)
-            return await self._proxy_watching(client, record, request)
+        if gone is None:
+            log.error(
+                "the server gives no %r scope extension: the gateway must be served by "
+                "pooler.serving (pooler.client_gone); refusing the request",
+                CLIENT_GONE,
+            )
+            raise PoolerError("the gateway's server is misconfigured", code="server_misconfigured")
         with trio.CancelScope() as scope:
 
             def on_leave() -> None:  # run by the server, synchronously (pooler.client_gone)
@@ -130,32 +141,6 @@ class ResponsesRelay:
             finally:
                 gone.on_leave(None)
         if scope.cancel_called and record.outcome == "unknown":
-            record.finish(499, "client_disconnected")
-
-    async def _proxy_watching(
-        self, client: GatewayRequest, record: RequestRecord, request: ProxiedRequest
-    ) -> None:
-        """`_proxy` for a server without `ClientGone`: a task watches `receive`."""
-        disconnected = False
-
-        async def watch_disconnect(cancel_scope: trio.CancelScope) -> None:
-            nonlocal disconnected
-            await client.wait_for_disconnect()
-            if record.outcome == "unknown":  # the answer is not complete yet
-                disconnected = True
-                cancel_scope.cancel()
-
-        error: PoolerError | None = None
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch_disconnect, nursery.cancel_scope)
-            try:
-                await self._attempts(client.scope, client.send, record, request)
-            except PoolerError as exc:  # raised outside the nursery, not in a group
-                error = exc
-            nursery.cancel_scope.cancel()
-        if error is not None:
-            raise error
-        if disconnected and record.outcome == "unknown":
             record.finish(499, "client_disconnected")
 
     async def _attempts(
