@@ -14,6 +14,7 @@ from pooler.chunked_body import frame_chunks_directly
 from pooler.client_gone import report_client_gone
 from pooler.closed_connections import end_idle_timer_with_reading
 from pooler.http1_framing import strict_request_framing
+from pooler.http_server import serve_http1_ourselves
 from pooler.idle_timer import start_idle_timers_soon
 from pooler.response_head import coalesce_fixed_length_heads
 from pooler.upgrade_check import skip_needless_upgrade_checks
@@ -143,6 +144,7 @@ def hypercorn_config(
     end_idle_timer_with_reading()
     start_idle_timers_soon()
     skip_needless_upgrade_checks()
+    serve_http1_ourselves()
     config = ServerConfig()
     config.write_stall = write_stall or WriteStall()
     config.bind = [host_port(host, port)]
