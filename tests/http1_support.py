@@ -81,6 +81,14 @@ def config(**settings: Any) -> Any:
 async def answer(protocol_class: Any, pieces: list[bytes], served: Any = None) -> Answer:
     """What a connection served by `protocol_class` writes for `pieces`, each fed after the
     previous one is handled and the application has had its turns."""
+    writes, closed, paused = await each_write(protocol_class, pieces, served)
+    return b"".join(writes), closed, paused
+
+
+async def each_write(
+    protocol_class: Any, pieces: list[bytes], served: Any = None
+) -> tuple[list[bytes], bool, bool]:
+    """`answer`, with the bytes of each write apart."""
     writes: list[bytes] = []
     closed = False
     served = served or config()
@@ -122,7 +130,7 @@ async def answer(protocol_class: Any, pieces: list[bytes], served: Any = None) -
             await feed()
         for _ in range(50):
             await trio.lowlevel.checkpoint()
-        result = (b"".join(writes), closed, waited.cancelled_caught)
+        result = (writes, closed, waited.cancelled_caught)
         if not closed:
             await protocol.handle(Closed())
         nursery: Any = task_group._nursery

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import trio
-from http1_support import CASES, answer, config, load_answers
+from http1_support import CASES, answer, config, each_write, load_answers
 from hypercorn.trio import serve
 
 from pooler.http_server import Http1Protocol, serve_http1_ourselves
@@ -57,6 +57,22 @@ def test_the_recorded_answers_cover_the_refusals() -> None:
     assert ANSWERS["pipelined"][0].count(b"HTTP/1.1 200 ") == 2
     assert not ANSWERS["pipelined"][1]  # kept alive
     assert ANSWERS["head"][0][-4:] == b"\r\n\r\n"  # HEAD: no body
+
+
+def test_a_fixed_length_answer_is_one_write_and_a_stream_one_per_piece() -> None:
+    """A JSON answer's head goes out with its body; a body-less one's at its end; an SSE
+    stream's head at once, then one write per piece and one for its end."""
+    request = b"GET %b HTTP/1.1\r\nHost: x\r\n\r\n"
+    json_writes, _, _ = trio.run(each_write, Http1Protocol, [request % b"/"], config())
+    assert len(json_writes) == 1 and json_writes[0].startswith(b"HTTP/1.1 200 ")
+    assert json_writes[0].endswith(b"}")
+    head_writes, _, _ = trio.run(
+        each_write, Http1Protocol, [b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n"], config()
+    )
+    assert len(head_writes) == 1 and head_writes[0].endswith(b"\r\n\r\n")
+    sse, _, _ = trio.run(each_write, Http1Protocol, [request % b"/stream"], config())
+    assert sse[0].endswith(b"Transfer-Encoding: chunked\r\n\r\n")
+    assert sse[1:] == [b"9\r\ndata: %d\n\n\r\n" % i for i in range(3)] + [b"0\r\n\r\n"]
 
 
 def test_a_pipelined_request_waits_for_the_answer_before_it() -> None:
