@@ -266,9 +266,12 @@ class RequestReader:
                 self._chunk_state = 0
                 continue
             if state == 0:
-                end = buffer.find(b"\r\n")
+                # From where the last search left off: each byte is scanned once.
+                end = buffer.find(b"\r\n", max(0, self._search - 1))
                 if end == -1:
+                    self._search = len(buffer)
                     return None
+                self._search = 0
                 line = bytes(buffer[: end + 2])
                 match = _CHUNK_HEADER.fullmatch(line)
                 if match is None:
