@@ -10,16 +10,16 @@ through `stream_send`; an `Upgrade: h2c` request (101) and HTTP/2's preface are 
 Hypercorn's H2Protocol by raising H11Protocol's own two exceptions.
 
 What h11 did is done here directly: requests are read by `RequestReader` (the strict framing
-of pooler.http1_framing, h11's grammar), and responses are framed by `frame_response` and
+the gateway imposed on h11 before, h11's grammar), and responses are framed by `frame_response` and
 written as bytes: a head with a Content-Length is held and goes out in one write with the
-first body bytes (pooler.response_head did this for h11), each piece of a chunked body is
+first body bytes (as the gateway made h11's writes do before), each piece of a chunked body is
 one write. The connection's state follows h11's: a request read while the previous answer
 is still going waits (pipelining, with the read loop paused as before); an answer that ends
 before its request's body says `connection: close` and the connection closes; a client that
 said `Connection: close` or speaks HTTP/1.0 gets its answer and the connection closes;
 `Expect: 100-continue` is answered with 100 before the body is read; a refused request is
 answered (400, 431 or 501, `connection: close`, an OpenAI-shaped body) and the connection
-closed, as pooler.http1_framing answered it.
+closed, as the gateway answered it before.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ status:
 
 - a head is complete at its blank line; every line ends in CRLF with no other CR or LF
   and none is folded (400); its request line and header lines match h11's own grammar
-  (`h11._abnf`: the request line, each header line a token, a colon and a value of
-  `[^\\x00\\s]` runs) (400); an HTTP/1.1 request has exactly one Host header (400);
+  (copied from `h11._abnf`: the request line, each header line a token, a colon and a value
+  of `[^\\x00\\s]` runs) (400); an HTTP/1.1 request has exactly one Host header (400);
 - Content-Length is digits (at most 20), the same in every header and list item (400);
   Transfer-Encoding is exactly one `chunked` (501), never beside Content-Length nor in
   HTTP/1.0 (400);
@@ -19,7 +19,8 @@ status:
 
 A whole head is checked with a handful of C-level regex and byte operations, not a
 Python call per header line. tests/unit/test_http_server.py compares every answer with
-h11's (through pooler.http1_framing's strict connection) over honest and malformed input.
+the one Hypercorn's H11Protocol gave with the gateway's strict h11 wrappers, over honest and
+malformed input, and test_the_grammar_is_h11s with h11's own patterns.
 """
 
 from __future__ import annotations
@@ -27,17 +28,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from h11._abnf import chunk_header, header_field, request_line
-
-# h11's header-line pattern (groups unnamed, to repeat it) for a block of lines separated by
-# CRLF: it cannot match a CR or an LF, so the block matches only if every line does.
-_LINE = header_field.replace("(?P<field_name>", "(").replace("(?P<field_value>", "(")
-_HEADER_BLOCK = re.compile(f"(?:{_LINE})(?:\r\n(?:{_LINE}))*".encode())
+# h11 0.16's grammar (`h11._abnf`, RFC 7230), copied so that the server reads as h11 read:
+# a token, a header line (name, colon, optional spaces or tabs, a value of `[^\x00\s]` runs
+# separated by spaces or tabs, optional spaces or tabs), the request line, a chunk header.
+TOKEN = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
+HEADER_LINE = TOKEN + r":[ \t]*(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?[ \t]*"
+_REQUEST_LINE = re.compile(
+    rb"(?P<method>" + TOKEN.encode() + rb") (?P<target>[\x21-\x7e]+) "
+    rb"HTTP/(?P<http_version>[0-9]\.[0-9])"
+)
+_CHUNK_HEADER = re.compile(rb"(?P<chunk_size>[0-9A-Fa-f]{1,20})(?:;.*)?[ \t]*\r\n")
+# A block of header lines separated by CRLF: a line cannot match a CR or an LF, so the block
+# matches only if every line does.
+_HEADER_BLOCK = re.compile(f"(?:{HEADER_LINE})(?:\r\n(?:{HEADER_LINE}))*".encode())
 # Once the block matched: each line's name and its value without the spaces and tabs
 # around it (the value's last character is not a space or a tab).
 _PAIRS = re.compile(rb"([^:\r\n]+):[ \t]*((?:[^\r\n]*[^\r\n \t])?)[ \t]*(?:\r\n|$)")
-_REQUEST_LINE = re.compile(request_line.encode())
-_CHUNK_HEADER = re.compile(chunk_header.encode())
 _HEAD_END = re.compile(rb"\n\r?\n")  # where h11 ends a head (strictness refuses bare LFs)
 _CONTENT_LENGTH = re.compile(rb"[0-9]{1,20}")
 # Header names the reader looks at (everything else only passes through).

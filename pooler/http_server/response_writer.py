@@ -23,10 +23,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from h11._abnf import header_field
+from pooler.http_server.request_reader import HEADER_LINE
 
-_LINE = header_field.replace("(?P<field_name>", "(").replace("(?P<field_value>", "(")
-_HEADER_BLOCK = re.compile(f"(?:{_LINE})(?:\r\n(?:{_LINE}))*".encode())
+_HEADER_BLOCK = re.compile(f"(?:{HEADER_LINE})(?:\r\n(?:{HEADER_LINE}))*".encode())
 _CONTENT_LENGTH = re.compile(rb"[0-9]{1,20}")
 
 # How a body is framed.

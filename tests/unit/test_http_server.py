@@ -6,6 +6,7 @@ class Hypercorn's ProtocolWrapper builds once `hypercorn_config` ran."""
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -236,3 +237,20 @@ def test_it_refuses_to_start_if_hypercorn_moved(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(wrapper_module.ProtocolWrapper, "handle", handle)
     with pytest.raises(RuntimeError, match="Hypercorn changed"):
         serve_http1_ourselves()
+
+
+def test_the_grammar_is_h11s() -> None:
+    """The patterns copied from h11 (0.16) are still h11's, so a head reads as h11 read it
+    (compared without their groups, which only name or capture)."""
+    from h11._abnf import chunk_header, header_field, request_line
+
+    from pooler.http_server import request_reader
+
+    def bare(pattern: str | bytes) -> str:
+        text = pattern.decode() if isinstance(pattern, bytes) else pattern
+        text = re.sub(r"\(\?P<\w+>|\(\?:", "(", text)
+        return text.replace("(", "").replace(")", "")
+
+    assert bare(header_field) == bare(request_reader.HEADER_LINE)
+    assert bare(request_line) == bare(request_reader._REQUEST_LINE.pattern)
+    assert bare(chunk_header) == bare(request_reader._CHUNK_HEADER.pattern)
