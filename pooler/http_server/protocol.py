@@ -230,7 +230,7 @@ class Http1Protocol:
         if head.has_upgrade or head.method == b"PRI":
             await self._check_protocol(head)
         stream: HTTPStream | WSStream
-        if is_websocket(head):
+        if head.has_upgrade and is_websocket(head):
             stream = WSStream(
                 self.app,
                 self.config,
@@ -344,7 +344,7 @@ class Http1Protocol:
         self.ours = SENDING
         self.body = framed.body
         self.body_left = framed.length
-        if any(name.lower() == b"content-length" for name, _ in headers):
+        if framed.declared_length:
             # Its body is right behind it: one write for both (a send stays a checkpoint).
             self.held = framed.head
             await trio.lowlevel.checkpoint()

@@ -45,6 +45,7 @@ class Framed:
     body: int  # LENGTH, CHUNKED or UNFRAMED
     length: int  # a LENGTH body's
     keep_alive: bool  # whether the connection may serve another request after it
+    declared_length: bool  # whether the application gave a Content-Length
 
 
 def comma_values(headers: list[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
@@ -62,8 +63,9 @@ def without(headers: list[tuple[bytes, bytes]], name: bytes) -> list[tuple[bytes
     return [(header, value) for header, value in headers if header.lower() != name]
 
 
-def head_bytes(status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
-    """A status line and header lines, as h11 writes them (a Host header first)."""
+def head_bytes(status: int, headers: list[tuple[bytes, bytes]], has_host: bool = True) -> bytes:
+    """A status line and header lines, as h11 writes them (a Host header first, looked for
+    unless `has_host` is False)."""
     lines = b"\r\n".join([name + b": " + value for name, value in headers])
     # Each header one line (a CR or LF inside a name or value would add one), each line
     # one h11 accepts.
@@ -71,7 +73,7 @@ def head_bytes(status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
         lines.count(b"\r\n") != len(headers) - 1 or _HEADER_BLOCK.fullmatch(lines) is None
     ):
         raise Unsendable("illegal header name or value")
-    if any(name.lower() == b"host" for name, _ in headers):
+    if has_host and any(name.lower() == b"host" for name, _ in headers):
         hosts = [(n, v) for n, v in headers if n.lower() == b"host"]
         headers = hosts + [(n, v) for n, v in headers if n.lower() != b"host"]
         lines = b"\r\n".join([name + b": " + value for name, value in headers])
@@ -85,17 +87,28 @@ def informational(status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
     return head_bytes(status, headers)
 
 
+_SPECIAL = frozenset((b"content-length", b"transfer-encoding", b"connection", b"host"))
+
+
 def _normalized(
     headers: list[tuple[bytes, bytes]],
-) -> tuple[list[tuple[bytes, bytes]], int | None, bool]:
+) -> tuple[list[tuple[bytes, bytes]], int | None, bool, bool, bool]:
     """h11's validation of framing headers: the headers (a repeated equal Content-Length
-    kept once, Transfer-Encoding lowercased), the length if any, whether chunked."""
+    kept once, Transfer-Encoding lowercased), the length if any, whether chunked, whether
+    there is a Connection header, a Host header."""
     length: bytes | None = None
-    chunked = False
+    chunked = has_connection = has_host = False
     out: list[tuple[bytes, bytes]] = []
     for name, value in headers:
         lowered = name.lower()
-        if lowered == b"content-length":
+        if lowered not in _SPECIAL:
+            out.append((name, value))
+            continue
+        if lowered == b"connection":
+            has_connection = True
+        elif lowered == b"host":
+            has_host = True
+        elif lowered == b"content-length":
             lengths = {item.strip() for item in value.split(b",")}
             value = lengths.pop()
             if lengths or _CONTENT_LENGTH.fullmatch(value) is None:
@@ -111,7 +124,7 @@ def _normalized(
                 raise Unsendable("Only Transfer-Encoding: chunked is supported")
             chunked = True
         out.append((name, value))
-    return out, None if length is None else int(length), chunked
+    return out, None if length is None else int(length), chunked, has_connection, has_host
 
 
 def frame_response(
@@ -124,7 +137,7 @@ def frame_response(
     """A final response's head and framing (see the module doc): `method` and
     `their_version` are the request's (None if it was refused before they were read),
     `keep_alive` whether the connection could still be kept alive."""
-    headers, length, chunked = _normalized(headers)
+    headers, length, chunked, has_connection, has_host = _normalized(headers)
     if status in (204, 304) or (method == b"CONNECT" and 200 <= status < 300):
         body, size = LENGTH, 0  # a HEAD answer's headers are a GET's
     elif chunked:
@@ -146,17 +159,24 @@ def frame_response(
             headers = [*without(headers, b"transfer-encoding"), (b"Transfer-Encoding", b"chunked")]
             body = CHUNKED
     if not keep_alive or need_close:
+        has_connection = True
         tokens = set(comma_values(headers, b"connection"))
         tokens.discard(b"keep-alive")
         tokens.add(b"close")
         headers = [*without(headers, b"connection")] + [
             (b"Connection", token) for token in sorted(tokens)
         ]
-    if need_close or b"close" in comma_values(headers, b"connection"):
+    if need_close or (has_connection and b"close" in comma_values(headers, b"connection")):
         keep_alive = False
     if method == b"HEAD":
         body, size = LENGTH, 0
-    return Framed(head=head_bytes(status, headers), body=body, length=size, keep_alive=keep_alive)
+    return Framed(
+        head=head_bytes(status, headers, has_host),
+        body=body,
+        length=size,
+        keep_alive=keep_alive,
+        declared_length=length is not None,
+    )
 
 
 def chunk(data: bytes) -> bytes:
