@@ -6,7 +6,8 @@ waiting on `receive` sees: a watcher task per relayed request cost a nursery, a 
 three task switches (~40 µs of CPU) and ~3.5 KiB for as long as a stream is held.
 
 Hypercorn (0.18) learns that a client left in one place: its `HTTPStream` is handed a
-`StreamClosed` event. H11Protocol sends it when the connection ends (the client's FIN or
+`StreamClosed` event. The server's HTTP/1.1 protocol (pooler.http_server, as Hypercorn's
+H11Protocol did) sends it when the connection ends (the client's FIN or
 reset reaches the read loop as `Closed`; a failed or stalled write, pooler.write_stall,
 tells the protocol `Closed()` too), H2Protocol when a stream is reset or the connection
 ends. The same event also ends every stream whose answer is complete (the protocol closes
@@ -30,10 +31,9 @@ gives no extension: `client_gone(scope)` is then None and the application watche
 `report_client_gone` relies on `HTTPStream.handle` building the scope with an
 `extensions` dict and starting the application without a checkpoint (the scope is complete
 before the application's task first runs), on its `closed` and `state` attributes and
-`ASGIHTTPState.CLOSED` (set before the last `StreamClosed` of a complete response), and on
-H11Protocol handing the stream `StreamClosed` on `Closed`, as of Hypercorn 0.18: it
-refuses to start if one has moved. tests/unit/test_client_gone.py drives Hypercorn's own
-classes.
+`ASGIHTTPState.CLOSED` (set before the last `StreamClosed` of a complete response), as of
+Hypercorn 0.18: it refuses to start if one has moved. tests/unit/test_client_gone.py drives
+the server's own HTTP/1.1 protocol and Hypercorn's stream.
 """
 
 from __future__ import annotations
@@ -90,7 +90,6 @@ def client_gone(scope: Mapping[str, Any]) -> ClientGone | None:
 
 
 def _check_shapes() -> None:
-    from hypercorn.protocol import h11 as h11_protocol
     from hypercorn.protocol import http_stream
 
     handle = inspect.getsource(http_stream.HTTPStream.handle)
@@ -108,11 +107,6 @@ def _check_shapes() -> None:
         "HTTPStream._send_closed": (
             inspect.getsource(http_stream.HTTPStream._send_closed),
             ("self.state = ASGIHTTPState.CLOSED", "self.send(StreamClosed("),
-        ),
-        "H11Protocol": (
-            inspect.getsource(h11_protocol.H11Protocol.handle)
-            + inspect.getsource(h11_protocol.H11Protocol._close_stream),
-            ("isinstance(event, Closed)", "self.stream.handle(StreamClosed("),
         ),
         "TaskGroup.spawn_app": (
             inspect.getsource(_spawn_app()),

@@ -10,13 +10,10 @@ from typing import Any
 import trio
 from hypercorn.config import Config
 
-from pooler.chunked_body import frame_chunks_directly
 from pooler.client_gone import report_client_gone
 from pooler.closed_connections import end_idle_timer_with_reading
-from pooler.http1_framing import strict_request_framing
+from pooler.http_server import serve_http1_ourselves
 from pooler.idle_timer import start_idle_timers_soon
-from pooler.response_head import coalesce_fixed_length_heads
-from pooler.upgrade_check import skip_needless_upgrade_checks
 from pooler.write_stall import WriteStall, stall_bounded_writes
 
 log = logging.getLogger("pooler.serving")
@@ -134,15 +131,12 @@ def hypercorn_config(
     a fresh default otherwise."""
     refuse_websocket_compression()
     bound_websocket_messages()
-    strict_request_framing()
     contain_connection_failures()
     stall_bounded_writes()
-    coalesce_fixed_length_heads()
-    frame_chunks_directly()
     report_client_gone()
     end_idle_timer_with_reading()
     start_idle_timers_soon()
-    skip_needless_upgrade_checks()
+    serve_http1_ourselves()
     config = ServerConfig()
     config.write_stall = write_stall or WriteStall()
     config.bind = [host_port(host, port)]

@@ -7,8 +7,10 @@ server does is Hypercorn's and h11's (and our wrappers') work, reading the reque
 writing the answer. Each round starts a server process for one arm: it accepts
 `--connections` loopback connections from a client process of its own (so
 `time.process_time()` counts only the server), serves each with Hypercorn's `TCPServer`
-(`hypercorn.trio.tcp_server`, its `H11Protocol` and `HTTPStream`), and reports its CPU
-over `--requests` requests per connection, sent one after another on each.
+(`hypercorn.trio.tcp_server`: its `ProtocolWrapper` builds the HTTP/1.1 protocol, Hypercorn's
+`H11Protocol` in the `hypercorn` arm and in a `pooler` from before issue 17's own protocol,
+`pooler.http_server.Http1Protocol` after it; then Hypercorn's `HTTPStream`), and reports its
+CPU over `--requests` requests per connection, sent one after another on each.
 
 The arms: `hypercorn` (Hypercorn's own classes, no wrappers: what the wrappers add),
 `--baseline` (a git ref, default `main`: its `pooler` package, extracted with `git

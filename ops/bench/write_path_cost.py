@@ -22,6 +22,11 @@ in a loaded gateway, so `--streams 50` is nearer the c=50 SSE bench.
 
     PYTHONPATH=$PWD python ops/bench/write_path_cost.py [--events 20000] [--rounds 5]
         [--streams 1] [--size 220] [--baseline main]    # ~30 s; from the repository's root
+
+Since issue 17 the server no longer writes through H11Protocol and h11 (pooler.http_server
+frames responses itself; ops/bench/server_parse_cost.py measures it): this script measures
+that older chain only, and needs a checkout whose `pooler` still has its modules
+(`response_head`, `chunked_body`, `http1_framing`) for both arms.
 """
 
 from __future__ import annotations
@@ -50,7 +55,6 @@ from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.trio import tcp_server
 from hypercorn.trio.worker_context import WorkerContext
 
-from pooler.http1_framing import strict_request_framing
 from pooler.write_stall import WriteStall
 
 # Every attribute of Hypercorn an arm may replace; restored to Hypercorn's own between arms.
@@ -102,7 +106,9 @@ def installed(load: Callable[[str], Any | None]) -> Arm:
     """Hypercorn's attributes after the modules `load` finds have installed themselves."""
     for (cls, name), value in PRISTINE.items():
         setattr(cls, name, value)
-    strict_request_framing()  # the server's h11 connection class, as served
+    framing = load("http1_framing")  # the server's h11 connection class, as it was served
+    if framing is not None:
+        framing.strict_request_framing()
     for module_name, installer in MODULES.items():
         module = load(module_name)
         if module is not None:

@@ -1,7 +1,8 @@
-"""pooler.client_gone: Hypercorn's own HTTP/1.1 protocol and stream (as the gateway patches
-them) tell a request's application, synchronously, that its client left before the answer
-was complete; a complete answer, a keep-alive client's next request and a pipelined one are
-not a client leaving; `http.disconnect` still arrives on `receive`."""
+"""pooler.client_gone: the server's HTTP/1.1 protocol (pooler.http_server) and Hypercorn's
+stream (as the gateway patches it) tell a request's application, synchronously, that its
+client left before the answer was complete; a complete answer, a keep-alive client's next
+request and a pipelined one are not a client leaving; `http.disconnect` still arrives on
+`receive`."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ import pytest
 import trio
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.events import Closed, Event, RawData
-from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 
 from pooler.client_gone import EXTENSION, ClientGone, client_gone, report_client_gone
+from pooler.http_server import Http1Protocol
 from pooler.serving import hypercorn_config
 
 REQUEST = b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n"
@@ -26,7 +27,7 @@ App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
 class Connection:
-    """One server connection: Hypercorn's H11Protocol with the gateway's patches, its
+    """One server connection: the server's HTTP/1.1 protocol (pooler.http_server), its
     writes recorded; `fail_writes` makes a write fail as pooler.write_stall reports one
     (the protocol is told `Closed()` from inside the application's send)."""
 
@@ -34,7 +35,7 @@ class Connection:
         self.writes: list[bytes] = []
         self.fail_writes = False
         self.closed = False
-        self.protocol = H11Protocol(
+        self.protocol = Http1Protocol(
             ASGIWrapper(app),  # type: ignore[arg-type]
             hypercorn_config("127.0.0.1", 0),  # installs the patches, as in production
             WorkerContext(None),

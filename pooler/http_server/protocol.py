@@ -1,0 +1,436 @@
+"""The server's HTTP/1.1 protocol: Hypercorn's `H11Protocol` without h11.
+
+Hypercorn's `ProtocolWrapper` serves every connection that is not HTTP/2 with this class
+(pooler.http_server.install). It keeps H11Protocol's interface and its conversation with
+Hypercorn's other parts, unchanged: the `TCPServer` hands it `RawData` and `Closed`; it
+sends `RawData`, `Updated` (the keep-alive timer) and `Closed` back; each request gets one
+of Hypercorn's `HTTPStream` (or `WSStream` for a websocket upgrade), fed `Request`, `Body`,
+`EndBody`, `Data` and `StreamClosed` exactly when H11Protocol fed them, and answering
+through `stream_send`; an `Upgrade: h2c` request (101) and HTTP/2's preface are handed to
+Hypercorn's H2Protocol by raising H11Protocol's own two exceptions.
+
+What h11 did is done here directly: requests are read by `RequestReader` (the strict framing
+the gateway imposed on h11 before, h11's grammar), and responses are framed by `frame_response` and
+written as bytes: a head with a Content-Length is held and goes out in one write with the
+first body bytes (as the gateway made h11's writes do before), each piece of a chunked body is
+one write. The connection's state follows h11's: a request read while the previous answer
+is still going waits (pipelining, with the read loop paused as before); an answer that ends
+before its request's body says `connection: close` and the connection closes; a client that
+said `Connection: close` or speaks HTTP/1.0 gets its answer and the connection closes;
+`Expect: 100-continue` is answered with 100 before the body is read; a refused request is
+answered (400, 431 or 501, `connection: close`, an OpenAI-shaped body) and the connection
+closed, as the gateway answered it before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
+from typing import Any
+
+import trio
+from hypercorn.events import Closed, Event, RawData, Updated
+from hypercorn.protocol.events import (
+    Body,
+    Data,
+    EndBody,
+    Request,
+    Response,
+    StreamClosed,
+)
+from hypercorn.protocol.h11 import H2CProtocolRequiredError, H2ProtocolAssumedError
+from hypercorn.protocol.http_stream import HTTPStream
+from hypercorn.protocol.ws_stream import WSStream
+
+from pooler.errors import BadRequest
+from pooler.http_server.request_reader import Head, Refused, RequestReader
+from pooler.http_server.response_writer import (
+    CHUNKED,
+    LAST_CHUNK,
+    LENGTH,
+    Unsendable,
+    chunk,
+    frame_response,
+    informational,
+)
+
+STREAM_ID = 1
+
+# The client's side of the exchange (h11's "their state").
+IDLE = 0  # waiting for a request's head
+BODY = 1  # reading its body
+DONE = 2  # its request is complete
+SWITCH = 3  # complete, but it proposed a protocol switch: nothing is read until the answer
+WEBSOCKET = 4  # every byte goes to the websocket stream
+ERROR = 5  # refused: nothing more is read
+# Our side ("our state").
+RESPONSE = 6  # a request to answer, no head sent yet
+SENDING = 7  # the head sent (or held), the body going
+SENT = 8  # the answer is complete
+FAILED = 9  # the application sent what could not be sent
+
+# What the answer to a refused request says, per status.
+_REFUSALS: dict[int, tuple[str, str]] = {
+    400: (
+        "malformed_http_request",
+        "The request is not well-formed HTTP/1.1 (RFC 9112): lines end in CRLF, headers are"
+        " not folded, and a request has at most one of Content-Length and Transfer-Encoding."
+        " The connection is closed.",
+    ),
+    431: ("request_header_fields_too_large", "The request head is too large."),
+    501: (
+        "unsupported_transfer_encoding",
+        "Only `Transfer-Encoding: chunked` is supported. The connection is closed.",
+    ),
+}
+
+
+def refusal(status: int) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The headers and OpenAI-shaped body of the answer to a refused request."""
+    code, message = _REFUSALS.get(
+        status, ("malformed_http_request", "The request is not well-formed HTTP/1.1.")
+    )
+    body = BadRequest(message, code=code).body_bytes()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    return headers, body
+
+
+def closing(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """`headers` with `connection: close` unless a Connection header already says close."""
+    if any(name == b"connection" and b"close" in value.lower() for name, value in headers):
+        return headers
+    return [*headers, (b"connection", b"close")]
+
+
+def is_websocket(head: Head) -> bool:
+    """Whether Hypercorn would serve `head` as a websocket handshake."""
+    tokens = head.connection.decode("latin1").strip().lower().split(",")
+    return (
+        any(token.strip() == "upgrade" for token in tokens)
+        and head.upgrade.decode("latin1").strip().lower() == "websocket"
+        and head.method.decode("ascii").upper() == "GET"
+    )
+
+
+class Http1Protocol:
+    """One HTTP/1.1 connection (see the module doc); H11Protocol's constructor and methods."""
+
+    def __init__(
+        self,
+        app: Any,
+        config: Any,
+        context: Any,
+        task_group: Any,
+        connection_state: Any,
+        ssl: bool,
+        client: tuple[str, int] | None,
+        server: tuple[str, int] | None,
+        send: Callable[[Event], Awaitable[None]],
+    ) -> None:
+        self.app = app
+        self.can_read = context.event_class()
+        self.client = client
+        self.config = config
+        self.context = context
+        self.keep_alive_requests = 0
+        self.send = send
+        self.server = server
+        self.ssl = ssl
+        self.stream: HTTPStream | WSStream | None = None
+        self.task_group = task_group
+        self.connection_state = connection_state
+        self.reader = RequestReader(config.h11_max_incomplete_size)
+        self.their = IDLE
+        self.ours = IDLE
+        self.head: Head | None = None
+        self.keep_alive = True
+        self.switch_pending = False
+        self.waiting_100 = False
+        self.body = LENGTH
+        self.body_left = 0
+        self.held: bytes | None = None  # a fixed-length answer's head, sent with its body
+
+    async def initiate(self) -> None:
+        pass
+
+    async def handle(self, event: Event) -> None:
+        if isinstance(event, RawData):
+            self.reader.buffer += event.data
+            await self._handle_events()
+        elif isinstance(event, Closed) and self.stream is not None:
+            await self._close_stream()
+
+    async def _handle_events(self) -> None:
+        reader = self.reader
+        while True:
+            if self.waiting_100:
+                self.waiting_100 = False
+                await self._write(informational(100, self.config.response_headers("h11")))
+            their = self.their
+            try:
+                if their == BODY:
+                    piece = reader.read_body()
+                    if piece is None:
+                        if reader.too_long():
+                            raise Refused("Receive buffer too long", 431)
+                        break
+                    if isinstance(piece, bytes):
+                        if self.stream is None:
+                            break
+                        await self.stream.handle(Body(stream_id=STREAM_ID, data=piece))
+                    else:  # the end of the body
+                        self.their = SWITCH if self.switch_pending else DONE
+                        if self.stream is None:
+                            break
+                        await self.stream.handle(EndBody(stream_id=STREAM_ID))
+                elif their == IDLE:
+                    head = reader.read_head()
+                    if head is None:
+                        break
+                    await self._request(head)
+                elif their == WEBSOCKET:
+                    if reader.buffer:
+                        data = bytes(reader.buffer)
+                        reader.buffer.clear()
+                        if self.stream is not None:
+                            await self.stream.handle(Data(stream_id=STREAM_ID, data=data))
+                    break
+                elif their == ERROR:
+                    raise Refused("Can't receive data when peer state is ERROR")
+                elif their == DONE and not self.keep_alive:
+                    # The connection closes after this answer: nothing more may come
+                    # (h11's MUST_CLOSE; what does is refused).
+                    if reader.buffer:
+                        raise Refused("Got data when expecting EOF")
+                    break
+                elif their == DONE and not reader.buffer:
+                    break
+                else:  # the next request waits until this one's answer is complete
+                    await self.can_read.clear()
+                    await self.can_read.wait()
+            except Refused as refused:
+                self.their = ERROR
+                if self.ours == IDLE or self.ours == RESPONSE:
+                    await self._send_error_response(refused.status)
+                await self.send(Closed())
+                break
+
+    async def _request(self, head: Head) -> None:
+        self.head = head
+        self.their = BODY
+        self.ours = RESPONSE
+        self.keep_alive = head.keep_alive
+        self.switch_pending = head.has_upgrade or head.method == b"CONNECT"
+        self.waiting_100 = head.expects_100
+        await self.send(Updated(idle=False))
+        if head.has_upgrade or head.method == b"PRI":
+            await self._check_protocol(head)
+        stream: HTTPStream | WSStream
+        if head.has_upgrade and is_websocket(head):
+            stream = WSStream(
+                self.app,
+                self.config,
+                self.context,
+                self.task_group,
+                self.ssl,
+                self.client,
+                self.server,
+                self.stream_send,
+                STREAM_ID,
+            )
+            self.their = WEBSOCKET  # as H11WSConnection: the rest is the websocket's
+            self.waiting_100 = False
+        else:
+            stream = HTTPStream(
+                self.app,
+                self.config,
+                self.context,
+                self.task_group,
+                self.ssl,
+                self.client,
+                self.server,
+                self.stream_send,
+                STREAM_ID,
+            )
+        self.stream = stream
+        await stream.handle(
+            Request(
+                stream_id=STREAM_ID,
+                headers=head.headers,
+                http_version=head.http_version.decode(),
+                method=head.method.decode("ascii").upper(),
+                raw_path=head.target,
+                state=self.connection_state,
+            )
+        )
+        self.keep_alive_requests += 1
+        await self.context.mark_request()
+
+    async def _check_protocol(self, head: Head) -> None:
+        """Hand an `Upgrade: h2c` request (without a body) or HTTP/2's preface to HTTP/2,
+        as H11Protocol's `_check_protocol` does."""
+        if head.upgrade.decode("latin1").strip().lower() == "h2c" and not head.has_body_header:
+            headers = [
+                *self.config.response_headers("h11"),
+                (b"connection", b"upgrade"),
+                (b"upgrade", b"h2c"),
+            ]
+            await self._write(informational(101, headers))
+            request = SimpleNamespace(method=head.method, target=head.target, headers=head.headers)
+            raise H2CProtocolRequiredError(bytes(self.reader.buffer), request)  # type: ignore[arg-type]
+        if head.method == b"PRI" and head.target == b"*" and head.http_version == b"2.0":
+            raise H2ProtocolAssumedError(b"PRI * HTTP/2.0\r\n\r\n" + bytes(self.reader.buffer))
+
+    async def stream_send(self, event: Any) -> None:
+        kind = type(event)
+        if kind is Body:
+            await self._send_body(event.data)
+        elif kind is Response:
+            headers = [*event.headers, *self.config.response_headers("h11")]
+            if event.status_code >= 200:
+                if self.keep_alive_requests >= self.config.keep_alive_max_requests:
+                    headers.append((b"connection", b"close"))
+                await self._send_response(event.status_code, headers)
+            else:
+                await self._send_informational(event.status_code, headers)
+        elif kind is EndBody:
+            await self._end_body()
+        elif kind is Data:
+            await self.send(RawData(data=event.data))
+        elif kind is StreamClosed:
+            await self._maybe_recycle()
+        # InformationalResponse (HTTP/2's early hints) and EndData: nothing for HTTP/1.
+
+    def _refuse_send(self, what: str) -> bool:
+        """False when the client's side is in error (the send is dropped, as h11's was);
+        otherwise the send is refused."""
+        if self.their == ERROR:
+            return False
+        raise Unsendable(f"can't send {what} now")
+
+    async def _send_informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        if self.ours != RESPONSE:
+            self._refuse_send("an informational response")
+            return
+        self.waiting_100 = False
+        await self._write(informational(status, headers))
+
+    async def _send_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        if self.ours != RESPONSE:
+            self._refuse_send("a response")
+            return
+        self.waiting_100 = False
+        if self.their != DONE:
+            # An answer that ends before its request's body did closes the connection
+            # (Hypercorn closes it): say so (RFC 9112 §9.6) so a client does not reuse it.
+            headers = closing(headers)
+        head = self.head
+        assert head is not None
+        try:
+            framed = frame_response(
+                status, headers, head.method, head.http_version, self.keep_alive
+            )
+        except Unsendable:
+            self.ours = FAILED
+            raise
+        self.keep_alive = framed.keep_alive
+        self.switch_pending = False
+        if self.their == SWITCH:
+            self.their = DONE
+        self.ours = SENDING
+        self.body = framed.body
+        self.body_left = framed.length
+        if framed.declared_length:
+            # Its body is right behind it: one write for both (a send stays a checkpoint).
+            self.held = framed.head
+            await trio.lowlevel.checkpoint()
+            return
+        await self._write(framed.head)
+
+    async def _send_body(self, data: bytes) -> None:
+        if self.ours != SENDING:
+            self._refuse_send("body data")
+            return
+        body = self.body
+        if body == CHUNKED:
+            out = chunk(data) if data else b""
+        elif body == LENGTH:
+            if len(data) > self.body_left:
+                self.ours = FAILED
+                raise Unsendable("Too much data for declared Content-Length")
+            self.body_left -= len(data)
+            out = data
+        else:
+            out = data
+        held = self.held
+        if held is not None:
+            self.held = None
+            out = held + out
+        if out:
+            await self._write(out)
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def _end_body(self) -> None:
+        if self.ours != SENDING:
+            self._refuse_send("the end of a body")
+            return
+        if self.body == LENGTH and self.body_left:
+            self.ours = FAILED
+            raise Unsendable("Too little data for declared Content-Length")
+        out = LAST_CHUNK if self.body == CHUNKED else b""
+        self.ours = SENT
+        held = self.held
+        if held is not None:
+            self.held = None
+            out = held + out
+        if out:
+            await self._write(out)
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def _write(self, data: bytes) -> None:
+        await self.send(RawData(data=data))
+
+    async def _send_error_response(self, status: int) -> None:
+        # Built whole before the one write: the application may be answering the same
+        # request concurrently (a trailer can be refused after its head was dispatched).
+        headers, body = refusal(status)
+        headers.extend(self.config.response_headers("h11"))
+        head = self.head
+        framed = frame_response(
+            status,
+            headers,
+            None if head is None else head.method,
+            None if head is None else head.http_version,
+            self.keep_alive,
+        )
+        self.ours = SENT
+        self.keep_alive = False
+        await self._write(framed.head + body)
+
+    async def _maybe_recycle(self) -> None:
+        await self._close_stream()
+        if (
+            not self.context.terminated.is_set()
+            and self.ours == SENT
+            and self.their == DONE
+            and self.keep_alive
+        ):
+            self.their = self.ours = IDLE
+            self.head = None
+            self.held = None
+            await self.can_read.set()
+            await self.send(Updated(idle=True))
+        else:
+            await self.can_read.set()
+            await self.send(Closed())
+
+    async def _close_stream(self) -> None:
+        if self.stream is not None:
+            await self.stream.handle(StreamClosed(stream_id=STREAM_ID))
+            self.stream = None
