@@ -24,9 +24,10 @@ with the event (running it earlier could cancel the application's own task insid
 Hypercorn's bookkeeping, when the application's write is what failed).
 
 A callback must be quick and must not raise (it runs inside the server); cancelling a
-`trio.CancelScope` is the intended use. A server other than Hypercorn (a test client)
-gives no extension: `client_gone(scope)` is then None and the application watches
-`receive` as before.
+`trio.CancelScope` is the intended use. A server without this hook gives no extension:
+`client_gone(scope)` is then None, and the gateway's relay refuses the request with a 500
+(`server_misconfigured`) rather than relay a stream it could not stop when its client
+leaves (pooler.web.responses_relay).
 
 `report_client_gone` relies on `HTTPStream.handle` building the scope with an
 `extensions` dict and starting the application without a checkpoint (the scope is complete

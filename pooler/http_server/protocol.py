@@ -153,6 +153,8 @@ class Http1Protocol:
         self.body = LENGTH
         self.body_left = 0
         self.held: bytes | None = None  # a fixed-length answer's head, sent with its body
+        self.parked = False  # the read loop waits for the answer before the next request
+        self.gone = False  # the server reported the connection Closed
 
     async def initiate(self) -> None:
         pass
@@ -161,8 +163,19 @@ class Http1Protocol:
         if isinstance(event, RawData):
             self.reader.buffer += event.data
             await self._handle_events()
-        elif isinstance(event, Closed) and self.stream is not None:
-            await self._close_stream()
+        elif isinstance(event, Closed):
+            self.gone = True
+            if self.stream is not None:
+                await self._close_stream()
+            if self.parked:
+                # A pipelined request waits behind an answer that will now never complete
+                # (the client left, its write failed): without this the read loop, the
+                # socket and this protocol would wait for ever. Often run in the
+                # application's own task, which the client's leaving has just cancelled.
+                self.parked = False
+                with trio.CancelScope(shield=True):
+                    await self.can_read.set()
+                    await self.send(Closed())  # the server closes the socket
 
     async def _handle_events(self) -> None:
         reader = self.reader
@@ -209,9 +222,19 @@ class Http1Protocol:
                     break
                 elif their == DONE and not reader.buffer:
                     break
+                elif self.gone:
+                    # The answer will never complete (the connection was reported Closed
+                    # while this loop was busy elsewhere): the next request is not read.
+                    with trio.CancelScope(shield=True):
+                        await self.send(Closed())  # the server closes the socket
+                    break
                 else:  # the next request waits until this one's answer is complete
                     await self.can_read.clear()
+                    self.parked = True
                     await self.can_read.wait()
+                    self.parked = False
+                    if self.gone:
+                        break
             except Refused as refused:
                 self.their = ERROR
                 if self.ours == IDLE or self.ours == RESPONSE:

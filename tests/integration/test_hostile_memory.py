@@ -48,7 +48,6 @@ from harness import test_config as stack_config  # not a test (pytest collects t
 from hypercorn.trio import serve
 from test_http1_client_parsing import OK_HEAD, RawOrigin, fixed, raw_origin
 
-from pooler.closed_connections import unpark_reading_on_close
 from pooler.db import Database
 from pooler.emulator.server import serve_emulator
 from pooler.emulator.state import EmulatorState
@@ -433,9 +432,9 @@ def hypercorn_connections() -> int:
 async def test_a_pipelined_request_behind_a_client_that_left_does_not_keep_the_connection(
     reset: bool,
 ) -> None:
-    # Hypercorn's H11Protocol parks its read loop on a pipelined request until the answer
-    # before it completes; a client that leaves during that answer used to leave the
-    # connection (task, socket, protocol) for good (pooler.closed_connections).
+    # The server's read loop waits on a pipelined request until the answer before it
+    # completes; a client that leaves during that answer used to leave the connection
+    # (task, socket, protocol) for good (Hypercorn's H11Protocol; pooler.http_server).
     config = hypercorn_config("127.0.0.1", 0)
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(serve, streaming_app, config)
@@ -456,21 +455,6 @@ async def test_a_pipelined_request_behind_a_client_that_left_does_not_keep_the_c
                 await trio.sleep(0.01)
         assert len(os.listdir("/proc/self/fd")) <= fds_before  # their sockets are closed
         nursery.cancel_scope.cancel()
-
-
-def test_refuses_to_start_if_h11protocol_moved(monkeypatch: pytest.MonkeyPatch) -> None:
-    from hypercorn.protocol.h11 import H11Protocol
-
-    hypercorn_config("127.0.0.1", 0)  # installed
-    original = H11Protocol.handle.__wrapped__  # type: ignore[attr-defined]
-    monkeypatch.setattr(H11Protocol, "handle", original)
-
-    async def handle_events_elsewhere(self: Any) -> None:
-        pass
-
-    monkeypatch.setattr(H11Protocol, "_handle_events", handle_events_elsewhere)
-    with pytest.raises(RuntimeError, match="Hypercorn changed"):
-        unpark_reading_on_close()
 
 
 # --- the gateway, with an upstream that answers hostile bytes ---------------------------
