@@ -35,6 +35,8 @@ from pooler.web.upstream_exchange import (
     Entered,
     classify_failure,
     forwarded_headers,
+    held_outcome_headers,
+    outcome_headers,
     relayed_response_headers,
 )
 
@@ -257,7 +259,12 @@ class ResponsesRelay:
             headers.extend(
                 relayed_response_headers(response.headers, self.gw.models_etag(record.pool_id))
             )
+        # A stream may be held for minutes: it keeps only what its outcome reads of the
+        # upstream's headers, packed, and no list of its own (ops/bench/idle_memory.py).
+        kept = held_outcome_headers(response.headers)
+        response.forget_headers()
         await send({"type": "http.response.start", "status": 200, "headers": headers})
+        del headers
         record.mark_first_byte()
 
         async def relay(chunk: bytes) -> None:
@@ -295,7 +302,7 @@ class ResponsesRelay:
             kind = m.OK
         # The record is final before the last write: a disconnect now changes nothing.
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-        return m.Outcome(kind, 200, tuple(response.headers), rate_limits=accounting.rate_limits)
+        return m.Outcome(kind, 200, outcome_headers(kept), rate_limits=accounting.rate_limits)
 
     async def _collect(
         self,
