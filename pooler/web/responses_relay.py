@@ -267,20 +267,24 @@ class ResponsesRelay:
         del headers
         record.mark_first_byte()
 
-        async def relay(chunk: bytes) -> None:
-            accounting.feed(chunk)  # first: a response id is pinned before the client sees it
-            record.response_bytes += len(chunk)
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if presenter is None:  # only the one used is made: the stream's frame keeps it
 
-        async def present(chunk: bytes) -> None:
-            accounting.feed(chunk)
-            assert presenter is not None
-            shown = presenter.translate(chunk)
-            if shown:
-                record.response_bytes += len(shown)
-                await send({"type": "http.response.body", "body": shown, "more_body": True})
+            async def on_chunk(chunk: bytes) -> None:
+                accounting.feed(chunk)  # first: a response id is pinned before the client sees it
+                record.response_bytes += len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
-        failure = await _pump(response, idle, relay if presenter is None else present)
+        else:
+
+            async def on_chunk(chunk: bytes) -> None:
+                accounting.feed(chunk)
+                assert presenter is not None
+                shown = presenter.translate(chunk)
+                if shown:
+                    record.response_bytes += len(shown)
+                    await send({"type": "http.response.body", "body": shown, "more_body": True})
+
+        failure = await _pump(response, idle, on_chunk)
         if failure is None and accounting.terminal_type is None:
             failure = "upstream_stream_closed"
         if failure is not None:
@@ -401,6 +405,7 @@ async def _pump(
         try:
             async for chunk in response.aiter_bytes():
                 await on_chunk(chunk)
+                del chunk  # not kept while the next one is awaited (minutes, maybe)
                 if until is not None and until():
                     return None
                 scope.deadline = trio.current_time() + idle

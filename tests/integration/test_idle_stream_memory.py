@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable
 from pathlib import Path
-from types import CoroutineType
+from types import CoroutineType, FunctionType
 from typing import Any
 
 import trio
@@ -27,6 +27,7 @@ from pooler.upstream import http1
 from pooler.upstream.http1 import UpstreamResponse
 from pooler.upstream.websocket import hold_upstream_websocket
 from pooler.upstream.ws_client import ClientWebsocket
+from pooler.web import responses_relay
 from pooler.web.quart_http import PulledBody
 from pooler.web.responses_relay import ProxiedRequest, ResponsesRelay
 
@@ -97,6 +98,8 @@ async def test_a_held_stream_keeps_no_upstream_headers_and_waits_on_the_socket(
                 assert len(relays) == 1
                 kept = relays[0].cr_frame.f_locals
                 assert "headers" not in kept
+                # One chunk handler is made, the one this stream uses.
+                assert sum(isinstance(value, FunctionType) for value in kept.values()) == 1
                 assert isinstance(kept["kept"], bytes) and b"x-codex-turn-state" in kept["kept"]
                 assert b"content-type" not in kept["kept"]
                 # The body's read is suspended in `__anext__` -> `_read` -> trio's
@@ -105,6 +108,38 @@ async def test_a_held_stream_keeps_no_upstream_headers_and_waits_on_the_socket(
                 read = readers[0].cr_await
                 assert read.cr_code is http1._read.__code__
                 assert read.cr_await.cr_code.co_name == "wait_readable"
+
+
+async def test_a_stream_waiting_for_more_keeps_no_chunk_it_relayed(
+    db_url: str, tmp_path: Path
+) -> None:
+    # Every event, then a pause before the end of the body: the relay waits with the last
+    # event (`response.completed`, the whole response) relayed.
+    ending = {"x-emulator-end-delay-ms": "600000"}
+    async with open_stack(db_url, tmp_path) as stack, stack.client() as client:
+        with trio.fail_after(15):
+            async with client.stream(
+                "POST", RESPONSES, json=responses_body(client_metadata=ending)
+            ) as response:
+                completed = trio.Event()
+
+                async def read_on() -> None:  # a client reading all it is sent
+                    seen = b""
+                    async for data in response.aiter_bytes():
+                        seen += data
+                        if b"response.completed" in seen:
+                            completed.set()
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(read_on)
+                    await completed.wait()
+                    while (
+                        not (pumps := reading(responses_relay._pump))
+                        or pumps[0].cr_await.cr_code is not UpstreamResponse.__anext__.__code__
+                    ):
+                        await trio.sleep(0.01)  # until the relay waits for the body's end
+                    assert "chunk" not in pumps[0].cr_frame.f_locals
+                    nursery.cancel_scope.cancel()
 
 
 async def test_a_held_session_keeps_no_reply_slot_or_target(db_url: str, tmp_path: Path) -> None:
