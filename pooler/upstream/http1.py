@@ -23,13 +23,13 @@ Theory of operation:
   chunk extension or a trailer section over `_MAX_HEAD_SIZE` is refused, as is any
   Transfer-Encoding but a single `chunked` (llhttp would read such a body to EOF).
 - No deadlines here: callers wrap requests in `trio.fail_after` / `move_on_after`.
-- A read over plain TCP waits for the socket with `trio.lowlevel.wait_readable`, then
-  makes one recv(2) on the socket trio wraps: what `SocketStream.receive_some` does,
-  without its layers (a context manager and three coroutines, ~2 KiB for as long as a
+- A body read over plain TCP waits for the socket with `trio.lowlevel.wait_readable`,
+  then makes one recv(2) on the socket trio wraps: what `SocketStream.receive_some` does,
+  without its layers (a context manager and three coroutines kept for as long as a
   stream idles) and without the recv(2) it tries first, which fails on an SSE stream
-  whose next event has not come. This reaches into trio's socket (`_sock`, as
-  `pooler.write_stall` does): the module refuses to load if it moved. TLS goes through
-  the `SSLStream`.
+  whose next event has not come (the head's read still tries first). This reaches into
+  trio's socket (`_sock`, as `pooler.write_stall` does): the module refuses to load if
+  it moved. TLS goes through the `SSLStream`.
 - Errors leave as `pooler.upstream.errors`; httptools, OSError and trio stream errors stay
   in.
 """
@@ -487,7 +487,7 @@ class UpstreamPool:
         received = False
         while True:
             try:
-                data = await _read(conn)
+                data = await _read(conn, wait_first=False)
             except _STREAM_ERRORS as exc:
                 if conn.reused and not received:
                     raise _Stale from exc
@@ -521,17 +521,28 @@ class UpstreamPool:
         parsed.release()
 
 
-async def _read(conn: _Connection) -> bytes | bytearray:
-    """One read of up to `_READ_SIZE` bytes (b"" at EOF), with `receive_some`'s errors.
+async def _read(conn: _Connection, wait_first: bool = True) -> bytes | bytearray:
+    """One read of up to `_READ_SIZE` bytes (b"" at EOF), with `receive_some`'s errors;
+    a checkpoint, as `receive_some` is.
 
     Over plain TCP: wait until the socket is readable, then one recv(2) (see the module
-    doc). Waiting first is still a checkpoint on every read, as `receive_some` is."""
+    doc). `wait_first=False` tries the recv(2) first, as trio does: for a response head,
+    which a near upstream may have sent already (waiting would cost an epoll_ctl(2))."""
     sock = conn.plain
     if sock is None:
         return await conn.stream.receive_some(_READ_SIZE)
-    if sock.fileno() == -1:  # closed (epoll would not be told of it)
+    if sock.fileno() == -1:  # closed: no fd to wait on
         raise trio.ClosedResourceError("this socket was already closed")
     try:
+        if not wait_first:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                data = sock.recv(_READ_SIZE)
+            except BlockingIOError:
+                pass
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return data
         while True:
             await trio.lowlevel.wait_readable(sock)
             try:
