@@ -30,6 +30,7 @@ from pooler.upstream.ws_client import ClientWebsocket
 from pooler.web import responses_relay
 from pooler.web.quart_http import PulledBody
 from pooler.web.responses_relay import ProxiedRequest, ResponsesRelay
+from pooler.web.upstream_exchange import held_outcome_headers, outcome_headers
 
 RESPONSES = "/backend-api/codex/responses"
 MARKER = "held-stream-input-" + "x" * 4096
@@ -163,3 +164,19 @@ async def test_a_held_session_keeps_no_reply_slot_or_target(db_url: str, tmp_pat
                 upstream = live(ClientWebsocket)
                 assert len(upstream) == 1
                 assert not any(isinstance(v, WSConnection) for v in vars(upstream[0]).values())
+
+
+def test_the_headers_kept_for_an_outcome_are_the_x_ones_as_they_came() -> None:
+    headers = [
+        (b"content-type", b"text/event-stream"),
+        (b"x-codex-primary-used-percent", b"12.5"),
+        (b"x-empty", b""),
+        (b"X-Upper", b"a: b"),
+    ]
+    x_ones = ((b"x-codex-primary-used-percent", b"12.5"), (b"x-empty", b""), (b"X-Upper", b"a: b"))
+    held = held_outcome_headers(headers)
+    assert isinstance(held, bytes)
+    assert outcome_headers(held) == x_ones
+    assert outcome_headers(held_outcome_headers([])) == ()
+    odd = [(b"x-odd", b"a\x00b")]  # llhttp refuses a NUL; kept unpacked all the same
+    assert outcome_headers(held_outcome_headers(odd)) == tuple(odd)
