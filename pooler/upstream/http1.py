@@ -23,21 +23,32 @@ Theory of operation:
   chunk extension or a trailer section over `_MAX_HEAD_SIZE` is refused, as is any
   Transfer-Encoding but a single `chunked` (llhttp would read such a body to EOF).
 - No deadlines here: callers wrap requests in `trio.fail_after` / `move_on_after`.
+- A body read over plain TCP waits for the socket with `trio.lowlevel.wait_readable`,
+  then makes one recv(2) on the socket trio wraps: what `SocketStream.receive_some` does,
+  without its layers (a context manager and three coroutines kept for as long as a
+  stream idles) and without the recv(2) it tries first, which fails on an SSE stream
+  whose next event has not come (the head's read still tries first). This reaches into
+  trio's socket (`_sock`, as `pooler.write_stall` does): the module refuses to load if
+  it moved. TLS goes through the `SSLStream`.
 - Errors leave as `pooler.upstream.errors`; httptools, OSError and trio stream errors stay
   in.
 """
 
 from __future__ import annotations
 
+import errno
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
+from socket import socket
 from types import TracebackType
 from urllib.parse import urlsplit
 
 import httptools
 import trio
+from trio import _socket as _trio_socket
 
+from pooler.dependency_shape import missing_texts, refuse_if_moved
 from pooler.upstream.errors import (
     UpstreamConnectError,
     UpstreamProtocolError,
@@ -53,6 +64,19 @@ _SEND_TOGETHER = 64 * 1024  # a body up to this size goes out in one write with 
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
 _BODYLESS_METHODS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"})
 _POOL_HEADERS = frozenset({b"host", b"content-length", b"transfer-encoding"})
+_CLOSED_ERRNOS = (errno.EBADF, errno.ENOTSOCK)  # as trio's SocketStream reads them
+
+# `_read` reads the socket a `trio.SocketStream` wraps, as its `receive_some` does.
+refuse_if_moved(
+    missing_texts(
+        {
+            _trio_socket._SocketType.__init__: ("self._sock = sock",),
+            trio.SocketStream.receive_some: ("self.socket.recv(max_bytes)",),
+        }
+    ),
+    "trio",
+    "pooler.upstream.http1",
+)
 
 
 class _Stale(Exception):
@@ -70,11 +94,15 @@ class _Request:
 
 
 class _Connection:
-    __slots__ = ("reused", "sock", "stream")
+    __slots__ = ("plain", "reused", "sock", "stream")
 
     def __init__(self, stream: trio.abc.Stream, sock: trio.socket.SocketType) -> None:
         self.stream = stream
         self.sock = sock
+        # The socket itself, read directly (`_read`), when the stream is plain TCP.
+        self.plain: socket | None = (
+            sock._sock if type(stream) is trio.SocketStream else None  # type: ignore[attr-defined]
+        )
         self.reused = False
 
     def close(self) -> None:
@@ -219,8 +247,14 @@ class UpstreamResponse:
     def __init__(self, conn: _Connection, parsed: _ResponseParser) -> None:
         self.status: int = parsed.status
         self.headers: list[tuple[bytes, bytes]] = parsed.headers  # names lowercased
+        parsed.headers = []  # the parser needs them no more (a trailer is dropped)
         self._conn = conn
         self._p = parsed
+
+    def forget_headers(self) -> None:
+        """Drop the headers, once read: a stream may be held for minutes, and ~20
+        headers are ~3 KiB (ops/bench/idle_memory.py). `headers` is empty from here on."""
+        self.headers = []
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of header `name` (any case), or None."""
@@ -240,19 +274,8 @@ class UpstreamResponse:
         return self
 
     async def __anext__(self) -> bytes:
-        chunk = await self._next_chunk()
-        if chunk is None:
-            raise StopAsyncIteration
-        return chunk
-
-    async def read(self) -> bytes:
-        """The rest of the body."""
-        parts = []
-        while (chunk := await self._next_chunk()) is not None:
-            parts.append(chunk)
-        return b"".join(parts)
-
-    async def _next_chunk(self) -> bytes | None:
+        # The read is awaited here, not through another coroutine: an idle stream is
+        # suspended in this frame, and each frame in the chain is kept for as long.
         p = self._p
         while True:
             if p.body:
@@ -260,8 +283,16 @@ class UpstreamResponse:
             if p.error is not None:
                 raise p.error
             if p.complete:
-                return None
-            await self._receive()
+                raise StopAsyncIteration
+            try:
+                data = await _read(self._conn)
+            except _STREAM_ERRORS as exc:
+                raise UpstreamReadError(f"upstream connection broke mid-response: {exc}") from exc
+            self._received(data)
+
+    async def read(self) -> bytes:
+        """The rest of the body."""
+        return b"".join([chunk async for chunk in self])
 
     def _with_buffered(self) -> bytes:
         """The body data parsed from the last read, as one piece (no I/O): a read is fed to
@@ -271,11 +302,7 @@ class UpstreamResponse:
         body.clear()
         return chunk
 
-    async def _receive(self) -> None:
-        try:
-            data = await self._conn.stream.receive_some(_READ_SIZE)
-        except _STREAM_ERRORS as exc:
-            raise UpstreamReadError(f"upstream connection broke mid-response: {exc}") from exc
+    def _received(self, data: bytes | bytearray) -> None:
         p = self._p
         if data:
             p.feed(data)
@@ -460,7 +487,7 @@ class UpstreamPool:
         received = False
         while True:
             try:
-                data = await conn.stream.receive_some(_READ_SIZE)
+                data = await _read(conn, wait_first=False)
             except _STREAM_ERRORS as exc:
                 if conn.reused and not received:
                     raise _Stale from exc
@@ -492,6 +519,40 @@ class UpstreamPool:
         else:
             conn.close()
         parsed.release()
+
+
+async def _read(conn: _Connection, wait_first: bool = True) -> bytes | bytearray:
+    """One read of up to `_READ_SIZE` bytes (b"" at EOF), with `receive_some`'s errors;
+    a checkpoint, as `receive_some` is.
+
+    Over plain TCP: wait until the socket is readable, then one recv(2) (see the module
+    doc). `wait_first=False` tries the recv(2) first, as trio does: for a response head,
+    which a near upstream may have sent already (waiting would cost an epoll_ctl(2))."""
+    sock = conn.plain
+    if sock is None:
+        return await conn.stream.receive_some(_READ_SIZE)
+    if sock.fileno() == -1:  # closed: no fd to wait on
+        raise trio.ClosedResourceError("this socket was already closed")
+    try:
+        if not wait_first:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                data = sock.recv(_READ_SIZE)
+            except BlockingIOError:
+                pass
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return data
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                return sock.recv(_READ_SIZE)
+            except BlockingIOError:  # woken with nothing to read after all
+                pass
+    except OSError as exc:  # as trio's SocketStream translates them
+        if exc.errno in _CLOSED_ERRNOS:
+            raise trio.ClosedResourceError("this socket was already closed") from None
+        raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
 
 
 class _RequestContext:

@@ -36,6 +36,8 @@ from pooler.web.upstream_exchange import (
     Entered,
     classify_failure,
     forwarded_headers,
+    held_outcome_headers,
+    outcome_headers,
     relayed_response_headers,
 )
 
@@ -242,23 +244,32 @@ class ResponsesRelay:
             headers.extend(
                 relayed_response_headers(response.headers, self.gw.models_etag(record.pool_id))
             )
+        # A stream may be held for minutes: it keeps only what its outcome reads of the
+        # upstream's headers, packed, and no list of its own (ops/bench/idle_memory.py).
+        kept = held_outcome_headers(response.headers)
+        response.forget_headers()
         await send({"type": "http.response.start", "status": 200, "headers": headers})
+        del headers
         record.mark_first_byte()
 
-        async def relay(chunk: bytes) -> None:
-            accounting.feed(chunk)  # first: a response id is pinned before the client sees it
-            record.response_bytes += len(chunk)
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if presenter is None:  # only the one used is made: the stream's frame keeps it
 
-        async def present(chunk: bytes) -> None:
-            accounting.feed(chunk)
-            assert presenter is not None
-            shown = presenter.translate(chunk)
-            if shown:
-                record.response_bytes += len(shown)
-                await send({"type": "http.response.body", "body": shown, "more_body": True})
+            async def on_chunk(chunk: bytes) -> None:
+                accounting.feed(chunk)  # first: a response id is pinned before the client sees it
+                record.response_bytes += len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
-        failure = await _pump(response, idle, relay if presenter is None else present)
+        else:
+
+            async def on_chunk(chunk: bytes) -> None:
+                accounting.feed(chunk)
+                assert presenter is not None
+                shown = presenter.translate(chunk)
+                if shown:
+                    record.response_bytes += len(shown)
+                    await send({"type": "http.response.body", "body": shown, "more_body": True})
+
+        failure = await _pump(response, idle, on_chunk)
         if failure is None and accounting.terminal_type is None:
             failure = "upstream_stream_closed"
         if failure is not None:
@@ -280,7 +291,7 @@ class ResponsesRelay:
             kind = m.OK
         # The record is final before the last write: a disconnect now changes nothing.
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-        return m.Outcome(kind, 200, tuple(response.headers), rate_limits=accounting.rate_limits)
+        return m.Outcome(kind, 200, outcome_headers(kept), rate_limits=accounting.rate_limits)
 
     async def _collect(
         self,
@@ -379,6 +390,7 @@ async def _pump(
         try:
             async for chunk in response.aiter_bytes():
                 await on_chunk(chunk)
+                del chunk  # not kept while the next one is awaited (minutes, maybe)
                 if until is not None and until():
                     return None
                 scope.deadline = trio.current_time() + idle

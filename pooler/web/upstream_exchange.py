@@ -1,5 +1,6 @@
 """Classifying an upstream answer that is not a stream: what kind of failure, what to do;
-the headers forwarded and relayed; `Entered`, the end of an upstream request's context."""
+the headers forwarded, relayed and kept for the outcome; `Entered`, the end of an upstream
+request's context."""
 
 from __future__ import annotations
 
@@ -75,6 +76,25 @@ def relayed_response_headers(
     ]
     kept.append((b"x-models-etag", models_etag.encode()))
     return kept
+
+
+def held_outcome_headers(headers: list[Header]) -> bytes | tuple[Header, ...]:
+    """What a held stream keeps of the upstream answer's headers for its `Outcome`: those
+    named `x-...`, the only ones the account actor reads (`parse_rate_limit_headers`,
+    when the outcome arrives), packed in one bytes object (~20 headers as tuples are ~3
+    KiB for as long as the stream is held; ops/bench/idle_memory.py). `outcome_headers`
+    gives them back. A name or value with a NUL (llhttp refuses it) stays unpacked."""
+    kept = [(k, v) for k, v in headers if k[:2].lower() == b"x-"]
+    packed = b"".join([b"%s\0%s\0" % pair for pair in kept])
+    return packed if packed.count(b"\0") == 2 * len(kept) else tuple(kept)
+
+
+def outcome_headers(held: bytes | tuple[Header, ...]) -> tuple[Header, ...]:
+    """The headers `held_outcome_headers` kept, as an `Outcome` carries them."""
+    if isinstance(held, tuple):
+        return held
+    fields = held.split(b"\0")
+    return tuple(zip(fields[0:-1:2], fields[1::2], strict=True))
 
 
 @dataclass(frozen=True, slots=True)
