@@ -48,7 +48,17 @@ def _check_shapes() -> None:
             "isinstance(event, EndBody)",
             "isinstance(event, StreamClosed)",
         ),
-        HTTPStream.app_send: ("Response(", "Body(", "await self._send_closed()"),
+        HTTPStream.app_send: (
+            "Response(",
+            "Body(",
+            "await self._send_closed()",
+            # read before Response is sent; after it, only the status and trailers
+            # (protocol.slim_start)
+            "self.response = message",
+            'headers = build_and_validate_headers(self.response.get("headers", []))',
+            'int(self.response["status"])',
+            'self.response.get("trailers", False)',
+        ),
         HTTPStream._send_closed: ("EndBody(", "StreamClosed("),
         WSStream.handle: ("isinstance(event, Request)", "isinstance(event, (Body, Data))"),
     }

@@ -116,6 +116,17 @@ def is_websocket(head: Head) -> bool:
     )
 
 
+def slim_start(message: Any) -> Any:
+    """An `http.response.start` message without its headers: what HTTPStream reads of it
+    once the head is sent (its status and whether trailers follow)."""
+    return {
+        "type": message["type"],
+        "status": message["status"],
+        "headers": [],
+        "trailers": message.get("trailers", False),
+    }
+
+
 class Http1Protocol:
     """One HTTP/1.1 connection (see the module doc); H11Protocol's constructor and methods."""
 
@@ -313,6 +324,12 @@ class Http1Protocol:
         if kind is Body:
             await self._send_body(event.data)
         elif kind is Response:
+            stream = self.stream
+            if type(stream) is HTTPStream:
+                # HTTPStream keeps the whole `http.response.start` message for the stream's
+                # life (its access log, which is off, reads it at the end): a held stream
+                # would keep every header it sent (~1.9 KiB of relayed `x-` headers).
+                stream.response = slim_start(stream.response)
             headers = [*event.headers, *self.config.response_headers("h11")]
             if event.status_code >= 200:
                 if self.keep_alive_requests >= self.config.keep_alive_max_requests:

@@ -312,7 +312,7 @@ class UpstreamResponse:
             p.complete = True
             p.keep_alive = False
 
-    def _read_to_end_buffered(self) -> bool:
+    def read_to_end_buffered(self) -> bool:
         """Whether the body ends within what is already buffered (consumed without I/O).
         Every byte received has been parsed already, so this is whether it ended."""
         return self._p.complete
@@ -509,7 +509,7 @@ class UpstreamPool:
         if (
             not self._closed
             and len(self._idle) < self._max_idle
-            and response._read_to_end_buffered()
+            and response.read_to_end_buffered()
             and parsed.keep_alive
             and may_keep
             and not parsed.extra

@@ -402,7 +402,7 @@ async def _pump(
 async def _read_rest(response: Any, seconds: float) -> None:
     """Read what is left of an answered upstream body (its end, after the terminal event),
     so its connection can serve the next request; one that takes longer is closed."""
-    if response._read_to_end_buffered():
+    if response.read_to_end_buffered():
         # Usually so: the end came in the read that brought the terminal event (the test
         # `UpstreamPool` makes before keeping a connection). Nothing to wait for, so no
         # deadline scope and no read loop (~60 Python calls a request).

@@ -20,6 +20,7 @@ from typing import Any
 import trio
 import trio_websocket
 from harness import open_stack, responses_body
+from hypercorn.protocol.http_stream import HTTPStream
 from test_websocket_responses import auth, turn, ws_url
 from wsproto import WSConnection
 
@@ -103,6 +104,13 @@ async def test_a_held_stream_keeps_no_upstream_headers_and_waits_on_the_socket(
                 assert sum(isinstance(value, FunctionType) for value in kept.values()) == 1
                 assert isinstance(kept["kept"], bytes) and b"x-codex-turn-state" in kept["kept"]
                 assert b"content-type" not in kept["kept"]
+                # Nor does the server's stream keep the response head it sent.
+                streams = [s for s in live(HTTPStream) if not s.closed]  # type: ignore[attr-defined]
+                # (the gateway's and the emulator's: both are served by pooler.serving)
+                assert len(streams) == 2
+                for stream in streams:
+                    assert stream.response["headers"] == []  # type: ignore[attr-defined]
+                    assert stream.response["status"] == 200  # type: ignore[attr-defined]
                 # The body's read is suspended in `__anext__` -> `_read` -> trio's
                 # wait_readable, not in SocketStream.receive_some and its layers.
                 assert len(readers) == 1
