@@ -8,11 +8,12 @@ else runs: ~100 ms of CPU, once every 10 to 30 s under SSE load at c=50, the lon
 turn there is (ops/bench/loop_turns.py measures it).
 
 What: once start-up is done (imports, app, actors, listener), collect the young garbage
-start-up left and `gc.freeze()` the rest into the permanent generation, which no collection looks at;
-a full collection then traverses only what requests created since (~4 ms). Frozen
-objects are still freed by reference counting; only a cycle among them is not collected
-while frozen, and start-up's objects live until the gateway stops, when they are unfrozen
-(a process that runs gateways one after another, as the tests do, leaks nothing).
+start-up left and `gc.freeze()` the rest into the permanent generation, which no
+collection looks at; a full collection then traverses only what requests created since
+(~4 ms). Frozen objects are still freed by reference counting; only a cycle among them
+is not collected while frozen, and start-up's objects live until the gateway stops, when
+they are unfrozen (a process that runs gateways one after another, as the tests do, leaks
+nothing).
 
 And the young generation's threshold goes from CPython's 700 to YOUNG_THRESHOLD. What a
 request allocates is almost all freed by reference counting, which lowers the count a
