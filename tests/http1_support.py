@@ -274,3 +274,15 @@ def dump_answers(answers: dict[str, Answer]) -> str:
         indent=0,
         sort_keys=True,
     )
+
+
+def connection_tasks() -> int:
+    """Hypercorn's connection handlers alive in this run."""
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    count, nurseries = 0, list(root.child_nurseries)
+    while nurseries:
+        for task in nurseries.pop().child_tasks:
+            count += task.name.endswith("_run_handler")
+            nurseries.extend(task.child_nurseries)
+    return count

@@ -170,6 +170,34 @@ def seed(conn: Any, config: Any, auth_files: Sequence[Path]) -> str:
     return raw
 
 
+async def gateway_parts(root: Path, port: int, auth_files: Sequence[Path]) -> tuple[Any, Any, str]:
+    """For an in-process gateway on the emulator at `port`: the embedded PostgreSQL under
+    `root` started and migrated, the gateway's config, an open Database and a seeded key
+    (this script's and loop_turns.py's)."""
+    from pooler import embedded
+    from pooler.config import load_config
+    from pooler.db import Database
+    from pooler.migrate import migrate
+
+    upstream = f"http://127.0.0.1:{port}"
+    db_url = await trio.to_thread.run_sync(embedded.start_embedded_postgres, root / "data")
+    await trio.to_thread.run_sync(migrate, db_url)
+    config = load_config(
+        {
+            "CODEX_POOLER_DATA_DIR": str(root / "data"),
+            "DATABASE_URL": db_url,
+            "CODEX_POOLER_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
+            "CODEX_POOLER_UPSTREAM_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
+            "CODEX_POOLER_UPSTREAM_BASE_URL": upstream,
+            "CODEX_POOLER_AUTH_BASE_URL": upstream,
+            "CODEX_POOLER_LOG_LEVEL": "warning",
+        }
+    )
+    database = Database.open(db_url, max_size=8)
+    key = await database.run(lambda conn: seed(conn, config, auth_files))
+    return config, database, key
+
+
 # --- measuring ---------------------------------------------------------------------------
 
 
@@ -292,9 +320,7 @@ def report(
 
 async def main(args: argparse.Namespace) -> None:
     from pooler import embedded
-    from pooler.config import load_config
     from pooler.db import Database
-    from pooler.migrate import migrate
     from pooler.server import run_gateway
 
     levels = [int(v) for v in args.levels.split(",")]
@@ -305,22 +331,7 @@ async def main(args: argparse.Namespace) -> None:
     database: Database | None = None
     try:
         emulator, port, auth_files = start_emulator(root)
-        upstream = f"http://127.0.0.1:{port}"
-        db_url = await trio.to_thread.run_sync(embedded.start_embedded_postgres, root / "data")
-        await trio.to_thread.run_sync(migrate, db_url)
-        config = load_config(
-            {
-                "CODEX_POOLER_DATA_DIR": str(root / "data"),
-                "DATABASE_URL": db_url,
-                "CODEX_POOLER_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
-                "CODEX_POOLER_UPSTREAM_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
-                "CODEX_POOLER_UPSTREAM_BASE_URL": upstream,
-                "CODEX_POOLER_AUTH_BASE_URL": upstream,
-                "CODEX_POOLER_LOG_LEVEL": "warning",
-            }
-        )
-        database = Database.open(db_url, max_size=8)
-        key = await database.run(lambda conn: seed(conn, config, auth_files))
+        config, database, key = await gateway_parts(root, port, auth_files)
         async with trio.open_nursery() as nursery:
             running = await nursery.start(run_gateway, config, database, "127.0.0.1", 0)
             argv = [sys.executable, __file__, "--client", args.kind, str(running.port), key]

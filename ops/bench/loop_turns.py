@@ -36,7 +36,6 @@ PATH). It needs no other service; everything it starts is stopped on the way out
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import gc
 import json
@@ -230,12 +229,10 @@ def window_figures(
 
 async def main(args: argparse.Namespace) -> None:
     import gateway_lag
-    from idle_memory import seed, start_emulator
+    from idle_memory import gateway_parts, start_emulator
 
     from pooler import embedded
-    from pooler.config import load_config
     from pooler.db import Database
-    from pooler.migrate import migrate
     from pooler.server import run_gateway
 
     modes = args.modes.split(",")
@@ -248,22 +245,7 @@ async def main(args: argparse.Namespace) -> None:
     results: dict[str, list[dict[str, Any]]] = defaultdict(list)
     try:
         emulator, port, auth_files = start_emulator(root)
-        upstream = f"http://127.0.0.1:{port}"
-        db_url = await trio.to_thread.run_sync(embedded.start_embedded_postgres, root / "data")
-        await trio.to_thread.run_sync(migrate, db_url)
-        config = load_config(
-            {
-                "CODEX_POOLER_DATA_DIR": str(root / "data"),
-                "DATABASE_URL": db_url,
-                "CODEX_POOLER_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
-                "CODEX_POOLER_UPSTREAM_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
-                "CODEX_POOLER_UPSTREAM_BASE_URL": upstream,
-                "CODEX_POOLER_AUTH_BASE_URL": upstream,
-                "CODEX_POOLER_LOG_LEVEL": "warning",
-            }
-        )
-        database = Database.open(db_url, max_size=8)
-        key = await database.run(lambda conn: seed(conn, config, auth_files))
+        config, database, key = await gateway_parts(root, port, auth_files)
         async with trio.open_nursery() as nursery:
             running = await nursery.start(run_gateway, config, database, "127.0.0.1", 0)
             await trio.sleep(SETTLE_S)

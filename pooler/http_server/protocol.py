@@ -263,33 +263,22 @@ class Http1Protocol:
         await self.send(Updated(idle=False))
         if head.has_upgrade or head.method == b"PRI":
             await self._check_protocol(head)
-        stream: HTTPStream | WSStream
+        kind: type[HTTPStream] | type[WSStream] = HTTPStream
         if head.has_upgrade and is_websocket(head):
-            stream = WSStream(
-                self.app,
-                self.config,
-                self.context,
-                self.task_group,
-                self.ssl,
-                self.client,
-                self.server,
-                self.stream_send,
-                STREAM_ID,
-            )
+            kind = WSStream
             self.their = WEBSOCKET  # as H11WSConnection: the rest is the websocket's
             self.waiting_100 = False
-        else:
-            stream = HTTPStream(
-                self.app,
-                self.config,
-                self.context,
-                self.task_group,
-                self.ssl,
-                self.client,
-                self.server,
-                self.stream_send,
-                STREAM_ID,
-            )
+        stream = kind(
+            self.app,
+            self.config,
+            self.context,
+            self.task_group,
+            self.ssl,
+            self.client,
+            self.server,
+            self.stream_send,
+            STREAM_ID,
+        )
         self.stream = stream
         await stream.handle(
             Request(

@@ -45,6 +45,7 @@ import trio
 import trio.lowlevel
 from harness import QUIET_POLLS, Stack, open_stack, responses_body, seed_stack
 from harness import test_config as stack_config  # not a test (pytest collects test_*)
+from http1_support import connection_tasks
 from hypercorn.trio import serve
 from test_http1_client_parsing import OK_HEAD, RawOrigin, fixed, raw_origin
 
@@ -416,18 +417,6 @@ async def streaming_app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def hypercorn_connections() -> int:
-    """Hypercorn's connection handlers alive in this run."""
-    root = trio.lowlevel.current_root_task()
-    assert root is not None
-    count, nurseries = 0, list(root.child_nurseries)
-    while nurseries:
-        for task in nurseries.pop().child_tasks:
-            count += task.name.endswith("_run_handler")
-            nurseries.extend(task.child_nurseries)
-    return count
-
-
 @pytest.mark.parametrize("reset", [False, True])
 async def test_a_pipelined_request_behind_a_client_that_left_does_not_keep_the_connection(
     reset: bool,
@@ -451,7 +440,7 @@ async def test_a_pipelined_request_behind_a_client_that_left_does_not_keep_the_c
                         stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
                 finally:
                     await stream.aclose()
-            while hypercorn_connections():  # bounded by fail_after, not keep-alive (75 s)
+            while connection_tasks():  # bounded by fail_after, not keep-alive (75 s)
                 await trio.sleep(0.01)
         assert len(os.listdir("/proc/self/fd")) <= fds_before  # their sockets are closed
         nursery.cancel_scope.cancel()

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import trio
+from http1_support import connection_tasks
 from hypercorn.trio import serve, tcp_server
 
 from pooler.closed_connections import end_idle_timer_with_reading
@@ -23,18 +24,6 @@ async def json_app(scope: Any, receive: Any, send: Any) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", b"11")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": ANSWER, "more_body": False})
-
-
-def connection_tasks() -> int:
-    """Hypercorn's connection handlers alive in this run."""
-    root = trio.lowlevel.current_root_task()
-    assert root is not None
-    count, nurseries = 0, list(root.child_nurseries)
-    while nurseries:
-        for task in nurseries.pop().child_tasks:
-            count += task.name.endswith("_run_handler")
-            nurseries.extend(task.child_nurseries)
-    return count
 
 
 async def one_request_then_close(port: int, pause_s: float) -> None:
