@@ -22,7 +22,9 @@ Per window, in the gateway process:
 Modes (`--modes`, alternated round by round, in the same process): `default` is
 CPython's collector as it comes (nothing frozen, thresholds 700/10/10); `tuned` is
 `pooler.gc_tuning` (start-up frozen, young threshold raised); `young<N>` (`young700`)
-freezes too and sets the young generation's threshold to N (the alternatives). The
+freezes too and sets the young generation's threshold to N (the alternatives);
+`switch<N>` is `tuned` with the interpreter's GIL switch interval at N µs (CPython's:
+5,000), for the turns that wait for the GIL while a database thread runs Python. The
 gateway itself settles the collector once it has started (pooler.server), so `default`
 undoes that (`gc.unfreeze`, thresholds 700/10/10) before its window and `tuned` redoes it.
 
@@ -156,11 +158,18 @@ class TurnRecorder(trio.abc.Instrument):
             self.turn_tasks.append((time.perf_counter() - self.step_start, task.name))
 
 
+CPYTHON_SWITCH_INTERVAL_S = 0.005
+
+
 def set_mode(mode: str) -> None:
     from pooler import gc_tuning
 
     gc.unfreeze()
     gc.set_threshold(*CPYTHON_THRESHOLDS)
+    sys.setswitchinterval(CPYTHON_SWITCH_INTERVAL_S)
+    if mode.startswith("switch") and mode[6:].isdigit():
+        sys.setswitchinterval(int(mode[6:]) / 1e6)
+        mode = "tuned"
     if mode == "tuned":
         gc_tuning.freeze_what_lives()  # as the gateway does once it has started
         gc.set_threshold(gc_tuning.YOUNG_THRESHOLD, *CPYTHON_THRESHOLDS[1:])
