@@ -395,14 +395,7 @@ class Http1Protocol:
             out = data
         else:
             out = data
-        held = self.held
-        if held is not None:
-            self.held = None
-            out = held + out
-        if out:
-            await self._write(out)
-        else:
-            await trio.lowlevel.checkpoint()
+        await self._write_behind_held(out)
 
     async def _end_body(self) -> None:
         if self.ours != SENDING:
@@ -413,6 +406,10 @@ class Http1Protocol:
             raise Unsendable("Too little data for declared Content-Length")
         out = LAST_CHUNK if self.body == CHUNKED else b""
         self.ours = SENT
+        await self._write_behind_held(out)
+
+    async def _write_behind_held(self, out: bytes) -> None:
+        """Write `out`, behind a held head if there is one (a send stays a checkpoint)."""
         held = self.held
         if held is not None:
             self.held = None
