@@ -198,6 +198,23 @@ async def gateway_parts(root: Path, port: int, auth_files: Sequence[Path]) -> tu
     return config, database, key
 
 
+def stop_gateway_parts(emulator: subprocess.Popen[bytes] | None, database: Any, root: Path) -> None:
+    """Stop what `start_emulator` and `gateway_parts` started under `root`, and remove it."""
+    from pooler import embedded
+
+    if emulator is not None:
+        emulator.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            emulator.wait(5)
+        if emulator.poll() is None:
+            emulator.kill()
+    if database is not None:
+        database.close()
+    with contextlib.suppress(Exception):
+        embedded.release_embedded_postgres(root / "data")
+    shutil.rmtree(root, ignore_errors=True)
+
+
 # --- measuring ---------------------------------------------------------------------------
 
 
@@ -319,7 +336,6 @@ def report(
 
 
 async def main(args: argparse.Namespace) -> None:
-    from pooler import embedded
     from pooler.db import Database
     from pooler.server import run_gateway
 
@@ -390,17 +406,7 @@ async def main(args: argparse.Namespace) -> None:
         if client is not None:
             with contextlib.suppress(ProcessLookupError):
                 client.kill()
-        if emulator is not None:
-            emulator.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                emulator.wait(5)
-            if emulator.poll() is None:
-                emulator.kill()
-        if database is not None:
-            database.close()
-        with contextlib.suppress(Exception):
-            embedded.release_embedded_postgres(root / "data")
-        shutil.rmtree(root, ignore_errors=True)
+        stop_gateway_parts(emulator, database, root)
 
 
 async def _lines_of(stream: Any) -> Any:

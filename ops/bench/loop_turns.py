@@ -38,12 +38,10 @@ PATH). It needs no other service; everything it starts is stopped on the way out
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -238,9 +236,8 @@ def window_figures(
 
 async def main(args: argparse.Namespace) -> None:
     import gateway_lag
-    from idle_memory import gateway_parts, start_emulator
+    from idle_memory import gateway_parts, start_emulator, stop_gateway_parts
 
-    from pooler import embedded
     from pooler.db import Database
     from pooler.server import run_gateway
 
@@ -304,17 +301,7 @@ async def main(args: argparse.Namespace) -> None:
     finally:
         trio.lowlevel.remove_instrument(recorder)
         recorder.close()
-        if emulator is not None:
-            emulator.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                emulator.wait(5)
-            if emulator.poll() is None:
-                emulator.kill()
-        if database is not None:
-            database.close()
-        with contextlib.suppress(Exception):
-            embedded.release_embedded_postgres(root / "data")
-        shutil.rmtree(root, ignore_errors=True)
+        stop_gateway_parts(emulator, database, root)
     print("\nmedians over rounds:")
     keys = list(next(iter(results.values()))[0]) if results else []
     print(f"  {'figure':24}" + "".join(f"{mode:>12}" for mode in modes))
