@@ -33,6 +33,8 @@ IDLE_LEAVES = frozenset(
         ("WorkerThread._work", "trio/_core/_thread_cache.py"),
         ("Connection.wait", "psycopg/connection.py"),
         ("wait", "psycopg/waiting.py"),
+        # the log flusher's pause between writes (`time.sleep` is C, so its caller is the leaf)
+        ("StderrHandler._flush_held", "pooler/log_output.py"),
     }
 )
 
