@@ -78,6 +78,24 @@ def config(**settings: Any) -> Any:
     return served
 
 
+def server_protocol(
+    protocol_class: Any, app: Any, served: Any, task_group: TaskGroup, send: Any
+) -> Any:
+    """A server connection's protocol as Hypercorn's TCPServer builds one: plain TCP from
+    127.0.0.1:5000 to :8000, `send` taking its RawData and Closed events."""
+    return protocol_class(
+        ASGIWrapper(app),
+        served,
+        WorkerContext(None),
+        task_group,
+        ConnectionState({}),
+        False,
+        ("127.0.0.1", 5000),
+        ("127.0.0.1", 8000),
+        send,
+    )
+
+
 async def answer(protocol_class: Any, pieces: list[bytes], served: Any = None) -> Answer:
     """What a connection served by `protocol_class` writes for `pieces`, each fed after the
     previous one is handled and the application has had its turns."""
@@ -104,17 +122,7 @@ async def each_write(
                 closed = True  # as the TCPServer: the stream closed, the protocol told
                 await protocol.handle(Closed())
 
-        protocol = protocol_class(
-            ASGIWrapper(app),  # type: ignore[arg-type]
-            served,
-            WorkerContext(None),
-            task_group,
-            ConnectionState({}),
-            False,
-            ("127.0.0.1", 5000),
-            ("127.0.0.1", 8000),
-            send,
-        )
+        protocol = server_protocol(protocol_class, app, served, task_group, send)
 
         async def feed() -> None:
             for piece in pieces:

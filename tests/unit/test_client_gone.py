@@ -11,12 +11,10 @@ from typing import Any
 
 import pytest
 import trio
-from hypercorn.app_wrappers import ASGIWrapper
+from http1_support import server_protocol
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.trio.task_group import TaskGroup
-from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import ConnectionState
 
 from pooler.client_gone import EXTENSION, ClientGone, client_gone, report_client_gone
 from pooler.http_server import Http1Protocol
@@ -35,17 +33,9 @@ class Connection:
         self.writes: list[bytes] = []
         self.fail_writes = False
         self.closed = False
-        self.protocol = Http1Protocol(
-            ASGIWrapper(app),  # type: ignore[arg-type]
-            hypercorn_config("127.0.0.1", 0),  # installs the patches, as in production
-            WorkerContext(None),
-            task_group,
-            ConnectionState({}),
-            False,
-            ("127.0.0.1", 5000),
-            ("127.0.0.1", 8000),
-            self.send,
-        )
+        # installs the patches, as in production
+        served = hypercorn_config("127.0.0.1", 0)
+        self.protocol = server_protocol(Http1Protocol, app, served, task_group, self.send)
 
     async def send(self, event: Event) -> None:
         if isinstance(event, RawData):
