@@ -35,11 +35,15 @@ import orjson
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 from quart.formparser import FormDataParser
 from quart.globals import _cv_request
+from quart.helpers import _split_blueprint_path
 from quart.wrappers import Response
+from quart.wrappers.base import BaseRequestWebsocket
 from quart_trio.asgi import TrioASGIHTTPConnection
 from quart_trio.wrappers.request import TrioBody, TrioRequest
 from werkzeug.datastructures import Headers
+from werkzeug.datastructures import headers as werkzeug_headers
 
+from pooler.dependency_shape import missing_texts, refuse_if_moved
 from pooler.errors import BodyTooLarge, PoolerError
 from pooler.web.asgi import ClientDisconnected, Receive, Scope, Send
 
@@ -157,6 +161,20 @@ class GatewayRequest(TrioRequest):
             stream_factory=in_memory_stream,
         )
 
+    # Quart reads `blueprints` three times a request (before-request, after-request and
+    # teardown functions), each time re-deriving it from the endpoint through three
+    # properties; the chain depends only on the endpoint, so it is computed once per
+    # endpoint (`_blueprint_chain`). Same values as Quart's (tests/unit/test_quart_hot_path.py).
+    @property
+    def blueprint(self) -> str | None:
+        rule = self.url_rule
+        return None if rule is None else _blueprint_chain(rule.endpoint)[0]
+
+    @property
+    def blueprints(self) -> list[str]:
+        rule = self.url_rule
+        return _NO_BLUEPRINTS if rule is None else _blueprint_chain(rule.endpoint)[1]
+
     async def wait_for_disconnect(self) -> None:
         """Return when the client goes away (call it once the body has been read; any
         body left unread is discarded)."""
@@ -182,10 +200,19 @@ class GatewayHTTPConnection(TrioASGIHTTPConnection):
         """Quart's request, its header names decoded once per process (`header_name`)."""
         scope = self.scope
         headers = Headers()
-        headers["Remote-Addr"] = (scope.get("client") or ["<local>"])[0]
-        add = headers.add
+        pairs = [("Remote-Addr", (scope.get("client") or ["<local>"])[0])]
+        append = pairs.append
+        clean = True
         for name, value in scope["headers"]:
-            add(_header_name(name), value.decode("latin-1"))
+            clean = clean and b"\n" not in value and b"\r" not in value
+            append((_header_name(name), value.decode("latin-1")))
+        if clean:
+            # What `Headers.add` would store, without its per-value checks: no value here
+            # holds a CR or LF (the one thing it refuses), and names and values are str.
+            headers._list = pairs  # shape checked at import (HEADERS_SHAPE)
+        else:
+            for name_str, value_str in pairs:
+                headers.add(name_str, value_str)  # raises as Quart's own request would
         if scope["http_version"] < "1.1":
             headers.setdefault("Host", self.app.config["SERVER_NAME"] or "")
         path = scope["path"]
@@ -245,8 +272,41 @@ def json_response(
     return Response(orjson.dumps(payload), status=status, headers=headers)
 
 
+_NO_BLUEPRINTS: list[str] = []  # shared, like Quart's own lists: callers only read it
+
+
+@functools.lru_cache(maxsize=1024)
+def _blueprint_chain(endpoint: str) -> tuple[str | None, list[str]]:
+    """An endpoint's blueprint and its chain of blueprint names, innermost first, as
+    Quart's `BaseRequestWebsocket.blueprint` and `.blueprints` give them (endpoints are
+    the app's registered rules: the cache holds each once)."""
+    if "." not in endpoint:
+        return None, _NO_BLUEPRINTS
+    blueprint = endpoint.rsplit(".", 1)[0]
+    return blueprint, _split_blueprint_path(blueprint)
+
+
 @functools.lru_cache(maxsize=512)
 def _header_name(raw: bytes) -> str:
     """A header name as Quart's request keeps it (title case), decoded once per process
     (a bounded cache: a client inventing names cannot grow it)."""
     return raw.decode("latin-1").title()
+
+
+# What the request construction and `GatewayRequest.blueprint(s)` rely on: Headers keep
+# their (name, value) pairs in `_list` and refuse only a value with a CR or LF; Quart
+# derives a request's blueprints from its endpoint as `_blueprint_chain` does.
+HEADERS_SHAPE: dict[Any, tuple[str, ...]] = {
+    Headers.__init__: ("self._list: list[tuple[str, str]] = []",),
+    Headers.add: ("value_str = _str_header_value(value)", "self._list.append((key, value_str))"),
+    werkzeug_headers._str_header_value: (
+        "if _newline_re.search(value) is not None:",
+        "return value",
+    ),
+    vars(BaseRequestWebsocket)["blueprint"].fget: ('return self.endpoint.rsplit(".", 1)[0]',),
+    vars(BaseRequestWebsocket)["blueprints"].fget: (
+        "if self.blueprint is not None:",
+        "return _split_blueprint_path(self.blueprint)",
+    ),
+}
+refuse_if_moved(missing_texts(HEADERS_SHAPE), "Quart or werkzeug", "pooler.web.quart_http")

@@ -1,0 +1,189 @@
+"""Quart-trio's per-request pipeline without the signals nobody listens to.
+
+Quart sends six blinker signals on every request (`request_started`, `request_finished`,
+`request_tearing_down`, and for the app context it pushes per request `appcontext_pushed`,
+`appcontext_popped`, `appcontext_tearing_down`); the gateway connects no receiver to any
+of them, yet each send is an awaited coroutine and a receiver lookup. `LeanQuartTrio`
+keeps Quart's methods as they are (copied from Quart 0.22 / quart-trio 0.12, the order of
+every step unchanged) except that a signal is sent only while it has a receiver: connect
+one and it is sent exactly as before (tests/unit/test_quart_hot_path.py).
+
+The copies are checked against Quart's source at import (`check_quart_shape`): if Quart
+changes one of these methods, the gateway refuses to start rather than silently run an
+outdated copy.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from quart.app import Quart
+from quart.ctx import AppContext, RequestContext, _sentinel
+from quart.globals import _cv_app, request_ctx
+from quart.signals import (
+    appcontext_popped,
+    appcontext_pushed,
+    appcontext_tearing_down,
+    request_finished,
+    request_started,
+    request_tearing_down,
+)
+from quart.typing import ResponseReturnValue, ResponseTypes
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from pooler.dependency_shape import missing_texts, refuse_if_moved
+
+
+class LeanAppContext(AppContext):
+    """Quart's app context, its signals sent only to a receiver."""
+
+    async def push(self) -> None:
+        self._cv_tokens.append(_cv_app.set(self))
+        if appcontext_pushed.receivers:
+            await appcontext_pushed.send_async(
+                self.app,
+                _sync_wrapper=self.app.ensure_async,  # type: ignore[arg-type]
+            )
+
+    async def pop(self, exc: BaseException | None = _sentinel) -> None:  # type: ignore[assignment]
+        try:
+            if len(self._cv_tokens) == 1:
+                if exc is _sentinel:
+                    exc = sys.exc_info()[1]
+                await self.app.do_teardown_appcontext(exc)
+        finally:
+            ctx = _cv_app.get()
+            _cv_app.reset(self._cv_tokens.pop())
+
+            if ctx is not self:
+                raise AssertionError(f"Popped wrong app context. ({ctx!r} instead of {self!r})")
+
+        if appcontext_popped.receivers:
+            await appcontext_popped.send_async(
+                self.app,
+                _sync_wrapper=self.app.ensure_async,  # type: ignore[arg-type]
+            )
+
+
+class LeanQuartTrio(QuartTrio):
+    """QuartTrio, its per-request signals sent only to a receiver."""
+
+    def app_context(self) -> AppContext:
+        return LeanAppContext(self)
+
+    async def full_dispatch_request(
+        self, request_context: RequestContext | None = None
+    ) -> ResponseTypes:
+        try:
+            if request_started.receivers:
+                await request_started.send_async(self, _sync_wrapper=self.ensure_async)  # type: ignore[arg-type]
+
+            result: ResponseReturnValue | HTTPException | None
+            result = await self.preprocess_request(request_context)
+            if result is None:
+                result = await self.dispatch_request(request_context)
+        except (Exception, BaseExceptionGroup) as error:
+            result = await self.handle_user_exception(error)
+        return await self.finalize_request(result, request_context)
+
+    async def finalize_request(
+        self,
+        result: ResponseReturnValue | HTTPException,
+        request_context: RequestContext | None = None,
+        from_error_handler: bool = False,
+    ) -> ResponseTypes:
+        response = await self.make_response(result)
+        try:
+            response = await self.process_response(response, request_context)
+            if request_finished.receivers:
+                await request_finished.send_async(
+                    self,
+                    _sync_wrapper=self.ensure_async,  # type: ignore[arg-type]
+                    response=response,
+                )
+        except Exception:
+            if not from_error_handler:
+                raise
+            self.logger.exception("Request finalizing errored")
+        return response
+
+    async def do_teardown_request(
+        self, exc: BaseException | None, request_context: RequestContext | None = None
+    ) -> None:
+        names = [*(request_context or request_ctx).request.blueprints, None]
+        for name in names:
+            for function in reversed(self.teardown_request_funcs[name]):
+                await self.ensure_async(function)(exc)
+
+        if request_tearing_down.receivers:
+            await request_tearing_down.send_async(
+                self,
+                _sync_wrapper=self.ensure_async,  # type: ignore[arg-type]
+                exc=exc,
+            )
+
+    async def do_teardown_appcontext(self, exc: BaseException | None) -> None:
+        for function in self.teardown_appcontext_funcs:
+            await self.ensure_async(function)(exc)
+        if appcontext_tearing_down.receivers:
+            await appcontext_tearing_down.send_async(
+                self,
+                _sync_wrapper=self.ensure_async,  # type: ignore[arg-type]
+                exc=exc,
+            )
+
+
+# What each copied method of Quart does, in Quart's own words: any of these gone (Quart
+# changed the method) and the copy above may be outdated.
+QUART_SHAPE: dict[Any, tuple[str, ...]] = {
+    AppContext.push: (
+        "self._cv_tokens.append(_cv_app.set(self))",
+        "await appcontext_pushed.send_async(",
+    ),
+    AppContext.pop: (
+        "if len(self._cv_tokens) == 1:",
+        "await self.app.do_teardown_appcontext(exc)",
+        "_cv_app.reset(self._cv_tokens.pop())",
+        "await appcontext_popped.send_async(",
+    ),
+    Quart.app_context: ("return AppContext(self)",),
+    QuartTrio.full_dispatch_request: (
+        "await request_started.send_async(self, _sync_wrapper=self.ensure_async)",
+        "result = await self.preprocess_request(request_context)",
+        "result = await self.dispatch_request(request_context)",
+        "except (Exception, BaseExceptionGroup) as error:",
+        "result = await self.handle_user_exception(error)",
+        "return await self.finalize_request(result, request_context)",
+    ),
+    Quart.finalize_request: (
+        "response = await self.make_response(result)",
+        "response = await self.process_response(response, request_context)",
+        "await request_finished.send_async(",
+        "if not from_error_handler:",
+        'self.logger.exception("Request finalizing errored")',
+    ),
+    Quart.do_teardown_request: (
+        "names = [*(request_context or request_ctx).request.blueprints, None]",
+        "for function in reversed(self.teardown_request_funcs[name]):",
+        "await self.ensure_async(function)(exc)",
+        "await request_tearing_down.send_async(",
+    ),
+    Quart.do_teardown_appcontext: (
+        "for function in self.teardown_appcontext_funcs:",
+        "await self.ensure_async(function)(exc)",
+        "await appcontext_tearing_down.send_async(",
+    ),
+}
+
+
+def check_quart_shape() -> None:
+    """Refuse to start if a Quart method copied here changed (see the module doc)."""
+    missing = missing_texts(QUART_SHAPE)
+    if not hasattr(request_started, "receivers"):
+        missing.append("blinker Signal.receivers")
+    refuse_if_moved(missing, "Quart", "pooler.web.quart_pipeline")
+
+
+check_quart_shape()
