@@ -1,4 +1,5 @@
-"""Quart-trio's per-request pipeline without the signals nobody listens to.
+"""Quart-trio's per-request pipeline without the signals nobody listens to, and its URL
+adapter bound in one step.
 
 Quart sends six blinker signals on every request (`request_started`, `request_finished`,
 `request_tearing_down`, and for the app context it pushes per request `appcontext_pushed`,
@@ -15,12 +16,14 @@ outdated copy.
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Any
 
 from quart.app import Quart
 from quart.ctx import AppContext, RequestContext, _sentinel
 from quart.globals import _cv_app, request_ctx
+from quart.routing import QuartMap, _normalise_host
 from quart.signals import (
     appcontext_popped,
     appcontext_pushed,
@@ -30,8 +33,10 @@ from quart.signals import (
     request_tearing_down,
 )
 from quart.typing import ResponseReturnValue, ResponseTypes
+from quart.wrappers.base import BaseRequestWebsocket
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadHost, HTTPException
+from werkzeug.routing import Map, MapAdapter
 
 from pooler.dependency_shape import missing_texts, refuse_if_moved
 
@@ -68,10 +73,37 @@ class LeanAppContext(AppContext):
 
 
 class LeanQuartTrio(QuartTrio):
-    """QuartTrio, its per-request signals sent only to a receiver."""
+    """QuartTrio, its per-request signals sent only to a receiver and its URL adapter
+    bound in one step."""
 
     def app_context(self) -> AppContext:
         return LeanAppContext(self)
+
+    def create_url_adapter(self, request: BaseRequestWebsocket | None) -> MapAdapter | None:
+        """Quart's adapter for `request`, bound as `QuartMap.bind_to_request` and
+        `Map.bind` bind it when the app has no SERVER_NAME, subdomains or host matching
+        (the gateway's case): the request's own host, subdomain "", its host name
+        IDNA-encoded once per host (`_idna_host`) rather than per request."""
+        url_map = self.url_map
+        if (
+            request is None
+            or self.config["SERVER_NAME"] is not None
+            or self.subdomain_matching
+            or url_map.host_matching
+            or url_map.default_subdomain
+        ):
+            return super().create_url_adapter(request)
+        scheme = request.scheme
+        return MapAdapter(
+            url_map,
+            _idna_host(_normalise_host(scheme, request.host.lower())),
+            request.root_path,
+            "",
+            scheme,
+            request.path,
+            request.method,
+            request.query_string.decode(),
+        )
 
     async def full_dispatch_request(
         self, request_context: RequestContext | None = None
@@ -137,6 +169,19 @@ class LeanQuartTrio(QuartTrio):
 
 # What each copied method of Quart does, in Quart's own words: any of these gone (Quart
 # changed the method) and the copy above may be outdated.
+@functools.lru_cache(maxsize=64)
+def _idna_host(host: str) -> str:
+    """`host` as `Map.bind` makes it (its name IDNA-encoded, the port kept; BadHost if it
+    cannot be: a failure is not cached, so it is refused every time). A client varying
+    Host only churns the bounded cache."""
+    name, port_sep, port = host.lower().partition(":")
+    try:
+        name = name.encode("idna").decode("ascii")
+    except UnicodeError as e:
+        raise BadHost() from e
+    return f"{name}{port_sep}{port}"
+
+
 QUART_SHAPE: dict[Any, tuple[str, ...]] = {
     AppContext.push: (
         "self._cv_tokens.append(_cv_app.set(self))",
@@ -149,6 +194,32 @@ QUART_SHAPE: dict[Any, tuple[str, ...]] = {
         "await appcontext_popped.send_async(",
     ),
     Quart.app_context: ("return AppContext(self)",),
+    Quart.create_url_adapter: (
+        "(self.url_map.default_subdomain or None)",
+        "if not self.subdomain_matching",
+        "return self.url_map.bind_to_request(",
+        'request, subdomain, self.config["SERVER_NAME"]',
+    ),
+    QuartMap.bind_to_request: (
+        "host = request.host.lower()",
+        "host = _normalise_host(request.scheme, host)",
+        "if subdomain is None and not self.host_matching:",
+        'subdomain = ".".join(filter(None, request_host_parts[:offset]))',
+        "request.root_path,",
+        "request.scheme,",
+        "request.method,",
+        "request.path,",
+        "request.query_string.decode(),",
+    ),
+    Map.bind: (
+        "server_name = server_name.lower()",
+        'server_name, port_sep, port = server_name.partition(":")',
+        'server_name = server_name.encode("idna").decode("ascii")',
+        "raise BadHost() from e",
+        'f"{server_name}{port_sep}{port}",',
+        "script_name,\n            subdomain,\n            url_scheme,\n            path_info,\n"
+        "            default_method,\n            query_args,",
+    ),
     QuartTrio.full_dispatch_request: (
         "await request_started.send_async(self, _sync_wrapper=self.ensure_async)",
         "result = await self.preprocess_request(request_context)",
