@@ -200,12 +200,13 @@ class GatewayHTTPConnection(TrioASGIHTTPConnection):
         """Quart's request, its header names decoded once per process (`header_name`)."""
         scope = self.scope
         headers = Headers()
-        pairs = [("Remote-Addr", (scope.get("client") or ["<local>"])[0])]
-        append = pairs.append
-        clean = True
-        for name, value in scope["headers"]:
-            clean = clean and b"\n" not in value and b"\r" not in value
-            append((_header_name(name), value.decode("latin-1")))
+        raw = scope["headers"]
+        pairs = [
+            ("Remote-Addr", (scope.get("client") or ["<local>"])[0]),
+            *[(_header_name(name), value.decode("latin-1")) for name, value in raw],
+        ]
+        values = b"".join([value for _, value in raw])
+        clean = b"\n" not in values and b"\r" not in values
         if clean:
             # What `Headers.add` would store, without its per-value checks: no value here
             # holds a CR or LF (the one thing it refuses), and names and values are str.
