@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import functools
 import sys
+from inspect import CO_COROUTINE
+from types import FunctionType, MethodType
 from typing import Any
 
 from quart.app import Quart
 from quart.ctx import AppContext, RequestContext, _sentinel
 from quart.globals import _cv_app, request_ctx
 from quart.routing import QuartMap, _normalise_host
+from quart.sessions import SecureCookieSession, SecureCookieSessionInterface
 from quart.signals import (
     appcontext_popped,
     appcontext_pushed,
@@ -72,12 +75,36 @@ class LeanAppContext(AppContext):
             )
 
 
+class LeanSessionInterface(SecureCookieSessionInterface):
+    """Quart's cookie sessions; without a secret key (the gateway sets none: the console
+    keeps its own sessions) the null session at once, as Quart's request context would
+    make it after `open_session` returned None."""
+
+    async def open_session(
+        self, app: Quart, request: BaseRequestWebsocket
+    ) -> SecureCookieSession | None:
+        if not app.secret_key:
+            return self.null_session_class()
+        return await super().open_session(app, request)
+
+
 class LeanQuartTrio(QuartTrio):
-    """QuartTrio, its per-request signals sent only to a receiver and its URL adapter
-    bound in one step."""
+    """QuartTrio, its per-request signals sent only to a receiver, its URL adapter bound
+    in one step, and coroutine functions recognised without inspect's unwrapping."""
+
+    session_interface = LeanSessionInterface()
 
     def app_context(self) -> AppContext:
         return LeanAppContext(self)
+
+    def ensure_async(self, func: Any) -> Any:
+        # Quart asks this for the view and the session methods on every request; a plain
+        # coroutine function or method is what Quart's `iscoroutinefunction` accepts first,
+        # so it is returned as is without the check; anything else goes to Quart.
+        target = func.__func__ if type(func) is MethodType else func
+        if type(target) is FunctionType and target.__code__.co_flags & CO_COROUTINE:
+            return func
+        return super().ensure_async(func)
 
     def create_url_adapter(self, request: BaseRequestWebsocket | None) -> MapAdapter | None:
         """Quart's adapter for `request`, bound as `QuartMap.bind_to_request` and
@@ -110,7 +137,7 @@ class LeanQuartTrio(QuartTrio):
     ) -> ResponseTypes:
         try:
             if request_started.receivers:
-                await request_started.send_async(self, _sync_wrapper=self.ensure_async)  # type: ignore[arg-type]
+                await request_started.send_async(self, _sync_wrapper=self.ensure_async)
 
             result: ResponseReturnValue | HTTPException | None
             result = await self.preprocess_request(request_context)
@@ -132,7 +159,7 @@ class LeanQuartTrio(QuartTrio):
             if request_finished.receivers:
                 await request_finished.send_async(
                     self,
-                    _sync_wrapper=self.ensure_async,  # type: ignore[arg-type]
+                    _sync_wrapper=self.ensure_async,
                     response=response,
                 )
         except Exception:
@@ -152,7 +179,7 @@ class LeanQuartTrio(QuartTrio):
         if request_tearing_down.receivers:
             await request_tearing_down.send_async(
                 self,
-                _sync_wrapper=self.ensure_async,  # type: ignore[arg-type]
+                _sync_wrapper=self.ensure_async,
                 exc=exc,
             )
 
@@ -162,7 +189,7 @@ class LeanQuartTrio(QuartTrio):
         if appcontext_tearing_down.receivers:
             await appcontext_tearing_down.send_async(
                 self,
-                _sync_wrapper=self.ensure_async,  # type: ignore[arg-type]
+                _sync_wrapper=self.ensure_async,
                 exc=exc,
             )
 
@@ -194,6 +221,17 @@ QUART_SHAPE: dict[Any, tuple[str, ...]] = {
         "await appcontext_popped.send_async(",
     ),
     Quart.app_context: ("return AppContext(self)",),
+    Quart.ensure_async: ("if iscoroutinefunction(func):", "return func"),
+    RequestContext._push: (
+        "self.session = await self.app.ensure_async(session_interface.open_session)(",
+        "if self.session is None:",
+        "self.session = await session_interface.make_null_session(self.app)",
+    ),
+    SecureCookieSessionInterface.make_null_session: ("return self.null_session_class()",),
+    SecureCookieSessionInterface.open_session: (
+        "signer = self.get_signing_serializer(app)",
+        "if signer is None:\n            return None",
+    ),
     Quart.create_url_adapter: (
         "(self.url_map.default_subdomain or None)",
         "if not self.subdomain_matching",
