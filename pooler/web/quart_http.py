@@ -42,6 +42,9 @@ from quart_trio.asgi import TrioASGIHTTPConnection
 from quart_trio.wrappers.request import TrioBody, TrioRequest
 from werkzeug.datastructures import Headers
 from werkzeug.datastructures import headers as werkzeug_headers
+from werkzeug.sansio.request import Request as SansIORequest
+from werkzeug.sansio.utils import get_content_length
+from werkzeug.utils import cached_property
 
 from pooler.dependency_shape import missing_texts, refuse_if_moved
 from pooler.errors import BodyTooLarge, PoolerError
@@ -222,7 +225,17 @@ class GatewayHTTPConnection(TrioASGIHTTPConnection):
             path = urlsplit(path).path
         if root_path:
             path = path.removeprefix(root_path) if path.startswith(root_path) else " "
-        request = self.app.request_class(
+        request_class = self.app.request_class
+        request = request_class.__new__(request_class)
+        # werkzeug's `content_length` (a cached_property, which Quart's Request.__init__
+        # reads) set beforehand from the headers at hand: one first-wins dict, not two
+        # `Headers.get` scans (the second, for a Transfer-Encoding nearly never sent,
+        # lowers every name and raises and catches a KeyError). Names here are title case.
+        first = dict(reversed(headers._list))
+        request.__dict__["content_length"] = get_content_length(
+            first.get("Content-Length"), first.get("Transfer-Encoding")
+        )
+        request.__init__(  # type: ignore[misc]
             scope["method"],
             scope["scheme"],
             path,
@@ -295,8 +308,10 @@ def _header_name(raw: bytes) -> str:
 
 
 # What the request construction and `GatewayRequest.blueprint(s)` rely on: Headers keep
-# their (name, value) pairs in `_list` and refuse only a value with a CR or LF; Quart
-# derives a request's blueprints from its endpoint as `_blueprint_chain` does.
+# their (name, value) pairs in `_list` and refuse only a value with a CR or LF; a request's
+# `content_length` is werkzeug's function of its first two such headers, cached in the
+# instance's __dict__; Quart derives a request's blueprints from its endpoint as
+# `_blueprint_chain` does.
 HEADERS_SHAPE: dict[Any, tuple[str, ...]] = {
     Headers.__init__: ("self._list: list[tuple[str, str]] = []",),
     Headers.add: ("value_str = _str_header_value(value)", "self._list.append((key, value_str))"),
@@ -304,6 +319,12 @@ HEADERS_SHAPE: dict[Any, tuple[str, ...]] = {
         "if _newline_re.search(value) is not None:",
         "return value",
     ),
+    vars(SansIORequest)["content_length"].fget: (
+        "return get_content_length(",
+        'http_content_length=self.headers.get("Content-Length"),',
+        'http_transfer_encoding=self.headers.get("Transfer-Encoding"),',
+    ),
+    cached_property.__get__: ("value: _T = obj_dict.get(self.__name__, _missing)",),
     vars(BaseRequestWebsocket)["blueprint"].fget: ('return self.endpoint.rsplit(".", 1)[0]',),
     vars(BaseRequestWebsocket)["blueprints"].fget: (
         "if self.blueprint is not None:",
