@@ -75,8 +75,8 @@ APP_CONFIG = {
 
 
 class GatewayApp(LeanQuartTrio):
-    """The Quart-trio app, with the raw websocket handlers mounted by path (its per-request
-    signals sent only to a receiver: `pooler.web.quart_pipeline`)."""
+    """The Quart-trio app, with the raw websocket handlers mounted by path (Quart's
+    per-request pipeline trimmed where it did work for nobody: `pooler.web.quart_pipeline`)."""
 
     asgi_http_class = GatewayHTTPConnection
     request_class = GatewayRequest

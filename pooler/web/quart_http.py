@@ -200,7 +200,9 @@ class GatewayHTTPConnection(TrioASGIHTTPConnection):
     """One HTTP request: the handler runs in this task, its body unread until asked for."""
 
     def _create_request_from_scope(self, send: ASGISendCallable) -> GatewayRequest:
-        """Quart's request, its header names decoded once per process (`header_name`)."""
+        """Quart's request, its header names decoded once per process (`header_name`), its
+        header list and content length each built in one pass (werkzeug's `Headers.add`
+        re-checked every value; its content length scanned the headers twice)."""
         scope = self.scope
         headers = Headers()
         raw = scope["headers"]
@@ -209,8 +211,7 @@ class GatewayHTTPConnection(TrioASGIHTTPConnection):
             *[(_header_name(name), value.decode("latin-1")) for name, value in raw],
         ]
         values = b"".join([value for _, value in raw])
-        clean = b"\n" not in values and b"\r" not in values
-        if clean:
+        if b"\n" not in values and b"\r" not in values:
             # What `Headers.add` would store, without its per-value checks: no value here
             # holds a CR or LF (the one thing it refuses), and names and values are str.
             headers._list = pairs  # shape checked at import (HEADERS_SHAPE)
