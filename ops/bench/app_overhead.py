@@ -8,12 +8,17 @@ is the framework's own CPU per request, free of sockets, the upstream and the da
 (which the full bench adds in equal measure to both). A relayed SSE event costs the same
 on both by construction: a relay pushes each event through the server's `send`.
 
-    python ops/bench/app_overhead.py [--requests 20000] [--rounds 5]
+    python ops/bench/app_overhead.py [--requests 20000] [--rounds 5] [--calls]
+
+`--calls` adds the Python function calls per request of each app under cProfile, a
+figure that does not move with the machine's noise.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import statistics
 import sys
 import time
@@ -132,6 +137,27 @@ async def cpu_per_request(app: Any, requests: int) -> float:
     return elapsed / requests * 1e6
 
 
+async def calls_per_request(app: Any, requests: int) -> float:
+    """Python function calls per request under cProfile (after the same warm-up)."""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": BODY, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    for _ in range(200):
+        await app(scope(), receive, send)
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(requests):
+        await app(scope(), receive, send)
+    profile.disable()
+    table: dict[Any, tuple[Any, ...]] = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    calls: int = sum(entry[1] for entry in table.values())
+    return calls / requests
+
+
 async def main(args: argparse.Namespace) -> None:
     apps = {"raw": raw_app(), "quart": quart_app()}
     figures: dict[str, list[float]] = {name: [] for name in apps}
@@ -148,10 +174,14 @@ async def main(args: argparse.Namespace) -> None:
     print(f"| raw ASGI route table | {raw:.1f} µs |")
     print(f"| Quart-trio GatewayApp | {quart:.1f} µs |")
     print(f"| difference | {quart - raw:+.1f} µs |")
+    if args.calls:
+        for name, app in apps.items():
+            print(f"{name}: {await calls_per_request(app, 1000):.0f} Python calls per request")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls", action="store_true", help="count calls under cProfile too")
     trio.run(main, parser.parse_args())

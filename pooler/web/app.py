@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
-from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as MethodNotAllowedHTTP
 from werkzeug.exceptions import NotFound as NotFoundHTTP
@@ -47,6 +46,7 @@ from pooler.web.quart_http import (
     GatewayRequest,
     error_response,
 )
+from pooler.web.quart_pipeline import LeanQuartTrio
 from pooler.web.route_cache import cache_static_routes
 
 if TYPE_CHECKING:
@@ -74,8 +74,9 @@ APP_CONFIG = {
 }
 
 
-class GatewayApp(QuartTrio):
-    """The Quart-trio app, with the raw websocket handlers mounted by path."""
+class GatewayApp(LeanQuartTrio):
+    """The Quart-trio app, with the raw websocket handlers mounted by path (Quart's
+    per-request pipeline trimmed where it did work for nobody: `pooler.web.quart_pipeline`)."""
 
     asgi_http_class = GatewayHTTPConnection
     request_class = GatewayRequest

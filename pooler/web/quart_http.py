@@ -35,11 +35,18 @@ import orjson
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 from quart.formparser import FormDataParser
 from quart.globals import _cv_request
+from quart.helpers import _split_blueprint_path
 from quart.wrappers import Response
+from quart.wrappers.base import BaseRequestWebsocket
 from quart_trio.asgi import TrioASGIHTTPConnection
 from quart_trio.wrappers.request import TrioBody, TrioRequest
 from werkzeug.datastructures import Headers
+from werkzeug.datastructures import headers as werkzeug_headers
+from werkzeug.sansio.request import Request as SansIORequest
+from werkzeug.sansio.utils import get_content_length
+from werkzeug.utils import cached_property
 
+from pooler.dependency_shape import missing_texts, refuse_if_moved
 from pooler.errors import BodyTooLarge, PoolerError
 from pooler.web.asgi import ClientDisconnected, Receive, Scope, Send
 
@@ -157,6 +164,20 @@ class GatewayRequest(TrioRequest):
             stream_factory=in_memory_stream,
         )
 
+    # Quart reads `blueprints` three times a request (before-request, after-request and
+    # teardown functions), each time re-deriving it from the endpoint through three
+    # properties; the chain depends only on the endpoint, so it is computed once per
+    # endpoint (`_blueprint_chain`). Same values as Quart's (tests/unit/test_quart_hot_path.py).
+    @property
+    def blueprint(self) -> str | None:
+        rule = self.url_rule
+        return None if rule is None else _blueprint_chain(rule.endpoint)[0]
+
+    @property
+    def blueprints(self) -> list[str]:
+        rule = self.url_rule
+        return _NO_BLUEPRINTS if rule is None else _blueprint_chain(rule.endpoint)[1]
+
     async def wait_for_disconnect(self) -> None:
         """Return when the client goes away (call it once the body has been read; any
         body left unread is discarded)."""
@@ -179,13 +200,24 @@ class GatewayHTTPConnection(TrioASGIHTTPConnection):
     """One HTTP request: the handler runs in this task, its body unread until asked for."""
 
     def _create_request_from_scope(self, send: ASGISendCallable) -> GatewayRequest:
-        """Quart's request, its header names decoded once per process (`header_name`)."""
+        """Quart's request, its header names decoded once per process (`header_name`), its
+        header list and content length each built in one pass (werkzeug's `Headers.add`
+        re-checked every value; its content length scanned the headers twice)."""
         scope = self.scope
         headers = Headers()
-        headers["Remote-Addr"] = (scope.get("client") or ["<local>"])[0]
-        add = headers.add
-        for name, value in scope["headers"]:
-            add(_header_name(name), value.decode("latin-1"))
+        raw = scope["headers"]
+        pairs = [
+            ("Remote-Addr", (scope.get("client") or ["<local>"])[0]),
+            *[(_header_name(name), value.decode("latin-1")) for name, value in raw],
+        ]
+        values = b"".join([value for _, value in raw])
+        if b"\n" not in values and b"\r" not in values:
+            # What `Headers.add` would store, without its per-value checks: no value here
+            # holds a CR or LF (the one thing it refuses), and names and values are str.
+            headers._list = pairs  # shape checked at import (HEADERS_SHAPE)
+        else:
+            for name_str, value_str in pairs:
+                headers.add(name_str, value_str)  # raises as Quart's own request would
         if scope["http_version"] < "1.1":
             headers.setdefault("Host", self.app.config["SERVER_NAME"] or "")
         path = scope["path"]
@@ -194,7 +226,17 @@ class GatewayHTTPConnection(TrioASGIHTTPConnection):
             path = urlsplit(path).path
         if root_path:
             path = path.removeprefix(root_path) if path.startswith(root_path) else " "
-        request = self.app.request_class(
+        request_class = self.app.request_class
+        request = request_class.__new__(request_class)
+        # werkzeug's `content_length` (a cached_property, which Quart's Request.__init__
+        # reads) set beforehand from the headers at hand: one first-wins dict, not two
+        # `Headers.get` scans (the second, for a Transfer-Encoding nearly never sent,
+        # lowers every name and raises and catches a KeyError). Names here are title case.
+        first = dict(reversed(headers._list))
+        request.__dict__["content_length"] = get_content_length(
+            first.get("Content-Length"), first.get("Transfer-Encoding")
+        )
+        request.__init__(  # type: ignore[misc]
             scope["method"],
             scope["scheme"],
             path,
@@ -245,8 +287,49 @@ def json_response(
     return Response(orjson.dumps(payload), status=status, headers=headers)
 
 
+_NO_BLUEPRINTS: list[str] = []  # shared, like Quart's own lists: callers only read it
+
+
+@functools.lru_cache(maxsize=1024)
+def _blueprint_chain(endpoint: str) -> tuple[str | None, list[str]]:
+    """An endpoint's blueprint and its chain of blueprint names, innermost first, as
+    Quart's `BaseRequestWebsocket.blueprint` and `.blueprints` give them (endpoints are
+    the app's registered rules: the cache holds each once)."""
+    if "." not in endpoint:
+        return None, _NO_BLUEPRINTS
+    blueprint = endpoint.rsplit(".", 1)[0]
+    return blueprint, _split_blueprint_path(blueprint)
+
+
 @functools.lru_cache(maxsize=512)
 def _header_name(raw: bytes) -> str:
     """A header name as Quart's request keeps it (title case), decoded once per process
     (a bounded cache: a client inventing names cannot grow it)."""
     return raw.decode("latin-1").title()
+
+
+# What the request construction and `GatewayRequest.blueprint(s)` rely on: Headers keep
+# their (name, value) pairs in `_list` and refuse only a value with a CR or LF; a request's
+# `content_length` is werkzeug's function of its first two such headers, cached in the
+# instance's __dict__; Quart derives a request's blueprints from its endpoint as
+# `_blueprint_chain` does.
+HEADERS_SHAPE: dict[Any, tuple[str, ...]] = {
+    Headers.__init__: ("self._list: list[tuple[str, str]] = []",),
+    Headers.add: ("value_str = _str_header_value(value)", "self._list.append((key, value_str))"),
+    werkzeug_headers._str_header_value: (
+        "if _newline_re.search(value) is not None:",
+        "return value",
+    ),
+    vars(SansIORequest)["content_length"].fget: (
+        "return get_content_length(",
+        'http_content_length=self.headers.get("Content-Length"),',
+        'http_transfer_encoding=self.headers.get("Transfer-Encoding"),',
+    ),
+    cached_property.__get__: ("value: _T = obj_dict.get(self.__name__, _missing)",),
+    vars(BaseRequestWebsocket)["blueprint"].fget: ('return self.endpoint.rsplit(".", 1)[0]',),
+    vars(BaseRequestWebsocket)["blueprints"].fget: (
+        "if self.blueprint is not None:",
+        "return _split_blueprint_path(self.blueprint)",
+    ),
+}
+refuse_if_moved(missing_texts(HEADERS_SHAPE), "Quart or werkzeug", "pooler.web.quart_http")
