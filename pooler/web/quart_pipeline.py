@@ -194,8 +194,6 @@ class LeanQuartTrio(QuartTrio):
             )
 
 
-# What each copied method of Quart does, in Quart's own words: any of these gone (Quart
-# changed the method) and the copy above may be outdated.
 @functools.lru_cache(maxsize=64)
 def _idna_host(host: str) -> str:
     """`host` as `Map.bind` makes it (its name IDNA-encoded, the port kept; BadHost if it
@@ -209,6 +207,8 @@ def _idna_host(host: str) -> str:
     return f"{name}{port_sep}{port}"
 
 
+# What each copied method of Quart does, in Quart's own words: any of these gone (Quart
+# changed the method) and the copy above may be outdated.
 QUART_SHAPE: dict[Any, tuple[str, ...]] = {
     AppContext.push: (
         "self._cv_tokens.append(_cv_app.set(self))",
