@@ -27,7 +27,7 @@ def read(ticks: list[float], q: float) -> float:
     for lag in ticks:
         monitor.record(lag)
     buckets = {bound: float(count) for bound, count in monitor.histogram().cumulative()}
-    return gateway_lag.quantile(buckets, q)
+    return float(gateway_lag.quantile(buckets, q))
 
 
 TAILS = {
