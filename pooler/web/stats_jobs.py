@@ -5,7 +5,8 @@ minute behind; in the first `PREVIOUS_HOUR_GRACE_S` of an hour the previous hour
 recomputed too, for the rows written just after it ended (the LogWriter writes a row
 within a second or so). Rows can reach the database later than that (the LogWriter
 rides out a database outage with its buffer; another node's clock), so every ten minutes
-the last six hours are recomputed too: a row later than that is caught only by
+the six hours before the current one are recomputed too (the current one is the
+per-minute pass's): a row later than that is caught only by
 `pooler admin stats rebuild`. They run once per cluster, on the leader (`pooler.roles`);
 each pass is idempotent and takes the rollup lock, so a pass that overlaps a leader
 change (or a manual rebuild) is harmless.
@@ -25,7 +26,7 @@ from typing import Final
 
 from pooler.actors.scheduler import Job
 from pooler.db import Database
-from pooler.store.rollups import Recomputed, hour_of, recompute_recent
+from pooler.store.rollups import HOUR, Recomputed, hour_of, recompute_hours, recompute_recent
 
 RECENT_INTERVAL_S: Final = 60.0
 PREVIOUS_HOUR_GRACE_S: Final = 300.0
@@ -50,7 +51,10 @@ class StatsRollups:
         return await self._recompute(recent_hours(self._clock()))
 
     async def late(self) -> Recomputed:
-        return await self._recompute(LATE_HOURS)
+        """The LATE_HOURS hours before the current one."""
+        current = hour_of(self._clock())
+        first, last = current - LATE_HOURS * HOUR, current - HOUR
+        return await self.db.run(lambda conn: recompute_hours(conn, first, last))
 
     async def _recompute(self, hours: int) -> Recomputed:
         now = self._clock()

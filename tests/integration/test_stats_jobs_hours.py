@@ -1,7 +1,8 @@
-"""Which hours the per-minute rollup pass reads (issue 17): the current hour, and the
-previous one only in the first minutes after it ended; the late pass still covers six
-hours. A pass reads every raw row of the hours it recomputes, so a closed hour recomputed
-every minute was most of the job's database work."""
+"""Which hours the rollup passes read (issue 17): the per-minute one the current hour, and
+the previous one only in the first minutes after it ended; the ten-minute one the six
+hours before the current one (not the current one again). A pass reads every raw row of
+the hours it recomputes, so a closed hour recomputed every minute was most of the job's
+database work."""
 
 from __future__ import annotations
 
@@ -71,8 +72,12 @@ async def test_just_after_the_hour_the_previous_one_is_read_too(
     assert rollup_hours(rows_in_two_hours) == {HOUR - timedelta(hours=1): 2, HOUR: 1}
 
 
-async def test_the_late_pass_still_reads_six_hours(rows_in_two_hours: Database) -> None:
+async def test_the_late_pass_reads_the_six_hours_before_the_current_one(
+    rows_in_two_hours: Database,
+) -> None:
     stats = StatsRollups(rows_in_two_hours, clock=lambda: HOUR + timedelta(minutes=30))
     done = await stats.late()
     assert done.hours == LATE_HOURS
+    assert rollup_hours(rows_in_two_hours) == {HOUR - timedelta(hours=1): 2}
+    await stats.recent()
     assert rollup_hours(rows_in_two_hours) == {HOUR - timedelta(hours=1): 2, HOUR: 1}
