@@ -5,10 +5,17 @@ chunks rarely shrinks on its own: after ten requests whose bodies decoded to 40 
 gateway (with the emulator, in one test process) stayed at 536 MB against 96 MB before,
 though nothing referenced the memory; `malloc_trim(0)` brought it back to 98 MB.
 
-A scheduled pass reads how much free memory the heaps hold (`mallinfo2`, microseconds) and
-the resident size, and trims when both are a threshold above where the last trim left
-them: a quiet process is never trimmed twice for nothing, and the pass (milliseconds on a
-large heap) runs only after large bodies came and went. Blocks of 1 MiB or more are mapped
+A scheduled pass reads the resident size, on the loop (one read of /proc/self/statm), and
+only when the process grew a threshold above where the last trim (or start-up) left it,
+in a thread, how much free memory the heaps hold (`mallinfo2`), trimming when that is a
+threshold too: a quiet process is never trimmed twice for nothing, and the trim
+(milliseconds on a large heap) runs only after large bodies came and went. Both
+`mallinfo2` and `malloc_trim` walk an arena's free chunks holding its lock, and the loop
+thread allocates from the same main arena, so "in a thread" does not keep them off the
+loop: a process that did not grow pays neither, nor the thread's hand-off (issue 17: a
+pass every 10 s, ~0.3 ms of CPU in the thread, was in the window of some of the slowest
+c=1 requests). A trim waits for a pass when no request is in flight (`busy`), for at
+most `MAX_DEFERRED_PASSES` passes. Blocks of 1 MiB or more are mapped
 on their own (`map_large_blocks`), so a large body's memory goes back when it is freed,
 without waiting for a trim. Without glibc (musl, macOS) neither does anything.
 """
@@ -26,6 +33,7 @@ import trio
 log = logging.getLogger("pooler.heap_trim")
 
 TRIM_INTERVAL_S = 10.0
+MAX_DEFERRED_PASSES = 6  # a trim waits for an idle moment at most a minute
 TRIM_ABOVE_BYTES = 16 * 1024 * 1024
 PAGE_SIZE = 4096
 # Blocks this large are mapped on their own and unmapped when freed (see
@@ -107,13 +115,44 @@ def _rss() -> int:
 
 
 class HeapTrimmer:
-    def __init__(self, probes: HeapProbes | None = None, threshold: int = TRIM_ABOVE_BYTES) -> None:
+    """`busy`: whether requests are in flight now (a trim then waits for a later pass)."""
+
+    def __init__(
+        self,
+        probes: HeapProbes | None = None,
+        threshold: int = TRIM_ABOVE_BYTES,
+        busy: Callable[[], bool] | None = None,
+    ) -> None:
         if probes is None:  # this process's own heap
             map_large_blocks()
         self._probes = probes if probes is not None else glibc_probes()
         self.threshold = threshold
+        self.busy = busy
+        self.deferred = 0
         self.rss_after_last_trim = 0
         self.trims = 0
+        self.looks = 0  # passes that read the heaps' statistics (in a thread)
+        if self._probes is not None:
+            try:  # start-up is the first "last trim": growth is counted from here
+                self.rss_after_last_trim = self._probes.rss()
+            except OSError:
+                self._probes = None
+
+    def grown(self) -> bool:
+        """Whether the process grew a threshold since the last trim (cheap: no heap walk)."""
+        probes = self._probes
+        if probes is None:
+            return False
+        try:
+            rss = probes.rss()
+        except OSError as exc:
+            log.warning("heap trimming stopped: %s", exc)
+            self._probes = None
+            return False
+        if rss - self.rss_after_last_trim >= self.threshold:
+            return True
+        self.rss_after_last_trim = min(self.rss_after_last_trim, rss)
+        return False
 
     def trim_if_worth_it(self) -> bool:
         probes = self._probes
@@ -121,6 +160,7 @@ class HeapTrimmer:
             return False
         try:
             rss = probes.rss()
+            self.looks += 1
             if not should_trim(probes.free_bytes(), rss, self.rss_after_last_trim, self.threshold):
                 self.rss_after_last_trim = min(self.rss_after_last_trim, rss)
                 return False
@@ -134,5 +174,14 @@ class HeapTrimmer:
         return True
 
     async def run(self) -> None:
-        """One scheduled pass, in a thread: a trim of a large heap takes milliseconds."""
+        """One scheduled pass: the heap is looked at (and trimmed), in a thread, only when
+        the process grew, and while requests are in flight only once it waited
+        `MAX_DEFERRED_PASSES` passes for a moment without."""
+        if not self.grown():
+            self.deferred = 0
+            return
+        if self.busy is not None and self.busy() and self.deferred < MAX_DEFERRED_PASSES:
+            self.deferred += 1
+            return
+        self.deferred = 0
         await trio.to_thread.run_sync(self.trim_if_worth_it)
