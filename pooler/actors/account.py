@@ -42,7 +42,7 @@ from pooler.routing.evidence import (
     usage_limit_evidence,
 )
 from pooler.routing.lifecycle import Event, IllegalTransition, Lifecycle, follow, transition
-from pooler.routing.snapshot import AccountSnapshot
+from pooler.routing.snapshot import AccountSnapshot, updated
 from pooler.upstream.http1 import UpstreamPool
 from pooler.upstream.websocket import (
     ACCOUNT_CRASHED,
@@ -293,7 +293,7 @@ class AccountActor(Actor[Any]):
             changes["blocked_until"] = changes["demoted_until"] = None
         if kind in m.DEMOTING_KINDS and settings.demotion_seconds > 0:
             changes["demoted_until"] = now + settings.demotion_seconds
-        snap = replace(self.state.snapshot, **changes)
+        snap = updated(self.state.snapshot, changes)
         if probe is not None:
             self._count(route_class, probe, kind, now, settings)
         # An UNAUTHORIZED release needs nothing here: the handler follows it with RefreshNow
@@ -381,7 +381,7 @@ class AccountActor(Actor[Any]):
     # --- effects -----------------------------------------------------------------------
 
     def _set(self, **changes: Any) -> None:
-        self._publish(replace(self.state.snapshot, **changes))
+        self._publish(updated(self.state.snapshot, changes))
 
     def _publish(self, snapshot: AccountSnapshot) -> None:
         circuits = self.state.circuits

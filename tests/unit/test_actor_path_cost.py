@@ -8,6 +8,7 @@ from __future__ import annotations
 import cProfile
 import os
 import pstats
+from dataclasses import replace
 
 import pytest
 
@@ -18,7 +19,7 @@ from pooler.crypto import key_digest
 from pooler.emulator.usage import WindowView, rate_limit_headers
 from pooler.protocol.ratelimit import parse_rate_limit_headers
 from pooler.routing.evidence import apply_evidence
-from pooler.routing.snapshot import AccountSnapshot
+from pooler.routing.snapshot import AccountSnapshot, updated
 from pooler.upstream.http1 import UpstreamPool
 from pooler.web.keys import KeyCache
 
@@ -114,7 +115,10 @@ async def test_an_answer_with_quota_headers_copies_the_snapshot_once() -> None:
     headers = quota_headers(3.0)
     before = actor.state.snapshot
     profile = await release_each(actor, [m.Outcome(m.OK, 200, headers)], clock)
-    assert calls(profile, "dataclasses.py", "replace") == 1  # was 2: evidence, then outcome
+    # One copy (was two, by dataclasses.replace: the evidence's, then the outcome's).
+    copies = calls(profile, "dataclasses.py", "replace")
+    copies += calls(profile, "pooler/routing/snapshot.py", "updated")
+    assert copies == 1
     evidence = parse_rate_limit_headers(headers, NOW)
     assert evidence is not None
     expected = apply_evidence(before, evidence, NOW)
@@ -124,6 +128,16 @@ async def test_an_answer_with_quota_headers_copies_the_snapshot_once() -> None:
         expected.secondary,
         expected.has_credits,
     )
+
+
+def test_updated_is_replace() -> None:
+    old = AccountSnapshot(account_id="a", label="A", in_flight=2, models=frozenset({"m"}))
+    changes: dict[str, object] = {"in_flight": 3, "blocked_until": 5.0, "label": "B"}
+    new = updated(old, changes)
+    assert new == replace(old, **changes)  # type: ignore[arg-type]
+    assert old.in_flight == 2 and new.models is old.models
+    with pytest.raises(AttributeError):
+        updated(old, {"no_such_field": 1})
 
 
 @pytest.mark.parametrize("secret_len", [16, 32, 64, 65, 100])
