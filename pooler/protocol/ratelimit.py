@@ -72,10 +72,12 @@ def parse_rate_limit_headers(
 
 class HeaderMemo:
     """`parse_rate_limit_headers` for one account's answers, which repeat the same quota
-    headers until its usage moves: the block parsed last is not parsed again (a tuple
-    compare instead of the parse, on every answer). Only a block whose reading does not
-    depend on `now` is kept: one whose resets are all given as `-reset-at` (a reset given
-    only as `-reset-after-seconds` is relative to the moment it is read)."""
+    headers until its usage moves: a block whose quota headers are those of the block
+    parsed last is not parsed again (a compare instead of the parse, on every answer).
+    Headers the parse never reads may differ (`x-request-id` does on every answer). Only
+    a reading that does not depend on `now` is kept: one whose resets are all given as
+    `-reset-at` (a reset given only as `-reset-after-seconds` is relative to the moment
+    it is read)."""
 
     __slots__ = ("_evidence", "_headers", "parses")
 
@@ -87,13 +89,35 @@ class HeaderMemo:
     def parse(
         self, headers: tuple[tuple[bytes, bytes], ...], now: float
     ) -> RateLimitSnapshot | None:
-        if headers == self._headers:
+        last = self._headers
+        if last is not None and _same_quota(last, headers):
+            self._headers = headers
             return self._evidence
         self.parses += 1
         evidence, relative = _parse_headers(headers, now)
         self._headers = None if relative else headers
         self._evidence = evidence
         return evidence
+
+
+# Every header name the parse reads holds one of these (lowercased): `-primary-*`,
+# `-secondary-*`, `-limit-name`, `-active-limit`, `-credits-*`.
+_READ_MARKS = (b"ary-", b"-limit", b"-credits-")
+
+
+def _same_quota(old: tuple[tuple[bytes, bytes], ...], new: tuple[tuple[bytes, bytes], ...]) -> bool:
+    """The two blocks read the same: header for header, equal, or of the same name and a
+    name the parse never reads."""
+    if len(old) != len(new):
+        return False
+    for a, b in zip(old, new, strict=True):
+        if a != b:
+            if a[0] != b[0]:
+                return False
+            name = a[0].lower()
+            if any(mark in name for mark in _READ_MARKS):
+                return False
+    return True
 
 
 def _parse_headers(

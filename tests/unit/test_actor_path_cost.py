@@ -99,6 +99,26 @@ async def test_repeated_quota_headers_are_parsed_once() -> None:
     assert actor.state.snapshot.primary.used_percent == 4.0
 
 
+async def test_headers_the_parse_never_reads_may_change() -> None:
+    """Every answer has its own `x-request-id`: the quota headers are still parsed once;
+    a quota header that changes, or a block in another order, is parsed again."""
+    clock = [NOW]
+    actor = account_actor(clock)
+    quota = quota_headers(3.0)
+
+    def answer(request_id: bytes, block: tuple[tuple[bytes, bytes], ...] = quota) -> m.Outcome:
+        return m.Outcome(m.OK, 200, ((b"x-request-id", request_id), *block))
+
+    profile = await release_each(actor, [answer(b"r1"), answer(b"r2"), answer(b"r3")], clock)
+    assert calls(profile, "pooler/protocol/ratelimit.py", "_families") == 1
+    changed = tuple((n, b"1700000000") if n.endswith(b"-reset-at") else (n, v) for n, v in quota)
+    reordered = (quota[1], quota[0], *quota[2:])
+    profile = await release_each(actor, [answer(b"r4", changed), answer(b"r5", reordered)], clock)
+    assert calls(profile, "pooler/protocol/ratelimit.py", "_families") == 2
+    primary = actor.state.snapshot.primary
+    assert primary is not None and primary.reset_at == int(NOW) + 9000  # the reordered one
+
+
 async def test_headers_read_relative_to_now_are_parsed_every_time() -> None:
     clock = [NOW]
     actor = account_actor(clock)
