@@ -8,12 +8,18 @@ from __future__ import annotations
 import cProfile
 import os
 import pstats
+from collections import Counter
 from dataclasses import replace
+from typing import Any
 
 import pytest
+import trio
+import trio.lowlevel
+import trio.testing
 
 from pooler.actors import messages as m
 from pooler.actors.account import AccountActor, AccountState, Credentials, RefreshResult
+from pooler.actors.pool import PoolSupervisor
 from pooler.actors.runtime import Mailbox
 from pooler.crypto import key_digest
 from pooler.emulator.usage import WindowView, rate_limit_headers
@@ -21,7 +27,11 @@ from pooler.protocol.ratelimit import parse_rate_limit_headers
 from pooler.routing.evidence import apply_evidence
 from pooler.routing.snapshot import AccountSnapshot, updated
 from pooler.upstream.http1 import UpstreamPool
+from pooler.web.attempts import Attempt, run_attempts
 from pooler.web.keys import KeyCache
+from pooler.web.leasing import LeaseAttempts, continuity_digest, pin
+from pooler.web.request_record import RequestRecord
+from tests.unit.test_attempts import POOL, open_pool
 
 NOW = 1_800_000_000.0
 
@@ -178,3 +188,51 @@ def test_a_key_check_builds_no_hmac_object() -> None:
     profile.disable()
     assert calls(profile, "hmac.py", "__init__") == 0
     assert calls(profile, "hmac.py", "new") == 0
+
+
+class ActorSteps(trio.abc.Instrument):
+    """Task steps of the actors' tasks (found by their `serve` frames), per actor class."""
+
+    def __init__(self) -> None:
+        self.steps: Counter[str] = Counter()
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        coro: Any = task.coro
+        while coro is not None:  # down the chain of awaits (coroutines, generators)
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if frame is not None and frame.f_code.co_name == "serve":
+                actor = frame.f_locals.get("self")
+                if isinstance(actor, AccountActor | PoolSupervisor):
+                    self.steps[type(actor).__name__] += 1
+                    return
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+
+
+async def test_a_request_wakes_each_actor_twice() -> None:
+    """One request, lease to release with its quota headers and the hard pin of its
+    response id: two steps of the supervisor (the lease request, the pin) and two of the
+    account (the offer, the release), nothing more (no reply awaited by an actor)."""
+    requests = 20
+    async with open_pool() as pool:
+        gw = pool.gw
+
+        async def exchange(attempt: Attempt) -> None:
+            await trio.lowlevel.checkpoint()
+            key = continuity_digest("response", attempt.record.account_id)
+            pin(gw.pool_mailbox, POOL, (key,), attempt.lease.account_id, hard=True)
+            attempt.ended(m.Outcome(m.OK, 200, ((b"x-request-id", b"r"), *quota_headers(3.0))))
+
+        steps = ActorSteps()
+        trio.lowlevel.add_instrument(steps)
+        try:
+            for _ in range(requests):
+                record = RequestRecord("r", "responses", "http")
+                await run_attempts(gw, LeaseAttempts(POOL, ()), record, exchange, budget=3)
+                with trio.fail_after(5):
+                    await trio.testing.wait_all_tasks_blocked()
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+        await pool.settled()
+        assert steps.steps == {"PoolSupervisor": 2 * requests, "AccountActor": 2 * requests}
+        for handle in pool.supervisor.accounts.values():
+            assert handle.actor.quota_headers.parses <= 1  # parsed once per account
