@@ -33,11 +33,16 @@ from pooler.actors.account_state import (
 from pooler.actors.account_tokens import REFRESH_RETRY_FIRST_S, AccountTokens
 from pooler.actors.runtime import Actor, Mailbox
 from pooler.instance_settings import InstanceSettings
-from pooler.protocol.ratelimit import RateLimitSnapshot, parse_rate_limit_headers
+from pooler.protocol.ratelimit import HeaderMemo, RateLimitSnapshot
 from pooler.routing.circuit import Circuit, CircuitSettings
-from pooler.routing.evidence import apply_evidence, reports_windows, usage_limit_evidence
+from pooler.routing.evidence import (
+    apply_evidence,
+    evidence_changes,
+    reports_windows,
+    usage_limit_evidence,
+)
 from pooler.routing.lifecycle import Event, IllegalTransition, Lifecycle, follow, transition
-from pooler.routing.snapshot import AccountSnapshot
+from pooler.routing.snapshot import AccountSnapshot, updated
 from pooler.upstream.http1 import UpstreamPool
 from pooler.upstream.websocket import (
     ACCOUNT_CRASHED,
@@ -102,6 +107,7 @@ class AccountActor(Actor[Any]):
         self._polling = False
         self._nursery: trio.Nursery | None = None
         self._websockets: set[UpstreamWebsocket] = set()  # open upstream sockets, by holder
+        self.quota_headers = HeaderMemo()  # the quota headers of its answers, parsed once
         self.handlers = {
             m.Offer: self._offered,
             m.Confirm: self._confirm_message,
@@ -253,9 +259,13 @@ class AccountActor(Actor[Any]):
         if outcome.rate_limits is not None:
             self._learn(outcome.rate_limits, now, source="event", publish=False)
         scoped_limit = False
-        evidence = parse_rate_limit_headers(outcome.headers, now) if outcome.headers else None
+        evidence = self.quota_headers.parse(outcome.headers, now) if outcome.headers else None
+        # One copy of the snapshot for the evidence and the outcome, not one each.
+        changes: dict[str, Any] = {"in_flight": len(self.state.leases)}
         if evidence is not None:
-            self._learn(evidence, now, source="headers", publish=False)
+            changes.update(evidence_changes(self.state.snapshot, evidence, now))
+            if self._persist_quota is not None:
+                self._persist_quota(self.state.snapshot.account_id, evidence, now, "headers")
             # A 429 for one model's own limit (`x-codex-active-limit` names an extra
             # family the headers report): that family blocks the model, not the account.
             active = (evidence.active_limit or "").lower().replace("-", "_")
@@ -273,7 +283,6 @@ class AccountActor(Actor[Any]):
             # nodes keep off it too (DESIGN §11) rather than each meeting a 429 of its own.
             out = usage_limit_evidence(self.state.snapshot, outcome.resets_at)
             self._persist_quota(self.state.snapshot.account_id, out, now, "error")
-        changes: dict[str, Any] = {"in_flight": len(self.state.leases)}  # one copy, not three
         settings = self._settings()
         kind = outcome.kind
         if kind == m.USAGE_LIMIT and not scoped_limit:
@@ -284,7 +293,7 @@ class AccountActor(Actor[Any]):
             changes["blocked_until"] = changes["demoted_until"] = None
         if kind in m.DEMOTING_KINDS and settings.demotion_seconds > 0:
             changes["demoted_until"] = now + settings.demotion_seconds
-        snap = replace(self.state.snapshot, **changes)
+        snap = updated(self.state.snapshot, changes)
         if probe is not None:
             self._count(route_class, probe, kind, now, settings)
         # An UNAUTHORIZED release needs nothing here: the handler follows it with RefreshNow
@@ -372,7 +381,7 @@ class AccountActor(Actor[Any]):
     # --- effects -----------------------------------------------------------------------
 
     def _set(self, **changes: Any) -> None:
-        self._publish(replace(self.state.snapshot, **changes))
+        self._publish(updated(self.state.snapshot, changes))
 
     def _publish(self, snapshot: AccountSnapshot) -> None:
         circuits = self.state.circuits

@@ -18,6 +18,7 @@ from typing import Any
 __all__ = [
     "DEFAULT_FAMILY",
     "Credits",
+    "HeaderMemo",
     "RateLimitSnapshot",
     "ReportedWindow",
     "credits_from_json",
@@ -66,18 +67,77 @@ def parse_rate_limit_headers(
     headers: Iterable[tuple[bytes, bytes]], now: float
 ) -> RateLimitSnapshot | None:
     """The snapshot in a response's headers; None when no window or credits parse."""
+    return _parse_headers(headers, now)[0]
+
+
+class HeaderMemo:
+    """`parse_rate_limit_headers` for one account's answers, which repeat the same quota
+    headers until its usage moves: a block whose quota headers are those of the block
+    parsed last is not parsed again (a compare instead of the parse, on every answer).
+    Headers the parse never reads may differ (`x-request-id` does on every answer). Only
+    a reading that does not depend on `now` is kept: one whose resets are all given as
+    `-reset-at` (a reset given only as `-reset-after-seconds` is relative to the moment
+    it is read)."""
+
+    __slots__ = ("_evidence", "_headers", "parses")
+
+    def __init__(self) -> None:
+        self._headers: tuple[tuple[bytes, bytes], ...] | None = None
+        self._evidence: RateLimitSnapshot | None = None
+        self.parses = 0  # how many blocks were parsed (not taken from the memo)
+
+    def parse(
+        self, headers: tuple[tuple[bytes, bytes], ...], now: float
+    ) -> RateLimitSnapshot | None:
+        last = self._headers
+        if last is not None and _same_quota(last, headers):
+            self._headers = headers
+            return self._evidence
+        self.parses += 1
+        evidence, relative = _parse_headers(headers, now)
+        self._headers = None if relative else headers
+        self._evidence = evidence
+        return evidence
+
+
+# Every header name the parse reads holds one of these (lowercased): `-primary-*`,
+# `-secondary-*`, `-limit-name`, `-active-limit`, `-credits-*`.
+_READ_MARKS = (b"ary-", b"-limit", b"-credits-")
+
+
+def _same_quota(old: tuple[tuple[bytes, bytes], ...], new: tuple[tuple[bytes, bytes], ...]) -> bool:
+    """The two blocks read the same: header for header, equal, or of the same name and a
+    name the parse never reads."""
+    if len(old) != len(new):
+        return False
+    for a, b in zip(old, new, strict=True):
+        if a != b:
+            if a[0] != b[0]:
+                return False
+            name = a[0].lower()
+            if any(mark in name for mark in _READ_MARKS):
+                return False
+    return True
+
+
+def _parse_headers(
+    headers: Iterable[tuple[bytes, bytes]], now: float
+) -> tuple[RateLimitSnapshot | None, bool]:
+    """The snapshot, and whether it depends on `now` (a reset read from `-reset-after-*`)."""
     x: dict[bytes, bytes] = {}
     for name, value in headers:
         if name[:2].lower() == b"x-":
             x.setdefault(name.lower(), value)
     windows: dict[str, tuple[ReportedWindow | None, ReportedWindow | None]] = {}
     names: dict[str, str] = {}
+    relative = False
     for prefix in _families(x):
         family = _family_id(prefix)
         if family is None or family in windows:
             continue
-        primary = _header_window(x, prefix + b"-primary", now)
-        secondary = _header_window(x, prefix + b"-secondary", now)
+        primary, rel_p = _header_window(x, prefix + b"-primary", now)
+        secondary, rel_s = _header_window(x, prefix + b"-secondary", now)
+        relative = relative or rel_p or rel_s
         pair = (primary, secondary)
         if pair != (None, None):
             windows[family] = pair
@@ -86,11 +146,11 @@ def parse_rate_limit_headers(
                 names[family] = label
     credits = _header_credits(x)
     if not windows and credits is None:
-        return None
+        return None, relative
     primary, secondary = windows.pop(DEFAULT_FAMILY, (None, None))
     names.pop(DEFAULT_FAMILY, None)
     active = _text(x.get(b"x-codex-active-limit"))
-    return RateLimitSnapshot(primary, secondary, credits, windows, None, active, names)
+    return RateLimitSnapshot(primary, secondary, credits, windows, None, active, names), relative
 
 
 def parse_rate_limits_event(event: Mapping[str, Any], now: float) -> RateLimitSnapshot | None:
@@ -171,18 +231,23 @@ def normalize_family(name: str) -> str | None:
     return name.strip().lower().replace("-", "_") or None
 
 
-def _header_window(x: dict[bytes, bytes], stem: bytes, now: float) -> ReportedWindow | None:
+def _header_window(
+    x: dict[bytes, bytes], stem: bytes, now: float
+) -> tuple[ReportedWindow | None, bool]:
+    """The window, and whether its reset was read relative to `now`."""
     used = number_or_none(x.get(stem + b"-used-percent"))
     if used is None:
-        return None
+        return None, False
     minutes = _whole(x.get(stem + b"-window-minutes"))
     reset_at = number_or_none(x.get(stem + b"-reset-at"))
+    relative = False
     if reset_at is None:
         after = number_or_none(x.get(stem + b"-reset-after-seconds"))
+        relative = after is not None
         reset_at = None if after is None else now + after
     if used == 0 and not minutes and reset_at is None:
-        return None  # §5: a window is present only if it says something
-    return ReportedWindow(used, minutes, reset_at)
+        return None, False  # §5: a window is present only if it says something
+    return ReportedWindow(used, minutes, reset_at), relative
 
 
 def _header_credits(x: dict[bytes, bytes]) -> Credits | None:

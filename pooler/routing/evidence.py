@@ -38,6 +38,14 @@ def _newer(current: WindowState | None, observed_at: float) -> bool:
 def apply_evidence(
     snapshot: AccountSnapshot, evidence: RateLimitSnapshot, observed_at: float
 ) -> AccountSnapshot:
+    changes = evidence_changes(snapshot, evidence, observed_at)
+    return replace(snapshot, **changes) if changes else snapshot  # type: ignore[arg-type]
+
+
+def evidence_changes(
+    snapshot: AccountSnapshot, evidence: RateLimitSnapshot, observed_at: float
+) -> dict[str, object]:
+    """The snapshot fields the evidence changes (for one `replace` with other changes)."""
     primary, secondary = _pair(evidence.primary, evidence.secondary)
     changes: dict[str, object] = {}
     if primary is not None and _newer(snapshot.primary, observed_at):
@@ -61,7 +69,7 @@ def apply_evidence(
                 window_state(s, observed_at) or (old.secondary if old else None),
             )
         changes["scoped"] = tuple(scoped.values())
-    return replace(snapshot, **changes) if changes else snapshot  # type: ignore[arg-type]
+    return changes
 
 
 def usage_limit_evidence(snapshot: AccountSnapshot, resets_at: float) -> RateLimitSnapshot:

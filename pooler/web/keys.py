@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pooler.crypto import key_digest
 from pooler.errors import ApiKeyInvalid, ApiKeyMissing, PoolDisabled
 from pooler.routing.snapshot import normalize_scope
 from pooler.store.models import KeyEntry, Pool
@@ -51,11 +51,37 @@ def pool_info(pool: Pool) -> PoolInfo:
     return PoolInfo(str(pool.id), pool.name, pool.status, bool(pool.v1_enabled))
 
 
+_BLOCK = 64  # SHA-256's block size, in bytes
+
+
+class KeyedDigest:
+    """`pooler.crypto.key_digest(secret, raw)` (HMAC-SHA256, RFC 2104) with the secret's
+    two padded hash states computed once: per key checked, two copies and two updates in
+    C instead of an `hmac.HMAC` built from scratch (its pads re-derived from the secret on
+    every request). It holds only what the secret derives, never a raw key."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, secret_key: bytes) -> None:
+        if len(secret_key) > _BLOCK:
+            secret_key = hashlib.sha256(secret_key).digest()
+        padded = secret_key.ljust(_BLOCK, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
+
+    def __call__(self, raw: str) -> bytes:
+        inner = self._inner.copy()
+        inner.update(raw.encode())
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
 class KeyCache:
     """digest -> key; replaced whole on every configuration reload."""
 
     def __init__(self, secret_key: bytes) -> None:
-        self._secret = secret_key
+        self._digest = KeyedDigest(secret_key)
         self._keys: dict[bytes, KeyInfo] = {}
         self._pools: dict[str, PoolInfo] = {}
         # key id -> its current display prefix, for the keys that authenticate now
@@ -85,7 +111,7 @@ class KeyCache:
         return self._valid.get(key.key_id) == key.prefix
 
     def digest(self, raw: str) -> bytes:
-        return key_digest(self._secret, raw)
+        return self._digest(raw)
 
     def authenticate(self, authorization: bytes | None) -> tuple[KeyInfo, PoolInfo]:
         if not authorization:
