@@ -6,17 +6,28 @@ pump (each costs memory per held session, and a task hop per frame). Control fra
 handled on the way: a ping is answered, a pong wakes `ping()`, a close is answered and
 ends the connection. Writers (the client→upstream pump, keepalive pings, the close) share
 one lock.
+
+A held session idles in its read, so what the read keeps matters (`ops/bench/idle_memory.py
+--kind websocket`). Over plain TCP it waits for the socket with `trio.lowlevel.wait_readable`
+and makes one recv(2) on the socket trio wraps, as `pooler.upstream.http1._read` does:
+`SocketStream.receive_some`'s layers (three coroutines and a context manager) are not kept
+for as long as the session idles (this reaches into trio's socket, `_sock`: the module
+refuses to load if it moved). The wsproto connection's event queue is cut down
+(`pooler.wsproto_lean`).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import ssl
 from collections.abc import Sequence
+from socket import socket
 from typing import cast
 from urllib.parse import urlsplit
 
 import trio
+from trio import _socket as _trio_socket
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
@@ -33,9 +44,25 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError
 
+from pooler.dependency_shape import missing_texts, refuse_if_moved
+from pooler.wsproto_lean import lean_events
+
 RECEIVE_SIZE = 64 * 1024
 MAX_REJECTION_BODY = 64 * 1024
 Headers = Sequence[tuple[bytes, bytes]]
+_CLOSED_ERRNOS = (errno.EBADF, errno.ENOTSOCK)  # as trio's SocketStream reads them
+
+# `_receive` reads the socket a `trio.SocketStream` wraps, as its `receive_some` does.
+refuse_if_moved(
+    missing_texts(
+        {
+            _trio_socket._SocketType.__init__: ("self._sock = sock",),
+            trio.SocketStream.receive_some: ("self.socket.recv(max_bytes)",),
+        }
+    ),
+    "trio",
+    "pooler.upstream.ws_client",
+)
 
 
 class WebsocketClosed(Exception):
@@ -70,7 +97,13 @@ class ClientWebsocket:
     ) -> None:
         self.handshake_headers = handshake_headers
         self._stream = stream
-        self._protocol = protocol
+        # The socket itself, read directly (`_receive`), when the stream is plain TCP.
+        self._plain: socket | None = (
+            stream.socket._sock  # type: ignore[attr-defined]
+            if type(stream) is trio.SocketStream
+            else None
+        )
+        self._protocol = lean_events(protocol)
         self._max_message_size = max_message_size
         self._send_lock = trio.Lock()
         self._parts: list[str] | list[bytes] = []
@@ -92,7 +125,7 @@ class ClientWebsocket:
             if self.is_closed:
                 raise WebsocketClosed(self.close_code)
             try:
-                data = await self._stream.receive_some(RECEIVE_SIZE)
+                data = await self._receive()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
             if not data:
@@ -103,6 +136,35 @@ class ClientWebsocket:
             except RemoteProtocolError:
                 await self._abort()
                 raise WebsocketClosed(1002) from None
+
+    def take_handshake_headers(self) -> list[tuple[bytes, bytes]]:
+        """The 101's headers, once: a held session does not keep them (the upstream's
+        x-codex headers run to ~2 KiB)."""
+        headers, self.handshake_headers = self.handshake_headers, []
+        return headers
+
+    async def _receive(self) -> bytes | bytearray:
+        """One read of up to RECEIVE_SIZE bytes (b"" at EOF), with `receive_some`'s errors.
+
+        Over plain TCP: wait until the socket is readable, then one recv(2) (see the
+        module doc). The reader asks only once the bytes it had are parsed, so trying the
+        recv(2) first would mostly fail (and cost a system call) on an idle session."""
+        sock = self._plain
+        if sock is None:
+            return await self._stream.receive_some(RECEIVE_SIZE)
+        if sock.fileno() == -1:  # closed: no fd to wait on
+            raise trio.ClosedResourceError("this socket was already closed")
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(sock)
+                try:
+                    return sock.recv(RECEIVE_SIZE)
+                except BlockingIOError:  # woken with nothing to read after all
+                    pass
+        except OSError as exc:  # as trio's SocketStream translates them
+            if exc.errno in _CLOSED_ERRNOS:
+                raise trio.ClosedResourceError("this socket was already closed") from None
+            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
 
     async def _on_event(self, event: Event) -> str | bytes | None:
         if isinstance(event, TextMessage | BytesMessage):

@@ -303,19 +303,22 @@ class ResponsesWebsocketRoute:
             timeout=settings.upstream_connect_timeout_s + OPEN_REPLY_MARGIN_S,
         )
 
-    async def _serve(self, socket: ClientSocket, receive: Receive, send: Send) -> None:
+    def _accept_headers(self, socket: ClientSocket) -> list[tuple[bytes, bytes]]:
+        """The headers of the client's 101, from the upstream's; its turn state pinned and
+        its x-codex headers kept for the first turn's evidence. The upstream's headers are
+        taken from its connection: a held session keeps none of them."""
         gw = self.gw
-        handshake = list(socket.upstream.connection.handshake_headers)
+        handshake = socket.upstream.connection.take_handshake_headers()
         turn_state = header({"headers": handshake}, b"x-codex-turn-state")
         if turn_state:
             key = continuity_digest("turn_state", turn_state.decode("latin-1"))
             pin(gw.pool_mailbox, socket.attempts.pool_id, (key,), socket.lease.account_id)
-        # The upgrade's x-codex headers go with the first turn's evidence.
         socket.rate_limits = parse_rate_limit_headers(handshake, time.time())
-        accept_headers = relayed_response_headers(
-            handshake, gw.models_etag(socket.attempts.pool_id)
-        )
-        await send({"type": "websocket.accept", "headers": accept_headers})
+        return relayed_response_headers(handshake, gw.models_etag(socket.attempts.pool_id))
+
+    async def _serve(self, socket: ClientSocket, receive: Receive, send: Send) -> None:
+        gw = self.gw
+        await send({"type": "websocket.accept", "headers": self._accept_headers(socket)})
         sockets = self._open.setdefault(socket.key.key_id, set())
         sockets.add(socket)
         try:
