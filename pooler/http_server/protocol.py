@@ -352,11 +352,11 @@ class Http1Protocol:
                 if self.keep_alive_requests >= self.config.keep_alive_max_requests:
                     headers.append((b"connection", b"close"))
                 await self._send_response(event.status_code, headers)
+            else:
+                await self._send_informational(event.status_code, headers)
                 if event.status_code == 101 and type(stream) is WSStream:
                     self.head = None  # a websocket's head is read no more once it is accepted
                     slim_websocket(stream)
-            else:
-                await self._send_informational(event.status_code, headers)
         elif kind is EndBody:
             await self._end_body()
         elif kind is Data:
