@@ -54,7 +54,7 @@ from pooler.http_server.response_writer import (
     frame_response,
     informational,
 )
-from pooler.wsproto_lean import lean_events
+from pooler.lean_queues import lean_channel, lean_events
 
 STREAM_ID = 1
 
@@ -146,13 +146,14 @@ refuse_if_moved(
 def slim_websocket(stream: WSStream) -> None:
     """What an accepted websocket keeps for its life, cut down (a held session keeps it
     idle: ops/bench/idle_memory.py --kind websocket): its handshake (the client's key,
-    offers and tokens), of which it reads only that it was accepted, and wsproto's queue
-    of pending events (pooler.wsproto_lean)."""
+    offers and tokens), of which it reads only that it was accepted, wsproto's queue of
+    pending events and the application's queue of messages (pooler.lean_queues)."""
     if getattr(stream, "handshake", None) is not None and stream.handshake.accepted:
         stream.handshake = _ACCEPTED  # type: ignore[assignment]
     connection = getattr(stream, "connection", None)
     if connection is not None:
         lean_events(connection)
+    lean_channel(stream.app_put)
 
 
 class Http1Protocol:

@@ -13,7 +13,7 @@ and makes one recv(2) on the socket trio wraps, as `pooler.upstream.http1._read`
 `SocketStream.receive_some`'s layers (three coroutines and a context manager) are not kept
 for as long as the session idles (this reaches into trio's socket, `_sock`: the module
 refuses to load if it moved). The wsproto connection's event queue is cut down
-(`pooler.wsproto_lean`).
+(`pooler.lean_queues`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from wsproto.events import (
 from wsproto.utilities import RemoteProtocolError
 
 from pooler.dependency_shape import missing_texts, refuse_if_moved
-from pooler.wsproto_lean import lean_events
+from pooler.lean_queues import lean_events
 
 RECEIVE_SIZE = 64 * 1024
 MAX_REJECTION_BODY = 64 * 1024

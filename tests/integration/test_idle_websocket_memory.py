@@ -13,6 +13,7 @@ from pathlib import Path
 from types import CoroutineType
 from typing import Any
 
+import pytest
 import trio
 import trio_websocket
 from harness import open_stack, responses_body
@@ -23,9 +24,9 @@ from wsproto.connection import Connection
 from wsproto.events import CloseConnection, TextMessage
 
 from pooler.http_server.protocol import Http1Protocol
+from pooler.lean_queues import LeanQueue, lean_channel, lean_events
 from pooler.upstream.ws_client import ClientWebsocket
 from pooler.web.backend_codex.responses_ws import ResponsesWebsocketRoute
-from pooler.wsproto_lean import LeanEvents, lean_events
 
 
 def live(kind: type) -> list[Any]:
@@ -60,7 +61,7 @@ async def test_a_held_idle_session_keeps_no_handshake_and_reads_the_socket_direc
                 assert reader.cr_await.cr_code.co_name == "wait_readable"
                 (upstream,) = live(ClientWebsocket)
                 assert upstream.handshake_headers == []  # taken by the session, not kept
-                assert type(upstream._protocol._events) is LeanEvents
+                assert type(upstream._protocol._events) is LeanQueue
                 # The session's frame keeps none of the upstream's headers either.
                 (serving,) = suspended_in(ResponsesWebsocketRoute._serve.__code__)
                 assert not {"handshake", "accept_headers"} & set(serving.cr_frame.f_locals)
@@ -71,7 +72,8 @@ async def test_a_held_idle_session_keeps_no_handshake_and_reads_the_socket_direc
                 for stream in accepted:
                     assert not isinstance(stream.handshake, Handshake)
                     assert stream.handshake.accepted
-                    assert type(stream.connection._events) is LeanEvents
+                    assert type(stream.connection._events) is LeanQueue
+                    assert type(stream.app_put.__self__._state.data) is LeanQueue
                 protocols = [p for p in live(Http1Protocol) if type(p.stream) is WSStream]
                 assert len(protocols) == 2
                 assert all(p.head is None for p in protocols)
@@ -82,10 +84,28 @@ async def test_a_held_idle_session_keeps_no_handshake_and_reads_the_socket_direc
 
 def test_a_lean_event_queue_still_queues_the_close_of_a_lost_connection() -> None:
     connection = lean_events(Connection(ConnectionType.CLIENT))
-    assert lean_events(connection) is connection and type(connection._events) is LeanEvents
+    events_queue: Any = connection._events
+    assert lean_events(connection) is connection and type(events_queue) is LeanQueue
     connection.receive_data(b"\x81\x02hi")
     connection.receive_data(None)  # the transport is gone: wsproto queues a close
     events = list(connection.events())
     assert [type(e) for e in events] == [CloseConnection, TextMessage]
-    assert events[0].code == 1006  # type: ignore[attr-defined]
-    assert events[1].data == "hi"  # type: ignore[attr-defined]
+    assert isinstance(events[0], CloseConnection) and events[0].code == 1006
+    assert isinstance(events[1], TextMessage) and events[1].data == "hi"
+
+
+async def test_a_lean_channel_keeps_its_order_and_its_bound() -> None:
+    send, receive = trio.open_memory_channel[int](2)
+    send.send_nowait(1)
+    lean_channel(send.send)
+    data: Any = send._state.data
+    assert type(data) is LeanQueue and data == [1]
+    send.send_nowait(2)
+    with pytest.raises(trio.WouldBlock):
+        send.send_nowait(3)
+    assert [receive.receive_nowait(), receive.receive_nowait()] == [1, 2]
+    async with trio.open_nursery() as nursery:  # a receiver waiting is handed the value
+        nursery.start_soon(send.send, 4)
+        assert await receive.receive() == 4
+    await receive.aclose()
+    assert data == []
