@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import gc
 from pathlib import Path
-from types import CoroutineType
+from types import CoroutineType, SimpleNamespace
 from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 import trio_websocket
 from harness import open_stack, responses_body
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, Handshake, WSStream
@@ -25,6 +26,7 @@ from wsproto.events import CloseConnection, TextMessage
 
 from pooler.http_server.protocol import Http1Protocol
 from pooler.lean_queues import LeanQueue, lean_channel, lean_events
+from pooler.upstream.websocket import UpstreamWebsocket, _keep_alive
 from pooler.upstream.ws_client import ClientWebsocket
 from pooler.web.backend_codex.responses_ws import ResponsesWebsocketRoute
 
@@ -62,6 +64,10 @@ async def test_a_held_idle_session_keeps_no_handshake_and_reads_the_socket_direc
                 (upstream,) = live(ClientWebsocket)
                 assert upstream.handshake_headers == []  # taken by the session, not kept
                 assert type(upstream._protocol._events) is LeanQueue
+                # Its keep-alive waits for the next ping in one cancel scope (no Event).
+                (held,) = live(UpstreamWebsocket)
+                assert isinstance(held._waiting, trio.CancelScope)
+                assert not any(isinstance(getattr(held, n), trio.Event) for n in held.__slots__)
                 # The session's frame keeps none of the upstream's headers either.
                 (serving,) = suspended_in(ResponsesWebsocketRoute._serve.__code__)
                 assert not {"handshake", "accept_headers"} & set(serving.cr_frame.f_locals)
@@ -109,3 +115,18 @@ async def test_a_lean_channel_keeps_its_order_and_its_bound() -> None:
         assert await receive.receive() == 4
     await receive.aclose()
     assert data == []
+
+
+@pytest.mark.parametrize("interval", [1000.0, 0.0])
+async def test_release_ends_the_keep_alive_wait_at_once(interval: float) -> None:
+    connection: Any = SimpleNamespace(is_closed=False)
+    socket = UpstreamWebsocket(connection)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_keep_alive, socket, interval)
+            while socket._waiting is None:
+                await trio.lowlevel.checkpoint()
+            socket.release()
+    assert socket.released and socket._waiting is None
+    with trio.fail_after(5):
+        await _keep_alive(socket, interval)  # released before: returns at once
