@@ -120,30 +120,25 @@ async def hold_upstream_websocket(
 
 
 async def _keep_alive(socket: UpstreamWebsocket, interval: float) -> None:
-    """Until released: a ping every `interval`; a pong missing for as long ends the socket.
-    (The pong is read by the handler's pump, the socket's one reader.)"""
+    """Until released: a ping every `interval` (<= 0: none); a pong missing for as long
+    ends the socket. (The pong is read by the handler's pump, the socket's one reader.)
+    One wait, for the next ping or the release, in one cancel scope that `release()`
+    cancels: a held session idles in it."""
     connection = socket.connection
-    if interval > 0:
-        while not socket.released and not connection.is_closed:
-            await _until_released(socket, trio.current_time() + interval)
-            if socket.released:
-                return
-            try:
-                with trio.move_on_after(interval) as waiting:
-                    await connection.ping()
-            except WebsocketClosed:
-                break
-            if waiting.cancelled_caught:
-                socket.ended_by = socket.ended_by or PING_TIMEOUT
-                return  # closing the stream wakes the handler, which releases the socket
-    await _until_released(socket, math.inf)
-
-
-async def _until_released(socket: UpstreamWebsocket, deadline: float) -> None:
-    """Wait until the socket is released or `deadline` passes (a checkpoint either way)."""
-    if socket.released:
-        await trio.lowlevel.checkpoint()
-        return
-    with trio.CancelScope(deadline=deadline) as socket._waiting:
-        await trio.sleep_forever()
-    socket._waiting = None
+    while not socket.released:
+        pinging = interval > 0 and not connection.is_closed
+        deadline = trio.current_time() + interval if pinging else math.inf
+        with trio.CancelScope(deadline=deadline) as socket._waiting:
+            await trio.sleep_forever()
+        socket._waiting = None
+        if socket.released or not pinging:
+            continue
+        try:
+            with trio.move_on_after(interval) as waiting:
+                await connection.ping()
+        except WebsocketClosed:
+            interval = 0  # no more pings: wait for the release
+            continue
+        if waiting.cancelled_caught:
+            socket.ended_by = socket.ended_by or PING_TIMEOUT
+            return  # closing the stream wakes the handler, which releases the socket

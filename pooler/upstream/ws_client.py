@@ -18,7 +18,6 @@ refuses to load if it moved). The wsproto connection's event queue is cut down
 
 from __future__ import annotations
 
-import errno
 import os
 import ssl
 from collections.abc import Sequence
@@ -50,9 +49,8 @@ from pooler.lean_queues import lean_events
 RECEIVE_SIZE = 64 * 1024
 MAX_REJECTION_BODY = 64 * 1024
 Headers = Sequence[tuple[bytes, bytes]]
-_CLOSED_ERRNOS = (errno.EBADF, errno.ENOTSOCK)  # as trio's SocketStream reads them
 
-# `_receive` reads the socket a `trio.SocketStream` wraps, as its `receive_some` does.
+# `get_message` reads the socket a `trio.SocketStream` wraps, as its `receive_some` does.
 refuse_if_moved(
     missing_texts(
         {
@@ -97,7 +95,7 @@ class ClientWebsocket:
     ) -> None:
         self.handshake_headers = handshake_headers
         self._stream = stream
-        # The socket itself, read directly (`_receive`), when the stream is plain TCP.
+        # The socket itself, read directly (`get_message`), when the stream is plain TCP.
         self._plain: socket | None = (
             stream.socket._sock  # type: ignore[attr-defined]
             if type(stream) is trio.SocketStream
@@ -124,10 +122,22 @@ class ClientWebsocket:
                     return message
             if self.is_closed:
                 raise WebsocketClosed(self.close_code)
+            sock = self._plain
             try:
-                data = await self._receive()
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
+                if sock is None:
+                    data = await self._stream.receive_some(RECEIVE_SIZE)
+                else:
+                    # Waited for here, not in a helper: a held session idles in this
+                    # wait, and keeps every frame suspended above it (module doc).
+                    if sock.fileno() == -1:  # closed: no fd to wait on
+                        raise trio.ClosedResourceError
+                    await trio.lowlevel.wait_readable(sock)
+                    received = _recv(sock)
+                    if received is None:  # woken with nothing to read after all
+                        continue
+                    data = received
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                data = b""  # a reset or a closed socket ends the session as EOF does
             if not data:
                 self._end(None)
                 raise WebsocketClosed(None)
@@ -142,29 +152,6 @@ class ClientWebsocket:
         x-codex headers run to ~2 KiB)."""
         headers, self.handshake_headers = self.handshake_headers, []
         return headers
-
-    async def _receive(self) -> bytes | bytearray:
-        """One read of up to RECEIVE_SIZE bytes (b"" at EOF), with `receive_some`'s errors.
-
-        Over plain TCP: wait until the socket is readable, then one recv(2) (see the
-        module doc). The reader asks only once the bytes it had are parsed, so trying the
-        recv(2) first would mostly fail (and cost a system call) on an idle session."""
-        sock = self._plain
-        if sock is None:
-            return await self._stream.receive_some(RECEIVE_SIZE)
-        if sock.fileno() == -1:  # closed: no fd to wait on
-            raise trio.ClosedResourceError("this socket was already closed")
-        try:
-            while True:
-                await trio.lowlevel.wait_readable(sock)
-                try:
-                    return sock.recv(RECEIVE_SIZE)
-                except BlockingIOError:  # woken with nothing to read after all
-                    pass
-        except OSError as exc:  # as trio's SocketStream translates them
-            if exc.errno in _CLOSED_ERRNOS:
-                raise trio.ClosedResourceError("this socket was already closed") from None
-            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
 
     async def _on_event(self, event: Event) -> str | bytes | None:
         if isinstance(event, TextMessage | BytesMessage):
@@ -241,6 +228,14 @@ class ClientWebsocket:
 
     async def _close_stream(self) -> None:
         await self._stream.aclose()
+
+
+def _recv(sock: socket) -> bytes | None:
+    """One recv(2) of up to RECEIVE_SIZE bytes; None when there was nothing after all."""
+    try:
+        return sock.recv(RECEIVE_SIZE)
+    except BlockingIOError:
+        return None
 
 
 async def connect_websocket(

@@ -42,7 +42,7 @@ def suspended_in(code: Any) -> list[Any]:
 
 async def idle_upstream_reader() -> Any:
     """The upstream read of the one held session, once its pump waits in it."""
-    while not (readers := suspended_in(ClientWebsocket._receive.__code__)):
+    while not (readers := suspended_in(ClientWebsocket.get_message.__code__)):
         await trio.sleep(0.01)
     assert len(readers) == 1
     return readers[0]
@@ -58,7 +58,7 @@ async def test_a_held_idle_session_keeps_no_handshake_and_reads_the_socket_direc
             ) as ws:
                 assert ws.handshake_headers  # the upstream's 101 headers were relayed
                 reader = await idle_upstream_reader()
-                # The upstream read: `_receive` -> trio's wait_readable on the socket, not
+                # The upstream read: `get_message` -> trio's wait_readable on the socket, not
                 # SocketStream.receive_some and its layers.
                 assert reader.cr_await.cr_code.co_name == "wait_readable"
                 (upstream,) = live(ClientWebsocket)
@@ -130,3 +130,12 @@ async def test_release_ends_the_keep_alive_wait_at_once(interval: float) -> None
     assert socket.released and socket._waiting is None
     with trio.fail_after(5):
         await _keep_alive(socket, interval)  # released before: returns at once
+    # The keep-alive waits in itself, one frame (a held session keeps it suspended).
+    socket = UpstreamWebsocket(connection)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_keep_alive, socket, interval)
+        while socket._waiting is None:
+            await trio.lowlevel.checkpoint()
+        (keeping,) = suspended_in(_keep_alive.__code__)
+        assert keeping.cr_await.cr_code is trio.sleep_forever.__code__
+        socket.release()
