@@ -189,8 +189,12 @@ class ClientWebsocket:
     async def ping(self) -> None:
         """Send a ping and wait for its pong (which the reader receives)."""
         pong = self._pong = trio.Event()
-        await self._send(Ping(os.urandom(4)))
-        await pong.wait()
+        try:
+            await self._send(Ping(os.urandom(4)))
+            await pong.wait()
+        finally:
+            if self._pong is pong:  # not kept until the next ping (~0.3 KiB a held session)
+                self._pong = None
 
     async def aclose(self, code: int = 1000) -> None:
         """Say goodbye (a close frame) and close the TCP stream. Idempotent; under
