@@ -71,6 +71,8 @@ async def test_a_held_idle_session_keeps_no_handshake_and_reads_the_socket_direc
                 # The session's frame keeps none of the upstream's headers either.
                 (serving,) = suspended_in(ResponsesWebsocketRoute._serve.__code__)
                 assert not {"handshake", "accept_headers"} & set(serving.cr_frame.f_locals)
+                # It pumps the upstream's frames itself (no coroutine between it and the read).
+                assert serving.cr_await.cr_code is ClientWebsocket.get_message.__code__
                 # The client's side (the gateway's and the emulator's sockets: both are
                 # served by pooler.http_server): no Handshake, no request head, no deque.
                 accepted = [s for s in live(WSStream) if s.state == ASGIWebsocketState.CONNECTED]
