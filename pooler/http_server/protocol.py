@@ -42,6 +42,7 @@ from hypercorn.protocol.h11 import H2CProtocolRequiredError, H2ProtocolAssumedEr
 from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.protocol.ws_stream import WSStream
 
+from pooler.dependency_shape import missing_texts, refuse_if_moved
 from pooler.errors import BadRequest
 from pooler.http_server.request_reader import Head, Refused, RequestReader
 from pooler.http_server.response_writer import (
@@ -53,6 +54,7 @@ from pooler.http_server.response_writer import (
     frame_response,
     informational,
 )
+from pooler.lean_queues import lean_channel, lean_events
 
 STREAM_ID = 1
 
@@ -125,6 +127,33 @@ def slim_start(message: Any) -> Any:
         "headers": [],
         "trailers": message.get("trailers", False),
     }
+
+
+# What an accepted WSStream reads of its handshake from then on (`slim_websocket`).
+_ACCEPTED = SimpleNamespace(accepted=True)
+refuse_if_moved(
+    missing_texts(
+        {
+            WSStream.handle: ("not self.handshake.accepted",),
+            WSStream._accept: ("self.handshake.accept(",),
+        }
+    ),
+    "Hypercorn",
+    "pooler.http_server.protocol",
+)
+
+
+def slim_websocket(stream: WSStream) -> None:
+    """What an accepted websocket keeps for its life, cut down (a held session keeps it
+    idle: ops/bench/idle_memory.py --kind websocket): its handshake (the client's key,
+    offers and tokens), of which it reads only that it was accepted, wsproto's queue of
+    pending events and the application's queue of messages (pooler.lean_queues)."""
+    if getattr(stream, "handshake", None) is not None and stream.handshake.accepted:
+        stream.handshake = _ACCEPTED  # type: ignore[assignment]
+    connection = getattr(stream, "connection", None)
+    if connection is not None:
+        lean_events(connection)
+    lean_channel(stream.app_put)
 
 
 class Http1Protocol:
@@ -326,6 +355,9 @@ class Http1Protocol:
                 await self._send_response(event.status_code, headers)
             else:
                 await self._send_informational(event.status_code, headers)
+                if event.status_code == 101 and type(stream) is WSStream:
+                    self.head = None  # a websocket's head is read no more once it is accepted
+                    slim_websocket(stream)
         elif kind is EndBody:
             await self._end_body()
         elif kind is Data:

@@ -9,8 +9,9 @@ crashes or is stopped the connection closes at once and the handler sees why in 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 import trio
@@ -61,11 +62,16 @@ class WebsocketTarget:
 class UpstreamWebsocket:
     connection: ClientWebsocket
     ended_by: WebsocketEnd | None = None
-    _released: trio.Event = field(default_factory=trio.Event)
+    released: bool = False
+    # The keep-alive's wait for the next ping, cut short by `release()`: a held session
+    # idles in it, so it is one cancel scope, not a scope and an Event besides.
+    _waiting: trio.CancelScope | None = None
 
     def release(self) -> None:
         """The handler is done with the socket: close it (in the owner's nursery)."""
-        self._released.set()
+        self.released = True
+        if self._waiting is not None:
+            self._waiting.cancel()
 
 
 # The failures of opening a socket that are the upstream's answer, not a bug: the caller
@@ -114,22 +120,25 @@ async def hold_upstream_websocket(
 
 
 async def _keep_alive(socket: UpstreamWebsocket, interval: float) -> None:
-    """Until released: a ping every `interval`; a pong missing for as long ends the socket.
-    (The pong is read by the handler's pump, the socket's one reader.)"""
+    """Until released: a ping every `interval` (<= 0: none); a pong missing for as long
+    ends the socket. (The pong is read by the handler's pump, the socket's one reader.)
+    One wait, for the next ping or the release, in one cancel scope that `release()`
+    cancels: a held session idles in it."""
     connection = socket.connection
-    if interval <= 0:
-        await socket._released.wait()
-        return
-    while not socket._released.is_set() and not connection.is_closed:
-        with trio.move_on_after(interval):
-            await socket._released.wait()
-            return
+    while not socket.released:
+        pinging = interval > 0 and not connection.is_closed
+        deadline = trio.current_time() + interval if pinging else math.inf
+        with trio.CancelScope(deadline=deadline) as socket._waiting:
+            await trio.sleep_forever()
+        socket._waiting = None
+        if socket.released or not pinging:
+            continue
         try:
             with trio.move_on_after(interval) as waiting:
                 await connection.ping()
         except WebsocketClosed:
-            break
+            interval = 0  # no more pings: wait for the release
+            continue
         if waiting.cancelled_caught:
             socket.ended_by = socket.ended_by or PING_TIMEOUT
             return  # closing the stream wakes the handler, which releases the socket
-    await socket._released.wait()

@@ -6,6 +6,14 @@ pump (each costs memory per held session, and a task hop per frame). Control fra
 handled on the way: a ping is answered, a pong wakes `ping()`, a close is answered and
 ends the connection. Writers (the client→upstream pump, keepalive pings, the close) share
 one lock.
+
+A held session idles in its read, so what the read keeps matters (`ops/bench/idle_memory.py
+--kind websocket`). Over plain TCP it waits for the socket with `trio.lowlevel.wait_readable`
+and makes one recv(2) on the socket trio wraps, as `pooler.upstream.http1._read` does:
+`SocketStream.receive_some`'s layers (three coroutines and a context manager) are not kept
+for as long as the session idles (this reaches into trio's socket, `_sock`: the module
+refuses to load if it moved). The wsproto connection's event queue is cut down
+(`pooler.lean_queues`).
 """
 
 from __future__ import annotations
@@ -13,10 +21,12 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import Sequence
+from socket import socket
 from typing import cast
 from urllib.parse import urlsplit
 
 import trio
+from trio import _socket as _trio_socket
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
@@ -33,9 +43,24 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError
 
+from pooler.dependency_shape import missing_texts, refuse_if_moved
+from pooler.lean_queues import lean_events
+
 RECEIVE_SIZE = 64 * 1024
 MAX_REJECTION_BODY = 64 * 1024
 Headers = Sequence[tuple[bytes, bytes]]
+
+# `get_message` reads the socket a `trio.SocketStream` wraps, as its `receive_some` does.
+refuse_if_moved(
+    missing_texts(
+        {
+            _trio_socket._SocketType.__init__: ("self._sock = sock",),
+            trio.SocketStream.receive_some: ("self.socket.recv(max_bytes)",),
+        }
+    ),
+    "trio",
+    "pooler.upstream.ws_client",
+)
 
 
 class WebsocketClosed(Exception):
@@ -70,7 +95,13 @@ class ClientWebsocket:
     ) -> None:
         self.handshake_headers = handshake_headers
         self._stream = stream
-        self._protocol = protocol
+        # The socket itself, read directly (`get_message`), when the stream is plain TCP.
+        self._plain: socket | None = (
+            stream.socket._sock  # type: ignore[attr-defined]
+            if type(stream) is trio.SocketStream
+            else None
+        )
+        self._protocol = lean_events(protocol)
         self._max_message_size = max_message_size
         self._send_lock = trio.Lock()
         self._parts: list[str] | list[bytes] = []
@@ -91,10 +122,22 @@ class ClientWebsocket:
                     return message
             if self.is_closed:
                 raise WebsocketClosed(self.close_code)
+            sock = self._plain
             try:
-                data = await self._stream.receive_some(RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
+                if sock is None:
+                    data = await self._stream.receive_some(RECEIVE_SIZE)
+                else:
+                    # Waited for here, not in a helper: a held session idles in this
+                    # wait, and keeps every frame suspended above it (module doc).
+                    if sock.fileno() == -1:  # closed: no fd to wait on
+                        raise trio.ClosedResourceError
+                    await trio.lowlevel.wait_readable(sock)
+                    received = _recv(sock)
+                    if received is None:  # woken with nothing to read after all
+                        continue
+                    data = received
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                data = b""  # a reset or a closed socket ends the session as EOF does
             if not data:
                 self._end(None)
                 raise WebsocketClosed(None)
@@ -103,6 +146,12 @@ class ClientWebsocket:
             except RemoteProtocolError:
                 await self._abort()
                 raise WebsocketClosed(1002) from None
+
+    def take_handshake_headers(self) -> list[tuple[bytes, bytes]]:
+        """The 101's headers, once: a held session does not keep them (the upstream's
+        x-codex headers run to ~2 KiB)."""
+        headers, self.handshake_headers = self.handshake_headers, []
+        return headers
 
     async def _on_event(self, event: Event) -> str | bytes | None:
         if isinstance(event, TextMessage | BytesMessage):
@@ -140,8 +189,12 @@ class ClientWebsocket:
     async def ping(self) -> None:
         """Send a ping and wait for its pong (which the reader receives)."""
         pong = self._pong = trio.Event()
-        await self._send(Ping(os.urandom(4)))
-        await pong.wait()
+        try:
+            await self._send(Ping(os.urandom(4)))
+            await pong.wait()
+        finally:
+            if self._pong is pong:  # not kept until the next ping (~0.3 KiB a held session)
+                self._pong = None
 
     async def aclose(self, code: int = 1000) -> None:
         """Say goodbye (a close frame) and close the TCP stream. Idempotent; under
@@ -179,6 +232,14 @@ class ClientWebsocket:
 
     async def _close_stream(self) -> None:
         await self._stream.aclose()
+
+
+def _recv(sock: socket) -> bytes | None:
+    """One recv(2) of up to RECEIVE_SIZE bytes; None when there was nothing after all."""
+    try:
+        return sock.recv(RECEIVE_SIZE)
+    except BlockingIOError:
+        return None
 
 
 async def connect_websocket(

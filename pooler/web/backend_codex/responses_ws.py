@@ -303,19 +303,25 @@ class ResponsesWebsocketRoute:
             timeout=settings.upstream_connect_timeout_s + OPEN_REPLY_MARGIN_S,
         )
 
-    async def _serve(self, socket: ClientSocket, receive: Receive, send: Send) -> None:
+    def _accept_headers(self, socket: ClientSocket) -> list[tuple[bytes, bytes]]:
+        """The headers of the client's 101, from the upstream's; its turn state pinned and
+        its x-codex headers kept for the first turn's evidence. The upstream's headers are
+        taken from its connection: a held session keeps none of them."""
         gw = self.gw
-        handshake = list(socket.upstream.connection.handshake_headers)
+        handshake = socket.upstream.connection.take_handshake_headers()
         turn_state = header({"headers": handshake}, b"x-codex-turn-state")
         if turn_state:
             key = continuity_digest("turn_state", turn_state.decode("latin-1"))
             pin(gw.pool_mailbox, socket.attempts.pool_id, (key,), socket.lease.account_id)
-        # The upgrade's x-codex headers go with the first turn's evidence.
         socket.rate_limits = parse_rate_limit_headers(handshake, time.time())
-        accept_headers = relayed_response_headers(
-            handshake, gw.models_etag(socket.attempts.pool_id)
-        )
-        await send({"type": "websocket.accept", "headers": accept_headers})
+        return relayed_response_headers(handshake, gw.models_etag(socket.attempts.pool_id))
+
+    async def _serve(self, socket: ClientSocket, receive: Receive, send: Send) -> None:
+        """Accept the client socket and pump frames both ways until the session ends. The
+        upstream→client pump runs in this frame, not in a coroutine of its own: a held
+        session idles in it, and keeps every frame suspended there (~0.25 KiB each)."""
+        gw = self.gw
+        await send({"type": "websocket.accept", "headers": self._accept_headers(socket)})
         sockets = self._open.setdefault(socket.key.key_id, set())
         sockets.add(socket)
         try:
@@ -328,37 +334,60 @@ class ResponsesWebsocketRoute:
                 elif gw.drain.deadline_passed:  # opened in the accept grace, too late
                     socket.close_for_drain()
                 pumps.start_soon(self._client_to_upstream, socket, receive, send)
-                await self._upstream_to_client(socket, send)
+                upstream = socket.upstream.connection
+                try:
+                    while True:
+                        frame = await upstream.get_message()
+                        socket.touch()
+                        turn = socket.turn
+                        if isinstance(frame, bytes):
+                            if turn is not None:
+                                turn.response_bytes += len(frame)
+                            await send({"type": "websocket.send", "bytes": frame})
+                            continue
+                        # First: a response id is pinned before the frame is relayed.
+                        socket.on_upstream_frame(frame)
+                        if not (socket.public and CODEX_ONLY_FRAME in frame[:40]):
+                            if turn is not None:
+                                turn.response_bytes += utf8_size(frame)
+                            await send({"type": "websocket.send", "text": frame})
+                        socket.after_upstream_frame()
+                except WebsocketClosed as closed:
+                    self._upstream_closed(socket, closed)
+                socket.idle.cancel()
         finally:
-            sockets.discard(socket)
-            if not sockets and self._open.get(socket.key.key_id) is sockets:
-                del self._open[socket.key.key_id]
-            if socket.ended is None:
-                socket.ended = IDLE
-            if socket.turn is not None:
-                if socket.ended == CLIENT_GONE:
-                    socket.abandoned = True
-                    socket.end_turn(499, CLIENT_GONE)
-                elif socket.ended in (
-                    KEY_REVOKED,
-                    ACCOUNT_CRASHED,
-                    ACCOUNT_STOPPED,
-                    PING_TIMEOUT,
-                    DRAINING,
-                ):
-                    socket.end_turn(200, "stream_failed", socket.ended)
-                else:
-                    code = (
-                        "stream_idle_timeout" if socket.ended == IDLE else "upstream_stream_closed"
-                    )
-                    socket.end_turn(200, "stream_failed", code)
+            self._session_over(socket, sockets)
         if socket.ended != CLIENT_GONE:
-            close = CLOSE_CODES.get(socket.ended, CLOSE_NORMAL)
+            close = CLOSE_CODES.get(socket.ended or IDLE, CLOSE_NORMAL)
             if socket.ended == UPSTREAM_CLOSED and socket.upstream_code != CLOSE_NORMAL:
                 close = CLOSE_INTERNAL
             with contextlib.suppress(Exception):
                 await send({"type": "websocket.close", "code": close})
         # The caller releases the upstream socket; its actor closes it.
+
+    def _session_over(self, socket: ClientSocket, sockets: set[ClientSocket]) -> None:
+        """The session's pumps are over: it is no longer open, and a turn still open is
+        logged with how the session ended."""
+        sockets.discard(socket)
+        if not sockets and self._open.get(socket.key.key_id) is sockets:
+            del self._open[socket.key.key_id]
+        if socket.ended is None:
+            socket.ended = IDLE
+        if socket.turn is not None:
+            if socket.ended == CLIENT_GONE:
+                socket.abandoned = True
+                socket.end_turn(499, CLIENT_GONE)
+            elif socket.ended in (
+                KEY_REVOKED,
+                ACCOUNT_CRASHED,
+                ACCOUNT_STOPPED,
+                PING_TIMEOUT,
+                DRAINING,
+            ):
+                socket.end_turn(200, "stream_failed", socket.ended)
+            else:
+                code = "stream_idle_timeout" if socket.ended == IDLE else "upstream_stream_closed"
+                socket.end_turn(200, "stream_failed", code)
 
     def _upstream_closed(self, socket: ClientSocket, closed: WebsocketClosed) -> None:
         # The account's side says why it closed the socket (its actor crashed or stopped, a
@@ -392,28 +421,6 @@ class ResponsesWebsocketRoute:
                     )
                     continue
                 await upstream.send_message(forwarded)
-        except WebsocketClosed as closed:
-            self._upstream_closed(socket, closed)
-        socket.idle.cancel()
-
-    async def _upstream_to_client(self, socket: ClientSocket, send: Send) -> None:
-        upstream = socket.upstream.connection
-        try:
-            while True:
-                frame = await upstream.get_message()
-                socket.touch()
-                turn = socket.turn
-                if isinstance(frame, bytes):
-                    if turn is not None:
-                        turn.response_bytes += len(frame)
-                    await send({"type": "websocket.send", "bytes": frame})
-                    continue
-                socket.on_upstream_frame(frame)  # first: a response id is pinned before relay
-                if not (socket.public and CODEX_ONLY_FRAME in frame[:40]):
-                    if turn is not None:
-                        turn.response_bytes += utf8_size(frame)
-                    await send({"type": "websocket.send", "text": frame})
-                socket.after_upstream_frame()
         except WebsocketClosed as closed:
             self._upstream_closed(socket, closed)
         socket.idle.cancel()
