@@ -416,7 +416,9 @@ class Gateway:
             return
 
         async def write(some: Sequence[runtime_store.Pin]) -> None:
-            await self.db.run(lambda conn: runtime_store.store_pins(conn, some, self.node_id))
+            await self.db.run(
+                lambda conn: runtime_store.store_pins(conn, some, self.node_id), autocommit=True
+            )
 
         try:
             refused = await write_splitting(write, pins)
@@ -475,7 +477,10 @@ class Gateway:
 
     async def _write_logs(self, records: Any) -> None:
         prices = self.prices  # the catalog as it is now: a later swap changes no written row
-        await self.db.run(lambda conn: runtime_store.write_request_records(conn, records, prices))
+        await self.db.run(
+            lambda conn: runtime_store.write_request_records(conn, records, prices),
+            autocommit=True,  # it makes its own transaction
+        )
 
     def _node_state(self) -> NodeState:
         return node_state(self.leader, (self.scheduler, self.cluster_jobs))
