@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import psycopg
+import trio
 from psycopg import pq
 
 from pooler import pricing, store
+from pooler.actors.log_writer import LogWriter
 from pooler.crypto import Keyring
 from pooler.db import Database
 from pooler.protocol.usage import TokenUsage
@@ -217,3 +219,37 @@ async def test_an_autocommit_run_commits_and_hands_back_a_transactional_connecti
         assert await db.run(lambda conn: conn.execute("SELECT n FROM t").fetchall()) == [(1,)]
     finally:
         db.close()
+
+
+async def test_a_stop_during_a_batch_write_loses_and_doubles_no_row(db_url: str) -> None:
+    """The gateway stops (its LogWriter cancelled) while a batch is being written, as the
+    gateway writes it (autocommit, the COPY in its own transaction): the write is cancelled
+    in the server and rolled back, and the writer's final flush stores every row once."""
+    db = Database.open(db_url, max_size=2)
+    writing = trio.Event()
+
+    async def write(batch: Sequence[RequestRecord]) -> None:
+        writing.set()
+        await db.run(lambda conn: runtime_store.write_request_records(conn, batch), autocommit=True)
+
+    writer: LogWriter[RequestRecord] = LogWriter(write, batch_size=100)
+    try:
+        for n in range(300):
+            writer.enqueue(record(n))
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer.run)
+                await writing.wait()
+                nursery.cancel_scope.cancel()
+        assert writer.pending == 0 and writer.dropped == 0
+        found = await db.run(
+            lambda conn: conn.execute(
+                "SELECT count(*), count(DISTINCT request_id) FROM request_logs"
+            ).fetchone()
+        )
+        attempts = await db.run(
+            lambda conn: conn.execute("SELECT count(*) FROM request_attempts").fetchone()
+        )
+    finally:
+        db.close()
+    assert found == (300, 300) and attempts == (600,)
