@@ -217,10 +217,6 @@ def store_quota(conn: Conn, notes: dict[str, list[QuotaNote]], origin: str = "")
             quota_store.record_quota(conn, UUID(account_id), windows, credits, origin)
 
 
-def _uuid(value: str | None) -> UUID | None:
-    return UUID(value) if value else None
-
-
 def _log_values(record: RequestRecord, prices: Catalog) -> list[Any]:
     """The row of `record` as values in LOG_COLUMNS order (RequestLogRow's fields), before
     `logs.log_values` makes them storable; ids stay text (PostgreSQL reads them as uuid).
@@ -281,7 +277,7 @@ def _attempt_values(record: RequestRecord) -> list[list[Any]]:
             a.attempt,
             datetime.fromtimestamp(base + a.started_at, UTC),
             a.outcome or "unknown",
-            _uuid(a.account_id),
+            a.account_id or None,  # text: PostgreSQL reads it as uuid
             a.account_label,
             round(a.duration_ms, 3),
             a.status_code,
