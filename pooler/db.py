@@ -345,8 +345,11 @@ def _autocommitted(conn: psycopg.Connection[Any], fn: Callable[[psycopg.Connecti
     try:
         return fn(conn)
     finally:
-        if not conn.closed and not conn.broken:
-            conn.autocommit = False
+        try:
+            if not conn.closed and not conn.broken:
+                conn.autocommit = False
+        except psycopg.Error:  # not idle: never hand it to the next caller in autocommit
+            conn.close()
 
 
 async def _pump_notifications(
