@@ -185,10 +185,16 @@ class Database:
         """`fn(conn)` in one transaction, in the calling thread (CLI, tests, migrations)."""
         return self._work(fn, _Call(), self._acquire_timeout)
 
-    async def run(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+    async def run(
+        self, fn: Callable[[psycopg.Connection[Any]], T], *, autocommit: bool = False
+    ) -> T:
         """`fn(conn)` in one transaction in a worker thread; see the module doc on
-        cancellation. Raises DatabaseUnavailable / DatabaseError, or what `fn` raised."""
-        return await self._run(fn, self._acquire_timeout)
+        cancellation. Raises DatabaseUnavailable / DatabaseError, or what `fn` raised.
+
+        `autocommit`: `fn` runs a single statement (atomic on its own) or makes its own
+        transactions (`conn.transaction()`), so this one's BEGIN and COMMIT, two round
+        trips, are saved (the request-log and pin writes run many times a second)."""
+        return await self._run(fn, self._acquire_timeout, autocommit)
 
     async def ping(self) -> bool:
         """Readiness: can we get a connection and run `SELECT 1` within ~2 s?"""
@@ -202,7 +208,12 @@ class Database:
         except DatabaseError:
             return False
 
-    async def _run(self, fn: Callable[[psycopg.Connection[Any]], T], acquire_timeout: float) -> T:
+    async def _run(
+        self,
+        fn: Callable[[psycopg.Connection[Any]], T],
+        acquire_timeout: float,
+        autocommit: bool = False,
+    ) -> T:
         call = _Call()
         async with self._limiter:
             token = trio.lowlevel.current_trio_token()
@@ -215,7 +226,9 @@ class Database:
                 call.request_cancel()
                 return trio.lowlevel.Abort.FAILED  # keep waiting for the worker to finish
 
-            trio.lowlevel.start_thread_soon(lambda: self._work(fn, call, acquire_timeout), deliver)
+            trio.lowlevel.start_thread_soon(
+                lambda: self._work(fn, call, acquire_timeout, autocommit), deliver
+            )
             try:
                 result: T = await trio.lowlevel.wait_task_rescheduled(abort)
             except BaseException:
@@ -225,13 +238,19 @@ class Database:
             return result
 
     def _work(
-        self, fn: Callable[[psycopg.Connection[Any]], T], call: _Call, acquire_timeout: float
+        self,
+        fn: Callable[[psycopg.Connection[Any]], T],
+        call: _Call,
+        acquire_timeout: float,
+        autocommit: bool = False,
     ) -> T:
         try:
             with self._pool.connection(timeout=acquire_timeout) as conn:
                 if not call.attach(conn):
                     raise _CancelledBeforeStart
                 try:
+                    if autocommit:
+                        return _autocommitted(conn, fn)
                     with conn.transaction():
                         return fn(conn)
                 finally:
@@ -317,6 +336,20 @@ class Database:
 
         # Not abandoned on cancel: connect_timeout bounds it, and the connection is closed.
         return await trio.to_thread.run_sync(connect)
+
+
+def _autocommitted(conn: psycopg.Connection[Any], fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+    """`fn(conn)` in autocommit mode; the connection goes back to the pool as it came (a
+    broken one is discarded by the pool)."""
+    conn.autocommit = True
+    try:
+        return fn(conn)
+    finally:
+        try:
+            if not conn.closed and not conn.broken:
+                conn.autocommit = False
+        except psycopg.Error:  # not idle: never hand it to the next caller in autocommit
+            conn.close()
 
 
 async def _pump_notifications(

@@ -7,40 +7,60 @@ from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
-from pooler.db import notify
+import orjson
+
 from pooler.store.common import CONTINUITY_CHANNEL, Conn
 from pooler.store.models import ContinuityPin
+
+# One statement for the whole batch and its announcements: the pins as one JSON parameter
+# (psycopg adapts a list parameter in Python, element by element; one text is adapted in
+# C), those naming a Pool and an account that exist upserted, and one NOTIFY per Pool
+# (delivered at commit). A statement per pin and one more per NOTIFY cost the gateway
+# ~25 µs of CPU per pin and a round trip each.
+_UPSERT_PINS = """
+WITH pins AS (
+    SELECT p.pool_id, decode(p.key_digest, 'hex') AS key_digest, p.account_id, p.expires_at
+    FROM jsonb_to_recordset(%s::jsonb)
+        AS p (pool_id uuid, key_digest text, account_id uuid, expires_at timestamptz)
+), written AS (
+    INSERT INTO continuity_pins (pool_id, key_digest, account_id, expires_at)
+    SELECT p.pool_id, p.key_digest, p.account_id, p.expires_at FROM pins p
+    WHERE EXISTS (SELECT 1 FROM pools WHERE id = p.pool_id)
+    AND EXISTS (SELECT 1 FROM upstream_accounts WHERE id = p.account_id)
+    ON CONFLICT (pool_id, key_digest) DO UPDATE SET account_id = EXCLUDED.account_id,
+        expires_at = EXCLUDED.expires_at, updated_at = now()
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM written),
+    (SELECT count(pg_notify(%s, pool_id::text || %s)) FROM (SELECT DISTINCT pool_id FROM pins))
+"""
 
 
 def upsert_continuity_pins(conn: Conn, rows: Sequence[ContinuityPin], origin: str = "") -> int:
     """Insert or move pins; a pin naming a deleted Pool or account is skipped (the batch
     still goes in). Announced on CONTINUITY_CHANNEL per Pool as `pool id[/origin]` (a node
-    skips its own announcements). Returns rows written."""
+    skips its own announcements). Returns rows written. One statement: it needs no
+    transaction of its own (`Database.run(..., autocommit=True)` may run it)."""
     if not rows:
         return 0
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO continuity_pins (pool_id, key_digest, account_id, expires_at)"
-            " SELECT %(pool)s, %(digest)s, %(account)s, %(expires)s"
-            " WHERE EXISTS (SELECT 1 FROM pools WHERE id = %(pool)s)"
-            " AND EXISTS (SELECT 1 FROM upstream_accounts WHERE id = %(account)s)"
-            " ON CONFLICT (pool_id, key_digest) DO UPDATE SET account_id = EXCLUDED.account_id,"
-            " expires_at = EXCLUDED.expires_at, updated_at = now()",
-            [
-                {
-                    "pool": pin.pool_id,
-                    "digest": pin.key_digest,
-                    "account": pin.account_id,
-                    "expires": pin.expires_at,
-                }
-                for pin in rows
-            ],
-        )
-        written = max(cur.rowcount, 0)
-    suffix = f"/{origin}" if origin else ""
-    for pool_id in sorted({pin.pool_id for pin in rows}):
-        notify(conn, CONTINUITY_CHANNEL, f"{pool_id}{suffix}")
-    return written
+    # The last of a key's pins wins, as if written one after the other (one statement
+    # cannot upsert a row twice).
+    latest = {(pin.pool_id, pin.key_digest): pin for pin in rows}
+    pins = orjson.dumps(
+        [
+            {
+                "pool_id": str(pin.pool_id),
+                "key_digest": bytes(pin.key_digest).hex(),
+                "account_id": str(pin.account_id),
+                "expires_at": pin.expires_at.isoformat(),
+            }
+            for pin in latest.values()
+        ]
+    ).decode()
+    found = conn.execute(
+        _UPSERT_PINS, (pins, CONTINUITY_CHANNEL, f"/{origin}" if origin else "")
+    ).fetchone()
+    return int(found[0]) if found else 0
 
 
 def load_continuity_pins(conn: Conn, pool_id: UUID) -> list[ContinuityPin]:

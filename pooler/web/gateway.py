@@ -56,6 +56,7 @@ from pooler.web.keys import KeyCache
 from pooler.web.loop_lag import LoopLagMonitor
 from pooler.web.metrics import LOOP_LAG_QUANTILES, Metrics, NodeState, node_state
 from pooler.web.metrics_auth import MetricsAuth
+from pooler.web.news_pacer import NewsPacer
 from pooler.web.request_record import RequestRecord, log_line, reduced_record
 from pooler.web.settings import GatewaySettings
 from pooler.web.stats_jobs import StatsRollups
@@ -68,6 +69,7 @@ RELOAD_DEBOUNCE_S = 0.05
 # conversation's pin within about a second (DESIGN §11).
 WRITE_BEHIND_INTERVAL_S = 0.5
 PIN_NEWS_GATHER_S = 0.01
+PIN_NEWS_SPACING_S = 0.05  # writes of pin news start at least this far apart (NewsPacer)
 USAGE_TICK_S = 1.0
 APPLY_CONFIG_TIMEOUT_S = 120.0
 MAX_QUOTA_NOTES_PER_ACCOUNT = 8
@@ -140,7 +142,10 @@ class Gateway:
         self._quota_from_peers: set[str] = set()
         self._pins_from_peers: set[str] = set()
         self._peer_news = trio.Event()
-        self._pin_news = trio.Event()  # a conversation pinned anew or moved here
+        # A conversation pinned anew or moved here: written within milliseconds.
+        self.pin_news = NewsPacer(
+            self._flush_pin_news, gather=PIN_NEWS_GATHER_S, spacing=PIN_NEWS_SPACING_S
+        )
         self.heap_trimmer = HeapTrimmer()  # memory freed by large bodies goes back
         self.stats_rollups = StatsRollups(db)  # the stats page's hourly rollups
         # The price catalog each request's cost is computed with (pooler.pricing): the
@@ -210,7 +215,7 @@ class Gateway:
                 )
                 nursery.start_soon(self._reload_loop)
                 nursery.start_soon(self._peer_news_loop)
-                nursery.start_soon(self._pin_news_loop)
+                nursery.start_soon(self.pin_news.run)
                 await actors.start_child("scheduler", self.scheduler.run, budget=CORE_BUDGET)
                 nursery.start_soon(self._first_catalog)
                 nursery.start_soon(self.loop_lag.run)
@@ -280,20 +285,16 @@ class Gateway:
         self._peer_news.set()
 
     def _pin_news_now(self) -> None:
-        self._pin_news.set()
+        self.pin_news.news()
 
-    async def _pin_news_loop(self) -> None:
+    async def _flush_pin_news(self) -> None:
         """Write a new or moved pin within milliseconds rather than at the next tick: a
         conversation's next turn may reach another node that soon. Pins only used again
         wait for the tick (their expiry moves, nothing another node routes by)."""
-        while True:
-            await self._pin_news.wait()
-            await trio.sleep(PIN_NEWS_GATHER_S)  # one write for the pins of a burst
-            self._pin_news = trio.Event()
-            try:
-                await self.flush_continuity()
-            except Exception as exc:  # the tick's flush takes them again
-                log.warning("continuity write failed: %s", type(exc).__name__)
+        try:
+            await self.flush_continuity()
+        except Exception as exc:  # the tick's flush takes them again
+            log.warning("continuity write failed: %s", type(exc).__name__)
 
     async def _peer_news_loop(self) -> None:
         """Read back what other nodes wrote: quota evidence and pins."""
@@ -416,7 +417,9 @@ class Gateway:
             return
 
         async def write(some: Sequence[runtime_store.Pin]) -> None:
-            await self.db.run(lambda conn: runtime_store.store_pins(conn, some, self.node_id))
+            await self.db.run(
+                lambda conn: runtime_store.store_pins(conn, some, self.node_id), autocommit=True
+            )
 
         try:
             refused = await write_splitting(write, pins)
@@ -475,7 +478,10 @@ class Gateway:
 
     async def _write_logs(self, records: Any) -> None:
         prices = self.prices  # the catalog as it is now: a later swap changes no written row
-        await self.db.run(lambda conn: runtime_store.write_request_records(conn, records, prices))
+        await self.db.run(
+            lambda conn: runtime_store.write_request_records(conn, records, prices),
+            autocommit=True,  # it makes its own transaction
+        )
 
     def _node_state(self) -> NodeState:
         return node_state(self.leader, (self.scheduler, self.cluster_jobs))

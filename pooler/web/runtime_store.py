@@ -1,6 +1,8 @@
 """What the running gateway asks of the store, translated to its in-memory shapes.
 
-Synchronous functions run by `Database.run` in a worker thread, inside one transaction.
+Synchronous functions run by `Database.run` in a worker thread, inside one transaction
+(`write_request_records` makes its own and `store_pins` is one statement: either may run
+with `autocommit=True`).
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 import httpx
@@ -29,7 +32,6 @@ from pooler.store import instance_settings as settings_store
 from pooler.store import logs as log_store
 from pooler.store import quota as quota_store
 from pooler.store.common import Conn
-from pooler.store.models import AttemptRow, RequestLogRow
 from pooler.store.quota import AccountQuota, CreditsRecord, WindowRecord
 from pooler.store.runtime import load_runtime_snapshot
 from pooler.upstream.oauth import RefreshFailed, refresh_tokens
@@ -215,71 +217,73 @@ def store_quota(conn: Conn, notes: dict[str, list[QuotaNote]], origin: str = "")
             quota_store.record_quota(conn, UUID(account_id), windows, credits, origin)
 
 
-def _uuid(value: str | None) -> UUID | None:
-    return UUID(value) if value else None
-
-
-def request_log_row(record: RequestRecord, prices: Catalog | None = None) -> RequestLogRow:
-    """The row of `record`, its cost priced with `prices` (the bundled catalog if None)."""
+def _log_values(record: RequestRecord, prices: Catalog) -> list[Any]:
+    """The row of `record` as values in LOG_COLUMNS order (RequestLogRow's fields), before
+    `logs.log_values` makes them storable; ids stay text (PostgreSQL reads them as uuid).
+    Built directly, not through a RequestLogRow: it runs for every request."""
     usage = record.usage
     model = record.model[:200] if record.model else None
-    cost = (
-        (prices or pricing.bundled()).cost(
+    if usage is not None:
+        cost = prices.cost(
             model, usage.input_tokens, usage.cached_input_tokens, usage.output_tokens
         )
-        if usage is not None
-        else None
-    )
-    return RequestLogRow(
-        request_id=record.request_id,
-        created_at=datetime.fromtimestamp(record.created_at, UTC),
-        route=record.route,
-        outcome=record.outcome,
-        pool_id=_uuid(record.pool_id),
-        key_prefix=record.key_prefix,
-        transport=record.transport,
-        model=model,
-        stream=record.stream,
-        status_code=record.status_code,
-        error_code=record.error_code,
-        account_id=_uuid(record.account_id),
-        account_label=record.account_label,
-        retries=record.retries,
-        duration_ms=round(record.duration_ms, 3),
-        ttfb_ms=round(record.ttfb_ms, 3) if record.ttfb_ms is not None else None,
-        input_tokens=usage.input_tokens if usage else None,
-        cached_input_tokens=usage.cached_input_tokens if usage else None,
-        output_tokens=usage.output_tokens if usage else None,
-        reasoning_tokens=usage.reasoning_tokens if usage else None,
-        total_tokens=usage.total_tokens if usage else None,
-        exclusions=record.exclusions or None,
-        client_user_agent=record.user_agent,
-        continuity=record.continuity,
-        continuity_from=_uuid(record.continuity_from),
-        client_request_id=record.client_request_id,
-        client_ip=record.client_ip,
-        request_bytes=record.request_bytes,
-        response_bytes=record.response_bytes,
-        routing=record.routing,
-        cost_usd=cost,
-    )
+        tokens: tuple[int | None, ...] = (
+            usage.input_tokens,
+            usage.cached_input_tokens,
+            usage.output_tokens,
+            usage.reasoning_tokens,
+            usage.total_tokens,
+        )
+    else:
+        cost, tokens = None, (None, None, None, None, None)
+    ttfb = record.ttfb_ms
+    return [
+        record.request_id,
+        datetime.fromtimestamp(record.created_at, UTC),
+        record.route,
+        record.outcome,
+        record.pool_id or None,
+        record.key_prefix,
+        record.transport,
+        model,
+        record.stream,
+        record.status_code,
+        record.error_code,
+        record.account_id or None,
+        record.account_label,
+        record.retries,
+        round(record.duration_ms, 3),
+        round(ttfb, 3) if ttfb is not None else None,
+        *tokens,
+        record.exclusions or None,
+        record.user_agent,
+        record.continuity,
+        record.continuity_from or None,
+        record.client_request_id,
+        record.client_ip,
+        record.request_bytes,
+        record.response_bytes,
+        record.routing,
+        cost,
+    ]
 
 
-def attempt_rows(record: RequestRecord) -> list[AttemptRow]:
+def _attempt_values(record: RequestRecord) -> list[list[Any]]:
+    """`record`'s attempts as values in ATTEMPT_COLUMNS order (AttemptRow's fields)."""
     base = record.created_at - (record.started)  # epoch of the monotonic zero, approximately
     return [
-        AttemptRow(
-            request_id=record.request_id,
-            attempt=a.attempt,
-            started_at=datetime.fromtimestamp(base + a.started_at, UTC),
-            outcome=a.outcome or "unknown",
-            account_id=_uuid(a.account_id),
-            account_label=a.account_label,
-            duration_ms=round(a.duration_ms, 3),
-            status_code=a.status_code,
-            error_code=a.error_code,
-            ttfb_ms=round(a.ttfb_ms, 3) if a.ttfb_ms is not None else None,
-        )
+        [
+            record.request_id,
+            a.attempt,
+            datetime.fromtimestamp(base + a.started_at, UTC),
+            a.outcome or "unknown",
+            a.account_id or None,  # text: PostgreSQL reads it as uuid
+            a.account_label,
+            round(a.duration_ms, 3),
+            a.status_code,
+            a.error_code,
+            round(a.ttfb_ms, 3) if a.ttfb_ms is not None else None,
+        ]
         for a in record.attempts
     ]
 
@@ -287,10 +291,14 @@ def attempt_rows(record: RequestRecord) -> list[AttemptRow]:
 def write_request_records(
     conn: Conn, records: Sequence[RequestRecord], prices: Catalog | None = None
 ) -> None:
-    log_store.insert_request_logs(conn, [request_log_row(r, prices) for r in records])
-    attempts = [row for r in records for row in attempt_rows(r)]
-    if attempts:
-        log_store.insert_attempts(conn, attempts)
+    """Store a batch of request records, their log rows and attempts (one COPY each), in
+    one transaction of its own (a savepoint in the caller's, if any)."""
+    catalog = prices or pricing.bundled()
+    log_store.insert_log_values(
+        conn,
+        [log_store.log_values(_log_values(r, catalog)) for r in records],
+        [log_store.attempt_values(values) for r in records for values in _attempt_values(r)],
+    )
 
 
 Pin = tuple[str, bytes, str, float]  # pool id, key digest, account id, expiry
