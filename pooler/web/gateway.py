@@ -146,7 +146,8 @@ class Gateway:
         self.pin_news = NewsPacer(
             self._flush_pin_news, gather=PIN_NEWS_GATHER_S, spacing=PIN_NEWS_SPACING_S
         )
-        self.heap_trimmer = HeapTrimmer()  # memory freed by large bodies goes back
+        # Memory freed by large bodies goes back, at a moment with no request in flight.
+        self.heap_trimmer = HeapTrimmer(busy=self._requests_in_flight)
         self.stats_rollups = StatsRollups(db)  # the stats page's hourly rollups
         # The price catalog each request's cost is computed with (pooler.pricing): the
         # bundled one, or the one fetched from `pricing.refresh_url`; swapped whole.
@@ -183,6 +184,9 @@ class Gateway:
     def lease_decisions(self) -> Counter[str]:
         """Where the attempt loop counts lease decisions (/metrics)."""
         return self.metrics.counters.leases
+
+    def _requests_in_flight(self) -> bool:
+        return any(gate.in_flight for gate in self.admission.stats().values())
 
     def log_request(self, record: RequestRecord) -> None:
         log_line(record)

@@ -72,6 +72,13 @@ def held(stack: Stack) -> tuple[int, int]:
     )
 
 
+def trim_waits(stack: Stack) -> bool:
+    """Whether the gateway's heap trim would wait for a pass with no request in flight."""
+    busy = stack.gateway.heap_trimmer.busy
+    assert busy is not None
+    return busy()
+
+
 async def stalls(stack: Stack) -> int:
     return sum(r["fault"] == "stall" for r in await stack.upstream_requests())
 
@@ -94,6 +101,7 @@ async def leave_while_stalled(stack: Stack, path: str, payload: dict[str, Any]) 
         while await stalls(stack) == before:
             await trio.sleep(0.02)
         assert held(stack) == (1, 1)
+        assert trim_waits(stack)
     finally:
         await stream.aclose()
 
@@ -136,6 +144,7 @@ async def test_a_client_that_leaves_cancels_its_upstream_with_no_watcher_task(
                 await leave_while_stalled(stack, CHAT, chat)  # a collected answer
                 await let_go(stack)
                 found = await rows(stack, 3)
+                assert not trim_waits(stack)
         finally:
             trio.lowlevel.remove_instrument(tasks)
         assert [(status, outcome) for _, status, outcome in found] == [
