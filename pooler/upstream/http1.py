@@ -11,6 +11,12 @@ Theory of operation:
 - Each exchange has its own parser: llhttp, in C, parses everything one read brought in a
   single `feed_data` call (h11 ran Python per event, ~15 % of a short request's CPU). The
   request head is written directly.
+- On the way to an answer's first byte the requesting task yields only to wait for the
+  response head: a free slot is taken, and the request written (one non-blocking send(2)
+  over plain TCP, the stream's `send_all` for what the socket did not take), without the
+  turns of the event loop trio's `acquire` and `send_all` yield; and the first body read
+  takes what the socket already holds (an SSE stream's first event, often come while the
+  caller answered the head) without waiting to be told it is readable.
 - On exit a connection goes back to the idle list only if the response was read to its
   end (or the rest of it is already buffered), it may be kept (HTTP/1.1, no
   `Connection: close` either way, framed by a length or chunks, not by EOF) and nothing
@@ -242,7 +248,7 @@ class _ResponseParser:
 class UpstreamResponse:
     """Status and headers of a response; the body is read off the socket on demand."""
 
-    __slots__ = ("_conn", "_p", "headers", "status")
+    __slots__ = ("_conn", "_fresh", "_p", "headers", "status")
 
     def __init__(self, conn: _Connection, parsed: _ResponseParser) -> None:
         self.status: int = parsed.status
@@ -250,6 +256,7 @@ class UpstreamResponse:
         parsed.headers = []  # the parser needs them no more (a trailer is dropped)
         self._conn = conn
         self._p = parsed
+        self._fresh = True  # no body read yet since the head's
 
     def forget_headers(self) -> None:
         """Drop the headers, once read: a stream may be held for minutes, and ~20
@@ -285,7 +292,16 @@ class UpstreamResponse:
             if p.complete:
                 raise StopAsyncIteration
             try:
-                data = await _read(self._conn)
+                data: bytes | bytearray | None = None
+                if self._fresh:
+                    # The first body bytes (an SSE stream's first event) have often come
+                    # while the caller answered the head: taken without waiting for the
+                    # socket (an epoll_ctl(2) and a turn of the event loop on the path to
+                    # the client's first byte). The caller's write is the checkpoint.
+                    self._fresh = False
+                    data = _recv_ready(self._conn)
+                if data is None:
+                    data = await _read(self._conn)
             except _STREAM_ERRORS as exc:
                 raise UpstreamReadError(f"upstream connection broke mid-response: {exc}") from exc
             self._received(data)
@@ -474,7 +490,10 @@ class UpstreamPool:
         head, body = request.head, request.body
         try:
             if len(body) <= _SEND_TOGETHER:
-                await conn.stream.send_all(head + body)
+                data = head + body
+                sent = _send_now(conn, data)
+                if sent < len(data):
+                    await conn.stream.send_all(memoryview(data)[sent:])
             else:
                 await conn.stream.send_all(head)
                 await conn.stream.send_all(body)
@@ -519,6 +538,43 @@ class UpstreamPool:
         else:
             conn.close()
         parsed.release()
+
+
+def _send_now(conn: _Connection, data: bytes) -> int:
+    """One non-blocking send(2) of `data` over plain TCP, without trio's checkpoints: the
+    bytes the kernel took (0 over TLS, or when its buffer is full); `send_all`'s errors.
+
+    A request (head and body, up to `_SEND_TOGETHER`) nearly always goes whole in this one
+    call. `send_all` would then yield a turn of the event loop before the head's read even
+    starts (the read's own wait is the exchange's checkpoint), on the path to the first
+    byte of every answer."""
+    sock = conn.plain
+    if sock is None:
+        return 0
+    try:
+        return sock.send(data)
+    except BlockingIOError:
+        return 0
+    except OSError as exc:  # as trio's SocketStream translates them
+        if exc.errno in _CLOSED_ERRNOS:
+            raise trio.ClosedResourceError("this socket was already closed") from None
+        raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+
+
+def _recv_ready(conn: _Connection) -> bytes | None:
+    """What one recv(2) finds already received over plain TCP (b"" at EOF), without
+    waiting; None when nothing is there yet (or over TLS). `receive_some`'s errors."""
+    sock = conn.plain
+    if sock is None:
+        return None
+    try:
+        return sock.recv(_READ_SIZE)
+    except BlockingIOError:
+        return None
+    except OSError as exc:  # as trio's SocketStream translates them
+        if exc.errno in _CLOSED_ERRNOS:
+            raise trio.ClosedResourceError("this socket was already closed") from None
+        raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
 
 
 async def _read(conn: _Connection, wait_first: bool = True) -> bytes | bytearray:
@@ -567,7 +623,14 @@ class _RequestContext:
 
     async def __aenter__(self) -> UpstreamResponse:
         pool = self._pool
-        await pool._slots.acquire()
+        # A free slot is taken without the turn of the event loop `acquire` yields when it
+        # need not wait: the exchange's checkpoint is the wait for the response head
+        # (`_read_head`), which follows at once; a cancelled caller is stopped here.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            pool._slots.acquire_nowait()
+        except trio.WouldBlock:
+            await pool._slots.acquire()
         try:
             if pool._closed:
                 raise UpstreamConnectError("the upstream pool is closed")
