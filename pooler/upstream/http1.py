@@ -29,11 +29,12 @@ Theory of operation:
   chunk extension or a trailer section over `_MAX_HEAD_SIZE` is refused, as is any
   Transfer-Encoding but a single `chunked` (llhttp would read such a body to EOF).
 - No deadlines here: callers wrap requests in `trio.fail_after` / `move_on_after`.
-- A body read over plain TCP waits for the socket with `trio.lowlevel.wait_readable`,
+- A read over plain TCP waits for the socket with `trio.lowlevel.wait_readable`,
   then makes one recv(2) on the socket trio wraps: what `SocketStream.receive_some` does,
   without its layers (a context manager and three coroutines kept for as long as a
   stream idles) and without the recv(2) it tries first, which fails on an SSE stream
-  whose next event has not come (the head's read still tries first). This reaches into
+  whose next event has not come, and on a response head read right after its request
+  (only the first body read tries first: see above). This reaches into
   trio's socket (`_sock`, as `pooler.write_stall` does): the module refuses to load if
   it moved. TLS goes through the `SSLStream`.
 - Errors leave as `pooler.upstream.errors`; httptools, OSError and trio stream errors stay
@@ -506,7 +507,7 @@ class UpstreamPool:
         received = False
         while True:
             try:
-                data = await _read(conn, wait_first=False)
+                data = await _read(conn)
             except _STREAM_ERRORS as exc:
                 if conn.reused and not received:
                     raise _Stale from exc
@@ -577,28 +578,21 @@ def _recv_ready(conn: _Connection) -> bytes | None:
         raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
 
 
-async def _read(conn: _Connection, wait_first: bool = True) -> bytes | bytearray:
+async def _read(conn: _Connection) -> bytes | bytearray:
     """One read of up to `_READ_SIZE` bytes (b"" at EOF), with `receive_some`'s errors;
     a checkpoint, as `receive_some` is.
 
     Over plain TCP: wait until the socket is readable, then one recv(2) (see the module
-    doc). `wait_first=False` tries the recv(2) first, as trio does: for a response head,
-    which a near upstream may have sent already (waiting would cost an epoll_ctl(2))."""
+    doc). Even a response head is waited for first: it is read right after the request
+    was written, before the upstream (another process) can have answered, so trying the
+    recv(2) first, as trio does, would only fail (a system call, and the GIL let go, for
+    nothing)."""
     sock = conn.plain
     if sock is None:
         return await conn.stream.receive_some(_READ_SIZE)
     if sock.fileno() == -1:  # closed: no fd to wait on
         raise trio.ClosedResourceError("this socket was already closed")
     try:
-        if not wait_first:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            try:
-                data = sock.recv(_READ_SIZE)
-            except BlockingIOError:
-                pass
-            else:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return data
         while True:
             await trio.lowlevel.wait_readable(sock)
             try:

@@ -140,6 +140,46 @@ async def test_a_first_event_already_received_is_taken_without_a_turn() -> None:
             assert [chunk async for chunk in response] == []
 
 
+class CountingSocket:
+    """A plain socket's stand-in for `_Connection.plain` that counts recv(2)s that found
+    nothing."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.empty_reads = 0
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, data: bytes) -> int:
+        return self.sock.send(data)
+
+    def recv(self, size: int) -> bytes:
+        try:
+            return self.sock.recv(size)
+        except BlockingIOError:
+            self.empty_reads += 1
+            raise
+
+
+async def test_the_response_head_is_waited_for_without_a_recv_that_finds_nothing() -> None:
+    """The head is read right after the request went, before the upstream can have
+    answered: the socket is waited for first (before: a recv(2) was tried first and failed,
+    a system call that lets the GIL go, on every request)."""
+    with trio.fail_after(DEADLINE):
+        async with serving() as (origin, pool):
+            origin.together = True
+            async with pool.request("POST", "/responses", [], b"{}") as response:
+                await response.read()
+            (conn,) = pool._idle
+            assert conn.plain is not None
+            counting_socket = CountingSocket(conn.plain)
+            conn.plain = counting_socket  # type: ignore[assignment]
+            async with pool.request("POST", "/responses", [], b"{}") as response:
+                assert counting_socket.empty_reads == 0
+                assert await response.read() == b"data: {}\n\n"
+
+
 async def test_the_request_still_goes_whole_when_the_socket_takes_part_of_it() -> None:
     """A request bigger than the socket takes at once is finished by the stream's own
     writes (the first send(2) is only a shortcut)."""
