@@ -494,7 +494,7 @@ class UpstreamPool:
                 data = head + body
                 sent = _send_now(conn, data)
                 if sent < len(data):
-                    await conn.stream.send_all(memoryview(data)[sent:])
+                    await conn.stream.send_all(memoryview(data)[sent:] if sent else data)
             else:
                 await conn.stream.send_all(head)
                 await conn.stream.send_all(body)
