@@ -32,9 +32,19 @@ the gateway's main thread's CPU time from the head, which the machine's noise mo
 and the direct path's `client` marks for comparison; `added` = gateway - direct. A trio
 Instrument counts, from the request head to the first body write, the loop's waits for
 I/O (each a turn of the event loop: an epoll_wait(2), other tasks' steps, the GIL let go)
-and the task steps; `--trace` prints one request's sequence of them with the marks.
+and the task steps; `--trace` prints one request's sequence of them with the marks. It
+also counts the stretches of more than 500 µs between two of those events that are not a
+wait for I/O, by the phase they fell in: the main thread not running Python although it
+had work (the GIL held by a database worker thread, the process preempted: by the
+PostgreSQL backend writing the previous request's rows, say) or running it for long.
 
-    python ops/bench/ttfb_phases.py [--requests 300] [--rounds 3] [--deltas 20]
+`--cores A,B` pins the processes as bench.py does (this process, so the gateway, on core
+A; the emulator and the client on B); the embedded PostgreSQL, started from this process,
+inherits core A as the bench's does from the gateway (`--postgres-core other` moves it
+to B, to see what it costs the gateway's core).
+
+    python ops/bench/ttfb_phases.py [--requests 300] [--rounds 3] [--deltas 20] [--trace]
+        [--cores 0,1 [--postgres-core gateway|other]]
 
 Run from the repository root with PYTHONPATH=$PWD (and a `pooler` console script on
 PATH). It needs no other service; everything it starts is stopped on the way out. The
@@ -46,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import socket
@@ -284,6 +295,7 @@ PHASES = (
 
 
 args_verbose = False
+STALL_US = 500
 
 
 def summarize(marks: Marks, gateway: list[list[int]], direct: list[list[int]], skip: int) -> None:
@@ -318,6 +330,22 @@ def summarize(marks: Marks, gateway: list[list[int]], direct: list[list[int]], s
     turns = statistics.median([sum(1 for e in t if e[1] == "io_wait") for t in traces])
     steps = statistics.median([sum(1 for e in t if e[1] == "step") for t in traces])
     print(f"head to first body write: {turns} loop turns (I/O waits), {steps} task steps (medians)")
+    # A stretch of more than STALL_US between two consecutive events of the trace that is
+    # not a wait for I/O: the main thread did not run Python (the GIL held by another
+    # thread, say a database worker, or the process not scheduled) or ran it long.
+    stalls: dict[str, int] = {}
+    for t in traces:
+        last_mark = "head"
+        for (at, what, detail), (after, _, _) in itertools.pairwise(t):
+            if what == "MARK":
+                last_mark = detail
+            if what != "io_wait" and after - at > STALL_US * 1000:
+                stalls[last_mark] = stalls.get(last_mark, 0) + 1
+    stalled = sum(stalls.values())
+    print(
+        f"stretches over {STALL_US} µs outside I/O waits: {stalled} in {len(traces)} requests,"
+        f" after: {dict(sorted(stalls.items(), key=lambda kv: -kv[1]))}"
+    )
     if args_verbose:
         t = traces[len(traces) // 2]
         start = rows[len(traces) // 2][1]["head"]
@@ -328,6 +356,32 @@ def summarize(marks: Marks, gateway: list[list[int]], direct: list[list[int]], s
     print(
         f"upstream as the gateway sees it: head {up_head:.1f}, first chunk {up:.1f} after sending"
     )
+
+
+def postgres_pids(data_dir: Path) -> list[int]:
+    """The embedded PostgreSQL under `data_dir`: its postmaster and every child of it."""
+    postmaster = None
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+        if b"postgres" in cmdline and str(data_dir).encode() in cmdline:
+            postmaster = int(entry.name)
+    if postmaster is None:
+        return []
+    return [postmaster, *children.get(postmaster, [])]
+
+
+def pin(pids: Sequence[int], core: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(pid, {core})
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -359,8 +413,17 @@ async def main(args: argparse.Namespace) -> None:
             (b"content-type", b"application/json"),
             (b"accept", b"text/event-stream"),
         ]
+        cores: list[int] = [int(c) for c in args.cores.split(",")] if args.cores else []
+        if cores:
+            # As bench.py: the gateway on one core, the emulator and the client on the
+            # other; the embedded PostgreSQL where `--postgres-core` says.
+            os.sched_setaffinity(0, {cores[0]})
+            pin([emulator.pid], cores[1])
         async with trio.open_nursery() as nursery:
             running = await nursery.start(run_gateway, config, database, "127.0.0.1", 0)
+            if cores:
+                where = cores[0] if args.postgres_core == "gateway" else cores[1]
+                pin(postgres_pids(root / "data"), where)
             gateway: list[list[int]] = []
             direct: list[list[int]] = []
             for round_ in range(args.rounds):
@@ -368,6 +431,8 @@ async def main(args: argparse.Namespace) -> None:
                     target = running.port if path == "gateway" else port
                     headers = gateway_headers if path == "gateway" else direct_headers
                     argv = run_client(target, headers, body, args.requests)
+                    if cores:
+                        argv = ["taskset", "-c", str(cores[1]), *argv]
                     done = await trio.run_process(argv, capture_stdout=True)
                     result = json.loads(done.stdout)
                     skip = args.requests // 10  # warm-up: connection, caches
@@ -391,6 +456,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--deltas", type=int, default=SSE_DELTAS)
     parser.add_argument("--trace", action="store_true", help="print one request's loop trace")
+    parser.add_argument(
+        "--cores", help="A,B: the gateway on core A, the emulator and client on B (as bench.py)"
+    )
+    parser.add_argument(
+        "--postgres-core",
+        choices=("gateway", "other"),
+        default="gateway",
+        help="with --cores: the embedded PostgreSQL on the gateway's core (as in bench.py,"
+        " where it inherits the gateway's) or on the other",
+    )
     parser.add_argument("--client", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
