@@ -45,6 +45,7 @@ from hypercorn.protocol.ws_stream import WSStream
 from pooler.errors import BadRequest
 from pooler.http_server.request_reader import Head, Refused, RequestReader
 from pooler.http_server.response_writer import (
+    BODY_FOLLOWS,
     CHUNKED,
     LAST_CHUNK,
     LENGTH,
@@ -164,6 +165,7 @@ class Http1Protocol:
         self.body = LENGTH
         self.body_left = 0
         self.held: bytes | None = None  # a fixed-length answer's head, sent with its body
+        self.held_streamed = False  # `held` is a streamed answer's (BODY_FOLLOWS)
         self.parked = False  # the read loop waits for the answer before the next request
         self.gone = False  # the server reported the connection Closed
 
@@ -314,16 +316,19 @@ class Http1Protocol:
             await self._send_body(event.data)
         elif kind is Response:
             stream = self.stream
+            body_follows = False
             if type(stream) is HTTPStream:
                 # HTTPStream keeps the whole `http.response.start` message for the stream's
                 # life (its access log, which is off, reads it at the end): a held stream
                 # would keep every header it sent (~1.9 KiB of relayed `x-` headers).
-                stream.response = slim_start(stream.response)
+                start = stream.response
+                body_follows = start.get(BODY_FOLLOWS) is True
+                stream.response = slim_start(start)
             headers = [*event.headers, *self.config.response_headers("h11")]
             if event.status_code >= 200:
                 if self.keep_alive_requests >= self.config.keep_alive_max_requests:
                     headers.append((b"connection", b"close"))
-                await self._send_response(event.status_code, headers)
+                await self._send_response(event.status_code, headers, body_follows)
             else:
                 await self._send_informational(event.status_code, headers)
         elif kind is EndBody:
@@ -348,7 +353,9 @@ class Http1Protocol:
         self.waiting_100 = False
         await self._write(informational(status, headers))
 
-    async def _send_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    async def _send_response(
+        self, status: int, headers: list[tuple[bytes, bytes]], body_follows: bool = False
+    ) -> None:
         if self.ours != RESPONSE:
             self._refuse_send("a response")
             return
@@ -377,6 +384,15 @@ class Http1Protocol:
             # Its body is right behind it: one write for both (a send stays a checkpoint).
             self.held = framed.head
             await trio.lowlevel.checkpoint()
+            return
+        if body_follows and framed.body != LENGTH:
+            # A streamed answer whose first piece the application has at hand and sends
+            # next (BODY_FOLLOWS): one write for both. No yield to the loop here: the
+            # piece's write, right behind, is the schedule point (a cancellation is still
+            # seen). Not for a body that cannot come (HEAD, 204, 304: framed as LENGTH).
+            self.held = framed.head
+            self.held_streamed = True
+            await trio.lowlevel.checkpoint_if_cancelled()
             return
         await self._write(framed.head)
 
@@ -413,6 +429,7 @@ class Http1Protocol:
         held = self.held
         if held is not None:
             self.held = None
+            self.held_streamed = False
             out = held + out
         if out:
             await self._write(out)
@@ -450,9 +467,14 @@ class Http1Protocol:
             self.their = self.ours = IDLE
             self.head = None
             self.held = None
+            self.held_streamed = False
             await self.can_read.set()
             await self.send(Updated(idle=True))
         else:
+            if self.held_streamed and not self.gone:
+                # The application ended (raised) between a streamed head and its first
+                # piece: the head goes out, as it would have without BODY_FOLLOWS.
+                await self._write_behind_held(b"")
             await self.can_read.set()
             await self.send(Closed())
 

@@ -307,6 +307,28 @@ class UpstreamResponse:
                 raise UpstreamReadError(f"upstream connection broke mid-response: {exc}") from exc
             self._received(data)
 
+    def ready_piece(self) -> bytes | None:
+        """The next body piece if it is at hand without waiting, else None (then iterate):
+        one parsed already, or, before the first body read, what the socket already holds
+        (taken now: a recv(2) that finds nothing leaves the first read to try again, after
+        the caller's head is written). A caller that has its first piece before answering
+        its client can send the head and it in one write. An error or the body's end is
+        left for the iteration to report."""
+        p = self._p
+        if not p.body and self._fresh and p.error is None and not p.complete:
+            try:
+                data = _recv_ready(self._conn)
+            except _STREAM_ERRORS as exc:
+                self._fresh = False
+                p.error = UpstreamReadError(f"upstream connection broke mid-response: {exc}")
+                p.error.__cause__ = exc
+                return None
+            if data is None:
+                return None
+            self._fresh = False
+            self._received(data)
+        return self._with_buffered() if p.body else None
+
     async def read(self) -> bytes:
         """The rest of the body."""
         return b"".join([chunk async for chunk in self])
