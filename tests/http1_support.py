@@ -86,9 +86,9 @@ async def answer(protocol_class: Any, pieces: list[bytes], served: Any = None) -
 
 
 async def each_write(
-    protocol_class: Any, pieces: list[bytes], served: Any = None
+    protocol_class: Any, pieces: list[bytes], served: Any = None, asgi_app: Any = None
 ) -> tuple[list[bytes], bool, bool]:
-    """`answer`, with the bytes of each write apart."""
+    """`answer`, with the bytes of each write apart (served by `asgi_app`, `app` if None)."""
     writes: list[bytes] = []
     closed = False
     served = served or config()
@@ -105,7 +105,7 @@ async def each_write(
                 await protocol.handle(Closed())
 
         protocol = protocol_class(
-            ASGIWrapper(app),  # type: ignore[arg-type]
+            ASGIWrapper(asgi_app or app),  # type: ignore[arg-type]
             served,
             WorkerContext(None),
             task_group,
