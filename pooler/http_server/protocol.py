@@ -389,10 +389,11 @@ class Http1Protocol:
             # A streamed answer whose first piece the application has at hand and sends
             # next (BODY_FOLLOWS): one write for both. No yield to the loop here: the
             # piece's write, right behind, is the schedule point (a cancellation is still
-            # seen). Not for a body that cannot come (HEAD, 204, 304: framed as LENGTH).
+            # seen first, as the write's would). Not for a body that cannot come (HEAD,
+            # 204, 304: framed as LENGTH).
+            await trio.lowlevel.checkpoint_if_cancelled()
             self.held = framed.head
             self.held_streamed = True
-            await trio.lowlevel.checkpoint_if_cancelled()
             return
         await self._write(framed.head)
 
