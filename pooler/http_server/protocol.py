@@ -12,8 +12,10 @@ Hypercorn's H2Protocol by raising H11Protocol's own two exceptions.
 What h11 did is done here directly: requests are read by `RequestReader` (the strict framing
 the gateway imposed on h11 before, h11's grammar), and responses are framed by `frame_response` and
 written as bytes: a head with a Content-Length is held and goes out in one write with the
-first body bytes (as the gateway made h11's writes do before), each piece of a chunked body is
-one write. The connection's state follows h11's: a request read while the previous answer
+first body bytes (as the gateway made h11's writes do before), and so is a streamed answer's
+head when the application marks its start with `BODY_FOLLOWS` (its first piece at hand and
+sent next; pooler.http_server.response_writer); each piece of a chunked body is one write.
+The connection's state follows h11's: a request read while the previous answer
 is still going waits (pipelining, with the read loop paused as before); an answer that ends
 before its request's body says `connection: close` and the connection closes; a client that
 said `Connection: close` or speaks HTTP/1.0 gets its answer and the connection closes;
