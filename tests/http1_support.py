@@ -104,9 +104,9 @@ async def answer(protocol_class: Any, pieces: list[bytes], served: Any = None) -
 
 
 async def each_write(
-    protocol_class: Any, pieces: list[bytes], served: Any = None
+    protocol_class: Any, pieces: list[bytes], served: Any = None, asgi_app: Any = None
 ) -> tuple[list[bytes], bool, bool]:
-    """`answer`, with the bytes of each write apart."""
+    """`answer`, with the bytes of each write apart (served by `asgi_app`, `app` if None)."""
     writes: list[bytes] = []
     closed = False
     served = served or config()
@@ -122,7 +122,7 @@ async def each_write(
                 closed = True  # as the TCPServer: the stream closed, the protocol told
                 await protocol.handle(Closed())
 
-        protocol = server_protocol(protocol_class, app, served, task_group, send)
+        protocol = server_protocol(protocol_class, asgi_app or app, served, task_group, send)
 
         async def feed() -> None:
             for piece in pieces:

@@ -12,8 +12,10 @@ Hypercorn's H2Protocol by raising H11Protocol's own two exceptions.
 What h11 did is done here directly: requests are read by `RequestReader` (the strict framing
 the gateway imposed on h11 before, h11's grammar), and responses are framed by `frame_response` and
 written as bytes: a head with a Content-Length is held and goes out in one write with the
-first body bytes (as the gateway made h11's writes do before), each piece of a chunked body is
-one write. The connection's state follows h11's: a request read while the previous answer
+first body bytes (as the gateway made h11's writes do before), and so is a streamed answer's
+head when the application marks its start with `BODY_FOLLOWS` (its first piece at hand and
+sent next; pooler.http_server.response_writer); each piece of a chunked body is one write.
+The connection's state follows h11's: a request read while the previous answer
 is still going waits (pipelining, with the read loop paused as before); an answer that ends
 before its request's body says `connection: close` and the connection closes; a client that
 said `Connection: close` or speaks HTTP/1.0 gets its answer and the connection closes;
@@ -46,6 +48,7 @@ from pooler.dependency_shape import missing_texts, refuse_if_moved
 from pooler.errors import BadRequest
 from pooler.http_server.request_reader import Head, Refused, RequestReader
 from pooler.http_server.response_writer import (
+    BODY_FOLLOWS,
     CHUNKED,
     LAST_CHUNK,
     LENGTH,
@@ -193,6 +196,7 @@ class Http1Protocol:
         self.body = LENGTH
         self.body_left = 0
         self.held: bytes | None = None  # a fixed-length answer's head, sent with its body
+        self.held_streamed = False  # `held` is a streamed answer's (BODY_FOLLOWS)
         self.parked = False  # the read loop waits for the answer before the next request
         self.gone = False  # the server reported the connection Closed
 
@@ -343,16 +347,19 @@ class Http1Protocol:
             await self._send_body(event.data)
         elif kind is Response:
             stream = self.stream
+            body_follows = False
             if type(stream) is HTTPStream:
                 # HTTPStream keeps the whole `http.response.start` message for the stream's
                 # life (its access log, which is off, reads it at the end): a held stream
                 # would keep every header it sent (~1.9 KiB of relayed `x-` headers).
-                stream.response = slim_start(stream.response)
+                start = stream.response
+                body_follows = start.get(BODY_FOLLOWS) is True
+                stream.response = slim_start(start)
             headers = [*event.headers, *self.config.response_headers("h11")]
             if event.status_code >= 200:
                 if self.keep_alive_requests >= self.config.keep_alive_max_requests:
                     headers.append((b"connection", b"close"))
-                await self._send_response(event.status_code, headers)
+                await self._send_response(event.status_code, headers, body_follows)
             else:
                 await self._send_informational(event.status_code, headers)
                 if event.status_code == 101 and type(stream) is WSStream:
@@ -380,7 +387,9 @@ class Http1Protocol:
         self.waiting_100 = False
         await self._write(informational(status, headers))
 
-    async def _send_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    async def _send_response(
+        self, status: int, headers: list[tuple[bytes, bytes]], body_follows: bool = False
+    ) -> None:
         if self.ours != RESPONSE:
             self._refuse_send("a response")
             return
@@ -409,6 +418,16 @@ class Http1Protocol:
             # Its body is right behind it: one write for both (a send stays a checkpoint).
             self.held = framed.head
             await trio.lowlevel.checkpoint()
+            return
+        if body_follows and framed.body != LENGTH:
+            # A streamed answer whose first piece the application has at hand and sends
+            # next (BODY_FOLLOWS): one write for both. No yield to the loop here: the
+            # piece's write, right behind, is the schedule point (a cancellation is still
+            # seen first, as the write's would). Not for a body that cannot come (HEAD,
+            # 204, 304: framed as LENGTH).
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self.held = framed.head
+            self.held_streamed = True
             return
         await self._write(framed.head)
 
@@ -445,6 +464,7 @@ class Http1Protocol:
         held = self.held
         if held is not None:
             self.held = None
+            self.held_streamed = False
             out = held + out
         if out:
             await self._write(out)
@@ -482,9 +502,14 @@ class Http1Protocol:
             self.their = self.ours = IDLE
             self.head = None
             self.held = None
+            self.held_streamed = False
             await self.can_read.set()
             await self.send(Updated(idle=True))
         else:
+            if self.held_streamed and not self.gone:
+                # The application ended (raised) between a streamed head and its first
+                # piece: the head goes out, as it would have without BODY_FOLLOWS.
+                await self._write_behind_held(b"")
             await self.can_read.set()
             await self.send(Closed())
 

@@ -185,3 +185,10 @@ def chunk(data: bytes) -> bytes:
 
 
 LAST_CHUNK = b"0\r\n\r\n"
+
+BODY_FOLLOWS = "pooler.body_follows"
+"""A key an application may set (True) in an `http.response.start` message whose body is
+chunked (or close-delimited): it sends the body's first, non-empty piece right after the
+start, with no wait between (it has it at hand). The server then holds the head, as it holds
+a fixed-length one, and writes it with that piece: one write instead of two on the way to
+a streamed answer's first byte. A start without it is written at once."""

@@ -11,6 +11,12 @@ Theory of operation:
 - Each exchange has its own parser: llhttp, in C, parses everything one read brought in a
   single `feed_data` call (h11 ran Python per event, ~15 % of a short request's CPU). The
   request head is written directly.
+- On the way to an answer's first byte the requesting task yields only to wait for the
+  response head: a free slot is taken, and the request written (one non-blocking send(2)
+  over plain TCP, the stream's `send_all` for what the socket did not take), without the
+  turns of the event loop trio's `acquire` and `send_all` yield; and the first body read
+  takes what the socket already holds (an SSE stream's first event, often come while the
+  caller answered the head) without waiting to be told it is readable.
 - On exit a connection goes back to the idle list only if the response was read to its
   end (or the rest of it is already buffered), it may be kept (HTTP/1.1, no
   `Connection: close` either way, framed by a length or chunks, not by EOF) and nothing
@@ -23,11 +29,12 @@ Theory of operation:
   chunk extension or a trailer section over `_MAX_HEAD_SIZE` is refused, as is any
   Transfer-Encoding but a single `chunked` (llhttp would read such a body to EOF).
 - No deadlines here: callers wrap requests in `trio.fail_after` / `move_on_after`.
-- A body read over plain TCP waits for the socket with `trio.lowlevel.wait_readable`,
+- A read over plain TCP waits for the socket with `trio.lowlevel.wait_readable`,
   then makes one recv(2) on the socket trio wraps: what `SocketStream.receive_some` does,
   without its layers (a context manager and three coroutines kept for as long as a
   stream idles) and without the recv(2) it tries first, which fails on an SSE stream
-  whose next event has not come (the head's read still tries first). This reaches into
+  whose next event has not come, and on a response head read right after its request
+  (only the first body read tries first: see above). This reaches into
   trio's socket (`_sock`, as `pooler.write_stall` does): the module refuses to load if
   it moved. TLS goes through the `SSLStream`.
 - Errors leave as `pooler.upstream.errors`; httptools, OSError and trio stream errors stay
@@ -242,7 +249,7 @@ class _ResponseParser:
 class UpstreamResponse:
     """Status and headers of a response; the body is read off the socket on demand."""
 
-    __slots__ = ("_conn", "_p", "headers", "status")
+    __slots__ = ("_conn", "_fresh", "_p", "headers", "status")
 
     def __init__(self, conn: _Connection, parsed: _ResponseParser) -> None:
         self.status: int = parsed.status
@@ -250,6 +257,7 @@ class UpstreamResponse:
         parsed.headers = []  # the parser needs them no more (a trailer is dropped)
         self._conn = conn
         self._p = parsed
+        self._fresh = True  # no body read yet since the head's
 
     def forget_headers(self) -> None:
         """Drop the headers, once read: a stream may be held for minutes, and ~20
@@ -285,10 +293,41 @@ class UpstreamResponse:
             if p.complete:
                 raise StopAsyncIteration
             try:
-                data = await _read(self._conn)
+                data: bytes | bytearray | None = None
+                if self._fresh:
+                    # The first body bytes (an SSE stream's first event) have often come
+                    # while the caller answered the head: taken without waiting for the
+                    # socket (an epoll_ctl(2) and a turn of the event loop on the path to
+                    # the client's first byte). The caller's write is the checkpoint.
+                    self._fresh = False
+                    data = _recv_ready(self._conn)
+                if data is None:
+                    data = await _read(self._conn)
             except _STREAM_ERRORS as exc:
                 raise UpstreamReadError(f"upstream connection broke mid-response: {exc}") from exc
             self._received(data)
+
+    def ready_piece(self) -> bytes | None:
+        """The next body piece if it is at hand without waiting, else None (then iterate):
+        one parsed already, or, before the first body read, what the socket already holds
+        (taken now: a recv(2) that finds nothing leaves the first read to try again, after
+        the caller's head is written). A caller that has its first piece before answering
+        its client can send the head and it in one write. An error or the body's end is
+        left for the iteration to report."""
+        p = self._p
+        if not p.body and self._fresh and p.error is None and not p.complete:
+            try:
+                data = _recv_ready(self._conn)
+            except _STREAM_ERRORS as exc:
+                self._fresh = False
+                p.error = UpstreamReadError(f"upstream connection broke mid-response: {exc}")
+                p.error.__cause__ = exc
+                return None
+            if data is None:
+                return None
+            self._fresh = False
+            self._received(data)
+        return self._with_buffered() if p.body else None
 
     async def read(self) -> bytes:
         """The rest of the body."""
@@ -474,7 +513,10 @@ class UpstreamPool:
         head, body = request.head, request.body
         try:
             if len(body) <= _SEND_TOGETHER:
-                await conn.stream.send_all(head + body)
+                data = head + body
+                sent = _send_now(conn, data)
+                if sent < len(data):
+                    await conn.stream.send_all(memoryview(data)[sent:] if sent else data)
             else:
                 await conn.stream.send_all(head)
                 await conn.stream.send_all(body)
@@ -487,7 +529,7 @@ class UpstreamPool:
         received = False
         while True:
             try:
-                data = await _read(conn, wait_first=False)
+                data = await _read(conn)
             except _STREAM_ERRORS as exc:
                 if conn.reused and not received:
                     raise _Stale from exc
@@ -521,28 +563,58 @@ class UpstreamPool:
         parsed.release()
 
 
-async def _read(conn: _Connection, wait_first: bool = True) -> bytes | bytearray:
+def _send_now(conn: _Connection, data: bytes) -> int:
+    """One non-blocking send(2) of `data` over plain TCP, without trio's checkpoints: the
+    bytes the kernel took (0 over TLS, or when its buffer is full); `send_all`'s errors.
+
+    A request (head and body, up to `_SEND_TOGETHER`) nearly always goes whole in this one
+    call. `send_all` would then yield a turn of the event loop before the head's read even
+    starts (the read's own wait is the exchange's checkpoint), on the path to the first
+    byte of every answer."""
+    sock = conn.plain
+    if sock is None:
+        return 0
+    try:
+        return sock.send(data)
+    except BlockingIOError:
+        return 0
+    except OSError as exc:  # as trio's SocketStream translates them
+        if exc.errno in _CLOSED_ERRNOS:
+            raise trio.ClosedResourceError("this socket was already closed") from None
+        raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+
+
+def _recv_ready(conn: _Connection) -> bytes | None:
+    """What one recv(2) finds already received over plain TCP (b"" at EOF), without
+    waiting; None when nothing is there yet (or over TLS). `receive_some`'s errors."""
+    sock = conn.plain
+    if sock is None:
+        return None
+    try:
+        return sock.recv(_READ_SIZE)
+    except BlockingIOError:
+        return None
+    except OSError as exc:  # as trio's SocketStream translates them
+        if exc.errno in _CLOSED_ERRNOS:
+            raise trio.ClosedResourceError("this socket was already closed") from None
+        raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+
+
+async def _read(conn: _Connection) -> bytes | bytearray:
     """One read of up to `_READ_SIZE` bytes (b"" at EOF), with `receive_some`'s errors;
     a checkpoint, as `receive_some` is.
 
     Over plain TCP: wait until the socket is readable, then one recv(2) (see the module
-    doc). `wait_first=False` tries the recv(2) first, as trio does: for a response head,
-    which a near upstream may have sent already (waiting would cost an epoll_ctl(2))."""
+    doc). Even a response head is waited for first: it is read right after the request
+    was written, before the upstream (another process) can have answered, so trying the
+    recv(2) first, as trio does, would only fail (a system call, and the GIL let go, for
+    nothing)."""
     sock = conn.plain
     if sock is None:
         return await conn.stream.receive_some(_READ_SIZE)
     if sock.fileno() == -1:  # closed: no fd to wait on
         raise trio.ClosedResourceError("this socket was already closed")
     try:
-        if not wait_first:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            try:
-                data = sock.recv(_READ_SIZE)
-            except BlockingIOError:
-                pass
-            else:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return data
         while True:
             await trio.lowlevel.wait_readable(sock)
             try:
@@ -567,7 +639,14 @@ class _RequestContext:
 
     async def __aenter__(self) -> UpstreamResponse:
         pool = self._pool
-        await pool._slots.acquire()
+        # A free slot is taken without the turn of the event loop `acquire` yields when it
+        # need not wait: the exchange's checkpoint is the wait for the response head
+        # (`_read_head`), which follows at once; a cancelled caller is stopped here.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            pool._slots.acquire_nowait()
+        except trio.WouldBlock:
+            await pool._slots.acquire()
         try:
             if pool._closed:
                 raise UpstreamConnectError("the upstream pool is closed")

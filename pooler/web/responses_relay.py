@@ -23,6 +23,7 @@ from pooler.actors import messages as m
 from pooler.client_gone import EXTENSION as CLIENT_GONE
 from pooler.client_gone import client_gone
 from pooler.errors import PoolerError, UpstreamError
+from pooler.http_server.response_writer import BODY_FOLLOWS
 from pooler.protocol.stream_accounting import StreamAccounting, failed_event
 from pooler.routing.circuit import RESPONSES
 from pooler.upstream.errors import UpstreamTransportError
@@ -248,9 +249,23 @@ class ResponsesRelay:
         # upstream's headers, packed, and no list of its own (ops/bench/idle_memory.py).
         kept = held_outcome_headers(response.headers)
         response.forget_headers()
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        del headers
+        # The first upstream piece, if it is already at hand, goes out in the head's write
+        # (BODY_FOLLOWS); the head is never kept waiting for one.
+        first = response.ready_piece()
+        if first is not None:
+            accounting.feed(first)  # first: a response id is pinned before the client sees it
+            if presenter is not None:
+                first = presenter.translate(first)
+        start = {"type": "http.response.start", "status": 200, "headers": headers}
+        if first:
+            start[BODY_FOLLOWS] = True
+        await send(start)
+        del headers, start
         record.mark_first_byte()
+        if first:
+            record.response_bytes += len(first)
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+        del first
 
         if presenter is None:  # only the one used is made: the stream's frame keeps it
 

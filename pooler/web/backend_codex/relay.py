@@ -24,6 +24,7 @@ import trio
 
 from pooler.actors import messages as m
 from pooler.errors import NotFound
+from pooler.http_server.response_writer import BODY_FOLLOWS
 from pooler.protocol.file_ids import check_file_id
 from pooler.routing.circuit import CONTROL, RESPONSES
 from pooler.upstream.errors import UpstreamTransportError
@@ -187,8 +188,19 @@ class RelayRoute:
             await self._answer(send, record, status, headers, body)
             return m.Outcome(m.OK, status, tuple(headers))
         kept = self._kept_headers(record, headers)
-        await send({"type": "http.response.start", "status": status, "headers": kept})
+        # A first piece already at hand goes out in the head's write (BODY_FOLLOWS); the
+        # head is never kept waiting for one.
+        first = response.ready_piece()
+        start = {"type": "http.response.start", "status": status, "headers": kept}
+        if first:
+            start[BODY_FOLLOWS] = True
+        await send(start)
+        del start
         record.mark_first_byte()
+        if first:
+            record.response_bytes += len(first)
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+        del first
         broken: str | None = None
         with trio.move_on_after(idle) as scope:
             try:
