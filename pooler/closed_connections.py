@@ -25,9 +25,9 @@ that reads the client's socket and hands each piece to the protocol) with
   the read loop ended (the timer is restarted on a closed connection). A client that opens
   a connection per request and closes it after each answer (httpx clients made per call,
   scripts, health checkers) would leave every one of them behind for 75 s. So once the
-  loop ends (end of file, a reset, a closed stream), the timer is stopped and replaced by
-  one that cannot start again. Nothing is lost: the timer exists to close a connection that
-  is already closed.
+  loop ends (end of file, a reset, a closed stream), the timer is ended
+  (pooler.idle_timer.end) and replaced by one that cannot start again. Nothing is lost:
+  the timer exists to close a connection that is already closed.
 
 It checks first that Hypercorn and trio still have the shape this relies on (the refused
 start is tested); tests/unit/test_closed_connections.py drives Hypercorn's own server.
@@ -45,6 +45,8 @@ import trio
 from trio import _socket as _trio_socket
 
 from pooler.dependency_shape import missing_texts, refuse_if_moved
+from pooler.idle_timer import end as end_timer
+from pooler.idle_timer import start_idle_timers_soon
 
 MAX_RECV = 2**16  # Hypercorn's read size
 _STREAM_ENDS = (trio.ClosedResourceError, trio.BrokenResourceError)
@@ -75,6 +77,7 @@ def end_idle_timer_with_reading() -> None:
     hypercorn_read = server._read_data
     if getattr(hypercorn_read, "_ends_idle_timer", False):
         return
+    start_idle_timers_soon()  # the timer `end_timer` ends
     expected = {
         server.__init__: ("self.idle_task = TrioSingleTask()", "self.stream = stream"),
         inspect.unwrap(server.protocol_send): ("self.idle_task.restart", "self.idle_task.stop()"),
@@ -131,8 +134,7 @@ def end_idle_timer_with_reading() -> None:
             await handle(Closed())
         finally:
             timer, self.idle_task = self.idle_task, _STOPPED
-            with trio.CancelScope(shield=True):
-                await timer.stop()
+            end_timer(timer)
 
     read_client._ends_idle_timer = True  # type: ignore[attr-defined]
     read_client.__wrapped__ = hypercorn_read  # type: ignore[attr-defined]
