@@ -1,6 +1,5 @@
-"""pooler.idle_timer: Hypercorn's keep-alive timer is one task across requests (another action is
-restarted without `nursery.start`), and
-still does what it did: an idle keep-alive connection is closed after `keep_alive_timeout`,
+"""pooler.idle_timer: Hypercorn's keep-alive timer is one task across requests (another
+action is restarted without `nursery.start`), and still does what it did: an idle keep-alive connection is closed after `keep_alive_timeout`,
 one serving a request longer than that is not, and a server shutting down closes its idle
 connections at once. Driven through Hypercorn's own server (`hypercorn.trio.serve`)."""
 
