@@ -1,7 +1,8 @@
 """pooler.idle_timer: Hypercorn's keep-alive timer is one task across requests (another
-action is restarted without `nursery.start`), and still does what it did: an idle keep-alive connection is closed after `keep_alive_timeout`,
-one serving a request longer than that is not, and a server shutting down closes its idle
-connections at once. Driven through Hypercorn's own server (`hypercorn.trio.serve`)."""
+action is restarted without `nursery.start`), and still does what it did: an idle
+keep-alive connection is closed after `keep_alive_timeout`, one serving a request longer
+than that is not, and a server shutting down closes its idle connections at once. Driven
+through Hypercorn's own server (`hypercorn.trio.serve`)."""
 
 from __future__ import annotations
 
@@ -201,3 +202,18 @@ def test_a_long_request_keeps_no_timer_task(monkeypatch: pytest.MonkeyPatch) -> 
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_refuses_to_start_if_hypercorn_moved(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hypercorn.trio import tcp_server, worker_context
+
+    start_idle_timers_soon()  # installed
+    restart = worker_context.TrioSingleTask.restart
+    monkeypatch.setattr(worker_context.TrioSingleTask, "restart", restart.__wrapped__)
+
+    async def idle_timeout(self: Any) -> None:  # a timer of another shape
+        pass
+
+    monkeypatch.setattr(tcp_server.TCPServer, "_idle_timeout", idle_timeout)
+    with pytest.raises(RuntimeError, match="Hypercorn changed"):
+        start_idle_timers_soon()
