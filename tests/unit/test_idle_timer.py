@@ -209,7 +209,7 @@ def test_refuses_to_start_if_hypercorn_moved(monkeypatch: pytest.MonkeyPatch) ->
 
     start_idle_timers_soon()  # installed
     restart = worker_context.TrioSingleTask.restart
-    monkeypatch.setattr(worker_context.TrioSingleTask, "restart", restart.__wrapped__)
+    monkeypatch.setattr(worker_context.TrioSingleTask, "restart", restart.__wrapped__)  # type: ignore[attr-defined]
 
     async def idle_timeout(self: Any) -> None:  # a timer of another shape
         pass
