@@ -1,7 +1,8 @@
-"""pooler.idle_timer: Hypercorn's keep-alive timer is restarted without `nursery.start`, and
-still does what it did: an idle keep-alive connection is closed after `keep_alive_timeout`,
-one serving a request longer than that is not, and a server shutting down closes its idle
-connections at once. Driven through Hypercorn's own server (`hypercorn.trio.serve`)."""
+"""pooler.idle_timer: Hypercorn's keep-alive timer is one task across requests (another
+action is restarted without `nursery.start`), and still does what it did: an idle
+keep-alive connection is closed after `keep_alive_timeout`, one serving a request longer
+than that is not, and a server shutting down closes its idle connections at once. Driven
+through Hypercorn's own server (`hypercorn.trio.serve`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import trio.testing
 from hypercorn.trio import serve
 from hypercorn.trio.worker_context import TrioSingleTask
 
+from pooler import idle_timer
 from pooler.idle_timer import start_idle_timers_soon
 from pooler.serving import ServerConfig, hypercorn_config, serve_lifespan
 
@@ -130,3 +132,88 @@ def test_a_shutdown_closes_idle_connections_at_once() -> None:
                 sock.close()
 
     trio.run(main)
+
+
+class SpawnedTimers(trio.abc.Instrument):
+    """Counts the keep-alive timer tasks started (by their coroutine's name)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        name = task.coro.cr_code.co_name
+        self.count += name in ("_keep_alive", "_run_in", "wrapper", "_idle_timeout")
+
+
+def timer_tasks() -> int:
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    count, nurseries = 0, list(root.child_nurseries)
+    while nurseries:
+        for task in nurseries.pop().child_tasks:
+            count += task.coro.cr_code.co_name in ("_keep_alive", "_run_in")
+            nurseries.extend(task.child_nurseries)
+    return count
+
+
+def test_one_timer_task_serves_many_requests() -> None:
+    """Hypercorn started (and cancelled) a timer task per request."""
+    spawned = SpawnedTimers()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(serve, app, config(75.0))
+            sock = await connect(int(binds[0].rsplit(":", 1)[1]))
+            with trio.fail_after(DEADLINE):
+                trio.lowlevel.add_instrument(spawned)
+                for _ in range(20):
+                    assert (await ask(sock, b"a")).startswith(b"HTTP/1.1 200")
+                while timer_tasks() != 1:  # idle now: timed, once the answer is done
+                    await trio.sleep(0.01)
+                trio.lowlevel.remove_instrument(spawned)
+                sock.close()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert spawned.count <= 1
+
+
+def test_a_long_request_keeps_no_timer_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stopped timer's task ends after LINGER; the connection is timed again once idle."""
+    monkeypatch.setattr(idle_timer, "LINGER", 0.05)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(serve, app, config(0.3))
+            sock = await connect(int(binds[0].rsplit(":", 1)[1]))
+            with trio.fail_after(DEADLINE):
+                await sock.send(REQUEST % b"slow")  # busy for 0.6 s, twice the timeout
+                while timer_tasks():  # stopped: its task ends well before the answer
+                    await trio.sleep(0.01)
+                answer = b""
+                while not answer.endswith(b"ok"):
+                    answer += await sock.recv(65536)
+                assert answer.startswith(b"HTTP/1.1 200")  # not closed while busy
+                while timer_tasks() != 1:  # idle: timed again, once the answer is done
+                    await trio.sleep(0.01)
+                assert (await ask(sock, b"b")).startswith(b"HTTP/1.1 200")
+                assert await closed_by_server(sock)  # and closed by its timer
+                sock.close()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_refuses_to_start_if_hypercorn_moved(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hypercorn.trio import tcp_server, worker_context
+
+    start_idle_timers_soon()  # installed
+    restart = worker_context.TrioSingleTask.restart
+    monkeypatch.setattr(worker_context.TrioSingleTask, "restart", restart.__wrapped__)  # type: ignore[attr-defined]
+
+    async def idle_timeout(self: Any) -> None:  # a timer of another shape
+        pass
+
+    monkeypatch.setattr(tcp_server.TCPServer, "_idle_timeout", idle_timeout)
+    with pytest.raises(RuntimeError, match="Hypercorn changed"):
+        start_idle_timers_soon()
