@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import trio
 from http1_support import config, each_write
 
@@ -90,3 +91,65 @@ def test_a_fixed_length_answer_yields_only_in_its_write() -> None:
     assert app.answer_turns == 0
     assert app.after == {"type": "http.disconnect"}
     assert len(writes) == 1
+
+
+async def test_the_gateway_takes_a_queued_body_without_a_yield() -> None:
+    """The gateway's request body (pooler.web.quart_http.PulledBody) takes a message the
+    server has already queued on Hypercorn's memory channel without the receive's yield
+    (before: one more reschedule of the application's task); one still to come is waited
+    for as before, and a cancelled reader is still stopped."""
+    from pooler.web.app import GatewayApp
+    from pooler.web.quart_http import current_request, json_response
+
+    app = GatewayApp()
+    turns: list[int] = []
+
+    @app.post("/")
+    async def read() -> Any:
+        counter = Reschedules(trio.lowlevel.current_task())
+        trio.lowlevel.add_instrument(counter)
+        try:
+            body = await current_request().body.read()
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+        turns.append(counter.count)
+        return json_response({"size": len(body)})
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope: dict[str, Any] = {
+        "type": "http",
+        "http_version": "1.1",
+        "asgi": {"spec_version": "2.1", "version": "3.0"},
+        "method": "POST",
+        "scheme": "http",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"x"), (b"content-length", b"%d" % len(BODY))],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+        "extensions": {},
+    }
+    with trio.fail_after(5):
+        put, get = trio.open_memory_channel[dict[str, Any]](10)
+        put.send_nowait({"type": "http.request", "body": BODY, "more_body": False})
+        await app(dict(scope), get.receive, send)
+        assert turns == [0]
+        assert sent[0]["status"] == 200, sent
+        assert orjson.loads(b"".join(m.get("body", b"") for m in sent[1:])) == {"size": len(BODY)}
+
+        # Not queued yet: the read waits for it.
+        put, get = trio.open_memory_channel[dict[str, Any]](10)
+        sent.clear()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(app, dict(scope), get.receive, send)
+            await trio.sleep(0.01)
+            await put.send({"type": "http.request", "body": BODY, "more_body": False})
+        assert turns[-1] >= 1
+        assert sent[0]["status"] == 200, sent
+        assert orjson.loads(b"".join(m.get("body", b"") for m in sent[1:])) == {"size": len(BODY)}
