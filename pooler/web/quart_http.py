@@ -93,10 +93,8 @@ class PulledBody(TrioBody):
         message: Message | None = None
         if queue is not None:
             await trio.lowlevel.checkpoint_if_cancelled()
-            try:
+            with contextlib.suppress(trio.WouldBlock):
                 message = queue.receive_nowait()
-            except trio.WouldBlock:
-                pass
         if message is None:
             message = await self.receive()
         if message["type"] == "http.disconnect":

@@ -71,6 +71,41 @@ def test_a_body_that_came_with_the_head_is_handed_over_in_one_message() -> None:
     assert writes == [writes[0]] and writes[0].endswith(b"\r\n\r\n" + ANSWER)
 
 
+def test_the_read_loop_hands_a_whole_body_over_without_a_yield() -> None:
+    """The read loop's handling of a request that came whole (head and body) takes no
+    turn of the loop: the application's task is started and its one message queued
+    (before: two channel sends, each a yield); the answer still comes."""
+    from http1_support import server_protocol
+    from hypercorn.events import RawData
+    from hypercorn.trio.task_group import TaskGroup
+
+    async def run() -> tuple[int, list[bytes]]:
+        writes: list[bytes] = []
+
+        async def send(event: Any) -> None:
+            if isinstance(event, RawData):
+                writes.append(bytes(event.data))
+
+        app = App()
+        async with TaskGroup() as task_group:
+            protocol = server_protocol(Http1Protocol, app, config(), task_group, send)
+            counter = Reschedules(trio.lowlevel.current_task())
+            trio.lowlevel.add_instrument(counter)
+            try:
+                await protocol.handle(RawData(data=REQUEST))
+            finally:
+                trio.lowlevel.remove_instrument(counter)
+            with trio.fail_after(5):
+                while not writes:
+                    await trio.lowlevel.checkpoint()
+            task_group._nursery.cancel_scope.cancel()  # type: ignore[union-attr]
+        return counter.count, writes
+
+    turns, writes = trio.run(run)
+    assert turns == 0
+    assert writes[0].startswith(b"HTTP/1.1 200") and writes[0].endswith(ANSWER)
+
+
 def test_a_body_in_pieces_still_arrives_piece_by_piece() -> None:
     """A body still coming goes to the application as it arrives; its last piece carries
     the end."""
