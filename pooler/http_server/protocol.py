@@ -15,6 +15,11 @@ written as bytes: a head with a Content-Length is held and goes out in one write
 first body bytes (as the gateway made h11's writes do before), and so is a streamed answer's
 head when the application marks its start with `BODY_FOLLOWS` (its first piece at hand and
 sent next; pooler.http_server.response_writer); each piece of a chunked body is one write.
+A short request costs as few turns of the event loop as it can: a Content-Length body read
+whole goes to the application in one message (with its end), queued without a yield when
+the queue has room, and a complete answer's held head, its empty end and its stream's
+close (the `http.disconnect` queued) take none either: the answer's write is its one
+schedule point (cancellation is still checked at each; tests/unit/test_short_request_turns.py).
 The connection's state follows h11's: a request read while the previous answer
 is still going waits (pipelining, with the read loop paused as before); an answer that ends
 before its request's body says `connection: close` and the connection closes; a client that
