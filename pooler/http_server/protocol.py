@@ -15,6 +15,11 @@ written as bytes: a head with a Content-Length is held and goes out in one write
 first body bytes (as the gateway made h11's writes do before), and so is a streamed answer's
 head when the application marks its start with `BODY_FOLLOWS` (its first piece at hand and
 sent next; pooler.http_server.response_writer); each piece of a chunked body is one write.
+A short request costs as few turns of the event loop as it can: a Content-Length body read
+whole goes to the application in one message (with its end), queued without a yield when
+the queue has room, and a complete answer's held head, its empty end and its stream's
+close (the `http.disconnect` queued) take none either: the answer's write is its one
+schedule point (cancellation is still checked at each; tests/unit/test_short_request_turns.py).
 The connection's state follows h11's: a request read while the previous answer
 is still going waits (pipelining, with the read loop paused as before); an answer that ends
 before its request's body says `connection: close` and the connection closes; a client that
@@ -41,8 +46,9 @@ from hypercorn.protocol.events import (
     StreamClosed,
 )
 from hypercorn.protocol.h11 import H2CProtocolRequiredError, H2ProtocolAssumedError
-from hypercorn.protocol.http_stream import HTTPStream
+from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 from hypercorn.protocol.ws_stream import WSStream
+from hypercorn.trio.task_group import TaskGroup
 
 from pooler.dependency_shape import missing_texts, refuse_if_moved
 from pooler.errors import BadRequest
@@ -131,6 +137,34 @@ def slim_start(message: Any) -> Any:
         "trailers": message.get("trailers", False),
     }
 
+
+# What `_handle_events` and `_close_stream` do for HTTPStream.handle (the whole body in one
+# message; a complete answer's StreamClosed without a yield): its Body, EndBody and
+# StreamClosed handling, and the application's queue being a trio memory channel whose
+# bound `send` the stream keeps as `app_put`.
+_COMPLETE = ASGIHTTPState.CLOSED
+refuse_if_moved(
+    missing_texts(
+        {
+            HTTPStream.handle: (
+                "if self.closed:\n            return",
+                'await self.app_put(\n                {"type": "http.request", "body":'
+                ' bytes(event.data), "more_body": True}',
+                'await self.app_put({"type": "http.request", "body": b"", "more_body": False})',
+                "elif isinstance(event, StreamClosed):\n            self.closed = True\n"
+                "            if self.state != ASGIHTTPState.CLOSED:",
+                'if self.app_put is not None:\n                await self.app_put({"type":'
+                ' "http.disconnect"})',
+            ),
+            TaskGroup.spawn_app: (
+                "trio.open_memory_channel",
+                "return app_send_channel.send",
+            ),
+        }
+    ),
+    "Hypercorn",
+    "pooler.http_server.protocol",
+)
 
 # What an accepted WSStream reads of its handshake from then on (`slim_websocket`).
 _ACCEPTED = SimpleNamespace(accepted=True)
@@ -236,9 +270,23 @@ class Http1Protocol:
                             raise Refused("Receive buffer too long", 431)
                         break
                     if isinstance(piece, bytes):
-                        if self.stream is None:
+                        stream = self.stream
+                        if stream is None:
                             break
-                        await self.stream.handle(Body(stream_id=STREAM_ID, data=piece))
+                        if type(stream) is HTTPStream and reader.length_body_read():
+                            # The whole body is here (it usually comes with the head): the
+                            # application gets it in one message with its end, one channel
+                            # send and one receive instead of two of each (each a yield to
+                            # the loop). What HTTPStream does for Body then EndBody, at once.
+                            reader.read_body()  # its END
+                            self.their = SWITCH if self.switch_pending else DONE
+                            if not stream.closed:
+                                await self._hand_over(
+                                    stream.app_put,
+                                    {"type": "http.request", "body": piece, "more_body": False},
+                                )
+                            continue
+                        await stream.handle(Body(stream_id=STREAM_ID, data=piece))
                     else:  # the end of the body
                         self.their = SWITCH if self.switch_pending else DONE
                         if self.stream is None:
@@ -325,6 +373,18 @@ class Http1Protocol:
         )
         self.keep_alive_requests += 1
         await self.context.mark_request()
+
+    @staticmethod
+    async def _hand_over(put: Any, message: dict[str, Any]) -> None:
+        """Queue `message` for the application (`put`: its channel's bound `send`) without
+        the send's yield to the loop when there is room: the read loop goes on to its next
+        read at once, and the application's task, just started, runs in the next batch
+        anyway. A cancellation is still seen; a full queue waits as before."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            put.__self__.send_nowait(message)
+        except trio.WouldBlock:
+            await put(message)
 
     async def _check_protocol(self, head: Head) -> None:
         """Hand an `Upgrade: h2c` request (without a body) or HTTP/2's preface to HTTP/2,
@@ -415,9 +475,10 @@ class Http1Protocol:
         self.body = framed.body
         self.body_left = framed.length
         if framed.declared_length:
-            # Its body is right behind it: one write for both (a send stays a checkpoint).
+            # Its body is right behind it: one write for both. No yield to the loop here:
+            # the body's write is the schedule point (a cancellation is still seen first).
             self.held = framed.head
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint_if_cancelled()
             return
         if body_follows and framed.body != LENGTH:
             # A streamed answer whose first piece the application has at hand and sends
@@ -469,7 +530,9 @@ class Http1Protocol:
         if out:
             await self._write(out)
         else:
-            await trio.lowlevel.checkpoint()
+            # Nothing to write (a Content-Length body's end, its bytes written already): no
+            # yield to the loop for it, a cancellation still seen.
+            await trio.lowlevel.checkpoint_if_cancelled()
 
     async def _write(self, data: bytes) -> None:
         await self.send(RawData(data=data))
@@ -514,6 +577,27 @@ class Http1Protocol:
             await self.send(Closed())
 
     async def _close_stream(self) -> None:
-        if self.stream is not None:
-            await self.stream.handle(StreamClosed(stream_id=STREAM_ID))
-            self.stream = None
+        stream = self.stream
+        if stream is None:
+            return
+        if (
+            type(stream) is HTTPStream
+            and stream.state is _COMPLETE
+            and not stream.closed
+            and stream.app_put is not None
+        ):
+            # Its answer is complete (nobody left: pooler.client_gone has nothing to say):
+            # what HTTPStream.handle does for StreamClosed, the application's
+            # `http.disconnect` queued without the channel send's yield to the loop (run
+            # in the application's task right after its answer's last write, before the
+            # keep-alive bookkeeping). A full queue takes the ordinary way.
+            try:
+                stream.app_put.__self__.send_nowait({"type": "http.disconnect"})  # type: ignore[attr-defined]
+            except trio.WouldBlock:
+                pass
+            else:
+                stream.closed = True
+                self.stream = None
+                return
+        await stream.handle(StreamClosed(stream_id=STREAM_ID))
+        self.stream = None

@@ -248,6 +248,10 @@ class RequestReader:
             return data
         return self._read_chunked()
 
+    def length_body_read(self) -> bool:
+        """Whether a Content-Length body has been read whole (its END is next)."""
+        return not self._chunked and self._remaining == 0
+
     def _read_chunked(self) -> bytes | EndOfBody | None:
         buffer = self.buffer
         while True:

@@ -32,6 +32,7 @@ from typing import IO, Any, cast
 from urllib.parse import urlsplit
 
 import orjson
+import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 from quart.formparser import FormDataParser
 from quart.globals import _cv_request
@@ -48,7 +49,7 @@ from werkzeug.utils import cached_property
 
 from pooler.dependency_shape import missing_texts, refuse_if_moved
 from pooler.errors import BodyTooLarge, PoolerError
-from pooler.web.asgi import ClientDisconnected, Receive, Scope, Send
+from pooler.web.asgi import ClientDisconnected, Message, Receive, Scope, Send
 
 
 class PulledBody(TrioBody):
@@ -60,6 +61,11 @@ class PulledBody(TrioBody):
 
     def __init__(self, expected_content_length: int | None, max_content_length: int | None) -> None:
         self.receive: Receive | None = None
+        # The server's queue of messages when `receive` is a trio memory channel's (as
+        # Hypercorn's trio worker gives it): a message already queued (a short request's
+        # whole body, which came with its head) is taken without the receive's yield to
+        # the loop, a cancellation still checked first. See `_next_chunk`.
+        self.queue: trio.MemoryReceiveChannel[Message] | None = None
         self.limit = max_content_length
         self.size = 0
         self.done = False
@@ -83,7 +89,14 @@ class PulledBody(TrioBody):
 
     async def _next_chunk(self) -> bytes:
         assert self.receive is not None, "the connection sets receive before the handler runs"
-        message = await self.receive()
+        queue = self.queue
+        message: Message | None = None
+        if queue is not None:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            with contextlib.suppress(trio.WouldBlock):
+                message = queue.receive_nowait()
+        if message is None:
+            message = await self.receive()
         if message["type"] == "http.disconnect":
             self.done = True
             raise ClientDisconnected
@@ -254,6 +267,9 @@ class GatewayHTTPConnection(TrioASGIHTTPConnection):
     async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         request = self._create_request_from_scope(send)
         request.receive = request.body.receive = receive  # type: ignore[assignment]
+        queue = getattr(receive, "__self__", None)
+        if type(queue) is trio.MemoryReceiveChannel:
+            request.body.queue = queue
         request.send = send  # type: ignore[assignment]
         response = await self.app.handle_request(request)
         if response is PUSHED:
