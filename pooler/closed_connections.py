@@ -42,11 +42,11 @@ import inspect
 from typing import Any
 
 import trio
-from trio import _socket as _trio_socket
 
 from pooler.dependency_shape import missing_texts, refuse_if_moved
 from pooler.idle_timer import end as end_timer
 from pooler.idle_timer import start_idle_timers_soon
+from pooler.trio_socket import os_socket
 
 MAX_RECV = 2**16  # Hypercorn's read size
 _STREAM_ENDS = (trio.ClosedResourceError, trio.BrokenResourceError)
@@ -89,8 +89,6 @@ def end_idle_timer_with_reading() -> None:
             'if data == b"":',
             "await self.protocol.handle(Closed())",
         ),
-        _trio_socket._SocketType.__init__: ("self._sock = sock",),
-        trio.SocketStream.receive_some: ("self.socket.recv(max_bytes)",),
     }
     missing = missing_texts(expected)
     if tcp_server.MAX_RECV != MAX_RECV:
@@ -108,7 +106,7 @@ def end_idle_timer_with_reading() -> None:
             if type(stream) is trio.SocketStream:
                 # The loop a held stream's connection idles in: this frame waiting in
                 # wait_readable, nothing else (see the module doc).
-                sock = stream.socket._sock  # type: ignore[attr-defined]
+                sock = os_socket(stream.socket)
                 while True:
                     try:
                         if sock.fileno() == -1:  # closed: no fd to wait on

@@ -31,8 +31,8 @@ taken, without a turn, only when the rest must wait.
 
 This reaches into Hypercorn's `TCPServer` (its `stream`, `send_lock`, `protocol` and
 `config`), as of 0.18, and writes to a `trio.SocketStream`'s socket as its `send_all` does
-(trio 0.35), its first attempt straight to the socket trio wraps (`_sock`), as trio's own
-`send` does: `stall_bounded_writes` refuses to start if one has moved, and
+(trio 0.35), its first attempt straight to the socket trio wraps (`pooler.trio_socket`), as
+trio's own `send` does: `stall_bounded_writes` refuses to start if one has moved, and
 tests/hostile/test_write_stall.py and tests/unit/test_write_deadline.py check the
 behaviour.
 """
@@ -46,6 +46,7 @@ from typing import Any
 import trio
 
 from pooler.dependency_shape import missing_texts, refuse_if_moved
+from pooler.trio_socket import os_socket
 
 DEFAULT_WRITE_STALL_S = 60.0
 # Over a TCP socket any byte sent is progress. Over another stream (TLS, which the gateway
@@ -94,7 +95,7 @@ def send_now(sock: trio.socket.SocketType, data: bytes | memoryview) -> int:
             raise trio.ClosedResourceError("socket was already closed")
         return 0
     try:
-        return int(sock._sock.send(data))  # type: ignore[attr-defined]
+        return os_socket(sock).send(data)
     except BlockingIOError:
         return 0
     except OSError as exc:
@@ -163,7 +164,6 @@ def stall_bounded_writes() -> None:
     Idempotent."""
     from hypercorn.events import RawData
     from hypercorn.trio import tcp_server
-    from trio import _socket
 
     server = tcp_server.TCPServer
     send = server.protocol_send
@@ -174,7 +174,6 @@ def stall_bounded_writes() -> None:
         {
             send: ("self.send_lock", "self.stream.send_all", "shield = True", "Closed()"),
             server.__init__: ("self.stream", "self.send_lock"),
-            _socket._SocketType.__init__: ("self._sock = sock",),
         }
     )
     if not hasattr(trio.socket.SocketType, "did_shutdown_SHUT_WR"):

@@ -35,8 +35,8 @@ Theory of operation:
   stream idles) and without the recv(2) it tries first, which fails on an SSE stream
   whose next event has not come, and on a response head read right after its request
   (only the first body read tries first: see above). This reaches into
-  trio's socket (`_sock`, as `pooler.write_stall` does): the module refuses to load if
-  it moved. TLS goes through the `SSLStream`.
+  trio's socket (through `pooler.trio_socket`, which refuses to load if trio moved
+  it). TLS goes through the `SSLStream`.
 - Errors leave as `pooler.upstream.errors`; httptools, OSError and trio stream errors stay
   in.
 """
@@ -53,9 +53,8 @@ from urllib.parse import urlsplit
 
 import httptools
 import trio
-from trio import _socket as _trio_socket
 
-from pooler.dependency_shape import missing_texts, refuse_if_moved
+from pooler.trio_socket import plain_socket
 from pooler.upstream.errors import (
     UpstreamConnectError,
     UpstreamProtocolError,
@@ -72,18 +71,6 @@ _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
 _BODYLESS_METHODS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"})
 _POOL_HEADERS = frozenset({b"host", b"content-length", b"transfer-encoding"})
 _CLOSED_ERRNOS = (errno.EBADF, errno.ENOTSOCK)  # as trio's SocketStream reads them
-
-# `_read` reads the socket a `trio.SocketStream` wraps, as its `receive_some` does.
-refuse_if_moved(
-    missing_texts(
-        {
-            _trio_socket._SocketType.__init__: ("self._sock = sock",),
-            trio.SocketStream.receive_some: ("self.socket.recv(max_bytes)",),
-        }
-    ),
-    "trio",
-    "pooler.upstream.http1",
-)
 
 
 class _Stale(Exception):
@@ -107,9 +94,7 @@ class _Connection:
         self.stream = stream
         self.sock = sock
         # The socket itself, read directly (`_read`), when the stream is plain TCP.
-        self.plain: socket | None = (
-            sock._sock if type(stream) is trio.SocketStream else None  # type: ignore[attr-defined]
-        )
+        self.plain: socket | None = plain_socket(stream)
         self.reused = False
 
     def close(self) -> None:

@@ -11,8 +11,8 @@ A held session idles in its read, so what the read keeps matters (`ops/bench/idl
 --kind websocket`). Over plain TCP it waits for the socket with `trio.lowlevel.wait_readable`
 and makes one recv(2) on the socket trio wraps, as `pooler.upstream.http1._read` does:
 `SocketStream.receive_some`'s layers (three coroutines and a context manager) are not kept
-for as long as the session idles (this reaches into trio's socket, `_sock`: the module
-refuses to load if it moved). The wsproto connection's event queue is cut down
+for as long as the session idles (the socket comes from `pooler.trio_socket`, which
+refuses to load if trio moved it). The wsproto connection's event queue is cut down
 (`pooler.lean_queues`).
 """
 
@@ -26,7 +26,6 @@ from typing import cast
 from urllib.parse import urlsplit
 
 import trio
-from trio import _socket as _trio_socket
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
@@ -43,24 +42,12 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError
 
-from pooler.dependency_shape import missing_texts, refuse_if_moved
 from pooler.lean_queues import lean_events
+from pooler.trio_socket import plain_socket
 
 RECEIVE_SIZE = 64 * 1024
 MAX_REJECTION_BODY = 64 * 1024
 Headers = Sequence[tuple[bytes, bytes]]
-
-# `get_message` reads the socket a `trio.SocketStream` wraps, as its `receive_some` does.
-refuse_if_moved(
-    missing_texts(
-        {
-            _trio_socket._SocketType.__init__: ("self._sock = sock",),
-            trio.SocketStream.receive_some: ("self.socket.recv(max_bytes)",),
-        }
-    ),
-    "trio",
-    "pooler.upstream.ws_client",
-)
 
 
 class WebsocketClosed(Exception):
@@ -96,11 +83,7 @@ class ClientWebsocket:
         self.handshake_headers = handshake_headers
         self._stream = stream
         # The socket itself, read directly (`get_message`), when the stream is plain TCP.
-        self._plain: socket | None = (
-            stream.socket._sock  # type: ignore[attr-defined]
-            if type(stream) is trio.SocketStream
-            else None
-        )
+        self._plain: socket | None = plain_socket(stream)
         self._protocol = lean_events(protocol)
         self._max_message_size = max_message_size
         self._send_lock = trio.Lock()
