@@ -13,32 +13,11 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 import trio
+from turn_counts import counting_reschedules
 
 from pooler.upstream.http1 import UpstreamPool
 
 DEADLINE = 10
-
-
-class Reschedules(trio.abc.Instrument):
-    """How many times `task` was rescheduled while counting."""
-
-    def __init__(self, task: trio.lowlevel.Task) -> None:
-        self.task = task
-        self.count = 0
-
-    def task_scheduled(self, task: trio.lowlevel.Task) -> None:
-        if task is self.task:
-            self.count += 1
-
-
-@asynccontextmanager
-async def counting() -> AsyncIterator[Reschedules]:
-    counter = Reschedules(trio.lowlevel.current_task())
-    trio.lowlevel.add_instrument(counter)
-    try:
-        yield counter
-    finally:
-        trio.lowlevel.remove_instrument(counter)
 
 
 class Origin:
@@ -107,7 +86,7 @@ async def test_a_request_on_a_kept_connection_waits_only_for_the_response_head()
                 await response.read()  # a connection to keep
             assert pool.idle_connections == 1
             context = pool.request("POST", "/responses", [], b"{}")
-            async with counting() as turns:
+            with counting_reschedules() as turns:
                 response = await context.__aenter__()
             try:
                 assert response.status == 200
@@ -133,7 +112,7 @@ async def test_a_first_event_already_received_is_taken_without_a_turn() -> None:
             assert raw is not None
             # The event is in the socket's receive queue (a bounded wait, no turn).
             assert select.select([raw], [], [], DEADLINE)[0]
-            async with counting() as turns:
+            with counting_reschedules() as turns:
                 first = await response.__anext__()
             assert first == b"data: {}\n\n"
             assert turns.count == 0

@@ -6,9 +6,7 @@ requests, a client's end of file, `read_timeout` when one is set, TLS)."""
 
 from __future__ import annotations
 
-import datetime
 import gc
-import ipaddress
 import socket
 import ssl
 import sys
@@ -19,12 +17,9 @@ from typing import Any
 
 import pytest
 import trio
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from http1_support import connection_tasks
 from hypercorn.trio import serve
+from tls_support import self_signed_pem
 
 from pooler.serving import ServerConfig, hypercorn_config, serve_lifespan
 
@@ -186,34 +181,10 @@ async def test_a_read_timeout_still_closes_a_silent_connection() -> None:
 
 
 def write_certificate(directory: Path) -> tuple[str, str, ssl.SSLContext]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pooler test server")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    cert_pem, key_pem = self_signed_pem("pooler test server")
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(cert_pem)
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    key_path.write_bytes(key_pem)
     return str(cert_path), str(key_path), ssl.create_default_context(cadata=cert_pem.decode())
 
 

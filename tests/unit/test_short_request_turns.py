@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import trio
 from http1_support import config, each_write
+from turn_counts import counting_reschedules
 
 from pooler.http_server import Http1Protocol
 
@@ -17,16 +18,6 @@ BODY = b'{"model":"m","input":"hi"}'
 REQUEST = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%b" % (len(BODY), BODY)
 ANSWER = b'{"ok":true}'
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"11")]
-
-
-class Reschedules(trio.abc.Instrument):
-    def __init__(self, task: trio.lowlevel.Task) -> None:
-        self.task = task
-        self.count = 0
-
-    def task_scheduled(self, task: trio.lowlevel.Task) -> None:
-        if task is self.task:
-            self.count += 1
 
 
 class App:
@@ -44,13 +35,9 @@ class App:
             self.received.append(dict(message))
             if not message.get("more_body", False):
                 break
-        counter = Reschedules(trio.lowlevel.current_task())
-        trio.lowlevel.add_instrument(counter)
-        try:
+        with counting_reschedules() as counter:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
             await send({"type": "http.response.body", "body": ANSWER})
-        finally:
-            trio.lowlevel.remove_instrument(counter)
         self.answer_turns = counter.count
         with trio.fail_after(5):
             self.after = dict(await receive())
@@ -89,12 +76,8 @@ def test_the_read_loop_hands_a_whole_body_over_without_a_yield() -> None:
         app = App()
         async with TaskGroup() as task_group:
             protocol = server_protocol(Http1Protocol, app, config(), task_group, send)
-            counter = Reschedules(trio.lowlevel.current_task())
-            trio.lowlevel.add_instrument(counter)
-            try:
+            with counting_reschedules() as counter:
                 await protocol.handle(RawData(data=REQUEST))
-            finally:
-                trio.lowlevel.remove_instrument(counter)
             with trio.fail_after(5):
                 while not writes:
                     await trio.lowlevel.checkpoint()
@@ -141,12 +124,8 @@ async def test_the_gateway_takes_a_queued_body_without_a_yield() -> None:
 
     @app.post("/")
     async def read() -> Any:
-        counter = Reschedules(trio.lowlevel.current_task())
-        trio.lowlevel.add_instrument(counter)
-        try:
+        with counting_reschedules() as counter:
             body = await current_request().body.read()
-        finally:
-            trio.lowlevel.remove_instrument(counter)
         turns.append(counter.count)
         return json_response({"size": len(body)})
 
