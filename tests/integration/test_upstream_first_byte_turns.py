@@ -15,7 +15,7 @@ from functools import partial
 import trio
 from turn_counts import counting_reschedules
 
-from pooler.upstream.http1 import UpstreamPool
+from pooler.upstream.http1 import UpstreamPool, UpstreamResponse
 
 DEADLINE = 10
 
@@ -75,6 +75,16 @@ async def serving() -> AsyncIterator[tuple[Origin, UpstreamPool]]:
             nursery.cancel_scope.cancel()
 
 
+async def event_in_socket(origin: Origin, response: UpstreamResponse) -> None:
+    """Let the origin send its first event and wait until it is in `response`'s socket's
+    receive queue, not yet read (a bounded wait, no turn of the loop)."""
+    origin.release.set()
+    await origin.sent.wait()
+    raw = response._conn.plain
+    assert raw is not None
+    assert select.select([raw], [], [], DEADLINE)[0]
+
+
 async def test_a_request_on_a_kept_connection_waits_only_for_the_response_head() -> None:
     """The slot and the request's write take no turn of the loop: the task is rescheduled
     once, by the head's arrival (before: three times, a yield after the slot and another
@@ -106,12 +116,7 @@ async def test_a_first_event_already_received_is_taken_without_a_turn() -> None:
             serving() as (origin, pool),
             pool.request("POST", "/responses", [], b"{}") as response,
         ):
-            origin.release.set()
-            await origin.sent.wait()
-            raw = response._conn.plain
-            assert raw is not None
-            # The event is in the socket's receive queue (a bounded wait, no turn).
-            assert select.select([raw], [], [], DEADLINE)[0]
+            await event_in_socket(origin, response)
             with counting_reschedules() as turns:
                 first = await response.__anext__()
             assert first == b"data: {}\n\n"

@@ -4,11 +4,9 @@ the loop; what it does not find, the iteration still reads."""
 
 from __future__ import annotations
 
-import select
-
 import trio
 
-from tests.integration.test_upstream_first_byte_turns import DEADLINE, serving
+from tests.integration.test_upstream_first_byte_turns import DEADLINE, event_in_socket, serving
 
 EVENT = b"data: {}\n\n"
 
@@ -41,10 +39,6 @@ async def test_a_piece_in_the_socket_is_taken_at_once() -> None:
             serving() as (origin, pool),
             pool.request("POST", "/responses", [], b"{}") as response,
         ):
-            origin.release.set()
-            await origin.sent.wait()
-            raw = response._conn.plain
-            assert raw is not None
-            assert select.select([raw], [], [], DEADLINE)[0]  # received, not yet read
+            await event_in_socket(origin, response)
             assert response.ready_piece() == EVENT
             assert [chunk async for chunk in response] == []

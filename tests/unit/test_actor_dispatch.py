@@ -35,7 +35,8 @@ async def refresh_credentials(account_id: str, stale_token: str) -> RefreshResul
     raise AssertionError("no refresh here")
 
 
-def account_actor() -> AccountActor:
+def account_actor(**options: Any) -> AccountActor:
+    """An account actor with a token and no refresh; `options` go to AccountActor."""
     state = AccountState(AccountSnapshot(account_id="a", label="A"), chatgpt_account_id="c")
     return AccountActor(
         state,
@@ -44,6 +45,7 @@ def account_actor() -> AccountActor:
         publish=lambda snapshot: None,
         load_credentials=load_credentials,
         refresh_credentials=refresh_credentials,
+        **options,
     )
 
 

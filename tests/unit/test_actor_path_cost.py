@@ -18,44 +18,25 @@ import trio.lowlevel
 import trio.testing
 
 from pooler.actors import messages as m
-from pooler.actors.account import AccountActor, AccountState, Credentials, RefreshResult
+from pooler.actors.account import AccountActor
 from pooler.actors.pool import PoolSupervisor
-from pooler.actors.runtime import Mailbox
 from pooler.crypto import key_digest
 from pooler.emulator.usage import WindowView, rate_limit_headers
 from pooler.protocol.ratelimit import parse_rate_limit_headers
 from pooler.routing.evidence import apply_evidence
 from pooler.routing.snapshot import AccountSnapshot, updated
-from pooler.upstream.http1 import UpstreamPool
 from pooler.web.attempts import Attempt, run_attempts
 from pooler.web.keys import KeyCache
 from pooler.web.leasing import LeaseAttempts, continuity_digest, pin
 from pooler.web.request_record import RequestRecord
+from tests.unit.test_actor_dispatch import account_actor as dispatch_account_actor
 from tests.unit.test_attempts import POOL, open_pool
 
 NOW = 1_800_000_000.0
 
 
-async def load_credentials(account_id: str) -> Credentials:
-    return Credentials("token", None, None)
-
-
-async def refresh_credentials(account_id: str, stale_token: str) -> RefreshResult:
-    raise AssertionError("no refresh here")
-
-
 def account_actor(clock: list[float]) -> AccountActor:
-    state = AccountState(AccountSnapshot(account_id="a", label="A"), chatgpt_account_id="c")
-    return AccountActor(
-        state,
-        Mailbox(8, name="account:A"),
-        UpstreamPool("http://127.0.0.1:9"),
-        publish=lambda snapshot: None,
-        load_credentials=load_credentials,
-        refresh_credentials=refresh_credentials,
-        persist_quota=lambda *note: None,
-        clock=lambda: clock[0],
-    )
+    return dispatch_account_actor(persist_quota=lambda *note: None, clock=lambda: clock[0])
 
 
 def quota_headers(used: float, *, reset_at: bool = True) -> tuple[tuple[bytes, bytes], ...]:
