@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -224,10 +225,41 @@ async def open_two_nodes(
             database.close()
 
 
+LOWEST_TEST_PORT = 10_000
+_ports_given: set[int] = set()
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux's default if unread)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port on 127.0.0.1 that is free now, for a process started later to listen on.
+
+    It is chosen below the kernel's ephemeral range: a port asked of bind(0) is in that
+    range, so any outgoing connection (the suite's clients, PostgreSQL's) could take it
+    between this check and the child's bind, which failed a run with "Address already in
+    use". Ports handed out once are not handed out again in this process."""
+    low, _ = ephemeral_port_range()
+    candidates = range(LOWEST_TEST_PORT, low)
+    for _ in range(100):
+        port = random.choice(candidates) if candidates else 0
+        if port in _ports_given:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = int(sock.getsockname()[1])
+        _ports_given.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 async def run_process(

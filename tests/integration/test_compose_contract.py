@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from deploy_support import (
     parse_dockerfile,
     read_dotenv,
 )
+from harness import free_port
 from psycopg.conninfo import conninfo_to_dict
 
 START_DEADLINE_S = 60.0
@@ -59,12 +59,6 @@ def pooler_argv(command: list[str]) -> list[str]:
     (entrypoint,) = parse_dockerfile(DOCKERFILE.read_text())[1][-1].all("ENTRYPOINT")
     assert entrypoint.exec_form() == ["pooler"]
     return [sys.executable, "-m", "pooler.cli.main", *command]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
