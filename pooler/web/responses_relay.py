@@ -23,7 +23,7 @@ from pooler.actors import messages as m
 from pooler.client_gone import EXTENSION as CLIENT_GONE
 from pooler.client_gone import client_gone
 from pooler.errors import PoolerError, UpstreamError
-from pooler.http_server.response_writer import BODY_FOLLOWS
+from pooler.http_server.response_writer import BODY_FOLLOWS, BODY_PIECES
 from pooler.protocol.stream_accounting import StreamAccounting, failed_event
 from pooler.routing.circuit import RESPONSES
 from pooler.upstream.errors import UpstreamTransportError
@@ -201,7 +201,7 @@ class ResponsesRelay:
             if record.stream:
                 request.release()  # streaming from here on: no attempt follows
                 outcome = await self._relay_stream(
-                    response, send, record, accounting, request.presenter
+                    response, send, record, accounting, request.presenter, body_pieces(scope)
                 )
                 attempt.ended(outcome)
             else:
@@ -238,6 +238,7 @@ class ResponsesRelay:
         record: RequestRecord,
         accounting: ResponseAccounting,
         presenter: Presenter | None,
+        pieces: PieceWrite | None = None,
     ) -> m.Outcome:
         idle = self.gw.settings.upstream_idle_timeout_s
         headers = [*SSE_HEADERS, (b"x-request-id", record.request_id.encode())]
@@ -267,12 +268,16 @@ class ResponsesRelay:
             await send({"type": "http.response.body", "body": first, "more_body": True})
         del first
 
+        # Each piece's write is followed by `_pump`'s wait for the upstream's next read (or,
+        # at the body's end, by the last send): the server's `BODY_PIECES` writer, which
+        # makes no yield of its own after the write, when it gives one.
+        write = pieces if pieces is not None else partial(_send_piece, send)
         if presenter is None:  # only the one used is made: the stream's frame keeps it
 
             async def on_chunk(chunk: bytes) -> None:
                 accounting.feed(chunk)  # first: a response id is pinned before the client sees it
                 record.response_bytes += len(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await write(chunk)
 
         else:
 
@@ -282,7 +287,7 @@ class ResponsesRelay:
                 shown = presenter.translate(chunk)
                 if shown:
                     record.response_bytes += len(shown)
-                    await send({"type": "http.response.body", "body": shown, "more_body": True})
+                    await write(shown)
 
         failure = await _pump(response, idle, on_chunk)
         if failure is None and accounting.terminal_type is None:
@@ -385,6 +390,20 @@ class ResponsesRelay:
         outcome = "completed" if accounting.completed else "failed"
         record.finish(200, outcome, None if accounting.completed else accounting.error_code)
         record.response_bytes += await send_json(send, 200, answer, [request_id])
+
+
+PieceWrite = Callable[[bytes], Awaitable[None]]
+
+
+def body_pieces(scope: Scope) -> PieceWrite | None:
+    """The server's writer of a streamed answer's body pieces without a yield after each
+    (`BODY_PIECES`, pooler.http_server.response_writer), or None when it gives none."""
+    extensions = scope.get("extensions")
+    return extensions.get(BODY_PIECES) if extensions else None
+
+
+async def _send_piece(send: Send, piece: bytes) -> None:
+    await send({"type": "http.response.body", "body": piece, "more_body": True})
 
 
 async def _pump(

@@ -1,0 +1,80 @@
+"""Through the whole stack: the fixed cost of one relay cycle of a streamed answer (issue 17:
+CPU per SSE event when many streams are in flight), counted, not timed.
+
+One cycle is: the upstream socket readable, the relay's task woken, one read, the piece
+relayed to the client, the wait for the next read. The relay's task is rescheduled once
+per cycle, by the upstream's read (before: twice, a send also yielded to the loop right
+before the wait that follows it, and each task step resumes the ~20 frames between the
+ASGI app and the relay). The emulator paces its events (`x-emulator-delay-ms`) so that
+most reads bring one event; reschedules are counted per upstream read, so the figure
+does not depend on how the events happen to be batched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from harness import open_stack, parse_sse, responses_body
+from turn_counts import Reschedules
+
+from pooler.upstream import http1
+from pooler.web import responses_relay
+
+
+class CycleCounts:
+    def __init__(self) -> None:
+        self.reads = 0
+        self.reschedules = 0
+        self.pumping = False
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> CycleCounts:
+    counts = CycleCounts()
+    pump = responses_relay._pump
+
+    async def counted_pump(*args: Any, **kwargs: Any) -> Any:
+        counter = Reschedules(trio.lowlevel.current_task())
+        trio.lowlevel.add_instrument(counter)
+        counts.pumping = True
+        try:
+            return await pump(*args, **kwargs)
+        finally:
+            counts.pumping = False
+            trio.lowlevel.remove_instrument(counter)
+            counts.reschedules += counter.count
+
+    received = http1.UpstreamResponse._received
+
+    def counted_received(self: Any, data: bytes) -> None:
+        if counts.pumping:
+            counts.reads += 1
+        received(self, data)
+
+    monkeypatch.setattr(responses_relay, "_pump", counted_pump)
+    monkeypatch.setattr(http1.UpstreamResponse, "_received", counted_received)
+    return counts
+
+
+@pytest.mark.parametrize("path", ["/backend-api/codex/responses", "/v1/responses"])
+async def test_a_relayed_piece_costs_one_task_step(
+    db_url: str, tmp_path: Path, counted: CycleCounts, path: str
+) -> None:
+    words = " ".join(f"w{i}" for i in range(12))
+    body = responses_body(
+        f"Reply with exactly: {words}", client_metadata={"x-emulator-delay-ms": "3"}
+    )
+    async with open_stack(db_url, tmp_path) as stack, stack.client() as client:
+        with trio.fail_after(30):
+            answer = await client.post(path, json=body)
+    assert answer.status_code == 200, answer.text
+    events = parse_sse(answer.text)
+    assert events[-1]["type"] == "response.completed"
+    deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
+    assert "".join(deltas) == words  # every event relayed, in order
+    assert counted.reads >= 5  # paced: the stream came in many reads
+    # One reschedule per read (its wait), and at most one more (the body's end may come
+    # in a read of its own); before: two per read.
+    assert counted.reschedules <= counted.reads + 1, (counted.reschedules, counted.reads)
