@@ -406,6 +406,12 @@ async def _send_piece(send: Send, piece: bytes) -> None:
     await send({"type": "http.response.body", "body": piece, "more_body": True})
 
 
+def idle_slack(idle: float) -> float:
+    """How much later than `idle` after its last chunk a stream may be cut (`_pump`): a
+    32nd of it, at most a second."""
+    return min(1.0, idle / 32)
+
+
 async def _pump(
     response: Any,
     idle: float,
@@ -415,19 +421,26 @@ async def _pump(
     """Hand each upstream chunk to `on_chunk` as it arrives; a failure code, or None at the
     end (or as soon as `until()` is true after a chunk).
 
-    One cancel scope for the whole stream, its deadline pushed on after every chunk (a new
-    scope per chunk cost ~7 % of the gateway's CPU on SSE): `idle` seconds without progress
-    end the stream.
+    One cancel scope for the whole stream (a new scope per chunk cost ~7 % of the gateway's
+    CPU on SSE), its deadline pushed on as chunks come: `idle` seconds without progress end
+    the stream. A push is a context manager and a few calls inside trio, so it is not made
+    per chunk: the deadline is set `slack` past `idle` (`idle_slack`) and pushed only once a
+    chunk finds it closer than `idle`, so it is never less than `idle` after the last chunk
+    (the stream is never cut early) and at most `slack` more, and a stream whose events
+    come every few milliseconds pushes it about once a second.
     """
+    slack = idle_slack(idle)
     with trio.CancelScope() as scope:
-        scope.deadline = trio.current_time() + idle
+        scope.deadline = trio.current_time() + idle + slack
         try:
             async for chunk in response.aiter_bytes():
                 await on_chunk(chunk)
                 del chunk  # not kept while the next one is awaited (minutes, maybe)
                 if until is not None and until():
                     return None
-                scope.deadline = trio.current_time() + idle
+                now = trio.current_time()
+                if now + idle > scope.deadline:
+                    scope.deadline = now + idle + slack
         except UpstreamTransportError:
             return "upstream_stream_broken"
     return "stream_idle_timeout" if scope.cancelled_caught else None

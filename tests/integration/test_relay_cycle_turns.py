@@ -7,7 +7,8 @@ per cycle, by the upstream's read (before: twice, a send also yielded to the loo
 before the wait that follows it, and each task step resumes the ~20 frames between the
 ASGI app and the relay). The emulator paces its events (`x-emulator-delay-ms`) so that
 most reads bring one event; reschedules are counted per upstream read, so the figure
-does not depend on how the events happen to be batched."""
+does not depend on how the events happen to be batched. The stream's idle deadline is
+pushed on lazily (pooler.web.responses_relay `_pump`)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ class CycleCounts:
         self.reads = 0
         self.reschedules = 0
         self.pumping = False
+        self.task: trio.lowlevel.Task | None = None
+        self.deadline_pushes = 0  # by the relaying task, while relaying
 
 
 @pytest.fixture
@@ -36,13 +39,15 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> CycleCounts:
     pump = responses_relay._pump
 
     async def counted_pump(*args: Any, **kwargs: Any) -> Any:
-        counter = Reschedules(trio.lowlevel.current_task())
+        counts.task = trio.lowlevel.current_task()
+        counter = Reschedules(counts.task)
         trio.lowlevel.add_instrument(counter)
         counts.pumping = True
         try:
             return await pump(*args, **kwargs)
         finally:
             counts.pumping = False
+            counts.task = None
             trio.lowlevel.remove_instrument(counter)
             counts.reschedules += counter.count
 
@@ -53,6 +58,14 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> CycleCounts:
             counts.reads += 1
         received(self, data)
 
+    deadline = trio.CancelScope.deadline
+
+    def set_deadline(self: trio.CancelScope, value: float) -> None:
+        if counts.pumping and trio.lowlevel.current_task() is counts.task:
+            counts.deadline_pushes += 1
+        deadline.fset(self, value)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(trio.CancelScope, "deadline", property(deadline.fget, set_deadline))
     monkeypatch.setattr(responses_relay, "_pump", counted_pump)
     monkeypatch.setattr(http1.UpstreamResponse, "_received", counted_received)
     return counts
@@ -78,3 +91,7 @@ async def test_a_relayed_piece_costs_one_task_step(
     # One reschedule per read (its wait), and at most one more (the body's end may come
     # in a read of its own); before: two per read.
     assert counted.reschedules <= counted.reads + 1, (counted.reschedules, counted.reads)
+    # The stream's idle deadline is set once, not pushed on after every read (each push a
+    # context manager and a few calls inside trio): this stream lasts well under the
+    # slack (`idle_slack`, a second at the default 300 s).
+    assert counted.deadline_pushes == 1, counted.deadline_pushes
