@@ -58,12 +58,14 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> CycleCounts:
             counts.reads += 1
         received(self, data)
 
-    deadline = trio.CancelScope.deadline
+    deadline: property = vars(trio.CancelScope)["deadline"]
+    assert deadline.fset is not None
+    push = deadline.fset
 
     def set_deadline(self: trio.CancelScope, value: float) -> None:
         if counts.pumping and trio.lowlevel.current_task() is counts.task:
             counts.deadline_pushes += 1
-        deadline.fset(self, value)  # type: ignore[attr-defined]
+        push(self, value)
 
     monkeypatch.setattr(trio.CancelScope, "deadline", property(deadline.fget, set_deadline))
     monkeypatch.setattr(responses_relay, "_pump", counted_pump)
