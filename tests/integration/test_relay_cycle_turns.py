@@ -31,6 +31,7 @@ class CycleCounts:
         self.pumping = False
         self.task: trio.lowlevel.Task | None = None
         self.deadline_pushes = 0  # by the relaying task, while relaying
+        self.read_coroutines = 0  # `http1._read` calls, while relaying
 
 
 @pytest.fixture
@@ -68,6 +69,14 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> CycleCounts:
         push(self, value)
 
     monkeypatch.setattr(trio.CancelScope, "deadline", property(deadline.fget, set_deadline))
+    read = http1._read
+
+    async def counted_read(conn: Any) -> Any:
+        if counts.pumping:
+            counts.read_coroutines += 1
+        return await read(conn)
+
+    monkeypatch.setattr(http1, "_read", counted_read)
     monkeypatch.setattr(responses_relay, "_pump", counted_pump)
     monkeypatch.setattr(http1.UpstreamResponse, "_received", counted_received)
     return counts
@@ -97,3 +106,6 @@ async def test_a_relayed_piece_costs_one_task_step(
     # context manager and a few calls inside trio): this stream lasts well under the
     # slack (`idle_slack`, a second at the default 300 s).
     assert counted.deadline_pushes == 1, counted.deadline_pushes
+    # A body read over plain TCP waits and reads in the iterator's own frame: no coroutine
+    # of its own per read (nor a frame more to resume when the upstream's bytes come).
+    assert counted.read_coroutines == 0, counted.read_coroutines
