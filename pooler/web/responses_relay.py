@@ -430,17 +430,18 @@ async def _pump(
     come every few milliseconds pushes it about once a second.
     """
     slack = idle_slack(idle)
+    now = trio.lowlevel.current_clock().current_time  # `trio.current_time`'s two layers less
     with trio.CancelScope() as scope:
-        scope.deadline = trio.current_time() + idle + slack
+        scope.deadline = now() + idle + slack
         try:
             async for chunk in response.aiter_bytes():
                 await on_chunk(chunk)
                 del chunk  # not kept while the next one is awaited (minutes, maybe)
                 if until is not None and until():
                     return None
-                now = trio.current_time()
-                if now + idle > scope.deadline:
-                    scope.deadline = now + idle + slack
+                at = now()
+                if at + idle > scope.deadline:
+                    scope.deadline = at + idle + slack
         except UpstreamTransportError:
             return "upstream_stream_broken"
     return "stream_idle_timeout" if scope.cancelled_caught else None
