@@ -27,7 +27,9 @@ holds the send lock (one writer per connection, the usual case), that first send
 lock (nothing else runs until it returns) and the send yields once afterwards, where
 Hypercorn took two scheduler turns (the lock's and trio's `send`'s): a send is still a
 checkpoint, a cancelled caller is still stopped before its first byte, and the lock is
-taken, without a turn, only when the rest must wait.
+taken, without a turn, only when the rest must wait. A writer whose next step is a wait of
+its own (the server protocol's `PieceWriter`, for a relay) writes through `unyielding_send`,
+the same write without that yield.
 
 This reaches into Hypercorn's `TCPServer` (its `stream`, `send_lock`, `protocol` and
 `config`), as of 0.18, and writes to a `trio.SocketStream`'s socket as its `send_all` does

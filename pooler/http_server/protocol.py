@@ -15,6 +15,10 @@ written as bytes: a head with a Content-Length is held and goes out in one write
 first body bytes (as the gateway made h11's writes do before), and so is a streamed answer's
 head when the application marks its start with `BODY_FOLLOWS` (its first piece at hand and
 sent next; pooler.http_server.response_writer); each piece of a chunked body is one write.
+A streamed answer's later pieces may also come through the request's `BODY_PIECES` scope
+extension (`PieceWriter`): framed and written straight to the connection, without the
+layers of an ASGI send and without the yield after the write (the relay's wait for its
+next upstream read is the schedule point): one task step per relayed piece.
 A short request costs as few turns of the event loop as it can: a Content-Length body read
 whole goes to the application in one message (with its end), queued without a yield when
 the queue has room, and a complete answer's held head, its empty end and its stream's

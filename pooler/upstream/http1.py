@@ -29,14 +29,14 @@ Theory of operation:
   chunk extension or a trailer section over `_MAX_HEAD_SIZE` is refused, as is any
   Transfer-Encoding but a single `chunked` (llhttp would read such a body to EOF).
 - No deadlines here: callers wrap requests in `trio.fail_after` / `move_on_after`.
-- A read over plain TCP waits for the socket with `trio.lowlevel.wait_readable`
-  (a body read in the iterator's own frame, `_read`'s code inlined: one coroutine fewer
-  per relayed read), then makes one recv(2) on the socket trio wraps: what `SocketStream.receive_some` does,
-  without its layers (a context manager and three coroutines kept for as long as a
-  stream idles) and without the recv(2) it tries first, which fails on an SSE stream
-  whose next event has not come, and on a response head read right after its request
-  (only the first body read tries first: see above). This reaches into
-  trio's socket (through `pooler.trio_socket`, which refuses to load if trio moved
+- A read over plain TCP waits for the socket with `trio.lowlevel.wait_readable` (a body
+  read in the iterator's own frame, `_read`'s code inlined: one coroutine fewer per
+  relayed read), then makes one recv(2) on the socket trio wraps: what
+  `SocketStream.receive_some` does, without its layers (a context manager and three
+  coroutines kept for as long as a stream idles) and without the recv(2) it tries first,
+  which fails on an SSE stream whose next event has not come, and on a response head read
+  right after its request (only the first body read tries first: see above). This reaches
+  into trio's socket (through `pooler.trio_socket`, which refuses to load if trio moved
   it). TLS goes through the `SSLStream`.
 - Errors leave as `pooler.upstream.errors`; httptools, OSError and trio stream errors stay
   in.
