@@ -27,7 +27,9 @@ holds the send lock (one writer per connection, the usual case), that first send
 lock (nothing else runs until it returns) and the send yields once afterwards, where
 Hypercorn took two scheduler turns (the lock's and trio's `send`'s): a send is still a
 checkpoint, a cancelled caller is still stopped before its first byte, and the lock is
-taken, without a turn, only when the rest must wait.
+taken, without a turn, only when the rest must wait. A writer whose next step is a wait of
+its own (the server protocol's `PieceWriter`, for a relay) writes through `unyielding_send`,
+the same write without that yield.
 
 This reaches into Hypercorn's `TCPServer` (its `stream`, `send_lock`, `protocol` and
 `config`), as of 0.18, and writes to a `trio.SocketStream`'s socket as its `send_all` does
@@ -40,7 +42,9 @@ behaviour.
 from __future__ import annotations
 
 import errno
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
@@ -159,6 +163,50 @@ async def _closed(server: Any) -> None:
     await server.protocol.handle(Closed())
 
 
+async def _send_raw(server: Any, data: bytes) -> bool:
+    """Write `data` to a Hypercorn `TCPServer`, as its patched `protocol_send` does a
+    `RawData`, but without the yield to the loop it makes after a write that did not go
+    through the lock: True when it owes that yield (a send stays a checkpoint), which
+    `protocol_send` then makes and an unyielding writer skips (`unyielding_send`).
+
+    Nobody is writing (one writer per connection, the usual case): one non-blocking
+    send(2), without the scheduler turns of `async with lock` and trio's `send`. Nothing
+    runs between the check and the send, so no other write can come between; the lock is
+    taken only if the rest must wait. A cancelled caller is stopped before any byte goes."""
+    lock, stream = server.send_lock, server.stream
+    if lock.locked() or type(stream) is not trio.SocketStream:
+        async with lock:
+            await _write(server, data)
+        return False
+    await trio.lowlevel.checkpoint_if_cancelled()
+    try:
+        sent = send_now(stream.socket, data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        sent = -1
+    if sent == len(data):
+        return True
+    lock.acquire_nowait()
+    try:
+        if sent < 0:
+            await _closed(server)
+        else:
+            await _write(server, memoryview(data)[sent:])
+    finally:
+        lock.release()
+    return True
+
+
+def unyielding_send(send: Any) -> Callable[[bytes], Awaitable[bool]] | None:
+    """For a server protocol whose `send` is Hypercorn's `TCPServer.protocol_send` made
+    stall-bounded here: its write of raw bytes without the yield after it (when the socket
+    takes them at once, none at all; a cancellation is still checked first), for a writer
+    whose next step is a wait of its own anyway (pooler.http_server.protocol: a relayed body piece,
+    then the wait for the upstream's next read). Else None (another server, a test's)."""
+    if getattr(getattr(send, "__func__", None), "_stall_bounded", False):
+        return partial(_send_raw, send.__self__)
+    return None
+
+
 def stall_bounded_writes() -> None:
     """Make Hypercorn's trio worker write under a stall deadline (see the module doc).
     Idempotent."""
@@ -185,32 +233,9 @@ def stall_bounded_writes() -> None:
         if not isinstance(event, RawData):
             await send(self, event)
             return
-        lock, stream = self.send_lock, self.stream
-        if lock.locked() or type(stream) is not trio.SocketStream:
-            async with lock:
-                await _write(self, event.data)
-            return
-        # Nobody is writing (one writer per connection, the usual case): one non-blocking
-        # send(2), without the scheduler turns of `async with lock` and trio's `send`, then
-        # one yield (a send stays a checkpoint). Nothing runs between the check and the
-        # send, so no other write can come between; the lock is taken only if the rest
-        # must wait. A cancelled caller is stopped before any byte goes, as before.
-        await trio.lowlevel.checkpoint_if_cancelled()
-        data = event.data
-        try:
-            sent = send_now(stream.socket, data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            sent = -1
-        if sent != len(data):
-            lock.acquire_nowait()
-            try:
-                if sent < 0:
-                    await _closed(self)
-                else:
-                    await _write(self, memoryview(data)[sent:])
-            finally:
-                lock.release()
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        if await _send_raw(self, event.data):
+            # A send stays a checkpoint: the yield `_send_raw` did not make.
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     protocol_send._stall_bounded = True  # type: ignore[attr-defined]
     protocol_send.__wrapped__ = send  # type: ignore[attr-defined]

@@ -15,6 +15,10 @@ written as bytes: a head with a Content-Length is held and goes out in one write
 first body bytes (as the gateway made h11's writes do before), and so is a streamed answer's
 head when the application marks its start with `BODY_FOLLOWS` (its first piece at hand and
 sent next; pooler.http_server.response_writer); each piece of a chunked body is one write.
+A streamed answer's later pieces may also come through the request's `BODY_PIECES` scope
+extension (`PieceWriter`): framed and written straight to the connection, without the
+layers of an ASGI send and without the yield after the write (the relay's wait for its
+next upstream read is the schedule point): one task step per relayed piece.
 A short request costs as few turns of the event loop as it can: a Content-Length body read
 whole goes to the application in one message (with its end), queued without a yield when
 the queue has room, and a complete answer's held head, its empty end and its stream's
@@ -55,6 +59,7 @@ from pooler.errors import BadRequest
 from pooler.http_server.request_reader import Head, Refused, RequestReader
 from pooler.http_server.response_writer import (
     BODY_FOLLOWS,
+    BODY_PIECES,
     CHUNKED,
     LAST_CHUNK,
     LENGTH,
@@ -64,6 +69,7 @@ from pooler.http_server.response_writer import (
     informational,
 )
 from pooler.lean_queues import lean_channel, lean_events
+from pooler.write_stall import unyielding_send
 
 STREAM_ID = 1
 
@@ -166,6 +172,55 @@ refuse_if_moved(
     "pooler.http_server.protocol",
 )
 
+_RESPONDING = ASGIHTTPState.RESPONSE  # an HTTPStream whose head is sent, its body going
+refuse_if_moved(
+    missing_texts(
+        {
+            HTTPStream.app_send: (
+                'elif message["type"] == "http.response.body" and self.state =='
+                " ASGIHTTPState.RESPONSE:",
+                "not suppress_body(",
+                'Body(stream_id=self.stream_id, data=bytes(message.get("body", b"")))',
+            ),
+        }
+    ),
+    "Hypercorn",
+    "pooler.http_server.protocol",
+)
+
+
+class PieceWriter:
+    """A request's `BODY_PIECES` extension (pooler.http_server.response_writer): a body
+    piece of a chunked answer written as one chunk straight to the connection, without the
+    yield after it. What `HTTPStream.app_send` and this protocol's `_send_body` do for a
+    non-empty `http.response.body` once the head is out (HTTPStream's body state, no held
+    head, chunked framing, which a suppressed body never has), when the server writes
+    through `pooler.write_stall`; anything else is sent the ordinary way."""
+
+    __slots__ = ("_protocol", "_stream")
+
+    def __init__(self, protocol: Http1Protocol, stream: HTTPStream) -> None:
+        self._protocol = protocol
+        self._stream = stream
+
+    async def __call__(self, data: bytes) -> None:
+        protocol, stream = self._protocol, self._stream
+        raw = protocol.raw_send
+        if (
+            raw is not None
+            and data
+            and stream.state is _RESPONDING
+            and protocol.stream is stream
+            and protocol.ours == SENDING
+            and protocol.body == CHUNKED
+            and protocol.held is None
+            and not protocol.gone
+        ):
+            await raw(b"%x\r\n%b\r\n" % (len(data), data))  # `chunk(data)`, inlined
+        else:
+            await stream.app_send({"type": "http.response.body", "body": data, "more_body": True})
+
+
 # What an accepted WSStream reads of its handshake from then on (`slim_websocket`).
 _ACCEPTED = SimpleNamespace(accepted=True)
 refuse_if_moved(
@@ -215,6 +270,9 @@ class Http1Protocol:
         self.context = context
         self.keep_alive_requests = 0
         self.send = send
+        # `send` without its yield after a write, for `PieceWriter` (None: not Hypercorn's
+        # stall-bounded TCPServer, e.g. a test's).
+        self.raw_send = unyielding_send(send)
         self.server = server
         self.ssl = ssl
         self.stream: HTTPStream | WSStream | None = None
@@ -371,6 +429,9 @@ class Http1Protocol:
                 state=self.connection_state,
             )
         )
+        if isinstance(stream, HTTPStream) and not stream.closed:
+            # No checkpoint since the application's task was started: it has not run yet.
+            stream.scope["extensions"][BODY_PIECES] = PieceWriter(self, stream)  # type: ignore[assignment]
         self.keep_alive_requests += 1
         await self.context.mark_request()
 

@@ -192,3 +192,14 @@ chunked (or close-delimited): it sends the body's first, non-empty piece right a
 start, with no wait between (it has it at hand). The server then holds the head, as it holds
 a fixed-length one, and writes it with that piece: one write instead of two on the way to
 a streamed answer's first byte. A start without it is written at once."""
+
+BODY_PIECES = "pooler.body_pieces"
+"""The scope extension (`scope["extensions"][BODY_PIECES]`) under which the server's HTTP/1.1
+protocol gives an application a `write(data)` coroutine function for a streamed answer's
+body pieces, once its head is sent: the same as sending `{"type": "http.response.body",
+"body": data, "more_body": True}`, but written straight to the connection (one chunk, one
+send(2)) and WITHOUT the yield to the event loop a send makes after its bytes are written
+(a cancellation is still checked before). For a writer whose next step is a wait of its
+own (a relay's wait for the upstream's next read), which is then the schedule point: one
+task step per relayed piece instead of two. Anything else (a head still held, a body not
+chunked, a client gone) goes the ordinary way."""

@@ -29,13 +29,14 @@ Theory of operation:
   chunk extension or a trailer section over `_MAX_HEAD_SIZE` is refused, as is any
   Transfer-Encoding but a single `chunked` (llhttp would read such a body to EOF).
 - No deadlines here: callers wrap requests in `trio.fail_after` / `move_on_after`.
-- A read over plain TCP waits for the socket with `trio.lowlevel.wait_readable`,
-  then makes one recv(2) on the socket trio wraps: what `SocketStream.receive_some` does,
-  without its layers (a context manager and three coroutines kept for as long as a
-  stream idles) and without the recv(2) it tries first, which fails on an SSE stream
-  whose next event has not come, and on a response head read right after its request
-  (only the first body read tries first: see above). This reaches into
-  trio's socket (through `pooler.trio_socket`, which refuses to load if trio moved
+- A read over plain TCP waits for the socket with `trio.lowlevel.wait_readable` (a body
+  read in the iterator's own frame, `_read`'s code inlined: one coroutine fewer per
+  relayed read), then makes one recv(2) on the socket trio wraps: what
+  `SocketStream.receive_some` does, without its layers (a context manager and three
+  coroutines kept for as long as a stream idles) and without the recv(2) it tries first,
+  which fails on an SSE stream whose next event has not come, and on a response head read
+  right after its request (only the first body read tries first: see above). This reaches
+  into trio's socket (through `pooler.trio_socket`, which refuses to load if trio moved
   it). TLS goes through the `SSLStream`.
 - Errors leave as `pooler.upstream.errors`; httptools, OSError and trio stream errors stay
   in.
@@ -287,7 +288,21 @@ class UpstreamResponse:
                     self._fresh = False
                     data = _recv_ready(self._conn)
                 if data is None:
-                    data = await _read(self._conn)
+                    sock = self._conn.plain
+                    if sock is None or sock.fileno() == -1:
+                        data = await _read(self._conn)  # TLS, or closed (`_read` says so)
+                    else:
+                        # `_read`'s wait and recv(2), inlined: one coroutine fewer per
+                        # relayed read, and one frame fewer to resume when it is woken.
+                        await trio.lowlevel.wait_readable(sock)
+                        try:
+                            data = sock.recv(_READ_SIZE)
+                        except BlockingIOError:  # woken with nothing to read after all
+                            continue
+            except OSError as exc:  # as `_read` translates them
+                broke = _stream_error(exc)
+                message = f"upstream connection broke mid-response: {broke}"
+                raise UpstreamReadError(message) from broke
             except _STREAM_ERRORS as exc:
                 raise UpstreamReadError(f"upstream connection broke mid-response: {exc}") from exc
             self._received(data)
@@ -567,6 +582,17 @@ def _send_now(conn: _Connection, data: bytes) -> int:
         if exc.errno in _CLOSED_ERRNOS:
             raise trio.ClosedResourceError("this socket was already closed") from None
         raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+
+
+def _stream_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceError:
+    """An OSError of a plain socket as trio's SocketStream raises it (chained as raised)."""
+    if exc.errno in _CLOSED_ERRNOS:
+        closed = trio.ClosedResourceError("this socket was already closed")
+        closed.__suppress_context__ = True
+        return closed
+    broken = trio.BrokenResourceError(f"socket connection broken: {exc}")
+    broken.__cause__ = exc
+    return broken
 
 
 def _recv_ready(conn: _Connection) -> bytes | None:

@@ -23,7 +23,7 @@ from pooler.actors import messages as m
 from pooler.client_gone import EXTENSION as CLIENT_GONE
 from pooler.client_gone import client_gone
 from pooler.errors import PoolerError, UpstreamError
-from pooler.http_server.response_writer import BODY_FOLLOWS
+from pooler.http_server.response_writer import BODY_FOLLOWS, BODY_PIECES
 from pooler.protocol.stream_accounting import StreamAccounting, failed_event
 from pooler.routing.circuit import RESPONSES
 from pooler.upstream.errors import UpstreamTransportError
@@ -201,7 +201,7 @@ class ResponsesRelay:
             if record.stream:
                 request.release()  # streaming from here on: no attempt follows
                 outcome = await self._relay_stream(
-                    response, send, record, accounting, request.presenter
+                    response, send, record, accounting, request.presenter, body_pieces(scope)
                 )
                 attempt.ended(outcome)
             else:
@@ -238,6 +238,7 @@ class ResponsesRelay:
         record: RequestRecord,
         accounting: ResponseAccounting,
         presenter: Presenter | None,
+        pieces: PieceWrite | None = None,
     ) -> m.Outcome:
         idle = self.gw.settings.upstream_idle_timeout_s
         headers = [*SSE_HEADERS, (b"x-request-id", record.request_id.encode())]
@@ -267,24 +268,27 @@ class ResponsesRelay:
             await send({"type": "http.response.body", "body": first, "more_body": True})
         del first
 
+        # Each piece's write is followed by `_pump`'s wait for the upstream's next read (or,
+        # at the body's end, by the last send): the server's `BODY_PIECES` writer, which
+        # makes no yield of its own after the write, when it gives one.
+        write = pieces if pieces is not None else partial(_send_piece, send)
         if presenter is None:  # only the one used is made: the stream's frame keeps it
 
-            async def on_chunk(chunk: bytes) -> None:
+            def on_chunk(chunk: bytes) -> bytes:
                 accounting.feed(chunk)  # first: a response id is pinned before the client sees it
                 record.response_bytes += len(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                return chunk
 
         else:
 
-            async def on_chunk(chunk: bytes) -> None:
+            def on_chunk(chunk: bytes) -> bytes:
                 accounting.feed(chunk)
                 assert presenter is not None
                 shown = presenter.translate(chunk)
-                if shown:
-                    record.response_bytes += len(shown)
-                    await send({"type": "http.response.body", "body": shown, "more_body": True})
+                record.response_bytes += len(shown)
+                return shown
 
-        failure = await _pump(response, idle, on_chunk)
+        failure = await _pump(response, idle, on_chunk, write)
         if failure is None and accounting.terminal_type is None:
             failure = "upstream_stream_closed"
         if failure is not None:
@@ -320,7 +324,7 @@ class ResponsesRelay:
         """A non-streaming client: read the whole stream, answer with the final response."""
         idle = self.gw.settings.upstream_idle_timeout_s
 
-        async def collect(chunk: bytes) -> None:
+        def collect(chunk: bytes) -> None:
             accounting.feed(chunk)
 
         # The answer is whole at the terminal event: the client is not kept waiting for
@@ -387,28 +391,61 @@ class ResponsesRelay:
         record.response_bytes += await send_json(send, 200, answer, [request_id])
 
 
+PieceWrite = Callable[[bytes], Awaitable[None]]
+
+
+def body_pieces(scope: Scope) -> PieceWrite | None:
+    """The server's writer of a streamed answer's body pieces without a yield after each
+    (`BODY_PIECES`, pooler.http_server.response_writer), or None when it gives none."""
+    extensions = scope.get("extensions")
+    return extensions.get(BODY_PIECES) if extensions else None
+
+
+async def _send_piece(send: Send, piece: bytes) -> None:
+    await send({"type": "http.response.body", "body": piece, "more_body": True})
+
+
+def idle_slack(idle: float) -> float:
+    """How much later than `idle` after its last chunk a stream may be cut (`_pump`): a
+    32nd of it, at most a second."""
+    return min(1.0, idle / 32)
+
+
 async def _pump(
     response: Any,
     idle: float,
-    on_chunk: Callable[[bytes], Awaitable[None]],
+    on_chunk: Callable[[bytes], bytes | None],
+    write: PieceWrite | None = None,
     until: Callable[[], bool] | None = None,
 ) -> str | None:
-    """Hand each upstream chunk to `on_chunk` as it arrives; a failure code, or None at the
-    end (or as soon as `until()` is true after a chunk).
+    """Hand each upstream chunk to `on_chunk` as it arrives, and `write` what it returns
+    (when not empty); a failure code, or None at the end (or as soon as `until()` is true
+    after a chunk). `on_chunk` is a plain function: one coroutine fewer per chunk.
 
-    One cancel scope for the whole stream, its deadline pushed on after every chunk (a new
-    scope per chunk cost ~7 % of the gateway's CPU on SSE): `idle` seconds without progress
-    end the stream.
+    One cancel scope for the whole stream (a new scope per chunk cost ~7 % of the gateway's
+    CPU on SSE), its deadline pushed on as chunks come: `idle` seconds without progress end
+    the stream. A push is a context manager and a few calls inside trio, so it is not made
+    per chunk: the deadline is set `slack` past `idle` (`idle_slack`) and pushed only once a
+    chunk finds it closer than `idle`, so it is never less than `idle` after the last chunk
+    (the stream is never cut early) and at most `slack` more, and a stream whose events
+    come every few milliseconds pushes it about once a second.
     """
+    slack = idle_slack(idle)
+    now = trio.lowlevel.current_clock().current_time  # `trio.current_time`'s two layers less
     with trio.CancelScope() as scope:
-        scope.deadline = trio.current_time() + idle
+        scope.deadline = now() + idle + slack
         try:
             async for chunk in response.aiter_bytes():
-                await on_chunk(chunk)
+                piece = on_chunk(chunk)
                 del chunk  # not kept while the next one is awaited (minutes, maybe)
+                if piece and write is not None:
+                    await write(piece)
+                del piece
                 if until is not None and until():
                     return None
-                scope.deadline = trio.current_time() + idle
+                at = now()
+                if at + idle > scope.deadline:
+                    scope.deadline = at + idle + slack
         except UpstreamTransportError:
             return "upstream_stream_broken"
     return "stream_idle_timeout" if scope.cancelled_caught else None
