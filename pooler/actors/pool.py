@@ -113,6 +113,9 @@ class PoolSupervisor(Actor[Any]):
             m.CrashAccount: self._crash_account,
             m.ApplyConfig: self._apply_config,
         }
+        # A lease asked while this actor is idle is chosen in the asker's task (no loop
+        # turn before this actor runs, nor one before the asker does again).
+        self.inline = frozenset({m.LeaseRequest})
 
     @property
     def crashes(self) -> int:
@@ -211,7 +214,8 @@ class PoolSupervisor(Actor[Any]):
         """Offer the request to the best candidate, which answers the requester itself."""
         while candidates:
             offer = m.Offer(request, choice, candidates, refused, self.mailbox)
-            if candidates[0].mailbox.try_send(offer):
+            mailbox = candidates[0].mailbox
+            if mailbox.handle_now(offer) or mailbox.try_send(offer):
                 return
             refused = (*refused, candidates[0].snapshot.label)  # its mailbox is full or closed
             candidates = candidates[1:]

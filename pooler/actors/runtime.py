@@ -18,6 +18,7 @@ for requests still queued, so their callers do not wait for their deadline.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar, cast
 
@@ -87,6 +88,8 @@ class Mailbox(Generic[M]):
         self.overflows = 0
         self.closed = False
         self._send, self.receive_channel = trio.open_memory_channel[M](capacity)
+        # The owning actor while its serve loop is parked on an empty mailbox (`handle_now`).
+        self._idle_owner: Actor[M] | None = None
 
     async def send(self, message: M) -> None:
         """Deliver ``message``, waiting while the mailbox is full."""
@@ -106,6 +109,40 @@ class Mailbox(Generic[M]):
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.closed = True
             raise ActorDead(self.name) from None
+        return True
+
+    def handle_now(self, message: M) -> bool:
+        """Have the owning actor handle ``message`` at once, in the calling task, when the
+        actor is parked on its empty mailbox and ``message`` is of a type it takes inline
+        (`Actor.inline`); False otherwise (then send it as usual).
+
+        Why: under load a message to an idle actor costs a pass of the event loop over every
+        runnable task before the actor runs, and its reply another before the sender does
+        (a lease: three passes on each request's path to its first byte). What it relies
+        on: trio runs one task at a time and an inline handler decides without awaiting, so
+        handling it here is what the parked actor would do if it ran next; messages sent
+        before it would have woken the actor (it is then no longer waiting on its channel,
+        so none is taken inline until it has handled them), and one sent by the handler to
+        this mailbox meanwhile is queued. A handler that raises crashes the actor in its
+        own task, as if it had run there (`_InlineCrash`).
+        """
+        owner = self._idle_owner
+        if (
+            owner is None
+            or type(message) not in owner.inline
+            or not self.receive_channel.statistics().tasks_waiting_receive
+        ):
+            return False
+        self._idle_owner = None  # busy: what the handler sends here meanwhile is queued
+        try:
+            if owner.dispatch(message) is not None:
+                raise TypeError(f"inline handler for {type(message).__name__} has an effect")
+        except Exception as exc:
+            # The parked actor takes it as its next message and raises it (see `unknown`).
+            crash = _InlineCrash(exc, getattr(message, "reply_to", None))
+            self._send.send_nowait(cast(M, crash))
+            return True
+        self._idle_owner = owner
         return True
 
     def try_send(self, message: M) -> bool:
@@ -134,6 +171,18 @@ class Mailbox(Generic[M]):
                 break
             _drop_request(message)
         self.receive_channel.close()
+
+
+class _InlineCrash:
+    """What `Mailbox.handle_now` queues when an inline handler raised: the actor raises
+    ``exc`` in its own task, so it crashes (and its request is dropped) as if it had
+    handled the message itself."""
+
+    __slots__ = ("exc", "reply_to")
+
+    def __init__(self, exc: Exception, reply_to: object) -> None:
+        self.exc = exc
+        self.reply_to = reply_to
 
 
 class _Failure:
@@ -193,7 +242,9 @@ class ReplyTo(Generic[R]):
         return True
 
     async def _wait(self) -> object:
-        """The answer (or `_CLOSED`), waiting for it if need be; a checkpoint either way."""
+        """The answer (or `_CLOSED`), waiting for it if need be. One already here is taken
+        without a yield: it is the caller's (a lease, say), and a cancellation raised here
+        would drop it; the caller's next checkpoint sees the cancellation instead."""
         if self._item is _NO_ANSWER:
             self._waiter = trio.lowlevel.current_task()
 
@@ -203,8 +254,6 @@ class ReplyTo(Generic[R]):
                 return trio.lowlevel.Abort.SUCCEEDED
 
             await trio.lowlevel.wait_task_rescheduled(abort)
-        else:  # answered while the request was being delivered
-            await trio.lowlevel.checkpoint()
         return self._item
 
     def _leave(self) -> None:
@@ -245,8 +294,14 @@ async def call(
             # is the call's checkpoint (a checkpoint in `send` too cost a task switch per
             # lease). A caller cancelled now leaves the slot, as one cancelled while it
             # waits for the answer does: a late answer finds nobody and is dropped.
+            # An idle actor that takes this message inline has answered on return
+            # (`Mailbox.handle_now`), and the answer is taken without a turn of the loop;
+            # not for a caller already cancelled, whose request is delivered and its late
+            # answer refused, as before (a lease is then released by its actor).
             message = make_message(reply_to)
-            if not mailbox.deliver_now(message):
+            if (
+                trio.current_effective_deadline() == -math.inf or not mailbox.handle_now(message)
+            ) and not mailbox.deliver_now(message):
                 await mailbox.send(message)
             reply = await reply_to._wait()
             if reply is _CLOSED:
@@ -284,6 +339,9 @@ class Actor(Generic[M]):
         self.name = name
         self.mailbox: Mailbox[M] = mailbox if mailbox is not None else Mailbox(capacity, name=name)
         self.handlers: dict[type, Handler] = {}
+        # Message types whose handlers return no effect and may run in the sender's task
+        # while this actor is idle (`Mailbox.handle_now`).
+        self.inline: frozenset[type] = frozenset()
         self.unknown_messages = 0
 
     async def setup(self) -> None:
@@ -305,6 +363,8 @@ class Actor(Generic[M]):
 
     def unknown(self, message: object) -> None:
         """The one policy for a message nobody handles: count, log the type, drop."""
+        if type(message) is _InlineCrash:
+            raise message.exc
         self.unknown_messages += 1
         logger.warning("actor %s: unknown message %s dropped", self.name, type(message).__name__)
         _drop_request(message)
@@ -329,7 +389,7 @@ class Actor(Generic[M]):
                         message = receive.receive_nowait()
                         in_a_row += 1
                     except trio.WouldBlock:
-                        message = await receive.receive()
+                        message = await self._receive_idle(receive)
                         in_a_row = 0
                 else:
                     message = await receive.receive()
@@ -343,3 +403,12 @@ class Actor(Generic[M]):
             finally:
                 if not handled:
                     _drop_request(message)
+
+    async def _receive_idle(self, receive: trio.MemoryReceiveChannel[M]) -> M:
+        """Wait on the empty mailbox, open to `Mailbox.handle_now` meanwhile."""
+        mailbox = self.mailbox
+        mailbox._idle_owner = self
+        try:
+            return await receive.receive()
+        finally:
+            mailbox._idle_owner = None
