@@ -114,8 +114,9 @@ class PoolSupervisor(Actor[Any]):
             m.ApplyConfig: self._apply_config,
         }
         # A lease asked while this actor is idle is chosen in the asker's task (no loop
-        # turn before this actor runs, nor one before the asker does again).
-        self.inline = frozenset({m.LeaseRequest})
+        # turn before this actor runs, nor one before the asker does again); a pin is
+        # taken so too, so that no queued pin makes the next lease wait for this actor.
+        self.inline = frozenset({m.LeaseRequest, m.PinConversation})
 
     @property
     def crashes(self) -> int:
