@@ -184,6 +184,8 @@ class Marks(trio.abc.Instrument):
 
         self.background = False
         self.probe: Any = None
+        self.profile: Any = None  # a cProfile.Profile with --profile
+        self.profiled = 0
 
     def _open(self) -> bool:
         return bool(self.requests) and self.trace is not None
@@ -252,6 +254,8 @@ def instrument(marks: Marks) -> None:
             not marks.background or any(k == PROBE_HEADER for k, _ in head.headers)
         ):
             probe.set(True)
+            if marks.profile is not None:
+                marks.profile.enable()
             marks.requests.append({"head": time.monotonic_ns(), "cpu_head": time.thread_time_ns()})
             marks.trace = []
             marks.requests[-1]["trace"] = marks.trace
@@ -260,6 +264,10 @@ def instrument(marks: Marks) -> None:
     write = Http1Protocol._write
 
     async def _write(self: Any, data: bytes) -> None:
+        first = bool(marks.requests) and not marks.requests[-1].get("writes")
+        if marks.profile is not None and probe.get() and first:
+            marks.profile.disable()
+            marks.profiled += 1
         marks.write(len(data))
         if probe.get() and marks.requests and len(marks.requests[-1]["writes"]) == 2:
             marks.trace = None
@@ -460,6 +468,18 @@ def pin(pids: Sequence[int], core: int) -> None:
             os.sched_setaffinity(pid, {core})
 
 
+def print_profile(profile: Any, requests: int, top: int) -> None:
+    """Python calls from the request head to the first write, per request, and the
+    functions that took the most time there (the whole thread: with --background, other
+    requests' work too)."""
+    import pstats
+
+    stats = pstats.Stats(profile)
+    total = stats.total_calls  # type: ignore[attr-defined]
+    print(f"\nprofile, head to first write: {total / max(requests, 1):.0f} calls per request")
+    stats.sort_stats("tottime").print_stats(top)
+
+
 async def stop_after(process: trio.Process, seconds: float) -> None:
     """The background client ends by itself; this ends it should the run stop first."""
     try:
@@ -475,6 +495,10 @@ async def main(args: argparse.Namespace) -> None:
     from pooler.server import run_gateway
 
     marks = Marks()
+    if args.profile:
+        import cProfile
+
+        marks.profile = cProfile.Profile()
     instrument(marks)
     trio.lowlevel.add_instrument(marks)
     root = Path(tempfile.mkdtemp(prefix="pooler-ttfb-"))
@@ -551,6 +575,8 @@ async def main(args: argparse.Namespace) -> None:
                 await background.wait()
             global args_verbose
             args_verbose = args.trace
+            if marks.profile is not None:
+                print_profile(marks.profile, marks.profiled, args.profile)
             summarize(marks, gateway, direct, 0)
             nursery.cancel_scope.cancel()
     finally:
@@ -587,6 +613,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=0.1,
         help="seconds each background stream waits between its requests (keep the"
         " gateway below saturation: the bench's c=50 runs at 70 %% of it)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="TOP",
+        help="cProfile from each request's head to its first write; print the TOP functions",
     )
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--background-client", help=argparse.SUPPRESS)

@@ -18,11 +18,11 @@ for requests still queued, so their callers do not wait for their deadline.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar, cast
 
 import trio
+from trio._core._run import CancelStatus
 
 from pooler.actors.supervision import (
     ChildHandle,
@@ -33,6 +33,7 @@ from pooler.actors.supervision import (
     open_supervisor,
     supervise,
 )
+from pooler.dependency_shape import missing_texts, refuse_if_moved
 
 __all__ = [
     "Actor",
@@ -50,6 +51,19 @@ __all__ = [
     "open_supervisor",
     "supervise",
 ]
+
+# `call` asks whether its caller is already cancelled as trio's `current_effective_deadline`
+# does, without walking every enclosing cancel scope (`effective_deadline`) to learn it.
+refuse_if_moved(
+    missing_texts(
+        {
+            trio.current_effective_deadline: ["current_task()._cancel_status.effective_deadline()"],
+            CancelStatus.effective_deadline: ["if self.effectively_cancelled:"],
+        }
+    ),
+    "trio",
+    "pooler.actors.runtime",
+)
 
 M = TypeVar("M")
 R = TypeVar("R")
@@ -299,9 +313,8 @@ async def call(
             # not for a caller already cancelled, whose request is delivered and its late
             # answer refused, as before (a lease is then released by its actor).
             message = make_message(reply_to)
-            if (
-                trio.current_effective_deadline() == -math.inf or not mailbox.handle_now(message)
-            ) and not mailbox.deliver_now(message):
+            cancelled = trio.lowlevel.current_task()._cancel_status.effectively_cancelled
+            if (cancelled or not mailbox.handle_now(message)) and not mailbox.deliver_now(message):
                 await mailbox.send(message)
             reply = await reply_to._wait()
             if reply is _CLOSED:
