@@ -318,28 +318,35 @@ async def call(
         Exception: whatever the actor passed to ``reply_to.fail()``.
     """
     reply_to: ReplyTo[R] = ReplyTo()
-    reply: object = None
-    try:
-        with trio.move_on_after(timeout) as deadline:
-            # With room in the mailbox the request goes in at once: waiting for the answer
-            # is the call's checkpoint (a checkpoint in `send` too cost a task switch per
-            # lease). A caller cancelled now leaves the slot, as one cancelled while it
-            # waits for the answer does: a late answer finds nobody and is dropped.
-            # An idle actor that takes this message inline has answered on return
-            # (`Mailbox.handle_now`), and the answer is taken without a turn of the loop;
-            # not for a caller already cancelled, whose request is delivered and its late
-            # answer refused, as before (a lease is then released by its actor).
-            message = make_message(reply_to)
-            cancelled = trio.lowlevel.current_task()._cancel_status.effectively_cancelled
-            if (cancelled or not mailbox.handle_now(message)) and not mailbox.deliver_now(message):
-                await mailbox.send(message)
-            reply = await reply_to._wait()
-            if reply is _CLOSED:
-                raise ActorDead(mailbox.name)
-    finally:
+    message = make_message(reply_to)
+    # An idle actor that takes this message inline has answered on return
+    # (`Mailbox.handle_now`): the answer is taken without a turn of the loop and without
+    # a deadline (nothing was waited for). Not for a caller already cancelled: its request
+    # is delivered and its late answer refused, as before (a lease is then released by
+    # its actor).
+    cancelled = trio.lowlevel.current_task()._cancel_status.effectively_cancelled
+    inline = not cancelled and mailbox.handle_now(message)
+    if inline and reply_to.answered:
         reply_to._leave()
-    if deadline.cancelled_caught:
-        raise CallTimeout(mailbox.name, timeout)
+        reply = reply_to._item
+    else:  # queued, or passed on by the actor to another that is not idle
+        reply = None
+        try:
+            with trio.move_on_after(timeout) as deadline:
+                # With room in the mailbox the request goes in at once: waiting for the
+                # answer is the call's checkpoint (a checkpoint in `send` too cost a task
+                # switch per lease). A caller cancelled now leaves the slot, as one
+                # cancelled while it waits for the answer does: a late answer finds nobody
+                # and is dropped.
+                if not inline and not mailbox.deliver_now(message):
+                    await mailbox.send(message)
+                reply = await reply_to._wait()
+        finally:
+            reply_to._leave()
+        if deadline.cancelled_caught:
+            raise CallTimeout(mailbox.name, timeout)
+    if reply is _CLOSED:
+        raise ActorDead(mailbox.name)
     if isinstance(reply, _Failure):
         raise reply.exc
     return cast(R, reply)

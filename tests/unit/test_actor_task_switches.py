@@ -247,3 +247,24 @@ async def test_an_inline_handler_that_raises_crashes_the_actor_in_its_own_task()
             await trio.testing.wait_all_tasks_blocked()
     assert [str(exc) for exc in crashed] == ["handler broke"]
     assert actor.unknown_messages == 0
+
+
+async def test_an_inline_answer_opens_no_cancel_scope() -> None:
+    """The call's deadline is for waiting: an answer given inline waited for nothing, so
+    no cancel scope is entered for it (counted with cProfile, not timed)."""
+    actor = InlineRecorder()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        await trio.testing.wait_all_tasks_blocked()
+        profile = cProfile.Profile()
+        profile.enable()
+        for _ in range(20):
+            assert await call(actor.mailbox, Ask, timeout=5) == 0
+        profile.disable()
+        scopes = [
+            key
+            for key in pstats.Stats(profile).stats  # type: ignore[attr-defined]
+            if key[0].endswith("trio/_core/_run.py") and key[2] == "__enter__"
+        ]
+        assert scopes == []
+        nursery.cancel_scope.cancel()
