@@ -43,8 +43,17 @@ A; the emulator and the client on B); the embedded PostgreSQL, started from this
 inherits core A as the bench's does from the gateway (`--postgres-core other` moves it
 to B, to see what it costs the gateway's core).
 
+`--background N` runs N more SSE streams on their own connections meanwhile (a thread
+each in one child process, `--background-pause` seconds between a stream's requests):
+only the probe's requests (a header of their own) are marked, and the trace then holds
+the other streams' steps too, so the turns and task steps from head to first write are
+those of a loaded loop; it also says how many of the lease's actor messages were taken
+inline (`Mailbox.handle_now`) or queued. `--profile TOP` runs cProfile from each probe's
+head to its first write and prints the Python calls per request and the TOP functions.
+
     python ops/bench/ttfb_phases.py [--requests 300] [--rounds 3] [--deltas 20] [--trace]
         [--cores 0,1 [--postgres-core gateway|other]]
+        [--background 50 [--background-pause 0.1]] [--profile 40]
 
 Run from the repository root with PYTHONPATH=$PWD (and a `pooler` console script on
 PATH). It needs no other service; everything it starts is stopped on the way out. The

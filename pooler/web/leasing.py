@@ -86,11 +86,12 @@ async def lease_account(
     attempts.choices.append(granted.choice)
     for label, code in granted.choice.exclusions.items():
         attempts.exclusions.setdefault(label, code)
-    labels = {c.label: c.account_id for c in granted.choice.candidates}
-    for label in granted.refused:
-        attempts.exclusions[label] = "refused"
-        if label in labels:
-            attempts.tried.add(labels[label])
+    if granted.refused:
+        labels = {c.label: c.account_id for c in granted.choice.candidates}
+        for label in granted.refused:
+            attempts.exclusions[label] = "refused"
+            if label in labels:
+                attempts.tried.add(labels[label])
     return granted.lease
 
 
