@@ -10,6 +10,10 @@ deadline. An `Actor` looks each message up by type in its dispatch table. Superv
     ├── CallTimeout           no reply within the deadline given to call()
     └── SupervisorEscalation  a child crashed more often than its budget allows
 
+A message of a type an actor lists in `Actor.inline` (handlers that decide without awaiting)
+is handled in the sender's task while the actor is idle (`Mailbox.handle_now`): a lease
+then reaches its requester without a turn of the event loop.
+
 Convention: a request message keeps its `ReplyTo` in a field named ``reply_to``. `Actor`
 then answers ActorDead for a request whose handler died, and `Mailbox.close` does the same
 for requests still queued, so their callers do not wait for their deadline.
