@@ -43,8 +43,17 @@ A; the emulator and the client on B); the embedded PostgreSQL, started from this
 inherits core A as the bench's does from the gateway (`--postgres-core other` moves it
 to B, to see what it costs the gateway's core).
 
+`--background N` runs N more SSE streams on their own connections meanwhile (a thread
+each in one child process, `--background-pause` seconds between a stream's requests):
+only the probe's requests (a header of their own) are marked, and the trace then holds
+the other streams' steps too, so the turns and task steps from head to first write are
+those of a loaded loop; it also says how many of the lease's actor messages were taken
+inline (`Mailbox.handle_now`) or queued. `--profile TOP` runs cProfile from each probe's
+head to its first write and prints the Python calls per request and the TOP functions.
+
     python ops/bench/ttfb_phases.py [--requests 300] [--rounds 3] [--deltas 20] [--trace]
         [--cores 0,1 [--postgres-core gateway|other]]
+        [--background 50 [--background-pause 0.1]] [--profile 40]
 
 Run from the repository root with PYTHONPATH=$PWD (and a `pooler` console script on
 PATH). It needs no other service; everything it starts is stopped on the way out. The
@@ -116,6 +125,49 @@ def client_main(port: int, headers: list[tuple[bytes, bytes]], body: bytes, coun
     print(json.dumps(out), flush=True)
 
 
+def background_main(
+    port: int,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    streams: int,
+    seconds: float,
+    pause: float,
+) -> None:
+    """`streams` connections, each sending SSE requests one after another for `seconds`,
+    `pause` seconds apart (a thread each): the load under which the probe's turns are
+    counted."""
+    import threading
+
+    lines = [b"POST " + ROUTE + b" HTTP/1.1", b"host: 127.0.0.1:%d" % port]
+    lines += [k + b": " + v for k, v in headers]
+    lines += [b"content-length: %d" % len(body), b"", b""]
+    request = b"\r\n".join(lines) + body
+    stop_at = time.monotonic() + seconds
+    done = [0]
+
+    def stream() -> None:
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while time.monotonic() < stop_at:
+            sock.sendall(request)
+            buffer = b""
+            while not buffer.endswith(b"\r\n0\r\n\r\n"):
+                data = sock.recv(65536)
+                if not data:
+                    return
+                buffer = buffer[-8:] + data
+            done[0] += 1
+            time.sleep(pause)
+        sock.close()
+
+    threads = [threading.Thread(target=stream, daemon=True) for _ in range(streams)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(json.dumps({"streams_done": done[0]}), flush=True)
+
+
 def run_client(port: int, headers: list[tuple[bytes, bytes]], body: bytes, count: int) -> Any:
     spec = json.dumps(
         {
@@ -139,6 +191,11 @@ class Marks(trio.abc.Instrument):
         self.requests: list[dict[str, Any]] = []
         self.trace: list[tuple[int, str, str]] | None = None
 
+        self.background = False
+        self.probe: Any = None
+        self.profile: Any = None  # a cProfile.Profile with --profile
+        self.profiled = 0
+
     def _open(self) -> bool:
         return bool(self.requests) and self.trace is not None
 
@@ -155,14 +212,14 @@ class Marks(trio.abc.Instrument):
             self.trace.append((time.monotonic_ns(), "step", task.name))
 
     def mark(self, name: str) -> None:
-        if self.requests:
+        if self.requests and self.probe.get():
             self.requests[-1].setdefault(name, time.monotonic_ns())
             self.requests[-1].setdefault("cpu_" + name, time.thread_time_ns())
             if self.trace is not None:
                 self.trace.append((time.monotonic_ns(), "MARK", name))
 
     def write(self, size: int) -> None:
-        if self.requests:
+        if self.requests and self.probe.get():
             self.requests[-1].setdefault("writes", []).append((time.monotonic_ns(), size))
             self.requests[-1].setdefault(
                 f"cpu_w{len(self.requests[-1]['writes'])}", time.thread_time_ns()
@@ -171,15 +228,43 @@ class Marks(trio.abc.Instrument):
                 self.trace.append((time.monotonic_ns(), "WRITE", str(size)))
 
 
+PROBE_HEADER = b"x-ttfb-probe"
+
+
 def instrument(marks: Marks) -> None:
+    import contextvars
+
+    from pooler.actors.runtime import Mailbox
     from pooler.http_server.protocol import Http1Protocol
+
+    # With --background, only the probe's requests (its header) are marked: the flag is
+    # set in its connection's task and inherited by the application task spawned there.
+    probe = contextvars.ContextVar("ttfb_probe", default=False)
+    marks.probe = probe
+    handle_now = getattr(Mailbox, "handle_now", None)  # absent from older trees
+
+    def counted_handle_now(self: Any, message: Any) -> bool:
+        assert handle_now is not None
+        taken: bool = handle_now(self, message)
+        if probe.get() and marks.requests:
+            key = "inline" if taken else "queued"
+            marks.requests[-1][key] = marks.requests[-1].get(key, 0) + 1
+        return taken
+
+    if handle_now is not None:
+        Mailbox.handle_now = counted_handle_now  # type: ignore[method-assign]
     from pooler.upstream import http1
     from pooler.web.responses_relay import ResponsesRelay
 
     request = Http1Protocol._request
 
     async def _request(self: Any, head: Any) -> None:
-        if head.target == ROUTE:
+        if head.target == ROUTE and (
+            not marks.background or any(k == PROBE_HEADER for k, _ in head.headers)
+        ):
+            probe.set(True)
+            if marks.profile is not None:
+                marks.profile.enable()
             marks.requests.append({"head": time.monotonic_ns(), "cpu_head": time.thread_time_ns()})
             marks.trace = []
             marks.requests[-1]["trace"] = marks.trace
@@ -188,8 +273,12 @@ def instrument(marks: Marks) -> None:
     write = Http1Protocol._write
 
     async def _write(self: Any, data: bytes) -> None:
+        first = bool(marks.requests) and not marks.requests[-1].get("writes")
+        if marks.profile is not None and probe.get() and first:
+            marks.profile.disable()
+            marks.profiled += 1
         marks.write(len(data))
-        if marks.requests and len(marks.requests[-1]["writes"]) == 2:
+        if probe.get() and marks.requests and len(marks.requests[-1]["writes"]) == 2:
             marks.trace = None
         await write(self, data)
 
@@ -330,6 +419,10 @@ def summarize(marks: Marks, gateway: list[list[int]], direct: list[list[int]], s
     turns = statistics.median([sum(1 for e in t if e[1] == "io_wait") for t in traces])
     steps = statistics.median([sum(1 for e in t if e[1] == "step") for t in traces])
     print(f"head to first body write: {turns} loop turns (I/O waits), {steps} task steps (medians)")
+    inline = sum(m.get("inline", 0) for _, m in rows)
+    queued = sum(m.get("queued", 0) for _, m in rows)
+    if inline or queued:
+        print(f"actor messages on the lease's path: {inline} taken inline, {queued} queued")
     # A stretch of more than STALL_US between two consecutive events of the trace that is
     # not a wait for I/O: the main thread did not run Python (the GIL held by another
     # thread, say a database worker, or the process not scheduled) or ran it long.
@@ -384,6 +477,26 @@ def pin(pids: Sequence[int], core: int) -> None:
             os.sched_setaffinity(pid, {core})
 
 
+def print_profile(profile: Any, requests: int, top: int) -> None:
+    """Python calls from the request head to the first write, per request, and the
+    functions that took the most time there (the whole thread: with --background, other
+    requests' work too)."""
+    import pstats
+
+    stats = pstats.Stats(profile)
+    total = stats.total_calls  # type: ignore[attr-defined]
+    print(f"\nprofile, head to first write: {total / max(requests, 1):.0f} calls per request")
+    stats.sort_stats("tottime").print_stats(top)
+
+
+async def stop_after(process: trio.Process, seconds: float) -> None:
+    """The background client ends by itself; this ends it should the run stop first."""
+    try:
+        await trio.sleep(seconds)
+    finally:
+        process.kill()
+
+
 async def main(args: argparse.Namespace) -> None:
     from idle_memory import gateway_parts, start_emulator, stop_gateway_parts
     from scenarios import request_body
@@ -391,6 +504,10 @@ async def main(args: argparse.Namespace) -> None:
     from pooler.server import run_gateway
 
     marks = Marks()
+    if args.profile:
+        import cProfile
+
+        marks.profile = cProfile.Profile()
     instrument(marks)
     trio.lowlevel.add_instrument(marks)
     root = Path(tempfile.mkdtemp(prefix="pooler-ttfb-"))
@@ -426,6 +543,26 @@ async def main(args: argparse.Namespace) -> None:
                 pin(postgres_pids(root / "data"), where)
             gateway: list[list[int]] = []
             direct: list[list[int]] = []
+            background: trio.Process | None = None
+            if args.background:
+                marks.background = True
+                gateway_headers.append((PROBE_HEADER, b"1"))
+                spec = json.dumps(
+                    {
+                        "port": running.port,
+                        "headers": [[k.decode(), v.decode()] for k, v in gateway_headers[:-1]],
+                        "body": body.decode(),
+                        "streams": args.background,
+                        "seconds": args.background_seconds,
+                        "pause": args.background_pause,
+                    }
+                )
+                argv = [sys.executable, __file__, "--background-client", spec]
+                if cores:
+                    argv = ["taskset", "-c", str(cores[1]), *argv]
+                background = await trio.lowlevel.open_process(argv, stdout=subprocess.DEVNULL)
+                nursery.start_soon(stop_after, background, args.background_seconds + 30)
+                await trio.sleep(1.0)  # the streams under way
             for round_ in range(args.rounds):
                 for path in ("gateway", "direct") if round_ % 2 == 0 else ("direct", "gateway"):
                     target = running.port if path == "gateway" else port
@@ -442,8 +579,13 @@ async def main(args: argparse.Namespace) -> None:
                         del marks.requests[start : start + skip]
                     else:
                         direct += result[skip:]
+            if background is not None:
+                background.kill()
+                await background.wait()
             global args_verbose
             args_verbose = args.trace
+            if marks.profile is not None:
+                print_profile(marks.profile, marks.profiled, args.profile)
             summarize(marks, gateway, direct, 0)
             nursery.cancel_scope.cancel()
     finally:
@@ -466,13 +608,46 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="with --cores: the embedded PostgreSQL on the gateway's core (as in bench.py,"
         " where it inherits the gateway's) or on the other",
     )
+    parser.add_argument(
+        "--background",
+        type=int,
+        default=0,
+        help="N SSE streams on their own connections to the gateway meanwhile (closed"
+        " loop); the probe's requests alone are marked and counted",
+    )
+    parser.add_argument("--background-seconds", type=float, default=120.0)
+    parser.add_argument(
+        "--background-pause",
+        type=float,
+        default=0.1,
+        help="seconds each background stream waits between its requests (keep the"
+        " gateway below saturation: the bench's c=50 runs at 70 %% of it)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="TOP",
+        help="cProfile from each request's head to its first write; print the TOP functions",
+    )
     parser.add_argument("--client", help=argparse.SUPPRESS)
+    parser.add_argument("--background-client", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
     args = parse_args(sys.argv[1:])
-    if args.client:
+    if args.background_client:
+        spec = json.loads(args.background_client)
+        background_main(
+            spec["port"],
+            [(k.encode(), v.encode()) for k, v in spec["headers"]],
+            spec["body"].encode(),
+            spec["streams"],
+            spec["seconds"],
+            spec["pause"],
+        )
+    elif args.client:
         spec = json.loads(args.client)
         client_main(
             spec["port"],

@@ -128,6 +128,10 @@ class AccountActor(Actor[Any]):
             m.InjectCrash: self._inject_crash,
             m.SetModels: self._set_models,
         }
+        # Confirmed (or released) at once by the sender while this actor is idle
+        # (`Mailbox.handle_now`): the lease's path to the requester without a turn of the
+        # loop, and no queued release to make the next offer wait for this actor's turn.
+        self.inline = frozenset({m.Offer, m.Confirm, m.Release})
 
     @property
     def account_id(self) -> str:

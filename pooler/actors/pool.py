@@ -113,6 +113,10 @@ class PoolSupervisor(Actor[Any]):
             m.CrashAccount: self._crash_account,
             m.ApplyConfig: self._apply_config,
         }
+        # A lease asked while this actor is idle is chosen in the asker's task (no loop
+        # turn before this actor runs, nor one before the asker does again); a pin is
+        # taken so too, so that no queued pin makes the next lease wait for this actor.
+        self.inline = frozenset({m.LeaseRequest, m.PinConversation})
 
     @property
     def crashes(self) -> int:
@@ -211,7 +215,8 @@ class PoolSupervisor(Actor[Any]):
         """Offer the request to the best candidate, which answers the requester itself."""
         while candidates:
             offer = m.Offer(request, choice, candidates, refused, self.mailbox)
-            if candidates[0].mailbox.try_send(offer):
+            mailbox = candidates[0].mailbox
+            if mailbox.handle_now(offer) or mailbox.try_send(offer):
                 return
             refused = (*refused, candidates[0].snapshot.label)  # its mailbox is full or closed
             candidates = candidates[1:]

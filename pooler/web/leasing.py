@@ -86,11 +86,12 @@ async def lease_account(
     attempts.choices.append(granted.choice)
     for label, code in granted.choice.exclusions.items():
         attempts.exclusions.setdefault(label, code)
-    labels = {c.label: c.account_id for c in granted.choice.candidates}
-    for label in granted.refused:
-        attempts.exclusions[label] = "refused"
-        if label in labels:
-            attempts.tried.add(labels[label])
+    if granted.refused:
+        labels = {c.label: c.account_id for c in granted.choice.candidates}
+        for label in granted.refused:
+            attempts.exclusions[label] = "refused"
+            if label in labels:
+                attempts.tried.add(labels[label])
     return granted.lease
 
 
@@ -141,7 +142,11 @@ def account_headers(
 
 def release(lease: m.Lease, outcome: m.Outcome) -> None:
     """Hand the lease back; never blocks the request (a full mailbox is counted by it)."""
-    lease.mailbox.try_send(m.Release(lease.lease_id, outcome))
+    message = m.Release(lease.lease_id, outcome)
+    # Taken at once by an idle account (`Mailbox.handle_now`): its mailbox then holds no
+    # release when the next request's lease is offered, so that one is inline too.
+    if not lease.mailbox.handle_now(message):
+        lease.mailbox.try_send(message)
 
 
 # A file lives on the account that created it for as long as the upstream keeps it.
@@ -161,4 +166,6 @@ def pin(
     `hard`: the upstream needs that account (a file, a response id), continuity on or off."""
     keys = tuple(keys)
     if keys:
-        supervisor.try_send(m.PinConversation(pool_id, keys, account_id, hard, ttl))
+        message = m.PinConversation(pool_id, keys, account_id, hard, ttl)
+        if not supervisor.handle_now(message):  # as `release`: an idle supervisor stays so
+            supervisor.try_send(message)

@@ -27,8 +27,9 @@ from pooler.routing.evidence import apply_evidence
 from pooler.routing.snapshot import AccountSnapshot, updated
 from pooler.web.attempts import Attempt, run_attempts
 from pooler.web.keys import KeyCache
-from pooler.web.leasing import LeaseAttempts, continuity_digest, pin
+from pooler.web.leasing import LeaseAttempts, continuity_digest, lease_account, pin, release
 from pooler.web.request_record import RequestRecord
+from tests.turn_counts import counting_reschedules
 from tests.unit.test_actor_dispatch import account_actor as dispatch_account_actor
 from tests.unit.test_attempts import POOL, open_pool
 
@@ -189,10 +190,12 @@ class ActorSteps(trio.abc.Instrument):
             coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
 
 
-async def test_a_request_wakes_each_actor_twice() -> None:
+async def test_a_request_to_idle_actors_wakes_none() -> None:
     """One request, lease to release with its quota headers and the hard pin of its
-    response id: two steps of the supervisor (the lease request, the pin) and two of the
-    account (the offer, the release), nothing more (no reply awaited by an actor)."""
+    response id, while the actors are idle: no step of either actor's task. The lease
+    request, the offer, the pin and the release are each taken in the sending task
+    (`Mailbox.handle_now`; they were a step each: two of the supervisor, two of the
+    account), and no reply is awaited by an actor."""
     requests = 20
     async with open_pool() as pool:
         gw = pool.gw
@@ -214,6 +217,26 @@ async def test_a_request_wakes_each_actor_twice() -> None:
         finally:
             trio.lowlevel.remove_instrument(steps)
         await pool.settled()
-        assert steps.steps == {"PoolSupervisor": 2 * requests, "AccountActor": 2 * requests}
+        assert steps.steps == {}
         for handle in pool.supervisor.accounts.values():
             assert handle.actor.quota_headers.parses <= 1  # parsed once per account
+
+
+async def test_a_lease_from_idle_actors_costs_no_turn_of_the_loop() -> None:
+    """Issue 17: the lease of a request whose supervisor and account are idle comes back
+    without the requester being rescheduled (it was three passes of the event loop on
+    the way to the first byte: to the supervisor, to the account, back to the request)."""
+    async with open_pool() as pool:
+        with trio.fail_after(5):
+            await trio.testing.wait_all_tasks_blocked()
+        for _ in range(3):
+            with counting_reschedules() as turns, trio.fail_after(5):
+                lease = await lease_account(
+                    pool.gw.pool_mailbox, LeaseAttempts(POOL, ()), timeout=5
+                )
+            assert lease is not None
+            assert turns.count == 0
+            release(lease, m.Outcome(m.OK, 200))
+            with trio.fail_after(5):
+                await trio.testing.wait_all_tasks_blocked()
+        await pool.settled()

@@ -1,0 +1,67 @@
+"""A request through the whole stack gets its lease without a turn of the event loop
+while the actors are idle (issue 17: under load each turn is a pass over every runnable
+task, and the lease was three on the way to the first byte: to the PoolSupervisor, to the
+AccountActor, back to the request). Counted with a trio Instrument: the steps of the
+gateway's application tasks that ended suspended in a lease, i.e. waiting for an actor's
+answer. Nothing here depends on timing, but for an actor found busy with another message
+(a periodic job's) by a request, which then waits as before."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from tests.harness import open_stack
+from tests.integration.test_short_request_yields import DEADLINE, ROUTES, _client
+
+REQUESTS = 20
+
+
+def _awaiting(task: trio.lowlevel.Task) -> list[str]:
+    """The function names down the task's chain of awaits."""
+    names = []
+    coro: Any = task.coro
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            names.append(frame.f_code.co_name)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return names
+
+
+class LeaseWaits(trio.abc.Instrument):
+    """Steps of the gateway's application tasks that ended waiting inside a lease."""
+
+    def __init__(self) -> None:
+        self.waits = 0
+        self.steps = 0
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if "task_group._handle" not in task.name:
+            return
+        self.steps += 1
+        if "lease_account" in _awaiting(task):
+            self.waits += 1
+
+
+async def test_a_request_is_leased_without_waiting_for_an_actor(
+    db_url: str, tmp_path: Path
+) -> None:
+    with trio.fail_after(DEADLINE):
+        async with open_stack(db_url, tmp_path) as stack:
+            port = int(stack.url.rsplit(":", 1)[1])
+            for route in ROUTES:
+                await trio.to_thread.run_sync(_client, port, stack.key, route, 2)  # warm
+                counter = LeaseWaits()
+                trio.lowlevel.add_instrument(counter)
+                try:
+                    heads = await trio.to_thread.run_sync(_client, port, stack.key, route, REQUESTS)
+                finally:
+                    trio.lowlevel.remove_instrument(counter)
+                assert all(head.startswith(b"HTTP/1.1 200") for head in heads), heads[0]
+                assert counter.steps >= REQUESTS  # the instrument saw the requests
+                # Before: every request waited (REQUESTS). An actor now and then busy with
+                # something else (a periodic job's message) makes a request wait as before.
+                assert counter.waits <= REQUESTS // 4, (route, counter.waits / REQUESTS)
