@@ -4,9 +4,11 @@
 idle it wakes, lingers 50 ms to gather what else arrives, and writes them in
 one transaction; under load the rows that arrive during a write make the next batch, so
 batches grow with the load and no row waits longer than one write plus the linger. That
-is what a crash (`kill -9`) can lose; a graceful stop (cancellation) writes every buffered
-row before returning, within a bounded time. The buffer belongs to the object, not to a run
-of `run`, so a supervisor restarting `run` after a crash loses nothing of it.
+is what a crash (`kill -9`) can lose (a crash of PostgreSQL or of the machine, also the
+batches of its last 600 ms: their commits do not wait for the WAL flush, `store.logs`); a
+graceful stop (cancellation) writes every buffered row before returning, within a bounded
+time. The buffer belongs to the object, not to a run of `run`, so a supervisor restarting
+`run` after a crash loses nothing of it.
 
 A batch that fails because the database is away stays in the buffer and is retried with
 backoff, so an outage loses nothing until the buffer is full, and what overflows then is
