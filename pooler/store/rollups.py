@@ -33,22 +33,16 @@ TOP_CODES_PER_ROW: Final = 8  # error codes kept by name per row; the rest are c
 # pg_advisory_xact_lock key for recomputing rollups: "pooler stats" as a bigint.
 ROLLUP_LOCK_KEY: Final = 0x706F6F6C73746174
 
+# One scan of the hour's raw rows, grouped once: each group's latency buckets and error
+# codes gathered as arrays and counted per group afterwards. (Grouping the rows three times
+# over a CTE, keyed by a JSON array built per row, cost twice the server's CPU: ~470 against
+# ~250 ms at 150,000 rows, every minute, on the core the database may share with the
+# gateway.)
 _RECOMPUTE = """
-WITH raw AS (
-    SELECT date_trunc('hour', created_at, 'UTC') AS hour,
-           jsonb_build_array(pool_id, account_id, key_prefix) AS g,
-           pool_id, account_id, key_prefix,
-           request_is_error(status_code, outcome) AS is_error, error_code,
-           input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, duration_ms,
-           cost_usd, cost_usd IS NULL AND (input_tokens > 0 OR output_tokens > 0) AS unpriced,
-           width_bucket(duration_ms::float8, %(edges)s::float8[]) AS bucket
-    FROM request_logs
-    WHERE created_at >= %(start)s AND created_at < %(end)s
-      AND date_trunc('hour', created_at, 'UTC') NOT IN (
-          SELECT hour FROM stats_pruned_hours WHERE hour >= %(start)s AND hour < %(end)s)
-), totals AS (
-    SELECT hour, g, pool_id, account_id, key_prefix, count(*) AS requests,
-           count(*) FILTER (WHERE is_error) AS errors,
+WITH totals AS (
+    SELECT date_trunc('hour', created_at, 'UTC') AS hour, pool_id, account_id, key_prefix,
+           count(*) AS requests,
+           count(*) FILTER (WHERE request_is_error(status_code, outcome)) AS errors,
            coalesce(sum(input_tokens), 0) AS input_tokens,
            coalesce(sum(cached_input_tokens), 0) AS cached_input_tokens,
            coalesce(sum(output_tokens), 0) AS output_tokens,
@@ -56,26 +50,18 @@ WITH raw AS (
            count(duration_ms) AS latency_count,
            coalesce(sum(duration_ms), 0) AS latency_sum_ms,
            coalesce(sum(cost_usd), 0) AS cost_usd,
-           count(*) FILTER (WHERE unpriced) AS unpriced_requests
-    FROM raw GROUP BY hour, g, pool_id, account_id, key_prefix
-), by_bucket AS (
-    SELECT hour, g, bucket, count(*) AS n FROM raw
-    WHERE bucket IS NOT NULL GROUP BY hour, g, bucket
-), hist AS (
-    SELECT hour, g, array_agg(bucket ORDER BY bucket)::smallint[] AS buckets,
-           array_agg(n ORDER BY bucket) AS counts
-    FROM by_bucket GROUP BY hour, g
-), by_code AS (
-    SELECT hour, g, error_code, count(*) AS n,
-           row_number() OVER (PARTITION BY hour, g ORDER BY count(*) DESC, error_code COLLATE "C")
-               AS place
-    FROM raw WHERE is_error AND error_code IS NOT NULL GROUP BY hour, g, error_code
-), codes AS (
-    SELECT hour, g,
-           coalesce(jsonb_object_agg(error_code, n) FILTER (WHERE place <= %(top)s), '{}')
-               AS error_codes,
-           coalesce(sum(n) FILTER (WHERE place > %(top)s), 0) AS error_codes_other
-    FROM by_code GROUP BY hour, g
+           count(*) FILTER (WHERE cost_usd IS NULL AND (input_tokens > 0 OR output_tokens > 0))
+               AS unpriced_requests,
+           array_agg(width_bucket(duration_ms::float8, %(edges)s::float8[]))
+               FILTER (WHERE duration_ms IS NOT NULL) AS buckets,
+           array_agg(error_code)
+               FILTER (WHERE error_code IS NOT NULL AND request_is_error(status_code, outcome))
+               AS codes
+    FROM request_logs
+    WHERE created_at >= %(start)s AND created_at < %(end)s
+      AND date_trunc('hour', created_at, 'UTC') NOT IN (
+          SELECT hour FROM stats_pruned_hours WHERE hour >= %(start)s AND hour < %(end)s)
+    GROUP BY 1, pool_id, account_id, key_prefix
 )
 INSERT INTO stats_hourly (hour, pool_id, account_id, key_prefix, requests, errors,
     input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, latency_count,
@@ -87,8 +73,20 @@ SELECT t.hour, t.pool_id, t.account_id, t.key_prefix, t.requests, t.errors,
        coalesce(c.error_codes, '{}'), coalesce(c.error_codes_other, 0),
        t.cost_usd, t.unpriced_requests
 FROM totals t
-LEFT JOIN hist h ON h.hour = t.hour AND h.g = t.g
-LEFT JOIN codes c ON c.hour = t.hour AND c.g = t.g
+CROSS JOIN LATERAL (
+    SELECT array_agg(bucket ORDER BY bucket)::smallint[] AS buckets,
+           array_agg(n ORDER BY bucket) AS counts
+    FROM (SELECT bucket, count(*) AS n FROM unnest(t.buckets) AS bucket GROUP BY bucket) b
+) h
+CROSS JOIN LATERAL (
+    SELECT jsonb_object_agg(code, n) FILTER (WHERE place <= %(top)s) AS error_codes,
+           sum(n) FILTER (WHERE place > %(top)s) AS error_codes_other
+    FROM (
+        SELECT code, count(*) AS n,
+               row_number() OVER (ORDER BY count(*) DESC, code COLLATE "C") AS place
+        FROM unnest(t.codes) AS code GROUP BY code
+    ) p
+) c
 """
 
 

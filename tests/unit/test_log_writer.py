@@ -194,3 +194,35 @@ async def test_lag_is_the_age_of_the_oldest_row_not_yet_written() -> None:
                 await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
     assert writer.lag_seconds() == 0.0 and set(table.rows) == {1, 2}
+
+
+async def test_rows_that_arrive_during_a_write_wait_for_the_next_batch(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Under load, the rows that come while a batch is being written are gathered with those
+    that follow them for the linger, not written at once in a batch of their own (each
+    batch costs the database a transaction whatever its size)."""
+    batches: list[list[int]] = []
+    first_written = trio.Event()
+
+    async def write(batch: Sequence[Row]) -> None:
+        await trio.lowlevel.checkpoint()
+        batches.append([row.n for row in batch])
+        if len(batches) == 1:
+            writer.enqueue(Row(100))  # arrives while the first batch is being written
+            first_written.set()
+
+    writer: LogWriter[Row] = LogWriter(write)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run)
+            for n in range(10):
+                writer.enqueue(Row(n))
+            await first_written.wait()
+            for n in range(101, 106):  # the next rows, within the linger
+                writer.enqueue(Row(n))
+            while writer.pending:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    # The old writer wrote [100] alone right after the first batch, then [101..105].
+    assert batches == [list(range(10)), list(range(100, 106))]
