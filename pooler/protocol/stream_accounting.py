@@ -2,11 +2,17 @@
 
 Only a handful of event types are parsed in full (terminal events, rate limits, and the
 output items when a non-streaming answer has to be assembled); deltas pass untouched.
+
+Most chunks hold only whole events of kinds that are not parsed (text deltas): `feed`
+proves that of a whole chunk with one regex search and counts its events, without framing
+it event by event (`_skippable`). Anything else takes the exact path: the SSE decoder
+frames every event and each is looked at alone.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -33,6 +39,17 @@ _TYPE_PREFIX = '{"type":"'
 _TYPE_PREFIX_BYTES = _TYPE_PREFIX.encode()
 _TYPE_AT = len(_TYPE_PREFIX)
 
+# What may make a chunk's events matter, or frame them other than one per b"\n\n": a
+# parsed type's name (JSON could also spell one with \u escapes, the only escapes that
+# give letters, dots or underscores), a CR (a line end), three LFs in a row (a block that
+# is a lone LF). An event's data is its `data:` lines' values joined by LF and a type name
+# holds no LF, so a name in the data is a name in the chunk. False alarms (a delta's text
+# naming one) only send the chunk down the exact path.
+_MAY_MATTER = re.compile(
+    b"|".join(re.escape(name) for name in sorted(_PARSED_TYPES_BYTES)) + rb"|\\u|\r|\n\n\n"
+)
+_may_matter = _MAY_MATTER.search
+
 
 class StreamAccounting:
     def __init__(self, *, collect_output: bool = False) -> None:
@@ -56,8 +73,26 @@ class StreamAccounting:
         return self.terminal_type is not None
 
     def feed(self, chunk: bytes) -> None:
-        for data in self._decoder.feed_data(chunk):
+        decoder = self._decoder
+        if (
+            not decoder.held
+            and chunk.endswith(b"\n\n")
+            and chunk[0] != 10  # LF
+            and _may_matter(chunk) is None
+        ):
+            # Whole blocks (nothing held before them), none parsed: `_on_event` would only
+            # count each, and the decoder would hold nothing back. No CR, no LF run over
+            # two, no leading LF: each block ends at one b"\n\n".
+            self.events += chunk.count(b"\n\n")
+            return
+        known = self.response_id
+        for data in decoder.feed_data(chunk):
             self._on_event(data)
+        if self.response_id is not None and self.response_id != known:
+            self._response_id_named()
+
+    def _response_id_named(self) -> None:
+        """A chunk fed named a (new) response id: for a subclass to act on."""
 
     def _on_event(self, data: str | bytes) -> None:
         """One event's data: the SSE `data` bytes, or a websocket frame's text."""
