@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import pairwise
 from types import FrameType, SimpleNamespace
 from typing import Any
 from unittest import mock
@@ -119,7 +120,7 @@ def test_the_whole_stream_cut_once_at_every_byte() -> None:
 
 def hostile_streams() -> dict[str, bytes]:
     events = emulator_events(TEXT)
-    nasty = "NUL \x00 bell \x07 esc \x1b quote \" slash \\ é 漢 response.completed \u2028"
+    nasty = 'NUL \x00 bell \x07 esc \x1b quote " slash \\ é 漢 response.completed \u2028'
     return {
         "crlf": b"".join(sse(e, eol=b"\r\n") for e in events),
         "cr": b"".join(sse(e, eol=b"\r") for e in events),
@@ -151,7 +152,7 @@ def test_hostile_streams_read_as_before(name: str) -> None:
 def test_hostile_streams_cut_anywhere(name: str, cuts: list[int]) -> None:
     stream = hostile_streams()[name]
     points = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
-    chunks = [stream[a:b] for a, b in zip(points, points[1:], strict=False)]
+    chunks = [stream[a:b] for a, b in pairwise(points)]
     fast, exact = both(chunks)
     assert fast == exact
 
