@@ -1,6 +1,6 @@
 """Stream accounting's whole-chunk fast path (pooler.protocol.stream_accounting `feed`,
-issue 17): a chunk of whole events none of which is parsed (text deltas) is counted
-with one search, not framed event by event; whatever the chunking and the bytes, the
+issue 17): whole Codex-shaped events none of which is parsed (text deltas) are counted
+in `feed`'s own loop, not framed one by one; whatever the chunking and the bytes, the
 accounting ends exactly as the exact path (the SSE decoder, then each event alone)
 leaves it. Real streams from the emulator, cut at every byte, and hostile variants."""
 
