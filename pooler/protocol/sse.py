@@ -38,10 +38,12 @@ class SSEEvent:
 class SSEDecoder:
     """Feed chunks as they arrive; get back the events they complete."""
 
-    __slots__ = ("_buf",)
+    __slots__ = ("held",)
 
     def __init__(self) -> None:
-        self._buf = bytearray()  # the start of an incomplete block
+        # The start of an incomplete block (empty between blocks). Read-only for callers:
+        # a reader with a fast path for whole blocks (stream accounting) checks it.
+        self.held = bytearray()
 
     def feed(self, data: bytes) -> list[SSEEvent]:
         buf = self._take(data)
@@ -67,24 +69,24 @@ class SSEDecoder:
 
     def _take(self, data: bytes) -> bytes | None:
         """The bytes to frame now (the buffered start and `data`); None: no block ends."""
-        if self._buf:
-            scan_from = max(0, len(self._buf) - 2)
-            self._buf += data
-            if not _may_end_block(self._buf, scan_from):
+        if self.held:
+            scan_from = max(0, len(self.held) - 2)
+            self.held += data
+            if not _may_end_block(self.held, scan_from):
                 return None
-            return bytes(self._buf)
+            return bytes(self.held)
         return data or None
 
     def _keep(self, buf: bytes, used: int) -> None:
         if used < len(buf):
-            self._buf = bytearray(buf[used:])
-        elif self._buf:
-            self._buf.clear()
+            self.held = bytearray(buf[used:])
+        elif self.held:
+            self.held.clear()
 
     def flush(self) -> list[SSEEvent]:
         """End of stream: the blocks still buffered; an unterminated rest comes last."""
-        raw = bytes(self._buf)
-        self._buf = bytearray()
+        raw = bytes(self.held)
+        self.held = bytearray()
         events, used = _frame_any(raw, final=True)
         if used < len(raw):
             events.append(_parse_block(raw[used:]))

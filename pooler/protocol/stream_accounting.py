@@ -2,6 +2,11 @@
 
 Only a handful of event types are parsed in full (terminal events, rate limits, and the
 output items when a non-streaming answer has to be assembled); deltas pass untouched.
+
+Most chunks hold only whole events of kinds that are not parsed (text deltas): `feed`
+counts such events in one loop of its own, without the decoder's framing or a call per
+event. Anything else takes the exact path: the SSE decoder frames every event and each is
+looked at alone.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ _PARSED_TYPES_BYTES = frozenset(t.encode() for t in _PARSED_TYPES)
 _TYPE_PREFIX = '{"type":"'
 _TYPE_PREFIX_BYTES = _TYPE_PREFIX.encode()
 _TYPE_AT = len(_TYPE_PREFIX)
+_DATA_TYPE_AT = len(b"data: ") + _TYPE_AT
 
 
 class StreamAccounting:
@@ -56,8 +62,46 @@ class StreamAccounting:
         return self.terminal_type is not None
 
     def feed(self, chunk: bytes) -> None:
-        for data in self._decoder.feed_data(chunk):
+        # Fast path (issue 17): with nothing held back and no CR, the leading blocks shaped
+        # as the Codex backend writes them (`event: NAME`, `data: {"type":"KIND"...` on
+        # one line, a blank line) whose KIND is plainly not parsed are only counted, in
+        # this loop: what the decoder (`_data_lf`) and `_on_event` would do with them, with
+        # no call per event and no scan of their text but `find`'s. The rest of the chunk
+        # (from the first other block, or a block not yet whole) takes the exact path.
+        pos = 0
+        if not self._decoder.held and b"\r" not in chunk:
+            size = len(chunk)
+            parsed = _PARSED_TYPES_BYTES
+            count = 0
+            while pos < size and chunk.startswith(b"event: ", pos):
+                at = chunk.find(b"\n", pos) + 1
+                if not at or not chunk.startswith(b'data: {"type":"', at):
+                    break
+                at += _DATA_TYPE_AT
+                # The data line's end, then a blank line (no LF: -1, and the test on
+                # `blank` fails, on a one-byte slice).
+                blank = chunk.find(b"\n", at)
+                end = chunk.find(b'"', at, blank)
+                if (
+                    end < 0
+                    or not chunk.startswith(b"\n\n", blank)
+                    or chunk[at:end] in parsed
+                    or chunk.find(b"\\", at, end) >= 0
+                ):
+                    break
+                count += 1
+                pos = blank + 2
+            self.events += count
+            if pos == size:
+                return
+        known = self.response_id
+        for data in self._decoder.feed_data(chunk[pos:] if pos else chunk):
             self._on_event(data)
+        if self.response_id is not None and self.response_id != known:
+            self._response_id_named()
+
+    def _response_id_named(self) -> None:
+        """A chunk fed named a (new) response id: for a subclass to act on."""
 
     def _on_event(self, data: str | bytes) -> None:
         """One event's data: the SSE `data` bytes, or a websocket frame's text."""

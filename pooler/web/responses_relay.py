@@ -485,13 +485,10 @@ class ResponseAccounting(StreamAccounting):
         super().__init__(collect_output=collect_output)
         self._pin_to = (supervisor, pool_id, account_id)
 
-    def feed(self, chunk: bytes) -> None:
-        known = self.response_id
-        super().feed(chunk)
-        if self.response_id is not None and self.response_id != known:
-            supervisor, pool_id, account_id = self._pin_to
-            key = response_key(self.response_id)
-            pin(supervisor, pool_id, (key,), account_id, hard=True)
+    def _response_id_named(self) -> None:
+        supervisor, pool_id, account_id = self._pin_to
+        assert self.response_id is not None
+        pin(supervisor, pool_id, (response_key(self.response_id),), account_id, hard=True)
 
 
 async def _read_limited(response: Any, limit: int) -> bytes:
