@@ -63,6 +63,7 @@ from pooler.http_server.response_writer import (
     CHUNKED,
     LAST_CHUNK,
     LENGTH,
+    WAIT_FOLLOWS,
     Unsendable,
     chunk,
     frame_response,
@@ -468,19 +469,20 @@ class Http1Protocol:
             await self._send_body(event.data)
         elif kind is Response:
             stream = self.stream
-            body_follows = False
+            body_follows = wait_follows = False
             if type(stream) is HTTPStream:
                 # HTTPStream keeps the whole `http.response.start` message for the stream's
                 # life (its access log, which is off, reads it at the end): a held stream
                 # would keep every header it sent (~1.9 KiB of relayed `x-` headers).
                 start = stream.response
                 body_follows = start.get(BODY_FOLLOWS) is True
+                wait_follows = start.get(WAIT_FOLLOWS) is True
                 stream.response = slim_start(start)
             headers = [*event.headers, *self.config.response_headers("h11")]
             if event.status_code >= 200:
                 if self.keep_alive_requests >= self.config.keep_alive_max_requests:
                     headers.append((b"connection", b"close"))
-                await self._send_response(event.status_code, headers, body_follows)
+                await self._send_response(event.status_code, headers, body_follows, wait_follows)
             else:
                 await self._send_informational(event.status_code, headers)
                 if event.status_code == 101 and type(stream) is WSStream:
@@ -509,7 +511,11 @@ class Http1Protocol:
         await self._write(informational(status, headers))
 
     async def _send_response(
-        self, status: int, headers: list[tuple[bytes, bytes]], body_follows: bool = False
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body_follows: bool = False,
+        wait_follows: bool = False,
     ) -> None:
         if self.ours != RESPONSE:
             self._refuse_send("a response")
@@ -550,6 +556,14 @@ class Http1Protocol:
             await trio.lowlevel.checkpoint_if_cancelled()
             self.held = framed.head
             self.held_streamed = True
+            return
+        raw = self.raw_send
+        if wait_follows and raw is not None and not self.gone:
+            # The application's next step is a wait of its own (WAIT_FOLLOWS: a relay's
+            # for its upstream's first piece, not at hand): the head written now, without
+            # the yield after the write, that wait being the schedule point (a
+            # cancellation is still seen first; a write that must wait is stall-bounded).
+            await raw(framed.head)
             return
         await self._write(framed.head)
 
