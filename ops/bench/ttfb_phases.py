@@ -212,6 +212,16 @@ class Marks(trio.abc.Instrument):
         if self.trace is not None:
             self.trace.append((time.monotonic_ns(), "step", task.name))
 
+    def after_task_step(self, task: Any) -> None:
+        # Where the probe's application task stopped: a wait for I/O or for another task (the
+        # upstream, an actor) or a yield that waits for nothing (a pass of the loop).
+        if (
+            self.trace is not None
+            and "task_group._handle" in task.name  # the application's, not the connection's
+            and task.context.get(self.probe, False)
+        ):
+            self.trace.append((time.monotonic_ns(), "suspended", suspended_in(task)))
+
     def mark(self, name: str) -> None:
         if self.requests and self.probe.get():
             self.requests[-1].setdefault(name, time.monotonic_ns())
@@ -230,6 +240,19 @@ class Marks(trio.abc.Instrument):
 
 
 PROBE_HEADER = b"x-ttfb-probe"
+
+
+def suspended_in(task: Any) -> str:
+    """The innermost functions (up to three) of the chain of awaits a task is suspended in,
+    innermost last: what it waits for."""
+    names = []
+    coro: Any = task.coro
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            names.append(frame.f_code.co_name)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return " > ".join(names[-3:])
 
 
 def instrument(marks: Marks) -> None:
@@ -462,6 +485,16 @@ def summarize(marks: Marks, gateway: list[list[int]], direct: list[list[int]], s
                 f" turns, {statistics.median([sum(1 for e in t if e[1] == 'step') for t in split])}"
                 " task steps"
             )
+    # The probe's application task's suspensions from head to first body write, by where.
+    where: dict[str, int] = {}
+    for t in traces:
+        for _, what, detail in t:
+            if what == "suspended":
+                where[detail] = where.get(detail, 0) + 1
+    if where:
+        print(f"the probe's application task suspended, per request ({len(traces)} requests):")
+        for detail, count in sorted(where.items(), key=lambda kv: -kv[1]):
+            print(f"  {count / len(traces):6.2f}  {detail}")
     inline = sum(m.get("inline", 0) for _, m in rows)
     queued = sum(m.get("queued", 0) for _, m in rows)
     if inline or queued:
