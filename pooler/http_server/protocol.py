@@ -18,7 +18,10 @@ sent next; pooler.http_server.response_writer); each piece of a chunked body is 
 A streamed answer's later pieces may also come through the request's `BODY_PIECES` scope
 extension (`PieceWriter`): framed and written straight to the connection, without the
 layers of an ASGI send and without the yield after the write (the relay's wait for its
-next upstream read is the schedule point): one task step per relayed piece.
+next upstream read is the schedule point): one task step per relayed piece. A streamed
+head whose first piece is not at hand goes out at once, and, when the application marks
+it with `WAIT_FOLLOWS` (its next step is its wait for that piece), without the yield
+after its write either: that wait is the schedule point.
 A short request costs as few turns of the event loop as it can: a Content-Length body read
 whole goes to the application in one message (with its end), queued without a yield when
 the queue has room, and a complete answer's held head, its empty end and its stream's
