@@ -197,9 +197,10 @@ class PieceWriter:
     """A request's `BODY_PIECES` extension (pooler.http_server.response_writer): a body
     piece of a chunked answer written as one chunk straight to the connection, without the
     yield after it. What `HTTPStream.app_send` and this protocol's `_send_body` do for a
-    non-empty `http.response.body` once the head is out (HTTPStream's body state, no held
-    head, chunked framing, which a suppressed body never has), when the server writes
-    through `pooler.write_stall`; anything else is sent the ordinary way."""
+    non-empty `http.response.body` once the head is sent or held for it (HTTPStream's body
+    state, chunked framing, which a suppressed body never has; a held streamed head goes in
+    the same write), when the server writes through `pooler.write_stall`; anything else is
+    sent the ordinary way."""
 
     __slots__ = ("_protocol", "_stream")
 
@@ -217,12 +218,20 @@ class PieceWriter:
             and protocol.stream is stream
             and protocol.ours == SENDING
             and protocol.body == CHUNKED
-            and protocol.held is None
             and not protocol.gone
         ):
-            await raw(b"%x\r\n%b\r\n" % (len(data), data))  # `chunk(data)`, inlined
-        else:
-            await stream.app_send({"type": "http.response.body", "body": data, "more_body": True})
+            held = protocol.held
+            if held is None:
+                await raw(b"%x\r\n%b\r\n" % (len(data), data))  # `chunk(data)`, inlined
+                return
+            if protocol.held_streamed:
+                # A streamed head held for this, its first piece (BODY_FOLLOWS): one write
+                # for both, as `_write_behind_held` makes it, without the yield after.
+                protocol.held = None
+                protocol.held_streamed = False
+                await raw(held + b"%x\r\n%b\r\n" % (len(data), data))
+                return
+        await stream.app_send({"type": "http.response.body", "body": data, "more_body": True})
 
 
 # What an accepted WSStream reads of its handshake from then on (`slim_websocket`).

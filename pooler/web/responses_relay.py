@@ -267,15 +267,15 @@ class ResponsesRelay:
         await send(start)
         del headers, start
         record.mark_first_byte()
-        if first:
-            record.response_bytes += len(first)
-            await send({"type": "http.response.body", "body": first, "more_body": True})
-        del first
-
         # Each piece's write is followed by `_pump`'s wait for the upstream's next read (or,
         # at the body's end, by the last send): the server's `BODY_PIECES` writer, which
-        # makes no yield of its own after the write, when it gives one.
+        # makes no yield of its own after the write, when it gives one. The first piece
+        # too: it goes with the held head, and the wait for the next read follows.
         write = pieces if pieces is not None else partial(_send_piece, send)
+        if first:
+            record.response_bytes += len(first)
+            await write(first)
+        del first
         if presenter is None:  # only the one used is made: the stream's frame keeps it
 
             def on_chunk(chunk: bytes) -> bytes:
