@@ -28,8 +28,8 @@ lock (nothing else runs until it returns) and the send yields once afterwards, w
 Hypercorn took two scheduler turns (the lock's and trio's `send`'s): a send is still a
 checkpoint, a cancelled caller is still stopped before its first byte, and the lock is
 taken, without a turn, only when the rest must wait. A writer whose next step is a wait of
-its own (the server protocol's `PieceWriter`, for a relay) writes through `unyielding_send`,
-the same write without that yield.
+its own (the server protocol's `PieceWriter`, for a relay, and a streamed head marked
+`WAIT_FOLLOWS`) writes through `unyielding_send`, the same write without that yield.
 
 This reaches into Hypercorn's `TCPServer` (its `stream`, `send_lock`, `protocol` and
 `config`), as of 0.18, and writes to a `trio.SocketStream`'s socket as its `send_all` does
@@ -201,7 +201,8 @@ def unyielding_send(send: Any) -> Callable[[bytes], Awaitable[bool]] | None:
     stall-bounded here: its write of raw bytes without the yield after it (when the socket
     takes them at once, none at all; a cancellation is still checked first), for a writer
     whose next step is a wait of its own anyway (pooler.http_server.protocol: a relayed body piece,
-    then the wait for the upstream's next read). Else None (another server, a test's)."""
+    or a streamed head, then the wait for the upstream's next read). Else None (another
+    server, a test's)."""
     if getattr(getattr(send, "__func__", None), "_stall_bounded", False):
         return partial(_send_raw, send.__self__)
     return None

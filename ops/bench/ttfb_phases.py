@@ -26,7 +26,8 @@ the gateway's main thread's CPU time from the head, which the machine's noise mo
     sent      the upstream request is written (`UpstreamPool._send` returned)
     up_head   the upstream's response head is parsed (`UpstreamPool._read_head` returned)
     up_first  the first upstream body chunk is handed out (`UpstreamResponse.__anext__`)
-    w<n>      each write to the client socket (`Http1Protocol._write`), with its size
+    w<n>      each write to the client socket (`Http1Protocol._write`, and `raw_send`: the
+              writes without a yield after them), with its size
     client    the client saw the head, its first body byte, the end
 
 and the direct path's `client` marks for comparison; `added` = gateway - direct. A trio
@@ -46,10 +47,10 @@ to B, to see what it costs the gateway's core).
 `--background N` runs N more SSE streams on their own connections meanwhile (a thread
 each in one child process, `--background-pause` seconds between a stream's requests):
 only the probe's requests (a header of their own) are marked, and the trace then holds
-the other streams' steps too, so the turns and task steps from head to first write are
+the other streams' steps too, so the turns and task steps from head to first body write are
 those of a loaded loop; it also says how many of the lease's actor messages were taken
 inline (`Mailbox.handle_now`) or queued. `--profile TOP` runs cProfile from each probe's
-head to its first write and prints the Python calls per request and the TOP functions.
+head to its first body write and prints the Python calls per request and the TOP functions.
 
     python ops/bench/ttfb_phases.py [--requests 300] [--rounds 3] [--deltas 20] [--trace]
         [--cores 0,1 [--postgres-core gateway|other]]
@@ -211,6 +212,16 @@ class Marks(trio.abc.Instrument):
         if self.trace is not None:
             self.trace.append((time.monotonic_ns(), "step", task.name))
 
+    def after_task_step(self, task: Any) -> None:
+        # Where the probe's application task stopped: a wait for I/O or for another task (the
+        # upstream, an actor) or a yield that waits for nothing (a pass of the loop).
+        if (
+            self.trace is not None
+            and "task_group._handle" in task.name  # the application's, not the connection's
+            and task.context.get(self.probe, False)
+        ):
+            self.trace.append((time.monotonic_ns(), "suspended", suspended_in(task)))
+
     def mark(self, name: str) -> None:
         if self.requests and self.probe.get():
             self.requests[-1].setdefault(name, time.monotonic_ns())
@@ -229,6 +240,19 @@ class Marks(trio.abc.Instrument):
 
 
 PROBE_HEADER = b"x-ttfb-probe"
+
+
+def suspended_in(task: Any) -> str:
+    """The innermost functions (up to three) of the chain of awaits a task is suspended in,
+    innermost last: what it waits for."""
+    names = []
+    coro: Any = task.coro
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            names.append(frame.f_code.co_name)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return " > ".join(names[-3:])
 
 
 def instrument(marks: Marks) -> None:
@@ -272,15 +296,44 @@ def instrument(marks: Marks) -> None:
 
     write = Http1Protocol._write
 
-    async def _write(self: Any, data: bytes) -> None:
-        first = bool(marks.requests) and not marks.requests[-1].get("writes")
-        if marks.profile is not None and probe.get() and first:
-            marks.profile.disable()
-            marks.profiled += 1
+    def noted(data: bytes) -> None:
+        """A write to a client: marked; the probe's trace and profile end at the first
+        that carries body bytes (a head written alone does not)."""
+        if not (probe.get() and marks.requests):
+            marks.write(len(data))
+            return
+        request = marks.requests[-1]
         marks.write(len(data))
-        if probe.get() and marks.requests and len(marks.requests[-1]["writes"]) == 2:
+        head_only = data.startswith(b"HTTP/1.1 ") and data.endswith(b"\r\n\r\n")
+        if not head_only and not request.get("body_written"):
+            request["body_written"] = len(request["writes"])
+            if marks.profile is not None:
+                marks.profile.disable()
+                marks.profiled += 1
             marks.trace = None
+
+    async def _write(self: Any, data: bytes) -> None:
+        noted(data)
         await write(self, data)
+
+    # The writes made without a yield after them (a relayed body piece: `PieceWriter`; a
+    # head whose next step is a wait: WAIT_FOLLOWS) go through the protocol's `raw_send`,
+    # not `_write`: marked too, or the first body write is missed.
+    init = Http1Protocol.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        raw = self.raw_send
+        if raw is None:
+            return
+
+        async def raw_send(data: bytes) -> Any:
+            noted(data)
+            return await raw(data)
+
+        self.raw_send = raw_send
+
+    Http1Protocol.__init__ = __init__  # type: ignore[method-assign]
 
     call = ResponsesRelay.__call__
 
@@ -419,6 +472,29 @@ def summarize(marks: Marks, gateway: list[list[int]], direct: list[list[int]], s
     turns = statistics.median([sum(1 for e in t if e[1] == "io_wait") for t in traces])
     steps = statistics.median([sum(1 for e in t if e[1] == "step") for t in traces])
     print(f"head to first body write: {turns} loop turns (I/O waits), {steps} task steps (medians)")
+    # Split by how the head went: with its first piece (one write), or alone first (the
+    # piece was not at hand), whose mix moves the medians above from run to run.
+    for alone, label in ((False, "with its first piece"), (True, "written alone")):
+        split = [
+            m["trace"] for _, m in rows if "trace" in m and (m.get("body_written") == 2) is alone
+        ]
+        if split:
+            print(
+                f"  head {label}: {len(split)} requests,"
+                f" {statistics.median([sum(1 for e in t if e[1] == 'io_wait') for t in split])}"
+                f" turns, {statistics.median([sum(1 for e in t if e[1] == 'step') for t in split])}"
+                " task steps"
+            )
+    # The probe's application task's suspensions from head to first body write, by where.
+    where: dict[str, int] = {}
+    for t in traces:
+        for _, what, detail in t:
+            if what == "suspended":
+                where[detail] = where.get(detail, 0) + 1
+    if where:
+        print(f"the probe's application task suspended, per request ({len(traces)} requests):")
+        for detail, count in sorted(where.items(), key=lambda kv: -kv[1]):
+            print(f"  {count / len(traces):6.2f}  {detail}")
     inline = sum(m.get("inline", 0) for _, m in rows)
     queued = sum(m.get("queued", 0) for _, m in rows)
     if inline or queued:
@@ -478,14 +554,14 @@ def pin(pids: Sequence[int], core: int) -> None:
 
 
 def print_profile(profile: Any, requests: int, top: int) -> None:
-    """Python calls from the request head to the first write, per request, and the
+    """Python calls from the request head to the first body write, per request, and the
     functions that took the most time there (the whole thread: with --background, other
     requests' work too)."""
     import pstats
 
     stats = pstats.Stats(profile)
     total = stats.total_calls  # type: ignore[attr-defined]
-    print(f"\nprofile, head to first write: {total / max(requests, 1):.0f} calls per request")
+    print(f"\nprofile, head to first body write: {total / max(requests, 1):.0f} calls per request")
     stats.sort_stats("tottime").print_stats(top)
 
 
@@ -628,7 +704,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         type=int,
         default=0,
         metavar="TOP",
-        help="cProfile from each request's head to its first write; print the TOP functions",
+        help="cProfile from each request's head to its first body write; print the TOP functions",
     )
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--background-client", help=argparse.SUPPRESS)

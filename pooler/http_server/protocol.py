@@ -18,7 +18,10 @@ sent next; pooler.http_server.response_writer); each piece of a chunked body is 
 A streamed answer's later pieces may also come through the request's `BODY_PIECES` scope
 extension (`PieceWriter`): framed and written straight to the connection, without the
 layers of an ASGI send and without the yield after the write (the relay's wait for its
-next upstream read is the schedule point): one task step per relayed piece.
+next upstream read is the schedule point): one task step per relayed piece. A streamed
+head whose first piece is not at hand goes out at once, and, when the application marks
+it with `WAIT_FOLLOWS` (its next step is its wait for that piece), without the yield
+after its write either: that wait is the schedule point.
 A short request costs as few turns of the event loop as it can: a Content-Length body read
 whole goes to the application in one message (with its end), queued without a yield when
 the queue has room, and a complete answer's held head, its empty end and its stream's
@@ -63,6 +66,7 @@ from pooler.http_server.response_writer import (
     CHUNKED,
     LAST_CHUNK,
     LENGTH,
+    WAIT_FOLLOWS,
     Unsendable,
     chunk,
     frame_response,
@@ -193,9 +197,10 @@ class PieceWriter:
     """A request's `BODY_PIECES` extension (pooler.http_server.response_writer): a body
     piece of a chunked answer written as one chunk straight to the connection, without the
     yield after it. What `HTTPStream.app_send` and this protocol's `_send_body` do for a
-    non-empty `http.response.body` once the head is out (HTTPStream's body state, no held
-    head, chunked framing, which a suppressed body never has), when the server writes
-    through `pooler.write_stall`; anything else is sent the ordinary way."""
+    non-empty `http.response.body` once the head is sent or held for it (HTTPStream's body
+    state, chunked framing, which a suppressed body never has; a held streamed head goes in
+    the same write), when the server writes through `pooler.write_stall`; anything else is
+    sent the ordinary way."""
 
     __slots__ = ("_protocol", "_stream")
 
@@ -213,12 +218,20 @@ class PieceWriter:
             and protocol.stream is stream
             and protocol.ours == SENDING
             and protocol.body == CHUNKED
-            and protocol.held is None
             and not protocol.gone
         ):
-            await raw(b"%x\r\n%b\r\n" % (len(data), data))  # `chunk(data)`, inlined
-        else:
-            await stream.app_send({"type": "http.response.body", "body": data, "more_body": True})
+            held = protocol.held
+            if held is None:
+                await raw(b"%x\r\n%b\r\n" % (len(data), data))  # `chunk(data)`, inlined
+                return
+            if protocol.held_streamed:
+                # A streamed head held for this, its first piece (BODY_FOLLOWS): one write
+                # for both, as `_write_behind_held` makes it, without the yield after.
+                protocol.held = None
+                protocol.held_streamed = False
+                await raw(held + b"%x\r\n%b\r\n" % (len(data), data))
+                return
+        await stream.app_send({"type": "http.response.body", "body": data, "more_body": True})
 
 
 # What an accepted WSStream reads of its handshake from then on (`slim_websocket`).
@@ -468,19 +481,20 @@ class Http1Protocol:
             await self._send_body(event.data)
         elif kind is Response:
             stream = self.stream
-            body_follows = False
+            body_follows = wait_follows = False
             if type(stream) is HTTPStream:
                 # HTTPStream keeps the whole `http.response.start` message for the stream's
                 # life (its access log, which is off, reads it at the end): a held stream
                 # would keep every header it sent (~1.9 KiB of relayed `x-` headers).
                 start = stream.response
                 body_follows = start.get(BODY_FOLLOWS) is True
+                wait_follows = start.get(WAIT_FOLLOWS) is True
                 stream.response = slim_start(start)
             headers = [*event.headers, *self.config.response_headers("h11")]
             if event.status_code >= 200:
                 if self.keep_alive_requests >= self.config.keep_alive_max_requests:
                     headers.append((b"connection", b"close"))
-                await self._send_response(event.status_code, headers, body_follows)
+                await self._send_response(event.status_code, headers, body_follows, wait_follows)
             else:
                 await self._send_informational(event.status_code, headers)
                 if event.status_code == 101 and type(stream) is WSStream:
@@ -509,7 +523,11 @@ class Http1Protocol:
         await self._write(informational(status, headers))
 
     async def _send_response(
-        self, status: int, headers: list[tuple[bytes, bytes]], body_follows: bool = False
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body_follows: bool = False,
+        wait_follows: bool = False,
     ) -> None:
         if self.ours != RESPONSE:
             self._refuse_send("a response")
@@ -550,6 +568,14 @@ class Http1Protocol:
             await trio.lowlevel.checkpoint_if_cancelled()
             self.held = framed.head
             self.held_streamed = True
+            return
+        raw = self.raw_send
+        if wait_follows and raw is not None and not self.gone:
+            # The application's next step is a wait of its own (WAIT_FOLLOWS: a relay's
+            # for its upstream's first piece, not at hand): the head written now, without
+            # the yield after the write, that wait being the schedule point (a
+            # cancellation is still seen first; a write that must wait is stall-bounded).
+            await raw(framed.head)
             return
         await self._write(framed.head)
 

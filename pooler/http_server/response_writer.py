@@ -193,13 +193,23 @@ start, with no wait between (it has it at hand). The server then holds the head,
 a fixed-length one, and writes it with that piece: one write instead of two on the way to
 a streamed answer's first byte. A start without it is written at once."""
 
+WAIT_FOLLOWS = "pooler.wait_follows"
+"""A key an application may set (True) in an `http.response.start` message when its next
+step after the head is a wait of its own (a relay's wait for its upstream's first body
+piece, which was not at hand): the server writes the head at once, as any unmarked head,
+but WITHOUT the yield to the event loop a send makes after its bytes are written (a
+cancellation is still checked before; a write that must wait is still stall-bounded), since
+that wait is the schedule point: one loop turn fewer on the way to the first body byte.
+Honoured where the server writes through `pooler.write_stall`; else an ordinary head."""
+
 BODY_PIECES = "pooler.body_pieces"
 """The scope extension (`scope["extensions"][BODY_PIECES]`) under which the server's HTTP/1.1
 protocol gives an application a `write(data)` coroutine function for a streamed answer's
-body pieces, once its head is sent: the same as sending `{"type": "http.response.body",
+body pieces, once its head is sent or held: the same as sending `{"type": "http.response.body",
 "body": data, "more_body": True}`, but written straight to the connection (one chunk, one
 send(2)) and WITHOUT the yield to the event loop a send makes after its bytes are written
 (a cancellation is still checked before). For a writer whose next step is a wait of its
 own (a relay's wait for the upstream's next read), which is then the schedule point: one
-task step per relayed piece instead of two. Anything else (a head still held, a body not
-chunked, a client gone) goes the ordinary way."""
+task step per relayed piece instead of two; a streamed head held for its first piece
+(BODY_FOLLOWS) goes in the same write. Anything else (a body not chunked, a client gone)
+goes the ordinary way."""

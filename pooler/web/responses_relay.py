@@ -23,7 +23,7 @@ from pooler.actors import messages as m
 from pooler.client_gone import EXTENSION as CLIENT_GONE
 from pooler.client_gone import client_gone
 from pooler.errors import PoolerError, UpstreamError
-from pooler.http_server.response_writer import BODY_FOLLOWS, BODY_PIECES
+from pooler.http_server.response_writer import BODY_FOLLOWS, BODY_PIECES, WAIT_FOLLOWS
 from pooler.protocol.stream_accounting import StreamAccounting, failed_event
 from pooler.routing.circuit import RESPONSES
 from pooler.upstream.errors import UpstreamTransportError
@@ -251,7 +251,9 @@ class ResponsesRelay:
         kept = held_outcome_headers(response.headers)
         response.forget_headers()
         # The first upstream piece, if it is already at hand, goes out in the head's write
-        # (BODY_FOLLOWS); the head is never kept waiting for one.
+        # (BODY_FOLLOWS); the head is never kept waiting for one. Without it, the relay's
+        # next step is `_pump`'s wait for it: a server that writes pieces without a yield
+        # (`pieces`) writes the head so too (WAIT_FOLLOWS), that wait the schedule point.
         first = response.ready_piece()
         if first is not None:
             accounting.feed(first)  # first: a response id is pinned before the client sees it
@@ -260,18 +262,20 @@ class ResponsesRelay:
         start = {"type": "http.response.start", "status": 200, "headers": headers}
         if first:
             start[BODY_FOLLOWS] = True
+        elif pieces is not None:
+            start[WAIT_FOLLOWS] = True
         await send(start)
         del headers, start
         record.mark_first_byte()
-        if first:
-            record.response_bytes += len(first)
-            await send({"type": "http.response.body", "body": first, "more_body": True})
-        del first
-
         # Each piece's write is followed by `_pump`'s wait for the upstream's next read (or,
         # at the body's end, by the last send): the server's `BODY_PIECES` writer, which
-        # makes no yield of its own after the write, when it gives one.
+        # makes no yield of its own after the write, when it gives one. The first piece
+        # too: it goes with the held head, and the wait for the next read follows.
         write = pieces if pieces is not None else partial(_send_piece, send)
+        if first:
+            record.response_bytes += len(first)
+            await write(first)
+        del first
         if presenter is None:  # only the one used is made: the stream's frame keeps it
 
             def on_chunk(chunk: bytes) -> bytes:

@@ -3,10 +3,11 @@ when the relay answers its client goes out in ONE write with the head (issue 17:
 to first byte; before, the head was one write and the first event another): the Codex
 route, `/v1/responses` (its presenter's translation of that piece) and an opaque relay.
 
-The gateway's writes are recorded at the server protocol (`Http1Protocol._write`, the
-emulator's own filtered out by port). So that the first event is at hand whatever the
-machine's timing, the gateway's read of the upstream head is made to return only once the
-socket also holds the body's first bytes (the emulator sends them right after its head)."""
+The gateway's writes are recorded at the server protocol (`Http1Protocol._write` and its
+`raw_send`, the emulator's own filtered out by port). So that the first event is at hand
+whatever the machine's timing, the gateway's read of the upstream head is made to return
+only once the socket also holds the body's first bytes (the emulator sends them right
+after its head)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,24 @@ async def test_the_first_event_goes_out_with_the_head(
         await write(self, data)
 
     monkeypatch.setattr(Http1Protocol, "_write", recorded)
+    # The writes made without a yield after them (`PieceWriter`, a WAIT_FOLLOWS head) go
+    # through the protocol's `raw_send`: recorded too.
+    init = Http1Protocol.__init__
+
+    def recording_init(self: Http1Protocol, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        raw = self.raw_send
+        if raw is None:
+            return
+
+        async def raw_send(data: bytes) -> bool:
+            assert self.server is not None
+            writes.setdefault(self.server[1], []).append(bytes(data))
+            return await raw(data)
+
+        self.raw_send = raw_send
+
+    monkeypatch.setattr(Http1Protocol, "__init__", recording_init)
     async with open_stack(db_url, tmp_path) as stack, stack.client() as client:
         port = urlsplit(stack.url).port
         assert port is not None
