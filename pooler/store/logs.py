@@ -74,14 +74,14 @@ _JSON_OPTIONS: Final = (
 # psycopg's own COPY text formatter, the one `Copy.write_row` runs (its C version), with the
 # default adapters: our connections register none of their own, and write UTF-8. A private
 # name of psycopg's, so checked at import against the bytes write_row makes (`_check_format`).
-_format_row_text: Final = getattr(_copy_base, "format_row_text", None)
+_format_row_text: Final = _copy_base.format_row_text
 _TRANSFORMER: Final = adapt.Transformer()
 
 
 def copy_line(values: Sequence[Any]) -> bytes:
     """One COPY FROM STDIN text-format line of `values`, as `Copy.write_row` would send."""
     out = bytearray()
-    _format_row_text(values, _TRANSFORMER, out)  # type: ignore[misc]
+    _format_row_text(values, _TRANSFORMER, out)
     return bytes(out)
 
 
@@ -90,7 +90,7 @@ def _check_format() -> None:
     sample = ["a\tb\\c\né", None, 7, 6.049, True, datetime(2026, 1, 2, tzinfo=UTC)]
     expected = b"a\\tb\\\\c\\n\xc3\xa9\t\\N\t7\t6.049\tt\t2026-01-02 00:00:00+00:00\n"
     try:
-        line = copy_line(sample) if callable(_format_row_text) else None
+        line = copy_line(sample)
     except Exception:  # any failure means the shape changed
         line = None
     if line != expected:
