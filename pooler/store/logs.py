@@ -18,7 +18,7 @@ machine may lose the batches committed in its last 600 ms at most (three rounds 
 writer), the same kind of window the writer's buffer already is (README: request logs are
 written behind). A savepoint in a caller's transaction keeps the caller's setting.
 
-The COPY's text (`copy_line`) is made by the caller, before the worker thread: the gateway
+The COPY's text (`add_copy_line`) is made by the caller, before the worker thread: the gateway
 formats a batch on its event loop in small steps (`runtime_store.store_request_records`), so
 the thread that runs the COPY only hands bytes to libpq. Formatting ~40 rows in the thread
 kept it running Python (~1.5 ms a batch) while the event loop's thread waited for the GIL
@@ -78,10 +78,16 @@ _format_row_text: Final = _copy_base.format_row_text
 _TRANSFORMER: Final = adapt.Transformer()
 
 
-def copy_line(values: Sequence[Any]) -> bytes:
-    """One COPY FROM STDIN text-format line of `values`, as `Copy.write_row` would send."""
-    out = bytearray()
+def add_copy_line(out: bytearray, values: Sequence[Any]) -> None:
+    """Append to `out` the COPY FROM STDIN text-format line of `values`, the bytes
+    `Copy.write_row(values)` would send."""
     _format_row_text(values, _TRANSFORMER, out)
+
+
+def copy_lines(rows: Sequence[Sequence[Any]]) -> bytes:
+    out = bytearray()
+    for values in rows:
+        _format_row_text(values, _TRANSFORMER, out)
     return bytes(out)
 
 
@@ -90,7 +96,7 @@ def _check_format() -> None:
     sample = ["a\tb\\c\né", None, 7, 6.049, True, datetime(2026, 1, 2, tzinfo=UTC)]
     expected = b"a\\tb\\\\c\\n\xc3\xa9\t\\N\t7\t6.049\tt\t2026-01-02 00:00:00+00:00\n"
     try:
-        line = copy_line(sample)
+        line = copy_lines([sample])
     except Exception:  # any failure means the shape changed
         line = None
     if line != expected:
@@ -171,8 +177,8 @@ def insert_log_values(
         return 0, 0
     return insert_log_copy(
         conn,
-        b"".join(copy_line(values) for values in logs),
-        b"".join(copy_line(values) for values in attempts),
+        copy_lines(logs),
+        copy_lines(attempts),
         lambda: (logs, attempts),
     )
 
@@ -183,7 +189,7 @@ def insert_log_copy(
     attempts: bytes,
     values: Callable[[], tuple[Sequence[Sequence[Any]], Sequence[Sequence[Any]]]],
 ) -> tuple[int, int]:
-    """`insert_log_values` of rows already formatted (`copy_line`s of storable values);
+    """`insert_log_values` of rows already formatted (`copy_lines` of storable values);
     `values()` gives the same rows as values, needed only when one is already stored.
     Returns the rows inserted (logs, attempts)."""
     if not logs and not attempts:
