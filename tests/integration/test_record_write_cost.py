@@ -21,6 +21,8 @@ from uuid import UUID
 import psycopg
 import trio
 from psycopg import pq
+from psycopg._copy_base import TextFormatter
+from psycopg.adapt import Transformer
 
 from pooler import pricing, store
 from pooler.actors.log_writer import LogWriter
@@ -300,3 +302,22 @@ def test_the_worker_thread_runs_no_python_per_row_of_a_log_batch(database: Datab
     assert database.run_sync(
         lambda conn: conn.execute("SELECT count(*) FROM request_attempts").fetchone()
     ) == (124,)
+
+
+def test_copy_lines_made_before_the_thread_are_the_bytes_write_row_sends(db_url: str) -> None:
+    hostile = record(
+        11,
+        user_agent="ua\t\\\n\r\x1b" + "é" * 600,
+        exclusions={"acc\x00": "refused"},
+        routing={"n": float("nan"), "deep": [[[1, 2.5, True, None]]]},
+        usage=None,
+    )
+    records = [record(10), hostile, record(12, ttfb_ms=None, attempts=[])]
+    logs, attempts = runtime_store._record_values(records, pricing.bundled())
+    with psycopg.connect(db_url) as conn:
+        # The formatter a COPY of this connection writes its rows with (Copy.write_row).
+        formatter = TextFormatter(Transformer(conn))
+        for rows in (logs, attempts):
+            expected = b"".join(bytes(formatter.write_row(values)) for values in rows)
+            expected += bytes(formatter.end())
+            assert log_store.copy_lines(rows) == expected
