@@ -482,10 +482,7 @@ class Gateway:
 
     async def _write_logs(self, records: Any) -> None:
         prices = self.prices  # the catalog as it is now: a later swap changes no written row
-        await self.db.run(
-            lambda conn: runtime_store.write_request_records(conn, records, prices),
-            autocommit=True,  # it makes its own transaction
-        )
+        await runtime_store.store_request_records(self.db, records, prices)
 
     def _node_state(self) -> NodeState:
         return node_state(self.leader, (self.scheduler, self.cluster_jobs))

@@ -10,15 +10,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 from uuid import UUID
 
 import httpx
+import trio
 
 from pooler import pricing
 from pooler.actors.account import RefreshResult
 from pooler.actors.pool import AccountConfig, RuntimeConfig
 from pooler.crypto import Keyring
+from pooler.db import Database
 from pooler.instance_settings import InstanceSettings
 from pooler.pricing import Catalog
 from pooler.protocol.jwt import jwt_expiry
@@ -293,11 +295,44 @@ def write_request_records(
 ) -> None:
     """Store a batch of request records, their log rows and attempts (one COPY each), in
     one transaction of its own (a savepoint in the caller's, if any)."""
-    catalog = prices or pricing.bundled()
-    log_store.insert_log_values(
-        conn,
-        [log_store.log_values(_log_values(r, catalog)) for r in records],
+    log_store.insert_log_values(conn, *_record_values(records, prices or pricing.bundled()))
+
+
+def _record_values(
+    records: Sequence[RequestRecord], prices: Catalog
+) -> tuple[list[list[Any]], list[list[Any]]]:
+    """The storable log rows and attempt rows of `records`."""
+    return (
+        [log_store.log_values(_log_values(r, prices)) for r in records],
         [log_store.attempt_values(values) for r in records for values in _attempt_values(r)],
+    )
+
+
+# Records formatted per step of the event loop: ~20 µs each (two attempts), a step ~0.2 ms.
+RECORDS_PER_STEP: Final = 8
+
+
+async def store_request_records(
+    db: Database, records: Sequence[RequestRecord], prices: Catalog
+) -> None:
+    """`write_request_records` as the gateway's LogWriter does it: the COPY lines are made
+    here, on the event loop, RECORDS_PER_STEP records a step, and the worker thread only
+    sends them. Made in the thread, they kept it running Python for ~1.5 ms a batch while
+    the event loop's thread waited for the GIL (store.logs)."""
+    logs = bytearray()
+    attempts = bytearray()
+    for n, record in enumerate(records, 1):
+        log_store.add_copy_line(logs, log_store.log_values(_log_values(record, prices)))
+        for values in _attempt_values(record):
+            log_store.add_copy_line(attempts, log_store.attempt_values(values))
+        if n % RECORDS_PER_STEP == 0:
+            await trio.lowlevel.checkpoint()
+    log_lines, attempt_lines = bytes(logs), bytes(attempts)
+    await db.run(
+        lambda conn: log_store.insert_log_copy(
+            conn, log_lines, attempt_lines, lambda: _record_values(records, prices)
+        ),
+        autocommit=True,  # it makes its own transaction
     )
 
 

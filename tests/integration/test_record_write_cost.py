@@ -10,6 +10,7 @@ an Execute each), on a real PostgreSQL."""
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,6 +21,8 @@ from uuid import UUID
 import psycopg
 import trio
 from psycopg import pq
+from psycopg._copy_base import TextFormatter
+from psycopg.adapt import Transformer
 
 from pooler import pricing, store
 from pooler.actors.log_writer import LogWriter
@@ -253,3 +256,68 @@ async def test_a_stop_during_a_batch_write_loses_and_doubles_no_row(db_url: str)
     finally:
         db.close()
     assert found == (300, 300) and attempts == (600,)
+
+
+def _python_calls_in_the_worker(database: Database, records: list[RequestRecord]) -> int:
+    """Python function calls made in the worker thread while the gateway's log write of
+    `records` runs there (counted by a profile hook set in that thread only)."""
+    calls = [0]
+    real_run = database.run
+
+    async def counted_run(fn: Callable[[Any], Any], **options: Any) -> Any:
+        def profiled(conn: Any) -> Any:
+            def count(frame: Any, event: str, arg: Any) -> None:
+                if event == "call":
+                    calls[0] += 1
+
+            sys.setprofile(count)
+            try:
+                return fn(conn)
+            finally:
+                sys.setprofile(None)
+
+        return await real_run(profiled, **options)
+
+    async def write() -> None:
+        with trio.fail_after(30):
+            await runtime_store.store_request_records(database, records, pricing.bundled())
+
+    database.run = counted_run  # type: ignore[method-assign]
+    try:
+        trio.run(write)
+    finally:
+        del database.run
+    return calls[0]
+
+
+def test_the_worker_thread_runs_no_python_per_row_of_a_log_batch(database: Database) -> None:
+    # Rows made into COPY lines in the worker thread kept it running Python (~40 µs a row)
+    # while the event loop's thread waited for the GIL; they are made before it is entered.
+    few = _python_calls_in_the_worker(database, [record(n) for n in range(300, 302)])
+    many = _python_calls_in_the_worker(database, [record(n) for n in range(400, 460)])
+    # The same calls whatever the batch's size, but for psycopg's waits on the socket.
+    assert many < few + 30
+    stored = database.run_sync(log_store.count_request_logs)
+    assert stored == 62
+    assert database.run_sync(
+        lambda conn: conn.execute("SELECT count(*) FROM request_attempts").fetchone()
+    ) == (124,)
+
+
+def test_copy_lines_made_before_the_thread_are_the_bytes_write_row_sends(db_url: str) -> None:
+    hostile = record(
+        11,
+        user_agent="ua\t\\\n\r\x1b" + "é" * 600,
+        exclusions={"acc\x00": "refused"},
+        routing={"n": float("nan"), "deep": [[[1, 2.5, True, None]]]},
+        usage=None,
+    )
+    records = [record(10), hostile, record(12, ttfb_ms=None, attempts=[])]
+    logs, attempts = runtime_store._record_values(records, pricing.bundled())
+    with psycopg.connect(db_url) as conn:
+        # The formatter a COPY of this connection writes its rows with (Copy.write_row).
+        formatter = TextFormatter(Transformer(conn))
+        for rows in (logs, attempts):
+            expected = b"".join(bytes(formatter.write_row(values)) for values in rows)
+            expected += bytes(formatter.end())
+            assert log_store.copy_lines(rows) == expected
