@@ -38,6 +38,7 @@ closed, as the gateway answered it before.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
@@ -200,16 +201,24 @@ class PieceWriter:
     non-empty `http.response.body` once the head is sent or held for it (HTTPStream's body
     state, chunked framing, which a suppressed body never has; a held streamed head goes in
     the same write), when the server writes through `pooler.write_stall`; anything else is
-    sent the ordinary way."""
+    sent the ordinary way.
+
+    It holds its stream weakly: the stream's scope holds the writer, and a strong reference
+    back would make every request's stream, scope and what hangs off them garbage only the
+    cycle collector frees (three times the young collections, each four times longer, under
+    SSE load). The application holds the stream's `send` while it runs, so the stream is
+    alive whenever the writer is called."""
 
     __slots__ = ("_protocol", "_stream")
 
     def __init__(self, protocol: Http1Protocol, stream: HTTPStream) -> None:
         self._protocol = protocol
-        self._stream = stream
+        self._stream = weakref.ref(stream)
 
     async def __call__(self, data: bytes) -> None:
-        protocol, stream = self._protocol, self._stream
+        protocol, stream = self._protocol, self._stream()
+        if stream is None:  # the application outlived its stream: nothing to write to
+            return
         raw = protocol.raw_send
         if (
             raw is not None
