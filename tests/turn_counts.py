@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import trio
 
@@ -30,3 +31,15 @@ def counting_reschedules() -> Iterator[Reschedules]:
         yield counter
     finally:
         trio.lowlevel.remove_instrument(counter)
+
+
+def awaiting(task: trio.lowlevel.Task) -> list[str]:
+    """The function names down the task's chain of awaits, outermost first."""
+    names = []
+    coro: Any = task.coro
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            names.append(frame.f_code.co_name)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return names

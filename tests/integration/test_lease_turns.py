@@ -9,26 +9,14 @@ answer. Nothing here depends on timing, but for an actor found busy with another
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import trio
 
 from tests.harness import open_stack
 from tests.integration.test_short_request_yields import DEADLINE, ROUTES, _client
+from tests.turn_counts import awaiting
 
 REQUESTS = 20
-
-
-def _awaiting(task: trio.lowlevel.Task) -> list[str]:
-    """The function names down the task's chain of awaits."""
-    names = []
-    coro: Any = task.coro
-    while coro is not None:
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-        if frame is not None:
-            names.append(frame.f_code.co_name)
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-    return names
 
 
 class LeaseWaits(trio.abc.Instrument):
@@ -42,7 +30,7 @@ class LeaseWaits(trio.abc.Instrument):
         if "task_group._handle" not in task.name:
             return
         self.steps += 1
-        if "lease_account" in _awaiting(task):
+        if "lease_account" in awaiting(task):
             self.waits += 1
 
 

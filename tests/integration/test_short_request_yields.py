@@ -15,6 +15,7 @@ from typing import Any
 import trio
 
 from tests.harness import open_stack
+from tests.turn_counts import awaiting
 
 DEADLINE = 60
 ROUTES = (b"/backend-api/codex/responses", b"/v1/chat/completions")
@@ -23,13 +24,7 @@ REQUESTS = 20
 
 def _suspended_in(task: trio.lowlevel.Task) -> str:
     """The name of the trio trap function the task is suspended in (its awaits' chain)."""
-    names = []
-    coro: Any = task.coro
-    while coro is not None:
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-        if frame is not None:
-            names.append(frame.f_code.co_name)
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    names = awaiting(task)
     return names[-2] if len(names) > 1 else ""
 
 
