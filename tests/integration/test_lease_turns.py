@@ -13,7 +13,7 @@ from pathlib import Path
 import trio
 
 from tests.harness import open_stack
-from tests.integration.test_short_request_yields import DEADLINE, ROUTES, _client
+from tests.integration.test_short_request_yields import DEADLINE, ROUTES, requests_counted
 from tests.turn_counts import awaiting
 
 REQUESTS = 20
@@ -41,14 +41,8 @@ async def test_a_request_is_leased_without_waiting_for_an_actor(
         async with open_stack(db_url, tmp_path) as stack:
             port = int(stack.url.rsplit(":", 1)[1])
             for route in ROUTES:
-                await trio.to_thread.run_sync(_client, port, stack.key, route, 2)  # warm
                 counter = LeaseWaits()
-                trio.lowlevel.add_instrument(counter)
-                try:
-                    heads = await trio.to_thread.run_sync(_client, port, stack.key, route, REQUESTS)
-                finally:
-                    trio.lowlevel.remove_instrument(counter)
-                assert all(head.startswith(b"HTTP/1.1 200") for head in heads), heads[0]
+                await requests_counted(port, stack.key, route, counter, REQUESTS)
                 assert counter.steps >= REQUESTS  # the instrument saw the requests
                 # Before: every request waited (REQUESTS). An actor now and then busy with
                 # something else (a periodic job's message) makes a request wait as before.

@@ -88,6 +88,20 @@ def _client(port: int, key: str, route: bytes, count: int) -> list[bytes]:
     return heads
 
 
+async def requests_counted(
+    port: int, key: str, route: bytes, counter: trio.abc.Instrument, requests: int = REQUESTS
+) -> None:
+    """`requests` short requests on `route` (after two to warm it) while `counter` is
+    installed; each answered 200."""
+    await trio.to_thread.run_sync(_client, port, key, route, 2)
+    trio.lowlevel.add_instrument(counter)
+    try:
+        heads = await trio.to_thread.run_sync(_client, port, key, route, requests)
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+    assert all(head.startswith(b"HTTP/1.1 200") for head in heads), heads[0]
+
+
 async def test_a_short_request_yields_bare_only_to_write_and_rearm_its_timer(
     db_url: str, tmp_path: Path
 ) -> None:
@@ -99,12 +113,6 @@ async def test_a_short_request_yields_bare_only_to_write_and_rearm_its_timer(
         async with open_stack(db_url, tmp_path) as stack:
             port = int(stack.url.rsplit(":", 1)[1])
             for route in ROUTES:
-                await trio.to_thread.run_sync(_client, port, stack.key, route, 2)  # warm
                 counter = BareYields()
-                trio.lowlevel.add_instrument(counter)
-                try:
-                    heads = await trio.to_thread.run_sync(_client, port, stack.key, route, REQUESTS)
-                finally:
-                    trio.lowlevel.remove_instrument(counter)
-                assert all(head.startswith(b"HTTP/1.1 200") for head in heads), heads[0]
+                await requests_counted(port, stack.key, route, counter)
                 assert counter.bare <= 2 * REQUESTS, (route, counter.bare / REQUESTS)
