@@ -28,8 +28,12 @@ freezes too and sets the young generation's threshold to N (the alternatives);
 gateway itself settles the collector once it has started (pooler.server), so `default`
 undoes that (`gc.unfreeze`, thresholds 700/10/10) before its window and `tuned` redoes it.
 
+`--cores A,B` pins as bench.py does: this process (the gateway) and the embedded
+PostgreSQL on core A, the emulator and the load generator on core B; without it nothing is
+pinned (PostgreSQL then runs beside the gateway, not on its core).
+
     python ops/bench/loop_turns.py [--rate 150] [--concurrency 50] [--seconds 20]
-        [--rounds 4] [--modes default,tuned] [--steps]
+        [--rounds 4] [--modes default,tuned] [--steps] [--cores 0,1]
 
 Run from the repository root with PYTHONPATH=$PWD (and a `pooler` console script on
 PATH). It needs no other service; everything it starts is stopped on the way out.
@@ -238,6 +242,8 @@ async def main(args: argparse.Namespace) -> None:
     import gateway_lag
     from idle_memory import gateway_parts, start_emulator, stop_gateway_parts
 
+    from ttfb_phases import pin, postgres_pids
+
     from pooler.db import Database
     from pooler.server import run_gateway
 
@@ -252,13 +258,21 @@ async def main(args: argparse.Namespace) -> None:
     try:
         emulator, port, auth_files = start_emulator(root)
         config, database, key = await gateway_parts(root, port, auth_files)
+        cores = [int(c) for c in args.cores.split(",")] if args.cores else []
+        if cores:
+            os.sched_setaffinity(0, {cores[0]})
+            pin([emulator.pid], cores[1])
         async with trio.open_nursery() as nursery:
             running = await nursery.start(run_gateway, config, database, "127.0.0.1", 0)
+            if cores:
+                pin(postgres_pids(root / "data"), cores[0])
             await trio.sleep(SETTLE_S)
             print(f"tracked objects after start-up: {tracked_objects()}", flush=True)
             monitor = running.gateway.loop_lag
             argv = [sys.executable, __file__, "--client", str(running.port), key]
             argv += [str(args.rate), str(args.concurrency), str(args.seconds)]
+            if cores:
+                argv = ["taskset", "-c", str(cores[1]), *argv]
             for index in range(args.rounds * len(modes)):
                 mode = modes[index % len(modes)]
                 set_mode(mode)
@@ -319,6 +333,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--modes", default="default,tuned")
     parser.add_argument("--top", type=int, default=8, help="longest turns listed per window")
     parser.add_argument("--steps", action="store_true", help="time every task step too")
+    parser.add_argument("--cores", help="A,B: the gateway and PostgreSQL on A, the load on B")
     return parser.parse_args(argv)
 
 
