@@ -15,6 +15,11 @@ Theory of operation:
 - Per request: time to the first body byte, total time, status, and for every body chunk
   (an h11 `Data` event) the gap since the previous one. Chunks that arrive in one socket
   read share its timestamp, so their gap is 0: batching shows as one long gap.
+- With a target's `sent_at` (the emulator's `x-emulator-sent-at` knob in its body), each
+  answer's *tail* is recorded too: from when the emulator sent the terminal event (the
+  stamp it carries, CLOCK_MONOTONIC) to the answer's last byte here, on the same clock.
+  A paced request's duration moves by tens of milliseconds with the pacing's timer
+  jitter; its tail does not, so the tail is how a path's end-of-answer cost is compared.
 - A request is an error when the status is not 2xx, the body lacks the target's success
   marker (an SSE stream without `response.completed`), a transport error occurs or
   `REQUEST_TIMEOUT_S` passes; the connection is then replaced.
@@ -27,6 +32,8 @@ Theory of operation:
 from __future__ import annotations
 
 import math
+import re
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +50,8 @@ RECEIVE_SIZE = 64 * 1024
 PROBE_INTERVAL_S = 0.02
 LAG_INTERVAL_S = 0.005
 MARKER_CARRY = 64
+SENT_AT_CARRY = 4096  # the end of a body kept to find the stamp: the terminal event's end
+SENT_AT = re.compile(rb'"x-emulator-sent-at"\s*:\s*"([0-9.]+)"')
 # Any cheap answer will do (the emulator says 404): it proves the whole path is connected.
 PRIMING_PATH = b"/healthz"
 
@@ -58,6 +67,7 @@ class Target:
     headers: tuple[tuple[bytes, bytes], ...]
     body: bytes = b""
     success_marker: bytes = b""
+    sent_at: bool = False  # record each answer's tail from the emulator's stamp
     request: h11.Request = field(init=False, repr=False)
     data: h11.Data | None = field(init=False, repr=False)
     priming: h11.Request = field(init=False, repr=False)
@@ -85,6 +95,7 @@ class RoundResult:
     duration_s: float = 0.0
     latencies_s: list[float] = field(default_factory=list)
     ttfbs_s: list[float] = field(default_factory=list)
+    tails_s: list[float] = field(default_factory=list)
     gaps_s: Histogram = field(default_factory=Histogram)
     chunks: int = 0
     events: int = 0
@@ -108,7 +119,7 @@ class RoundResult:
         latency, ttfb = summarize(self.latencies_s), summarize(self.ttfbs_s)
         probe = summarize(self.probe_s)
         ms = 1000.0
-        return {
+        out = {
             "p50_ms": latency.p50 * ms,
             "p99_ms": latency.p99 * ms,
             "ttfb_p50_ms": ttfb.p50 * ms,
@@ -124,6 +135,10 @@ class RoundResult:
             "probe_p50_ms": probe.p50 * ms,
             "probe_p99_ms": probe.p99 * ms,
         }
+        if self.tails_s:  # a target with `sent_at`
+            tail = summarize(self.tails_s)
+            out["tail_p50_ms"], out["tail_p99_ms"] = tail.p50 * ms, tail.p99 * ms
+        return out
 
 
 class RequestFailed(Exception):
@@ -228,6 +243,7 @@ class Connection:
         carry = b""
         events = chunks = 0
         newline_tail = False
+        end = b""  # with target.sent_at: the body's last bytes
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
@@ -249,6 +265,8 @@ class Connection:
                     window = carry + bytes(body)
                     found = marker in window
                     carry = window[-MARKER_CARRY:]
+                if target.sent_at:
+                    end = (end + bytes(body))[-SENT_AT_CARRY:]
             elif type(event) is h11.Response:
                 status = event.status_code
             elif type(event) is h11.EndOfMessage:
@@ -263,12 +281,23 @@ class Connection:
             raise RequestFailed(f"http_{status}")
         if not found:
             raise RequestFailed("incomplete_body")
+        if target.sent_at:
+            result.tails_s.append(tail_since_sent(end, now))
         result.latencies_s.append(now - started)
         result.ttfbs_s.append((first if first is not None else now) - started)
         result.chunks += chunks
         result.events += events
         result.first_start = min(result.first_start, started)
         result.last_done = max(result.last_done, now)
+
+
+def tail_since_sent(body_end: bytes, done: float) -> float:
+    """From the emulator's stamp in `body_end` to `done` (Trio's clock, which is
+    CLOCK_MONOTONIC plus an offset of its own)."""
+    stamps = SENT_AT.findall(body_end)
+    if not stamps:
+        raise RequestFailed("no_sent_at_stamp")
+    return done - trio.current_time() + time.monotonic() - float(stamps[-1])
 
 
 async def _prime_all(connections: list[Connection], errors: Counter[str]) -> None:

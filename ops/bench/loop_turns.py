@@ -241,7 +241,6 @@ def window_figures(
 async def main(args: argparse.Namespace) -> None:
     import gateway_lag
     from idle_memory import gateway_parts, start_emulator, stop_gateway_parts
-
     from ttfb_phases import pin, postgres_pids
 
     from pooler.db import Database

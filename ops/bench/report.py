@@ -527,11 +527,12 @@ def _paced_markdown(figures: dict[str, Any]) -> list[str]:
         f"Paced extra (c={figures['concurrency']}, {figures['delay_ms']} ms before each "
         f"upstream event, {figures['rounds']} rounds of {figures['seconds']:g} s, the four "
         "paths at once; done at the last byte; added = path - direct; after stream = path - "
-        "gateway stream):",
+        "gateway stream; tail = from the emulator's terminal event to the last byte, the "
+        "pacing's jitter left out):",
         "",
-        "| path | p50 | p99 | added p50 | added p99 | after stream p50 / p99 | req/s | requests "
-        "| errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| path | p50 | p99 | added p50 | added p99 | after stream p50 / p99 | tail p50 / p99 "
+        "| tail after stream p50 / p99 | req/s | requests | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in ("direct", "gateway stream", "gateway json", "gateway v1 json"):
         row = figures.get(name)
@@ -547,9 +548,21 @@ def _paced_markdown(figures: dict[str, Any]) -> list[str]:
             if "after_stream_p50_ms" in row
             else "-"
         )
+        tail = (
+            f"{_fmt(row['tail_p50_ms'], 2)} / {_fmt(row['tail_p99_ms'], 2)} ms"
+            if "tail_p50_ms" in row
+            else "-"
+        )
+        tail_after = (
+            f"{_signed(row['tail_after_stream_p50_ms'])} / "
+            f"{_signed(row['tail_after_stream_p99_ms'])} ms"
+            if "tail_after_stream_p50_ms" in row
+            else "-"
+        )
         lines.append(
             f"| {name} | {_fmt(row.get('p50_ms'), 1)} ms | {_fmt(row.get('p99_ms'), 1)} ms "
-            f"| {added[0]} | {added[1]} | {after} | {_fmt(row.get('rps'), 1)} "
+            f"| {added[0]} | {added[1]} | {after} | {tail} | {tail_after} "
+            f"| {_fmt(row.get('rps'), 1)} "
             f"| {_fmt(row.get('requests'), 0)} | {_fmt(row.get('errors'), 0)} |"
         )
     return lines

@@ -86,10 +86,15 @@ def rotated(order: tuple[str, ...], index: int) -> tuple[str, ...]:
     return order[shift:] + order[:shift]
 
 
-def request_body(deltas: int, *, stream: bool, delay_ms: int | None = None) -> bytes:
+def request_body(
+    deltas: int, *, stream: bool, delay_ms: int | None = None, sent_at: bool = False
+) -> bytes:
+    """`sent_at`: the emulator stamps its terminal event (`loadgen`'s answer tails)."""
     metadata = {"x-emulator-events": str(deltas)}
     if delay_ms is not None:
         metadata["x-emulator-delay-ms"] = str(delay_ms)
+    if sent_at:
+        metadata["x-emulator-sent-at"] = "1"
     body: dict[str, object] = {"model": "gpt-5.5"}
     if stream:
         body["stream"] = True
@@ -108,38 +113,38 @@ def targets(
     delay_ms: int | None = None,
     *,
     pool_key: str | None = None,
+    sent_at: bool = False,
 ) -> dict[str, Target]:
     """The same request over the three paths (the gateway's through `pool_key`'s Pool,
     by default the `bench` Pool), and over the baseline gateway when it runs (always
-    through its own `bench` Pool)."""
+    through its own `bench` Pool); with `sent_at`, each answer's tail is timed too."""
     upstream_headers = (
         (b"authorization", b"Bearer " + endpoints.access_token.encode()),
         (b"chatgpt-account-id", endpoints.account_id.encode()),
         (b"content-type", b"application/json"),
         (b"accept", b"text/event-stream"),
     )
-    sse_body = request_body(deltas, stream=True, delay_ms=delay_ms)
+    sse_body = request_body(deltas, stream=True, delay_ms=delay_ms, sent_at=sent_at)
     pool_auth = (b"authorization", b"Bearer " + (pool_key or endpoints.pool_key).encode())
     if kind != "short":
         gateway_headers = (pool_auth, upstream_headers[2], upstream_headers[3])
         gateway_body, gateway_done = sse_body, SSE_DONE
     else:
         gateway_headers = (pool_auth, upstream_headers[2], (b"accept", b"application/json"))
-        gateway_body = request_body(deltas, stream=False, delay_ms=delay_ms)
+        gateway_body = request_body(deltas, stream=False, delay_ms=delay_ms, sent_at=sent_at)
         gateway_done = JSON_DONE
     host = "127.0.0.1"
 
     def gateway(port: int, auth: tuple[bytes, bytes]) -> Target:
         headers = (auth, *gateway_headers[1:])
-        return Target(host, port, b"POST", ROUTE, headers, gateway_body, gateway_done)
+        return Target(host, port, b"POST", ROUTE, headers, gateway_body, gateway_done, sent_at)
+
+    def upstream(port: int) -> Target:
+        return Target(host, port, b"POST", ROUTE, upstream_headers, sse_body, SSE_DONE, sent_at)
 
     found = {
-        "direct": Target(
-            host, endpoints.emulator_port, b"POST", ROUTE, upstream_headers, sse_body, SSE_DONE
-        ),
-        "floor": Target(
-            host, endpoints.relay_port, b"POST", ROUTE, upstream_headers, sse_body, SSE_DONE
-        ),
+        "direct": upstream(endpoints.emulator_port),
+        "floor": upstream(endpoints.relay_port),
         "gateway": gateway(endpoints.gateway_port, pool_auth),
     }
     baseline = endpoints.baseline

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,20 @@ class Turn:
 def encode_sse(event: dict[str, Any]) -> bytes:
     data = json.dumps(event, separators=(",", ":"))
     return f"event: {event['type']}\ndata: {data}\n\n".encode()
+
+
+# The knob, and the key of the terminal event's `response.metadata` it fills: this
+# machine's CLOCK_MONOTONIC (`time.monotonic()`, the same in every process) in seconds.
+SENT_AT = "x-emulator-sent-at"
+
+
+def stamp_sent_at(terminal: dict[str, Any]) -> None:
+    """The `x-emulator-sent-at` knob: the terminal event's `response.metadata` says when it
+    was sent, in this machine's CLOCK_MONOTONIC seconds (the same clock in every process)."""
+    response = terminal.get("response")
+    if isinstance(response, dict):
+        stamp = f"{time.monotonic():.6f}"
+        response["metadata"] = {**(response.get("metadata") or {}), SENT_AT: stamp}
 
 
 def split_text(text: str, pieces: int) -> list[str]:

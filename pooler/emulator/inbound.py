@@ -12,7 +12,7 @@ import zstandard
 
 from pooler.emulator import rejections as rj
 from pooler.emulator.accounts import FakeAccount
-from pooler.emulator.events import Turn, pad_text
+from pooler.emulator.events import SENT_AT, Turn, pad_text
 from pooler.emulator.prompt_cache import BYTES_PER_TOKEN, Context, Prefix, prompt_chain
 from pooler.emulator.replies import Reply, TextReply, decide_reply
 
@@ -125,13 +125,16 @@ class Knobs:
     `x-emulator-events` (N text deltas), `x-emulator-quiet-headers` (no quota headers),
     `x-emulator-rate-limits-event` (`codex.rate_limits` events first on an SSE stream) and
     `x-emulator-end-delay-ms` (a pause between the last event and the end of the body, as a
-    slow network may leave it)."""
+    slow network may leave it) and `x-emulator-sent-at` (the terminal event's
+    `response.metadata` says when it was sent: `ops/bench`'s paced extra times a path's
+    tail from there, without the pacing's jitter)."""
 
     delay_s: float = 0.0
     end_delay_s: float = 0.0
     deltas: int | None = None
     quiet_headers: bool = False
     rate_limits_event: bool = False
+    sent_at: bool = False
 
 
 def knobs_from(headers: dict[bytes, str], body: dict[str, Any] | None = None) -> Knobs:
@@ -152,6 +155,7 @@ def knobs_from(headers: dict[bytes, str], body: dict[str, Any] | None = None) ->
         deltas=None if deltas is None else int(min(MAX_DELTAS, max(1, deltas))),
         quiet_headers=_flag(knob("x-emulator-quiet-headers")),
         rate_limits_event=_flag(knob("x-emulator-rate-limits-event")),
+        sent_at=_flag(knob(SENT_AT)),
     )
 
 

@@ -15,7 +15,7 @@ import trio
 
 from pooler.emulator import inbound
 from pooler.emulator.asgi import Receive, Scope, Send, read_body, request_headers, send_rejection
-from pooler.emulator.events import build_events, encode_sse
+from pooler.emulator.events import build_events, encode_sse, stamp_sent_at
 from pooler.emulator.models import MODELS_ETAG
 from pooler.emulator.rejections import Headers, Rejection
 from pooler.emulator.state import EmulatorState, Grant, TurnLog
@@ -115,6 +115,7 @@ async def handle_responses(
         model,
         cut=cut,
         end_delay_s=knobs.end_delay_s,
+        sent_at=knobs.sent_at,
     )
     if not knobs.delay_s and not knobs.end_delay_s:
         return await stream()
@@ -140,8 +141,10 @@ async def _send_events(
     *,
     cut: bool,
     end_delay_s: float = 0.0,
+    sent_at: bool = False,
 ) -> None:
-    """One ASGI body message per event; the account is charged as the stream completes."""
+    """One ASGI body message per event; the account is charged as the stream completes.
+    With `sent_at`, the terminal event's `response.metadata` is stamped as it is sent."""
     last = len(events) - 1
     for index, event in enumerate(events):
         if cut and index == DISCONNECT_AFTER_EVENTS:
@@ -150,6 +153,8 @@ async def _send_events(
             await trio.sleep(delay_s)
         if index == last:
             state.charge(grant.account, time.time(), model)
+            if sent_at:
+                stamp_sent_at(event)
         chunk = encode_sse(event)
         ends = index == last and not end_delay_s
         await send({"type": "http.response.body", "body": chunk, "more_body": not ends})

@@ -17,7 +17,7 @@ import trio
 
 from pooler.emulator import inbound
 from pooler.emulator.asgi import Receive, Scope, Send, deny_websocket, request_headers
-from pooler.emulator.events import build_events
+from pooler.emulator.events import build_events, stamp_sent_at
 from pooler.emulator.faults import UPGRADE_FAULTS
 from pooler.emulator.models import MODELS_ETAG
 from pooler.emulator.prompt_cache import Context
@@ -189,8 +189,11 @@ async def _turn(session: _Session, body: dict[str, Any], frame: bytes) -> bool:
             return False
         if knobs.delay_s:
             await trio.sleep(knobs.delay_s)
-        if index == len(events) - 1 and generate:
-            state.charge(account, time.time(), model)
+        if index == len(events) - 1:
+            if generate:
+                state.charge(account, time.time(), model)
+            if knobs.sent_at:
+                stamp_sent_at(event)
         await _send_event(session, event)
     session.last_response_id = turn.response_id
     return True
