@@ -3,11 +3,12 @@ woken again), for tests that pin how many turns a path takes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import trio
+
+from tests.unit.bench_support import load_bench
 
 
 class Reschedules(trio.abc.Instrument):
@@ -33,13 +34,6 @@ def counting_reschedules() -> Iterator[Reschedules]:
         trio.lowlevel.remove_instrument(counter)
 
 
-def awaiting(task: trio.lowlevel.Task) -> list[str]:
-    """The function names down the task's chain of awaits, outermost first."""
-    names = []
-    coro: Any = task.coro
-    while coro is not None:
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-        if frame is not None:
-            names.append(frame.f_code.co_name)
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-    return names
+# The function names down a task's chain of awaits, outermost first: the benchmark's own
+# reader (`ops/bench/ttfb_phases.py`), so the two cannot drift apart.
+awaiting: Callable[[trio.lowlevel.Task], list[str]] = load_bench("ttfb_phases").awaiting

@@ -242,9 +242,9 @@ class Marks(trio.abc.Instrument):
 PROBE_HEADER = b"x-ttfb-probe"
 
 
-def suspended_in(task: Any) -> str:
-    """The innermost functions (up to three) of the chain of awaits a task is suspended in,
-    innermost last: what it waits for."""
+def awaiting(task: Any) -> list[str]:
+    """The function names down a task's chain of awaits, outermost first (the tests that
+    pin a path's turns read it too, `tests/turn_counts.py`)."""
     names = []
     coro: Any = task.coro
     while coro is not None:
@@ -252,7 +252,13 @@ def suspended_in(task: Any) -> str:
         if frame is not None:
             names.append(frame.f_code.co_name)
         coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-    return " > ".join(names[-3:])
+    return names
+
+
+def suspended_in(task: Any) -> str:
+    """The innermost functions (up to three) of the chain of awaits a task is suspended in,
+    innermost last: what it waits for."""
+    return " > ".join(awaiting(task)[-3:])
 
 
 def instrument(marks: Marks) -> None:
