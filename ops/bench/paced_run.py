@@ -132,18 +132,20 @@ def paced_figures(plan: PacedPlan, rounds: dict[str, list[dict[str, float]]]) ->
     for name, side in sides.items():
         out[name] = {key: round(side[key], 3) for key in FIGURE_KEYS if key in side}
         if name != "direct":
-            out[name]["added_p50_ms"] = round(side["p50_ms"] - direct["p50_ms"], 2)
-            out[name]["added_p99_ms"] = round(side["p99_ms"] - direct["p99_ms"], 2)
-            if "tail_p50_ms" in side and "tail_p50_ms" in direct:
-                for q in ("p50", "p99"):
-                    added = side[f"tail_{q}_ms"] - direct[f"tail_{q}_ms"]
-                    out[name][f"tail_added_{q}_ms"] = round(added, 3)
+            out[name].update(_less(side, direct, "added"))
         if name.endswith("json"):
-            streamed = sides["gateway stream"]
-            out[name]["after_stream_p50_ms"] = round(side["p50_ms"] - streamed["p50_ms"], 2)
-            out[name]["after_stream_p99_ms"] = round(side["p99_ms"] - streamed["p99_ms"], 2)
-            if "tail_p50_ms" in side and "tail_p50_ms" in streamed:
-                for q in ("p50", "p99"):
-                    after = side[f"tail_{q}_ms"] - streamed[f"tail_{q}_ms"]
-                    out[name][f"tail_after_stream_{q}_ms"] = round(after, 3)
+            out[name].update(_less(side, sides["gateway stream"], "after_stream"))
     return out
+
+
+def _less(side: dict[str, float], other: dict[str, float], label: str) -> dict[str, float]:
+    """`side` minus `other` at p50 and p99 as `<label>_p50_ms`...: by duration, and by tail
+    (`tail_<label>_p50_ms`...) when both sides timed tails."""
+    kinds = ("", "tail_") if "tail_p50_ms" in side and "tail_p50_ms" in other else ("",)
+    return {
+        f"{kind}{label}_{q}_ms": round(
+            side[f"{kind}{q}_ms"] - other[f"{kind}{q}_ms"], 3 if kind else 2
+        )
+        for kind in kinds
+        for q in ("p50", "p99")
+    }
